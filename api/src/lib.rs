@@ -1,1 +1,18 @@
-//! placeholder
+//! Resource types of kinetic, with Knative's field names: `eventing.knative.dev/v1` Broker and
+//! Trigger, their `DeliverySpec`, `Destination` and filter dialects.
+//!
+//! This crate parses multi-document YAML ([`parse_documents`]), fills in defaults and validates, and
+//! every [`Error`] names the file, document, field path and a hint. It does no I/O. Start reading at
+//! [`resource`]; the kinds live in [`eventing`], shared metadata in [`meta`].
+
+pub mod duration;
+pub mod error;
+pub mod event;
+pub mod eventing;
+pub mod meta;
+pub mod resource;
+
+pub use error::{Error, Result};
+pub use eventing::{Broker, DeliverySpec, Trigger};
+pub use meta::{Destination, KReference, ObjectMeta};
+pub use resource::{Resource, ResourceKey, parse_documents};
