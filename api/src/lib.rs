@@ -5,6 +5,7 @@
 //! every [`Error`] names the file, document, field path and a hint. It does no I/O. Start reading at
 //! [`resource`]; the kinds live in [`eventing`], shared metadata in [`meta`].
 
+pub mod cloudevent;
 pub mod duration;
 pub mod error;
 pub mod event;

@@ -1,0 +1,715 @@
+//! The CloudEvents HTTP protocol binding (1.0 and 0.3): decoding requests and responses in binary,
+//! structured and batch modes with precise errors, and encoding events for delivery.
+//!
+//! Pure functions over headers and bytes; the broker's ingress and the dispatcher's reply handling
+//! both use them, so an event is judged by the same rules wherever it enters.
+
+use base64::Engine as _;
+use base64::prelude::BASE64_STANDARD;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use cloudevents::event::{Data, ExtensionValue, SpecVersion};
+use cloudevents::{
+    AttributesReader, AttributesWriter, Event, EventBuilder, EventBuilderV03, EventBuilderV10,
+};
+use http::HeaderMap;
+use http::header::CONTENT_TYPE;
+use serde_json::{Map, Value};
+
+pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
+pub const BATCH_CONTENT_TYPE: &str = "application/cloudevents-batch+json";
+
+/// Why a request is not an acceptable CloudEvent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct EventError {
+    pub kind: EventErrorKind,
+    /// The attribute at fault, when one is.
+    pub attribute: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventErrorKind {
+    /// 400: malformed or missing attributes, bad JSON.
+    Invalid,
+    /// 415: an event format kinetic does not read (e.g. `application/cloudevents+xml`).
+    UnsupportedFormat,
+}
+
+impl EventError {
+    fn invalid(attribute: Option<&str>, message: impl Into<String>) -> Self {
+        Self {
+            kind: EventErrorKind::Invalid,
+            attribute: attribute.map(str::to_owned),
+            message: message.into(),
+        }
+    }
+
+    fn at_index(mut self, index: usize) -> Self {
+        self.message = format!("event {index} of the batch: {}", self.message);
+        self
+    }
+}
+
+/// How the event arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Binary,
+    Structured,
+    Batch,
+}
+
+/// Decodes a request (or response) carrying one or more CloudEvents.
+pub fn decode(headers: &HeaderMap, body: &Bytes) -> Result<(Mode, Vec<Event>), EventError> {
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .map(|value| {
+            value.to_str().map_err(|_| {
+                EventError::invalid(
+                    Some("datacontenttype"),
+                    "the Content-Type header is not valid text",
+                )
+            })
+        })
+        .transpose()?;
+    let media = content_type.map(|ct| {
+        ct.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    });
+    match media.as_deref() {
+        Some(STRUCTURED_CONTENT_TYPE) => Ok((Mode::Structured, vec![decode_structured(body)?])),
+        Some(BATCH_CONTENT_TYPE) => Ok((Mode::Batch, decode_batch(body)?)),
+        Some(other)
+            if other.starts_with("application/cloudevents")
+                && !headers.contains_key("ce-specversion") =>
+        {
+            Err(EventError {
+                kind: EventErrorKind::UnsupportedFormat,
+                attribute: None,
+                message: format!(
+                    "event format `{other}` is not supported; send `{STRUCTURED_CONTENT_TYPE}`, `{BATCH_CONTENT_TYPE}` or binary mode (ce-* headers)"
+                ),
+            })
+        }
+        _ => {
+            if !headers.contains_key("ce-specversion") {
+                return Err(EventError::invalid(
+                    Some("specversion"),
+                    "not a CloudEvent: binary mode needs a `ce-specversion` header, structured mode the Content-Type `application/cloudevents+json`",
+                ));
+            }
+            Ok((
+                Mode::Binary,
+                vec![decode_binary(headers, content_type, body)?],
+            ))
+        }
+    }
+}
+
+fn decode_binary(
+    headers: &HeaderMap,
+    content_type: Option<&str>,
+    body: &Bytes,
+) -> Result<Event, EventError> {
+    let mut attributes = Map::new();
+    for (name, value) in headers {
+        let Some(attribute) = name.as_str().strip_prefix("ce-") else {
+            continue;
+        };
+        let text = value.to_str().map_err(|_| {
+            EventError::invalid(
+                Some(attribute),
+                format!("header `{name}` is not valid ASCII; percent-encode it"),
+            )
+        })?;
+        let text = percent_decode(text).ok_or_else(|| {
+            EventError::invalid(
+                Some(attribute),
+                format!("header `{name}` has a bad percent-encoding"),
+            )
+        })?;
+        if attributes
+            .insert(attribute.to_owned(), Value::String(text))
+            .is_some()
+        {
+            return Err(EventError::invalid(
+                Some(attribute),
+                format!("header `{name}` is repeated"),
+            ));
+        }
+    }
+    if let Some(content_type) = content_type {
+        attributes.insert(
+            "datacontenttype".into(),
+            Value::String(content_type.to_owned()),
+        );
+    }
+    let data = if body.is_empty() {
+        None
+    } else {
+        Some(binary_data(content_type, body))
+    };
+    build(attributes, data, true)
+}
+
+fn binary_data(content_type: Option<&str>, body: &Bytes) -> Data {
+    let content_type = content_type.unwrap_or("").to_ascii_lowercase();
+    if is_json(&content_type)
+        && let Ok(value) = serde_json::from_slice::<Value>(body)
+    {
+        return Data::Json(value);
+    }
+    if content_type.starts_with("text/")
+        && let Ok(text) = std::str::from_utf8(body)
+    {
+        return Data::String(text.to_owned());
+    }
+    Data::Binary(body.to_vec())
+}
+
+fn is_json(content_type: &str) -> bool {
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    media == "application/json" || media == "text/json" || media.ends_with("+json")
+}
+
+fn decode_structured(body: &Bytes) -> Result<Event, EventError> {
+    let value: Value = serde_json::from_slice(body).map_err(|error| {
+        EventError::invalid(None, format!("the body is not valid JSON: {error}"))
+    })?;
+    structured_value(value)
+}
+
+fn decode_batch(body: &Bytes) -> Result<Vec<Event>, EventError> {
+    let value: Value = serde_json::from_slice(body).map_err(|error| {
+        EventError::invalid(None, format!("the batch is not valid JSON: {error}"))
+    })?;
+    let Value::Array(items) = value else {
+        return Err(EventError::invalid(
+            None,
+            "a batch must be a JSON array of events",
+        ));
+    };
+    if items.is_empty() {
+        return Err(EventError::invalid(
+            None,
+            "the batch is empty; send at least one event",
+        ));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| structured_value(item).map_err(|e| e.at_index(index)))
+        .collect()
+}
+
+fn structured_value(value: Value) -> Result<Event, EventError> {
+    let Value::Object(mut object) = value else {
+        return Err(EventError::invalid(
+            None,
+            "a structured event must be a JSON object",
+        ));
+    };
+    let data = object.remove("data");
+    let data_base64 = object.remove("data_base64");
+    let data = match (data, data_base64) {
+        (Some(_), Some(_)) => {
+            return Err(EventError::invalid(
+                Some("data"),
+                "set `data` or `data_base64`, not both",
+            ));
+        }
+        (None, Some(Value::String(encoded))) => Some(Data::Binary(
+            BASE64_STANDARD
+                .decode(encoded.as_bytes())
+                .map_err(|error| {
+                    EventError::invalid(
+                        Some("data_base64"),
+                        format!("is not valid base64: {error}"),
+                    )
+                })?,
+        )),
+        (None, Some(_)) => {
+            return Err(EventError::invalid(
+                Some("data_base64"),
+                "must be a base64 string",
+            ));
+        }
+        (Some(Value::Null), None) | (None, None) => None,
+        (Some(Value::String(text)), None) => {
+            let content_type = object
+                .get("datacontenttype")
+                .and_then(Value::as_str)
+                .unwrap_or("application/json");
+            if is_json(&content_type.to_ascii_lowercase()) {
+                Some(Data::Json(Value::String(text)))
+            } else {
+                Some(Data::String(text))
+            }
+        }
+        (Some(other), None) => Some(Data::Json(other)),
+    };
+    build(object, data, false)
+}
+
+/// Builds an event from attribute values, checking each against the CloudEvents spec. In binary mode
+/// every value arrives as a string; in structured mode extensions may be booleans or integers.
+fn build(
+    mut attributes: Map<String, Value>,
+    data: Option<Data>,
+    binary: bool,
+) -> Result<Event, EventError> {
+    let mut take = |name: &str| attributes.remove(name);
+    let specversion = match take("specversion") {
+        None => {
+            return Err(EventError::invalid(
+                Some("specversion"),
+                "is required (use \"1.0\")",
+            ));
+        }
+        Some(Value::String(version)) if version == "1.0" || version == "0.3" => version,
+        Some(other) => {
+            return Err(EventError::invalid(
+                Some("specversion"),
+                format!("{other} is not supported; use \"1.0\" (or \"0.3\")"),
+            ));
+        }
+    };
+    let v03 = specversion == "0.3";
+    let required = |value: Option<Value>, name: &str| -> Result<String, EventError> {
+        match value {
+            None => Err(EventError::invalid(
+                Some(name),
+                format!("`{name}` is required"),
+            )),
+            Some(Value::String(text)) if text.is_empty() => Err(EventError::invalid(
+                Some(name),
+                format!("`{name}` must not be empty"),
+            )),
+            Some(Value::String(text)) => Ok(text),
+            Some(other) => Err(EventError::invalid(
+                Some(name),
+                format!("`{name}` must be a string, not {other}"),
+            )),
+        }
+    };
+    let optional = |value: Option<Value>, name: &str| -> Result<Option<String>, EventError> {
+        match value {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) if text.is_empty() => Err(EventError::invalid(
+                Some(name),
+                format!("`{name}` must not be empty when present"),
+            )),
+            Some(Value::String(text)) => Ok(Some(text)),
+            Some(other) => Err(EventError::invalid(
+                Some(name),
+                format!("`{name}` must be a string, not {other}"),
+            )),
+        }
+    };
+    let id = required(take("id"), "id")?;
+    let source = required(take("source"), "source")?;
+    if source.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(EventError::invalid(
+            Some("source"),
+            "`source` must be a URI-reference without white space",
+        ));
+    }
+    let ty = required(take("type"), "type")?;
+    let subject = optional(take("subject"), "subject")?;
+    let time = optional(take("time"), "time")?
+        .map(|text| {
+            DateTime::parse_from_rfc3339(&text)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| {
+                    EventError::invalid(
+                        Some("time"),
+                        format!(
+                            "`{text}` is not an RFC 3339 timestamp (e.g. 2026-01-02T15:04:05Z)"
+                        ),
+                    )
+                })
+        })
+        .transpose()?;
+    let datacontenttype = optional(take("datacontenttype"), "datacontenttype")?;
+    if let Some(content_type) = &datacontenttype
+        && !content_type.contains('/')
+    {
+        return Err(EventError::invalid(
+            Some("datacontenttype"),
+            format!("`{content_type}` is not a media type (e.g. application/json)"),
+        ));
+    }
+    let schema_name = if v03 { "schemaurl" } else { "dataschema" };
+    let dataschema = optional(take(schema_name), schema_name)?
+        .map(|text| {
+            url::Url::parse(&text).map_err(|_| {
+                EventError::invalid(
+                    Some(schema_name),
+                    format!("`{text}` is not an absolute URI"),
+                )
+            })
+        })
+        .transpose()?;
+    if v03 && let Some(encoding) = optional(take("datacontentencoding"), "datacontentencoding")? {
+        // 0.3 structured events may carry base64 data marked by datacontentencoding.
+        if !encoding.eq_ignore_ascii_case("base64") {
+            return Err(EventError::invalid(
+                Some("datacontentencoding"),
+                "only `base64` is defined",
+            ));
+        }
+    }
+    let mut extensions = Vec::new();
+    for (name, value) in attributes {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return Err(EventError::invalid(
+                Some(&name),
+                format!(
+                    "`{name}` is not a valid attribute name: use only lower-case letters a-z and digits 0-9"
+                ),
+            ));
+        }
+        let value = match value {
+            Value::String(text) => ExtensionValue::String(text),
+            Value::Bool(flag) if !binary => ExtensionValue::Boolean(flag),
+            Value::Number(number) if !binary && number.as_i64().is_some() => {
+                ExtensionValue::Integer(number.as_i64().unwrap_or_default())
+            }
+            Value::Null => continue,
+            other => {
+                return Err(EventError::invalid(
+                    Some(&name),
+                    format!("extension `{name}` must be a string, boolean or integer, not {other}"),
+                ));
+            }
+        };
+        extensions.push((name, value));
+    }
+    let mut event = if v03 {
+        let mut builder = EventBuilderV03::new().id(id).source(source).ty(ty);
+        if let Some(time) = time {
+            builder = builder.time(time);
+        }
+        if let Some(subject) = subject {
+            builder = builder.subject(subject);
+        }
+        builder.build()
+    } else {
+        let mut builder = EventBuilderV10::new().id(id).source(source).ty(ty);
+        if let Some(time) = time {
+            builder = builder.time(time);
+        }
+        if let Some(subject) = subject {
+            builder = builder.subject(subject);
+        }
+        builder.build()
+    }
+    .map_err(|error| EventError::invalid(None, error.to_string()))?;
+    match (data, datacontenttype) {
+        (Some(data), Some(content_type)) => {
+            event.set_data(content_type, data);
+        }
+        (Some(data), None) => {
+            event.set_data_unchecked(data);
+        }
+        (None, Some(content_type)) => {
+            event.set_datacontenttype(Some(content_type));
+        }
+        (None, None) => {}
+    }
+    if let Some(schema) = dataschema {
+        event.set_dataschema(Some(schema));
+    }
+    for (name, value) in extensions {
+        event.set_extension(&name, value);
+    }
+    Ok(event)
+}
+
+/// `%XX` decoding of a binary-mode header value (HTTP binding 1.0.2, section 3.1.3.2).
+fn percent_decode(text: &str) -> Option<String> {
+    if !text.contains('%') {
+        return Some(text.to_owned());
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' {
+            let hex = text.get(index + 1..index + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            index += 3;
+        } else {
+            out.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `%XX` encoding of a header value: space, `"`, `%` and everything outside printable ASCII.
+fn percent_encode(text: &str) -> String {
+    if text
+        .bytes()
+        .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'%')
+    {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for byte in text.bytes() {
+        if (0x21..=0x7e).contains(&byte) && byte != b'"' && byte != b'%' {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// The event's data as the bytes of a binary-mode body.
+pub fn data_bytes(event: &Event) -> Bytes {
+    match event.data() {
+        None => Bytes::new(),
+        Some(Data::Binary(bytes)) => Bytes::copy_from_slice(bytes),
+        Some(Data::String(text)) => Bytes::copy_from_slice(text.as_bytes()),
+        Some(Data::Json(value)) => Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
+    }
+}
+
+/// Header name/value pairs and body of a binary-mode message.
+pub fn encode_binary(event: &Event) -> (Vec<(String, String)>, Bytes) {
+    let mut headers = Vec::with_capacity(8);
+    for (name, value) in event.iter() {
+        if name == "datacontenttype" {
+            headers.push(("content-type".to_owned(), value.to_string()));
+        } else {
+            headers.push((format!("ce-{name}"), percent_encode(&value.to_string())));
+        }
+    }
+    if event.datacontenttype().is_none() && matches!(event.data(), Some(Data::Json(_))) {
+        headers.push(("content-type".to_owned(), "application/json".to_owned()));
+    }
+    (headers, data_bytes(event))
+}
+
+/// Body of a structured-mode message (`application/cloudevents+json`).
+pub fn encode_structured(event: &Event) -> Bytes {
+    Bytes::from(serde_json::to_vec(event).unwrap_or_default())
+}
+
+/// Reads a stored event (structured JSON).
+pub fn from_json(payload: &[u8]) -> Result<Event, serde_json::Error> {
+    serde_json::from_slice(payload)
+}
+
+/// The spec version's wire string.
+pub fn spec_version(event: &Event) -> &'static str {
+    match event.specversion() {
+        SpecVersion::V03 => "0.3",
+        SpecVersion::V10 => "1.0",
+    }
+}
+
+/// An extension as an integer, whether it arrived as an integer or as a string of digits.
+pub fn extension_i64(event: &Event, name: &str) -> Result<Option<i64>, EventError> {
+    match event.extension(name) {
+        None => Ok(None),
+        Some(ExtensionValue::Integer(value)) => Ok(Some(*value)),
+        Some(ExtensionValue::String(text)) => text.trim().parse().map(Some).map_err(|_| {
+            EventError::invalid(
+                Some(name),
+                format!("`{name}` must be an integer, not `{text}`"),
+            )
+        }),
+        Some(ExtensionValue::Boolean(_)) => Err(EventError::invalid(
+            Some(name),
+            format!("`{name}` must be an integer, not a boolean"),
+        )),
+    }
+}
+
+/// An extension's value as text (`partitionkey` lanes, filters).
+pub fn extension_text(event: &Event, name: &str) -> Option<String> {
+    event.extension(name).map(|value| value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    const BINARY: &[(&str, &str)] = &[
+        ("ce-specversion", "1.0"),
+        ("ce-id", "1"),
+        ("ce-source", "/s"),
+        ("ce-type", "t"),
+        ("content-type", "application/json"),
+    ];
+
+    #[test]
+    fn binary_mode_round_trips() {
+        let mut pairs = BINARY.to_vec();
+        pairs.push(("ce-subject", "caf%C3%A9 au lait"));
+        pairs.push(("ce-partitionkey", "k1"));
+        pairs.push(("ce-time", "2026-01-02T03:04:05Z"));
+        let (mode, events) = decode(&headers(&pairs), &Bytes::from_static(br#"{"a":1}"#)).unwrap();
+        assert_eq!(mode, Mode::Binary);
+        let event = &events[0];
+        assert_eq!(event.subject(), Some("café au lait"));
+        assert_eq!(extension_text(event, "partitionkey").as_deref(), Some("k1"));
+        assert_eq!(event.data(), Some(&Data::Json(serde_json::json!({"a": 1}))));
+        let (encoded, body) = encode_binary(event);
+        let subject = encoded.iter().find(|(n, _)| n == "ce-subject").unwrap();
+        assert_eq!(subject.1, "caf%C3%A9%20au%20lait");
+        let back: Vec<(&str, &str)> = encoded
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let (_, again) = decode(&headers(&back), &body).unwrap();
+        assert_eq!(&again[0], event);
+    }
+
+    #[test]
+    fn structured_and_batch() {
+        let body = Bytes::from_static(br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","data_base64":"AAE=","count":3,"flag":true}"#);
+        let (mode, events) = decode(
+            &headers(&[(
+                "content-type",
+                "application/cloudevents+json; charset=utf-8",
+            )]),
+            &body,
+        )
+        .unwrap();
+        assert_eq!(mode, Mode::Structured);
+        assert_eq!(events[0].data(), Some(&Data::Binary(vec![0, 1])));
+        assert_eq!(
+            events[0].extension("count"),
+            Some(&ExtensionValue::Integer(3))
+        );
+        let json = encode_structured(&events[0]);
+        assert_eq!(from_json(&json).unwrap(), events[0]);
+        let batch = Bytes::from_static(br#"[{"specversion":"1.0","id":"1","source":"/s","type":"t"},{"specversion":"0.3","id":"2","source":"/s","type":"t"}]"#);
+        let (mode, events) =
+            decode(&headers(&[("content-type", BATCH_CONTENT_TYPE)]), &batch).unwrap();
+        assert_eq!((mode, events.len()), (Mode::Batch, 2));
+        assert_eq!(spec_version(&events[1]), "0.3");
+    }
+
+    #[test]
+    fn refusals_name_the_attribute() {
+        let structured = |body: &'static str| {
+            decode(
+                &headers(&[("content-type", STRUCTURED_CONTENT_TYPE)]),
+                &Bytes::from_static(body.as_bytes()),
+            )
+            .unwrap_err()
+        };
+        let cases = [
+            (
+                structured(r#"{"id":"1","source":"/s","type":"t"}"#),
+                Some("specversion"),
+            ),
+            (
+                structured(r#"{"specversion":"2.0","id":"1","source":"/s","type":"t"}"#),
+                Some("specversion"),
+            ),
+            (
+                structured(r#"{"specversion":"1.0","source":"/s","type":"t"}"#),
+                Some("id"),
+            ),
+            (
+                structured(r#"{"specversion":"1.0","id":"","source":"/s","type":"t"}"#),
+                Some("id"),
+            ),
+            (
+                structured(r#"{"specversion":"1.0","id":"1","source":"/s"}"#),
+                Some("type"),
+            ),
+            (
+                structured(
+                    r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","time":"yesterday"}"#,
+                ),
+                Some("time"),
+            ),
+            (
+                structured(
+                    r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","Bad-Name":"x"}"#,
+                ),
+                Some("Bad-Name"),
+            ),
+            (
+                structured(
+                    r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","ext":{"a":1}}"#,
+                ),
+                Some("ext"),
+            ),
+            (
+                structured(
+                    r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","data":1,"data_base64":"AA=="}"#,
+                ),
+                Some("data"),
+            ),
+            (
+                structured(
+                    r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","dataschema":"not a uri"}"#,
+                ),
+                Some("dataschema"),
+            ),
+            (structured("{nope"), None),
+            (structured("[]"), None),
+        ];
+        for (error, attribute) in cases {
+            assert_eq!(error.kind, EventErrorKind::Invalid, "{error}");
+            assert_eq!(error.attribute.as_deref(), attribute, "{error}");
+        }
+        let error = decode(
+            &headers(&[("content-type", "application/cloudevents+xml")]),
+            &Bytes::new(),
+        )
+        .unwrap_err();
+        assert_eq!(error.kind, EventErrorKind::UnsupportedFormat);
+        let error = decode(
+            &headers(&[("content-type", "application/json")]),
+            &Bytes::new(),
+        )
+        .unwrap_err();
+        assert_eq!(error.attribute.as_deref(), Some("specversion"));
+        let error = decode(
+            &headers(&[("content-type", BATCH_CONTENT_TYPE)]),
+            &Bytes::from_static(b"[{}]"),
+        )
+        .unwrap_err();
+        assert!(error.message.starts_with("event 0 of the batch"), "{error}");
+    }
+
+    #[test]
+    fn integer_extensions_from_strings() {
+        let mut pairs = BINARY.to_vec();
+        pairs.push(("ce-knativebrokerttl", "12"));
+        let (_, events) = decode(&headers(&pairs), &Bytes::new()).unwrap();
+        assert_eq!(extension_i64(&events[0], "knativebrokerttl"), Ok(Some(12)));
+        pairs.pop();
+        pairs.push(("ce-knativebrokerttl", "x"));
+        let (_, events) = decode(&headers(&pairs), &Bytes::new()).unwrap();
+        assert!(extension_i64(&events[0], "knativebrokerttl").is_err());
+    }
+}
