@@ -1,1 +1,301 @@
-fn main() {}
+//! The `kinetic` binary: the CLI, process settings, and the wiring of the components for `kinetic up`
+//! (everything in one process) and for each scale-out shape (`broker`, `dispatcher`). Domain logic
+//! lives in the crates: `kinetic-api`, `kinetic-store`, `kinetic-broker`, `kinetic-triggers`.
+//! Start reading at [`Command`], then `server.rs`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod api;
+mod apply;
+mod client;
+mod config;
+mod server;
+
+use config::{DispatcherSettings, IngressSettings, StoreSettings};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kinetic",
+    version,
+    about = "Event brokers, triggers and durable delivery with Knative semantics."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run everything in one process: broker ingress, dispatcher, control-plane API.
+    Up {
+        /// Resource files or directories (YAML/JSON), applied at start and re-applied when changed.
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<PathBuf>,
+        /// Address of the main listener.
+        #[arg(long, env = "KINETIC_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        store: StoreSettings,
+        #[command(flatten)]
+        ingress: IngressSettings,
+        #[command(flatten)]
+        dispatcher: DispatcherSettings,
+    },
+    /// Run the broker ingress and control-plane API only (scale-out; share a PostgreSQL store).
+    Broker {
+        #[arg(long, env = "KINETIC_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        store: StoreSettings,
+        #[command(flatten)]
+        ingress: IngressSettings,
+    },
+    /// Run delivery only (scale-out; several dispatchers share the work of one PostgreSQL store).
+    Dispatcher {
+        /// Address for /healthz, /readyz and /metrics.
+        #[arg(long, env = "KINETIC_LISTEN", default_value = "127.0.0.1:8081")]
+        listen: SocketAddr,
+        /// Base URL of the broker ingress, for destinations that reference a Broker.
+        #[arg(
+            long,
+            env = "KINETIC_INGRESS_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        ingress_url: String,
+        #[command(flatten)]
+        store: StoreSettings,
+        #[command(flatten)]
+        dispatcher: DispatcherSettings,
+        /// Dedupe window used for replies, ISO-8601.
+        #[arg(long, env = "KINETIC_DEDUPE_WINDOW", default_value = "PT24H", value_parser = config::parse_duration)]
+        dedupe_window: std::time::Duration,
+    },
+    /// Create or upgrade the store's schema, then exit.
+    Migrate {
+        #[command(flatten)]
+        store: StoreSettings,
+    },
+    /// Apply resource files to a running kinetic.
+    Apply {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        server: client::ServerArg,
+    },
+    /// Show brokers or triggers.
+    Get {
+        /// brokers | triggers
+        kind: String,
+        name: Option<String>,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// Every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        #[arg(short = 'o', long, value_enum, default_value_t = client::Output::Table)]
+        output: client::Output,
+        #[command(flatten)]
+        server: client::ServerArg,
+    },
+    /// Delete resources named in files, or one by kind and name.
+    Delete {
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<PathBuf>,
+        /// broker | trigger
+        kind: Option<String>,
+        name: Option<String>,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        #[command(flatten)]
+        server: client::ServerArg,
+    },
+    /// Send a CloudEvent to a broker (like `kn event send`).
+    Send(client::SendArgs),
+    /// CloudEvents SQL tools.
+    Cesql {
+        #[command(subcommand)]
+        command: CesqlCommand,
+    },
+    /// Dead letters: list and replay.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CesqlCommand {
+    /// Evaluate an expression against an event; prints one JSON object.
+    Eval {
+        #[arg(long)]
+        expression: String,
+        /// A structured-mode JSON CloudEvent; a minimal valid event when absent.
+        #[arg(long)]
+        event: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// List dead letters, oldest first.
+    List {
+        /// Only this trigger, as NAMESPACE/NAME.
+        #[arg(long)]
+        trigger: Option<String>,
+        #[arg(short = 'o', long, value_enum, default_value_t = client::Output::Table)]
+        output: client::Output,
+        #[command(flatten)]
+        server: client::ServerArg,
+    },
+    /// Deliver dead letters again to their trigger's subscriber.
+    Replay {
+        /// Dead-letter ids.
+        ids: Vec<String>,
+        /// Every dead letter of this trigger (NAMESPACE/NAME) not replayed yet; needs --all.
+        #[arg(long)]
+        trigger: Option<String>,
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        server: client::ServerArg,
+    },
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("KINETIC_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("KINETIC_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: starting the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Up {
+            files,
+            listen,
+            store,
+            ingress,
+            dispatcher,
+        } => {
+            let store = server::open_store(&store).await?;
+            server::up(store, listen, files, ingress, dispatcher).await?;
+        }
+        Command::Broker {
+            listen,
+            store,
+            ingress,
+        } => {
+            let store = server::open_store(&store).await?;
+            server::broker(store, listen, ingress).await?;
+        }
+        Command::Dispatcher {
+            listen,
+            ingress_url,
+            store,
+            dispatcher,
+            dedupe_window,
+        } => {
+            kinetic_api::meta::validate_absolute_url(&ingress_url)
+                .map_err(|e| anyhow::anyhow!("--ingress-url: {e}"))?;
+            let store = server::open_store(&store).await?;
+            server::dispatcher_only(store, listen, ingress_url, dispatcher, dedupe_window).await?;
+        }
+        Command::Migrate { store } => {
+            let opened = server::open_store(&store).await?;
+            println!(
+                "The store {} is migrated ({}).",
+                server::redact(&opened.url),
+                opened.store.engine()
+            );
+        }
+        Command::Apply { files, server } => client::apply(&server, &files).await?,
+        Command::Get {
+            kind,
+            name,
+            namespace,
+            all_namespaces,
+            output,
+            server,
+        } => {
+            client::get(
+                &server,
+                &kind,
+                name.as_deref(),
+                (!all_namespaces).then_some(namespace.as_str()),
+                output,
+            )
+            .await?
+        }
+        Command::Delete {
+            files,
+            kind,
+            name,
+            namespace,
+            server,
+        } => {
+            client::delete(
+                &server,
+                &files,
+                kind.as_deref(),
+                name.as_deref(),
+                &namespace,
+            )
+            .await?
+        }
+        Command::Send(args) => client::send(&args).await?,
+        Command::Cesql {
+            command: CesqlCommand::Eval { expression, event },
+        } => return client::cesql_eval(&expression, event.as_deref()),
+        Command::Dlq {
+            command:
+                DlqCommand::List {
+                    trigger,
+                    output,
+                    server,
+                },
+        } => client::dlq_list(&server, trigger.as_deref(), output).await?,
+        Command::Dlq {
+            command:
+                DlqCommand::Replay {
+                    ids,
+                    trigger,
+                    all,
+                    server,
+                },
+        } => client::dlq_replay(&server, ids, trigger, all).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -40,3 +40,31 @@ mod tests {
         assert_eq!(next_ttl(Some(-5)), None);
     }
 }
+
+/// Applies the broker's acceptance rules to an event entering a broker's log (from a client or as a
+/// reply): stamps `knativearrivaltime`, and sets or decrements `knativebrokerttl`, refusing an event
+/// whose TTL is spent (a reply loop).
+pub fn admit(
+    event: &mut cloudevents::Event,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), crate::cloudevent::EventError> {
+    let incoming = crate::cloudevent::extension_i64(event, BROKER_TTL)?;
+    let Some(ttl) = next_ttl(incoming) else {
+        return Err(crate::cloudevent::EventError {
+            kind: crate::cloudevent::EventErrorKind::Invalid,
+            attribute: Some(BROKER_TTL.to_owned()),
+            message: format!(
+                "`{BROKER_TTL}` is {}: the event went through too many brokers (a reply loop?)",
+                incoming.unwrap_or_default()
+            ),
+        });
+    };
+    event.set_extension(BROKER_TTL, cloudevents::event::ExtensionValue::Integer(ttl));
+    event.set_extension(
+        ARRIVAL_TIME,
+        cloudevents::event::ExtensionValue::String(
+            now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        ),
+    );
+    Ok(())
+}

@@ -1,1 +1,425 @@
-//! placeholder
+//! Durable state of kinetic behind one [`Store`] interface, with a PostgreSQL implementation
+//! ([`postgres::PostgresStore`], scale-out: many processes share it) and a SQLite one
+//! ([`sqlite::SqliteStore`], the embedded default). Open either with [`open`].
+//!
+//! The interface is split by aggregate: [`Resources`] (applied YAML), [`EventLog`] (accepted events
+//! and the dedupe window), [`Deliveries`] (per-trigger cursors over the log, and the retry state of
+//! events whose first attempt failed), [`DeadLetters`] (events that gave up, kept for inspection and
+//! replay). This crate knows nothing of HTTP or CloudEvents: an event is an opaque payload with a
+//! broker, a source and an id.
+//!
+//! Times are Unix milliseconds (`i64`) passed in by the caller, so logic can be tested with any clock
+//! and several processes agree on the same representation.
+//!
+//! How delivery state works: each trigger has a cursor into its broker's log. The process that holds
+//! the cursor's lease reads events after the cursor, delivers them, and moves the cursor in the same
+//! transaction that records every event whose first attempt did not succeed (as a [`Delivery`] row to
+//! retry, or as a dead letter). So an event is either behind the cursor and accounted for, or ahead of
+//! it and read again after a crash: at-least-once without a write per successful delivery.
+
+use async_trait::async_trait;
+
+pub mod postgres;
+pub mod sqlite;
+
+mod codec;
+mod error;
+pub use error::{Error, Result};
+
+/// Unix time in milliseconds.
+pub type Millis = i64;
+
+/// Opens the store named by `url` and applies its migrations: `sqlite:///path/to/state.db`
+/// (created when missing), `sqlite::memory:`, or `postgres://user@host:port/db`.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(
+            postgres::PostgresStore::open(url).await?,
+        ))
+    } else {
+        Err(Error::InvalidUrl(url.to_owned()))
+    }
+}
+
+/// Everything kinetic keeps. Implementations are cheap to share (`Arc<dyn Store>`).
+pub trait Store: Resources + EventLog + Deliveries + DeadLetters + Send + Sync + 'static {
+    /// Which engine this is, for logs and metrics: `"sqlite"` or `"postgres"`.
+    fn engine(&self) -> &'static str;
+}
+
+// ---------------------------------------------------------------- resources
+
+/// A stored resource. `body` is the resource's JSON as the API crate serializes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredResource {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// Stable identity, generated when the resource is first created; a resource deleted and created
+    /// again gets a new one.
+    pub uid: String,
+    /// 1 on creation, +1 on every change of `body`.
+    pub generation: i64,
+    pub body: serde_json::Value,
+    pub updated_at: Millis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+#[async_trait]
+pub trait Resources {
+    /// Creates or replaces a resource. Idempotent: the same body again is `Unchanged` and keeps the
+    /// generation. Returns the outcome and the stored resource.
+    async fn apply_resource(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        body: &serde_json::Value,
+        now: Millis,
+    ) -> Result<(ApplyOutcome, StoredResource)>;
+    async fn get_resource(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<StoredResource>>;
+    /// Resources of one kind, in any namespace when `namespace` is `None`, ordered by namespace and name.
+    async fn list_resources(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> Result<Vec<StoredResource>>;
+    /// Deletes a resource; `false` when it did not exist. Deleting a Trigger's resource does not touch
+    /// its cursor; call [`Deliveries::drop_trigger`] for that.
+    async fn delete_resource(&self, kind: &str, namespace: &str, name: &str) -> Result<bool>;
+}
+
+// ---------------------------------------------------------------- event log
+
+/// An event to append to a broker's log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// `namespace/name` of the broker.
+    pub broker: String,
+    /// CloudEvents `source` and `id`: the dedupe key within a broker.
+    pub source: String,
+    pub id: String,
+    /// The event in CloudEvents structured JSON.
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored at this position of the log.
+    Accepted(i64),
+    /// The same (broker, source, id) was accepted within the dedupe window: not stored again.
+    Duplicate,
+}
+
+/// An event read back from the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// Position in the log: increasing in commit order within a broker (readers never see a lower
+    /// position appear after a higher one).
+    pub seq: i64,
+    pub payload: Vec<u8>,
+    pub accepted_at: Millis,
+}
+
+#[async_trait]
+pub trait EventLog {
+    /// Appends a batch in one transaction (group commit): all or nothing. The result has one entry per
+    /// input, in order. Within the batch and against the dedupe window (entries newer than
+    /// `dedupe_since`), a repeated (broker, source, id) is `Duplicate`. On error nothing was written.
+    async fn append(
+        &self,
+        events: &[NewEvent],
+        now: Millis,
+        dedupe_since: Millis,
+    ) -> Result<Vec<Appended>>;
+    /// Events of `broker` with `seq > after`, oldest first, at most `limit`.
+    async fn read(&self, broker: &str, after: i64, limit: usize) -> Result<Vec<StoredEvent>>;
+    /// The highest position of `broker`'s log (0 when empty).
+    async fn head(&self, broker: &str) -> Result<i64>;
+    /// Deletes dedupe entries older than `dedupe_since` and events that every cursor of their broker
+    /// has passed (events of a broker without cursors are deleted too: nobody can ever read them).
+    /// Returns how many events were deleted.
+    async fn prune(&self, dedupe_since: Millis) -> Result<u64>;
+}
+
+// ---------------------------------------------------------------- deliveries
+
+/// Which trigger a cursor or delivery belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TriggerRef {
+    /// The trigger resource's uid.
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    /// `namespace/name` of the trigger's broker.
+    pub broker: String,
+}
+
+/// A cursor this process holds the lease of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub trigger_uid: String,
+    /// Every event with `seq <= position` is accounted for.
+    pub position: i64,
+}
+
+/// Where a delivery row is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Being delivered to the trigger's subscriber.
+    Subscriber,
+    /// Gave up on the subscriber; being sent to the dead-letter sink. Linked to a dead letter.
+    DeadLetterSink,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Subscriber => "subscriber",
+            Phase::DeadLetterSink => "dead_letter_sink",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Phase> {
+        match text {
+            "subscriber" => Some(Phase::Subscriber),
+            "dead_letter_sink" => Some(Phase::DeadLetterSink),
+            _ => None,
+        }
+    }
+}
+
+/// An event that needs another attempt (or its first, when it waits behind an ordered lane).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDelivery {
+    pub trigger: TriggerRef,
+    pub event_seq: i64,
+    pub payload: Vec<u8>,
+    /// Ordered lane (the `partitionkey` value; `""` for events without one). `None`: unordered.
+    pub lane: Option<String>,
+    /// Attempts made so far.
+    pub attempts: i32,
+    pub next_attempt_at: Millis,
+    pub first_attempt_at: Option<Millis>,
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+}
+
+/// A leased delivery row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub id: i64,
+    pub trigger: TriggerRef,
+    pub event_seq: i64,
+    pub payload: Vec<u8>,
+    pub lane: Option<String>,
+    pub phase: Phase,
+    /// Attempts made so far in this phase.
+    pub attempts: i32,
+    pub first_attempt_at: Option<Millis>,
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+    /// Set in phase `DeadLetterSink`.
+    pub dead_letter_id: Option<String>,
+}
+
+/// What happened to a leased delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryUpdate {
+    /// Delivered (to the subscriber, or to the dead-letter sink): the row is removed; in phase
+    /// `DeadLetterSink` the dead letter is marked as sent.
+    Done,
+    /// Try again at `next_attempt_at`; the lease is released.
+    Retry {
+        attempts: i32,
+        next_attempt_at: Millis,
+        last_status: Option<i32>,
+        last_error: Option<String>,
+    },
+    /// Phase `Subscriber` gave up: the dead letter is recorded; with `send_to_sink` the row moves to
+    /// phase `DeadLetterSink` (attempts 0, due now), otherwise it is removed. Phase `DeadLetterSink`
+    /// gave up: the row is removed and the dead letter marked as failed to send, with `dead.last_*`
+    /// describing the sink's failure.
+    GiveUp {
+        dead: NewDeadLetter,
+        send_to_sink: bool,
+    },
+}
+
+/// Backlog of one trigger, for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backlog {
+    pub trigger_uid: String,
+    /// Events in the log after the cursor.
+    pub unread: i64,
+    /// Delivery rows (retrying, waiting in a lane, or going to the dead-letter sink).
+    pub pending: i64,
+}
+
+#[async_trait]
+pub trait Deliveries {
+    /// Creates missing cursors at their broker's current head (a new trigger sees events accepted from
+    /// now on), extends this owner's leases, takes leases that expired, and returns the cursors `owner`
+    /// now holds. Cursors of triggers not in `triggers` are untouched.
+    async fn claim_cursors(
+        &self,
+        owner: &str,
+        triggers: &[TriggerRef],
+        now: Millis,
+        lease_ms: i64,
+    ) -> Result<Vec<Cursor>>;
+    /// Moves a cursor from `from` to `to` and records, in the same transaction, the deliveries and dead
+    /// letters of the events in between that were not delivered at the first attempt. Returns `false`
+    /// (and writes nothing) when `owner` no longer holds the lease or the cursor is not at `from`.
+    async fn advance_cursor(
+        &self,
+        owner: &str,
+        trigger_uid: &str,
+        from: i64,
+        to: i64,
+        deliveries: &[NewDelivery],
+        dead_letters: &[(NewDeadLetter, bool)],
+        now: Millis,
+    ) -> Result<bool>;
+    /// Lanes of `trigger_uid` that have a row in phase `Subscriber`: new events of those lanes must
+    /// queue behind them.
+    async fn blocked_lanes(&self, trigger_uid: &str) -> Result<Vec<String>>;
+    /// Leases up to `limit` due rows (`next_attempt_at <= now`, lease free or expired) for `lease_ms`.
+    /// In an ordered lane only the oldest row in phase `Subscriber` is due. Rows of different
+    /// owners never overlap.
+    async fn lease_deliveries(
+        &self,
+        owner: &str,
+        now: Millis,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>>;
+    /// Applies the outcome of an attempt on a row `owner` leased. Returns `false` when the lease was
+    /// lost (another owner took the row); then nothing is written.
+    async fn update_delivery(
+        &self,
+        owner: &str,
+        id: i64,
+        update: DeliveryUpdate,
+        now: Millis,
+    ) -> Result<bool>;
+    /// Releases every lease (cursors and rows). Only for a single-process store at start-up, where any
+    /// lease left is from a previous run of the same process.
+    async fn release_all_leases(&self) -> Result<()>;
+    /// Removes a deleted trigger's cursor and delivery rows (its dead letters stay).
+    async fn drop_trigger(&self, trigger_uid: &str) -> Result<()>;
+    async fn backlog(&self) -> Result<Vec<Backlog>>;
+    /// The earliest `next_attempt_at` of rows not leased, to know how long to sleep.
+    async fn next_due(&self) -> Result<Option<Millis>>;
+}
+
+// ---------------------------------------------------------------- dead letters
+
+/// An event that gave up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDeadLetter {
+    pub trigger: TriggerRef,
+    pub event_seq: i64,
+    pub payload: Vec<u8>,
+    /// The event's ordered lane (`None`: unordered), so a replay queues it at the end of that lane.
+    /// [`Deliveries::update_delivery`] ignores it and keeps the lane of the row that gave up.
+    pub lane: Option<String>,
+    pub attempts: i32,
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+    /// The start of the last response body (at most 4 KiB), for `knativeerrordata`.
+    pub last_response: Option<Vec<u8>>,
+    pub first_attempt_at: Option<Millis>,
+}
+
+/// State of sending a dead letter to the trigger's dead-letter sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkState {
+    /// No dead-letter sink configured.
+    None,
+    Pending,
+    Delivered,
+    Failed,
+}
+
+impl SinkState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkState::None => "none",
+            SinkState::Pending => "pending",
+            SinkState::Delivered => "delivered",
+            SinkState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<SinkState> {
+        match text {
+            "none" => Some(SinkState::None),
+            "pending" => Some(SinkState::Pending),
+            "delivered" => Some(SinkState::Delivered),
+            "failed" => Some(SinkState::Failed),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// A UUID (v7: sorts by creation).
+    pub id: String,
+    pub trigger: TriggerRef,
+    pub event_seq: i64,
+    pub payload: Vec<u8>,
+    /// The event's ordered lane (`None`: unordered).
+    pub lane: Option<String>,
+    pub attempts: i32,
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+    pub last_response: Option<Vec<u8>>,
+    pub first_attempt_at: Option<Millis>,
+    pub dead_at: Millis,
+    pub sink_state: SinkState,
+    pub sink_error: Option<String>,
+    /// When it was last replayed, and how often.
+    pub replayed_at: Option<Millis>,
+    pub replay_count: i32,
+}
+
+/// Which dead letters to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLetterFilter {
+    /// `(namespace, name)` of a trigger.
+    pub trigger: Option<(String, String)>,
+    /// Only those never replayed.
+    pub unreplayed_only: bool,
+    pub limit: Option<usize>,
+}
+
+#[async_trait]
+pub trait DeadLetters {
+    /// Dead letters, oldest first.
+    async fn list_dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>>;
+    async fn get_dead_letter(&self, id: &str) -> Result<Option<DeadLetter>>;
+    /// Queues each dead letter for a fresh delivery to its trigger (attempts 0, due now; an ordered
+    /// trigger puts it at the end of its lane), marks it replayed, and returns the ids that were found
+    /// and whose trigger still exists (as a `TriggerRef` in `triggers`).
+    async fn replay_dead_letters(
+        &self,
+        ids: &[String],
+        triggers: &[TriggerRef],
+        now: Millis,
+    ) -> Result<Vec<String>>;
+}

@@ -1,1 +1,26 @@
-//! placeholder
+//! Triggers: which events a trigger selects and how they reach its subscriber.
+//!
+//! - [`filter`]: Knative's filter dialects (`filter.attributes`; `filters`: exact, prefix, suffix,
+//!   all, any, not, cesql), compiled once per trigger, evaluated per event.
+//! - [`cesql`]: the CloudEvents SQL v1 engine behind the `cesql` dialect.
+//! - [`policy`]: the effective delivery spec, backoff schedule, retry classification, `Retry-After`.
+//! - [`dispatcher`]: at-least-once delivery; start reading there. It runs [`cursor`] workers (first
+//!   attempts straight from the broker's log) and the [`retry`] worker (retries, ordered lanes,
+//!   dead-letter sinks), using [`sender`] for HTTP and [`dead_letter`] for the error extensions.
+//!
+//! This crate does not know what a revision is: subscribers are URLs.
+pub mod cesql;
+
+pub mod attempt;
+pub mod cursor;
+pub mod dead_letter;
+pub mod dispatcher;
+pub mod filter;
+pub mod metrics;
+pub mod plan;
+pub mod policy;
+pub mod retry;
+pub mod sender;
+
+pub use dispatcher::{Config, Dispatcher};
+pub use filter::Filter;

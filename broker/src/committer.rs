@@ -1,0 +1,115 @@
+//! Group commit: concurrent requests queue their events; one task commits whatever has queued in a
+//! single transaction and answers each request. While one transaction runs, the next batch forms, so
+//! the number of transactions per second stays bounded by the store, not by the request rate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kinetic_store::{Appended, NewEvent, Store};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::metrics::Metrics;
+
+/// Most events in one transaction.
+const MAX_BATCH: usize = 1000;
+
+type Reply = oneshot::Sender<Result<Vec<Appended>, Arc<kinetic_store::Error>>>;
+
+struct Request {
+    events: Vec<NewEvent>,
+    reply: Reply,
+}
+
+/// Handle to the group-commit task. Cloning is cheap; the task ends when every handle is dropped.
+#[derive(Clone)]
+pub struct Committer {
+    queue: mpsc::Sender<Request>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("the store refused the write")]
+    Store(#[source] Arc<kinetic_store::Error>),
+    #[error("the committer has stopped")]
+    Stopped,
+}
+
+impl Committer {
+    /// Starts the commit task. `committed` counts successful commits (the in-process dispatcher
+    /// watches it to read new events at once). `dedupe_window` is how long a (source, id) is
+    /// remembered.
+    pub fn start(
+        store: Arc<dyn Store>,
+        dedupe_window: Duration,
+        committed: watch::Sender<u64>,
+        metrics: Metrics,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (queue, receiver) = mpsc::channel(4096);
+        let task = tokio::spawn(run(store, receiver, dedupe_window, committed, metrics));
+        (Self { queue }, task)
+    }
+
+    /// Commits `events` (all or nothing) and returns one outcome per event.
+    ///
+    /// Cancel safety: if the caller is dropped after the request was queued, the events may still be
+    /// committed (the client then sees no answer and will retry; the dedupe window absorbs it).
+    pub async fn commit(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, CommitError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Request { events, reply })
+            .await
+            .map_err(|_| CommitError::Stopped)?;
+        answer
+            .await
+            .map_err(|_| CommitError::Stopped)?
+            .map_err(CommitError::Store)
+    }
+}
+
+async fn run(
+    store: Arc<dyn Store>,
+    mut receiver: mpsc::Receiver<Request>,
+    dedupe_window: Duration,
+    committed: watch::Sender<u64>,
+    metrics: Metrics,
+) {
+    let window = i64::try_from(dedupe_window.as_millis()).unwrap_or(i64::MAX);
+    let mut pending: Vec<Request> = Vec::new();
+    while let Some(first) = receiver.recv().await {
+        let mut count = first.events.len();
+        pending.push(first);
+        while count < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(request) => {
+                    count += request.events.len();
+                    pending.push(request);
+                }
+                Err(_) => break,
+            }
+        }
+        let events: Vec<NewEvent> = pending
+            .iter()
+            .flat_map(|r| r.events.iter().cloned())
+            .collect();
+        let now = chrono::Utc::now().timestamp_millis();
+        metrics.batch_size.observe(events.len() as f64);
+        match store.append(&events, now, now.saturating_sub(window)).await {
+            Ok(outcomes) => {
+                committed.send_modify(|count| *count = count.wrapping_add(1));
+                let mut outcomes = outcomes.into_iter();
+                for request in pending.drain(..) {
+                    let mine: Vec<Appended> =
+                        outcomes.by_ref().take(request.events.len()).collect();
+                    let _ = request.reply.send(Ok(mine));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, events = events.len(), "Commit to the event log failed.");
+                let error = Arc::new(error);
+                for request in pending.drain(..) {
+                    let _ = request.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! `POST /{namespace}/{broker}`: the HTTP edge of the broker. Every refusal is a JSON body
+//! `{"error": "...", "attribute": "..."}` mapped in one place ([`Refusal`]).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use cloudevents::AttributesReader;
+use kinetic_api::cloudevent::{self, EventErrorKind};
+use kinetic_store::{Appended, NewEvent};
+
+use crate::committer::{CommitError, Committer};
+use crate::directory::BrokerDirectory;
+use crate::metrics::{BrokerLabels, Metrics, RejectLabels};
+
+/// Settings of the ingress.
+#[derive(Debug, Clone)]
+pub struct IngressConfig {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Ingress {
+    config: IngressConfig,
+    committer: Committer,
+    directory: BrokerDirectory,
+    metrics: Metrics,
+}
+
+/// The ingress routes, to merge into the main listener's router.
+pub fn router(
+    config: IngressConfig,
+    committer: Committer,
+    directory: BrokerDirectory,
+    metrics: Metrics,
+) -> Router {
+    let state = Arc::new(Ingress {
+        config,
+        committer,
+        directory,
+        metrics,
+    });
+    Router::new()
+        .route("/{namespace}/{broker}", any(handle))
+        .with_state(state)
+}
+
+/// A request refused, with the status, what is wrong and the attribute at fault.
+struct Refusal {
+    status: StatusCode,
+    reason: &'static str,
+    message: String,
+    attribute: Option<String>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason,
+            message: message.into(),
+            attribute: None,
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut body = serde_json::json!({ "error": self.message });
+        if let Some(attribute) = self.attribute {
+            body["attribute"] = serde_json::Value::String(attribute);
+        }
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::METHOD_NOT_ALLOWED {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+async fn handle(
+    State(ingress): State<Arc<Ingress>>,
+    Path((namespace, broker)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    match accept(&ingress, &namespace, &broker, request).await {
+        Ok(response) => response,
+        Err(refusal) => {
+            ingress
+                .metrics
+                .rejected
+                .get_or_create(&RejectLabels {
+                    reason: refusal.reason,
+                })
+                .inc();
+            if refusal.status.is_server_error() {
+                tracing::warn!(broker = %format!("{namespace}/{broker}"), status = %refusal.status, error = %refusal.message, "Event refused.");
+            } else {
+                tracing::debug!(broker = %format!("{namespace}/{broker}"), status = %refusal.status, error = %refusal.message, "Event refused.");
+            }
+            refusal.into_response()
+        }
+    }
+}
+
+async fn accept(
+    ingress: &Ingress,
+    namespace: &str,
+    broker: &str,
+    request: Request,
+) -> Result<Response, Refusal> {
+    if request.method() == Method::OPTIONS {
+        return Ok(handshake(request.headers()));
+    }
+    if request.method() != Method::POST {
+        return Err(Refusal::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method",
+            format!("{} is not allowed; send events with POST", request.method()),
+        ));
+    }
+    let limit = ingress.config.max_body_bytes;
+    let too_large = || {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
+    };
+    if let Some(length) = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        && length > limit
+    {
+        return Err(too_large());
+    }
+    match ingress.directory.exists(namespace, broker).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(Refusal::new(
+                StatusCode::NOT_FOUND,
+                "unknown_broker",
+                format!(
+                    "broker `{namespace}/{broker}` does not exist; apply a Broker named `{broker}` in namespace `{namespace}` first"
+                ),
+            ));
+        }
+        Err(error) => return Err(unavailable(&error)),
+    }
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(Body::new(body), limit)
+        .await
+        .map_err(|_| too_large())?;
+    let (_, events) = cloudevent::decode(&parts.headers, &body).map_err(|error| Refusal {
+        status: match error.kind {
+            EventErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            EventErrorKind::UnsupportedFormat => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        },
+        reason: "invalid",
+        message: error.message,
+        attribute: error.attribute,
+    })?;
+    let now = chrono::Utc::now();
+    let key = format!("{namespace}/{broker}");
+    let mut records = Vec::with_capacity(events.len());
+    for (index, mut event) in events.into_iter().enumerate() {
+        kinetic_api::event::admit(&mut event, now).map_err(|error| Refusal {
+            status: StatusCode::BAD_REQUEST,
+            reason: "ttl",
+            message: if records.is_empty() && index == 0 {
+                error.message
+            } else {
+                format!("event {index} of the batch: {}", error.message)
+            },
+            attribute: error.attribute,
+        })?;
+        records.push(NewEvent {
+            broker: key.clone(),
+            source: event.source().clone(),
+            id: event.id().to_owned(),
+            payload: cloudevent::encode_structured(&event).to_vec(),
+        });
+    }
+    let outcomes = ingress
+        .committer
+        .commit(records)
+        .await
+        .map_err(|error| match error {
+            CommitError::Store(error) => unavailable(&error),
+            CommitError::Stopped => Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "kinetic is shutting down; retry",
+            ),
+        })?;
+    let labels = BrokerLabels { broker: key };
+    for outcome in outcomes {
+        match outcome {
+            Appended::Accepted(_) => ingress.metrics.accepted.get_or_create(&labels).inc(),
+            Appended::Duplicate => ingress.metrics.duplicate.get_or_create(&labels).inc(),
+        };
+    }
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+fn unavailable(error: &kinetic_store::Error) -> Refusal {
+    tracing::warn!(error = %error, source = ?std::error::Error::source(error), "The store is unavailable.");
+    Refusal::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        "the event store is unavailable; nothing was stored, retry later",
+    )
+}
+
+/// The CloudEvents webhook validation handshake (HTTP 1.1 Web Hooks for Event Delivery, section 4).
+fn handshake(headers: &HeaderMap) -> Response {
+    let mut response = StatusCode::OK.into_response();
+    let out = response.headers_mut();
+    out.insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
+    if let Some(origin) = headers.get("webhook-request-origin") {
+        out.insert("webhook-allowed-origin", origin.clone());
+    }
+    out.insert("webhook-allowed-rate", HeaderValue::from_static("*"));
+    response
+}

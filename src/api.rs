@@ -1,0 +1,339 @@
+//! The control-plane HTTP API on the main listener, used by the CLI:
+//!
+//! - `POST /api/v1/apply?file=NAME` with YAML or JSON documents → the applied resources
+//! - `GET /api/v1/{brokers|triggers}` (`?namespace=`), `GET|DELETE /api/v1/{kind}/{namespace}/{name}`
+//! - `GET /api/v1/deadletters` (`?trigger=NS/NAME&unreplayed=true&limit=N`), `GET /api/v1/deadletters/{id}`
+//! - `POST /api/v1/deadletters/replay` with `{"ids": [...]}` or `{"trigger": "NS/NAME", "all": true}`
+//! - `/healthz`, `/readyz`, `/metrics`
+//!
+//! Errors are JSON `{"error": "..."}` (with `file`, `document`, `path`, `hint` for resource errors).
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use kinetic_store::{DeadLetter, DeadLetterFilter, Store, TriggerRef};
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::apply;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<dyn Store>,
+    pub registry: Arc<Mutex<Registry>>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/apply", post(apply_documents))
+        .route("/api/v1/deadletters", get(list_dead_letters))
+        .route("/api/v1/deadletters/replay", post(replay))
+        .route("/api/v1/deadletters/{id}", get(get_dead_letter))
+        .route("/api/v1/{plural}", get(list))
+        .route(
+            "/api/v1/{plural}/{namespace}/{name}",
+            get(get_one).delete(delete_one),
+        )
+        .with_state(state)
+}
+
+/// A failed API call.
+pub struct ApiError(StatusCode, Value);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(self.1)).into_response()
+    }
+}
+
+impl From<kinetic_store::Error> for ApiError {
+    fn from(error: kinetic_store::Error) -> Self {
+        tracing::warn!(%error, source = ?std::error::Error::source(&error), "Store call failed.");
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "the store is unavailable; retry later"}),
+        )
+    }
+}
+
+fn not_found(message: String) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, json!({ "error": message }))
+}
+
+fn bad_request(message: String) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, json!({ "error": message }))
+}
+
+async fn readyz(State(state): State<ApiState>) -> Response {
+    match state
+        .store
+        .list_resources("Broker", Some("kinetic-readiness-probe"))
+        .await
+    {
+        Ok(_) => "ready".into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response(),
+    }
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let mut text = String::new();
+    let encoded = state
+        .registry
+        .lock()
+        .map_err(|_| std::fmt::Error)
+        .and_then(|registry| prometheus_client::encoding::text::encode(&mut text, &registry));
+    match encoded {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct ApplyQuery {
+    file: Option<String>,
+}
+
+async fn apply_documents(
+    State(state): State<ApiState>,
+    Query(query): Query<ApplyQuery>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let file = query.file.unwrap_or_else(|| "request body".to_owned());
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| bad_request(format!("{file}: is not UTF-8 text")))?;
+    let resources = apply::parse_and_validate(&file, text).map_err(|error| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            json!({
+                "error": error.to_string(),
+                "file": error.file,
+                "document": error.document,
+                "resource": error.resource,
+                "path": error.path,
+                "hint": error.hint,
+            }),
+        )
+    })?;
+    let applied = apply::apply(&state.store, &resources).await?;
+    Ok(axum::Json(json!({ "applied": applied })).into_response())
+}
+
+/// `brokers` → `Broker`, `triggers` → `Trigger` (singular and capitalised forms accepted too).
+pub fn kind_of(plural: &str) -> Option<&'static str> {
+    match plural.to_ascii_lowercase().as_str() {
+        "brokers" | "broker" => Some("Broker"),
+        "triggers" | "trigger" => Some("Trigger"),
+        _ => None,
+    }
+}
+
+fn require_kind(plural: &str) -> Result<&'static str, ApiError> {
+    kind_of(plural).ok_or_else(|| {
+        not_found(format!(
+            "unknown resource type `{plural}`; use brokers or triggers"
+        ))
+    })
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    namespace: Option<String>,
+}
+
+async fn list(
+    State(state): State<ApiState>,
+    Path(plural): Path<String>,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let kind = require_kind(&plural)?;
+    let items = state
+        .store
+        .list_resources(kind, query.namespace.as_deref())
+        .await?;
+    let items: Vec<Value> = items
+        .into_iter()
+        .map(|r| with_status(r.body, r.generation))
+        .collect();
+    Ok(axum::Json(json!({ "items": items })).into_response())
+}
+
+fn with_status(mut body: Value, generation: i64) -> Value {
+    if let Some(metadata) = body.get_mut("metadata").and_then(Value::as_object_mut) {
+        metadata.insert("generation".into(), json!(generation));
+    }
+    body
+}
+
+async fn get_one(
+    State(state): State<ApiState>,
+    Path((plural, namespace, name)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let kind = require_kind(&plural)?;
+    let stored = state.store.get_resource(kind, &namespace, &name).await?;
+    let stored =
+        stored.ok_or_else(|| not_found(format!("{kind} {namespace}/{name} does not exist")))?;
+    Ok(axum::Json(with_status(stored.body, stored.generation)).into_response())
+}
+
+async fn delete_one(
+    State(state): State<ApiState>,
+    Path((plural, namespace, name)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let kind = require_kind(&plural)?;
+    if apply::delete(&state.store, kind, &namespace, &name).await? {
+        Ok(
+            axum::Json(json!({"deleted": {"kind": kind, "namespace": namespace, "name": name}}))
+                .into_response(),
+        )
+    } else {
+        Err(not_found(format!(
+            "{kind} {namespace}/{name} does not exist"
+        )))
+    }
+}
+
+#[derive(Deserialize)]
+struct DeadLetterQuery {
+    trigger: Option<String>,
+    #[serde(default)]
+    unreplayed: bool,
+    limit: Option<usize>,
+}
+
+fn parse_trigger(text: &str) -> Result<(String, String), ApiError> {
+    match text.split_once('/') {
+        Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() => {
+            Ok((namespace.to_owned(), name.to_owned()))
+        }
+        _ => Err(bad_request(format!(
+            "trigger `{text}` must be written NAMESPACE/NAME, e.g. default/orders"
+        ))),
+    }
+}
+
+async fn list_dead_letters(
+    State(state): State<ApiState>,
+    Query(query): Query<DeadLetterQuery>,
+) -> Result<Response, ApiError> {
+    let filter = DeadLetterFilter {
+        trigger: query.trigger.as_deref().map(parse_trigger).transpose()?,
+        unreplayed_only: query.unreplayed,
+        limit: query.limit,
+    };
+    let letters = state.store.list_dead_letters(&filter).await?;
+    let items: Vec<Value> = letters.iter().map(dead_letter_json).collect();
+    Ok(axum::Json(json!({ "items": items })).into_response())
+}
+
+async fn get_dead_letter(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let letter = state.store.get_dead_letter(&id).await?;
+    let letter = letter.ok_or_else(|| not_found(format!("dead letter `{id}` does not exist")))?;
+    Ok(axum::Json(dead_letter_json(&letter)).into_response())
+}
+
+/// A dead letter as the API shows it: the event itself, and why it gave up.
+pub fn dead_letter_json(letter: &DeadLetter) -> Value {
+    let millis = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339());
+    let event: Value = serde_json::from_slice(&letter.payload).unwrap_or(Value::Null);
+    json!({
+        "id": letter.id,
+        "trigger": format!("{}/{}", letter.trigger.namespace, letter.trigger.name),
+        "broker": letter.trigger.broker,
+        "attempts": letter.attempts,
+        "lastStatus": letter.last_status,
+        "lastError": letter.last_error,
+        "lastResponse": letter.last_response.as_ref().map(|b| String::from_utf8(b.clone()).unwrap_or_else(|_| base64::prelude::BASE64_STANDARD.encode(b))),
+        "firstAttemptAt": letter.first_attempt_at.and_then(millis),
+        "deadAt": millis(letter.dead_at),
+        "deadLetterSink": letter.sink_state.as_str(),
+        "deadLetterSinkError": letter.sink_error,
+        "replayedAt": letter.replayed_at.and_then(millis),
+        "replayCount": letter.replay_count,
+        "event": event,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayRequest {
+    #[serde(default)]
+    ids: Vec<String>,
+    trigger: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+async fn replay(State(state): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
+    let request: ReplayRequest = serde_json::from_slice(&body).map_err(|error| {
+        bad_request(format!("the body must be {{\"ids\": [...]}} or {{\"trigger\": \"NS/NAME\", \"all\": true}}: {error}"))
+    })?;
+    let ids = match (&request.trigger, request.all, request.ids.is_empty()) {
+        (None, false, false) => request.ids,
+        (Some(trigger), true, true) => {
+            let filter = DeadLetterFilter {
+                trigger: Some(parse_trigger(trigger)?),
+                unreplayed_only: true,
+                limit: None,
+            };
+            state
+                .store
+                .list_dead_letters(&filter)
+                .await?
+                .into_iter()
+                .map(|l| l.id)
+                .collect()
+        }
+        (Some(_), false, _) => {
+            return Err(bad_request(
+                "replaying by trigger needs `\"all\": true`".to_owned(),
+            ));
+        }
+        _ => {
+            return Err(bad_request(
+                "give either `ids` or `trigger` with `all: true`".to_owned(),
+            ));
+        }
+    };
+    let triggers: Vec<TriggerRef> = state
+        .store
+        .list_resources("Trigger", None)
+        .await?
+        .into_iter()
+        .filter_map(|stored| {
+            let broker = stored.body.pointer("/spec/broker")?.as_str()?.to_owned();
+            Some(TriggerRef {
+                uid: stored.uid,
+                broker: format!("{}/{broker}", stored.namespace),
+                namespace: stored.namespace,
+                name: stored.name,
+            })
+        })
+        .collect();
+    let now = chrono::Utc::now().timestamp_millis();
+    let replayed = state
+        .store
+        .replay_dead_letters(&ids, &triggers, now)
+        .await?;
+    let skipped: Vec<&String> = ids.iter().filter(|id| !replayed.contains(id)).collect();
+    Ok(axum::Json(json!({ "replayed": replayed, "notReplayed": skipped })).into_response())
+}

@@ -1,0 +1,153 @@
+//! Turning resource files into stored resources: parse, validate (including CESQL syntax, which the
+//! API crate cannot check), then apply each document. All documents of a file are validated before
+//! any is applied, so a file with a mistake changes nothing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kinetic_api::{Resource, ResourceKey};
+use kinetic_store::{ApplyOutcome, Store, TriggerRef};
+use kinetic_triggers::Filter;
+use serde::Serialize;
+
+/// The lease owner name used when the control plane creates a cursor for a new trigger; the lease is
+/// created expired so any dispatcher takes it at once.
+const CONTROL_PLANE: &str = "control-plane";
+
+/// Parses and validates one file's text. Errors name the file, document, resource and field path.
+pub fn parse_and_validate(file: &str, text: &str) -> Result<Vec<Resource>, kinetic_api::Error> {
+    let resources = kinetic_api::parse_documents(file, text)?;
+    for (index, resource) in resources.iter().enumerate() {
+        if let Resource::Trigger(trigger) = resource {
+            Filter::compile(trigger).map_err(|error| {
+                kinetic_api::Error::new(error.path, error.message)
+                    .with_hint("see the CloudEvents SQL spec; e.g. `type LIKE 'com.example.%' AND source = '/shop'`")
+                    .in_file(file)
+                    .in_document(index + 1)
+                    .in_resource(resource.key().to_string())
+            })?;
+        }
+    }
+    Ok(resources)
+}
+
+/// One applied resource, as reported to users.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Applied {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// created, updated or unchanged
+    pub outcome: String,
+}
+
+/// Stores validated resources. A new trigger gets its cursor now, at the broker's head, so it sees
+/// every event accepted from this moment.
+pub async fn apply(
+    store: &Arc<dyn Store>,
+    resources: &[Resource],
+) -> Result<Vec<Applied>, kinetic_store::Error> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut applied = Vec::with_capacity(resources.len());
+    for resource in resources {
+        let ResourceKey {
+            kind,
+            namespace,
+            name,
+        } = resource.key();
+        let (outcome, stored) = store
+            .apply_resource(&kind, &namespace, &name, &resource.to_json(), now)
+            .await?;
+        if let (Resource::Trigger(trigger), ApplyOutcome::Created) = (resource, outcome) {
+            let reference = TriggerRef {
+                uid: stored.uid.clone(),
+                namespace: namespace.clone(),
+                name: name.clone(),
+                broker: format!("{namespace}/{}", trigger.spec.broker),
+            };
+            store
+                .claim_cursors(CONTROL_PLANE, &[reference], now, 0)
+                .await?;
+        }
+        applied.push(Applied {
+            kind,
+            namespace,
+            name,
+            outcome: match outcome {
+                ApplyOutcome::Created => "created",
+                ApplyOutcome::Updated => "updated",
+                ApplyOutcome::Unchanged => "unchanged",
+            }
+            .to_owned(),
+        });
+    }
+    Ok(applied)
+}
+
+/// Deletes a resource; a trigger's cursor and pending deliveries go with it (its dead letters stay).
+pub async fn delete(
+    store: &Arc<dyn Store>,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<bool, kinetic_store::Error> {
+    let existing = store.get_resource(kind, namespace, name).await?;
+    let deleted = store.delete_resource(kind, namespace, name).await?;
+    if deleted
+        && kind == "Trigger"
+        && let Some(existing) = existing
+    {
+        store.drop_trigger(&existing.uid).await?;
+    }
+    Ok(deleted)
+}
+
+/// The YAML/JSON files named by `paths`: files as given, directories expanded to their `.yaml`,
+/// `.yml` and `.json` files (sorted, not recursive).
+pub fn expand_paths(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)?
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|p| is_resource_file(p))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else if path.exists() {
+            files.push(path.clone());
+        } else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{} does not exist", path.display()),
+            ));
+        }
+    }
+    Ok(files)
+}
+
+fn is_resource_file(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml" | "json")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_cesql_is_refused_with_its_location() {
+        let text = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: b}\n---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {name: t}\nspec:\n  broker: b\n  subscriber: {uri: 'http://127.0.0.1:1/'}\n  filters: [{cesql: \"type = = 'x'\"}]\n";
+        let error = parse_and_validate("f.yaml", text).unwrap_err();
+        assert_eq!(error.document, Some(2));
+        assert_eq!(error.path, "spec.filters[0].cesql");
+        assert!(
+            error.to_string().starts_with(
+                "f.yaml, document 2, Trigger default/t: spec.filters[0].cesql: is not valid CESQL"
+            ),
+            "{error}"
+        );
+    }
+}

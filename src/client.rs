@@ -1,0 +1,464 @@
+//! CLI commands that talk to a running kinetic over its HTTP API.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, ValueEnum};
+use cloudevents::{EventBuilder, EventBuilderV10};
+use serde_json::Value;
+
+use crate::apply;
+
+#[derive(Debug, Clone, Args)]
+pub struct ServerArg {
+    /// URL of a running kinetic.
+    #[arg(long, env = "KINETIC_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+}
+
+impl ServerArg {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.trim_end_matches('/'))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap_or_default()
+}
+
+/// Sends a request and returns the JSON answer, turning error answers into readable errors.
+async fn call(server: &ServerArg, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    let response = request.send().await.with_context(|| {
+        format!(
+            "cannot reach kinetic at {} (is `kinetic up` running? set --server)",
+            server.server
+        )
+    })?;
+    let status = response.status();
+    let body = response.bytes().await.context("reading the answer")?;
+    let value: Value = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    if status.is_success() {
+        Ok(value)
+    } else {
+        let message = value
+            .get("error")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| value.to_string());
+        bail!("{message} (HTTP {})", status.as_u16())
+    }
+}
+
+pub async fn apply(server: &ServerArg, files: &[PathBuf]) -> anyhow::Result<()> {
+    let client = client();
+    for file in apply::expand_paths(files)? {
+        let name = file.display().to_string();
+        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {name}"))?;
+        // Validate locally first: the same checks, without a round trip.
+        apply::parse_and_validate(&name, &text).map_err(|error| anyhow::anyhow!("{error}"))?;
+        let answer = call(
+            server,
+            client
+                .post(server.url("/api/v1/apply"))
+                .query(&[("file", &name)])
+                .body(text),
+        )
+        .await?;
+        for applied in answer["applied"].as_array().into_iter().flatten() {
+            println!(
+                "{} {}/{} {}",
+                applied["kind"].as_str().unwrap_or("?").to_lowercase(),
+                applied["namespace"].as_str().unwrap_or("?"),
+                applied["name"].as_str().unwrap_or("?"),
+                applied["outcome"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn get(
+    server: &ServerArg,
+    kind: &str,
+    name: Option<&str>,
+    namespace: Option<&str>,
+    output: Output,
+) -> anyhow::Result<()> {
+    let Some(kind_name) = crate::api::kind_of(kind) else {
+        bail!("unknown resource type `{kind}`; use brokers or triggers");
+    };
+    let client = client();
+    let items: Vec<Value> = match name {
+        Some(name) => {
+            let namespace = namespace.unwrap_or("default");
+            vec![
+                call(
+                    server,
+                    client.get(server.url(&format!("/api/v1/{kind}/{namespace}/{name}"))),
+                )
+                .await?,
+            ]
+        }
+        None => {
+            let mut request = client.get(server.url(&format!("/api/v1/{kind}")));
+            if let Some(namespace) = namespace {
+                request = request.query(&[("namespace", namespace)]);
+            }
+            call(server, request).await?["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        }
+    };
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&if name.is_some() {
+                items[0].clone()
+            } else {
+                Value::Array(items)
+            })?
+        ),
+        Output::Yaml => {
+            let documents: Vec<String> = items
+                .iter()
+                .map(serde_saphyr::to_string)
+                .collect::<Result<_, _>>()?;
+            print!("{}", documents.join("---\n"));
+        }
+        Output::Table => {
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|item| {
+                    let namespace = item
+                        .pointer("/metadata/namespace")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned();
+                    let name = item
+                        .pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned();
+                    match kind_name {
+                        "Broker" => vec![
+                            namespace.clone(),
+                            name.clone(),
+                            format!("/{namespace}/{name}"),
+                        ],
+                        _ => vec![
+                            namespace,
+                            name,
+                            item.pointer("/spec/broker")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .to_owned(),
+                            item.pointer("/spec/subscriber/uri")
+                                .and_then(Value::as_str)
+                                .map(str::to_owned)
+                                .or_else(|| {
+                                    let reference = item.pointer("/spec/subscriber/ref")?;
+                                    Some(format!(
+                                        "{}/{}",
+                                        reference["kind"].as_str()?,
+                                        reference["name"].as_str()?
+                                    ))
+                                })
+                                .unwrap_or_default(),
+                        ],
+                    }
+                })
+                .collect();
+            let header: &[&str] = if kind_name == "Broker" {
+                &["NAMESPACE", "NAME", "INGRESS PATH"]
+            } else {
+                &["NAMESPACE", "NAME", "BROKER", "SUBSCRIBER"]
+            };
+            print_table(header, &rows);
+        }
+    }
+    Ok(())
+}
+
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", text.join("   ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+pub async fn delete(
+    server: &ServerArg,
+    files: &[PathBuf],
+    kind: Option<&str>,
+    name: Option<&str>,
+    namespace: &str,
+) -> anyhow::Result<()> {
+    let mut targets: Vec<(String, String, String)> = Vec::new();
+    for file in apply::expand_paths(files)? {
+        let name = file.display().to_string();
+        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {name}"))?;
+        for resource in
+            kinetic_api::parse_documents(&name, &text).map_err(|e| anyhow::anyhow!("{e}"))?
+        {
+            let key = resource.key();
+            targets.push((
+                format!("{}s", key.kind.to_lowercase()),
+                key.namespace,
+                key.name,
+            ));
+        }
+    }
+    match (kind, name) {
+        (Some(kind), Some(name)) => {
+            let plural = crate::api::kind_of(kind).map(|k| format!("{}s", k.to_lowercase()));
+            let plural = plural.ok_or_else(|| {
+                anyhow::anyhow!("unknown resource type `{kind}`; use broker or trigger")
+            })?;
+            targets.push((plural, namespace.to_owned(), name.to_owned()));
+        }
+        (None, None) => {}
+        _ => bail!("give KIND and NAME (e.g. `kinetic delete trigger orders`) or -f FILE"),
+    }
+    if targets.is_empty() {
+        bail!("nothing to delete: give -f FILE or KIND NAME");
+    }
+    let client = client();
+    for (plural, namespace, name) in targets {
+        call(
+            server,
+            client.delete(server.url(&format!("/api/v1/{plural}/{namespace}/{name}"))),
+        )
+        .await?;
+        println!(
+            "{} {namespace}/{name} deleted",
+            plural.trim_end_matches('s')
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SendArgs {
+    /// Broker as NAMESPACE/NAME.
+    #[arg(long)]
+    pub broker: String,
+    #[arg(long = "type")]
+    pub ty: String,
+    #[arg(long)]
+    pub source: String,
+    /// Event id; a new UUID when absent.
+    #[arg(long)]
+    pub id: Option<String>,
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// JSON data.
+    #[arg(long, conflicts_with = "data_file")]
+    pub data: Option<String>,
+    /// File whose content is the data (JSON when it parses, bytes otherwise).
+    #[arg(long)]
+    pub data_file: Option<PathBuf>,
+    /// Extension attribute NAME=VALUE (repeatable).
+    #[arg(short = 'e', long = "extension")]
+    pub extensions: Vec<String>,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+pub async fn send(args: &SendArgs) -> anyhow::Result<()> {
+    let Some((namespace, broker)) = args
+        .broker
+        .split_once('/')
+        .filter(|(n, b)| !n.is_empty() && !b.is_empty())
+    else {
+        bail!(
+            "--broker `{}` must be NAMESPACE/NAME, e.g. default/default",
+            args.broker
+        );
+    };
+    let id = args
+        .id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let mut builder = EventBuilderV10::new()
+        .id(&id)
+        .source(args.source.clone())
+        .ty(args.ty.clone())
+        .time(chrono::Utc::now());
+    if let Some(subject) = &args.subject {
+        builder = builder.subject(subject.clone());
+    }
+    for extension in &args.extensions {
+        let Some((name, value)) = extension.split_once('=') else {
+            bail!("--extension `{extension}` must be NAME=VALUE");
+        };
+        builder = builder.extension(name, value);
+    }
+    match (&args.data, &args.data_file) {
+        (Some(data), _) => {
+            let value: Value = serde_json::from_str(data)
+                .with_context(|| format!("--data is not valid JSON: {data}"))?;
+            builder = builder.data("application/json", value);
+        }
+        (None, Some(path)) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("reading --data-file {}", path.display()))?;
+            builder = match serde_json::from_slice::<Value>(&bytes) {
+                Ok(value) => builder.data("application/json", value),
+                Err(_) => builder.data("application/octet-stream", bytes),
+            };
+        }
+        (None, None) => {}
+    }
+    let event = builder
+        .build()
+        .map_err(|error| anyhow::anyhow!("the event is invalid: {error}"))?;
+    let (headers, body) = kinetic_api::cloudevent::encode_binary(&event);
+    let mut request = client()
+        .post(args.server.url(&format!("/{namespace}/{broker}")))
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    call(&args.server, request).await?;
+    println!("Event {id} accepted by {namespace}/{broker}.");
+    Ok(())
+}
+
+pub fn cesql_eval(expression: &str, event: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let event = match event {
+        Some(path) => {
+            let text = std::fs::read(path)
+                .with_context(|| format!("reading --event {}", path.display()))?;
+            let headers = {
+                let mut map = http::HeaderMap::new();
+                map.insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static(
+                        kinetic_api::cloudevent::STRUCTURED_CONTENT_TYPE,
+                    ),
+                );
+                map
+            };
+            let (_, mut events) =
+                kinetic_api::cloudevent::decode(&headers, &bytes::Bytes::from(text))
+                    .map_err(|error| anyhow::anyhow!("--event {}: {error}", path.display()))?;
+            events.remove(0)
+        }
+        None => EventBuilderV10::new()
+            .id("1")
+            .source("/kinetic/cesql")
+            .ty("dev.kinetic.cesql.eval")
+            .build()
+            .map_err(|error| anyhow::anyhow!("{error}"))?,
+    };
+    let report = kinetic_triggers::cesql::eval_report(expression, &event);
+    println!("{report}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn dlq_list(
+    server: &ServerArg,
+    trigger: Option<&str>,
+    output: Output,
+) -> anyhow::Result<()> {
+    let mut request = client().get(server.url("/api/v1/deadletters"));
+    if let Some(trigger) = trigger {
+        request = request.query(&[("trigger", trigger)]);
+    }
+    let answer = call(server, request).await?;
+    let items = answer["items"].as_array().cloned().unwrap_or_default();
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&items)?),
+        Output::Yaml => print!("{}", serde_saphyr::to_string(&items)?),
+        Output::Table => {
+            let text = |v: &Value| match v {
+                Value::Null => "-".to_owned(),
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|item| {
+                    vec![
+                        text(&item["id"]),
+                        text(&item["trigger"]),
+                        text(&item["event"]["type"]),
+                        text(&item["event"]["id"]),
+                        text(&item["attempts"]),
+                        text(&item["lastStatus"]),
+                        text(&item["lastError"]),
+                        text(&item["deadLetterSink"]),
+                        text(&item["replayCount"]),
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "ID", "TRIGGER", "TYPE", "EVENT ID", "ATTEMPTS", "STATUS", "ERROR", "SINK",
+                    "REPLAYS",
+                ],
+                &rows,
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn dlq_replay(
+    server: &ServerArg,
+    ids: Vec<String>,
+    trigger: Option<String>,
+    all: bool,
+) -> anyhow::Result<()> {
+    let body = match (trigger, all, ids.is_empty()) {
+        (None, false, false) => serde_json::json!({ "ids": ids }),
+        (Some(trigger), true, true) => serde_json::json!({ "trigger": trigger, "all": true }),
+        (Some(_), false, _) => {
+            bail!("--trigger replays every dead letter of the trigger; add --all to confirm")
+        }
+        _ => bail!("give dead-letter IDs, or --trigger NAMESPACE/NAME --all"),
+    };
+    let answer = call(
+        server,
+        client()
+            .post(server.url("/api/v1/deadletters/replay"))
+            .json(&body),
+    )
+    .await?;
+    let replayed = answer["replayed"].as_array().map(Vec::len).unwrap_or(0);
+    println!("{replayed} dead letter(s) queued for delivery.");
+    for id in answer["notReplayed"].as_array().into_iter().flatten() {
+        println!(
+            "not replayed (unknown id, or its trigger is gone): {}",
+            id.as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,404 @@
+//! Wiring components into processes: `kinetic up` (everything), `kinetic broker` (ingress and the
+//! control-plane API) and `kinetic dispatcher` (delivery), with graceful shutdown on SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use kinetic_broker::{BrokerDirectory, Committer, IngressConfig};
+use kinetic_store::Store;
+use kinetic_triggers::plan::Resolver;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, ApiState};
+use crate::apply;
+use crate::config::{DispatcherSettings, IngressSettings, StoreSettings};
+
+/// How long in-flight work may take to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Opens the store, holding an exclusive lock on a SQLite file so two processes never share it.
+pub struct OpenedStore {
+    pub store: Arc<dyn Store>,
+    pub url: String,
+    _lock: Option<std::fs::File>,
+}
+
+pub async fn open_store(settings: &StoreSettings) -> anyhow::Result<OpenedStore> {
+    let url = settings.url();
+    let mut lock = None;
+    if let Some(path) = url.strip_prefix("sqlite://").filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating the state directory {}", parent.display()))?;
+        }
+        let lock_path = path.with_extension("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("opening {}", lock_path.display()))?;
+        file.try_lock().map_err(|_| {
+            anyhow::anyhow!(
+                "{} is in use by another kinetic process; stop it, or give this one its own store with --store sqlite:///other/state.db",
+                path.display()
+            )
+        })?;
+        lock = Some(file);
+    }
+    let store = kinetic_store::open(&url)
+        .await
+        .with_context(|| format!("opening the store {}", redact(&url)))?;
+    if store.engine() == "sqlite" {
+        // The file lock proves no other process uses this store: leases left are from a previous run.
+        store
+            .release_all_leases()
+            .await
+            .context("releasing leases of a previous run")?;
+    }
+    Ok(OpenedStore {
+        store,
+        url,
+        _lock: lock,
+    })
+}
+
+/// The URL without a password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Resolves when SIGINT or SIGTERM arrives, then cancels `token`.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let interrupt = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let terminate = async {
+            if let Ok(mut signal) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            {
+                signal.recv().await;
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            _ = interrupt => {}
+            () = terminate => {}
+        }
+        tracing::info!("Shutting down.");
+        token.cancel();
+    });
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("listening on {addr} (is another process using it? choose another with --listen)")
+    })
+}
+
+/// Pieces of the ingress side, shared by `up` and `broker`.
+struct IngressParts {
+    router: axum::Router,
+    committer_task: tokio::task::JoinHandle<()>,
+}
+
+fn ingress(
+    store: &Arc<dyn Store>,
+    settings: &IngressSettings,
+    registry: &mut Registry,
+    committed: watch::Sender<u64>,
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+) -> IngressParts {
+    let metrics = kinetic_broker::metrics::Metrics::new(registry);
+    let (committer, committer_task) = Committer::start(
+        store.clone(),
+        settings.dedupe_window,
+        committed,
+        metrics.clone(),
+    );
+    let directory = BrokerDirectory::new(store.clone());
+    tracker.spawn(
+        directory
+            .clone()
+            .run(Duration::from_secs(1), cancel.clone()),
+    );
+    let router = kinetic_broker::router(
+        IngressConfig {
+            max_body_bytes: settings.max_body_bytes,
+        },
+        committer,
+        directory,
+        metrics,
+    );
+    IngressParts {
+        router,
+        committer_task,
+    }
+}
+
+fn dispatcher(
+    store: &Arc<dyn Store>,
+    settings: &DispatcherSettings,
+    dedupe_window: Duration,
+    ingress_url: String,
+    registry: &mut Registry,
+    committed: watch::Sender<u64>,
+) -> kinetic_triggers::Dispatcher {
+    let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+    let mut config = kinetic_triggers::Config::new(owner, Resolver { ingress_url });
+    config.concurrency = settings.delivery_concurrency as usize;
+    config.batch_size = settings.delivery_batch as usize;
+    config.dedupe_window = dedupe_window;
+    let metrics = kinetic_triggers::metrics::Metrics::new(registry);
+    kinetic_triggers::Dispatcher::new(store.clone(), config, metrics, committed)
+}
+
+/// Runs `router` on `listener` until `cancel`, finishing in-flight requests.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await
+        .context("serving HTTP")
+}
+
+/// `kinetic up`: everything in one process.
+pub async fn up(
+    store: OpenedStore,
+    listen: SocketAddr,
+    files: Vec<PathBuf>,
+    ingress_settings: IngressSettings,
+    dispatcher_settings: DispatcherSettings,
+) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    cancel_on_signal(cancel.clone());
+    let listener = bind(listen).await?;
+    let address = listener.local_addr()?;
+    let base_url = format!("http://{address}");
+    let files = apply::expand_paths(&files).context("reading -f")?;
+    let store_handle = store.store.clone();
+    for file in &files {
+        apply_file(&store_handle, file).await?;
+    }
+    let tracker = TaskTracker::new();
+    let mut registry = Registry::with_prefix_and_labels("", std::iter::empty());
+    let (committed, _) = watch::channel(0u64);
+    let parts = ingress(
+        &store_handle,
+        &ingress_settings,
+        &mut registry,
+        committed.clone(),
+        &tracker,
+        &cancel,
+    );
+    let dispatcher = dispatcher(
+        &store_handle,
+        &dispatcher_settings,
+        ingress_settings.dedupe_window,
+        base_url.clone(),
+        &mut registry,
+        committed,
+    );
+    let registry = Arc::new(Mutex::new(registry));
+    let router = parts.router.merge(api::router(ApiState {
+        store: store_handle.clone(),
+        registry,
+    }));
+    let dispatcher_cancel = cancel.child_token();
+    tracker.spawn(dispatcher.run(dispatcher_cancel));
+    if !files.is_empty() {
+        tracker.spawn(watch_files(
+            store_handle.clone(),
+            files.clone(),
+            cancel.clone(),
+        ));
+    }
+    tracker.spawn(prune_loop(
+        store_handle.clone(),
+        ingress_settings.dedupe_window,
+        cancel.clone(),
+    ));
+    print_banner(&base_url, &store.url, &files);
+    tracing::info!(listen = %address, store = %redact(&store.url), "kinetic is up.");
+    let served = serve(listener, router, cancel.clone()).await;
+    cancel.cancel();
+    // The router (and with it every committer handle) is dropped: the committer drains and ends.
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, parts.committer_task).await;
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "Shutdown grace period passed; stopping with work in flight (it will be redelivered)."
+        );
+    }
+    drop(store);
+    served
+}
+
+/// `kinetic broker`: the ingress and control-plane API, no delivery.
+pub async fn broker(
+    store: OpenedStore,
+    listen: SocketAddr,
+    settings: IngressSettings,
+) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    cancel_on_signal(cancel.clone());
+    let listener = bind(listen).await?;
+    let tracker = TaskTracker::new();
+    let mut registry = Registry::default();
+    let (committed, _) = watch::channel(0u64);
+    let parts = ingress(
+        &store.store,
+        &settings,
+        &mut registry,
+        committed,
+        &tracker,
+        &cancel,
+    );
+    let router = parts.router.merge(api::router(ApiState {
+        store: store.store.clone(),
+        registry: Arc::new(Mutex::new(registry)),
+    }));
+    tracker.spawn(prune_loop(
+        store.store.clone(),
+        settings.dedupe_window,
+        cancel.clone(),
+    ));
+    tracing::info!(listen = %listener.local_addr()?, store = %redact(&store.url), "kinetic broker is up.");
+    let served = serve(listener, router, cancel.clone()).await;
+    cancel.cancel();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, parts.committer_task).await;
+    tracker.close();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await;
+    served
+}
+
+/// `kinetic dispatcher`: delivery only, with health and metrics on its own listener.
+pub async fn dispatcher_only(
+    store: OpenedStore,
+    listen: SocketAddr,
+    ingress_url: String,
+    settings: DispatcherSettings,
+    dedupe_window: Duration,
+) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    cancel_on_signal(cancel.clone());
+    let listener = bind(listen).await?;
+    let mut registry = Registry::default();
+    let (committed, _) = watch::channel(0u64);
+    let dispatcher = dispatcher(
+        &store.store,
+        &settings,
+        dedupe_window,
+        ingress_url,
+        &mut registry,
+        committed,
+    );
+    let router = api::router(ApiState {
+        store: store.store.clone(),
+        registry: Arc::new(Mutex::new(registry)),
+    });
+    let tracker = TaskTracker::new();
+    tracker.spawn(dispatcher.run(cancel.clone()));
+    tracing::info!(listen = %listener.local_addr()?, store = %redact(&store.url), "kinetic dispatcher is up.");
+    let served = serve(listener, router, cancel.clone()).await;
+    cancel.cancel();
+    tracker.close();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await;
+    served
+}
+
+async fn apply_file(store: &Arc<dyn Store>, file: &std::path::Path) -> anyhow::Result<()> {
+    let name = file.display().to_string();
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {name}"))?;
+    let resources =
+        apply::parse_and_validate(&name, &text).map_err(|error| anyhow::anyhow!("{error}"))?;
+    for applied in apply::apply(store, &resources)
+        .await
+        .context("storing resources")?
+    {
+        if applied.outcome != "unchanged" {
+            tracing::info!(kind = %applied.kind, namespace = %applied.namespace, name = %applied.name, outcome = %applied.outcome, file = %name, "Applied.");
+        }
+    }
+    Ok(())
+}
+
+/// Re-applies a file when its modification time changes. A file with a mistake is reported and
+/// left as it was last applied.
+async fn watch_files(store: Arc<dyn Store>, files: Vec<PathBuf>, cancel: CancellationToken) {
+    let modified = |path: &PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let mut seen: Vec<Option<SystemTime>> = files.iter().map(modified).collect();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        for (file, last) in files.iter().zip(seen.iter_mut()) {
+            let now = modified(file);
+            if now == *last {
+                continue;
+            }
+            *last = now;
+            if let Err(error) = apply_file(&store, file).await {
+                tracing::error!(file = %file.display(), error = %format!("{error:#}"), "Re-applying a changed file failed; the previous version stays applied.");
+            }
+        }
+    }
+}
+
+/// Trims the dedupe window and the event log behind every cursor.
+async fn prune_loop(store: Arc<dyn Store>, dedupe_window: Duration, cancel: CancellationToken) {
+    let window = i64::try_from(dedupe_window.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+        let since = chrono::Utc::now().timestamp_millis().saturating_sub(window);
+        match store.prune(since).await {
+            Ok(deleted) if deleted > 0 => tracing::debug!(deleted, "Pruned delivered events."),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "Pruning the event log failed."),
+        }
+    }
+}
+
+fn print_banner(base_url: &str, store_url: &str, files: &[PathBuf]) {
+    let applied = if files.is_empty() {
+        "no resource files (-f); apply some with `kinetic apply -f FILE`".to_owned()
+    } else {
+        files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    eprintln!(
+        "kinetic is up\n  listening   {base_url}  (brokers at {base_url}/NAMESPACE/BROKER)\n  store       {}\n  resources   {applied}\n  next        kinetic get triggers   |   kinetic send --broker default/default --type demo --source /me --data '{{\"hello\":\"world\"}}'\n              kinetic dlq list       |   curl {base_url}/metrics",
+        redact(store_url)
+    );
+}

@@ -1,0 +1,35 @@
+/// Errors of the store. [`Error::is_unavailable`] tells callers when to answer 503 and retry later.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "store URL `{0}` is not supported: use sqlite:///path/state.db, sqlite::memory: or postgres://user@host:port/db"
+    )]
+    InvalidUrl(String),
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The database could not be reached or refused work for now (connection, pool, I/O, busy):
+    /// retrying later may succeed.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Database(error) => matches!(
+                error,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::Database(_)
+            ),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! The PostgreSQL store: scale-out, many processes share one database.
+//!
+//! What keeps several processes apart:
+//! - `append` takes a transaction-scoped advisory lock per broker (`pg_advisory_xact_lock`) before it
+//!   looks at the dedupe window or hands out positions, and positions come from a per-broker counter
+//!   row updated in the same transaction. Appends to one broker therefore commit in position order,
+//!   and locks are released only after the commit is visible: a reader that saw position N never
+//!   later sees a position below N appear.
+//! - `lease_deliveries` picks rows with `FOR UPDATE SKIP LOCKED`; `claim_cursors`, `advance_cursor`
+//!   and `update_delivery` are conditional on the owner (and lease expiry) in the same statement or
+//!   under a row lock, so two processes never hold the same cursor or row.
+//!
+//! Batches travel as arrays (`unnest`), so a batch costs a fixed number of round trips.
+//!
+//! Lane order (see [`crate::Deliveries::lease_deliveries`]) is the order of the `deliveries.id`
+//! identity column: the order rows were inserted in.
+
+use std::time::Duration;
+
+use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use crate::{Result, Store};
+
+mod dead_letters;
+mod deliveries;
+mod events;
+mod resources;
+
+/// Connections per process.
+const MAX_CONNECTIONS: u32 = 16;
+/// How long a caller waits for a free connection before the store counts as unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The PostgreSQL implementation of [`Store`]. Cheap to clone (a pool handle).
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user@host:port/db`) and applies the migrations. Several
+    /// processes may open the same database at once: sqlx serializes migrations on an advisory lock.
+    pub async fn open(url: &str) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect(url)
+            .await?;
+        migrator().run(&pool).await?;
+        Ok(PostgresStore { pool })
+    }
+}
+
+impl Store for PostgresStore {
+    fn engine(&self) -> &'static str {
+        "postgres"
+    }
+}
+
+/// The migrations of `migrations/postgres`, compiled into the binary so it runs from any directory.
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "initial".into(),
+        MigrationType::Simple,
+        include_str!("../../migrations/postgres/0001_initial.sql").into_sql_str(),
+        false,
+    )])
+}

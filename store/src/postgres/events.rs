@@ -1,0 +1,177 @@
+//! The event log and the dedupe window on PostgreSQL.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use sqlx::Row;
+
+use super::PostgresStore;
+use crate::{Appended, EventLog, Millis, NewEvent, Result, StoredEvent, codec};
+
+/// First key of the advisory locks that serialize appends per broker (the second is the broker's
+/// hash): "kn" in ASCII, to stay clear of other users of advisory locks in the same database.
+const APPEND_LOCK_CLASS: i32 = 0x6b6e;
+
+#[async_trait]
+impl EventLog for PostgresStore {
+    async fn append(
+        &self,
+        events: &[NewEvent],
+        now: Millis,
+        dedupe_since: Millis,
+    ) -> Result<Vec<Appended>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let candidates = codec::first_occurrences(events);
+        let mut tx = self.pool.begin().await?;
+
+        // Serialize appends per broker before reading the window or handing out positions, locks
+        // taken in one global order so that batches spanning several brokers cannot deadlock.
+        let brokers: Vec<&str> = candidates
+            .iter()
+            .map(|&index| events[index].broker.as_str())
+            .collect();
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock($1, k) \
+             FROM (SELECT DISTINCT hashtext(b) AS k FROM unnest($2::text[]) AS b ORDER BY k) AS keys",
+        )
+        .bind(APPEND_LOCK_CLASS)
+        .bind(&brokers)
+        .execute(&mut *tx)
+        .await?;
+
+        // A key is new when absent or older than the window; then it is (re)stamped with `now`.
+        let sources: Vec<&str> = candidates
+            .iter()
+            .map(|&index| events[index].source.as_str())
+            .collect();
+        let ids: Vec<&str> = candidates
+            .iter()
+            .map(|&index| events[index].id.as_str())
+            .collect();
+        let stamped: Vec<i64> = sqlx::query_scalar(
+            "WITH batch AS ( \
+                SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k(broker, source, id, n) \
+             ), stamped AS ( \
+                INSERT INTO dedupe (broker, source, id, accepted_at) \
+                SELECT broker, source, id, $4 FROM batch \
+                ON CONFLICT (broker, source, id) DO UPDATE SET accepted_at = EXCLUDED.accepted_at \
+                WHERE dedupe.accepted_at < $5 \
+                RETURNING broker, source, id \
+             ) \
+             SELECT batch.n FROM batch JOIN stamped USING (broker, source, id)",
+        )
+        .bind(&brokers)
+        .bind(&sources)
+        .bind(&ids)
+        .bind(now)
+        .bind(dedupe_since)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut accepted: Vec<usize> = stamped
+            .into_iter()
+            .filter_map(|n| usize::try_from(n - 1).ok())
+            .filter_map(|n| candidates.get(n).copied())
+            .collect();
+        accepted.sort_unstable();
+        if accepted.is_empty() {
+            tx.commit().await?;
+            return Ok(vec![Appended::Duplicate; events.len()]);
+        }
+
+        let (head_brokers, counts): (Vec<&str>, Vec<i64>) =
+            codec::counts_per_broker(events, &accepted)
+                .into_iter()
+                .unzip();
+        let heads: HashMap<String, i64> = sqlx::query_as(
+            "INSERT INTO log_heads (broker, head) SELECT * FROM unnest($1::text[], $2::int8[]) \
+             ON CONFLICT (broker) DO UPDATE SET head = log_heads.head + EXCLUDED.head \
+             RETURNING broker, head",
+        )
+        .bind(&head_brokers)
+        .bind(&counts)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let results = codec::positions(events, &accepted, &heads)?;
+
+        let mut brokers = Vec::with_capacity(accepted.len());
+        let mut seqs = Vec::with_capacity(accepted.len());
+        let mut payloads = Vec::with_capacity(accepted.len());
+        for (event, result) in events.iter().zip(&results) {
+            if let Appended::Accepted(seq) = result {
+                brokers.push(event.broker.as_str());
+                seqs.push(*seq);
+                payloads.push(event.payload.as_slice());
+            }
+        }
+        sqlx::query(
+            "INSERT INTO events (broker, seq, payload, accepted_at) \
+             SELECT broker, seq, payload, $4 FROM unnest($1::text[], $2::int8[], $3::bytea[]) AS e(broker, seq, payload)",
+        )
+        .bind(&brokers)
+        .bind(&seqs)
+        .bind(&payloads)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    async fn read(&self, broker: &str, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, payload, accepted_at FROM events WHERE broker = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(broker)
+        .bind(after)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredEvent {
+                    seq: row.try_get(0)?,
+                    payload: row.try_get(1)?,
+                    accepted_at: row.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn head(&self, broker: &str) -> Result<i64> {
+        let head: Option<i64> = sqlx::query_scalar("SELECT head FROM log_heads WHERE broker = $1")
+            .bind(broker)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(head.unwrap_or(0))
+    }
+
+    async fn prune(&self, dedupe_since: Millis) -> Result<u64> {
+        // Separate short statements rather than one long transaction: each delete is correct on its
+        // own (cursors only move forward, and new cursors start at the head).
+        sqlx::query("DELETE FROM dedupe WHERE accepted_at < $1")
+            .bind(dedupe_since)
+            .execute(&self.pool)
+            .await?;
+        // Per broker, everything up to the slowest cursor; a broker without cursors loses it all.
+        let bounds: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT h.broker, COALESCE((SELECT MIN(c.position) FROM cursors c WHERE c.broker = h.broker), h.head) \
+             FROM log_heads h",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut deleted = 0;
+        for (broker, bound) in bounds {
+            deleted += sqlx::query("DELETE FROM events WHERE broker = $1 AND seq <= $2")
+                .bind(&broker)
+                .bind(bound)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        Ok(deleted)
+    }
+}

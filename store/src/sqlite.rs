@@ -1,0 +1,120 @@
+//! The SQLite store: the embedded default, one process on one file.
+//!
+//! SQLite has one writer at a time, so every write goes through a pool of exactly one connection and
+//! starts with `BEGIN IMMEDIATE` (it takes the write lock up front instead of failing to upgrade a
+//! read lock; another process on the same file waits `busy_timeout`). Reads use their own pool and
+//! see the last committed state (WAL). Positions are assigned by that single writer, so they are in
+//! commit order. `synchronous=FULL`: a commit that returned survives a power loss, which is what a
+//! broker's 202 promises.
+//!
+//! `sqlite::memory:` is a single connection shared by reads and writes (each connection would
+//! otherwise see its own database, or lock tables against the others).
+//!
+//! Lane order (see [`crate::Deliveries::lease_deliveries`]) is the order of the `deliveries.id`
+//! column, which only grows (`AUTOINCREMENT`): the order rows were inserted in.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{SqlSafeStr, Sqlite, Transaction};
+
+use crate::{Result, Store};
+
+mod dead_letters;
+mod deliveries;
+mod events;
+mod resources;
+
+/// How long a statement waits for another process's write lock before failing as unavailable.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read connections of a file store. Writes always use one.
+const READERS: u32 = 4;
+
+/// The SQLite implementation of [`Store`]. Cheap to clone (two pool handles).
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    /// Exactly one connection: SQLite has one writer.
+    writer: SqlitePool,
+    /// Connections for reads; the writer pool itself for `sqlite::memory:`.
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating the file and its directory when missing) and migrates the database at `url`:
+    /// `sqlite:///path/to/state.db`, `sqlite://relative/state.db` or `sqlite::memory:`.
+    pub async fn open(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let in_memory = is_in_memory(url);
+        if !in_memory {
+            create_parent_dir(options.get_filename()).await?;
+        }
+
+        // The writer never closes its connection: for `sqlite::memory:` that would drop the database.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await?;
+        migrator().run(&writer).await?;
+
+        let reader = if in_memory {
+            writer.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(READERS)
+                .connect_with(options)
+                .await?
+        };
+        Ok(SqliteStore { writer, reader })
+    }
+
+    /// Starts a write transaction holding SQLite's write lock.
+    async fn write(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+impl Store for SqliteStore {
+    fn engine(&self) -> &'static str {
+        "sqlite"
+    }
+}
+
+/// The migrations of `migrations/sqlite`, compiled into the binary so it runs from any directory.
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "initial".into(),
+        MigrationType::Simple,
+        include_str!("../../migrations/sqlite/0001_initial.sql").into_sql_str(),
+        false,
+    )])
+}
+
+fn is_in_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
+async fn create_parent_dir(file: &Path) -> Result<()> {
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(sqlx::Error::Io)?;
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,100 @@
+//! One attempt of one event for one trigger, shared by first attempts ([`crate::cursor`]) and
+//! retries ([`crate::retry`]): send, then publish a reply to the trigger's broker before the attempt
+//! counts as delivered.
+
+use std::time::Instant;
+
+use cloudevents::Event;
+use kinetic_api::event::{self as rules, BROKER_TTL};
+use kinetic_store::NewEvent;
+
+use crate::dispatcher::Context;
+use crate::plan::Plan;
+use crate::policy::Verdict;
+use crate::sender::Attempt;
+
+/// Delivers `event` to the plan's subscriber. A reply is stored in the broker's log (with the
+/// original's TTL, decremented) before this returns `Delivered`; if storing it fails the attempt is
+/// retryable, so a reply is never lost.
+pub async fn deliver(context: &Context, plan: &Plan, event: &Event) -> Attempt {
+    // As Knative: the subscriber does not see the broker's TTL; a reply inherits it.
+    let mut outgoing = event.clone();
+    let ttl = kinetic_api::cloudevent::extension_i64(event, BROKER_TTL)
+        .ok()
+        .flatten();
+    outgoing.remove_extension(BROKER_TTL);
+    let started = Instant::now();
+    let mut attempt = context
+        .sender
+        .send(
+            &plan.subscriber,
+            &outgoing,
+            plan.policy.format,
+            plan.policy.timeout,
+        )
+        .await;
+    context
+        .metrics
+        .attempt_duration
+        .observe(started.elapsed().as_secs_f64());
+    if attempt.verdict == Verdict::Delivered {
+        observe_latency(context, event);
+        if let Some(reply) = attempt.reply.take()
+            && let Err(error) = publish_reply(context, plan, reply, ttl).await
+        {
+            attempt.verdict = Verdict::Retryable;
+            attempt.error = Some(format!("the reply could not be stored: {error}"));
+        }
+    }
+    attempt
+}
+
+async fn publish_reply(
+    context: &Context,
+    plan: &Plan,
+    mut reply: Event,
+    ttl: Option<i64>,
+) -> Result<(), kinetic_store::Error> {
+    use cloudevents::AttributesReader as _;
+    let ttl = ttl.unwrap_or(rules::DEFAULT_BROKER_TTL);
+    reply.set_extension(BROKER_TTL, cloudevents::event::ExtensionValue::Integer(ttl));
+    if let Err(error) = rules::admit(&mut reply, chrono::Utc::now()) {
+        tracing::warn!(trigger = %plan.label, %error, "Dropping the subscriber's reply.");
+        return Ok(());
+    }
+    let record = NewEvent {
+        broker: plan.trigger.broker.clone(),
+        source: reply.source().clone(),
+        id: reply.id().to_owned(),
+        payload: kinetic_api::cloudevent::encode_structured(&reply).to_vec(),
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    context
+        .store
+        .append(&[record], now, now - context.config.dedupe_window_ms())
+        .await?;
+    context
+        .committed
+        .send_modify(|count| *count = count.wrapping_add(1));
+    Ok(())
+}
+
+fn observe_latency(context: &Context, event: &Event) {
+    let Some(arrival) = kinetic_api::cloudevent::extension_text(event, rules::ARRIVAL_TIME) else {
+        return;
+    };
+    if let Ok(arrival) = chrono::DateTime::parse_from_rfc3339(&arrival) {
+        let elapsed = chrono::Utc::now().signed_duration_since(arrival);
+        if let Ok(elapsed) = elapsed.to_std() {
+            context
+                .metrics
+                .delivery_latency
+                .observe(elapsed.as_secs_f64());
+        }
+    }
+}
+
+/// The body kept with a dead letter.
+pub fn kept_body(attempt: &Attempt) -> Option<Vec<u8>> {
+    (!attempt.body.is_empty()).then(|| attempt.body.clone())
+}

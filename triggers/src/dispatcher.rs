@@ -1,0 +1,259 @@
+//! The dispatcher: at-least-once delivery of every accepted event to every matching trigger.
+//!
+//! Three kinds of task run under one cancellation token:
+//! - the planner reloads triggers and brokers from the store and compiles their [`Plan`]s;
+//! - the claimer holds leases on trigger cursors and runs one [`crate::cursor`] worker per cursor it
+//!   holds (first attempts, straight from the log);
+//! - the [`crate::retry`] worker leases delivery rows that are due (retries, ordered lanes waiting,
+//!   dead-letter sink sends).
+//!
+//! Several dispatcher processes can share one PostgreSQL store: cursors and rows are leased, so each
+//! is worked on by one process at a time.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kinetic_store::{Store, TriggerRef};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::metrics::{BacklogLabels, Metrics};
+use crate::plan::{PlanTable, Resolver, build_plans};
+use crate::policy::Defaults;
+use crate::sender::Sender;
+
+/// Settings of a dispatcher process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Identifies this process in leases; unique per process.
+    pub owner: String,
+    pub resolver: Resolver,
+    pub defaults: Defaults,
+    /// Events read from the log per batch.
+    pub batch_size: usize,
+    /// Deliveries in flight per trigger.
+    pub concurrency: usize,
+    /// How long a cursor lease lasts without renewal.
+    pub cursor_lease: Duration,
+    /// How often cursors are claimed and renewed (well below `cursor_lease`).
+    pub claim_interval: Duration,
+    /// How often resources are reloaded.
+    pub plan_interval: Duration,
+    /// How often the log is polled when no in-process commit signal arrives (other processes write).
+    pub poll_interval: Duration,
+    pub dedupe_window: Duration,
+}
+
+impl Config {
+    pub fn new(owner: String, resolver: Resolver) -> Self {
+        Self {
+            owner,
+            resolver,
+            defaults: Defaults::default(),
+            batch_size: 500,
+            concurrency: 100,
+            cursor_lease: Duration::from_secs(10),
+            claim_interval: Duration::from_secs(2),
+            plan_interval: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(100),
+            dedupe_window: Duration::from_secs(24 * 3600),
+        }
+    }
+
+    pub fn dedupe_window_ms(&self) -> i64 {
+        i64::try_from(self.dedupe_window.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// What every dispatcher task shares.
+pub struct Context {
+    pub store: Arc<dyn Store>,
+    pub sender: Sender,
+    pub metrics: Metrics,
+    pub plans: PlanTable,
+    pub config: Config,
+    /// Counts commits to the log; watched to read new events at once.
+    pub committed: watch::Sender<u64>,
+    /// Wakes the retry worker when rows were added.
+    pub rows_added: Notify,
+}
+
+pub struct Dispatcher {
+    context: Arc<Context>,
+}
+
+impl Dispatcher {
+    /// `committed` is the ingress's commit counter when it runs in the same process; otherwise pass a
+    /// fresh channel and the log is polled every `poll_interval`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: Config,
+        metrics: Metrics,
+        committed: watch::Sender<u64>,
+    ) -> Self {
+        Self {
+            context: Arc::new(Context {
+                store,
+                sender: Sender::new(),
+                metrics,
+                plans: PlanTable::default(),
+                config,
+                committed,
+                rows_added: Notify::new(),
+            }),
+        }
+    }
+
+    pub fn context(&self) -> Arc<Context> {
+        self.context.clone()
+    }
+
+    /// Runs until `cancel` fires, then lets in-flight batches and attempts finish (each bounded by its
+    /// trigger's timeout) and returns.
+    pub async fn run(self, cancel: CancellationToken) {
+        let tracker = TaskTracker::new();
+        let context = self.context;
+        // Plans first, so the first claim sees the triggers.
+        refresh_plans(&context, &mut HashMap::new()).await;
+        tracker.spawn(plan_loop(context.clone(), cancel.clone()));
+        tracker.spawn(crate::retry::run(context.clone(), cancel.clone()));
+        tracker.spawn(backlog_loop(context.clone(), cancel.clone()));
+        claim_loop(context.clone(), cancel.clone(), &tracker).await;
+        tracker.close();
+        tracker.wait().await;
+    }
+}
+
+async fn refresh_plans(context: &Context, reported: &mut HashMap<String, String>) {
+    let loaded = async {
+        let triggers = context.store.list_resources("Trigger", None).await?;
+        let brokers = context.store.list_resources("Broker", None).await?;
+        Ok::<_, kinetic_store::Error>((triggers, brokers))
+    }
+    .await;
+    let (triggers, brokers) = match loaded {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            tracing::warn!(%error, "Loading triggers failed; keeping the previous plans.");
+            return;
+        }
+    };
+    let (plans, problems) = build_plans(
+        &triggers,
+        &brokers,
+        &context.config.resolver,
+        &context.config.defaults,
+    );
+    let mut still = HashMap::new();
+    for (trigger, problem) in problems {
+        if reported.get(&trigger) != Some(&problem) {
+            tracing::warn!(%trigger, %problem, "Trigger is not ready; its events wait in the log.");
+        }
+        still.insert(trigger, problem);
+    }
+    *reported = still;
+    context.plans.replace(plans);
+}
+
+async fn plan_loop(context: Arc<Context>, cancel: CancellationToken) {
+    let mut reported = HashMap::new();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(context.config.plan_interval) => {}
+        }
+        refresh_plans(&context, &mut reported).await;
+    }
+}
+
+/// Claims and renews cursor leases, and runs one cursor worker per cursor held.
+async fn claim_loop(context: Arc<Context>, cancel: CancellationToken, tracker: &TaskTracker) {
+    let mut running: HashMap<String, (CancellationToken, tokio::task::JoinHandle<()>)> =
+        HashMap::new();
+    loop {
+        running.retain(|_, (_, handle)| !handle.is_finished());
+        let plans = context.plans.all();
+        let refs: Vec<TriggerRef> = plans.iter().map(|p| p.trigger.clone()).collect();
+        let now = chrono::Utc::now().timestamp_millis();
+        let lease_ms = i64::try_from(context.config.cursor_lease.as_millis()).unwrap_or(10_000);
+        match context
+            .store
+            .claim_cursors(&context.config.owner, &refs, now, lease_ms)
+            .await
+        {
+            Ok(cursors) => {
+                let held: HashSet<&str> = cursors.iter().map(|c| c.trigger_uid.as_str()).collect();
+                // Stop workers whose trigger is gone or whose lease was lost.
+                running.retain(|uid, (token, _)| {
+                    let keep = held.contains(uid.as_str()) && context.plans.get(uid).is_some();
+                    if !keep {
+                        token.cancel();
+                    }
+                    keep
+                });
+                for cursor in cursors {
+                    if running.contains_key(&cursor.trigger_uid) {
+                        continue;
+                    }
+                    let token = cancel.child_token();
+                    let handle = tracker.spawn(crate::cursor::run(
+                        context.clone(),
+                        cursor.trigger_uid.clone(),
+                        cursor.position,
+                        token.clone(),
+                    ));
+                    running.insert(cursor.trigger_uid, (token, handle));
+                }
+            }
+            Err(error) => tracing::warn!(%error, "Claiming trigger cursors failed."),
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(context.config.claim_interval) => {}
+        }
+    }
+}
+
+/// Publishes the backlog gauges and drops cursors of deleted triggers.
+async fn backlog_loop(context: Arc<Context>, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        let backlog = match context.store.backlog().await {
+            Ok(backlog) => backlog,
+            Err(error) => {
+                tracing::warn!(%error, "Reading the backlog failed.");
+                continue;
+            }
+        };
+        let live: HashSet<String> = match context.store.list_resources("Trigger", None).await {
+            Ok(triggers) => triggers.into_iter().map(|t| t.uid).collect(),
+            Err(_) => continue,
+        };
+        for entry in backlog {
+            if !live.contains(&entry.trigger_uid) {
+                if let Err(error) = context.store.drop_trigger(&entry.trigger_uid).await {
+                    tracing::warn!(%error, "Dropping a deleted trigger's cursor failed.");
+                }
+                continue;
+            }
+            let Some(plan) = context.plans.get(&entry.trigger_uid) else {
+                continue;
+            };
+            for (state, value) in [("unread", entry.unread), ("pending", entry.pending)] {
+                context
+                    .metrics
+                    .backlog
+                    .get_or_create(&BacklogLabels {
+                        trigger: plan.label.clone(),
+                        state,
+                    })
+                    .set(value);
+            }
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! What the dispatcher knows of each trigger: its compiled filter, effective delivery policy and
+//! resolved addresses ([`Plan`]), rebuilt from the stored resources whenever they change.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use kinetic_api::eventing::DeliveryOrder;
+use kinetic_api::{Broker, Destination, Trigger};
+use kinetic_store::{StoredResource, TriggerRef};
+
+use crate::filter::Filter;
+use crate::policy::{Defaults, DeliveryPolicy};
+
+/// Everything needed to deliver one trigger's events.
+#[derive(Debug)]
+pub struct Plan {
+    pub trigger: TriggerRef,
+    /// `namespace/name`, for logs and metrics.
+    pub label: String,
+    pub generation: i64,
+    pub filter: Filter,
+    pub policy: DeliveryPolicy,
+    pub order: DeliveryOrder,
+    pub subscriber: String,
+    pub dead_letter_sink: Option<String>,
+}
+
+/// Resolves destinations to URLs.
+#[derive(Debug, Clone)]
+pub struct Resolver {
+    /// Base URL of the broker ingress, e.g. `http://127.0.0.1:8080`.
+    pub ingress_url: String,
+}
+
+impl Resolver {
+    pub fn resolve(&self, destination: &Destination, namespace: &str) -> Result<String, String> {
+        match (&destination.reference, &destination.uri) {
+            (None, Some(uri)) => Ok(uri.clone()),
+            (Some(reference), uri) => {
+                let namespace = reference.namespace.as_deref().unwrap_or(namespace);
+                let base = match reference.kind.as_str() {
+                    "Broker" => format!(
+                        "{}/{namespace}/{}",
+                        self.ingress_url.trim_end_matches('/'),
+                        reference.name
+                    ),
+                    other => {
+                        return Err(format!(
+                            "a `{other}` destination cannot be resolved by this kinetic build; use `uri:` or a Broker ref"
+                        ));
+                    }
+                };
+                Ok(match uri {
+                    Some(path) => format!(
+                        "{}/{}",
+                        base.trim_end_matches('/'),
+                        path.trim_start_matches('/')
+                    ),
+                    None => base,
+                })
+            }
+            (None, None) => Err("the destination has neither `ref` nor `uri`".to_owned()),
+        }
+    }
+}
+
+/// Builds the plan of every trigger that can run. Triggers that cannot (missing broker, unresolvable
+/// subscriber) are returned with the reason in the second list.
+pub fn build_plans(
+    triggers: &[StoredResource],
+    brokers: &[StoredResource],
+    resolver: &Resolver,
+    defaults: &Defaults,
+) -> (HashMap<String, Arc<Plan>>, Vec<(String, String)>) {
+    let brokers: HashMap<(String, String), Broker> = brokers
+        .iter()
+        .filter_map(|stored| {
+            let broker: Broker = serde_json::from_value(stored.body.clone()).ok()?;
+            Some(((stored.namespace.clone(), stored.name.clone()), broker))
+        })
+        .collect();
+    let mut plans = HashMap::new();
+    let mut problems = Vec::new();
+    for stored in triggers {
+        let label = format!("{}/{}", stored.namespace, stored.name);
+        match plan_of(stored, &brokers, resolver, defaults) {
+            Ok(plan) => {
+                plans.insert(stored.uid.clone(), Arc::new(plan));
+            }
+            Err(problem) => problems.push((label, problem)),
+        }
+    }
+    (plans, problems)
+}
+
+fn plan_of(
+    stored: &StoredResource,
+    brokers: &HashMap<(String, String), Broker>,
+    resolver: &Resolver,
+    defaults: &Defaults,
+) -> Result<Plan, String> {
+    let trigger: Trigger = serde_json::from_value(stored.body.clone())
+        .map_err(|error| format!("stored trigger is unreadable: {error}"))?;
+    let namespace = &trigger.metadata.namespace;
+    let broker = brokers
+        .get(&(namespace.clone(), trigger.spec.broker.clone()))
+        .ok_or_else(|| {
+            format!(
+                "broker `{namespace}/{}` does not exist",
+                trigger.spec.broker
+            )
+        })?;
+    let filter = Filter::compile(&trigger).map_err(|error| error.to_string())?;
+    let order = trigger
+        .delivery_order()
+        .map_err(|error| error.to_string())?;
+    let policy = DeliveryPolicy::resolve(
+        trigger.spec.delivery.as_ref(),
+        broker.spec.delivery.as_ref(),
+        defaults,
+    );
+    let subscriber = resolver.resolve(&trigger.spec.subscriber, namespace)?;
+    let sink = trigger
+        .spec
+        .delivery
+        .as_ref()
+        .and_then(|d| d.dead_letter_sink.as_ref())
+        .or_else(|| {
+            broker
+                .spec
+                .delivery
+                .as_ref()
+                .and_then(|d| d.dead_letter_sink.as_ref())
+        });
+    let dead_letter_sink = sink
+        .map(|sink| resolver.resolve(sink, namespace))
+        .transpose()
+        .map_err(|error| format!("deadLetterSink: {error}"))?;
+    Ok(Plan {
+        trigger: TriggerRef {
+            uid: stored.uid.clone(),
+            namespace: namespace.clone(),
+            name: trigger.metadata.name.clone(),
+            broker: format!("{namespace}/{}", trigger.spec.broker),
+        },
+        label: format!("{namespace}/{}", trigger.metadata.name),
+        generation: stored.generation,
+        filter,
+        policy,
+        order,
+        subscriber,
+        dead_letter_sink,
+    })
+}
+
+/// The current plans, shared by the dispatcher's tasks.
+#[derive(Clone, Default)]
+pub struct PlanTable {
+    plans: Arc<RwLock<HashMap<String, Arc<Plan>>>>,
+}
+
+impl PlanTable {
+    pub fn get(&self, uid: &str) -> Option<Arc<Plan>> {
+        self.plans.read().ok()?.get(uid).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Plan>> {
+        self.plans
+            .read()
+            .map(|p| p.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn replace(&self, plans: HashMap<String, Arc<Plan>>) {
+        if let Ok(mut current) = self.plans.write() {
+            *current = plans;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kinetic_api::KReference;
+
+    #[test]
+    fn resolves_uris_and_broker_refs() {
+        let resolver = Resolver {
+            ingress_url: "http://127.0.0.1:8080/".into(),
+        };
+        let uri = Destination {
+            reference: None,
+            uri: Some("http://x/y".into()),
+            ca_certs: None,
+            audience: None,
+        };
+        assert_eq!(resolver.resolve(&uri, "ns").unwrap(), "http://x/y");
+        let broker = Destination {
+            reference: Some(KReference {
+                kind: "Broker".into(),
+                name: "b".into(),
+                namespace: None,
+                api_version: None,
+            }),
+            uri: None,
+            ..uri.clone()
+        };
+        assert_eq!(
+            resolver.resolve(&broker, "ns").unwrap(),
+            "http://127.0.0.1:8080/ns/b"
+        );
+        let with_path = Destination {
+            uri: Some("/extra".into()),
+            ..broker.clone()
+        };
+        assert_eq!(
+            resolver.resolve(&with_path, "ns").unwrap(),
+            "http://127.0.0.1:8080/ns/b/extra"
+        );
+        let mut service = broker;
+        if let Some(reference) = service.reference.as_mut() {
+            reference.kind = "Service".into();
+        }
+        assert!(
+            resolver
+                .resolve(&service, "ns")
+                .unwrap_err()
+                .contains("Service")
+        );
+    }
+}
