@@ -74,7 +74,7 @@ pub(crate) fn in_event_order(deliveries: &[NewDelivery]) -> Vec<&NewDelivery> {
 }
 
 /// The ids of a replay request without repeats, first occurrence first.
-pub(crate) fn distinct<'a>(ids: &'a [String]) -> Vec<&'a str> {
+pub(crate) fn distinct(ids: &[String]) -> Vec<&str> {
     let mut seen = HashSet::with_capacity(ids.len());
     ids.iter()
         .map(String::as_str)

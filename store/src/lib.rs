@@ -284,6 +284,7 @@ pub trait Deliveries {
     /// Moves a cursor from `from` to `to` and records, in the same transaction, the deliveries and dead
     /// letters of the events in between that were not delivered at the first attempt. Returns `false`
     /// (and writes nothing) when `owner` no longer holds the lease or the cursor is not at `from`.
+    #[allow(clippy::too_many_arguments)] // One atomic step; a parameter struct would only rename them.
     async fn advance_cursor(
         &self,
         owner: &str,

@@ -1,0 +1,280 @@
+//! The `Store` contract, one test body per behaviour, run against SQLite (a temporary file) and
+//! PostgreSQL (a fresh database per test, dropped afterwards).
+//!
+//! PostgreSQL comes from `KINETIC_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); when it cannot be reached the PostgreSQL tests
+//! fail rather than skip. Bodies live in `conformance/*.rs` and take `Arc<dyn Store>` (or two
+//! handles on the same database, standing for two processes).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use kinetic_store::Store;
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+
+#[path = "conformance/dead_letters.rs"]
+mod dead_letters;
+#[path = "conformance/deliveries.rs"]
+mod deliveries;
+#[path = "conformance/events.rs"]
+mod events;
+#[path = "conformance/fixtures.rs"]
+mod fixtures;
+#[path = "conformance/resources.rs"]
+mod resources;
+
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// One engine's database for one test.
+struct Fixture {
+    url: String,
+    store: Arc<dyn Store>,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    /// Removed with the directory.
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres { admin_url: String, database: String },
+}
+
+impl Fixture {
+    async fn sqlite() -> Fixture {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let url = format!("sqlite://{}/state.db", dir.path().display());
+        let store = kinetic_store::open(&url).await.expect("open the SQLite store");
+        Fixture {
+            url,
+            store,
+            cleanup: Cleanup::Sqlite(dir),
+        }
+    }
+
+    async fn postgres() -> Fixture {
+        let admin_url = std::env::var("KINETIC_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
+        let database = format!("kinetic_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&admin_url).await.unwrap_or_else(|error| {
+            panic!("PostgreSQL at {admin_url} is needed by this test (set KINETIC_TEST_POSTGRES_URL): {error}")
+        });
+        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{database}\"")))
+            .execute(&mut admin)
+            .await
+            .expect("create the test database");
+        admin.close().await.ok();
+        let url = with_database(&admin_url, &database);
+        let store = kinetic_store::open(&url).await.expect("open the PostgreSQL store");
+        Fixture {
+            url,
+            store,
+            cleanup: Cleanup::Postgres { admin_url, database },
+        }
+    }
+
+    /// Another handle on the same database, as a second process would open it.
+    async fn open_another(&self) -> Arc<dyn Store> {
+        kinetic_store::open(&self.url).await.expect("open a second handle")
+    }
+
+    /// Runs a body to completion (a panic included), cleans up, then reports the body's outcome.
+    async fn run(self, body: impl Future<Output = anyhow::Result<()>> + Send + 'static) {
+        let outcome = tokio::spawn(body).await;
+        let Fixture { store, cleanup, .. } = self;
+        drop(store);
+        if let Cleanup::Postgres { admin_url, database } = cleanup {
+            let mut admin = PgConnection::connect(&admin_url).await.expect("reconnect to drop the test database");
+            sqlx::raw_sql(AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)")))
+                .execute(&mut admin)
+                .await
+                .expect("drop the test database");
+            admin.close().await.ok();
+        }
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => panic!("{error:?}"),
+            Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
+        }
+    }
+}
+
+/// `url` with its database name replaced.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority = base.find("://").map_or(0, |index| index + 3);
+    let base = match base[authority..].find('/') {
+        Some(index) => &base[..authority + index],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{database}?{query}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+/// Generates `mod sqlite` and `mod postgres`, each with one test per body. `one` bodies take a
+/// store; `two` bodies take two handles on the same database.
+macro_rules! conformance {
+    (one: [$($m1:ident :: $n1:ident),* $(,)?], two: [$($m2:ident :: $n2:ident),* $(,)?] $(,)?) => {
+        conformance!(@engine sqlite, [$($m1::$n1),*], [$($m2::$n2),*]);
+        conformance!(@engine postgres, [$($m1::$n1),*], [$($m2::$n2),*]);
+    };
+    (@engine $engine:ident, [$($m1:ident :: $n1:ident),*], [$($m2:ident :: $n2:ident),*]) => {
+        mod $engine {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $n1() {
+                    let fixture = crate::Fixture::$engine().await;
+                    let store = fixture.store.clone();
+                    fixture.run(crate::$m1::$n1(store)).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $n2() {
+                    let fixture = crate::Fixture::$engine().await;
+                    let (first, second) = (fixture.store.clone(), fixture.open_another().await);
+                    fixture.run(crate::$m2::$n2(first, second)).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance! {
+    one: [
+        resources::apply_creates_updates_and_keeps_unchanged,
+        resources::list_get_and_delete,
+        events::append_reads_in_order_and_moves_the_head,
+        events::dedupe_within_a_batch_first_wins,
+        events::dedupe_across_batches_and_after_the_window,
+        events::prune_keeps_what_a_cursor_still_needs,
+        events::prune_empties_a_broker_without_cursors,
+        deliveries::claim_creates_cursors_at_the_head,
+        deliveries::claim_leases_are_exclusive_renewed_and_taken_over,
+        deliveries::advance_is_compare_and_set,
+        deliveries::advance_records_deliveries_and_dead_letters,
+        deliveries::lease_takes_due_rows_only,
+        deliveries::lease_expires_and_is_taken_again,
+        deliveries::ordered_lanes_lease_their_head_only,
+        deliveries::retry_reschedules_and_releases,
+        deliveries::done_removes_the_row,
+        deliveries::give_up_without_sink_records_a_dead_letter,
+        deliveries::give_up_with_sink_then_sink_done,
+        deliveries::sink_give_up_marks_the_dead_letter_failed,
+        deliveries::update_after_losing_the_lease_writes_nothing,
+        deliveries::blocked_lanes_are_lanes_with_subscriber_rows,
+        deliveries::release_all_leases_frees_cursors_and_rows,
+        deliveries::drop_trigger_removes_cursor_and_rows,
+        deliveries::backlog_counts_unread_and_pending,
+        deliveries::next_due_ignores_leased_and_blocked_rows,
+        dead_letters::list_filters_and_orders,
+        dead_letters::get_returns_what_was_recorded,
+        dead_letters::replay_queues_found_letters_of_live_triggers,
+        dead_letters::replay_goes_to_the_end_of_its_lane,
+    ],
+    two: [
+        events::concurrent_appends_are_seen_in_order,
+        deliveries::cursor_claims_are_exclusive_across_processes,
+        deliveries::row_leases_are_exclusive_across_processes,
+    ],
+}
+
+// ---------------------------------------------------------------- SQLite only
+
+#[tokio::test]
+async fn sqlite_memory_works_and_is_private_to_its_store() -> anyhow::Result<()> {
+    let first = kinetic_store::open("sqlite::memory:").await?;
+    let second = kinetic_store::open("sqlite::memory:").await?;
+    let event = fixtures::event("default/b", "s", "1", b"x");
+    first.append(std::slice::from_ref(&event), 1_000, 0).await?;
+    assert_eq!(first.read("default/b", 0, 10).await?.len(), 1);
+    assert!(second.read("default/b", 0, 10).await?.is_empty());
+    assert_eq!(first.engine(), "sqlite");
+    Ok(())
+}
+
+#[tokio::test]
+async fn sqlite_creates_missing_directories_and_keeps_data_across_opens() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("nested/deeper/state.db");
+    let url = format!("sqlite://{}", path.display());
+    {
+        let store = kinetic_store::open(&url).await?;
+        store
+            .append(&[fixtures::event("default/b", "s", "1", b"kept")], 1_000, 0)
+            .await?;
+    }
+    assert!(path.exists());
+    let store = kinetic_store::open(&url).await?;
+    let events = store.read("default/b", 0, 10).await?;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].payload, b"kept");
+    Ok(())
+}
+
+#[tokio::test]
+async fn unknown_url_scheme_is_rejected() {
+    let error = kinetic_store::open("mysql://localhost/db").await.err().expect("not a supported URL");
+    assert!(matches!(error, kinetic_store::Error::InvalidUrl(_)));
+}
+
+#[test]
+fn database_name_is_replaced_in_urls() {
+    assert_eq!(with_database("postgres://u@h:5432/postgres", "t"), "postgres://u@h:5432/t");
+    assert_eq!(with_database("postgres://u@h:5432", "t"), "postgres://u@h:5432/t");
+    assert_eq!(with_database("postgres://u@h/p?sslmode=disable", "t"), "postgres://u@h/t?sslmode=disable");
+}
+
+// ---------------------------------------------------------------- throughput (not asserted)
+
+/// Appends 100 batches of 500 events of ~300 bytes, then reads them back, and prints the rates.
+/// Run with `cargo test --release -p kinetic-store --test conformance -- --ignored --nocapture throughput`.
+async fn throughput(fixture: Fixture) {
+    let store = fixture.store.clone();
+    let engine = store.engine();
+    fixture
+        .run(async move {
+            const BATCHES: usize = 100;
+            const BATCH: usize = 500;
+            let payload = vec![b'x'; 300];
+            let started = std::time::Instant::now();
+            for batch in 0..BATCHES {
+                let events: Vec<_> = (0..BATCH)
+                    .map(|n| fixtures::event("default/bench", "bench", &format!("{batch}-{n}"), &payload))
+                    .collect();
+                store.append(&events, fixtures::T0, fixtures::LONG_AGO).await?;
+            }
+            let appended = started.elapsed();
+            let started = std::time::Instant::now();
+            let (mut after, mut read) = (0, 0);
+            loop {
+                let events = store.read("default/bench", after, 1_000).await?;
+                let Some(last) = events.last() else { break };
+                after = last.seq;
+                read += events.len();
+            }
+            let total = (BATCHES * BATCH) as f64;
+            assert_eq!(read, BATCHES * BATCH);
+            println!(
+                "{engine}: append {:.0} events/s, read {:.0} events/s",
+                total / appended.as_secs_f64(),
+                total / started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "measures, does not test; run with --ignored --nocapture"]
+async fn sqlite_append_throughput() {
+    throughput(Fixture::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "measures, does not test; run with --ignored --nocapture"]
+async fn postgres_append_throughput() {
+    throughput(Fixture::postgres().await).await;
+}

@@ -1,0 +1,206 @@
+//! The event log: append, read, head, dedupe, prune, and ordering under concurrent appends.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use kinetic_store::{Appended, Store};
+
+use crate::fixtures::{LONG_AGO, T0, claim, event, events, trigger};
+
+fn accepted(results: &[Appended]) -> Vec<i64> {
+    results
+        .iter()
+        .map(|result| match result {
+            Appended::Accepted(seq) => *seq,
+            Appended::Duplicate => panic!("expected every event to be accepted: {results:?}"),
+        })
+        .collect()
+}
+
+fn strictly_increasing(seqs: &[i64]) -> bool {
+    seqs.windows(2).all(|pair| pair[0] < pair[1])
+}
+
+pub async fn append_reads_in_order_and_moves_the_head(store: Arc<dyn Store>) -> anyhow::Result<()> {
+    assert_eq!(store.head("default/one").await?, 0, "an empty log's head is 0");
+    assert!(store.append(&[], T0, LONG_AGO).await?.is_empty());
+
+    let batch = vec![
+        event("default/one", "s", "1", b"one 1"),
+        event("default/two", "s", "1", b"two 1"),
+        event("default/one", "s", "2", b"one 2"),
+        event("default/one", "s", "3", b"one 3"),
+        event("default/two", "s", "2", b"two 2"),
+    ];
+    let seqs = accepted(&store.append(&batch, T0, LONG_AGO).await?);
+    let one = [seqs[0], seqs[2], seqs[3]];
+    let two = [seqs[1], seqs[4]];
+    assert!(strictly_increasing(&one) && strictly_increasing(&two), "{seqs:?}");
+
+    let read = store.read("default/one", 0, 100).await?;
+    assert_eq!(read.iter().map(|event| event.seq).collect::<Vec<_>>(), one);
+    assert_eq!(
+        read.iter().map(|event| event.payload.as_slice()).collect::<Vec<_>>(),
+        [b"one 1", b"one 2", b"one 3"]
+    );
+    assert!(read.iter().all(|event| event.accepted_at == T0));
+    assert_eq!(store.head("default/one").await?, one[2]);
+    assert_eq!(store.head("default/two").await?, two[1]);
+
+    let after_first = store.read("default/one", one[0], 100).await?;
+    assert_eq!(after_first.iter().map(|event| event.seq).collect::<Vec<_>>(), &one[1..]);
+    assert_eq!(store.read("default/one", 0, 2).await?.len(), 2, "limit");
+    assert!(store.read("default/one", one[2], 100).await?.is_empty());
+    assert!(store.read("default/none", 0, 100).await?.is_empty());
+
+    let later = accepted(&store.append(&events("default/one", "later", 3), T0 + 1, LONG_AGO).await?);
+    assert!(later[0] > one[2] && strictly_increasing(&later), "{later:?}");
+    assert_eq!(store.head("default/one").await?, later[2]);
+    Ok(())
+}
+
+pub async fn dedupe_within_a_batch_first_wins(store: Arc<dyn Store>) -> anyhow::Result<()> {
+    let batch = vec![
+        event("default/b", "s", "1", b"first"),
+        event("default/b", "s", "1", b"second"),
+        event("default/b", "other", "1", b"other source"),
+        event("default/c", "s", "1", b"other broker"),
+        event("default/b", "s", "2", b"next"),
+        event("default/b", "s", "1", b"third"),
+    ];
+    let results = store.append(&batch, T0, LONG_AGO).await?;
+    let kinds: Vec<bool> = results.iter().map(|result| matches!(result, Appended::Accepted(_))).collect();
+    assert_eq!(kinds, [true, false, true, true, true, false], "{results:?}");
+    let payloads: Vec<Vec<u8>> = store.read("default/b", 0, 100).await?.into_iter().map(|event| event.payload).collect();
+    assert_eq!(payloads, [b"first".to_vec(), b"other source".to_vec(), b"next".to_vec()]);
+    Ok(())
+}
+
+pub async fn dedupe_across_batches_and_after_the_window(store: Arc<dyn Store>) -> anyhow::Result<()> {
+    let key = || vec![event("default/b", "s", "k", b"payload")];
+    let first = accepted(&store.append(&key(), T0, T0 - 60_000).await?);
+
+    // Within the window: not stored again, the head does not move.
+    assert_eq!(store.append(&key(), T0 + 100, T0 - 60_000).await?, [Appended::Duplicate]);
+    let mixed = store
+        .append(&[key(), vec![event("default/b", "s", "fresh", b"new")]].concat(), T0 + 200, T0 - 60_000)
+        .await?;
+    assert_eq!(mixed[0], Appended::Duplicate);
+    assert!(matches!(mixed[1], Appended::Accepted(seq) if seq > first[0]));
+    let head = store.head("default/b").await?;
+    assert_eq!(store.append(&key(), T0 + 300, T0 - 60_000).await?, [Appended::Duplicate]);
+    assert_eq!(store.head("default/b").await?, head);
+
+    // Accepted before the window started: new again, and stamped anew.
+    let again = accepted(&store.append(&key(), T0 + 120_000, T0 + 1).await?);
+    assert!(again[0] > head);
+    assert_eq!(store.append(&key(), T0 + 120_001, T0 + 1).await?, [Appended::Duplicate]);
+    assert_eq!(store.read("default/b", 0, 100).await?.len(), 3);
+    Ok(())
+}
+
+pub async fn prune_keeps_what_a_cursor_still_needs(store: Arc<dyn Store>) -> anyhow::Result<()> {
+    let (fast, slow) = (trigger("default/b", "fast"), trigger("default/b", "slow"));
+    assert_eq!(claim(&store, "me", &fast, T0).await?, 0);
+    assert_eq!(claim(&store, "me", &slow, T0).await?, 0);
+    let seqs = accepted(&store.append(&events("default/b", "e", 5), T0, LONG_AGO).await?);
+
+    assert!(store.advance_cursor("me", &fast.uid, 0, seqs[2], &[], &[], T0).await?);
+    assert!(store.advance_cursor("me", &slow.uid, 0, seqs[1], &[], &[], T0).await?);
+    assert_eq!(store.prune(LONG_AGO).await?, 2, "events behind the slowest cursor");
+    let left: Vec<i64> = store.read("default/b", 0, 100).await?.iter().map(|event| event.seq).collect();
+    assert_eq!(left, &seqs[2..]);
+
+    assert!(store.advance_cursor("me", &slow.uid, seqs[1], seqs[4], &[], &[], T0).await?);
+    assert_eq!(store.prune(LONG_AGO).await?, 1, "now the fast cursor is the slowest");
+    let left: Vec<i64> = store.read("default/b", 0, 100).await?.iter().map(|event| event.seq).collect();
+    assert_eq!(left, &seqs[3..]);
+    assert_eq!(store.prune(LONG_AGO).await?, 0);
+    assert_eq!(store.head("default/b").await?, seqs[4], "pruning does not move the head");
+
+    // Prune also forgets dedupe keys older than the window it is given.
+    let key = vec![event("default/b", "test/source", "e-0", b"again")];
+    assert_eq!(store.append(&key, T0 + 10, LONG_AGO).await?, [Appended::Duplicate]);
+    store.prune(T0 + 1).await?;
+    assert!(matches!(store.append(&key, T0 + 20, LONG_AGO).await?[0], Appended::Accepted(_)));
+    Ok(())
+}
+
+pub async fn prune_empties_a_broker_without_cursors(store: Arc<dyn Store>) -> anyhow::Result<()> {
+    let seqs = accepted(&store.append(&events("default/nobody", "e", 3), T0, LONG_AGO).await?);
+    let watched = trigger("default/watched", "t");
+    claim(&store, "me", &watched, T0).await?;
+    store.append(&events("default/watched", "e", 2), T0, LONG_AGO).await?;
+
+    assert_eq!(store.prune(LONG_AGO).await?, 3);
+    assert!(store.read("default/nobody", 0, 100).await?.is_empty());
+    assert_eq!(store.read("default/watched", 0, 100).await?.len(), 2, "its cursor has not passed them");
+
+    // Positions are never handed out twice, even after the log was emptied.
+    assert_eq!(store.head("default/nobody").await?, seqs[2]);
+    let next = accepted(&store.append(&events("default/nobody", "f", 1), T0, LONG_AGO).await?);
+    assert!(next[0] > seqs[2]);
+    Ok(())
+}
+
+/// Several writers (on two handles: two processes) append to one broker while a reader follows the
+/// log. The reader must see positions strictly increasing and, at the end, every accepted position:
+/// a position below one it already passed that became visible later would be missing.
+pub async fn concurrent_appends_are_seen_in_order(first: Arc<dyn Store>, second: Arc<dyn Store>) -> anyhow::Result<()> {
+    const WRITERS: usize = 6;
+    const BATCHES: usize = 20;
+    const BATCH: usize = 25;
+    let broker = "default/busy";
+    let done = Arc::new(AtomicBool::new(false));
+
+    let reader = {
+        let store = first.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut last = 0;
+            loop {
+                // Read the flag before reading the log: once every writer has finished, one more empty
+                // read means everything was seen.
+                let finished = done.load(Ordering::SeqCst);
+                let events = store.read(broker, last, 200).await?;
+                for event in &events {
+                    anyhow::ensure!(event.seq > last, "saw {} after {last}", event.seq);
+                    last = event.seq;
+                    seen.push(event.seq);
+                }
+                if events.is_empty() {
+                    if finished {
+                        return Ok(seen);
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+    };
+
+    let mut writers = tokio::task::JoinSet::new();
+    for writer in 0..WRITERS {
+        let store = if writer % 2 == 0 { first.clone() } else { second.clone() };
+        writers.spawn(async move {
+            let mut seqs = Vec::new();
+            for batch in 0..BATCHES {
+                let events = events(broker, &format!("w{writer}-b{batch}"), BATCH);
+                seqs.extend(accepted(&store.append(&events, T0, LONG_AGO).await?));
+            }
+            anyhow::Ok(seqs)
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(result) = writers.join_next().await {
+        all.extend(result??);
+    }
+    done.store(true, Ordering::SeqCst);
+    let seen = reader.await??;
+
+    all.sort_unstable();
+    assert_eq!(all.len(), WRITERS * BATCHES * BATCH);
+    assert!(strictly_increasing(&all), "no position was handed out twice");
+    assert_eq!(seen, all, "the reader saw every position, in order");
+    Ok(())
+}

@@ -1,0 +1,392 @@
+//! Shared harness of the end-to-end tests: runs the real `kinetic` binary against a fresh SQLite file
+//! or a fresh PostgreSQL database, and real HTTP receivers that record what they get.
+//!
+//! Everything started here is stopped on drop, by PID; databases are dropped, temp dirs removed.
+
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+/// Which store engine a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// A store for one test: a SQLite file in a temp dir, or a PostgreSQL database created for the test
+/// and dropped afterwards.
+pub struct TestStore {
+    pub engine: Engine,
+    pub url: String,
+    dir: tempfile::TempDir,
+    database: Option<String>,
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("KINETIC_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+impl TestStore {
+    pub async fn new(engine: Engine) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match engine {
+            Engine::Sqlite => {
+                let url = format!("sqlite://{}", dir.path().join("state.db").display());
+                Self { engine, url, dir, database: None }
+            }
+            Engine::Postgres => {
+                let admin = postgres_admin_url();
+                let name = format!("kinetic_e2e_{}", uuid::Uuid::new_v4().simple());
+                let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is needed for this test (run scripts/ensure-postgres.sh): {e}"));
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut connection).await.expect("create database");
+                let base = admin.rsplit_once('/').map(|(base, _)| base.to_owned()).unwrap_or(admin);
+                Self {
+                    engine,
+                    url: format!("{base}/{name}"),
+                    dir,
+                    database: Some(name),
+                }
+            }
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        let Some(name) = self.database.take() else { return };
+        let admin = postgres_admin_url();
+        // Drop runs outside the test's runtime: use a small one of our own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut connection).await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// A running `kinetic` process. Killed (SIGKILL) on drop if still running.
+pub struct Kinetic {
+    pub child: Child,
+    pub base_url: String,
+    pub address: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kinetic"))
+}
+
+impl Kinetic {
+    /// `kinetic up` on `store` with the resource `files`, on a free loopback port.
+    pub fn up(store: &TestStore, files: &[&Path]) -> Self {
+        let mut args: Vec<String> = vec!["up".into(), "--listen".into(), "127.0.0.1:0".into(), "--store".into(), store.url.clone()];
+        for file in files {
+            args.push("-f".into());
+            args.push(file.display().to_string());
+        }
+        Self::spawn(&args, &[])
+    }
+
+    /// Any serving subcommand (`up`, `broker`, `dispatcher`); waits until it listens.
+    pub fn spawn(args: &[String], env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(binary());
+        command
+            .args(args)
+            .env("KINETIC_LOG", std::env::var("KINETIC_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("start kinetic");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (found, wait) = std::sync::mpsc::channel();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut found = Some(found);
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Some(address) = listen_address(&line)
+                        && let Some(sender) = found.take()
+                    {
+                        let _ = sender.send(address);
+                    }
+                    if std::env::var("KINETIC_TEST_ECHO").is_ok() {
+                        eprintln!("[kinetic] {line}");
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        let address = match wait.recv_timeout(Duration::from_secs(60)) {
+            Ok(address) => address,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("kinetic did not start listening; its log:\n{}", log.lock().unwrap().join("\n"));
+            }
+        };
+        Self {
+            child,
+            base_url: format!("http://{address}"),
+            address,
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a graceful exit (bounded).
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill9();
+        None
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+}
+
+/// Finds the address in the `listen=127.0.0.1:PORT` log line every serving subcommand prints.
+fn listen_address(line: &str) -> Option<SocketAddr> {
+    let start = line.find("listen=")? + "listen=".len();
+    let rest = &line[start..];
+    let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
+    rest[..end].trim_matches('"').parse().ok()
+}
+
+impl Drop for Kinetic {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a CLI command of the binary to completion.
+pub fn cli(args: &[&str]) -> std::process::Output {
+    Command::new(binary()).args(args).env("KINETIC_LOG", "warn").output().expect("run kinetic")
+}
+
+/// One request a receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// How a receiver answers: a script per path, consumed in order; when a path's script is empty the
+/// default applies.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub delay: Duration,
+}
+
+impl Answer {
+    pub fn status(status: u16) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    received: Vec<Received>,
+    scripts: std::collections::HashMap<String, VecDeque<Answer>>,
+    defaults: std::collections::HashMap<String, Answer>,
+}
+
+/// An HTTP server on a free loopback port that records every request.
+#[derive(Clone)]
+pub struct Receiver {
+    pub address: SocketAddr,
+    state: Arc<Mutex<ReceiverState>>,
+    _stop: Arc<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Receiver {
+    pub async fn start() -> Self {
+        let state = Arc::new(Mutex::new(ReceiverState::default()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+        let address = listener.local_addr().expect("address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shared = state.clone();
+        let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
+            let state = shared.clone();
+            async move { answer(state, uri, headers, body).await }
+        });
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Self {
+            address,
+            state,
+            _stop: Arc::new(stop),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Answers the next requests to `path` with `answers`, in order.
+    pub fn script(&self, path: &str, answers: Vec<Answer>) {
+        self.state.lock().unwrap().scripts.entry(path.to_owned()).or_default().extend(answers);
+    }
+
+    /// Answers requests to `path` with `answer` once its script is used up (default: 200).
+    pub fn default_answer(&self, path: &str, answer: Answer) {
+        self.state.lock().unwrap().defaults.insert(path.to_owned(), answer);
+    }
+
+    pub fn received(&self, path: &str) -> Vec<Received> {
+        self.state.lock().unwrap().received.iter().filter(|r| r.path == path).cloned().collect()
+    }
+
+    pub fn all(&self) -> Vec<Received> {
+        self.state.lock().unwrap().received.clone()
+    }
+
+    /// Waits until `path` got at least `count` requests (bounded by `timeout`), and returns them.
+    pub async fn wait_for(&self, path: &str, count: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.received(path);
+            if got.len() >= count || Instant::now() >= deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn answer(state: Arc<Mutex<ReceiverState>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let path = uri.path().to_owned();
+    let reply = {
+        let mut state = state.lock().unwrap();
+        state.received.push(Received {
+            path: path.clone(),
+            headers,
+            body,
+            at: Instant::now(),
+        });
+        let scripted = state.scripts.get_mut(&path).and_then(VecDeque::pop_front);
+        scripted.or_else(|| state.defaults.get(&path).cloned()).unwrap_or_else(|| Answer::status(200))
+    };
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    let mut response = (StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK), reply.body).into_response();
+    for (name, value) in reply.headers {
+        response.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            axum::http::HeaderValue::from_str(&value).unwrap(),
+        );
+    }
+    response
+}
+
+/// Writes resource YAML into `dir` and returns the file's path.
+pub fn write_yaml(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write yaml");
+    path
+}
+
+/// A broker named `name` in namespace `default`.
+pub fn broker_yaml(name: &str) -> String {
+    format!("apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: {name}\n")
+}
+
+/// Posts one binary-mode CloudEvent; returns the status.
+pub async fn send_event(client: &reqwest::Client, url: &str, id: &str, ty: &str, extensions: &[(&str, &str)], data: &str) -> u16 {
+    let mut request = client
+        .post(url)
+        .header("ce-specversion", "1.0")
+        .header("ce-id", id)
+        .header("ce-source", "/e2e")
+        .header("ce-type", ty)
+        .header("content-type", "application/json")
+        .body(data.to_owned());
+    for (name, value) in extensions {
+        request = request.header(format!("ce-{name}"), *value);
+    }
+    request.send().await.map(|r| r.status().as_u16()).unwrap_or(0)
+}
