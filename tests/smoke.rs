@@ -17,7 +17,15 @@ async fn one_event_flows(engine: Engine) {
     let file = write_yaml(store.dir(), "resources.yaml", &yaml);
     let kinetic = Kinetic::up(&store, &[&file]);
     let client = reqwest::Client::new();
-    let status = send_event(&client, &kinetic.url("/default/default"), "e1", "com.example.smoke", &[], r#"{"n":1}"#).await;
+    let status = send_event(
+        &client,
+        &kinetic.url("/default/default"),
+        "e1",
+        "com.example.smoke",
+        &[],
+        r#"{"n":1}"#,
+    )
+    .await;
     assert_eq!(status, 202);
     let got = receiver.wait_for("/all", 1, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 1, "kinetic log:\n{}", kinetic.log());

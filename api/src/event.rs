@@ -26,21 +26,6 @@ pub fn next_ttl(incoming: Option<i64>) -> Option<i64> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ttl_rules() {
-        assert_eq!(next_ttl(None), Some(255));
-        assert_eq!(next_ttl(Some(255)), Some(254));
-        assert_eq!(next_ttl(Some(2)), Some(1));
-        assert_eq!(next_ttl(Some(1)), None);
-        assert_eq!(next_ttl(Some(0)), None);
-        assert_eq!(next_ttl(Some(-5)), None);
-    }
-}
-
 /// Applies the broker's acceptance rules to an event entering a broker's log (from a client or as a
 /// reply): stamps `knativearrivaltime`, and sets or decrements `knativebrokerttl`, refusing an event
 /// whose TTL is spent (a reply loop).
@@ -67,4 +52,19 @@ pub fn admit(
         ),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_rules() {
+        assert_eq!(next_ttl(None), Some(255));
+        assert_eq!(next_ttl(Some(255)), Some(254));
+        assert_eq!(next_ttl(Some(2)), Some(1));
+        assert_eq!(next_ttl(Some(1)), None);
+        assert_eq!(next_ttl(Some(0)), None);
+        assert_eq!(next_ttl(Some(-5)), None);
+    }
 }

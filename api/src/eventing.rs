@@ -163,7 +163,7 @@ impl Trigger {
         self.delivery_order()?;
         crate::meta::validate_dns_label(&self.spec.broker).map_err(|e| e.under("spec.broker"))?;
         if let Some(filter) = &self.spec.filter {
-            for (name, _) in &filter.attributes {
+            for name in filter.attributes.keys() {
                 validate_attribute_name(name)
                     .map_err(|e| e.under(&format!("spec.filter.attributes[{name}]")))?;
             }

@@ -35,14 +35,19 @@ struct Fixture {
 enum Cleanup {
     /// Removed with the directory.
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres { admin_url: String, database: String },
+    Postgres {
+        admin_url: String,
+        database: String,
+    },
 }
 
 impl Fixture {
     async fn sqlite() -> Fixture {
         let dir = tempfile::tempdir().expect("create a temporary directory");
         let url = format!("sqlite://{}/state.db", dir.path().display());
-        let store = kinetic_store::open(&url).await.expect("open the SQLite store");
+        let store = kinetic_store::open(&url)
+            .await
+            .expect("open the SQLite store");
         Fixture {
             url,
             store,
@@ -51,7 +56,8 @@ impl Fixture {
     }
 
     async fn postgres() -> Fixture {
-        let admin_url = std::env::var("KINETIC_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
+        let admin_url = std::env::var("KINETIC_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
         let database = format!("kinetic_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = PgConnection::connect(&admin_url).await.unwrap_or_else(|error| {
             panic!("PostgreSQL at {admin_url} is needed by this test (set KINETIC_TEST_POSTGRES_URL): {error}")
@@ -62,17 +68,24 @@ impl Fixture {
             .expect("create the test database");
         admin.close().await.ok();
         let url = with_database(&admin_url, &database);
-        let store = kinetic_store::open(&url).await.expect("open the PostgreSQL store");
+        let store = kinetic_store::open(&url)
+            .await
+            .expect("open the PostgreSQL store");
         Fixture {
             url,
             store,
-            cleanup: Cleanup::Postgres { admin_url, database },
+            cleanup: Cleanup::Postgres {
+                admin_url,
+                database,
+            },
         }
     }
 
     /// Another handle on the same database, as a second process would open it.
     async fn open_another(&self) -> Arc<dyn Store> {
-        kinetic_store::open(&self.url).await.expect("open a second handle")
+        kinetic_store::open(&self.url)
+            .await
+            .expect("open a second handle")
     }
 
     /// Runs a body to completion (a panic included), cleans up, then reports the body's outcome.
@@ -80,12 +93,20 @@ impl Fixture {
         let outcome = tokio::spawn(body).await;
         let Fixture { store, cleanup, .. } = self;
         drop(store);
-        if let Cleanup::Postgres { admin_url, database } = cleanup {
-            let mut admin = PgConnection::connect(&admin_url).await.expect("reconnect to drop the test database");
-            sqlx::raw_sql(AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)")))
-                .execute(&mut admin)
+        if let Cleanup::Postgres {
+            admin_url,
+            database,
+        } = cleanup
+        {
+            let mut admin = PgConnection::connect(&admin_url)
                 .await
-                .expect("drop the test database");
+                .expect("reconnect to drop the test database");
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
+            )))
+            .execute(&mut admin)
+            .await
+            .expect("drop the test database");
             admin.close().await.ok();
         }
         match outcome {
@@ -216,15 +237,27 @@ async fn sqlite_creates_missing_directories_and_keeps_data_across_opens() -> any
 
 #[tokio::test]
 async fn unknown_url_scheme_is_rejected() {
-    let error = kinetic_store::open("mysql://localhost/db").await.err().expect("not a supported URL");
+    let error = kinetic_store::open("mysql://localhost/db")
+        .await
+        .err()
+        .expect("not a supported URL");
     assert!(matches!(error, kinetic_store::Error::InvalidUrl(_)));
 }
 
 #[test]
 fn database_name_is_replaced_in_urls() {
-    assert_eq!(with_database("postgres://u@h:5432/postgres", "t"), "postgres://u@h:5432/t");
-    assert_eq!(with_database("postgres://u@h:5432", "t"), "postgres://u@h:5432/t");
-    assert_eq!(with_database("postgres://u@h/p?sslmode=disable", "t"), "postgres://u@h/t?sslmode=disable");
+    assert_eq!(
+        with_database("postgres://u@h:5432/postgres", "t"),
+        "postgres://u@h:5432/t"
+    );
+    assert_eq!(
+        with_database("postgres://u@h:5432", "t"),
+        "postgres://u@h:5432/t"
+    );
+    assert_eq!(
+        with_database("postgres://u@h/p?sslmode=disable", "t"),
+        "postgres://u@h/t?sslmode=disable"
+    );
 }
 
 // ---------------------------------------------------------------- throughput (not asserted)
@@ -242,9 +275,13 @@ async fn throughput(fixture: Fixture) {
             let started = std::time::Instant::now();
             for batch in 0..BATCHES {
                 let events: Vec<_> = (0..BATCH)
-                    .map(|n| fixtures::event("default/bench", "bench", &format!("{batch}-{n}"), &payload))
+                    .map(|n| {
+                        fixtures::event("default/bench", "bench", &format!("{batch}-{n}"), &payload)
+                    })
                     .collect();
-                store.append(&events, fixtures::T0, fixtures::LONG_AGO).await?;
+                store
+                    .append(&events, fixtures::T0, fixtures::LONG_AGO)
+                    .await?;
             }
             let appended = started.elapsed();
             let started = std::time::Instant::now();

@@ -34,7 +34,8 @@ pub struct TestStore {
 }
 
 pub fn postgres_admin_url() -> String {
-    std::env::var("KINETIC_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    std::env::var("KINETIC_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
 impl TestStore {
@@ -43,7 +44,12 @@ impl TestStore {
         match engine {
             Engine::Sqlite => {
                 let url = format!("sqlite://{}", dir.path().join("state.db").display());
-                Self { engine, url, dir, database: None }
+                Self {
+                    engine,
+                    url,
+                    dir,
+                    database: None,
+                }
             }
             Engine::Postgres => {
                 let admin = postgres_admin_url();
@@ -51,8 +57,14 @@ impl TestStore {
                 let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
                     .await
                     .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is needed for this test (run scripts/ensure-postgres.sh): {e}"));
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut connection).await.expect("create database");
-                let base = admin.rsplit_once('/').map(|(base, _)| base.to_owned()).unwrap_or(admin);
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut connection)
+                    .await
+                    .expect("create database");
+                let base = admin
+                    .rsplit_once('/')
+                    .map(|(base, _)| base.to_owned())
+                    .unwrap_or(admin);
                 Self {
                     engine,
                     url: format!("{base}/{name}"),
@@ -70,14 +82,26 @@ impl TestStore {
 
 impl Drop for TestStore {
     fn drop(&mut self) {
-        let Some(name) = self.database.take() else { return };
+        let Some(name) = self.database.take() else {
+            return;
+        };
         let admin = postgres_admin_url();
         // Drop runs outside the test's runtime: use a small one of our own.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             runtime.block_on(async {
-                let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.ok()?;
-                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut connection).await.ok()
+                let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+                    .await
+                    .ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut connection)
+                .await
+                .ok()
             })
         })
         .join();
@@ -99,7 +123,13 @@ pub fn binary() -> PathBuf {
 impl Kinetic {
     /// `kinetic up` on `store` with the resource `files`, on a free loopback port.
     pub fn up(store: &TestStore, files: &[&Path]) -> Self {
-        let mut args: Vec<String> = vec!["up".into(), "--listen".into(), "127.0.0.1:0".into(), "--store".into(), store.url.clone()];
+        let mut args: Vec<String> = vec![
+            "up".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--store".into(),
+            store.url.clone(),
+        ];
         for file in files {
             args.push("-f".into());
             args.push(file.display().to_string());
@@ -112,7 +142,10 @@ impl Kinetic {
         let mut command = Command::new(binary());
         command
             .args(args)
-            .env("KINETIC_LOG", std::env::var("KINETIC_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "KINETIC_LOG",
+                std::env::var("KINETIC_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -145,7 +178,10 @@ impl Kinetic {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("kinetic did not start listening; its log:\n{}", log.lock().unwrap().join("\n"));
+                panic!(
+                    "kinetic did not start listening; its log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
             }
         };
         Self {
@@ -172,7 +208,10 @@ impl Kinetic {
 
     /// SIGTERM, then wait for a graceful exit (bounded).
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(40);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -208,7 +247,11 @@ impl Drop for Kinetic {
 
 /// Runs a CLI command of the binary to completion.
 pub fn cli(args: &[&str]) -> std::process::Output {
-    Command::new(binary()).args(args).env("KINETIC_LOG", "warn").output().expect("run kinetic")
+    Command::new(binary())
+        .args(args)
+        .env("KINETIC_LOG", "warn")
+        .output()
+        .expect("run kinetic")
 }
 
 /// One request a receiver got.
@@ -280,7 +323,9 @@ pub struct Receiver {
 impl Receiver {
     pub async fn start() -> Self {
         let state = Arc::new(Mutex::new(ReceiverState::default()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
         let address = listener.local_addr().expect("address");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let shared = state.clone();
@@ -308,16 +353,33 @@ impl Receiver {
 
     /// Answers the next requests to `path` with `answers`, in order.
     pub fn script(&self, path: &str, answers: Vec<Answer>) {
-        self.state.lock().unwrap().scripts.entry(path.to_owned()).or_default().extend(answers);
+        self.state
+            .lock()
+            .unwrap()
+            .scripts
+            .entry(path.to_owned())
+            .or_default()
+            .extend(answers);
     }
 
     /// Answers requests to `path` with `answer` once its script is used up (default: 200).
     pub fn default_answer(&self, path: &str, answer: Answer) {
-        self.state.lock().unwrap().defaults.insert(path.to_owned(), answer);
+        self.state
+            .lock()
+            .unwrap()
+            .defaults
+            .insert(path.to_owned(), answer);
     }
 
     pub fn received(&self, path: &str) -> Vec<Received> {
-        self.state.lock().unwrap().received.iter().filter(|r| r.path == path).cloned().collect()
+        self.state
+            .lock()
+            .unwrap()
+            .received
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
     }
 
     pub fn all(&self) -> Vec<Received> {
@@ -337,7 +399,12 @@ impl Receiver {
     }
 }
 
-async fn answer(state: Arc<Mutex<ReceiverState>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn answer(
+    state: Arc<Mutex<ReceiverState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = uri.path().to_owned();
     let reply = {
         let mut state = state.lock().unwrap();
@@ -348,12 +415,18 @@ async fn answer(state: Arc<Mutex<ReceiverState>>, uri: Uri, headers: HeaderMap, 
             at: Instant::now(),
         });
         let scripted = state.scripts.get_mut(&path).and_then(VecDeque::pop_front);
-        scripted.or_else(|| state.defaults.get(&path).cloned()).unwrap_or_else(|| Answer::status(200))
+        scripted
+            .or_else(|| state.defaults.get(&path).cloned())
+            .unwrap_or_else(|| Answer::status(200))
     };
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
-    let mut response = (StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK), reply.body).into_response();
+    let mut response = (
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK),
+        reply.body,
+    )
+        .into_response();
     for (name, value) in reply.headers {
         response.headers_mut().insert(
             axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
@@ -376,7 +449,14 @@ pub fn broker_yaml(name: &str) -> String {
 }
 
 /// Posts one binary-mode CloudEvent; returns the status.
-pub async fn send_event(client: &reqwest::Client, url: &str, id: &str, ty: &str, extensions: &[(&str, &str)], data: &str) -> u16 {
+pub async fn send_event(
+    client: &reqwest::Client,
+    url: &str,
+    id: &str,
+    ty: &str,
+    extensions: &[(&str, &str)],
+    data: &str,
+) -> u16 {
     let mut request = client
         .post(url)
         .header("ce-specversion", "1.0")
@@ -388,5 +468,9 @@ pub async fn send_event(client: &reqwest::Client, url: &str, id: &str, ty: &str,
     for (name, value) in extensions {
         request = request.header(format!("ce-{name}"), *value);
     }
-    request.send().await.map(|r| r.status().as_u16()).unwrap_or(0)
+    request
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
 }

@@ -164,8 +164,8 @@ async fn ordered(
         }
     };
     let count = parsed.len();
-    // Lanes in order of first appearance, each with (index in batch, event).
-    let mut lanes: Vec<(String, Vec<(usize, StoredEvent, Event)>)> = Vec::new();
+    // Lanes in order of first appearance, each with its events (and their index in the batch).
+    let mut lanes: Vec<(String, Vec<Queued>)> = Vec::new();
     let mut results: Vec<Option<First>> = (0..count).map(|_| None).collect();
     for (index, (stored, event)) in parsed.into_iter().enumerate() {
         let Some(event) = event.filter(|e| plan.filter.matches(e)) else {
@@ -174,8 +174,19 @@ async fn ordered(
         };
         let lane = lane_of(&event);
         match lanes.iter_mut().find(|(name, _)| *name == lane) {
-            Some((_, list)) => list.push((index, stored, event)),
-            None => lanes.push((lane, vec![(index, stored, event)])),
+            Some((_, list)) => list.push(Queued {
+                index,
+                stored,
+                event,
+            }),
+            None => lanes.push((
+                lane,
+                vec![Queued {
+                    index,
+                    stored,
+                    event,
+                }],
+            )),
         }
     }
     let finished: Vec<Vec<(usize, First)>> = futures::stream::iter(lanes)
@@ -184,7 +195,12 @@ async fn ordered(
             async move {
                 let mut out = Vec::with_capacity(list.len());
                 let mut stuck = blocked;
-                for (index, stored, event) in list {
+                for Queued {
+                    index,
+                    stored,
+                    event,
+                } in list
+                {
                     if stuck {
                         let now = chrono::Utc::now().timestamp_millis();
                         out.push((index, First::Row(waiting(plan, stored, lane.clone(), now))));
@@ -208,6 +224,13 @@ async fn ordered(
         .into_iter()
         .map(|r| r.unwrap_or(First::NotMatched))
         .collect()
+}
+
+/// An event of an ordered lane, with its index in the batch.
+struct Queued {
+    index: usize,
+    stored: StoredEvent,
+    event: Event,
 }
 
 fn lane_of(event: &Event) -> String {

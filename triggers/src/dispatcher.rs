@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::{BacklogLabels, Metrics};
-use crate::plan::{PlanTable, Resolver, build_plans};
+use crate::plan::{PlanTable, Plans, Resolver, build_plans};
 use crate::policy::Defaults;
 use crate::sender::Sender;
 
@@ -140,7 +140,7 @@ async fn refresh_plans(context: &Context, reported: &mut HashMap<String, String>
             return;
         }
     };
-    let (plans, problems) = build_plans(
+    let Plans { ready, problems } = build_plans(
         &triggers,
         &brokers,
         &context.config.resolver,
@@ -154,7 +154,7 @@ async fn refresh_plans(context: &Context, reported: &mut HashMap<String, String>
         still.insert(trigger, problem);
     }
     *reported = still;
-    context.plans.replace(plans);
+    context.plans.replace(ready);
 }
 
 async fn plan_loop(context: Arc<Context>, cancel: CancellationToken) {

@@ -64,14 +64,21 @@ impl Resolver {
     }
 }
 
-/// Builds the plan of every trigger that can run. Triggers that cannot (missing broker, unresolvable
-/// subscriber) are returned with the reason in the second list.
+/// The plans built from the stored resources.
+pub struct Plans {
+    /// By trigger uid.
+    pub ready: HashMap<String, Arc<Plan>>,
+    /// Triggers that cannot run (missing broker, unresolvable subscriber): `(namespace/name, why)`.
+    pub problems: Vec<(String, String)>,
+}
+
+/// Builds the plan of every trigger that can run.
 pub fn build_plans(
     triggers: &[StoredResource],
     brokers: &[StoredResource],
     resolver: &Resolver,
     defaults: &Defaults,
-) -> (HashMap<String, Arc<Plan>>, Vec<(String, String)>) {
+) -> Plans {
     let brokers: HashMap<(String, String), Broker> = brokers
         .iter()
         .filter_map(|stored| {
@@ -90,7 +97,10 @@ pub fn build_plans(
             Err(problem) => problems.push((label, problem)),
         }
     }
-    (plans, problems)
+    Plans {
+        ready: plans,
+        problems,
+    }
 }
 
 fn plan_of(

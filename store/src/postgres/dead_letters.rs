@@ -167,7 +167,7 @@ impl DeadLetters for PostgresStore {
         let found = sqlx::query(concat!(
             "SELECT ",
             columns!(),
-            " FROM dead_letters WHERE id = ANY($1) FOR UPDATE"
+            " FROM dead_letters WHERE id = ANY($1) FOR NO KEY UPDATE"
         ))
         .bind(&wanted)
         .fetch_all(&mut *tx)

@@ -7,16 +7,43 @@ use kinetic_store::{DeadLetter, DeadLetterFilter, DeliveryUpdate, Phase, Store, 
 use crate::fixtures::{T0, claim, dead, record, retry, seqs, trigger};
 
 /// Records a dead letter through `trigger`'s cursor at `now` and returns it.
-async fn kill(store: &Arc<dyn Store>, trigger: &TriggerRef, seq: i64, lane: Option<&str>, now: i64) -> anyhow::Result<DeadLetter> {
+async fn kill(
+    store: &Arc<dyn Store>,
+    trigger: &TriggerRef,
+    seq: i64,
+    lane: Option<&str>,
+    now: i64,
+) -> anyhow::Result<DeadLetter> {
     let owner = format!("recorder-{}", trigger.name);
     let position = claim(store, &owner, trigger, now).await?;
     let dead_letters = [(dead(trigger, seq, lane), false)];
-    assert!(store.advance_cursor(&owner, &trigger.uid, position, position, &[], &dead_letters, now).await?);
-    let all = store.list_dead_letters(&DeadLetterFilter::default()).await?;
-    Ok(all.into_iter().find(|letter| letter.trigger.uid == trigger.uid && letter.event_seq == seq).expect("recorded"))
+    assert!(
+        store
+            .advance_cursor(
+                &owner,
+                &trigger.uid,
+                position,
+                position,
+                &[],
+                &dead_letters,
+                now
+            )
+            .await?
+    );
+    let all = store
+        .list_dead_letters(&DeadLetterFilter::default())
+        .await?;
+    Ok(all
+        .into_iter()
+        .find(|letter| letter.trigger.uid == trigger.uid && letter.event_seq == seq)
+        .expect("recorded"))
 }
 
-fn filter(trigger: Option<(&str, &str)>, unreplayed_only: bool, limit: Option<usize>) -> DeadLetterFilter {
+fn filter(
+    trigger: Option<(&str, &str)>,
+    unreplayed_only: bool,
+    limit: Option<usize>,
+) -> DeadLetterFilter {
     DeadLetterFilter {
         trigger: trigger.map(|(namespace, name)| (namespace.to_owned(), name.to_owned())),
         unreplayed_only,
@@ -25,7 +52,12 @@ fn filter(trigger: Option<(&str, &str)>, unreplayed_only: bool, limit: Option<us
 }
 
 async fn listed(store: &Arc<dyn Store>, filter: DeadLetterFilter) -> anyhow::Result<Vec<i64>> {
-    Ok(store.list_dead_letters(&filter).await?.iter().map(|letter| letter.event_seq).collect())
+    Ok(store
+        .list_dead_letters(&filter)
+        .await?
+        .iter()
+        .map(|letter| letter.event_seq)
+        .collect())
 }
 
 pub async fn list_filters_and_orders(store: Arc<dyn Store>) -> anyhow::Result<()> {
@@ -40,60 +72,154 @@ pub async fn list_filters_and_orders(store: Arc<dyn Store>) -> anyhow::Result<()
     let third = kill(&store, &t1, 3, None, T0 + 20).await?;
     kill(&store, &elsewhere, 4, None, T0 + 40).await?;
 
-    assert_eq!(listed(&store, filter(None, false, None)).await?, [2, 3, 1, 4], "oldest first");
-    assert_eq!(listed(&store, filter(Some(("default", "t1")), false, None)).await?, [3, 1]);
-    assert_eq!(listed(&store, filter(Some(("other", "t1")), false, None)).await?, [4]);
-    assert!(listed(&store, filter(Some(("default", "nobody")), false, None)).await?.is_empty());
+    assert_eq!(
+        listed(&store, filter(None, false, None)).await?,
+        [2, 3, 1, 4],
+        "oldest first"
+    );
+    assert_eq!(
+        listed(&store, filter(Some(("default", "t1")), false, None)).await?,
+        [3, 1]
+    );
+    assert_eq!(
+        listed(&store, filter(Some(("other", "t1")), false, None)).await?,
+        [4]
+    );
+    assert!(
+        listed(&store, filter(Some(("default", "nobody")), false, None))
+            .await?
+            .is_empty()
+    );
     assert_eq!(listed(&store, filter(None, false, Some(1))).await?, [2]);
-    assert_eq!(listed(&store, filter(Some(("default", "t1")), false, Some(1))).await?, [3]);
+    assert_eq!(
+        listed(&store, filter(Some(("default", "t1")), false, Some(1))).await?,
+        [3]
+    );
 
-    let replayed = store.replay_dead_letters(std::slice::from_ref(&third.id), std::slice::from_ref(&t1), T0 + 50).await?;
+    let replayed = store
+        .replay_dead_letters(
+            std::slice::from_ref(&third.id),
+            std::slice::from_ref(&t1),
+            T0 + 50,
+        )
+        .await?;
     assert_eq!(replayed, [third.id]);
     assert_eq!(listed(&store, filter(None, true, None)).await?, [2, 1, 4]);
-    assert_eq!(listed(&store, filter(Some(("default", "t1")), true, None)).await?, [1]);
+    assert_eq!(
+        listed(&store, filter(Some(("default", "t1")), true, None)).await?,
+        [1]
+    );
     Ok(())
 }
 
 pub async fn get_returns_what_was_recorded(store: Arc<dyn Store>) -> anyhow::Result<()> {
     let t = trigger("default/b", "t");
     let letter = kill(&store, &t, 9, Some("k"), T0).await?;
-    assert_eq!(store.get_dead_letter(&letter.id).await?, Some(letter.clone()));
+    assert_eq!(
+        store.get_dead_letter(&letter.id).await?,
+        Some(letter.clone())
+    );
     assert_eq!(letter.lane.as_deref(), Some("k"));
     assert_eq!(letter.dead_at, T0);
-    assert_eq!(store.get_dead_letter(&uuid::Uuid::now_v7().to_string()).await?, None);
+    assert_eq!(
+        store
+            .get_dead_letter(&uuid::Uuid::now_v7().to_string())
+            .await?,
+        None
+    );
     assert_eq!(store.get_dead_letter("not-a-uuid").await?, None);
     Ok(())
 }
 
-pub async fn replay_queues_found_letters_of_live_triggers(store: Arc<dyn Store>) -> anyhow::Result<()> {
+pub async fn replay_queues_found_letters_of_live_triggers(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
     let (live, gone) = (trigger("default/b", "live"), trigger("default/b", "gone"));
     let kept = kill(&store, &live, 1, None, T0).await?;
     let orphan = kill(&store, &gone, 2, None, T0).await?;
     let unknown = uuid::Uuid::now_v7().to_string();
 
-    let ids = [kept.id.clone(), unknown, orphan.id.clone(), "garbage".to_owned(), kept.id.clone()];
-    let replayed = store.replay_dead_letters(&ids, std::slice::from_ref(&live), T0 + 100).await?;
-    assert_eq!(replayed, std::slice::from_ref(&kept.id), "found, and its trigger still exists; once");
+    let ids = [
+        kept.id.clone(),
+        unknown,
+        orphan.id.clone(),
+        "garbage".to_owned(),
+        kept.id.clone(),
+    ];
+    let replayed = store
+        .replay_dead_letters(&ids, std::slice::from_ref(&live), T0 + 100)
+        .await?;
+    assert_eq!(
+        replayed,
+        std::slice::from_ref(&kept.id),
+        "found, and its trigger still exists; once"
+    );
 
     let kept_now = store.get_dead_letter(&kept.id).await?.expect("kept");
-    assert_eq!((kept_now.replayed_at, kept_now.replay_count), (Some(T0 + 100), 1));
+    assert_eq!(
+        (kept_now.replayed_at, kept_now.replay_count),
+        (Some(T0 + 100), 1)
+    );
     let orphan_now = store.get_dead_letter(&orphan.id).await?.expect("kept");
-    assert_eq!((orphan_now.replayed_at, orphan_now.replay_count), (None, 0), "not replayed");
+    assert_eq!(
+        (orphan_now.replayed_at, orphan_now.replay_count),
+        (None, 0),
+        "not replayed"
+    );
 
-    assert!(store.lease_deliveries("a", T0 + 99, 60_000, 10).await?.is_empty(), "due at the replay");
+    assert!(
+        store
+            .lease_deliveries("a", T0 + 99, 60_000, 10)
+            .await?
+            .is_empty(),
+        "due at the replay"
+    );
     let rows = store.lease_deliveries("a", T0 + 100, 60_000, 10).await?;
     assert_eq!(rows.len(), 1);
     let row = &rows[0];
-    assert_eq!((&row.trigger, row.event_seq, row.payload.as_slice()), (&live, 1, &b"event 1"[..]));
-    assert_eq!((row.phase, row.attempts, row.first_attempt_at), (Phase::Subscriber, 0, None));
-    assert_eq!((row.last_status, row.last_error.as_deref(), row.dead_letter_id.as_deref()), (None, None, None));
+    assert_eq!(
+        (&row.trigger, row.event_seq, row.payload.as_slice()),
+        (&live, 1, &b"event 1"[..])
+    );
+    assert_eq!(
+        (row.phase, row.attempts, row.first_attempt_at),
+        (Phase::Subscriber, 0, None)
+    );
+    assert_eq!(
+        (
+            row.last_status,
+            row.last_error.as_deref(),
+            row.dead_letter_id.as_deref()
+        ),
+        (None, None, None)
+    );
 
     // Replaying again queues it again.
-    store.replay_dead_letters(std::slice::from_ref(&kept.id), std::slice::from_ref(&live), T0 + 200).await?;
+    store
+        .replay_dead_letters(
+            std::slice::from_ref(&kept.id),
+            std::slice::from_ref(&live),
+            T0 + 200,
+        )
+        .await?;
     let kept_now = store.get_dead_letter(&kept.id).await?.expect("kept");
-    assert_eq!((kept_now.replayed_at, kept_now.replay_count), (Some(T0 + 200), 2));
-    assert_eq!(store.lease_deliveries("a", T0 + 200, 60_000, 10).await?.len(), 1);
-    assert!(store.replay_dead_letters(&[], std::slice::from_ref(&live), T0).await?.is_empty());
+    assert_eq!(
+        (kept_now.replayed_at, kept_now.replay_count),
+        (Some(T0 + 200), 2)
+    );
+    assert_eq!(
+        store
+            .lease_deliveries("a", T0 + 200, 60_000, 10)
+            .await?
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .replay_dead_letters(&[], std::slice::from_ref(&live), T0)
+            .await?
+            .is_empty()
+    );
     Ok(())
 }
 
@@ -107,7 +233,11 @@ pub async fn replay_goes_to_the_end_of_its_lane(store: Arc<dyn Store>) -> anyhow
         dead: dead(&t, 2, None),
         send_to_sink: false,
     };
-    assert!(store.update_delivery("a", leased[0].id, give_up, T0).await?);
+    assert!(
+        store
+            .update_delivery("a", leased[0].id, give_up, T0)
+            .await?
+    );
     let from_row = store
         .list_dead_letters(&DeadLetterFilter::default())
         .await?
@@ -119,13 +249,23 @@ pub async fn replay_goes_to_the_end_of_its_lane(store: Arc<dyn Store>) -> anyhow
     // Another event waits in lane k; the replays queue behind it, in the order asked.
     record(&store, &t, &[retry(&t, 3, Some("k"), T0)]).await?;
     let ids = [from_row.id.clone(), from_cursor.id.clone()];
-    assert_eq!(store.replay_dead_letters(&ids, std::slice::from_ref(&t), T0).await?.len(), 2);
+    assert_eq!(
+        store
+            .replay_dead_letters(&ids, std::slice::from_ref(&t), T0)
+            .await?
+            .len(),
+        2
+    );
     assert_eq!(store.blocked_lanes(&t.uid).await?, ["k"]);
 
     for expected in [3, 2, 1] {
         let head = store.lease_deliveries("a", T0 + 1, 60_000, 10).await?;
         assert_eq!(seqs(&head), [expected], "lane k in order");
-        assert!(store.update_delivery("a", head[0].id, DeliveryUpdate::Done, T0 + 1).await?);
+        assert!(
+            store
+                .update_delivery("a", head[0].id, DeliveryUpdate::Done, T0 + 1)
+                .await?
+        );
     }
     Ok(())
 }

@@ -22,7 +22,11 @@ fn strictly_increasing(seqs: &[i64]) -> bool {
 }
 
 pub async fn append_reads_in_order_and_moves_the_head(store: Arc<dyn Store>) -> anyhow::Result<()> {
-    assert_eq!(store.head("default/one").await?, 0, "an empty log's head is 0");
+    assert_eq!(
+        store.head("default/one").await?,
+        0,
+        "an empty log's head is 0"
+    );
     assert!(store.append(&[], T0, LONG_AGO).await?.is_empty());
 
     let batch = vec![
@@ -35,12 +39,17 @@ pub async fn append_reads_in_order_and_moves_the_head(store: Arc<dyn Store>) -> 
     let seqs = accepted(&store.append(&batch, T0, LONG_AGO).await?);
     let one = [seqs[0], seqs[2], seqs[3]];
     let two = [seqs[1], seqs[4]];
-    assert!(strictly_increasing(&one) && strictly_increasing(&two), "{seqs:?}");
+    assert!(
+        strictly_increasing(&one) && strictly_increasing(&two),
+        "{seqs:?}"
+    );
 
     let read = store.read("default/one", 0, 100).await?;
     assert_eq!(read.iter().map(|event| event.seq).collect::<Vec<_>>(), one);
     assert_eq!(
-        read.iter().map(|event| event.payload.as_slice()).collect::<Vec<_>>(),
+        read.iter()
+            .map(|event| event.payload.as_slice())
+            .collect::<Vec<_>>(),
         [b"one 1", b"one 2", b"one 3"]
     );
     assert!(read.iter().all(|event| event.accepted_at == T0));
@@ -48,13 +57,26 @@ pub async fn append_reads_in_order_and_moves_the_head(store: Arc<dyn Store>) -> 
     assert_eq!(store.head("default/two").await?, two[1]);
 
     let after_first = store.read("default/one", one[0], 100).await?;
-    assert_eq!(after_first.iter().map(|event| event.seq).collect::<Vec<_>>(), &one[1..]);
+    assert_eq!(
+        after_first
+            .iter()
+            .map(|event| event.seq)
+            .collect::<Vec<_>>(),
+        &one[1..]
+    );
     assert_eq!(store.read("default/one", 0, 2).await?.len(), 2, "limit");
     assert!(store.read("default/one", one[2], 100).await?.is_empty());
     assert!(store.read("default/none", 0, 100).await?.is_empty());
 
-    let later = accepted(&store.append(&events("default/one", "later", 3), T0 + 1, LONG_AGO).await?);
-    assert!(later[0] > one[2] && strictly_increasing(&later), "{later:?}");
+    let later = accepted(
+        &store
+            .append(&events("default/one", "later", 3), T0 + 1, LONG_AGO)
+            .await?,
+    );
+    assert!(
+        later[0] > one[2] && strictly_increasing(&later),
+        "{later:?}"
+    );
     assert_eq!(store.head("default/one").await?, later[2]);
     Ok(())
 }
@@ -69,32 +91,62 @@ pub async fn dedupe_within_a_batch_first_wins(store: Arc<dyn Store>) -> anyhow::
         event("default/b", "s", "1", b"third"),
     ];
     let results = store.append(&batch, T0, LONG_AGO).await?;
-    let kinds: Vec<bool> = results.iter().map(|result| matches!(result, Appended::Accepted(_))).collect();
+    let kinds: Vec<bool> = results
+        .iter()
+        .map(|result| matches!(result, Appended::Accepted(_)))
+        .collect();
     assert_eq!(kinds, [true, false, true, true, true, false], "{results:?}");
-    let payloads: Vec<Vec<u8>> = store.read("default/b", 0, 100).await?.into_iter().map(|event| event.payload).collect();
-    assert_eq!(payloads, [b"first".to_vec(), b"other source".to_vec(), b"next".to_vec()]);
+    let payloads: Vec<Vec<u8>> = store
+        .read("default/b", 0, 100)
+        .await?
+        .into_iter()
+        .map(|event| event.payload)
+        .collect();
+    assert_eq!(
+        payloads,
+        [
+            b"first".to_vec(),
+            b"other source".to_vec(),
+            b"next".to_vec()
+        ]
+    );
     Ok(())
 }
 
-pub async fn dedupe_across_batches_and_after_the_window(store: Arc<dyn Store>) -> anyhow::Result<()> {
+pub async fn dedupe_across_batches_and_after_the_window(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
     let key = || vec![event("default/b", "s", "k", b"payload")];
     let first = accepted(&store.append(&key(), T0, T0 - 60_000).await?);
 
     // Within the window: not stored again, the head does not move.
-    assert_eq!(store.append(&key(), T0 + 100, T0 - 60_000).await?, [Appended::Duplicate]);
+    assert_eq!(
+        store.append(&key(), T0 + 100, T0 - 60_000).await?,
+        [Appended::Duplicate]
+    );
     let mixed = store
-        .append(&[key(), vec![event("default/b", "s", "fresh", b"new")]].concat(), T0 + 200, T0 - 60_000)
+        .append(
+            &[key(), vec![event("default/b", "s", "fresh", b"new")]].concat(),
+            T0 + 200,
+            T0 - 60_000,
+        )
         .await?;
     assert_eq!(mixed[0], Appended::Duplicate);
     assert!(matches!(mixed[1], Appended::Accepted(seq) if seq > first[0]));
     let head = store.head("default/b").await?;
-    assert_eq!(store.append(&key(), T0 + 300, T0 - 60_000).await?, [Appended::Duplicate]);
+    assert_eq!(
+        store.append(&key(), T0 + 300, T0 - 60_000).await?,
+        [Appended::Duplicate]
+    );
     assert_eq!(store.head("default/b").await?, head);
 
     // Accepted before the window started: new again, and stamped anew.
     let again = accepted(&store.append(&key(), T0 + 120_000, T0 + 1).await?);
     assert!(again[0] > head);
-    assert_eq!(store.append(&key(), T0 + 120_001, T0 + 1).await?, [Appended::Duplicate]);
+    assert_eq!(
+        store.append(&key(), T0 + 120_001, T0 + 1).await?,
+        [Appended::Duplicate]
+    );
     assert_eq!(store.read("default/b", 0, 100).await?.len(), 3);
     Ok(())
 }
@@ -103,42 +155,100 @@ pub async fn prune_keeps_what_a_cursor_still_needs(store: Arc<dyn Store>) -> any
     let (fast, slow) = (trigger("default/b", "fast"), trigger("default/b", "slow"));
     assert_eq!(claim(&store, "me", &fast, T0).await?, 0);
     assert_eq!(claim(&store, "me", &slow, T0).await?, 0);
-    let seqs = accepted(&store.append(&events("default/b", "e", 5), T0, LONG_AGO).await?);
+    let seqs = accepted(
+        &store
+            .append(&events("default/b", "e", 5), T0, LONG_AGO)
+            .await?,
+    );
 
-    assert!(store.advance_cursor("me", &fast.uid, 0, seqs[2], &[], &[], T0).await?);
-    assert!(store.advance_cursor("me", &slow.uid, 0, seqs[1], &[], &[], T0).await?);
-    assert_eq!(store.prune(LONG_AGO).await?, 2, "events behind the slowest cursor");
-    let left: Vec<i64> = store.read("default/b", 0, 100).await?.iter().map(|event| event.seq).collect();
+    assert!(
+        store
+            .advance_cursor("me", &fast.uid, 0, seqs[2], &[], &[], T0)
+            .await?
+    );
+    assert!(
+        store
+            .advance_cursor("me", &slow.uid, 0, seqs[1], &[], &[], T0)
+            .await?
+    );
+    assert_eq!(
+        store.prune(LONG_AGO).await?,
+        2,
+        "events behind the slowest cursor"
+    );
+    let left: Vec<i64> = store
+        .read("default/b", 0, 100)
+        .await?
+        .iter()
+        .map(|event| event.seq)
+        .collect();
     assert_eq!(left, &seqs[2..]);
 
-    assert!(store.advance_cursor("me", &slow.uid, seqs[1], seqs[4], &[], &[], T0).await?);
-    assert_eq!(store.prune(LONG_AGO).await?, 1, "now the fast cursor is the slowest");
-    let left: Vec<i64> = store.read("default/b", 0, 100).await?.iter().map(|event| event.seq).collect();
+    assert!(
+        store
+            .advance_cursor("me", &slow.uid, seqs[1], seqs[4], &[], &[], T0)
+            .await?
+    );
+    assert_eq!(
+        store.prune(LONG_AGO).await?,
+        1,
+        "now the fast cursor is the slowest"
+    );
+    let left: Vec<i64> = store
+        .read("default/b", 0, 100)
+        .await?
+        .iter()
+        .map(|event| event.seq)
+        .collect();
     assert_eq!(left, &seqs[3..]);
     assert_eq!(store.prune(LONG_AGO).await?, 0);
-    assert_eq!(store.head("default/b").await?, seqs[4], "pruning does not move the head");
+    assert_eq!(
+        store.head("default/b").await?,
+        seqs[4],
+        "pruning does not move the head"
+    );
 
     // Prune also forgets dedupe keys older than the window it is given.
     let key = vec![event("default/b", "test/source", "e-0", b"again")];
-    assert_eq!(store.append(&key, T0 + 10, LONG_AGO).await?, [Appended::Duplicate]);
+    assert_eq!(
+        store.append(&key, T0 + 10, LONG_AGO).await?,
+        [Appended::Duplicate]
+    );
     store.prune(T0 + 1).await?;
-    assert!(matches!(store.append(&key, T0 + 20, LONG_AGO).await?[0], Appended::Accepted(_)));
+    assert!(matches!(
+        store.append(&key, T0 + 20, LONG_AGO).await?[0],
+        Appended::Accepted(_)
+    ));
     Ok(())
 }
 
 pub async fn prune_empties_a_broker_without_cursors(store: Arc<dyn Store>) -> anyhow::Result<()> {
-    let seqs = accepted(&store.append(&events("default/nobody", "e", 3), T0, LONG_AGO).await?);
+    let seqs = accepted(
+        &store
+            .append(&events("default/nobody", "e", 3), T0, LONG_AGO)
+            .await?,
+    );
     let watched = trigger("default/watched", "t");
     claim(&store, "me", &watched, T0).await?;
-    store.append(&events("default/watched", "e", 2), T0, LONG_AGO).await?;
+    store
+        .append(&events("default/watched", "e", 2), T0, LONG_AGO)
+        .await?;
 
     assert_eq!(store.prune(LONG_AGO).await?, 3);
     assert!(store.read("default/nobody", 0, 100).await?.is_empty());
-    assert_eq!(store.read("default/watched", 0, 100).await?.len(), 2, "its cursor has not passed them");
+    assert_eq!(
+        store.read("default/watched", 0, 100).await?.len(),
+        2,
+        "its cursor has not passed them"
+    );
 
     // Positions are never handed out twice, even after the log was emptied.
     assert_eq!(store.head("default/nobody").await?, seqs[2]);
-    let next = accepted(&store.append(&events("default/nobody", "f", 1), T0, LONG_AGO).await?);
+    let next = accepted(
+        &store
+            .append(&events("default/nobody", "f", 1), T0, LONG_AGO)
+            .await?,
+    );
     assert!(next[0] > seqs[2]);
     Ok(())
 }
@@ -146,7 +256,10 @@ pub async fn prune_empties_a_broker_without_cursors(store: Arc<dyn Store>) -> an
 /// Several writers (on two handles: two processes) append to one broker while a reader follows the
 /// log. The reader must see positions strictly increasing and, at the end, every accepted position:
 /// a position below one it already passed that became visible later would be missing.
-pub async fn concurrent_appends_are_seen_in_order(first: Arc<dyn Store>, second: Arc<dyn Store>) -> anyhow::Result<()> {
+pub async fn concurrent_appends_are_seen_in_order(
+    first: Arc<dyn Store>,
+    second: Arc<dyn Store>,
+) -> anyhow::Result<()> {
     const WRITERS: usize = 6;
     const BATCHES: usize = 20;
     const BATCH: usize = 25;
@@ -181,7 +294,11 @@ pub async fn concurrent_appends_are_seen_in_order(first: Arc<dyn Store>, second:
 
     let mut writers = tokio::task::JoinSet::new();
     for writer in 0..WRITERS {
-        let store = if writer % 2 == 0 { first.clone() } else { second.clone() };
+        let store = if writer % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        };
         writers.spawn(async move {
             let mut seqs = Vec::new();
             for batch in 0..BATCHES {
@@ -200,7 +317,10 @@ pub async fn concurrent_appends_are_seen_in_order(first: Arc<dyn Store>, second:
 
     all.sort_unstable();
     assert_eq!(all.len(), WRITERS * BATCHES * BATCH);
-    assert!(strictly_increasing(&all), "no position was handed out twice");
+    assert!(
+        strictly_increasing(&all),
+        "no position was handed out twice"
+    );
     assert_eq!(seen, all, "the reader saw every position, in order");
     Ok(())
 }

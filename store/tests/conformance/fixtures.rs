@@ -22,7 +22,14 @@ pub fn event(broker: &str, source: &str, id: &str, payload: &[u8]) -> NewEvent {
 /// `count` distinct events of one broker, ids `{prefix}-{n}`.
 pub fn events(broker: &str, prefix: &str, count: usize) -> Vec<NewEvent> {
     (0..count)
-        .map(|n| event(broker, "test/source", &format!("{prefix}-{n}"), format!("{prefix} {n}").as_bytes()))
+        .map(|n| {
+            event(
+                broker,
+                "test/source",
+                &format!("{prefix}-{n}"),
+                format!("{prefix} {n}").as_bytes(),
+            )
+        })
         .collect()
 }
 
@@ -36,7 +43,12 @@ pub fn trigger(broker: &str, name: &str) -> TriggerRef {
 }
 
 /// A row waiting for its second attempt at `next_attempt_at`.
-pub fn retry(trigger: &TriggerRef, event_seq: i64, lane: Option<&str>, next_attempt_at: i64) -> NewDelivery {
+pub fn retry(
+    trigger: &TriggerRef,
+    event_seq: i64,
+    lane: Option<&str>,
+    next_attempt_at: i64,
+) -> NewDelivery {
     NewDelivery {
         trigger: trigger.clone(),
         event_seq,
@@ -65,14 +77,29 @@ pub fn dead(trigger: &TriggerRef, event_seq: i64, lane: Option<&str>) -> NewDead
 }
 
 /// Claims `trigger`'s cursor for `owner`, expecting to get it.
-pub async fn claim(store: &Arc<dyn Store>, owner: &str, trigger: &TriggerRef, now: i64) -> anyhow::Result<i64> {
-    let cursors = store.claim_cursors(owner, std::slice::from_ref(trigger), now, 30_000).await?;
-    anyhow::ensure!(cursors.len() == 1, "{owner} did not get the cursor of {}", trigger.name);
+pub async fn claim(
+    store: &Arc<dyn Store>,
+    owner: &str,
+    trigger: &TriggerRef,
+    now: i64,
+) -> anyhow::Result<i64> {
+    let cursors = store
+        .claim_cursors(owner, std::slice::from_ref(trigger), now, 30_000)
+        .await?;
+    anyhow::ensure!(
+        cursors.len() == 1,
+        "{owner} did not get the cursor of {}",
+        trigger.name
+    );
     Ok(cursors[0].position)
 }
 
 /// Puts rows in the store through a cursor (the only way rows are created besides replay).
-pub async fn record(store: &Arc<dyn Store>, trigger: &TriggerRef, rows: &[NewDelivery]) -> anyhow::Result<()> {
+pub async fn record(
+    store: &Arc<dyn Store>,
+    trigger: &TriggerRef,
+    rows: &[NewDelivery],
+) -> anyhow::Result<()> {
     let owner = format!("recorder-{}", trigger.name);
     let position = claim(store, &owner, trigger, T0).await?;
     let moved = store
