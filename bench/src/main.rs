@@ -1,0 +1,330 @@
+//! End-to-end benchmark of kinetic: events per second from broker ingress to subscriber 2xx (1 and
+//! 10 triggers, SQLite and PostgreSQL), and latency from the POST to the subscriber's receipt at a
+//! fixed rate. Every number is printed beside a baseline measured in the same run with the same load
+//! generator and subscriber: the same events posted straight to the subscriber.
+//!
+//! Run it with `bash bench/run.sh` (builds release binaries first). The machine is shared and noisy:
+//! read ratios and medians, not single numbers.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use clap::Parser;
+use futures::StreamExt as _;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// The kinetic binary to measure.
+    #[arg(long, default_value = "target/release/kinetic")]
+    kinetic: PathBuf,
+    /// Engines to measure: sqlite, postgres.
+    #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
+    engines: Vec<String>,
+    /// PostgreSQL admin URL (a database is created and dropped per run).
+    #[arg(long, env = "KINETIC_TEST_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    postgres: String,
+    /// Events per throughput run.
+    #[arg(long, default_value_t = 20_000)]
+    events: usize,
+    /// Concurrent requests of the load generator.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Events per second of the latency run.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Seconds of the latency run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Repetitions of each throughput measurement; the median is printed.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+}
+
+/// The subscriber: counts deliveries and records when each event id first arrived.
+#[derive(Default)]
+struct Sink {
+    count: AtomicU64,
+    arrivals: Mutex<HashMap<String, Instant>>,
+    record: std::sync::atomic::AtomicBool,
+}
+
+async fn start_sink() -> anyhow::Result<(SocketAddr, Arc<Sink>)> {
+    let sink = Arc::new(Sink::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let shared = sink.clone();
+    let app = axum::Router::new().fallback(move |headers: HeaderMap, _body: Bytes| {
+        let sink = shared.clone();
+        async move {
+            sink.count.fetch_add(1, Ordering::Relaxed);
+            if sink.record.load(Ordering::Relaxed)
+                && let Some(id) = headers.get("ce-id").and_then(|v| v.to_str().ok())
+            {
+                sink.arrivals.lock().unwrap().entry(id.to_owned()).or_insert_with(Instant::now);
+            }
+            StatusCode::OK
+        }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((address, sink))
+}
+
+fn event_request(client: &reqwest::Client, url: &str, id: &str) -> reqwest::RequestBuilder {
+    client
+        .post(url)
+        .header("ce-specversion", "1.0")
+        .header("ce-id", id)
+        .header("ce-source", "/bench")
+        .header("ce-type", "dev.kinetic.bench")
+        .header("content-type", "application/json")
+        .body(r#"{"order":12345,"item":"widget","amount":250,"note":"a typical small event payload"}"#)
+}
+
+/// Posts `ids` with `concurrency` requests in flight; fails on any non-2xx.
+async fn blast(client: &reqwest::Client, url: &str, ids: &[String], concurrency: usize) -> anyhow::Result<()> {
+    let failures = AtomicU64::new(0);
+    futures::stream::iter(ids)
+        .for_each_concurrent(concurrency, |id| {
+            let failures = &failures;
+            async move {
+                match event_request(client, url, id).send().await {
+                    Ok(response) if response.status().is_success() => {}
+                    _ => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+        .await;
+    let failed = failures.load(Ordering::Relaxed);
+    if failed > 0 {
+        bail!("{failed} of {} requests to {url} failed", ids.len());
+    }
+    Ok(())
+}
+
+async fn wait_count(sink: &Sink, target: u64, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while sink.count.load(Ordering::Relaxed) < target {
+        if Instant::now() > deadline {
+            bail!("only {} of {target} deliveries arrived within {timeout:?}", sink.count.load(Ordering::Relaxed));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
+}
+
+/// Events per second through `url` until `per_event` deliveries of each arrived at the sink.
+async fn throughput(client: &reqwest::Client, url: &str, sink: &Sink, events: usize, concurrency: usize, per_event: u64) -> anyhow::Result<f64> {
+    let ids: Vec<String> = (0..events).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let before = sink.count.load(Ordering::Relaxed);
+    let start = Instant::now();
+    blast(client, url, &ids, concurrency).await?;
+    wait_count(sink, before + events as u64 * per_event, Duration::from_secs(300)).await?;
+    Ok(events as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Latency percentiles (ms) from the start of each POST to its first receipt, at a fixed rate.
+async fn latency(client: &reqwest::Client, url: &str, sink: &Arc<Sink>, rate: u64, seconds: u64) -> anyhow::Result<(f64, f64)> {
+    sink.arrivals.lock().unwrap().clear();
+    sink.record.store(true, Ordering::Relaxed);
+    let total = rate * seconds;
+    let mut sent: Vec<(String, Instant)> = Vec::with_capacity(total as usize);
+    let mut ticker = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut inflight = futures::stream::FuturesUnordered::new();
+    for _ in 0..total {
+        ticker.tick().await;
+        let id = uuid::Uuid::new_v4().to_string();
+        sent.push((id.clone(), Instant::now()));
+        let request = event_request(client, url, &id);
+        inflight.push(async move { request.send().await.map(|r| r.status().is_success()).unwrap_or(false) });
+        while let Some(done) = futures::FutureExt::now_or_never(inflight.next()).flatten() {
+            if !done {
+                bail!("a request failed during the latency run");
+            }
+        }
+    }
+    while let Some(done) = inflight.next().await {
+        if !done {
+            bail!("a request failed during the latency run");
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if sink.arrivals.lock().unwrap().len() >= sent.len() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    sink.record.store(false, Ordering::Relaxed);
+    let arrivals = sink.arrivals.lock().unwrap().clone();
+    let mut millis: Vec<f64> = sent
+        .iter()
+        .filter_map(|(id, at)| arrivals.get(id).map(|arrived| arrived.duration_since(*at).as_secs_f64() * 1000.0))
+        .collect();
+    if millis.len() < sent.len() {
+        bail!("only {} of {} events arrived in the latency run", millis.len(), sent.len());
+    }
+    millis.sort_by(f64::total_cmp);
+    let pick = |q: f64| millis[((millis.len() as f64 - 1.0) * q).round() as usize];
+    Ok((pick(0.50), pick(0.99)))
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+    database: Option<(String, String)>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_kinetic(args: &Args, engine: &str, sink: SocketAddr, triggers: usize) -> anyhow::Result<Server> {
+    let dir = tempfile::tempdir()?;
+    let mut database = None;
+    let store = match engine {
+        "sqlite" => format!("sqlite://{}", dir.path().join("state.db").display()),
+        "postgres" => {
+            let name = format!("kinetic_bench_{}", uuid::Uuid::new_v4().simple());
+            let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&args.postgres).await.context("connecting to PostgreSQL")?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut connection).await?;
+            let base = args.postgres.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or_default();
+            database = Some((args.postgres.clone(), name.clone()));
+            format!("{base}/{name}")
+        }
+        other => bail!("unknown engine `{other}`; use sqlite or postgres"),
+    };
+    let mut yaml = String::from("apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: bench}\n");
+    for index in 0..triggers {
+        yaml.push_str(&format!(
+            "---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: t{index}}}\nspec:\n  broker: bench\n  filters: [{{exact: {{type: dev.kinetic.bench}}}}]\n  subscriber: {{uri: 'http://{sink}/t{index}'}}\n"
+        ));
+    }
+    let file = dir.path().join("bench.yaml");
+    std::fs::write(&file, yaml)?;
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+        probe.local_addr()?.port()
+    };
+    let child = Command::new(&args.kinetic)
+        .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--store", &store, "-f"])
+        .arg(&file)
+        .env("KINETIC_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {} (build it with `cargo build --release`)", args.kinetic.display()))?;
+    let base = format!("http://127.0.0.1:{port}");
+    let server = Server {
+        child,
+        base: base.clone(),
+        _dir: dir,
+        database,
+    };
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(response) = client.get(format!("{base}/readyz")).send().await
+            && response.status().is_success()
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("kinetic did not become ready on {base}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let the dispatcher claim its cursors before measuring.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(server)
+}
+
+async fn stop(server: Server) {
+    let database = server.database.clone();
+    drop(server);
+    if let Some((admin, name)) = database
+        && let Ok(mut connection) = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await
+    {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut connection).await;
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let (sink_address, sink) = start_sink().await?;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(1024).tcp_nodelay(true).build()?;
+    let direct = format!("http://{sink_address}/direct");
+
+    // Warm up the generator and the sink, then the baseline.
+    blast(&client, &direct, &(0..2000).map(|i| i.to_string()).collect::<Vec<_>>(), args.concurrency).await?;
+    let mut baseline = Vec::new();
+    for _ in 0..args.repeat {
+        baseline.push(throughput(&client, &direct, &sink, args.events, args.concurrency, 1).await?);
+    }
+    let baseline = median(baseline);
+    let (base_p50, base_p99) = latency(&client, &direct, &sink, args.rate, args.seconds).await?;
+
+    println!("kinetic end-to-end benchmark: {} events per throughput run (median of {}), {} in flight, latency at {} events/s for {} s", args.events, args.repeat, args.concurrency, args.rate, args.seconds);
+    println!();
+    println!("{:<44} {:>14} {:>14} {:>8}", "measurement", "kinetic", "baseline", "ratio");
+    println!("{:<44} {:>14} {:>14} {:>8}", "", "", "(direct post)", "");
+    for engine in &args.engines {
+        for triggers in [1usize, 10] {
+            let server = start_kinetic(&args, engine, sink_address, triggers).await?;
+            let url = format!("{}/default/bench", server.base);
+            let mut runs = Vec::new();
+            for _ in 0..args.repeat {
+                runs.push(throughput(&client, &url, &sink, args.events, args.concurrency, triggers as u64).await?);
+            }
+            let value = median(runs);
+            println!(
+                "{:<44} {:>14} {:>14} {:>8}",
+                format!("{engine}: events/s ingress → 2xx, {triggers} trigger(s)"),
+                format!("{value:.0}"),
+                format!("{baseline:.0}"),
+                format!("{:.2}", value / baseline)
+            );
+            if triggers == 1 {
+                let (p50, p99) = latency(&client, &url, &sink, args.rate, args.seconds).await?;
+                println!(
+                    "{:<44} {:>14} {:>14} {:>8}",
+                    format!("{engine}: p50 ms at {} events/s", args.rate),
+                    format!("{p50:.2}"),
+                    format!("{base_p50:.2}"),
+                    format!("{:.1}", p50 / base_p50)
+                );
+                println!(
+                    "{:<44} {:>14} {:>14} {:>8}",
+                    format!("{engine}: p99 ms at {} events/s", args.rate),
+                    format!("{p99:.2}"),
+                    format!("{base_p99:.2}"),
+                    format!("{:.1}", p99 / base_p99)
+                );
+            }
+            stop(server).await;
+        }
+    }
+    Ok(())
+}
