@@ -254,7 +254,13 @@ async fn get_dead_letter(
 /// A dead letter as the API shows it: the event itself, and why it gave up.
 pub fn dead_letter_json(letter: &DeadLetter) -> Value {
     let millis = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339());
-    let event: Value = serde_json::from_slice(&letter.payload).unwrap_or(Value::Null);
+    // JSON data is shown as JSON, not as the base64 it is stored as.
+    let event: Value = kinetic_api::cloudevent::from_json(&letter.payload)
+        .map(|event| kinetic_api::cloudevent::encode_structured_inline(&event))
+        .ok()
+        .and_then(|json| serde_json::from_slice(&json).ok())
+        .or_else(|| serde_json::from_slice(&letter.payload).ok())
+        .unwrap_or(Value::Null);
     json!({
         "id": letter.id,
         "trigger": format!("{}/{}", letter.trigger.namespace, letter.trigger.name),

@@ -193,16 +193,22 @@ pub async fn up(
 ) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
+    // Resource files are read and validated before the port is bound: a mistake fails fast.
+    let files = apply::expand_paths(&files).context("reading -f")?;
+    let resources = files
+        .iter()
+        .map(|file| read_resources(file))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let listener = bind(listen).await?;
     let address = listener.local_addr()?;
     let base_url = format!("http://{address}");
-    let files = apply::expand_paths(&files).context("reading -f")?;
     let store_handle = store.store.clone();
-    for file in &files {
-        apply_file(&store_handle, file).await?;
+    for (file, resources) in files.iter().zip(&resources) {
+        apply_resources(&store_handle, file, resources).await?;
     }
     let tracker = TaskTracker::new();
-    let mut registry = Registry::with_prefix_and_labels("", std::iter::empty());
+    // No prefix: an empty one would still be joined with `_` (`_kinetic_...`).
+    let mut registry = Registry::default();
     let (committed, _) = watch::channel(0u64);
     let parts = ingress(
         &store_handle,
@@ -331,20 +337,32 @@ pub async fn dispatcher_only(
     served
 }
 
-async fn apply_file(store: &Arc<dyn Store>, file: &std::path::Path) -> anyhow::Result<()> {
+/// Reads and validates one resource file.
+fn read_resources(file: &std::path::Path) -> anyhow::Result<Vec<kinetic_api::Resource>> {
     let name = file.display().to_string();
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {name}"))?;
-    let resources =
-        apply::parse_and_validate(&name, &text).map_err(|error| anyhow::anyhow!("{error}"))?;
-    for applied in apply::apply(store, &resources)
+    apply::parse_and_validate(&name, &text).map_err(|error| anyhow::anyhow!("{error}"))
+}
+
+async fn apply_resources(
+    store: &Arc<dyn Store>,
+    file: &std::path::Path,
+    resources: &[kinetic_api::Resource],
+) -> anyhow::Result<()> {
+    for applied in apply::apply(store, resources)
         .await
         .context("storing resources")?
     {
         if applied.outcome != "unchanged" {
-            tracing::info!(kind = %applied.kind, namespace = %applied.namespace, name = %applied.name, outcome = %applied.outcome, file = %name, "Applied.");
+            tracing::info!(kind = %applied.kind, namespace = %applied.namespace, name = %applied.name, outcome = %applied.outcome, file = %file.display(), "Applied.");
         }
     }
     Ok(())
+}
+
+async fn apply_file(store: &Arc<dyn Store>, file: &std::path::Path) -> anyhow::Result<()> {
+    let resources = read_resources(file)?;
+    apply_resources(store, file, &resources).await
 }
 
 /// Re-applies a file when its modification time changes. A file with a mistake is reported and

@@ -7,8 +7,8 @@
 use base64::Engine as _;
 use base64::prelude::BASE64_STANDARD;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
-use cloudevents::event::{Data, ExtensionValue, SpecVersion};
+use chrono::{DateTime, SecondsFormat, Utc};
+use cloudevents::event::{AttributeValue, Data, ExtensionValue, SpecVersion};
 use cloudevents::{
     AttributesReader, AttributesWriter, Event, EventBuilder, EventBuilderV03, EventBuilderV10,
 };
@@ -156,14 +156,14 @@ fn decode_binary(
     build(attributes, data, true)
 }
 
+/// A binary-mode body as event data. JSON stays bytes: parsing it would reorder keys, drop white
+/// space and round numbers beyond `f64`, so the subscriber would not get what was sent (and a
+/// signature over the body would no longer verify). Structured output shows it as JSON again, see
+/// [`encode_structured_inline`].
 fn binary_data(content_type: Option<&str>, body: &Bytes) -> Data {
     let content_type = content_type.unwrap_or("").to_ascii_lowercase();
-    if is_json(&content_type)
-        && let Ok(value) = serde_json::from_slice::<Value>(body)
-    {
-        return Data::Json(value);
-    }
-    if content_type.starts_with("text/")
+    if !is_json(&content_type)
+        && content_type.starts_with("text/")
         && let Ok(text) = std::str::from_utf8(body)
     {
         return Data::String(text.to_owned());
@@ -239,6 +239,14 @@ fn structured_value(value: Value) -> Result<Event, EventError> {
             ));
         }
         (Some(Value::Null), None) | (None, None) => None,
+        // CloudEvents 0.3 marks base64 data with `datacontentencoding` instead of `data_base64`.
+        (Some(Value::String(encoded)), None) if base64_v03(&object) => Some(Data::Binary(
+            BASE64_STANDARD
+                .decode(encoded.as_bytes())
+                .map_err(|error| {
+                    EventError::invalid(Some("data"), format!("is not valid base64: {error}"))
+                })?,
+        )),
         (Some(Value::String(text)), None) => {
             let content_type = object
                 .get("datacontenttype")
@@ -253,6 +261,14 @@ fn structured_value(value: Value) -> Result<Event, EventError> {
         (Some(other), None) => Some(Data::Json(other)),
     };
     build(object, data, false)
+}
+
+fn base64_v03(object: &Map<String, Value>) -> bool {
+    object.get("specversion").and_then(Value::as_str) == Some("0.3")
+        && object
+            .get("datacontentencoding")
+            .and_then(Value::as_str)
+            .is_some_and(|encoding| encoding.eq_ignore_ascii_case("base64"))
 }
 
 /// Builds an event from attribute values, checking each against the CloudEvents spec. In binary mode
@@ -491,7 +507,10 @@ pub fn encode_binary(event: &Event) -> (Vec<(String, String)>, Bytes) {
         if name == "datacontenttype" {
             headers.push(("content-type".to_owned(), value.to_string()));
         } else {
-            headers.push((format!("ce-{name}"), percent_encode(&value.to_string())));
+            headers.push((
+                format!("ce-{name}"),
+                percent_encode(&attribute_text(&value)),
+            ));
         }
     }
     if event.datacontenttype().is_none() && matches!(event.data(), Some(Data::Json(_))) {
@@ -500,14 +519,48 @@ pub fn encode_binary(event: &Event) -> (Vec<(String, String)>, Bytes) {
     (headers, data_bytes(event))
 }
 
-/// Body of a structured-mode message (`application/cloudevents+json`).
+/// An attribute's value as header text. `time` is written as structured mode writes it (and as
+/// filters read it): RFC 3339 in UTC with `Z`, not the SDK's `+00:00`.
+fn attribute_text(value: &AttributeValue<'_>) -> String {
+    match value {
+        AttributeValue::Time(time) => time.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        other => other.to_string(),
+    }
+}
+
+/// The event in structured JSON, exactly: bytes stay bytes (`data_base64`), whatever their content
+/// type. This is how events are stored; read them back with [`from_json`].
 pub fn encode_structured(event: &Event) -> Bytes {
     Bytes::from(serde_json::to_vec(event).unwrap_or_default())
 }
 
-/// Reads a stored event (structured JSON).
+/// The event in structured JSON for readers (structured-mode delivery, the API): data whose content
+/// type is JSON is shown as JSON (`data`) when it parses, instead of base64.
+pub fn encode_structured_inline(event: &Event) -> Bytes {
+    match event.data() {
+        Some(Data::Binary(bytes)) if is_json(&content_type_of(event)) => {
+            match serde_json::from_slice::<Value>(bytes) {
+                Ok(value) => {
+                    let mut inline = event.clone();
+                    inline.set_data_unchecked(Data::Json(value));
+                    encode_structured(&inline)
+                }
+                Err(_) => encode_structured(event),
+            }
+        }
+        _ => encode_structured(event),
+    }
+}
+
+fn content_type_of(event: &Event) -> String {
+    event.datacontenttype().unwrap_or("").to_ascii_lowercase()
+}
+
+/// Reads an event written by [`encode_structured`]. Unlike the SDK's reader, `data_base64` stays
+/// bytes even when the content type is JSON, so the data is delivered as it was accepted.
 pub fn from_json(payload: &[u8]) -> Result<Event, serde_json::Error> {
-    serde_json::from_slice(payload)
+    let value: Value = serde_json::from_slice(payload)?;
+    structured_value(value).map_err(<serde_json::Error as serde::de::Error>::custom)
 }
 
 /// The spec version's wire string.
@@ -576,7 +629,7 @@ mod tests {
         let event = &events[0];
         assert_eq!(event.subject(), Some("café au lait"));
         assert_eq!(extension_text(event, "partitionkey").as_deref(), Some("k1"));
-        assert_eq!(event.data(), Some(&Data::Json(serde_json::json!({"a": 1}))));
+        assert_eq!(event.data(), Some(&Data::Binary(br#"{"a":1}"#.to_vec())));
         let (encoded, body) = encode_binary(event);
         let subject = encoded.iter().find(|(n, _)| n == "ce-subject").unwrap();
         assert_eq!(subject.1, "caf%C3%A9%20au%20lait");
@@ -586,6 +639,93 @@ mod tests {
             .collect();
         let (_, again) = decode(&headers(&back), &body).unwrap();
         assert_eq!(&again[0], event);
+    }
+
+    #[test]
+    fn binary_json_data_is_delivered_as_sent() {
+        let sent: &[u8] = br#"{ "b": 1, "a": 12345678901234567890123, "c": 1.10 }"#;
+        let (_, events) = decode(&headers(BINARY), &Bytes::from_static(sent)).unwrap();
+        // Stored and read back, then delivered in binary mode: the same bytes.
+        let stored = encode_structured(&events[0]);
+        let read = from_json(&stored).unwrap();
+        assert_eq!(read, events[0]);
+        let (encoded, body) = encode_binary(&read);
+        assert_eq!(body.as_ref(), sent);
+        assert!(encoded.contains(&("content-type".to_owned(), "application/json".to_owned())));
+        // For readers the data is JSON again.
+        let inline: Value = serde_json::from_slice(&encode_structured_inline(&read)).unwrap();
+        assert_eq!(inline["data"]["b"], 1);
+        assert!(inline.get("data_base64").is_none(), "{inline}");
+        // Not JSON after all: stays base64 there too.
+        let (_, events) = decode(&headers(BINARY), &Bytes::from_static(b"{nope")).unwrap();
+        let inline: Value = serde_json::from_slice(&encode_structured_inline(&events[0])).unwrap();
+        assert_eq!(inline["data_base64"], "e25vcGU=");
+    }
+
+    #[test]
+    fn stored_events_read_back_unchanged() {
+        let structured = |body: &'static str| {
+            decode(
+                &headers(&[("content-type", STRUCTURED_CONTENT_TYPE)]),
+                &Bytes::from_static(body.as_bytes()),
+            )
+            .unwrap()
+            .1
+            .remove(0)
+        };
+        let mut text = BINARY.to_vec();
+        text.retain(|(name, _)| *name != "content-type");
+        text.push(("content-type", "text/plain"));
+        let events = [
+            structured(
+                r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","data":{"a":[1,2]},"n":3,"f":true,"subject":"x","time":"2026-01-02T03:04:05Z","dataschema":"https://e.com/s"}"#,
+            ),
+            structured(r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","data":"text"}"#),
+            structured(
+                r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","datacontenttype":"application/octet-stream","data_base64":"AAH/"}"#,
+            ),
+            structured(
+                r#"{"specversion":"0.3","id":"1","source":"/s","type":"t","datacontenttype":"application/octet-stream","datacontentencoding":"base64","data":"AAH/"}"#,
+            ),
+            structured(
+                r#"{"specversion":"0.3","id":"1","source":"/s","type":"t","schemaurl":"https://e.com/s"}"#,
+            ),
+            decode(&headers(&text), &Bytes::from_static(b"caf\xc3\xa9"))
+                .unwrap()
+                .1
+                .remove(0),
+        ];
+        for event in &events {
+            let stored = encode_structured(event);
+            assert_eq!(
+                &from_json(&stored).unwrap(),
+                event,
+                "{}",
+                String::from_utf8_lossy(&stored)
+            );
+        }
+        // CloudEvents 0.3 base64 data is bytes.
+        assert_eq!(events[3].data(), Some(&Data::Binary(vec![0, 1, 255])));
+        assert!(from_json(b"{}").is_err());
+    }
+
+    #[test]
+    fn binary_time_is_written_as_sent() {
+        for time in ["2026-01-02T03:04:05Z", "2026-01-02T03:04:05.123456Z"] {
+            let mut pairs = BINARY.to_vec();
+            pairs.push(("ce-time", time));
+            let (_, events) = decode(&headers(&pairs), &Bytes::new()).unwrap();
+            let (encoded, _) = encode_binary(&events[0]);
+            let written = encoded.iter().find(|(n, _)| n == "ce-time").unwrap();
+            assert_eq!(written.1, time);
+        }
+        // Another offset is normalised to UTC.
+        let mut pairs = BINARY.to_vec();
+        pairs.push(("ce-time", "2026-01-02T05:04:05+02:00"));
+        let (_, events) = decode(&headers(&pairs), &Bytes::new()).unwrap();
+        let (encoded, _) = encode_binary(&events[0]);
+        let written = encoded.iter().find(|(n, _)| n == "ce-time").unwrap();
+        assert_eq!(written.1, "2026-01-02T03:04:05Z");
     }
 
     #[test]

@@ -29,7 +29,11 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
     engines: Vec<String>,
     /// PostgreSQL admin URL (a database is created and dropped per run).
-    #[arg(long, env = "KINETIC_TEST_POSTGRES_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    #[arg(
+        long,
+        env = "KINETIC_TEST_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
     postgres: String,
     /// Events per throughput run.
     #[arg(long, default_value_t = 20_000)]
@@ -43,6 +47,9 @@ struct Args {
     /// Seconds of the latency run.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Trigger counts to measure; 0 measures the ingress alone (202 answers, no delivery).
+    #[arg(long, value_delimiter = ',', default_value = "0,1,10")]
+    triggers: Vec<usize>,
     /// Repetitions of each throughput measurement; the median is printed.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
@@ -68,7 +75,11 @@ async fn start_sink() -> anyhow::Result<(SocketAddr, Arc<Sink>)> {
             if sink.record.load(Ordering::Relaxed)
                 && let Some(id) = headers.get("ce-id").and_then(|v| v.to_str().ok())
             {
-                sink.arrivals.lock().unwrap().entry(id.to_owned()).or_insert_with(Instant::now);
+                sink.arrivals
+                    .lock()
+                    .unwrap()
+                    .entry(id.to_owned())
+                    .or_insert_with(Instant::now);
             }
             StatusCode::OK
         }
@@ -91,7 +102,12 @@ fn event_request(client: &reqwest::Client, url: &str, id: &str) -> reqwest::Requ
 }
 
 /// Posts `ids` with `concurrency` requests in flight; fails on any non-2xx.
-async fn blast(client: &reqwest::Client, url: &str, ids: &[String], concurrency: usize) -> anyhow::Result<()> {
+async fn blast(
+    client: &reqwest::Client,
+    url: &str,
+    ids: &[String],
+    concurrency: usize,
+) -> anyhow::Result<()> {
     let failures = AtomicU64::new(0);
     futures::stream::iter(ids)
         .for_each_concurrent(concurrency, |id| {
@@ -117,7 +133,10 @@ async fn wait_count(sink: &Sink, target: u64, timeout: Duration) -> anyhow::Resu
     let deadline = Instant::now() + timeout;
     while sink.count.load(Ordering::Relaxed) < target {
         if Instant::now() > deadline {
-            bail!("only {} of {target} deliveries arrived within {timeout:?}", sink.count.load(Ordering::Relaxed));
+            bail!(
+                "only {} of {target} deliveries arrived within {timeout:?}",
+                sink.count.load(Ordering::Relaxed)
+            );
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -125,17 +144,37 @@ async fn wait_count(sink: &Sink, target: u64, timeout: Duration) -> anyhow::Resu
 }
 
 /// Events per second through `url` until `per_event` deliveries of each arrived at the sink.
-async fn throughput(client: &reqwest::Client, url: &str, sink: &Sink, events: usize, concurrency: usize, per_event: u64) -> anyhow::Result<f64> {
-    let ids: Vec<String> = (0..events).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+async fn throughput(
+    client: &reqwest::Client,
+    url: &str,
+    sink: &Sink,
+    events: usize,
+    concurrency: usize,
+    per_event: u64,
+) -> anyhow::Result<f64> {
+    let ids: Vec<String> = (0..events)
+        .map(|_| uuid::Uuid::new_v4().to_string())
+        .collect();
     let before = sink.count.load(Ordering::Relaxed);
     let start = Instant::now();
     blast(client, url, &ids, concurrency).await?;
-    wait_count(sink, before + events as u64 * per_event, Duration::from_secs(300)).await?;
+    wait_count(
+        sink,
+        before + events as u64 * per_event,
+        Duration::from_secs(300),
+    )
+    .await?;
     Ok(events as f64 / start.elapsed().as_secs_f64())
 }
 
 /// Latency percentiles (ms) from the start of each POST to its first receipt, at a fixed rate.
-async fn latency(client: &reqwest::Client, url: &str, sink: &Arc<Sink>, rate: u64, seconds: u64) -> anyhow::Result<(f64, f64)> {
+async fn latency(
+    client: &reqwest::Client,
+    url: &str,
+    sink: &Arc<Sink>,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<(f64, f64)> {
     sink.arrivals.lock().unwrap().clear();
     sink.record.store(true, Ordering::Relaxed);
     let total = rate * seconds;
@@ -148,7 +187,13 @@ async fn latency(client: &reqwest::Client, url: &str, sink: &Arc<Sink>, rate: u6
         let id = uuid::Uuid::new_v4().to_string();
         sent.push((id.clone(), Instant::now()));
         let request = event_request(client, url, &id);
-        inflight.push(async move { request.send().await.map(|r| r.status().is_success()).unwrap_or(false) });
+        inflight.push(async move {
+            request
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+                .unwrap_or(false)
+        });
         while let Some(done) = futures::FutureExt::now_or_never(inflight.next()).flatten() {
             if !done {
                 bail!("a request failed during the latency run");
@@ -171,10 +216,18 @@ async fn latency(client: &reqwest::Client, url: &str, sink: &Arc<Sink>, rate: u6
     let arrivals = sink.arrivals.lock().unwrap().clone();
     let mut millis: Vec<f64> = sent
         .iter()
-        .filter_map(|(id, at)| arrivals.get(id).map(|arrived| arrived.duration_since(*at).as_secs_f64() * 1000.0))
+        .filter_map(|(id, at)| {
+            arrivals
+                .get(id)
+                .map(|arrived| arrived.duration_since(*at).as_secs_f64() * 1000.0)
+        })
         .collect();
     if millis.len() < sent.len() {
-        bail!("only {} of {} events arrived in the latency run", millis.len(), sent.len());
+        bail!(
+            "only {} of {} events arrived in the latency run",
+            millis.len(),
+            sent.len()
+        );
     }
     millis.sort_by(f64::total_cmp);
     let pick = |q: f64| millis[((millis.len() as f64 - 1.0) * q).round() as usize];
@@ -195,22 +248,37 @@ impl Drop for Server {
     }
 }
 
-async fn start_kinetic(args: &Args, engine: &str, sink: SocketAddr, triggers: usize) -> anyhow::Result<Server> {
+async fn start_kinetic(
+    args: &Args,
+    engine: &str,
+    sink: SocketAddr,
+    triggers: usize,
+) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
     let mut database = None;
     let store = match engine {
         "sqlite" => format!("sqlite://{}", dir.path().join("state.db").display()),
         "postgres" => {
             let name = format!("kinetic_bench_{}", uuid::Uuid::new_v4().simple());
-            let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&args.postgres).await.context("connecting to PostgreSQL")?;
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut connection).await?;
-            let base = args.postgres.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or_default();
+            let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&args.postgres)
+                .await
+                .context("connecting to PostgreSQL")?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut connection)
+                .await?;
+            let base = args
+                .postgres
+                .rsplit_once('/')
+                .map(|(b, _)| b.to_owned())
+                .unwrap_or_default();
             database = Some((args.postgres.clone(), name.clone()));
             format!("{base}/{name}")
         }
         other => bail!("unknown engine `{other}`; use sqlite or postgres"),
     };
-    let mut yaml = String::from("apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: bench}\n");
+    let mut yaml = String::from(
+        "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: bench}\n",
+    );
     for index in 0..triggers {
         yaml.push_str(&format!(
             "---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: t{index}}}\nspec:\n  broker: bench\n  filters: [{{exact: {{type: dev.kinetic.bench}}}}]\n  subscriber: {{uri: 'http://{sink}/t{index}'}}\n"
@@ -223,13 +291,25 @@ async fn start_kinetic(args: &Args, engine: &str, sink: SocketAddr, triggers: us
         probe.local_addr()?.port()
     };
     let child = Command::new(&args.kinetic)
-        .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--store", &store, "-f"])
+        .args([
+            "up",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--store",
+            &store,
+            "-f",
+        ])
         .arg(&file)
         .env("KINETIC_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .with_context(|| format!("starting {} (build it with `cargo build --release`)", args.kinetic.display()))?;
+        .with_context(|| {
+            format!(
+                "starting {} (build it with `cargo build --release`)",
+                args.kinetic.display()
+            )
+        })?;
     let base = format!("http://127.0.0.1:{port}");
     let server = Server {
         child,
@@ -261,7 +341,11 @@ async fn stop(server: Server) {
     if let Some((admin, name)) = database
         && let Ok(mut connection) = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await
     {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut connection).await;
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut connection)
+        .await;
     }
 }
 
@@ -274,11 +358,20 @@ fn median(mut values: Vec<f64>) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let (sink_address, sink) = start_sink().await?;
-    let client = reqwest::Client::builder().pool_max_idle_per_host(1024).tcp_nodelay(true).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        .build()?;
     let direct = format!("http://{sink_address}/direct");
 
     // Warm up the generator and the sink, then the baseline.
-    blast(&client, &direct, &(0..2000).map(|i| i.to_string()).collect::<Vec<_>>(), args.concurrency).await?;
+    blast(
+        &client,
+        &direct,
+        &(0..2000).map(|i| i.to_string()).collect::<Vec<_>>(),
+        args.concurrency,
+    )
+    .await?;
     let mut baseline = Vec::new();
     for _ in 0..args.repeat {
         baseline.push(throughput(&client, &direct, &sink, args.events, args.concurrency, 1).await?);
@@ -286,22 +379,42 @@ async fn main() -> anyhow::Result<()> {
     let baseline = median(baseline);
     let (base_p50, base_p99) = latency(&client, &direct, &sink, args.rate, args.seconds).await?;
 
-    println!("kinetic end-to-end benchmark: {} events per throughput run (median of {}), {} in flight, latency at {} events/s for {} s", args.events, args.repeat, args.concurrency, args.rate, args.seconds);
+    println!(
+        "kinetic end-to-end benchmark: {} events per throughput run (median of {}), {} in flight, latency at {} events/s for {} s",
+        args.events, args.repeat, args.concurrency, args.rate, args.seconds
+    );
     println!();
-    println!("{:<44} {:>14} {:>14} {:>8}", "measurement", "kinetic", "baseline", "ratio");
+    println!(
+        "{:<44} {:>14} {:>14} {:>8}",
+        "measurement", "kinetic", "baseline", "ratio"
+    );
     println!("{:<44} {:>14} {:>14} {:>8}", "", "", "(direct post)", "");
     for engine in &args.engines {
-        for triggers in [1usize, 10] {
+        for &triggers in &args.triggers {
             let server = start_kinetic(&args, engine, sink_address, triggers).await?;
             let url = format!("{}/default/bench", server.base);
             let mut runs = Vec::new();
             for _ in 0..args.repeat {
-                runs.push(throughput(&client, &url, &sink, args.events, args.concurrency, triggers as u64).await?);
+                runs.push(
+                    throughput(
+                        &client,
+                        &url,
+                        &sink,
+                        args.events,
+                        args.concurrency,
+                        triggers as u64,
+                    )
+                    .await?,
+                );
             }
             let value = median(runs);
             println!(
                 "{:<44} {:>14} {:>14} {:>8}",
-                format!("{engine}: events/s ingress → 2xx, {triggers} trigger(s)"),
+                if triggers == 0 {
+                    format!("{engine}: events/s ingress 202 only, no trigger")
+                } else {
+                    format!("{engine}: events/s ingress → 2xx, {triggers} trigger(s)")
+                },
                 format!("{value:.0}"),
                 format!("{baseline:.0}"),
                 format!("{:.2}", value / baseline)

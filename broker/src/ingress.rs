@@ -172,7 +172,7 @@ async fn accept(
     let body = axum::body::to_bytes(Body::new(body), limit)
         .await
         .map_err(|_| too_large())?;
-    let (_, events) = cloudevent::decode(&parts.headers, &body).map_err(|error| Refusal {
+    let (mode, events) = cloudevent::decode(&parts.headers, &body).map_err(|error| Refusal {
         status: match error.kind {
             EventErrorKind::Invalid => StatusCode::BAD_REQUEST,
             EventErrorKind::UnsupportedFormat => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -188,10 +188,11 @@ async fn accept(
         kinetic_api::event::admit(&mut event, now).map_err(|error| Refusal {
             status: StatusCode::BAD_REQUEST,
             reason: "ttl",
-            message: if records.is_empty() && index == 0 {
-                error.message
-            } else {
+            // In a batch every refusal names the event, the first one included.
+            message: if mode == cloudevent::Mode::Batch {
                 format!("event {index} of the batch: {}", error.message)
+            } else {
+                error.message
             },
             attribute: error.attribute,
         })?;
@@ -243,4 +244,83 @@ fn handshake(headers: &HeaderMap) -> Response {
     }
     out.insert("webhook-allowed-rate", HeaderValue::from_static("*"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt as _;
+
+    async fn ingress() -> Router {
+        let store = kinetic_store::open("sqlite::memory:").await.unwrap();
+        let broker = serde_json::json!({"metadata": {"name": "default"}});
+        store
+            .apply_resource("Broker", "default", "default", &broker, 0)
+            .await
+            .unwrap();
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        let (committed, _) = tokio::sync::watch::channel(0);
+        let (committer, _) = Committer::start(
+            store.clone(),
+            std::time::Duration::from_secs(60),
+            committed,
+            metrics.clone(),
+        );
+        router(
+            IngressConfig::default(),
+            committer,
+            BrokerDirectory::new(store),
+            metrics,
+        )
+    }
+
+    async fn refusal(router: Router, content_type: &str, body: &str) -> serde_json::Value {
+        let request = Request::post("/default/default")
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(body.to_owned()))
+            .unwrap();
+        let response = router.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_spent_ttl_in_a_batch_names_the_event_even_the_first() {
+        let event = |id: &str, ttl: i64| serde_json::json!({"specversion": "1.0", "id": id, "source": "/s", "type": "t", "knativebrokerttl": ttl});
+        for (batch, index) in [
+            (serde_json::json!([event("a", 1), event("b", 5)]), 0),
+            (serde_json::json!([event("a", 5), event("b", 0)]), 1),
+        ] {
+            let answer = refusal(
+                ingress().await,
+                cloudevent::BATCH_CONTENT_TYPE,
+                &batch.to_string(),
+            )
+            .await;
+            assert_eq!(answer["attribute"], "knativebrokerttl");
+            let message = answer["error"].as_str().unwrap();
+            assert!(
+                message.starts_with(&format!("event {index} of the batch: ")),
+                "{message}"
+            );
+        }
+        // A single event has no index to name.
+        let answer = refusal(
+            ingress().await,
+            cloudevent::STRUCTURED_CONTENT_TYPE,
+            &event("a", 1).to_string(),
+        )
+        .await;
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("`knativebrokerttl` is 1"),
+            "{answer}"
+        );
+    }
 }

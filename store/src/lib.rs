@@ -299,8 +299,9 @@ pub trait Deliveries {
     /// queue behind them.
     async fn blocked_lanes(&self, trigger_uid: &str) -> Result<Vec<String>>;
     /// Leases up to `limit` due rows (`next_attempt_at <= now`, lease free or expired) for `lease_ms`.
-    /// In an ordered lane only the oldest row in phase `Subscriber` is due. Rows of different
-    /// owners never overlap.
+    /// In an ordered lane only the oldest row in phase `Subscriber` is due, oldest meaning inserted
+    /// first (`advance_cursor` inserts its rows in event order; a replay goes to the end of its lane).
+    /// Rows of different owners never overlap.
     async fn lease_deliveries(
         &self,
         owner: &str,

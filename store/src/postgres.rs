@@ -14,6 +14,9 @@
 //!
 //! Lane order (see [`crate::Deliveries::lease_deliveries`]) is the order of the `deliveries.id`
 //! identity column: the order rows were inserted in.
+//!
+//! Cancellation: every method is one transaction, so a dropped future writes all or nothing, except
+//! `claim_cursors` and `prune`, whose statements are each complete and idempotent on their own.
 
 use std::time::Duration;
 

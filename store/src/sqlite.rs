@@ -12,6 +12,8 @@
 //!
 //! Lane order (see [`crate::Deliveries::lease_deliveries`]) is the order of the `deliveries.id`
 //! column, which only grows (`AUTOINCREMENT`): the order rows were inserted in.
+//!
+//! Cancellation: every method is one transaction, so a dropped future writes all or nothing.
 
 use std::path::Path;
 use std::str::FromStr;

@@ -12,14 +12,18 @@ use std::sync::Arc;
 use kinetic_store::Store;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
+#[path = "conformance/cursors.rs"]
+mod cursors;
 #[path = "conformance/dead_letters.rs"]
 mod dead_letters;
-#[path = "conformance/deliveries.rs"]
-mod deliveries;
 #[path = "conformance/events.rs"]
 mod events;
 #[path = "conformance/fixtures.rs"]
 mod fixtures;
+#[path = "conformance/leases.rs"]
+mod leases;
+#[path = "conformance/outcomes.rs"]
+mod outcomes;
 #[path = "conformance/resources.rs"]
 mod resources;
 
@@ -172,24 +176,24 @@ conformance! {
         events::dedupe_across_batches_and_after_the_window,
         events::prune_keeps_what_a_cursor_still_needs,
         events::prune_empties_a_broker_without_cursors,
-        deliveries::claim_creates_cursors_at_the_head,
-        deliveries::claim_leases_are_exclusive_renewed_and_taken_over,
-        deliveries::advance_is_compare_and_set,
-        deliveries::advance_records_deliveries_and_dead_letters,
-        deliveries::lease_takes_due_rows_only,
-        deliveries::lease_expires_and_is_taken_again,
-        deliveries::ordered_lanes_lease_their_head_only,
-        deliveries::retry_reschedules_and_releases,
-        deliveries::done_removes_the_row,
-        deliveries::give_up_without_sink_records_a_dead_letter,
-        deliveries::give_up_with_sink_then_sink_done,
-        deliveries::sink_give_up_marks_the_dead_letter_failed,
-        deliveries::update_after_losing_the_lease_writes_nothing,
-        deliveries::blocked_lanes_are_lanes_with_subscriber_rows,
-        deliveries::release_all_leases_frees_cursors_and_rows,
-        deliveries::drop_trigger_removes_cursor_and_rows,
-        deliveries::backlog_counts_unread_and_pending,
-        deliveries::next_due_ignores_leased_and_blocked_rows,
+        cursors::claim_creates_cursors_at_the_head,
+        cursors::claim_leases_are_exclusive_renewed_and_taken_over,
+        cursors::advance_is_compare_and_set,
+        cursors::advance_records_deliveries_and_dead_letters,
+        leases::lease_takes_due_rows_only,
+        leases::lease_expires_and_is_taken_again,
+        leases::ordered_lanes_lease_their_head_only,
+        outcomes::retry_reschedules_and_releases,
+        outcomes::done_removes_the_row,
+        outcomes::give_up_without_sink_records_a_dead_letter,
+        outcomes::give_up_with_sink_then_sink_done,
+        outcomes::sink_give_up_marks_the_dead_letter_failed,
+        outcomes::update_after_losing_the_lease_writes_nothing,
+        leases::blocked_lanes_are_lanes_with_subscriber_rows,
+        outcomes::release_all_leases_frees_cursors_and_rows,
+        outcomes::drop_trigger_removes_cursor_and_rows,
+        outcomes::backlog_counts_unread_and_pending,
+        leases::next_due_ignores_leased_and_blocked_rows,
         dead_letters::list_filters_and_orders,
         dead_letters::get_returns_what_was_recorded,
         dead_letters::replay_queues_found_letters_of_live_triggers,
@@ -197,8 +201,8 @@ conformance! {
     ],
     two: [
         events::concurrent_appends_are_seen_in_order,
-        deliveries::cursor_claims_are_exclusive_across_processes,
-        deliveries::row_leases_are_exclusive_across_processes,
+        cursors::cursor_claims_are_exclusive_across_processes,
+        leases::row_leases_are_exclusive_across_processes,
     ],
 }
 

@@ -78,6 +78,11 @@ impl TestStore {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// The PostgreSQL database's name (`None` on SQLite).
+    pub fn database(&self) -> Option<&str> {
+        self.database.as_deref()
+    }
 }
 
 impl Drop for TestStore {
@@ -123,6 +128,11 @@ pub fn binary() -> PathBuf {
 impl Kinetic {
     /// `kinetic up` on `store` with the resource `files`, on a free loopback port.
     pub fn up(store: &TestStore, files: &[&Path]) -> Self {
+        Self::up_with(store, files, &[])
+    }
+
+    /// `kinetic up` like [`Kinetic::up`], with `extra` flags appended.
+    pub fn up_with(store: &TestStore, files: &[&Path], extra: &[&str]) -> Self {
         let mut args: Vec<String> = vec![
             "up".into(),
             "--listen".into(),
@@ -134,6 +144,7 @@ impl Kinetic {
             args.push("-f".into());
             args.push(file.display().to_string());
         }
+        args.extend(extra.iter().map(|flag| (*flag).to_owned()));
         Self::spawn(&args, &[])
     }
 
@@ -305,11 +316,15 @@ impl Answer {
     }
 }
 
+/// Computes the answer to a request from the request itself (see [`Receiver::respond_with`]).
+pub type Responder = Arc<dyn Fn(&Received) -> Answer + Send + Sync>;
+
 #[derive(Default)]
 struct ReceiverState {
     received: Vec<Received>,
     scripts: std::collections::HashMap<String, VecDeque<Answer>>,
     defaults: std::collections::HashMap<String, Answer>,
+    responders: std::collections::HashMap<String, Responder>,
 }
 
 /// An HTTP server on a free loopback port that records every request.
@@ -371,6 +386,21 @@ impl Receiver {
             .insert(path.to_owned(), answer);
     }
 
+    /// Answers requests to `path` with whatever `responder` makes of each request, once its script
+    /// is used up (it takes precedence over [`Self::default_answer`]). It runs outside the receiver's
+    /// lock, so it may keep state of its own.
+    pub fn respond_with(
+        &self,
+        path: &str,
+        responder: impl Fn(&Received) -> Answer + Send + Sync + 'static,
+    ) {
+        self.state
+            .lock()
+            .unwrap()
+            .responders
+            .insert(path.to_owned(), Arc::new(responder));
+    }
+
     pub fn received(&self, path: &str) -> Vec<Received> {
         self.state
             .lock()
@@ -406,18 +436,26 @@ async fn answer(
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_owned();
-    let reply = {
+    let received = Received {
+        path: path.clone(),
+        headers,
+        body,
+        at: Instant::now(),
+    };
+    let (scripted, responder, default) = {
         let mut state = state.lock().unwrap();
-        state.received.push(Received {
-            path: path.clone(),
-            headers,
-            body,
-            at: Instant::now(),
-        });
-        let scripted = state.scripts.get_mut(&path).and_then(VecDeque::pop_front);
-        scripted
-            .or_else(|| state.defaults.get(&path).cloned())
-            .unwrap_or_else(|| Answer::status(200))
+        state.received.push(received.clone());
+        (
+            state.scripts.get_mut(&path).and_then(VecDeque::pop_front),
+            state.responders.get(&path).cloned(),
+            state.defaults.get(&path).cloned(),
+        )
+    };
+    let reply = match (scripted, responder, default) {
+        (Some(answer), _, _) => answer,
+        (None, Some(responder), _) => responder(&received),
+        (None, None, Some(answer)) => answer,
+        (None, None, None) => Answer::status(200),
     };
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
@@ -434,6 +472,37 @@ async fn answer(
         );
     }
     response
+}
+
+/// [`cli`] from async code: the blocking wait moves off the runtime's worker, so receivers in the
+/// same runtime keep answering while the command runs (needs the multi-threaded runtime).
+pub fn cli_in_place(args: &[&str]) -> std::process::Output {
+    tokio::task::block_in_place(|| cli(args))
+}
+
+/// A loopback port that refuses connections: bound (so no other test gets it) but not listening.
+/// Connections are refused for as long as it lives.
+pub struct ClosedPort {
+    _socket: tokio::net::TcpSocket,
+    pub address: SocketAddr,
+}
+
+impl ClosedPort {
+    pub fn bind() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("address"))
+            .expect("bind");
+        let address = socket.local_addr().expect("address");
+        Self {
+            _socket: socket,
+            address,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
 }
 
 /// Writes resource YAML into `dir` and returns the file's path.
@@ -473,4 +542,99 @@ pub async fn send_event(
         .await
         .map(|r| r.status().as_u16())
         .unwrap_or(0)
+}
+
+/// A Trigger named `name` on broker `broker` (namespace `default`) sending to `uri`; `spec_extra` is
+/// appended to the spec as YAML lines indented by two spaces (e.g. `"  delivery: {format: json}\n"`).
+pub fn trigger_yaml(name: &str, broker: &str, uri: &str, spec_extra: &str) -> String {
+    format!(
+        "apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: {name}\nspec:\n  broker: {broker}\n  subscriber:\n    uri: '{uri}'\n{spec_extra}"
+    )
+}
+
+/// Joins YAML documents with `---` separators.
+pub fn documents(parts: &[String]) -> String {
+    parts
+        .iter()
+        .map(|part| part.trim_end().to_owned() + "\n")
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// The text of a process's `/metrics`.
+pub async fn scrape(client: &reqwest::Client, base_url: &str) -> String {
+    let response = client
+        .get(format!("{base_url}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert_eq!(response.status().as_u16(), 200, "GET {base_url}/metrics");
+    response.text().await.expect("metrics text")
+}
+
+/// Sum of the samples of `name` (e.g. `kinetic_broker_events_accepted_total`) whose labels include
+/// every `name="value"` pair of `labels`; 0 when none match.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((metric, rest)) => (metric, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let all = labels
+                .iter()
+                .all(|(key, wanted)| label_text.contains(&format!("{key}=\"{wanted}\"")));
+            if !all {
+                return None;
+            }
+            value.parse::<f64>().ok()
+        })
+        .sum()
+}
+
+/// Runs one SQL statement on the PostgreSQL server's admin database (for tests that need to break
+/// or inspect a test database from outside kinetic).
+pub async fn postgres_admin_execute(sql: &str) {
+    let admin = postgres_admin_url();
+    let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("connect to PostgreSQL at {admin}: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut connection)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// Runs a command of the binary that must exit by itself within `timeout` (e.g. `kinetic up` with a
+/// mistake); kills it and panics if it is still running then.
+pub fn cli_bounded(args: &[&str], timeout: Duration) -> std::process::Output {
+    let mut child = Command::new(binary())
+        .args(args)
+        .env("KINETIC_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kinetic");
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return child.wait_with_output().expect("output"),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let output = child.wait_with_output().expect("output");
+                panic!(
+                    "`kinetic {}` still ran after {timeout:?}; stderr:\n{}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+        }
+    }
 }

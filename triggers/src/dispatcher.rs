@@ -123,6 +123,27 @@ impl Dispatcher {
         claim_loop(context.clone(), cancel.clone(), &tracker).await;
         tracker.close();
         tracker.wait().await;
+        release_cursors(&context).await;
+    }
+}
+
+/// After every cursor worker stopped: ends this process's cursor leases now, so another dispatcher
+/// (or this one restarted) takes the cursors at once instead of when the leases run out.
+async fn release_cursors(context: &Context) {
+    let refs: Vec<TriggerRef> = context
+        .plans
+        .all()
+        .iter()
+        .map(|plan| plan.trigger.clone())
+        .collect();
+    let now = chrono::Utc::now().timestamp_millis();
+    // A lease of zero from the owner is a lease that has already ended.
+    if let Err(error) = context
+        .store
+        .claim_cursors(&context.config.owner, &refs, now, 0)
+        .await
+    {
+        tracing::warn!(%error, "Releasing cursor leases failed; other dispatchers take them when the leases end.");
     }
 }
 

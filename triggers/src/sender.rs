@@ -83,7 +83,7 @@ impl Sender {
                         "content-type",
                         "application/cloudevents+json; charset=utf-8",
                     )
-                    .body(cloudevent::encode_structured(event));
+                    .body(cloudevent::encode_structured_inline(event));
             }
         }
         let response = match request.send().await {

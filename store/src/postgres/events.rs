@@ -1,6 +1,6 @@
 //! The event log and the dedupe window on PostgreSQL.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use sqlx::Row;
@@ -50,17 +50,12 @@ impl EventLog for PostgresStore {
             .iter()
             .map(|&index| events[index].id.as_str())
             .collect();
-        let stamped: Vec<i64> = sqlx::query_scalar(
-            "WITH batch AS ( \
-                SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k(broker, source, id, n) \
-             ), stamped AS ( \
-                INSERT INTO dedupe (broker, source, id, accepted_at) \
-                SELECT broker, source, id, $4 FROM batch \
-                ON CONFLICT (broker, source, id) DO UPDATE SET accepted_at = EXCLUDED.accepted_at \
-                WHERE dedupe.accepted_at < $5 \
-                RETURNING broker, source, id \
-             ) \
-             SELECT batch.n FROM batch JOIN stamped USING (broker, source, id)",
+        let stamped: Vec<(String, String, String)> = sqlx::query_as(
+            "INSERT INTO dedupe (broker, source, id, accepted_at) \
+             SELECT broker, source, id, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS k(broker, source, id) \
+             ON CONFLICT (broker, source, id) DO UPDATE SET accepted_at = EXCLUDED.accepted_at \
+             WHERE dedupe.accepted_at < $5 \
+             RETURNING broker, source, id",
         )
         .bind(&brokers)
         .bind(&sources)
@@ -69,12 +64,22 @@ impl EventLog for PostgresStore {
         .bind(dedupe_since)
         .fetch_all(&mut *tx)
         .await?;
-        let mut accepted: Vec<usize> = stamped
-            .into_iter()
-            .filter_map(|n| usize::try_from(n - 1).ok())
-            .filter_map(|n| candidates.get(n).copied())
+        let stamped: HashSet<(&str, &str, &str)> = stamped
+            .iter()
+            .map(|(broker, source, id)| (broker.as_str(), source.as_str(), id.as_str()))
             .collect();
-        accepted.sort_unstable();
+        let accepted: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(|&index| {
+                let event = &events[index];
+                stamped.contains(&(
+                    event.broker.as_str(),
+                    event.source.as_str(),
+                    event.id.as_str(),
+                ))
+            })
+            .collect();
         if accepted.is_empty() {
             tx.commit().await?;
             return Ok(vec![Appended::Duplicate; events.len()]);

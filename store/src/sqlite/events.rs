@@ -1,12 +1,57 @@
 //! The event log and the dedupe window on SQLite.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 
 use super::SqliteStore;
 use crate::{Appended, EventLog, Millis, NewEvent, Result, StoredEvent, codec};
+
+/// A batch is written with multi-row statements of these sizes (largest first), so a batch of 500
+/// costs a dozen statements instead of 500, and each size's statement is prepared once per connection.
+const CHUNK_SIZES: [usize; 4] = [128, 32, 8, 1];
+
+/// Stamps keys that are new (absent, or accepted before `?2`) with `?1` and returns them.
+static DEDUPE_SQL: LazyLock<[Arc<str>; 4]> = LazyLock::new(|| {
+    CHUNK_SIZES.map(|rows| {
+        let values = (0..rows)
+            .map(|row| format!("(?{}, ?{}, ?{}, ?1)", 3 + 3 * row, 4 + 3 * row, 5 + 3 * row))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "INSERT INTO dedupe (broker, source, id, accepted_at) VALUES {values} \
+             ON CONFLICT (broker, source, id) DO UPDATE SET accepted_at = excluded.accepted_at \
+             WHERE dedupe.accepted_at < ?2 \
+             RETURNING broker, source, id"
+        )
+        .into()
+    })
+});
+
+/// Stores events accepted at `?1`.
+static EVENTS_SQL: LazyLock<[Arc<str>; 4]> = LazyLock::new(|| {
+    CHUNK_SIZES.map(|rows| {
+        let values = (0..rows)
+            .map(|row| format!("(?{}, ?{}, ?{}, ?1)", 2 + 3 * row, 3 + 3 * row, 4 + 3 * row))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("INSERT INTO events (broker, seq, payload, accepted_at) VALUES {values}").into()
+    })
+});
+
+/// Cuts `rows` into chunk sizes, largest first, each with its statement.
+fn chunks(mut rows: usize, statements: &[Arc<str>; 4]) -> Vec<(usize, Arc<str>)> {
+    let mut chunks = Vec::new();
+    for (size, sql) in CHUNK_SIZES.iter().zip(statements) {
+        while rows >= *size {
+            chunks.push((*size, sql.clone()));
+            rows -= size;
+        }
+    }
+    chunks
+}
 
 #[async_trait]
 impl EventLog for SqliteStore {
@@ -19,29 +64,42 @@ impl EventLog for SqliteStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        let candidates = codec::first_occurrences(events);
         let mut tx = self.write().await?;
 
         // A key is new when absent or older than the window; then it is (re)stamped with `now`.
-        let mut accepted = Vec::with_capacity(events.len());
-        for index in codec::first_occurrences(events) {
-            let event = &events[index];
-            let stamped = sqlx::query(
-                "INSERT INTO dedupe (broker, source, id, accepted_at) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (broker, source, id) DO UPDATE SET accepted_at = excluded.accepted_at \
-                 WHERE dedupe.accepted_at < ?5 \
-                 RETURNING 1",
-            )
-            .bind(&event.broker)
-            .bind(&event.source)
-            .bind(&event.id)
-            .bind(now)
-            .bind(dedupe_since)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if stamped.is_some() {
-                accepted.push(index);
+        let mut stamped_rows: Vec<(String, String, String)> = Vec::with_capacity(candidates.len());
+        let mut rest = candidates.as_slice();
+        for (size, sql) in chunks(candidates.len(), &DEDUPE_SQL) {
+            let (chunk, tail) = rest.split_at(size);
+            rest = tail;
+            let mut query = sqlx::query_as(AssertSqlSafe(sql))
+                .bind(now)
+                .bind(dedupe_since);
+            for &index in chunk {
+                let event = &events[index];
+                query = query
+                    .bind(&event.broker)
+                    .bind(&event.source)
+                    .bind(&event.id);
             }
+            stamped_rows.extend(query.fetch_all(&mut *tx).await?);
         }
+        let stamped: HashSet<(&str, &str, &str)> = stamped_rows
+            .iter()
+            .map(|(broker, source, id)| (broker.as_str(), source.as_str(), id.as_str()))
+            .collect();
+        let accepted: Vec<usize> = candidates
+            .into_iter()
+            .filter(|&index| {
+                let event = &events[index];
+                stamped.contains(&(
+                    event.broker.as_str(),
+                    event.source.as_str(),
+                    event.id.as_str(),
+                ))
+            })
+            .collect();
 
         let mut heads = HashMap::new();
         for (broker, count) in codec::counts_per_broker(events, &accepted) {
@@ -58,16 +116,23 @@ impl EventLog for SqliteStore {
         }
         let results = codec::positions(events, &accepted, &heads)?;
 
-        for (event, result) in events.iter().zip(&results) {
-            if let Appended::Accepted(seq) = result {
-                sqlx::query("INSERT INTO events (broker, seq, payload, accepted_at) VALUES (?1, ?2, ?3, ?4)")
-                    .bind(&event.broker)
-                    .bind(seq)
-                    .bind(&event.payload)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+        let stored: Vec<(&NewEvent, i64)> = events
+            .iter()
+            .zip(&results)
+            .filter_map(|(event, result)| match result {
+                Appended::Accepted(seq) => Some((event, *seq)),
+                Appended::Duplicate => None,
+            })
+            .collect();
+        let mut rest = stored.as_slice();
+        for (size, sql) in chunks(stored.len(), &EVENTS_SQL) {
+            let (chunk, tail) = rest.split_at(size);
+            rest = tail;
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(now);
+            for (event, seq) in chunk {
+                query = query.bind(&event.broker).bind(seq).bind(&event.payload);
             }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(results)
@@ -125,5 +190,33 @@ impl EventLog for SqliteStore {
         }
         tx.commit().await?;
         Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_cut_into_few_statements_covering_every_row() {
+        for rows in [0, 1, 7, 8, 100, 128, 500, 1000, 1001] {
+            let sizes: Vec<usize> = chunks(rows, &EVENTS_SQL)
+                .into_iter()
+                .map(|(size, _)| size)
+                .collect();
+            assert_eq!(sizes.iter().sum::<usize>(), rows);
+            assert!(
+                sizes.windows(2).all(|pair| pair[0] >= pair[1]),
+                "largest first: {sizes:?}"
+            );
+        }
+        assert_eq!(chunks(500, &EVENTS_SQL).len(), 12);
+    }
+
+    #[test]
+    fn statements_number_their_parameters_consistently() {
+        assert!(EVENTS_SQL[3].ends_with("VALUES (?2, ?3, ?4, ?1)"));
+        assert!(EVENTS_SQL[2].contains("(?23, ?24, ?25, ?1)"));
+        assert!(DEDUPE_SQL[3].contains("VALUES (?3, ?4, ?5, ?1)"));
     }
 }

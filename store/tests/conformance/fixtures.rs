@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use kinetic_store::{Delivery, NewDeadLetter, NewDelivery, NewEvent, Store, TriggerRef};
+use kinetic_store::{
+    DeadLetter, DeadLetterFilter, Delivery, DeliveryUpdate, NewDeadLetter, NewDelivery, NewEvent,
+    Store, TriggerRef,
+};
 
 /// A moment in the tests' clock (Unix millis). Tests pass time in; nothing sleeps.
 pub const T0: i64 = 1_700_000_000_000;
@@ -112,4 +115,36 @@ pub async fn record(
 /// The `event_seq`s of leased rows, in lease order.
 pub fn seqs(rows: &[Delivery]) -> Vec<i64> {
     rows.iter().map(|row| row.event_seq).collect()
+}
+
+/// A failed attempt, to be tried again at `next_attempt_at`.
+pub fn retry_at(next_attempt_at: i64) -> DeliveryUpdate {
+    DeliveryUpdate::Retry {
+        attempts: 2,
+        next_attempt_at,
+        last_status: Some(502),
+        last_error: Some("bad gateway".to_owned()),
+    }
+}
+
+/// Giving up on a row of `trigger`.
+pub fn give_up(trigger: &TriggerRef, seq: i64, send_to_sink: bool) -> DeliveryUpdate {
+    DeliveryUpdate::GiveUp {
+        dead: dead(trigger, seq, None),
+        send_to_sink,
+    }
+}
+
+/// The leased row of `event_seq`.
+pub fn find(rows: &[Delivery], event_seq: i64) -> &Delivery {
+    rows.iter()
+        .find(|row| row.event_seq == event_seq)
+        .unwrap_or_else(|| panic!("no leased row for event {event_seq} in {rows:?}"))
+}
+
+/// Every dead letter, oldest first.
+pub async fn all_dead_letters(store: &Arc<dyn Store>) -> anyhow::Result<Vec<DeadLetter>> {
+    Ok(store
+        .list_dead_letters(&DeadLetterFilter::default())
+        .await?)
 }

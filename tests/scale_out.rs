@@ -1,0 +1,299 @@
+//! Scale-out on PostgreSQL: one `kinetic broker` and two `kinetic dispatcher` processes share a
+//! database. Resources go in with `kinetic apply --server`. Every event reaches every trigger exactly
+//! once, both dispatchers deliver (the work is shared), and when one dispatcher is killed the other
+//! takes its triggers over within the cursor lease.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use support::{
+    Engine, Kinetic, Receiver, TestStore, broker_yaml, cli, documents, metric_sum, scrape,
+    send_event, trigger_yaml, write_yaml,
+};
+
+const TRIGGERS: usize = 6;
+const EVENTS: usize = 2000;
+const SENDERS: usize = 16;
+/// The dispatcher's cursor lease and claim interval (`kinetic_triggers::Config::new`).
+const CURSOR_LEASE: Duration = Duration::from_secs(10);
+const CLAIM_INTERVAL: Duration = Duration::from_secs(2);
+
+fn dispatcher(store: &TestStore, broker: &Kinetic) -> Kinetic {
+    Kinetic::spawn(
+        &[
+            "dispatcher".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--store".into(),
+            store.url.clone(),
+            "--ingress-url".into(),
+            broker.base_url.clone(),
+        ],
+        &[],
+    )
+}
+
+/// Sends events `prefix-0 .. prefix-(count-1)` from `SENDERS` concurrent tasks; all must get 202.
+async fn send_all(url: &str, prefix: &str, count: usize) {
+    let tasks: Vec<_> = (0..SENDERS)
+        .map(|sender| {
+            let url = url.to_owned();
+            let prefix = prefix.to_owned();
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                for n in (sender..count).step_by(SENDERS) {
+                    let id = format!("{prefix}-{n}");
+                    let status =
+                        send_event(&client, &url, &id, "com.example.scale", &[], r#"{"n":1}"#)
+                            .await;
+                    assert_eq!(status, 202, "{id}");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("sender");
+    }
+}
+
+/// For each trigger path, how often each id with `prefix` arrived.
+fn arrivals(receiver: &Receiver, prefix: &str) -> Vec<HashMap<String, usize>> {
+    (0..TRIGGERS)
+        .map(|t| {
+            let mut counts = HashMap::new();
+            for received in receiver.received(&format!("/t{t}")) {
+                if let Some(id) = received.header("ce-id").filter(|id| id.starts_with(prefix)) {
+                    *counts.entry(id.to_owned()).or_insert(0) += 1;
+                }
+            }
+            counts
+        })
+        .collect()
+}
+
+/// Waits (bounded) until every trigger got `count` distinct ids with `prefix`; returns how long it took.
+async fn wait_all(
+    receiver: &Receiver,
+    prefix: &str,
+    count: usize,
+    timeout: Duration,
+) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if arrivals(receiver, prefix).iter().all(|c| c.len() >= count) {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// Deliveries by trigger label, from a dispatcher's metrics.
+fn delivered_by_trigger(metrics: &str) -> BTreeMap<String, f64> {
+    (0..TRIGGERS)
+        .map(|t| {
+            let trigger = format!("default/t{t}");
+            let count = metric_sum(
+                metrics,
+                "kinetic_dispatcher_deliveries_total",
+                &[("trigger", &trigger), ("outcome", "delivered")],
+            );
+            (trigger, count)
+        })
+        .filter(|(_, count)| *count > 0.0)
+        .collect()
+}
+
+fn logs(cluster: &Cluster) -> String {
+    format!(
+        "broker log:\n{}\ndispatcher 0 log:\n{}\ndispatcher 1 log:\n{}",
+        cluster.broker.log(),
+        cluster.dispatchers[0].log(),
+        cluster.dispatchers[1].log()
+    )
+}
+
+/// A broker process, two dispatcher processes and `TRIGGERS` triggers applied with the CLI.
+struct Cluster {
+    // Field order is drop order: processes stop before their database is dropped.
+    broker: Kinetic,
+    dispatchers: [Kinetic; 2],
+    receiver: Receiver,
+    client: reqwest::Client,
+    _store: TestStore,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let store = TestStore::new(Engine::Postgres).await;
+        let receiver = Receiver::start().await;
+        let broker = Kinetic::spawn(
+            &[
+                "broker".into(),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--store".into(),
+                store.url.clone(),
+            ],
+            &[],
+        );
+        let dispatchers = [dispatcher(&store, &broker), dispatcher(&store, &broker)];
+        let mut resources = vec![broker_yaml("default")];
+        for t in 0..TRIGGERS {
+            resources.push(trigger_yaml(
+                &format!("t{t}"),
+                "default",
+                &receiver.url(&format!("/t{t}")),
+                "",
+            ));
+        }
+        let file = write_yaml(store.dir(), "resources.yaml", &documents(&resources));
+        let output = cli(&[
+            "apply",
+            "-f",
+            file.to_str().unwrap(),
+            "--server",
+            &broker.base_url,
+        ]);
+        assert!(
+            output.status.success(),
+            "kinetic apply: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let applied = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(
+            applied.matches(" created").count(),
+            TRIGGERS + 1,
+            "{applied}"
+        );
+        Self {
+            broker,
+            dispatchers,
+            receiver,
+            client: reqwest::Client::new(),
+            _store: store,
+        }
+    }
+
+    fn ingress(&self) -> String {
+        self.broker.url("/default/default")
+    }
+
+    /// Deliveries by trigger, per dispatcher.
+    async fn shares(&self) -> Vec<BTreeMap<String, f64>> {
+        let mut shares = Vec::new();
+        for dispatcher in &self.dispatchers {
+            shares.push(delivered_by_trigger(
+                &scrape(&self.client, &dispatcher.base_url).await,
+            ));
+        }
+        shares
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_event_reaches_every_trigger_once_and_both_dispatchers_deliver() {
+    let started = Instant::now();
+    let cluster = Cluster::start().await;
+    send_all(&cluster.ingress(), "e", EVENTS).await;
+    let took = wait_all(&cluster.receiver, "e-", EVENTS, Duration::from_secs(60)).await;
+    // Concurrent deliveries of one read batch may land a moment apart: let stragglers show.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (t, counts) in arrivals(&cluster.receiver, "e-").iter().enumerate() {
+        let duplicates: Vec<(&String, &usize)> = counts.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            counts.len() == EVENTS && duplicates.is_empty(),
+            "trigger t{t}: {} of {EVENTS} events, duplicates (first 10): {:?}; {}",
+            counts.len(),
+            &duplicates[..duplicates.len().min(10)],
+            logs(&cluster)
+        );
+    }
+    println!(
+        "{EVENTS} events x {TRIGGERS} triggers delivered exactly once in {:?}",
+        took.unwrap()
+    );
+    let broker_metrics = scrape(&cluster.client, &cluster.broker.base_url).await;
+    assert_eq!(
+        metric_sum(
+            &broker_metrics,
+            "kinetic_broker_events_accepted_total",
+            &[("broker", "default/default")]
+        ),
+        EVENTS as f64
+    );
+    let shares = cluster.shares().await;
+    let total: f64 = shares.iter().flat_map(|s| s.values()).sum();
+    assert_eq!(total, (EVENTS * TRIGGERS) as f64, "{shares:?}");
+    println!(
+        "deliveries by dispatcher and trigger: {shares:?}; wall time {:?}",
+        started.elapsed()
+    );
+    assert!(
+        shares.iter().all(|share| !share.is_empty()),
+        "the work was not shared: one dispatcher delivered for every trigger, the other for none ({shares:?})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_dispatchers_triggers_are_taken_over_within_the_lease() {
+    let started = Instant::now();
+    let mut cluster = Cluster::start().await;
+    send_all(&cluster.ingress(), "before", 300).await;
+    assert!(
+        wait_all(&cluster.receiver, "before-", 300, Duration::from_secs(30))
+            .await
+            .is_some(),
+        "{}",
+        logs(&cluster)
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let shares = cluster.shares().await;
+    // Kill the dispatcher that delivered the most: it holds trigger leases.
+    let busiest = if shares[0].values().sum::<f64>() >= shares[1].values().sum::<f64>() {
+        0
+    } else {
+        1
+    };
+    let survivor = 1 - busiest;
+    let orphaned: Vec<&String> = shares[busiest].keys().collect();
+    cluster.dispatchers[busiest].kill9();
+    let killed_at = Instant::now();
+    send_all(&cluster.ingress(), "after", 200).await;
+    let takeover = wait_all(
+        &cluster.receiver,
+        "after-",
+        200,
+        CURSOR_LEASE + CLAIM_INTERVAL + Duration::from_secs(20),
+    )
+    .await;
+    let took_over_in = killed_at.elapsed();
+    assert!(
+        takeover.is_some(),
+        "dispatcher {survivor} did not take over {orphaned:?} within {took_over_in:?}; {}",
+        logs(&cluster)
+    );
+    let bound = CURSOR_LEASE + CLAIM_INTERVAL + Duration::from_secs(3);
+    assert!(
+        took_over_in <= bound,
+        "take-over took {took_over_in:?}, more than lease + claim interval ({bound:?})"
+    );
+    let duplicates: usize = arrivals(&cluster.receiver, "after-")
+        .iter()
+        .map(|c| c.values().filter(|n| **n > 1).count())
+        .sum();
+    let survivor_share = delivered_by_trigger(
+        &scrape(&cluster.client, &cluster.dispatchers[survivor].base_url).await,
+    );
+    assert_eq!(
+        survivor_share.len(),
+        TRIGGERS,
+        "the survivor delivers for every trigger: {survivor_share:?}"
+    );
+    println!(
+        "dispatcher {busiest} held {orphaned:?}; dispatcher {survivor} took over in {took_over_in:?} ({duplicates} duplicates); wall time {:?}",
+        started.elapsed()
+    );
+}
