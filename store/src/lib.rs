@@ -321,6 +321,14 @@ pub trait Deliveries {
     /// Releases every lease (cursors and rows). Only for a single-process store at start-up, where any
     /// lease left is from a previous run of the same process.
     async fn release_all_leases(&self) -> Result<()>;
+    /// Records that dispatcher `owner` is alive until `now + ttl_ms`, forgets owners whose time ran
+    /// out, and returns the owners alive now (itself included, unless `ttl_ms` is negative: that is
+    /// how a stopping dispatcher leaves), sorted. Dispatchers use it to take a fair share of the
+    /// cursors.
+    async fn heartbeat(&self, owner: &str, now: Millis, ttl_ms: i64) -> Result<Vec<String>>;
+    /// Ends `owner`'s leases on these cursors (cursors it does not hold are untouched), so another
+    /// dispatcher can take them at once.
+    async fn release_cursors(&self, owner: &str, trigger_uids: &[String]) -> Result<()>;
     /// Removes a deleted trigger's cursor and delivery rows (its dead letters stay).
     async fn drop_trigger(&self, trigger_uid: &str) -> Result<()>;
     async fn backlog(&self) -> Result<Vec<Backlog>>;

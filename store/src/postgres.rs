@@ -64,11 +64,20 @@ impl Store for PostgresStore {
 
 /// The migrations of `migrations/postgres`, compiled into the binary so it runs from any directory.
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "initial".into(),
-        MigrationType::Simple,
-        include_str!("../../migrations/postgres/0001_initial.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "initial".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/postgres/0001_initial.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            "dispatchers".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/postgres/0002_dispatchers.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }

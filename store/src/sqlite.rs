@@ -96,13 +96,22 @@ impl Store for SqliteStore {
 
 /// The migrations of `migrations/sqlite`, compiled into the binary so it runs from any directory.
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "initial".into(),
-        MigrationType::Simple,
-        include_str!("../../migrations/sqlite/0001_initial.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "initial".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0001_initial.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            "dispatchers".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0002_dispatchers.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 fn is_in_memory(url: &str) -> bool {

@@ -180,6 +180,8 @@ conformance! {
         cursors::claim_leases_are_exclusive_renewed_and_taken_over,
         cursors::advance_is_compare_and_set,
         cursors::advance_records_deliveries_and_dead_letters,
+        cursors::heartbeat_lists_live_dispatchers,
+        cursors::release_cursors_frees_only_the_owners_leases,
         leases::lease_takes_due_rows_only,
         leases::lease_expires_and_is_taken_again,
         leases::ordered_lanes_lease_their_head_only,

@@ -123,28 +123,33 @@ impl Dispatcher {
         claim_loop(context.clone(), cancel.clone(), &tracker).await;
         tracker.close();
         tracker.wait().await;
-        release_cursors(&context).await;
+        leave(&context).await;
     }
 }
 
-/// After every cursor worker stopped: ends this process's cursor leases now, so another dispatcher
-/// (or this one restarted) takes the cursors at once instead of when the leases run out.
-async fn release_cursors(context: &Context) {
-    let refs: Vec<TriggerRef> = context
+/// After every cursor worker stopped: ends this process's cursor leases and membership now, so
+/// another dispatcher (or this one restarted) takes the cursors at once instead of when the leases
+/// run out.
+async fn leave(context: &Context) {
+    let uids: Vec<String> = context
         .plans
         .all()
         .iter()
-        .map(|plan| plan.trigger.clone())
+        .map(|p| p.trigger.uid.clone())
         .collect();
-    let now = chrono::Utc::now().timestamp_millis();
-    // A lease of zero from the owner is a lease that has already ended.
-    if let Err(error) = context
-        .store
-        .claim_cursors(&context.config.owner, &refs, now, 0)
-        .await
-    {
-        tracing::warn!(%error, "Releasing cursor leases failed; other dispatchers take them when the leases end.");
+    let owner = &context.config.owner;
+    if let Err(error) = context.store.release_cursors(owner, &uids).await {
+        tracing::warn!(%error, "Releasing cursor leases at shutdown failed; they expire on their own.");
     }
+    let now = chrono::Utc::now().timestamp_millis();
+    if let Err(error) = context.store.heartbeat(owner, now, -1).await {
+        tracing::warn!(%error, "Leaving the dispatcher group failed; it expires on its own.");
+    }
+}
+
+/// How many cursors one of `dispatchers` live dispatchers should hold: an even share, rounded up.
+pub fn fair_share(triggers: usize, dispatchers: usize) -> usize {
+    triggers.div_ceil(dispatchers.max(1))
 }
 
 async fn refresh_plans(context: &Context, reported: &mut HashMap<String, String>) {
@@ -189,22 +194,64 @@ async fn plan_loop(context: Arc<Context>, cancel: CancellationToken) {
     }
 }
 
-/// Claims and renews cursor leases, and runs one cursor worker per cursor held.
+/// Claims and renews cursor leases, and runs one cursor worker per cursor held. Each dispatcher
+/// keeps at most its fair share of the cursors (see [`fair_share`]): one that holds more (it was
+/// alone when others started) stops the surplus workers and, once their batch is committed, releases
+/// those cursors for the others to take; its other cursors are renewed meanwhile.
 async fn claim_loop(context: Arc<Context>, cancel: CancellationToken, tracker: &TaskTracker) {
     let mut running: HashMap<String, (CancellationToken, tokio::task::JoinHandle<()>)> =
         HashMap::new();
+    let mut releasing: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    let owner = context.config.owner.clone();
+    let lease_ms = i64::try_from(context.config.cursor_lease.as_millis()).unwrap_or(10_000);
     loop {
         running.retain(|_, (_, handle)| !handle.is_finished());
+        releasing.retain(|_, handle| !handle.is_finished());
         let plans = context.plans.all();
         let refs: Vec<TriggerRef> = plans.iter().map(|p| p.trigger.clone()).collect();
         let now = chrono::Utc::now().timestamp_millis();
-        let lease_ms = i64::try_from(context.config.cursor_lease.as_millis()).unwrap_or(10_000);
-        match context
-            .store
-            .claim_cursors(&context.config.owner, &refs, now, lease_ms)
-            .await
-        {
-            Ok(cursors) => {
+        let claimed = async {
+            let dispatchers = context.store.heartbeat(&owner, now, lease_ms).await?;
+            let cursors = context
+                .store
+                .claim_cursors(&owner, &refs, now, lease_ms)
+                .await?;
+            Ok::<_, kinetic_store::Error>((dispatchers.len(), cursors))
+        }
+        .await;
+        match claimed {
+            Ok((dispatchers, mut cursors)) => {
+                // Cursors being handed over are neither counted nor worked on again.
+                cursors.retain(|c| !releasing.contains_key(&c.trigger_uid));
+                let share = fair_share(refs.len(), dispatchers);
+                if cursors.len() > share {
+                    // Keep the cursors already being worked on; give up the rest.
+                    cursors.sort_by_key(|c| {
+                        (!running.contains_key(&c.trigger_uid), c.trigger_uid.clone())
+                    });
+                    for cursor in cursors.split_off(share) {
+                        let uid = cursor.trigger_uid;
+                        let worker = running.remove(&uid);
+                        let store = context.store.clone();
+                        let owner = owner.clone();
+                        let handover = tracker.spawn({
+                            let uid = uid.clone();
+                            async move {
+                                if let Some((token, handle)) = worker {
+                                    // The worker commits its batch before the lease goes, so the next
+                                    // holder does not deliver it again.
+                                    token.cancel();
+                                    let _ = handle.await;
+                                }
+                                if let Err(error) = store.release_cursors(&owner, &[uid]).await {
+                                    tracing::warn!(%error, "Releasing a surplus cursor failed; it expires on its own.");
+                                }
+                            }
+                        });
+                        releasing.insert(uid, handover);
+                    }
+                    tracing::debug!(share, dispatchers, "Handing cursors to other dispatchers.");
+                }
                 let held: HashSet<&str> = cursors.iter().map(|c| c.trigger_uid.as_str()).collect();
                 // Stop workers whose trigger is gone or whose lease was lost.
                 running.retain(|uid, (token, _)| {
@@ -276,5 +323,25 @@ async fn backlog_loop(context: Arc<Context>, cancel: CancellationToken) {
                     .set(value);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fair_share;
+
+    #[test]
+    fn shares_cover_every_trigger_and_differ_by_at_most_one() {
+        for triggers in 0..40 {
+            for dispatchers in 1..8 {
+                let share = fair_share(triggers, dispatchers);
+                assert!(share * dispatchers >= triggers, "{triggers}/{dispatchers}");
+                assert!(
+                    share * dispatchers < triggers + dispatchers,
+                    "{triggers}/{dispatchers}"
+                );
+            }
+        }
+        assert_eq!(fair_share(6, 0), 6);
     }
 }

@@ -334,6 +334,44 @@ impl Deliveries for SqliteStore {
         Ok(())
     }
 
+    async fn heartbeat(&self, owner: &str, now: Millis, ttl_ms: i64) -> Result<Vec<String>> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO dispatchers (owner, alive_until) VALUES (?1, ?2) \
+             ON CONFLICT (owner) DO UPDATE SET alive_until = excluded.alive_until",
+        )
+        .bind(owner)
+        .bind(now.saturating_add(ttl_ms))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM dispatchers WHERE alive_until < ?1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let owners: Vec<String> =
+            sqlx::query_scalar("SELECT owner FROM dispatchers ORDER BY owner")
+                .fetch_all(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(owners)
+    }
+
+    async fn release_cursors(&self, owner: &str, trigger_uids: &[String]) -> Result<()> {
+        let mut tx = self.write().await?;
+        for uid in trigger_uids {
+            sqlx::query(
+                "UPDATE cursors SET owner = NULL, lease_until = NULL \
+                 WHERE trigger_uid = ?1 AND owner = ?2",
+            )
+            .bind(uid)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn drop_trigger(&self, trigger_uid: &str) -> Result<()> {
         let mut tx = self.write().await?;
         sqlx::query("DELETE FROM deliveries WHERE trigger_uid = ?1")

@@ -277,3 +277,51 @@ pub async fn advance_records_deliveries_and_dead_letters(
     assert_eq!(row.payload, format!("event {s2}").into_bytes());
     Ok(())
 }
+
+pub async fn heartbeat_lists_live_dispatchers(store: Arc<dyn Store>) -> anyhow::Result<()> {
+    assert_eq!(store.heartbeat("b", T0, 1_000).await?, ["b"]);
+    assert_eq!(
+        store.heartbeat("a", T0 + 10, 1_000).await?,
+        ["a", "b"],
+        "sorted"
+    );
+    assert_eq!(
+        store.heartbeat("b", T0 + 500, 1_000).await?,
+        ["a", "b"],
+        "renewed"
+    );
+    // a's time ran out at T0 + 1010.
+    assert_eq!(store.heartbeat("c", T0 + 1_011, 1_000).await?, ["b", "c"]);
+    // A negative ttl is how a dispatcher leaves.
+    assert_eq!(store.heartbeat("b", T0 + 1_012, -1).await?, ["c"]);
+    Ok(())
+}
+
+pub async fn release_cursors_frees_only_the_owners_leases(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let (t1, t2, t3) = (
+        trigger("default/b", "t1"),
+        trigger("default/b", "t2"),
+        trigger("default/b", "t3"),
+    );
+    store
+        .claim_cursors("a", &[t1.clone(), t2.clone()], T0, 60_000)
+        .await?;
+    claim(&store, "b", &t3, T0).await?;
+
+    store
+        .release_cursors("a", &[t1.uid.clone(), t3.uid.clone()])
+        .await?;
+    assert_eq!(
+        claim(&store, "c", &t1, T0 + 1).await?,
+        0,
+        "released: taken at once"
+    );
+    let others = store
+        .claim_cursors("c", &[t2.clone(), t3.clone()], T0 + 1, 60_000)
+        .await?;
+    assert!(others.is_empty(), "t2 is still a's, t3 is b's: {others:?}");
+    store.release_cursors("a", &[]).await?;
+    Ok(())
+}
