@@ -67,6 +67,28 @@ pub(crate) fn positions(
 
 /// Rows to insert for `advance_cursor`, in event order, so that insertion order (the lane order)
 /// follows the log even when the caller lists them otherwise. Stable: equal positions keep their order.
+/// Splits `sizes` (bytes per item) into consecutive ranges whose total stays under `limit` (an item
+/// larger than `limit` gets a range of its own). Used to keep each statement's parameters in one
+/// small message: sqlx 0.9.0 does not set `TCP_NODELAY`, and a client message split over several
+/// writes then waits for the server's delayed ACK (about 40 ms) under Nagle's algorithm.
+pub(crate) fn size_bounded_ranges(sizes: &[usize], limit: usize) -> Vec<std::ops::Range<usize>> {
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    let mut total = 0;
+    for (index, size) in sizes.iter().enumerate() {
+        if index > start && total + size > limit {
+            ranges.push(start..index);
+            start = index;
+            total = 0;
+        }
+        total += size;
+    }
+    if start < sizes.len() {
+        ranges.push(start..sizes.len());
+    }
+    ranges
+}
+
 pub(crate) fn in_event_order(deliveries: &[NewDelivery]) -> Vec<&NewDelivery> {
     let mut rows: Vec<&NewDelivery> = deliveries.iter().collect();
     rows.sort_by_key(|row| row.event_seq);
@@ -195,5 +217,17 @@ mod tests {
         assert_eq!(lease_until(1_000, 500), 1_500);
         assert_eq!(lease_until(i64::MAX - 1, 500), i64::MAX);
         assert_eq!(lease_until(1_000, -5), 1_000);
+    }
+
+    #[test]
+    fn size_bounded_ranges_cover_everything_in_order() {
+        assert_eq!(
+            size_bounded_ranges(&[], 10),
+            Vec::<std::ops::Range<usize>>::new()
+        );
+        assert_eq!(size_bounded_ranges(&[4, 4, 4, 4], 10), vec![0..2, 2..4]);
+        assert_eq!(size_bounded_ranges(&[20, 1, 1], 10), vec![0..1, 1..3]);
+        assert_eq!(size_bounded_ranges(&[1, 20, 1], 10), vec![0..1, 1..2, 2..3]);
+        assert_eq!(size_bounded_ranges(&[5, 5], 10), vec![0..2]);
     }
 }

@@ -8,9 +8,20 @@ use sqlx::Row;
 use super::PostgresStore;
 use crate::{Appended, EventLog, Millis, NewEvent, Result, StoredEvent, codec};
 
+/// Most parameter bytes per statement, see [`codec::size_bounded_ranges`].
+const MESSAGE_LIMIT: usize = 12 * 1024;
+
 /// First key of the advisory locks that serialize appends per broker (the second is the broker's
 /// hash): "kn" in ASCII, to stay clear of other users of advisory locks in the same database.
 const APPEND_LOCK_CLASS: i32 = 0x6b6e;
+
+/// Each broker once (a batch usually holds one), keeping the lock statement's message small.
+fn distinct_brokers<'a>(brokers: &[&'a str]) -> Vec<&'a str> {
+    let mut distinct: Vec<&str> = brokers.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    distinct
+}
 
 #[async_trait]
 impl EventLog for PostgresStore {
@@ -37,7 +48,7 @@ impl EventLog for PostgresStore {
              FROM (SELECT DISTINCT hashtext(b) AS k FROM unnest($2::text[]) AS b ORDER BY k) AS keys",
         )
         .bind(APPEND_LOCK_CLASS)
-        .bind(&brokers)
+        .bind(distinct_brokers(&brokers))
         .execute(&mut *tx)
         .await?;
 
@@ -50,20 +61,28 @@ impl EventLog for PostgresStore {
             .iter()
             .map(|&index| events[index].id.as_str())
             .collect();
-        let stamped: Vec<(String, String, String)> = sqlx::query_as(
-            "INSERT INTO dedupe (broker, source, id, accepted_at) \
-             SELECT broker, source, id, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS k(broker, source, id) \
-             ON CONFLICT (broker, source, id) DO UPDATE SET accepted_at = EXCLUDED.accepted_at \
-             WHERE dedupe.accepted_at < $5 \
-             RETURNING broker, source, id",
-        )
-        .bind(&brokers)
-        .bind(&sources)
-        .bind(&ids)
-        .bind(now)
-        .bind(dedupe_since)
-        .fetch_all(&mut *tx)
-        .await?;
+        let key_sizes: Vec<usize> = (0..candidates.len())
+            .map(|i| brokers[i].len() + sources[i].len() + ids[i].len() + 16)
+            .collect();
+        let mut stamped: Vec<(String, String, String)> = Vec::with_capacity(candidates.len());
+        for range in codec::size_bounded_ranges(&key_sizes, MESSAGE_LIMIT) {
+            stamped.extend(
+                sqlx::query_as::<_, (String, String, String)>(
+                    "INSERT INTO dedupe (broker, source, id, accepted_at) \
+                     SELECT broker, source, id, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS k(broker, source, id) \
+                     ON CONFLICT (broker, source, id) DO UPDATE SET accepted_at = EXCLUDED.accepted_at \
+                     WHERE dedupe.accepted_at < $5 \
+                     RETURNING broker, source, id",
+                )
+                .bind(&brokers[range.clone()])
+                .bind(&sources[range.clone()])
+                .bind(&ids[range])
+                .bind(now)
+                .bind(dedupe_since)
+                .fetch_all(&mut *tx)
+                .await?,
+            );
+        }
         let stamped: HashSet<(&str, &str, &str)> = stamped
             .iter()
             .map(|(broker, source, id)| (broker.as_str(), source.as_str(), id.as_str()))
@@ -112,16 +131,23 @@ impl EventLog for PostgresStore {
                 payloads.push(event.payload.as_slice());
             }
         }
-        sqlx::query(
-            "INSERT INTO events (broker, seq, payload, accepted_at) \
-             SELECT broker, seq, payload, $4 FROM unnest($1::text[], $2::int8[], $3::bytea[]) AS e(broker, seq, payload)",
-        )
-        .bind(&brokers)
-        .bind(&seqs)
-        .bind(&payloads)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        let sizes: Vec<usize> = payloads
+            .iter()
+            .zip(&brokers)
+            .map(|(p, b)| p.len() + b.len() + 16)
+            .collect();
+        for range in codec::size_bounded_ranges(&sizes, MESSAGE_LIMIT) {
+            sqlx::query(
+                "INSERT INTO events (broker, seq, payload, accepted_at) \
+                 SELECT broker, seq, payload, $4 FROM unnest($1::text[], $2::int8[], $3::bytea[]) AS e(broker, seq, payload)",
+            )
+            .bind(&brokers[range.clone()])
+            .bind(&seqs[range.clone()])
+            .bind(&payloads[range])
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(results)
     }
