@@ -19,6 +19,8 @@ use crate::api::{self, ApiState};
 use crate::apply;
 use crate::config::{DispatcherSettings, IngressSettings, StoreSettings};
 
+/// How often delivered events and expired dedupe entries are removed; often, so each removal is small.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(2);
 /// How long in-flight work may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -394,7 +396,7 @@ async fn prune_loop(store: Arc<dyn Store>, dedupe_window: Duration, cancel: Canc
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(10)) => {}
+            () = tokio::time::sleep(PRUNE_INTERVAL) => {}
         }
         let since = chrono::Utc::now().timestamp_millis().saturating_sub(window);
         match store.prune(since).await {

@@ -62,12 +62,19 @@ impl SqliteStore {
         }
 
         // The writer never closes its connection: for `sqlite::memory:` that would drop the database.
+        // Checkpoints are taken off the writer (see `checkpoint_in_background`), so a commit never
+        // pays for copying the WAL into the database file.
+        let writer_options = if in_memory {
+            options.clone()
+        } else {
+            options.clone().pragma("wal_autocheckpoint", "0")
+        };
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(options.clone())
+            .connect_with(writer_options)
             .await?;
         migrator().run(&writer).await?;
 
@@ -79,6 +86,9 @@ impl SqliteStore {
                 .connect_with(options)
                 .await?
         };
+        if !in_memory {
+            checkpoint_in_background(&reader);
+        }
         Ok(SqliteStore { writer, reader })
     }
 
@@ -92,6 +102,41 @@ impl Store for SqliteStore {
     fn engine(&self) -> &'static str {
         "sqlite"
     }
+}
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+/// WAL size (pages) above which a checkpoint also waits for readers and truncates the WAL, so it
+/// cannot grow without bound under constant load.
+const WAL_TRUNCATE_PAGES: i64 = 16_384;
+
+/// Copies the WAL into the database file from a reader connection, twice a second, while the store
+/// is open. A passive checkpoint never blocks the writer, so commits (and the broker's 202s) do not
+/// stall behind checkpoint I/O as they do with SQLite's automatic checkpoint on commit.
+fn checkpoint_in_background(reader: &SqlitePool) {
+    let pool = reader.clone();
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        loop {
+            tokio::time::sleep(CHECKPOINT_INTERVAL).await;
+            if pool.is_closed() {
+                return;
+            }
+            let passive: std::result::Result<(i64, i64, i64), sqlx::Error> =
+                sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&pool).await;
+            match passive {
+                Ok((_, wal_pages, _)) if wal_pages > WAL_TRUNCATE_PAGES => {
+                    if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&pool).await {
+                        tracing::debug!(%error, "Truncating the SQLite WAL failed; trying again later.");
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => tracing::debug!(%error, "SQLite checkpoint failed; trying again later."),
+            }
+        }
+    });
 }
 
 /// The migrations of `migrations/sqlite`, compiled into the binary so it runs from any directory.

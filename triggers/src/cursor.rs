@@ -2,21 +2,31 @@
 //! filter selects (first attempts), and moves the cursor in the same transaction that records every
 //! event not delivered at once (a retry row or a dead letter). A crash before that commit means the
 //! batch is read again: at-least-once.
+//!
+//! Reading and delivering do not wait for the commit: a companion task commits batches in order,
+//! folding whatever has queued into one transaction, while the next batch is already being
+//! delivered. At most [`UNCOMMITTED_BATCHES`] batches wait for their commit; the worker stops when
+//! the commit task finds the lease lost, and finishes only once everything delivered is committed.
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use cloudevents::Event;
 use futures::StreamExt as _;
 use kinetic_api::eventing::DeliveryOrder;
 use kinetic_store::{Millis, NewDeadLetter, NewDelivery, StoredEvent};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::attempt::{deliver, kept_body};
 use crate::dispatcher::Context;
 use crate::plan::Plan;
 use crate::policy::Verdict;
+
+/// Batches delivered but not yet committed, at most.
+const UNCOMMITTED_BATCHES: usize = 4;
 
 /// What became of an event's first attempt.
 enum First {
@@ -26,13 +36,52 @@ enum First {
     Dead(NewDeadLetter, bool),
 }
 
-pub async fn run(context: Arc<Context>, uid: String, mut position: i64, cancel: CancellationToken) {
+/// A delivered batch, to commit: the cursor moves to `to`.
+struct Progress {
+    to: i64,
+    rows: Vec<NewDelivery>,
+    dead: Vec<(NewDeadLetter, bool)>,
+}
+
+pub async fn run(context: Arc<Context>, uid: String, position: i64, cancel: CancellationToken) {
+    let (progress, queue) = mpsc::channel::<Progress>(UNCOMMITTED_BATCHES);
+    let committed = Arc::new(AtomicI64::new(position));
+    let lost = CancellationToken::new();
+    let committer = tokio::spawn(commit_in_order(
+        context.clone(),
+        uid.clone(),
+        position,
+        queue,
+        committed.clone(),
+        lost.clone(),
+        cancel.clone(),
+    ));
+    read_and_deliver(
+        &context, &uid, position, &progress, &committed, &lost, &cancel,
+    )
+    .await;
+    drop(progress);
+    let _ = committer.await;
+}
+
+async fn read_and_deliver(
+    context: &Context,
+    uid: &str,
+    mut position: i64,
+    progress: &mpsc::Sender<Progress>,
+    committed: &AtomicI64,
+    lost: &CancellationToken,
+    cancel: &CancellationToken,
+) {
     let mut commits = context.committed.subscribe();
+    // Ordered lanes this worker queued rows in, by the batch end that carries them: until that batch
+    // is committed the store cannot know the lane is blocked.
+    let mut uncommitted_lanes: Vec<(i64, HashSet<String>)> = Vec::new();
     loop {
-        if cancel.is_cancelled() {
+        if cancel.is_cancelled() || lost.is_cancelled() {
             return;
         }
-        let Some(plan) = context.plans.get(&uid) else {
+        let Some(plan) = context.plans.get(uid) else {
             return;
         };
         let events = match context
@@ -43,7 +92,7 @@ pub async fn run(context: Arc<Context>, uid: String, mut position: i64, cancel: 
             Ok(events) => events,
             Err(error) => {
                 tracing::warn!(trigger = %plan.label, %error, "Reading the event log failed.");
-                pause(&cancel, Duration::from_secs(1)).await;
+                pause(cancel, Duration::from_secs(1)).await;
                 continue;
             }
         };
@@ -51,13 +100,19 @@ pub async fn run(context: Arc<Context>, uid: String, mut position: i64, cancel: 
             commits.borrow_and_update();
             tokio::select! {
                 () = cancel.cancelled() => return,
+                () = lost.cancelled() => return,
                 _ = commits.changed() => {}
                 () = tokio::time::sleep(context.config.poll_interval) => {}
             }
             continue;
         };
-        let outcomes = process(&context, &plan, events).await;
-        let now = chrono::Utc::now().timestamp_millis();
+        let done = committed.load(Ordering::Acquire);
+        uncommitted_lanes.retain(|(to, _)| *to > done);
+        let pending: HashSet<String> = uncommitted_lanes
+            .iter()
+            .flat_map(|(_, lanes)| lanes.iter().cloned())
+            .collect();
+        let outcomes = process(context, &plan, events, &pending).await;
         let mut rows = Vec::new();
         let mut dead = Vec::new();
         for outcome in outcomes {
@@ -67,33 +122,76 @@ pub async fn run(context: Arc<Context>, uid: String, mut position: i64, cancel: 
                 First::Dead(letter, to_sink) => dead.push((letter, to_sink)),
             }
         }
-        match context
-            .store
-            .advance_cursor(
-                &context.config.owner,
-                &uid,
-                position,
-                last,
-                &rows,
-                &dead,
-                now,
-            )
+        let lanes: HashSet<String> = rows.iter().filter_map(|row| row.lane.clone()).collect();
+        if !lanes.is_empty() {
+            uncommitted_lanes.push((last, lanes));
+        }
+        if progress
+            .send(Progress {
+                to: last,
+                rows,
+                dead,
+            })
             .await
+            .is_err()
         {
-            Ok(true) => {
-                position = last;
-                if !rows.is_empty() || dead.iter().any(|(_, to_sink)| *to_sink) {
-                    context.rows_added.notify_one();
+            return;
+        }
+        position = last;
+    }
+}
+
+/// Commits delivered batches in order, folding everything queued into one transaction. A failed
+/// commit is tried again (the worker waits once [`UNCOMMITTED_BATCHES`] are queued); a lost lease
+/// stops the worker. Ends when the worker is done and everything it sent is committed.
+async fn commit_in_order(
+    context: Arc<Context>,
+    uid: String,
+    mut position: i64,
+    mut queue: mpsc::Receiver<Progress>,
+    committed: Arc<AtomicI64>,
+    lost: CancellationToken,
+    cancel: CancellationToken,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut to = first.to;
+        let mut rows = first.rows;
+        let mut dead = first.dead;
+        while let Ok(more) = queue.try_recv() {
+            to = more.to;
+            rows.extend(more.rows);
+            dead.extend(more.dead);
+        }
+        loop {
+            let now = chrono::Utc::now().timestamp_millis();
+            match context
+                .store
+                .advance_cursor(&context.config.owner, &uid, position, to, &rows, &dead, now)
+                .await
+            {
+                Ok(true) => {
+                    position = to;
+                    committed.store(to, Ordering::Release);
+                    if !rows.is_empty() || dead.iter().any(|(_, to_sink)| *to_sink) {
+                        context.rows_added.notify_one();
+                    }
+                    break;
                 }
-            }
-            Ok(false) => {
-                tracing::info!(trigger = %plan.label, "Lost the cursor lease; another dispatcher took over.");
-                return;
-            }
-            Err(error) => {
-                // The batch will be read and delivered again: at-least-once.
-                tracing::warn!(trigger = %plan.label, %error, "Moving the cursor failed; the batch will be delivered again.");
-                pause(&cancel, Duration::from_secs(1)).await;
+                Ok(false) => {
+                    tracing::info!(trigger = %uid, "Lost the cursor lease; another dispatcher took over.");
+                    lost.cancel();
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(trigger = %uid, %error, "Moving the cursor failed; trying again.");
+                    // After a shutdown request, one more failure ends the worker: what was not
+                    // committed is delivered again after restart (at-least-once).
+                    if cancel.is_cancelled() {
+                        lost.cancel();
+                        return;
+                    }
+                    pause(&cancel, Duration::from_secs(1)).await;
+                }
             }
         }
     }
@@ -107,7 +205,12 @@ async fn pause(cancel: &CancellationToken, period: Duration) {
 }
 
 /// Parses, filters and delivers one batch. The result holds one entry per event, in log order.
-async fn process(context: &Context, plan: &Plan, events: Vec<StoredEvent>) -> Vec<First> {
+async fn process(
+    context: &Context,
+    plan: &Plan,
+    events: Vec<StoredEvent>,
+    pending_lanes: &HashSet<String>,
+) -> Vec<First> {
     let parsed: Vec<(StoredEvent, Option<Event>)> = events
         .into_iter()
         .map(|stored| {
@@ -134,7 +237,7 @@ async fn process(context: &Context, plan: &Plan, events: Vec<StoredEvent>) -> Ve
                 .collect()
                 .await
         }
-        DeliveryOrder::Ordered => ordered(context, plan, parsed).await,
+        DeliveryOrder::Ordered => ordered(context, plan, parsed, pending_lanes).await,
     }
 }
 
@@ -145,9 +248,13 @@ async fn ordered(
     context: &Context,
     plan: &Plan,
     parsed: Vec<(StoredEvent, Option<Event>)>,
+    pending_lanes: &HashSet<String>,
 ) -> Vec<First> {
     let blocked: HashSet<String> = match context.store.blocked_lanes(&plan.trigger.uid).await {
-        Ok(lanes) => lanes.into_iter().collect(),
+        Ok(lanes) => lanes
+            .into_iter()
+            .chain(pending_lanes.iter().cloned())
+            .collect(),
         Err(error) => {
             // Without knowing the blocked lanes, queue everything as rows: order is kept either way.
             tracing::warn!(trigger = %plan.label, %error, "Reading blocked lanes failed; queueing the batch.");

@@ -167,31 +167,54 @@ impl EventLog for SqliteStore {
     }
 
     async fn prune(&self, dedupe_since: Millis) -> Result<u64> {
-        let mut tx = self.write().await?;
-        sqlx::query("DELETE FROM dedupe WHERE accepted_at < ?1")
+        // Small transactions: SQLite has one writer, and a long delete would stall every commit
+        // (and the broker's 202s) behind it.
+        loop {
+            let mut tx = self.write().await?;
+            let removed = sqlx::query(
+                "DELETE FROM dedupe WHERE (broker, source, id) IN \
+                 (SELECT broker, source, id FROM dedupe WHERE accepted_at < ?1 LIMIT ?2)",
+            )
             .bind(dedupe_since)
+            .bind(PRUNE_CHUNK)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            if removed < PRUNE_CHUNK as u64 {
+                break;
+            }
+        }
         // Per broker, everything up to the slowest cursor; a broker without cursors loses it all.
-        let bounds: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT h.broker, COALESCE((SELECT MIN(c.position) FROM cursors c WHERE c.broker = h.broker), h.head) \
+        let bounds: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT h.broker, COALESCE((SELECT MIN(c.position) FROM cursors c WHERE c.broker = h.broker), h.head), \
+             (SELECT MIN(e.seq) FROM events e WHERE e.broker = h.broker) \
              FROM log_heads h",
         )
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.reader)
         .await?;
         let mut deleted = 0;
-        for (broker, bound) in bounds {
-            deleted += sqlx::query("DELETE FROM events WHERE broker = ?1 AND seq <= ?2")
-                .bind(&broker)
-                .bind(bound)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+        for (broker, bound, lowest) in bounds {
+            let Some(mut lowest) = lowest else { continue };
+            while lowest <= bound {
+                let upto = bound.min(lowest.saturating_add(PRUNE_CHUNK - 1));
+                let mut tx = self.write().await?;
+                deleted += sqlx::query("DELETE FROM events WHERE broker = ?1 AND seq <= ?2")
+                    .bind(&broker)
+                    .bind(upto)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                lowest = upto.saturating_add(1);
+            }
         }
-        tx.commit().await?;
         Ok(deleted)
     }
 }
+
+/// Rows deleted per pruning transaction.
+const PRUNE_CHUNK: i64 = 1000;
 
 #[cfg(test)]
 mod tests {
