@@ -47,6 +47,9 @@ impl PostgresStore {
     /// processes may open the same database at once: sqlx serializes migrations on an advisory lock.
     pub async fn open(url: &str) -> Result<Self> {
         let pool = PgPoolOptions::new()
+            // A ping before every use would add a round trip to each statement; a broken
+            // connection fails its statement instead and is replaced.
+            .test_before_acquire(false)
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect(url)

@@ -70,6 +70,9 @@ impl SqliteStore {
             options.clone().pragma("wal_autocheckpoint", "0")
         };
         let writer = SqlitePoolOptions::new()
+            // A ping before every use would add a round trip to each statement; a broken
+            // connection fails its statement instead and is replaced.
+            .test_before_acquire(false)
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
@@ -82,6 +85,9 @@ impl SqliteStore {
             writer.clone()
         } else {
             SqlitePoolOptions::new()
+                // A ping before every use would add a round trip to each statement; a broken
+                // connection fails its statement instead and is replaced.
+                .test_before_acquire(false)
                 .max_connections(READERS)
                 .connect_with(options)
                 .await?
