@@ -41,8 +41,8 @@ pub struct Applied {
     pub outcome: String,
 }
 
-/// Stores validated resources. A new trigger gets its cursor now, at the broker's head, so it sees
-/// every event accepted from this moment.
+/// Stores validated resources. A new trigger (or one moved to another broker) gets its cursor now,
+/// at the broker's head, so it sees every event accepted from this moment.
 pub async fn apply(
     store: &Arc<dyn Store>,
     resources: &[Resource],
@@ -55,19 +55,34 @@ pub async fn apply(
             namespace,
             name,
         } = resource.key();
+        let previous_broker = match resource {
+            Resource::Trigger(_) => store
+                .get_resource(&kind, &namespace, &name)
+                .await?
+                .and_then(|r| r.body.pointer("/spec/broker")?.as_str().map(str::to_owned)),
+            Resource::Broker(_) => None,
+        };
         let (outcome, stored) = store
             .apply_resource(&kind, &namespace, &name, &resource.to_json(), now)
             .await?;
-        if let (Resource::Trigger(trigger), ApplyOutcome::Created) = (resource, outcome) {
-            let reference = TriggerRef {
-                uid: stored.uid.clone(),
-                namespace: namespace.clone(),
-                name: name.clone(),
-                broker: format!("{namespace}/{}", trigger.spec.broker),
-            };
-            store
-                .claim_cursors(CONTROL_PLANE, &[reference], now, 0)
-                .await?;
+        if let Resource::Trigger(trigger) = resource {
+            let moved = previous_broker.is_some_and(|previous| previous != trigger.spec.broker);
+            if moved {
+                // A trigger moved to another broker starts over at that broker's head: its cursor
+                // and pending deliveries belonged to the old broker's log.
+                store.drop_trigger(&stored.uid).await?;
+            }
+            if moved || outcome == ApplyOutcome::Created {
+                let reference = TriggerRef {
+                    uid: stored.uid.clone(),
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    broker: format!("{namespace}/{}", trigger.spec.broker),
+                };
+                store
+                    .claim_cursors(CONTROL_PLANE, &[reference], now, 0)
+                    .await?;
+            }
         }
         applied.push(Applied {
             kind,

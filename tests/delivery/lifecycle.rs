@@ -122,3 +122,69 @@ async fn triggers_change_while_running(engine: Engine) {
     kept.sort();
     assert_eq!(kept, ["post-a", "post-b", "pre-1", "probe-1"]);
 }
+
+engines!(a_moved_trigger_starts_at_the_new_brokers_head);
+
+/// A trigger re-applied with another `spec.broker` leaves the old broker's log and sees the new
+/// broker's events from the moment it moved, not the new broker's backlog.
+async fn a_moved_trigger_starts_at_the_new_brokers_head(engine: Engine) {
+    let receiver = Receiver::start().await;
+    let mover = |broker: &str| trigger_yaml("mover", broker, &receiver.url("/mover"), "");
+    // A trigger on `other` that cannot deliver (its Service does not resolve) keeps its cursor at
+    // the start, so `other`'s events stay in the log instead of being pruned.
+    let witness = "apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {name: witness}\nspec:\n  broker: other\n  subscriber: {ref: {kind: Service, name: missing}}\n".to_owned();
+    let world = World::start(engine, &[broker_yaml("other"), mover("default"), witness]).await;
+    world.send("default", &[Ce::new("on-default-1", "t")]).await;
+    // More events on `other` than the mover's position on `default`, so a position carried over
+    // from the old broker would show.
+    let before = [
+        Ce::new("before-move-1", "t"),
+        Ce::new("before-move-2", "t"),
+        Ce::new("before-move-3", "t"),
+    ];
+    world.send("other", &before).await;
+    assert_eq!(
+        ids(&receiver.wait_for("/mover", 1, WAIT).await),
+        ["on-default-1"]
+    );
+
+    let moved: Value = serde_saphyr::from_str(&mover("other")).expect("trigger YAML");
+    let (status, answer) = world
+        .post_json("/api/v1/apply?file=moved.json", &moved)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["applied"][0]["outcome"], "updated");
+    // The dispatcher picks the change up within its plan refresh: probe until a new event on
+    // `other` arrives.
+    let deadline = Instant::now() + WAIT;
+    let mut probe = 0;
+    loop {
+        probe += 1;
+        let id = format!("probe-{probe}");
+        world.send("other", &[Ce::new(&id, "t")]).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if ids(&receiver.received("/mover")).contains(&id) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the move never took effect; log:\n{}",
+            world.log()
+        );
+    }
+    world.send("default", &[Ce::new("on-default-2", "t")]).await;
+    world
+        .send("other", &[Ce::new("on-other-after-move", "t")])
+        .await;
+    receiver.wait_for("/mover", probe + 2, WAIT).await;
+    tokio::time::sleep(QUIET).await;
+    let got: Vec<String> = ids(&receiver.received("/mover"))
+        .into_iter()
+        .filter(|id| !id.starts_with("probe-"))
+        .collect();
+    assert_eq!(
+        got,
+        ["on-default-1", "on-other-after-move"],
+        "the old broker still delivers, or the new broker's backlog was delivered"
+    );
+}

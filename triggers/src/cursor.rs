@@ -77,6 +77,7 @@ async fn read_and_deliver(
     // Ordered lanes this worker queued rows in, by the batch end that carries them: until that batch
     // is committed the store cannot know the lane is blocked.
     let mut uncommitted_lanes: Vec<(i64, HashSet<String>)> = Vec::new();
+    let mut started_on: Option<String> = None;
     loop {
         if cancel.is_cancelled() || lost.is_cancelled() {
             return;
@@ -84,6 +85,12 @@ async fn read_and_deliver(
         let Some(plan) = context.plans.get(uid) else {
             return;
         };
+        // The cursor's position counts in one broker's log; a trigger moved to another broker gets a
+        // new cursor (and a new worker).
+        let broker = started_on.get_or_insert_with(|| plan.trigger.broker.clone());
+        if *broker != plan.trigger.broker {
+            return;
+        }
         let events = match context
             .store
             .read(&plan.trigger.broker, position, context.config.batch_size)

@@ -207,7 +207,9 @@ async fn sink_attempt(
     let (status, body) = letter
         .map(|l| (l.last_status, l.last_response))
         .unwrap_or((row.last_status, None));
-    let decorated = dead_letter::decorate(event, &plan.subscriber, status, body.as_deref());
+    let mut decorated = dead_letter::decorate(event, &plan.subscriber, status, body.as_deref());
+    // As for the subscriber, the broker's TTL stays inside the broker.
+    decorated.remove_extension(kinetic_api::event::BROKER_TTL);
     let attempt = context
         .sender
         .send(&sink, &decorated, plan.policy.format, plan.policy.timeout)
