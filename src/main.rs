@@ -17,6 +17,11 @@ mod server;
 
 use config::{DispatcherSettings, IngressSettings, StoreSettings};
 
+// Every event allocates on its way through HTTP, JSON and the store; glibc's allocator spends a
+// tenth of the process's time on it under load (measured with perf), mimalloc a fraction of that.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "kinetic",

@@ -93,7 +93,12 @@ async fn run(
             .collect();
         let now = chrono::Utc::now().timestamp_millis();
         metrics.batch_size.observe(events.len() as f64);
-        match store.append(&events, now, now.saturating_sub(window)).await {
+        let started = std::time::Instant::now();
+        let appended = store.append(&events, now, now.saturating_sub(window)).await;
+        metrics
+            .commit_duration
+            .observe(started.elapsed().as_secs_f64());
+        match appended {
             Ok(outcomes) => {
                 committed.send_modify(|count| *count = count.wrapping_add(1));
                 let mut outcomes = outcomes.into_iter();
