@@ -381,8 +381,7 @@ async fn first_attempt(
             context.metrics.outcome(&plan.label, "delivered");
             First::Delivered
         }
-        Verdict::Retryable if plan.policy.retry >= 1 => {
-            let wait = plan.policy.wait_before_retry(1, attempt.retry_after);
+        Verdict::Retryable if plan.policy.allows_retry(1) => {
             context.metrics.outcome(&plan.label, "retry_scheduled");
             context
                 .metrics
@@ -398,7 +397,7 @@ async fn first_attempt(
                 payload: stored.payload,
                 lane,
                 attempts: 1,
-                next_attempt_at: now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 4),
+                next_attempt_at: plan.policy.retry_at(1, attempt.retry_after, now),
                 first_attempt_at: Some(started),
                 last_status: attempt.status.map(i32::from),
                 last_error: attempt.error.clone(),

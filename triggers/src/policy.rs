@@ -84,6 +84,19 @@ impl DeliveryPolicy {
         }
     }
 
+    /// Whether another attempt follows `made` failed attempts (the first attempt plus `retry`
+    /// retries in all).
+    pub fn allows_retry(&self, made: i32) -> bool {
+        u32::try_from(made).is_ok_and(|made| made <= self.retry)
+    }
+
+    /// When retry number `made` is due, `made` attempts having failed by `now` (Unix ms).
+    pub fn retry_at(&self, made: i32, retry_after: Option<Duration>, now: i64) -> i64 {
+        let k = u32::try_from(made).unwrap_or(1).max(1);
+        let wait = self.wait_before_retry(k, retry_after);
+        now.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
+    }
+
     /// How long to wait before retry `k` given the answer's `Retry-After` (already parsed):
     /// `max(Retry-After capped by retryAfterMax, backoff)`.
     pub fn wait_before_retry(&self, k: u32, retry_after: Option<Duration>) -> Duration {
@@ -192,6 +205,18 @@ mod tests {
             p.wait_before_retry(1, Some(Duration::from_secs(3))),
             Duration::from_secs(10)
         );
+    }
+
+    #[test]
+    fn retry_budget_and_due_time() {
+        let p = policy(BackoffPolicy::Linear, 100);
+        assert!((1..=5).all(|made| p.allows_retry(made)));
+        assert!(!p.allows_retry(6));
+        assert!(!p.allows_retry(-1));
+        assert_eq!(p.retry_at(1, None, 1_000), 1_100);
+        assert_eq!(p.retry_at(3, None, 1_000), 1_300);
+        assert_eq!(p.retry_at(1, Some(Duration::from_secs(2)), 1_000), 3_000);
+        assert_eq!(p.retry_at(1, None, i64::MAX - 1), i64::MAX);
     }
 
     #[test]

@@ -151,16 +151,16 @@ async fn subscriber_attempt(
             context.metrics.outcome(&plan.label, "delivered");
             DeliveryUpdate::Done
         }
-        Verdict::Retryable if u32::try_from(made).unwrap_or(u32::MAX) <= plan.policy.retry => {
+        Verdict::Retryable if plan.policy.allows_retry(made) => {
             context.metrics.outcome(&plan.label, "retry_scheduled");
             context.metrics.retries.get_or_create(&labels).inc();
-            let wait = plan
-                .policy
-                .wait_before_retry(u32::try_from(made).unwrap_or(1), attempt.retry_after);
             DeliveryUpdate::Retry {
                 attempts: made,
-                next_attempt_at: chrono::Utc::now().timestamp_millis()
-                    + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 4),
+                next_attempt_at: plan.policy.retry_at(
+                    made,
+                    attempt.retry_after,
+                    chrono::Utc::now().timestamp_millis(),
+                ),
                 last_status: attempt.status.map(i32::from),
                 last_error: attempt.error.clone(),
             }
@@ -222,20 +222,18 @@ async fn sink_attempt(
                 .outcome(&plan.label, "dead_letter_sink_delivered");
             DeliveryUpdate::Done
         }
-        Verdict::Retryable if u32::try_from(made).unwrap_or(u32::MAX) <= plan.policy.retry => {
-            let wait = plan
-                .policy
-                .wait_before_retry(u32::try_from(made).unwrap_or(1), attempt.retry_after);
-            DeliveryUpdate::Retry {
-                attempts: made,
-                next_attempt_at: chrono::Utc::now().timestamp_millis()
-                    + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 4),
-                last_status: attempt.status.map(i32::from),
-                last_error: attempt
-                    .error
-                    .map(|e| format!("dead-letter sink {sink}: {e}")),
-            }
-        }
+        Verdict::Retryable if plan.policy.allows_retry(made) => DeliveryUpdate::Retry {
+            attempts: made,
+            next_attempt_at: plan.policy.retry_at(
+                made,
+                attempt.retry_after,
+                chrono::Utc::now().timestamp_millis(),
+            ),
+            last_status: attempt.status.map(i32::from),
+            last_error: attempt
+                .error
+                .map(|e| format!("dead-letter sink {sink}: {e}")),
+        },
         _ => {
             context
                 .metrics
