@@ -19,12 +19,34 @@ use crate::policy::Verdict;
 const LEASE_BATCH: usize = 128;
 /// Longest sleep between looks at the store (rows written by other processes).
 const MAX_IDLE: Duration = Duration::from_millis(500);
+/// How often rows are leased even when none look due, to take over expired leases.
+const SWEEP: Duration = Duration::from_secs(5);
 
 pub async fn run(context: Arc<Context>, cancel: CancellationToken) {
+    // Leasing is a write; when the (read-only) `next_due` says nothing is due, skip it, except every
+    // `SWEEP` to pick up rows whose lease expired with a crashed dispatcher (`next_due` does not see
+    // leased rows).
+    let mut last_lease = tokio::time::Instant::now();
+    let mut due_now = true;
     loop {
         if cancel.is_cancelled() {
             return;
         }
+        if !due_now && last_lease.elapsed() < SWEEP {
+            let wait = match context.store.next_due().await {
+                Ok(Some(due)) => Duration::from_millis(
+                    u64::try_from(due - chrono::Utc::now().timestamp_millis()).unwrap_or(0),
+                ),
+                Ok(None) => MAX_IDLE,
+                Err(_) => Duration::from_secs(1),
+            };
+            if !wait.is_zero() {
+                // Woken by new rows, or time passed: look again before leasing.
+                idle(&context, &cancel, wait.min(MAX_IDLE)).await;
+                continue;
+            }
+        }
+        last_lease = tokio::time::Instant::now();
         let now = chrono::Utc::now().timestamp_millis();
         let rows = match context
             .store
@@ -45,17 +67,7 @@ pub async fn run(context: Arc<Context>, cancel: CancellationToken) {
                 async move { attempt_row(context, row).await }
             })
             .await;
-        if full {
-            continue;
-        }
-        let wait = match context.store.next_due().await {
-            Ok(Some(due)) => Duration::from_millis(
-                u64::try_from(due - chrono::Utc::now().timestamp_millis()).unwrap_or(0),
-            ),
-            Ok(None) => MAX_IDLE,
-            Err(_) => Duration::from_secs(1),
-        };
-        idle(&context, &cancel, wait.min(MAX_IDLE)).await;
+        due_now = full;
     }
 }
 
