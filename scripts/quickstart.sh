@@ -63,8 +63,8 @@ echo "==> Dead letters kept in the store (kinetic dlq list)"
 "$bin/kinetic" dlq list --server "$server"
 echo
 got=$(grep -c '^GOT' "$work/display.log" || true)
-if [ "$got" -lt 5 ]; then
-  echo "error: expected at least 5 deliveries (3 orders + 1 big order + 2 dead letters... ), got $got" >&2
+if [ "$got" -lt 6 ]; then
+  echo "error: expected 6 successful deliveries (3 at /orders, 1 at /big-orders, 2 at /dead-letters), got $got" >&2
   exit 1
 fi
 cat <<NEXT
