@@ -16,12 +16,13 @@ use std::time::Duration;
 use cloudevents::Event;
 use futures::StreamExt as _;
 use kinetic_api::eventing::DeliveryOrder;
-use kinetic_store::{Millis, NewDeadLetter, NewDelivery, StoredEvent};
+use kinetic_store::{Millis, NewDeadLetter, NewDelivery};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::attempt::{deliver, kept_body};
 use crate::dispatcher::Context;
+use crate::log_cache::Logged;
 use crate::plan::Plan;
 use crate::policy::Verdict;
 
@@ -92,7 +93,7 @@ async fn read_and_deliver(
             return;
         }
         let events = match context
-            .store
+            .log
             .read(&plan.trigger.broker, position, context.config.batch_size)
             .await
         {
@@ -103,7 +104,7 @@ async fn read_and_deliver(
                 continue;
             }
         };
-        let Some(last) = events.last().map(|e| e.seq) else {
+        let Some(last) = events.last().map(|e| e.stored.seq) else {
             commits.borrow_and_update();
             tokio::select! {
                 () = cancel.cancelled() => return,
@@ -211,31 +212,20 @@ async fn pause(cancel: &CancellationToken, period: Duration) {
     }
 }
 
-/// Parses, filters and delivers one batch. The result holds one entry per event, in log order.
+/// Filters and delivers one batch. The result holds one entry per event, in log order.
 async fn process(
     context: &Context,
     plan: &Plan,
-    events: Vec<StoredEvent>,
+    events: Vec<Arc<Logged>>,
     pending_lanes: &HashSet<String>,
 ) -> Vec<First> {
-    let parsed: Vec<(StoredEvent, Option<Event>)> = events
-        .into_iter()
-        .map(|stored| {
-            let event = kinetic_api::cloudevent::from_json(&stored.payload).ok();
-            if event.is_none() {
-                context.metrics.corrupt_events.inc();
-                tracing::error!(seq = stored.seq, broker = %plan.trigger.broker, "A stored event cannot be read; skipping it.");
-            }
-            (stored, event)
-        })
-        .collect();
     match plan.order {
         DeliveryOrder::Unordered => {
-            futures::stream::iter(parsed)
-                .map(|(stored, event)| async move {
-                    match event {
-                        Some(event) if plan.filter.matches(&event) => {
-                            first_attempt(context, plan, stored, &event, None).await
+            futures::stream::iter(events)
+                .map(|logged| async move {
+                    match &logged.event {
+                        Some(event) if plan.filter.matches(event) => {
+                            first_attempt(context, plan, &logged, event, None).await
                         }
                         _ => First::NotMatched,
                     }
@@ -244,7 +234,7 @@ async fn process(
                 .collect()
                 .await
         }
-        DeliveryOrder::Ordered => ordered(context, plan, parsed, pending_lanes).await,
+        DeliveryOrder::Ordered => ordered(context, plan, events, pending_lanes).await,
     }
 }
 
@@ -254,7 +244,7 @@ async fn process(
 async fn ordered(
     context: &Context,
     plan: &Plan,
-    parsed: Vec<(StoredEvent, Option<Event>)>,
+    parsed: Vec<Arc<Logged>>,
     pending_lanes: &HashSet<String>,
 ) -> Vec<First> {
     let blocked: HashSet<String> = match context.store.blocked_lanes(&plan.trigger.uid).await {
@@ -267,10 +257,10 @@ async fn ordered(
             tracing::warn!(trigger = %plan.label, %error, "Reading blocked lanes failed; queueing the batch.");
             let now = chrono::Utc::now().timestamp_millis();
             return parsed
-                .into_iter()
-                .map(|(stored, event)| match event {
-                    Some(event) if plan.filter.matches(&event) => {
-                        First::Row(waiting(plan, stored, lane_of(&event), now))
+                .iter()
+                .map(|logged| match &logged.event {
+                    Some(event) if plan.filter.matches(event) => {
+                        First::Row(waiting(plan, logged, lane_of(event), now))
                     }
                     _ => First::NotMatched,
                 })
@@ -281,26 +271,19 @@ async fn ordered(
     // Lanes in order of first appearance, each with its events (and their index in the batch).
     let mut lanes: Vec<(String, Vec<Queued>)> = Vec::new();
     let mut results: Vec<Option<First>> = (0..count).map(|_| None).collect();
-    for (index, (stored, event)) in parsed.into_iter().enumerate() {
-        let Some(event) = event.filter(|e| plan.filter.matches(e)) else {
+    for (index, logged) in parsed.into_iter().enumerate() {
+        let Some(lane) = logged
+            .event
+            .as_ref()
+            .filter(|e| plan.filter.matches(e))
+            .map(lane_of)
+        else {
             results[index] = Some(First::NotMatched);
             continue;
         };
-        let lane = lane_of(&event);
         match lanes.iter_mut().find(|(name, _)| *name == lane) {
-            Some((_, list)) => list.push(Queued {
-                index,
-                stored,
-                event,
-            }),
-            None => lanes.push((
-                lane,
-                vec![Queued {
-                    index,
-                    stored,
-                    event,
-                }],
-            )),
+            Some((_, list)) => list.push(Queued { index, logged }),
+            None => lanes.push((lane, vec![Queued { index, logged }])),
         }
     }
     let finished: Vec<Vec<(usize, First)>> = futures::stream::iter(lanes)
@@ -309,19 +292,15 @@ async fn ordered(
             async move {
                 let mut out = Vec::with_capacity(list.len());
                 let mut stuck = blocked;
-                for Queued {
-                    index,
-                    stored,
-                    event,
-                } in list
-                {
+                for Queued { index, logged } in list {
+                    let Some(event) = &logged.event else { continue };
                     if stuck {
                         let now = chrono::Utc::now().timestamp_millis();
-                        out.push((index, First::Row(waiting(plan, stored, lane.clone(), now))));
+                        out.push((index, First::Row(waiting(plan, &logged, lane.clone(), now))));
                         continue;
                     }
                     let outcome =
-                        first_attempt(context, plan, stored, &event, Some(lane.clone())).await;
+                        first_attempt(context, plan, &logged, event, Some(lane.clone())).await;
                     stuck = matches!(outcome, First::Row(_));
                     out.push((index, outcome));
                 }
@@ -340,11 +319,10 @@ async fn ordered(
         .collect()
 }
 
-/// An event of an ordered lane, with its index in the batch.
+/// An event of an ordered lane (it matched, so it parsed), with its index in the batch.
 struct Queued {
     index: usize,
-    stored: StoredEvent,
-    event: Event,
+    logged: Arc<Logged>,
 }
 
 fn lane_of(event: &Event) -> String {
@@ -352,11 +330,11 @@ fn lane_of(event: &Event) -> String {
         .unwrap_or_default()
 }
 
-fn waiting(plan: &Plan, stored: StoredEvent, lane: String, now: Millis) -> NewDelivery {
+fn waiting(plan: &Plan, logged: &Logged, lane: String, now: Millis) -> NewDelivery {
     NewDelivery {
         trigger: plan.trigger.clone(),
-        event_seq: stored.seq,
-        payload: stored.payload,
+        event_seq: logged.stored.seq,
+        payload: logged.stored.payload.clone(),
         lane: Some(lane),
         attempts: 0,
         next_attempt_at: now,
@@ -369,10 +347,11 @@ fn waiting(plan: &Plan, stored: StoredEvent, lane: String, now: Millis) -> NewDe
 async fn first_attempt(
     context: &Context,
     plan: &Plan,
-    stored: StoredEvent,
+    logged: &Logged,
     event: &Event,
     lane: Option<String>,
 ) -> First {
+    let stored = &logged.stored;
     let started: Millis = chrono::Utc::now().timestamp_millis();
     let attempt = deliver(context, plan, event).await;
     let now = chrono::Utc::now().timestamp_millis();
@@ -394,7 +373,7 @@ async fn first_attempt(
             First::Row(NewDelivery {
                 trigger: plan.trigger.clone(),
                 event_seq: stored.seq,
-                payload: stored.payload,
+                payload: stored.payload.clone(),
                 lane,
                 attempts: 1,
                 next_attempt_at: plan.policy.retry_at(1, attempt.retry_after, now),
@@ -417,7 +396,7 @@ async fn first_attempt(
                 NewDeadLetter {
                     trigger: plan.trigger.clone(),
                     event_seq: stored.seq,
-                    payload: stored.payload,
+                    payload: stored.payload.clone(),
                     lane,
                     attempts: 1,
                     last_status: attempt.status.map(i32::from),

@@ -19,6 +19,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::log_cache::LogCache;
 use crate::metrics::{BacklogLabels, Metrics};
 use crate::plan::{PlanTable, Plans, Resolver, build_plans};
 use crate::policy::Defaults;
@@ -78,6 +79,8 @@ pub struct Context {
     pub committed: watch::Sender<u64>,
     /// Wakes the retry worker when rows were added.
     pub rows_added: Notify,
+    /// The brokers' logs as this process's cursor workers read them.
+    pub log: LogCache,
 }
 
 pub struct Dispatcher {
@@ -93,6 +96,7 @@ impl Dispatcher {
         metrics: Metrics,
         committed: watch::Sender<u64>,
     ) -> Self {
+        let log = LogCache::new(store.clone(), metrics.corrupt_events.clone());
         Self {
             context: Arc::new(Context {
                 store,
@@ -102,6 +106,7 @@ impl Dispatcher {
                 config,
                 committed,
                 rows_added: Notify::new(),
+                log,
             }),
         }
     }

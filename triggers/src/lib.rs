@@ -16,6 +16,7 @@ pub mod cursor;
 pub mod dead_letter;
 pub mod dispatcher;
 pub mod filter;
+pub mod log_cache;
 pub mod metrics;
 pub mod plan;
 pub mod policy;

@@ -1,0 +1,198 @@
+//! A window over each broker's log shared by the cursor workers of this process: the triggers of one
+//! broker read the same events, so each event is read from the store and parsed once, not once per
+//! trigger. Workers that fall behind the window read the store directly.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use cloudevents::Event;
+use kinetic_store::{Store, StoredEvent};
+use prometheus_client::metrics::counter::Counter;
+
+/// Events kept per broker: ten batches of headroom between the fastest and slowest trigger.
+const WINDOW: usize = 5_000;
+
+/// The recent events of one broker, contiguous by position; the lock also makes one reader at a
+/// time fetch from the store.
+type Window = tokio::sync::Mutex<VecDeque<Arc<Logged>>>;
+
+/// An event of the log, read and parsed.
+#[derive(Debug)]
+pub struct Logged {
+    pub stored: StoredEvent,
+    /// `None` when the stored payload cannot be read back (counted, logged, skipped).
+    pub event: Option<Event>,
+}
+
+pub struct LogCache {
+    store: Arc<dyn Store>,
+    brokers: Mutex<HashMap<String, Arc<Window>>>,
+    corrupt: Counter,
+}
+
+impl LogCache {
+    pub fn new(store: Arc<dyn Store>, corrupt: Counter) -> Self {
+        Self {
+            store,
+            brokers: Mutex::new(HashMap::new()),
+            corrupt,
+        }
+    }
+
+    /// Up to `limit` events of `broker` with `seq > after`, oldest first; from the window possibly
+    /// fewer (up to its end), and empty only when the store has nothing after `after`. One worker at
+    /// a time per broker fetches from the store; the others then find the events in the window.
+    ///
+    /// Cancel safety: dropping the future loses nothing; the window only ever holds what the store
+    /// returned.
+    pub async fn read(
+        &self,
+        broker: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Arc<Logged>>, kinetic_store::Error> {
+        let window = {
+            let mut brokers = self
+                .brokers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            brokers.entry(broker.to_owned()).or_default().clone()
+        };
+        let mut window = window.lock().await;
+        let first = window.front().map(|e| e.stored.seq);
+        let last = window.back().map(|e| e.stored.seq);
+        match (first, last) {
+            // Inside the window: serve from memory.
+            (Some(first), Some(last)) if first <= after.saturating_add(1) && after < last => {
+                let start = window.partition_point(|e| e.stored.seq <= after);
+                Ok(window.range(start..).take(limit).cloned().collect())
+            }
+            // At the window's end (or no window yet): fetch the next events and keep them.
+            (_, last) if last.is_none_or(|last| after >= last) => {
+                let fetched = self.fetch(broker, after, limit).await?;
+                if last.is_some_and(|last| after > last) {
+                    // A worker ahead of the window: start the window anew, so it stays contiguous.
+                    window.clear();
+                }
+                window.extend(fetched.iter().cloned());
+                while window.len() > WINDOW {
+                    window.pop_front();
+                }
+                Ok(fetched)
+            }
+            // Behind the window: read the store without disturbing the window.
+            _ => self.fetch(broker, after, limit).await,
+        }
+    }
+
+    async fn fetch(
+        &self,
+        broker: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Arc<Logged>>, kinetic_store::Error> {
+        let events = self.store.read(broker, after, limit).await?;
+        Ok(events
+            .into_iter()
+            .map(|stored| {
+                let event = kinetic_api::cloudevent::from_json(&stored.payload).ok();
+                if event.is_none() {
+                    self.corrupt.inc();
+                    tracing::error!(seq = stored.seq, %broker, "A stored event cannot be read; skipping it.");
+                }
+                Arc::new(Logged { stored, event })
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kinetic_store::NewEvent;
+
+    async fn store_with(count: usize) -> Arc<dyn Store> {
+        let store = kinetic_store::open("sqlite::memory:").await.expect("store");
+        let events: Vec<NewEvent> = (0..count)
+            .map(|i| NewEvent {
+                broker: "ns/b".into(),
+                source: "/s".into(),
+                id: i.to_string(),
+                payload: format!(r#"{{"specversion":"1.0","id":"{i}","source":"/s","type":"t"}}"#)
+                    .into_bytes(),
+            })
+            .collect();
+        store.append(&events, 0, 0).await.expect("append");
+        store
+    }
+
+    fn seqs(events: &[Arc<Logged>]) -> Vec<i64> {
+        events.iter().map(|e| e.stored.seq).collect()
+    }
+
+    #[tokio::test]
+    async fn every_reader_sees_what_the_store_holds() {
+        let store = store_with(50).await;
+        let cache = LogCache::new(store.clone(), Counter::default());
+        // A leading reader fills the window; others read inside it, behind it and ahead of it.
+        for (after, limit) in [
+            (0, 10),
+            (0, 10),
+            (5, 10),
+            (10, 10),
+            (3, 100),
+            (20, 5),
+            (45, 10),
+            (50, 10),
+            (30, 3),
+            (0, 60),
+        ] {
+            let cached = seqs(&cache.read("ns/b", after, limit).await.unwrap());
+            let direct: Vec<i64> = store
+                .read("ns/b", after, limit)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect();
+            // From the window a read may stop at the window's end, never skip or invent an event.
+            assert!(
+                direct.starts_with(&cached),
+                "after {after}, limit {limit}: {cached:?} vs {direct:?}"
+            );
+            assert_eq!(
+                cached.is_empty(),
+                direct.is_empty(),
+                "after {after}, limit {limit}"
+            );
+        }
+        // Events appended later are seen by a reader at the window's end.
+        let more = NewEvent {
+            broker: "ns/b".into(),
+            source: "/s".into(),
+            id: "late".into(),
+            payload: br#"{"specversion":"1.0","id":"late","source":"/s","type":"t"}"#.to_vec(),
+        };
+        store.append(&[more], 0, 0).await.unwrap();
+        assert_eq!(seqs(&cache.read("ns/b", 50, 10).await.unwrap()), [51]);
+        assert_eq!(seqs(&cache.read("ns/b", 49, 10).await.unwrap()), [50, 51]);
+    }
+
+    #[tokio::test]
+    async fn unreadable_events_are_counted_and_kept_as_none() {
+        let store = kinetic_store::open("sqlite::memory:").await.unwrap();
+        let bad = NewEvent {
+            broker: "ns/b".into(),
+            source: "/s".into(),
+            id: "x".into(),
+            payload: b"not json".to_vec(),
+        };
+        store.append(&[bad], 0, 0).await.unwrap();
+        let corrupt = Counter::default();
+        let cache = LogCache::new(store, corrupt.clone());
+        let read = cache.read("ns/b", 0, 10).await.unwrap();
+        assert_eq!(read.len(), 1);
+        assert!(read[0].event.is_none());
+        assert_eq!(corrupt.get(), 1);
+    }
+}
