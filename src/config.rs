@@ -51,6 +51,10 @@ pub struct DispatcherSettings {
     /// Events read from the log per batch.
     #[arg(long, env = "KINETIC_DELIVERY_BATCH", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub delivery_batch: u32,
+    /// How often a trigger's log is read when no append signal arrives, ISO-8601. New events are
+    /// normally signalled at once (in-process, or by PostgreSQL NOTIFY); this is the fallback.
+    #[arg(long, env = "KINETIC_POLL_INTERVAL", default_value = "PT1S", value_parser = parse_duration)]
+    pub poll_interval: Duration,
 }
 
 /// Parses an ISO-8601 duration flag.

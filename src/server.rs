@@ -168,6 +168,7 @@ fn dispatcher(
     let mut config = kinetic_triggers::Config::new(owner, Resolver { ingress_url });
     config.concurrency = settings.delivery_concurrency as usize;
     config.batch_size = settings.delivery_batch as usize;
+    config.poll_interval = settings.poll_interval.max(Duration::from_millis(10));
     config.dedupe_window = dedupe_window;
     let metrics = kinetic_triggers::metrics::Metrics::new(registry);
     kinetic_triggers::Dispatcher::new(store.clone(), config, metrics, committed)

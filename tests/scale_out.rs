@@ -297,3 +297,74 @@ async fn a_killed_dispatchers_triggers_are_taken_over_within_the_lease() {
         started.elapsed()
     );
 }
+
+/// A dispatcher in its own process learns of new events from PostgreSQL's NOTIFY, not by polling:
+/// with polling set to an hour, events still arrive within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_separate_dispatcher_is_woken_by_the_database() {
+    let store = TestStore::new(Engine::Postgres).await;
+    let receiver = Receiver::start().await;
+    let broker = Kinetic::spawn(
+        &[
+            "broker".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--store".into(),
+            store.url.clone(),
+        ],
+        &[],
+    );
+    let resources = documents(&[
+        broker_yaml("default"),
+        trigger_yaml("woken", "default", &receiver.url("/woken"), ""),
+    ]);
+    let file = write_yaml(store.dir(), "resources.yaml", &resources);
+    let output = cli(&[
+        "apply",
+        "-f",
+        file.to_str().unwrap(),
+        "--server",
+        &broker.base_url,
+    ]);
+    assert!(
+        output.status.success(),
+        "kinetic apply: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let dispatcher = Kinetic::spawn(
+        &[
+            "dispatcher".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--store".into(),
+            store.url.clone(),
+            "--ingress-url".into(),
+            broker.base_url.clone(),
+            "--poll-interval".into(),
+            "PT1H".into(),
+        ],
+        &[],
+    );
+    let client = reqwest::Client::new();
+    let url = broker.url("/default/default");
+    // Give the dispatcher time to claim the cursor and go idle, so only a signal can wake it.
+    tokio::time::sleep(CLAIM_INTERVAL + Duration::from_secs(1)).await;
+    for n in 0..3 {
+        let id = format!("woken-{n}");
+        assert_eq!(
+            send_event(&client, &url, &id, "com.example.scale", &[], "{}").await,
+            202
+        );
+        let got = receiver
+            .wait_for("/woken", n + 1, Duration::from_secs(10))
+            .await;
+        assert_eq!(
+            got.len(),
+            n + 1,
+            "event {id} was not delivered without polling;\nbroker log:\n{}\ndispatcher log:\n{}",
+            broker.log(),
+            dispatcher.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

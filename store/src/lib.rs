@@ -29,6 +29,9 @@ pub use error::{Error, Result};
 /// Unix time in milliseconds.
 pub type Millis = i64;
 
+/// See [`EventLog::watch_appends`].
+pub type AppendSignals = futures::stream::BoxStream<'static, ()>;
+
 /// Opens the store named by `url` and applies its migrations: `sqlite:///path/to/state.db`
 /// (created when missing), `sqlite::memory:`, or `postgres://user@host:port/db`.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
@@ -149,6 +152,10 @@ pub trait EventLog {
     async fn read(&self, broker: &str, after: i64, limit: usize) -> Result<Vec<StoredEvent>>;
     /// The highest position of `broker`'s log (0 when empty).
     async fn head(&self, broker: &str) -> Result<i64>;
+    /// Signals appends committed by any process, where the engine can (PostgreSQL: LISTEN/NOTIFY);
+    /// `None` where it cannot, and readers poll. An item means "the log may have grown"; items may
+    /// coalesce, and one also comes after the signal connection was lost and restored.
+    async fn watch_appends(&self) -> Result<Option<AppendSignals>>;
     /// Deletes dedupe entries older than `dedupe_since` and events that every cursor of their broker
     /// has passed (events of a broker without cursors are deleted too: nobody can ever read them).
     /// Returns how many events were deleted.

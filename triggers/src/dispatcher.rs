@@ -14,6 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use kinetic_store::{Store, TriggerRef};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -42,7 +43,8 @@ pub struct Config {
     pub claim_interval: Duration,
     /// How often resources are reloaded.
     pub plan_interval: Duration,
-    /// How often the log is polled when no in-process commit signal arrives (other processes write).
+    /// How often the log is read when no append signal arrives (the in-process ingress and the
+    /// store's `watch_appends` normally wake the workers at once).
     pub poll_interval: Duration,
     pub dedupe_window: Duration,
 }
@@ -58,7 +60,7 @@ impl Config {
             cursor_lease: Duration::from_secs(10),
             claim_interval: Duration::from_secs(2),
             plan_interval: Duration::from_secs(1),
-            poll_interval: Duration::from_millis(100),
+            poll_interval: Duration::from_secs(1),
             dedupe_window: Duration::from_secs(24 * 3600),
         }
     }
@@ -125,6 +127,7 @@ impl Dispatcher {
         tracker.spawn(plan_loop(context.clone(), cancel.clone()));
         tracker.spawn(crate::retry::run(context.clone(), cancel.clone()));
         tracker.spawn(backlog_loop(context.clone(), cancel.clone()));
+        tracker.spawn(relay_appends(context.clone(), cancel.clone()));
         claim_loop(context.clone(), cancel.clone(), &tracker).await;
         tracker.close();
         tracker.wait().await;
@@ -285,6 +288,37 @@ async fn claim_loop(context: Arc<Context>, cancel: CancellationToken, tracker: &
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(context.config.claim_interval) => {}
+        }
+    }
+}
+
+/// Turns the store's append signals (other processes' commits, e.g. a separate `kinetic broker`)
+/// into the same wake-up the in-process ingress gives, so cursor workers read new events at once
+/// instead of at their next poll.
+async fn relay_appends(context: Arc<Context>, cancel: CancellationToken) {
+    loop {
+        let signals = tokio::select! {
+            () = cancel.cancelled() => return,
+            signals = context.store.watch_appends() => signals,
+        };
+        match signals {
+            Ok(None) => return,
+            Ok(Some(mut signals)) => loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    next = signals.next() => match next {
+                        Some(()) => context.committed.send_modify(|count| *count = count.wrapping_add(1)),
+                        None => break,
+                    },
+                }
+            },
+            Err(error) => {
+                tracing::warn!(%error, "Listening for appends failed; polling until it works again.");
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
         }
     }
 }

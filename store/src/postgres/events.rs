@@ -11,6 +11,9 @@ use crate::{Appended, EventLog, Millis, NewEvent, Result, StoredEvent, codec};
 /// Most parameter bytes per statement, see [`codec::size_bounded_ranges`].
 const MESSAGE_LIMIT: usize = 12 * 1024;
 
+/// LISTEN/NOTIFY channel of committed appends, see [`EventLog::watch_appends`].
+const APPEND_CHANNEL: &str = "kinetic_appends";
+
 /// First key of the advisory locks that serialize appends per broker (the second is the broker's
 /// hash): "kn" in ASCII, to stay clear of other users of advisory locks in the same database.
 const APPEND_LOCK_CLASS: i32 = 0x6b6e;
@@ -148,6 +151,11 @@ impl EventLog for PostgresStore {
             .execute(&mut *tx)
             .await?;
         }
+        // Delivered to listeners when (and only if) the transaction commits.
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(APPEND_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(results)
     }
@@ -178,6 +186,23 @@ impl EventLog for PostgresStore {
             .fetch_optional(&self.pool)
             .await?;
         Ok(head.unwrap_or(0))
+    }
+
+    async fn watch_appends(&self) -> Result<Option<crate::AppendSignals>> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(APPEND_CHANNEL).await?;
+        let signals = futures::stream::unfold(listener, |mut listener| async move {
+            match listener.try_recv().await {
+                // A notification, or a lost connection (being restored): either way, look again.
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "Listening for appends failed; retrying.");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+            Some(((), listener))
+        });
+        Ok(Some(Box::pin(signals)))
     }
 
     async fn prune(&self, dedupe_since: Millis) -> Result<u64> {

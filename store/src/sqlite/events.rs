@@ -166,6 +166,11 @@ impl EventLog for SqliteStore {
         Ok(head.unwrap_or(0))
     }
 
+    async fn watch_appends(&self) -> Result<Option<crate::AppendSignals>> {
+        // One process owns a SQLite file; it signals its own appends in memory.
+        Ok(None)
+    }
+
     async fn prune(&self, dedupe_since: Millis) -> Result<u64> {
         // Small transactions: SQLite has one writer, and a long delete would stall every commit
         // (and the broker's 202s) behind it.
