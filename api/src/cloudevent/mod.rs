@@ -7,14 +7,17 @@
 use base64::Engine as _;
 use base64::prelude::BASE64_STANDARD;
 use bytes::Bytes;
-use chrono::{DateTime, SecondsFormat, Utc};
-use cloudevents::event::{AttributeValue, Data, ExtensionValue, SpecVersion};
+use chrono::{DateTime, Utc};
+use cloudevents::event::{Data, ExtensionValue, SpecVersion};
 use cloudevents::{
     AttributesReader, AttributesWriter, Event, EventBuilder, EventBuilderV03, EventBuilderV10,
 };
 use http::HeaderMap;
 use http::header::CONTENT_TYPE;
 use serde_json::{Map, Value};
+
+mod encode;
+pub use encode::{data_bytes, encode_binary, encode_structured, encode_structured_inline};
 
 pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
 pub const BATCH_CONTENT_TYPE: &str = "application/cloudevents-batch+json";
@@ -171,7 +174,7 @@ fn binary_data(content_type: Option<&str>, body: &Bytes) -> Data {
     Data::Binary(body.to_vec())
 }
 
-fn is_json(content_type: &str) -> bool {
+pub(crate) fn is_json(content_type: &str) -> bool {
     let media = content_type.split(';').next().unwrap_or("").trim();
     media == "application/json" || media == "text/json" || media.ends_with("+json")
 }
@@ -469,91 +472,6 @@ fn percent_decode(text: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
-}
-
-/// `%XX` encoding of a header value: space, `"`, `%` and everything outside printable ASCII.
-fn percent_encode(text: &str) -> String {
-    if text
-        .bytes()
-        .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'%')
-    {
-        return text.to_owned();
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for byte in text.bytes() {
-        if (0x21..=0x7e).contains(&byte) && byte != b'"' && byte != b'%' {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
-/// The event's data as the bytes of a binary-mode body.
-pub fn data_bytes(event: &Event) -> Bytes {
-    match event.data() {
-        None => Bytes::new(),
-        Some(Data::Binary(bytes)) => Bytes::copy_from_slice(bytes),
-        Some(Data::String(text)) => Bytes::copy_from_slice(text.as_bytes()),
-        Some(Data::Json(value)) => Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
-    }
-}
-
-/// Header name/value pairs and body of a binary-mode message.
-pub fn encode_binary(event: &Event) -> (Vec<(String, String)>, Bytes) {
-    let mut headers = Vec::with_capacity(8);
-    for (name, value) in event.iter() {
-        if name == "datacontenttype" {
-            headers.push(("content-type".to_owned(), value.to_string()));
-        } else {
-            headers.push((
-                format!("ce-{name}"),
-                percent_encode(&attribute_text(&value)),
-            ));
-        }
-    }
-    if event.datacontenttype().is_none() && matches!(event.data(), Some(Data::Json(_))) {
-        headers.push(("content-type".to_owned(), "application/json".to_owned()));
-    }
-    (headers, data_bytes(event))
-}
-
-/// An attribute's value as header text. `time` is written as structured mode writes it (and as
-/// filters read it): RFC 3339 in UTC with `Z`, not the SDK's `+00:00`.
-fn attribute_text(value: &AttributeValue<'_>) -> String {
-    match value {
-        AttributeValue::Time(time) => time.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-        other => other.to_string(),
-    }
-}
-
-/// The event in structured JSON, exactly: bytes stay bytes (`data_base64`), whatever their content
-/// type. This is how events are stored; read them back with [`from_json`].
-pub fn encode_structured(event: &Event) -> Bytes {
-    Bytes::from(serde_json::to_vec(event).unwrap_or_default())
-}
-
-/// The event in structured JSON for readers (structured-mode delivery, the API): data whose content
-/// type is JSON is shown as JSON (`data`) when it parses, instead of base64.
-pub fn encode_structured_inline(event: &Event) -> Bytes {
-    match event.data() {
-        Some(Data::Binary(bytes)) if is_json(&content_type_of(event)) => {
-            match serde_json::from_slice::<Value>(bytes) {
-                Ok(value) => {
-                    let mut inline = event.clone();
-                    inline.set_data_unchecked(Data::Json(value));
-                    encode_structured(&inline)
-                }
-                Err(_) => encode_structured(event),
-            }
-        }
-        _ => encode_structured(event),
-    }
-}
-
-fn content_type_of(event: &Event) -> String {
-    event.datacontenttype().unwrap_or("").to_ascii_lowercase()
 }
 
 /// Reads an event written by [`encode_structured`]. Unlike the SDK's reader, `data_base64` stays
