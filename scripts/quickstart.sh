@@ -31,11 +31,12 @@ KINETIC_LOG=${KINETIC_LOG:-warn} "$bin/kinetic" up -f "$work/shop.yaml" --listen
 pids+=($!)
 
 server="http://127.0.0.1:$kport"
+ready() { "$bin/kinetic" get brokers --server "$server" >/dev/null 2>&1; }
 for _ in $(seq 1 100); do
-  curl -fsS "$server/readyz" >/dev/null 2>&1 && break
+  ready && break
   sleep 0.1
 done
-curl -fsS "$server/readyz" >/dev/null || { echo "kinetic did not become ready; see the log above" >&2; exit 1; }
+ready || { echo "kinetic did not become ready; see the log above" >&2; exit 1; }
 
 echo
 echo "==> Triggers"
