@@ -1,0 +1,1 @@
+//! Runtimes: where a revision's instances run.
