@@ -1,5 +1,6 @@
 //! Resource types of kinetic, with Knative's field names: `eventing.knative.dev/v1` Broker and
-//! Trigger, their `DeliverySpec`, `Destination` and filter dialects.
+//! Trigger, their `DeliverySpec`, `Destination` and filter dialects, and `serving.knative.dev/v1`
+//! Service and Revision.
 //!
 //! This crate parses multi-document YAML ([`parse_documents`]), fills in defaults and validates, and
 //! every [`Error`] names the file, document, field path and a hint. It does no I/O. Start reading at
@@ -12,8 +13,10 @@ pub mod event;
 pub mod eventing;
 pub mod meta;
 pub mod resource;
+pub mod serving;
 
 pub use error::{Error, Result};
 pub use eventing::{Broker, DeliverySpec, Trigger};
 pub use meta::{Destination, KReference, ObjectMeta};
 pub use resource::{Resource, ResourceKey, parse_documents};
+pub use serving::{Revision, Service};

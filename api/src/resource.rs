@@ -5,18 +5,21 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, join_path};
 use crate::eventing::{Broker, EVENTING_API_VERSION, Trigger};
+use crate::serving::{SERVING_API_VERSION, Service};
 
 /// Every kind of resource kinetic accepts.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resource {
     Broker(Broker),
     Trigger(Trigger),
+    Service(Service),
 }
 
 /// The kinds accepted, as `(apiVersion, kind)`.
 pub const KINDS: &[(&str, &str)] = &[
     (EVENTING_API_VERSION, "Broker"),
     (EVENTING_API_VERSION, "Trigger"),
+    (SERVING_API_VERSION, "Service"),
 ];
 
 /// The identity of a resource: kind, namespace and name.
@@ -38,6 +41,7 @@ impl Resource {
         let (kind, meta) = match self {
             Resource::Broker(b) => ("Broker", &b.metadata),
             Resource::Trigger(t) => ("Trigger", &t.metadata),
+            Resource::Service(s) => ("Service", &s.metadata),
         };
         ResourceKey {
             kind: kind.to_owned(),
@@ -50,6 +54,7 @@ impl Resource {
         match self {
             Resource::Broker(b) => &mut b.metadata,
             Resource::Trigger(t) => &mut t.metadata,
+            Resource::Service(s) => &mut s.metadata,
         }
     }
 
@@ -57,6 +62,7 @@ impl Resource {
         match self {
             Resource::Broker(b) => b.validate(),
             Resource::Trigger(t) => t.validate(),
+            Resource::Service(s) => s.validate(),
         }
     }
 
@@ -68,6 +74,7 @@ impl Resource {
         match self {
             Resource::Broker(b) => value(b),
             Resource::Trigger(t) => value(t),
+            Resource::Service(s) => value(s),
         }
     }
 
@@ -91,7 +98,7 @@ impl Resource {
                 .with_hint(format!("e.g. `apiVersion: {EVENTING_API_VERSION}`"))
         })?;
         let kind = text("kind").ok_or_else(|| {
-            Error::new("kind", "is required").with_hint("e.g. `kind: Broker` or `kind: Trigger`")
+            Error::new("kind", "is required").with_hint("e.g. `kind: Broker`, `kind: Trigger` or `kind: Service`")
         })?;
         let label = object
             .get("metadata")
@@ -104,6 +111,11 @@ impl Resource {
                 Some(format!("{kind} {namespace}/{name}"))
             })
             .unwrap_or_else(|| kind.clone());
+        if kind == "Revision" {
+            return Err(Error::new("kind", "revisions are created by kinetic, not applied")
+                .with_hint("change the Service's `spec.template`; each change creates a new revision")
+                .in_resource(label));
+        }
         let known = KINDS.iter().find(|(_, k)| *k == kind);
         let resource = match known {
             None => {
@@ -119,6 +131,7 @@ impl Resource {
                 .with_hint(format!("use `apiVersion: {version}`")));
             }
             Some((_, "Broker")) => typed(document).map(Resource::Broker),
+            Some((_, "Service")) => typed(document).map(Resource::Service),
             Some(_) => typed(document).map(Resource::Trigger),
         }
         .map_err(|e| e.in_resource(label.clone()))?;
