@@ -24,8 +24,18 @@ use super::{Error, Instance, InstanceSpec, LogStream};
 /// What an instance task reports to its supervisor.
 #[derive(Debug)]
 pub(crate) enum Event {
-    Ready { id: u64, startup: Duration },
-    Exited { id: u64, crash: Option<Crash> },
+    Ready {
+        id: u64,
+        startup: Duration,
+    },
+    /// A ready instance's process died; `Exited` follows once its output is collected.
+    Died {
+        id: u64,
+    },
+    Exited {
+        id: u64,
+        crash: Option<Crash>,
+    },
 }
 
 /// An exit nobody asked for, or a start that failed.
@@ -192,7 +202,7 @@ async fn supervise(inner: &Arc<Inner>, launch: &Launch, mut process: Process) ->
         biased;
         () = launch.stop.cancelled() => false,
         status = process.child.wait() => {
-            return Some(process.crashed(status, false).await);
+            return Some(process.crashed(status, false, launch).await);
         }
         () = probe::until_ready(&probe_config, instance.address, spec.readiness_path.as_deref(), process.spawned) => true,
     };
@@ -213,7 +223,7 @@ async fn supervise(inner: &Arc<Inner>, launch: &Launch, mut process: Process) ->
             biased;
             () = launch.stop.cancelled() => {}
             status = process.child.wait() => {
-                return Some(process.crashed(status, true).await);
+                return Some(process.crashed(status, true, launch).await);
             }
         }
     }
@@ -223,8 +233,20 @@ async fn supervise(inner: &Arc<Inner>, launch: &Launch, mut process: Process) ->
 
 impl Process {
     /// Cleans up after an exit nobody asked for and says why it happened.
-    async fn crashed(mut self, status: std::io::Result<ExitStatus>, ready: bool) -> Crash {
+    async fn crashed(
+        mut self,
+        status: std::io::Result<ExitStatus>,
+        ready: bool,
+        launch: &Launch,
+    ) -> Crash {
         let uptime = self.spawned.elapsed();
+        // Out of the ready set now, not after the output is collected.
+        launch.instance.drain();
+        if ready {
+            let _ = launch.events.send(Event::Died {
+                id: launch.instance.id,
+            });
+        }
         // Whatever the process left behind in its group goes with it.
         self.group.signal(Signal::SIGKILL);
         self.finish_output().await;

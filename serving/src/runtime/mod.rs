@@ -110,8 +110,9 @@ impl Instance {
         self.state.load(Ordering::Acquire) & DRAINING != 0
     }
 
-    /// Refuses new requests from now on; the ones in flight go on. Idempotent.
-    pub fn drain(&self) {
+    /// Refuses new requests from now on; the ones in flight go on. Idempotent. Only the runtime
+    /// drains, as it removes the instance from the ready set.
+    pub(crate) fn drain(&self) {
         self.state.fetch_or(DRAINING, Ordering::AcqRel);
     }
 

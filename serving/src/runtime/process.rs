@@ -289,6 +289,8 @@ struct Slot {
     phase: Phase,
     stop: CancellationToken,
     started: Instant,
+    /// Its process died; it leaves the ready set at once and the slots at `Exited`.
+    dead: bool,
 }
 
 /// Owns one revision's instances; see the module documentation.
@@ -445,6 +447,7 @@ impl Supervisor {
                 phase: Phase::Starting,
                 stop: stop.clone(),
                 started: now,
+                dead: false,
             },
         );
         let launch = Launch {
@@ -468,6 +471,12 @@ impl Supervisor {
                     slot.phase = Phase::Ready;
                     self.status.startups += 1;
                     self.status.last_startup = Some(startup);
+                }
+            }
+            Event::Died { id } => {
+                // Still live for `plan` until `Exited`, so the replacement waits for the backoff.
+                if let Some(slot) = self.slots.get_mut(&id) {
+                    slot.dead = true;
                 }
             }
             Event::Exited { id, crash } => {
@@ -497,7 +506,7 @@ impl Supervisor {
         let ready: Vec<Arc<Instance>> = self
             .slots
             .values()
-            .filter(|s| s.phase == Phase::Ready)
+            .filter(|s| s.phase == Phase::Ready && !s.dead)
             .map(|s| Arc::clone(&s.instance))
             .collect();
         self.ready_tx.send_if_modified(|current| {
