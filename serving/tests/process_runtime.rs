@@ -18,7 +18,8 @@ use tokio::time::Instant;
 /// `DELAY` seconds before listening; `/ready` answers 503 until `READY_AFTER` seconds after
 /// listening; `EXIT_AFTER` seconds after listening it exits with 3 (only once if `CRASH_MARKER`
 /// names a file: the first instance creates it); `IGNORE_TERM` ignores SIGTERM; `SPAM` lines on
-/// stdout and one `LONG`-byte line at start. `/env` answers the pid and environment as JSON.
+/// stdout and one `LONG`-byte line at start. `/env` answers the pid, working directory and
+/// environment as JSON.
 const FUNCTION: &str = r#"
 import http.server, json, os, signal, sys, threading, time
 print(f"pid {os.getpid()}", flush=True)
@@ -52,7 +53,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.path == "/ready":
             code = 200 if time.monotonic() - start >= ready_after else 503
         elif self.path == "/env":
-            body = json.dumps({"pid": os.getpid(), "env": dict(os.environ)}).encode()
+            body = json.dumps({"pid": os.getpid(), "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
         self.send_response(code)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
@@ -189,8 +190,11 @@ fn lines_of(rt: &ProcessRuntime, spec: &InstanceSpec) -> Vec<LogLine> {
 
 #[tokio::test]
 async fn scale_from_zero_to_two_gives_distinct_ports_and_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
     let rt = ProcessRuntime::new(config());
-    let spec = python("scale", &[("GREETING", "hello"), ("PORT", "1")]);
+    let mut spec = (*python("scale", &[("GREETING", "hello"), ("PORT", "1")])).clone();
+    spec.working_dir = Some(dir.path().to_owned());
+    let spec = Arc::new(spec);
     rt.scale(Arc::clone(&spec), 2);
     let ready = wait_ready(&rt, &spec, 2).await;
 
@@ -437,6 +441,25 @@ async fn a_missing_command_is_reported_and_retried_with_backoff() {
     assert_eq!((status.ready, status.startups), (0, 0));
 
     rt.scale(Arc::clone(&spec), 0);
+    rt.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_missing_working_directory_is_reported() {
+    let rt = ProcessRuntime::new(config());
+    let mut spec = (*python("workdir", &[])).clone();
+    spec.working_dir = Some("/nonexistent/kinetic-test".into());
+    let spec = Arc::new(spec);
+    rt.scale(Arc::clone(&spec), 1);
+    let status = eventually("the failed start", || {
+        let s = rt.status(&spec.namespace, &spec.revision);
+        (s.crashes >= 1).then_some(s)
+    })
+    .await;
+    assert!(matches!(
+        status.last_error.as_deref(),
+        Some(Error::WorkingDir { path, .. }) if path.to_str() == Some("/nonexistent/kinetic-test")
+    ));
     rt.shutdown().await;
 }
 

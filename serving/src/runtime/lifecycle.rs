@@ -80,7 +80,8 @@ pub(crate) async fn run(inner: Arc<Inner>, launch: Launch) {
             "Instance crashed."
         );
     }
-    // The supervisor outlives its instance tasks; a closed channel means shutdown raced us.
+    // The supervisor waits for every instance's `Exited`; the send fails only if its task was torn
+    // down with the Tokio runtime, and then nobody is left to tell.
     let _ = launch.events.send(Event::Exited { id, crash });
 }
 
@@ -96,13 +97,24 @@ struct Process {
 fn spawn(inner: &Arc<Inner>, launch: &Launch) -> Result<Process, Error> {
     let spec = &launch.spec;
     let (program, args) = spec.command.split_first().ok_or(Error::EmptyCommand)?;
-    if let Some(dir) = &spec.working_dir
-        && let Err(source) = std::fs::read_dir(dir)
-    {
-        return Err(Error::WorkingDir {
-            path: dir.clone(),
-            source,
-        });
+    // Checked first: a missing directory makes the spawn fail with "not found", which would blame
+    // the program.
+    if let Some(dir) = &spec.working_dir {
+        match std::fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::WorkingDir {
+                    path: dir.clone(),
+                    source: std::io::ErrorKind::NotADirectory.into(),
+                });
+            }
+            Err(source) => {
+                return Err(Error::WorkingDir {
+                    path: dir.clone(),
+                    source,
+                });
+            }
+        }
     }
     let mut command = match &inner.config.shim {
         Some(shim) => {

@@ -116,8 +116,8 @@ impl Instance {
         self.state.fetch_or(DRAINING, Ordering::AcqRel);
     }
 
-    /// Resolves once no request is in flight. Cancel safe; call [`Instance::drain`] first for it to
-    /// stay that way.
+    /// Resolves once no request is in flight. Cancel safe. Once the instance is draining
+    /// ([`Instance::is_draining`]), that stays true.
     pub async fn idle(&self) {
         loop {
             let notified = self.idle.notified();

@@ -534,7 +534,16 @@ impl Supervisor {
 /// long as the runtime, and never from `spawn_blocking`, whose threads exit when idle.
 ///
 /// Returns only on failure: the caller prints the error on stderr (which the runtime records as
-/// the instance's last error) and exits, with 127 when the program was not found, like a shell.
+/// the instance's last error) and exits, with 127 when the program was not found, like a shell:
+///
+/// ```text
+/// // kinetic's main, for `kinetic __exec -- PROGRAM ARGS...`:
+/// let error = kinetic_serving::runtime::exec_shim(&program_and_args);
+/// eprintln!("{error}");
+/// std::process::exit(if error.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 });
+/// ```
+///
+/// and the runtime is built with `ProcessConfig { shim: Some(std::env::current_exe()?), .. }`.
 pub fn exec_shim(program_and_args: &[OsString]) -> io::Error {
     let Some((program, args)) = program_and_args.split_first() else {
         return io::Error::new(
