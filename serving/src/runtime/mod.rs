@@ -1,1 +1,350 @@
 //! Runtimes: where a revision's instances run.
+//!
+//! [`Runtime`] is all the rest of serving sees: the autoscaler says how many instances a revision
+//! should have ([`Runtime::scale`]), the data plane watches which are ready ([`Runtime::instances`])
+//! and counts its requests on each ([`Instance::begin`]), the controller reads counts and the last
+//! failure for the revision's status ([`Runtime::status`]), and the CLI shows output
+//! ([`Runtime::logs`]).
+//!
+//! [`ProcessRuntime`] runs instances as local processes (start in `process.rs`, one instance's life
+//! in `lifecycle.rs`); a Kubernetes runtime will implement the same trait. The decisions (which
+//! instance to stop, how long to wait before a restart, how often to probe) are plain functions in
+//! `plan.rs` and `probe.rs`.
+
+mod lifecycle;
+mod logs;
+mod plan;
+mod probe;
+pub mod process;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use futures::future::BoxFuture;
+use tokio::sync::{Notify, watch};
+
+pub use process::{ProcessConfig, ProcessRuntime, exec_shim};
+
+/// One revision's container, shared by all of its instances. A revision is immutable, so the
+/// runtime keeps whichever spec it was last given for a revision and starts new instances from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceSpec {
+    pub namespace: String,
+    pub service: String,
+    pub configuration: String,
+    pub revision: String,
+    /// Program then arguments: the container's `command` and `args`, joined by the caller.
+    pub command: Vec<String>,
+    /// The user's environment. The runtime adds `PORT`, `K_SERVICE`, `K_REVISION` and
+    /// `K_CONFIGURATION`, which win over a user value of the same name.
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<PathBuf>,
+    /// `readinessProbe.httpGet.path`: any 2xx answer means ready. `None` probes with a TCP connect.
+    pub readiness_path: Option<String>,
+    /// The container's declared port. The process runtime only documents it: each instance gets a
+    /// free loopback port in `PORT`, since instances of one revision cannot share a port.
+    pub container_port: Option<u16>,
+}
+
+/// Bit of [`Instance::state`] set once the instance stops taking requests.
+const DRAINING: u64 = 1 << 63;
+
+/// One ready instance as the data plane sees it: where to send requests, and how many are on it.
+#[derive(Debug)]
+pub struct Instance {
+    /// Unique within one runtime for its whole life, never reused.
+    pub id: u64,
+    pub address: SocketAddr,
+    /// Requests in flight in the low bits, [`DRAINING`] in the top bit: one atomic word, so a
+    /// request can never begin after the drain saw zero.
+    state: AtomicU64,
+    idle: Notify,
+}
+
+impl Instance {
+    pub fn new(id: u64, address: SocketAddr) -> Self {
+        Self {
+            id,
+            address,
+            state: AtomicU64::new(0),
+            idle: Notify::new(),
+        }
+    }
+
+    /// Counts one request until the guard drops. `None` once the instance is draining or gone:
+    /// the caller picks another instance (its list of ready instances was a moment old).
+    pub fn begin(self: &Arc<Self>) -> Option<InFlight> {
+        let mut current = self.state.load(Ordering::Acquire);
+        loop {
+            if current & DRAINING != 0 {
+                return None;
+            }
+            match self.state.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    return Some(InFlight {
+                        instance: Arc::clone(self),
+                    });
+                }
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Requests currently in flight.
+    pub fn in_flight(&self) -> u64 {
+        self.state.load(Ordering::Acquire) & !DRAINING
+    }
+
+    /// Whether the instance has stopped taking requests.
+    pub fn is_draining(&self) -> bool {
+        self.state.load(Ordering::Acquire) & DRAINING != 0
+    }
+
+    /// Refuses new requests from now on; the ones in flight go on. Idempotent. Only the runtime
+    /// drains, as it removes the instance from the ready set.
+    pub(crate) fn drain(&self) {
+        self.state.fetch_or(DRAINING, Ordering::AcqRel);
+    }
+
+    /// Resolves once no request is in flight. Cancel safe. Once the instance is draining
+    /// ([`Instance::is_draining`]), that stays true.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a guard dropping in between still wakes us.
+            notified.as_mut().enable();
+            if self.in_flight() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// One request in flight on an [`Instance`]; dropping it ends the request.
+#[derive(Debug)]
+pub struct InFlight {
+    instance: Arc<Instance>,
+}
+
+impl InFlight {
+    pub fn instance(&self) -> &Arc<Instance> {
+        &self.instance
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let before = self.instance.state.fetch_sub(1, Ordering::AcqRel);
+        if before & !DRAINING == 1 {
+            self.instance.idle.notify_waiters();
+        }
+    }
+}
+
+/// Counts for a revision's status and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct RevisionStatus {
+    /// What the last [`Runtime::scale`] asked for (0 after shutdown).
+    pub desired: u32,
+    /// Started, not yet ready.
+    pub starting: u32,
+    /// Ready and in the set [`Runtime::instances`] returns.
+    pub ready: u32,
+    /// Asked to stop: finishing their requests, or terminating.
+    pub draining: u32,
+    /// Instances that exited without being asked to, or could not be started at all.
+    pub crashes: u64,
+    /// Instances started to replace a crashed one.
+    pub restarts: u64,
+    /// Instances that became ready.
+    pub startups: u64,
+    /// Start-up duration of the instance that became ready last, from spawn to its first
+    /// successful readiness probe: the process part of a cold start.
+    pub last_startup: Option<Duration>,
+    /// Why the last crash happened, for the revision's status message.
+    pub last_error: Option<Arc<Error>>,
+}
+
+/// Which of an instance's output streams a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+impl LogStream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+        }
+    }
+}
+
+impl std::fmt::Display for LogStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One line of an instance's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub revision: Arc<str>,
+    pub instance: u64,
+    pub stream: LogStream,
+    pub time: SystemTime,
+    /// The line without its end, decoded as UTF-8 with invalid bytes replaced.
+    pub text: String,
+    /// The line was longer than the runtime keeps; `text` is its beginning.
+    pub truncated: bool,
+}
+
+/// Where a revision's instances run.
+///
+/// Every method returns at once: starting, probing, draining and stopping happen in the background,
+/// and callers learn about them through [`Runtime::instances`] and [`Runtime::status`]. Methods
+/// must be called from within a Tokio runtime.
+pub trait Runtime: Send + Sync {
+    /// Ensures the revision runs `desired` instances (0 stops all). Idempotent; the latest call wins.
+    fn scale(&self, spec: Arc<InstanceSpec>, desired: u32);
+
+    /// The ready instances of a revision, ordered by id. The value changes as soon as an instance
+    /// becomes ready, is removed for draining, or dies. A revision never scaled has none.
+    fn instances(&self, namespace: &str, revision: &str) -> watch::Receiver<Vec<Arc<Instance>>>;
+
+    /// Counts and the last failure of a revision; all zero for a revision never scaled.
+    fn status(&self, namespace: &str, revision: &str) -> RevisionStatus;
+
+    /// The last `limit` output lines of a service's instances (all revisions), oldest first.
+    fn logs(&self, namespace: &str, service: &str, limit: usize) -> Vec<LogLine>;
+
+    /// Stops every instance (drain, SIGTERM, SIGKILL after the grace period) and resolves once all
+    /// have exited. Later [`Runtime::scale`] calls are ignored. Idempotent; cancelling the future
+    /// does not cancel the stop, which goes on in the background.
+    fn shutdown(&self) -> BoxFuture<'_, ()>;
+}
+
+/// Why an instance could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the revision has no command: set the container's `command` (or `args`)")]
+    EmptyCommand,
+
+    #[error("cannot start `{program}`: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("working directory `{}` is not usable: {source}", path.display())]
+    WorkingDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("lost track of the instance's process: {0}")]
+    Wait(#[source] io::Error),
+
+    #[error("no free loopback port for an instance: {0}")]
+    NoPort(#[source] io::Error),
+
+    #[error(
+        "instance exited {} with {status}{}",
+        if *ready { "after becoming ready" } else { "before becoming ready" },
+        match stderr { Some(line) => format!("; last stderr line: {line}"), None => String::new() }
+    )]
+    Exited {
+        status: ExitStatus,
+        /// Whether it had passed its readiness probe.
+        ready: bool,
+        /// Its last non-empty line on stderr, which usually says why.
+        stderr: Option<String>,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance() -> Arc<Instance> {
+        Arc::new(Instance::new(1, "127.0.0.1:1".parse().unwrap()))
+    }
+
+    #[test]
+    fn guards_count_requests() {
+        let instance = instance();
+        let a = instance.begin().unwrap();
+        let b = instance.begin().unwrap();
+        assert_eq!(instance.in_flight(), 2);
+        drop(a);
+        assert_eq!(instance.in_flight(), 1);
+        drop(b);
+        assert_eq!(instance.in_flight(), 0);
+    }
+
+    #[test]
+    fn draining_refuses_new_requests_and_keeps_old_ones() {
+        let instance = instance();
+        let held = instance.begin().unwrap();
+        instance.drain();
+        assert!(instance.is_draining());
+        assert!(instance.begin().is_none());
+        assert_eq!(instance.in_flight(), 1);
+        drop(held);
+        assert_eq!(instance.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_resolves_when_the_last_request_ends() {
+        let instance = instance();
+        let held = instance.begin().unwrap();
+        instance.drain();
+        let waiter = tokio::spawn({
+            let instance = Arc::clone(&instance);
+            async move { instance.idle().await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!waiter.is_finished());
+        drop(held);
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("idle resolves")
+            .unwrap();
+    }
+
+    #[test]
+    fn errors_say_what_and_why() {
+        let spawn = Error::Spawn {
+            program: "nope".into(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        };
+        assert!(spawn.to_string().starts_with("cannot start `nope`: "));
+        use std::os::unix::process::ExitStatusExt;
+        let exited = Error::Exited {
+            status: ExitStatus::from_raw(3 << 8),
+            ready: false,
+            stderr: Some("boom".into()),
+        };
+        assert_eq!(
+            exited.to_string(),
+            "instance exited before becoming ready with exit status: 3; last stderr line: boom"
+        );
+    }
+}

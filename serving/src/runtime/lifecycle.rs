@@ -1,0 +1,357 @@
+//! One instance's life as a process: spawn, probe until ready, serve, then either crash or drain
+//! and stop. Each instance runs as one task that tells its revision's supervisor when it became
+//! ready and when it is gone.
+
+use std::ffi::OsString;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::logs::{self, Sink};
+use super::probe;
+use super::process::{Inner, PARENT_PID_ENV, SHIM_SUBCOMMAND};
+use super::{Error, Instance, InstanceSpec, LogStream};
+
+/// What an instance task reports to its supervisor.
+#[derive(Debug)]
+pub(crate) enum Event {
+    Ready {
+        id: u64,
+        startup: Duration,
+    },
+    /// A ready instance's process died; `Exited` follows once its output is collected.
+    Died {
+        id: u64,
+    },
+    Exited {
+        id: u64,
+        crash: Option<Crash>,
+    },
+}
+
+/// An exit nobody asked for, or a start that failed.
+#[derive(Debug)]
+pub(crate) struct Crash {
+    pub error: Error,
+    /// How long the process had been running; zero if it never started.
+    pub uptime: Duration,
+}
+
+/// Everything one instance task needs.
+pub(crate) struct Launch {
+    pub instance: Arc<Instance>,
+    pub spec: Arc<InstanceSpec>,
+    /// Cancelled when the supervisor wants the instance gone, or at shutdown.
+    pub stop: CancellationToken,
+    pub events: mpsc::UnboundedSender<Event>,
+}
+
+/// How long to wait, once the process is gone, for the rest of its output.
+const OUTPUT_LINGER: Duration = Duration::from_millis(250);
+
+/// Runs one instance to its end and reports it. Must run on a Tokio worker thread (a spawned task),
+/// never in `spawn_blocking`: with the shim, the child's parent-death signal fires when the *thread*
+/// that spawned it exits, and blocking-pool threads exit when idle.
+pub(crate) async fn run(inner: Arc<Inner>, launch: Launch) {
+    let id = launch.instance.id;
+    let crash = match spawn(&inner, &launch) {
+        Ok(process) => supervise(&inner, &launch, process).await,
+        Err(error) => Some(Crash {
+            error,
+            uptime: Duration::ZERO,
+        }),
+    };
+    launch.instance.drain();
+    if let Some(crash) = &crash {
+        warn!(
+            namespace = %launch.spec.namespace,
+            revision = %launch.spec.revision,
+            instance = id,
+            error = %crash.error,
+            "Instance crashed."
+        );
+    }
+    // The supervisor waits for every instance's `Exited`; the send fails only if its task was torn
+    // down with the Tokio runtime, and then nobody is left to tell.
+    let _ = launch.events.send(Event::Exited { id, crash });
+}
+
+/// A spawned process with its output pumps.
+struct Process {
+    child: Child,
+    group: Group,
+    spawned: Instant,
+    pumps: Vec<JoinHandle<()>>,
+    last_stderr: Arc<Mutex<Option<String>>>,
+}
+
+fn spawn(inner: &Arc<Inner>, launch: &Launch) -> Result<Process, Error> {
+    let spec = &launch.spec;
+    let (program, args) = spec.command.split_first().ok_or(Error::EmptyCommand)?;
+    // Checked first: a missing directory makes the spawn fail with "not found", which would blame
+    // the program.
+    if let Some(dir) = &spec.working_dir {
+        match std::fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::WorkingDir {
+                    path: dir.clone(),
+                    source: std::io::ErrorKind::NotADirectory.into(),
+                });
+            }
+            Err(source) => {
+                return Err(Error::WorkingDir {
+                    path: dir.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    let mut command = match &inner.config.shim {
+        Some(shim) => {
+            let mut command = Command::new(shim);
+            command
+                .args(shim_args(&spec.command))
+                .env(PARENT_PID_ENV, std::process::id().to_string());
+            command
+        }
+        None => {
+            let mut command = Command::new(program);
+            command.args(args);
+            command
+        }
+    };
+    command
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .env("PORT", launch.instance.address.port().to_string())
+        .env("K_SERVICE", &spec.service)
+        .env("K_REVISION", &spec.revision)
+        .env("K_CONFIGURATION", &spec.configuration)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own group, so stopping it reaches everything it started.
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(dir) = &spec.working_dir {
+        command.current_dir(dir);
+    }
+    let mut child = command.spawn().map_err(|source| Error::Spawn {
+        program: program.clone(),
+        source,
+    })?;
+    let spawned = Instant::now();
+    let pid = child
+        .id()
+        .and_then(|pid| i32::try_from(pid).ok())
+        .map(Pid::from_raw)
+        .expect("a child just spawned has not been reaped");
+    let group = Group::new(Arc::clone(inner), launch.instance.id, pid);
+
+    let revision: Arc<str> = Arc::from(spec.revision.as_str());
+    let ring = inner.logs.ring(&spec.namespace, &spec.service);
+    let file = inner.config.log_dir.as_deref().map(|dir| {
+        logs::file_path(
+            dir,
+            &spec.namespace,
+            &spec.service,
+            &spec.revision,
+            launch.instance.id,
+        )
+    });
+    let last_stderr = Arc::new(Mutex::new(None));
+    let sink = |stream, last_line| Sink {
+        revision: Arc::clone(&revision),
+        instance: launch.instance.id,
+        stream,
+        ring: Arc::clone(&ring),
+        file: file.clone(),
+        max_line: inner.config.max_log_line_bytes,
+        last_line,
+    };
+    let mut pumps = Vec::with_capacity(2);
+    if let Some(stdout) = child.stdout.take() {
+        let sink = sink(LogStream::Stdout, None);
+        pumps.push(inner.tracker.spawn(logs::pump(stdout, sink)));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        let sink = sink(LogStream::Stderr, Some(Arc::clone(&last_stderr)));
+        pumps.push(inner.tracker.spawn(logs::pump(stderr, sink)));
+    }
+    debug!(
+        namespace = %spec.namespace,
+        revision = %spec.revision,
+        instance = launch.instance.id,
+        pid = pid.as_raw(),
+        address = %launch.instance.address,
+        "Instance started."
+    );
+    Ok(Process {
+        child,
+        group,
+        spawned,
+        pumps,
+        last_stderr,
+    })
+}
+
+/// Probes, serves and stops one process. Returns the crash if it exited unasked.
+async fn supervise(inner: &Arc<Inner>, launch: &Launch, mut process: Process) -> Option<Crash> {
+    let instance = &launch.instance;
+    let spec = &launch.spec;
+    let probe_config = inner.config.probe();
+    let ready = tokio::select! {
+        // Biased: when a stop and an exit race, the exit was asked for.
+        biased;
+        () = launch.stop.cancelled() => false,
+        status = process.child.wait() => {
+            return Some(process.crashed(status, false, launch).await);
+        }
+        () = probe::until_ready(&probe_config, instance.address, spec.readiness_path.as_deref(), process.spawned) => true,
+    };
+    if ready {
+        let startup = process.spawned.elapsed();
+        info!(
+            namespace = %spec.namespace,
+            revision = %spec.revision,
+            instance = instance.id,
+            startup_ms = startup.as_millis() as u64,
+            "Instance ready."
+        );
+        let _ = launch.events.send(Event::Ready {
+            id: instance.id,
+            startup,
+        });
+        tokio::select! {
+            biased;
+            () = launch.stop.cancelled() => {}
+            status = process.child.wait() => {
+                return Some(process.crashed(status, true, launch).await);
+            }
+        }
+    }
+    process.stop(instance, inner.config.grace_period).await;
+    None
+}
+
+impl Process {
+    /// Cleans up after an exit nobody asked for and says why it happened.
+    async fn crashed(
+        mut self,
+        status: std::io::Result<ExitStatus>,
+        ready: bool,
+        launch: &Launch,
+    ) -> Crash {
+        let uptime = self.spawned.elapsed();
+        // Out of the ready set now, not after the output is collected.
+        launch.instance.drain();
+        if ready {
+            let _ = launch.events.send(Event::Died {
+                id: launch.instance.id,
+            });
+        }
+        // Whatever the process left behind in its group goes with it.
+        self.group.signal(Signal::SIGKILL);
+        self.finish_output().await;
+        let stderr = self
+            .last_stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let error = match status {
+            Ok(status) => Error::Exited {
+                status,
+                ready,
+                stderr,
+            },
+            Err(source) => Error::Wait(source),
+        };
+        Crash { error, uptime }
+    }
+
+    /// Drains then terminates: waits for requests in flight (up to `grace`), SIGTERMs the group,
+    /// waits for the process (up to `grace` again), then SIGKILLs the group.
+    async fn stop(mut self, instance: &Instance, grace: Duration) {
+        instance.drain();
+        tokio::select! {
+            drained = tokio::time::timeout(grace, instance.idle()) => {
+                if drained.is_err() {
+                    warn!(instance = instance.id, in_flight = instance.in_flight(), "Requests still in flight after the grace period; stopping the instance anyway.");
+                }
+            }
+            // It may go on its own meanwhile; then there is nothing left to wait for.
+            _ = self.child.wait() => {}
+        }
+        self.group.signal(Signal::SIGTERM);
+        if tokio::time::timeout(grace, self.child.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                instance = instance.id,
+                grace_ms = grace.as_millis() as u64,
+                "Instance ignored SIGTERM for the grace period; killing it."
+            );
+            self.group.signal(Signal::SIGKILL);
+            let _ = self.child.wait().await;
+        }
+        // Stragglers that outlived the leader.
+        self.group.signal(Signal::SIGKILL);
+        self.finish_output().await;
+    }
+
+    /// Lets the pumps read what the process wrote before it went, then gives up on output held
+    /// open by a process that left the group.
+    async fn finish_output(&mut self) {
+        let deadline = Instant::now() + OUTPUT_LINGER;
+        for pump in &mut self.pumps {
+            if tokio::time::timeout_at(deadline, &mut *pump).await.is_err() {
+                pump.abort();
+            }
+        }
+    }
+}
+
+/// A process group this runtime started. SIGKILLs the group when dropped, so a task that is torn
+/// down mid-way (its runtime shutting down) leaves nothing behind; and registers the group so that
+/// dropping the [`super::ProcessRuntime`] can kill it synchronously.
+struct Group {
+    inner: Arc<Inner>,
+    id: u64,
+    pgid: Pid,
+}
+
+impl Group {
+    fn new(inner: Arc<Inner>, id: u64, pgid: Pid) -> Self {
+        inner.register_group(id, pgid);
+        Self { inner, id, pgid }
+    }
+
+    fn signal(&self, signal: Signal) {
+        // ESRCH: the group is already empty.
+        let _ = killpg(self.pgid, signal);
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.signal(Signal::SIGKILL);
+        self.inner.unregister_group(self.id);
+    }
+}
+
+/// The arguments the runtime gives the shim: `__exec -- PROGRAM ARGS...`.
+pub(crate) fn shim_args(program_and_args: &[String]) -> Vec<OsString> {
+    let mut args = vec![OsString::from(SHIM_SUBCOMMAND), OsString::from("--")];
+    args.extend(program_and_args.iter().map(OsString::from));
+    args
+}

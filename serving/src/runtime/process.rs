@@ -1,0 +1,573 @@
+//! The process runtime: each instance of a revision is a local process group listening on its own
+//! loopback port, given in `PORT`.
+//!
+//! One supervisor task per revision owns that revision's instances: it compares what
+//! [`Runtime::scale`] asked for with what runs, starts instances (after a backoff if they have been
+//! crashing) and picks which to stop (see `plan.rs`). Each instance is its own task
+//! (`lifecycle.rs`) that spawns, probes, serves and stops one process and reports back. The ready
+//! set and the counts are published through `watch` channels, so readers never wait on a
+//! supervisor.
+//!
+//! # No orphans
+//! - Each instance is a process group; stopping SIGKILLs the whole group in the end, so whatever
+//!   the function started goes too.
+//! - [`Runtime::shutdown`] stops everything gracefully and waits. Dropping the [`ProcessRuntime`]
+//!   SIGKILLs every group at once, and a torn-down instance task SIGKILLs its group.
+//! - If kinetic itself is SIGKILLed nothing of the above runs. Then the shim does it: with
+//!   [`ProcessConfig::shim`] set, instances start as `SHIM __exec -- PROGRAM ARGS...` and the shim
+//!   ([`exec_shim`]) asks Linux for SIGKILL when its parent dies, then execs the program.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsString;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use super::lifecycle::{self, Crash, Event, Launch};
+use super::logs::LogStore;
+use super::plan::{self, Backoff, BackoffConfig, Phase, SlotView};
+use super::probe::ProbeConfig;
+use super::{Error, Instance, InstanceSpec, LogLine, RevisionStatus, Runtime};
+
+/// The hidden subcommand of the kinetic binary that runs [`exec_shim`].
+pub const SHIM_SUBCOMMAND: &str = "__exec";
+
+/// Environment variable carrying kinetic's PID to the shim, which checks it is still its parent.
+pub const PARENT_PID_ENV: &str = "KINETIC_PARENT_PID";
+
+/// Settings of the process runtime. Defaults suit a laptop; tests shorten the periods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessConfig {
+    /// The kinetic binary (`std::env::current_exe()`), to start instances through its
+    /// `__exec` subcommand so that they die with kinetic even when it is SIGKILLed. `None` starts
+    /// the program directly.
+    pub shim: Option<PathBuf>,
+    /// How long a stopping instance may take to finish its requests, and then again how long it
+    /// may take to exit after SIGTERM before it is SIGKILLed.
+    pub grace_period: Duration,
+    /// First pause between readiness probes; the pause grows with the time spent starting.
+    pub probe_period: Duration,
+    /// Longest pause between readiness probes.
+    pub probe_period_max: Duration,
+    /// How long one readiness probe may take.
+    pub probe_timeout: Duration,
+    /// Output lines kept in memory per service.
+    pub log_lines: usize,
+    /// Longer output lines are cut to this many bytes.
+    pub max_log_line_bytes: usize,
+    /// Pause before restarting after a crash; doubles with each crash in a row.
+    pub restart_backoff: Duration,
+    pub restart_backoff_max: Duration,
+    /// A crash of an instance that had been running this long starts the backoff over.
+    pub restart_backoff_reset: Duration,
+    /// If set, each instance's output is also appended to
+    /// `<log_dir>/<namespace>/<service>/<revision>-<instance>.log`.
+    pub log_dir: Option<PathBuf>,
+}
+
+impl Default for ProcessConfig {
+    fn default() -> Self {
+        Self {
+            shim: None,
+            grace_period: Duration::from_secs(30),
+            probe_period: Duration::from_millis(5),
+            probe_period_max: Duration::from_millis(50),
+            probe_timeout: Duration::from_secs(1),
+            log_lines: 1000,
+            max_log_line_bytes: 16 * 1024,
+            restart_backoff: Duration::from_millis(100),
+            restart_backoff_max: Duration::from_secs(10),
+            restart_backoff_reset: Duration::from_secs(60),
+            log_dir: None,
+        }
+    }
+}
+
+impl ProcessConfig {
+    pub(crate) fn probe(&self) -> ProbeConfig {
+        ProbeConfig {
+            period: self.probe_period,
+            period_max: self.probe_period_max,
+            timeout: self.probe_timeout,
+        }
+    }
+
+    fn backoff(&self) -> BackoffConfig {
+        BackoffConfig {
+            initial: self.restart_backoff,
+            max: self.restart_backoff_max,
+            reset_after: self.restart_backoff_reset,
+        }
+    }
+}
+
+/// Runs revisions' instances as local processes. See the module documentation.
+#[derive(Debug)]
+pub struct ProcessRuntime {
+    inner: Arc<Inner>,
+}
+
+/// State shared by the runtime, its supervisors and its instance tasks.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub config: ProcessConfig,
+    pub logs: LogStore,
+    /// Every supervisor, instance and output task, for [`Runtime::shutdown`] to wait on.
+    pub tracker: TaskTracker,
+    /// Cancelled at shutdown; every instance's stop token is a child.
+    cancel: CancellationToken,
+    revisions: Mutex<HashMap<(String, String), Revision>>,
+    /// Live process groups by instance id, for [`Drop`] to kill without any task running.
+    groups: Mutex<HashMap<u64, Pid>>,
+    /// Ports handed to live instances, so two starting at once never share one.
+    ports: Mutex<HashSet<u16>>,
+    next_id: AtomicU64,
+}
+
+/// The channels of one revision. Kept for the runtime's life so that receivers handed out by
+/// [`Runtime::instances`] keep working across scale to zero and back.
+#[derive(Debug)]
+struct Revision {
+    ready: watch::Sender<Vec<Arc<Instance>>>,
+    status: watch::Sender<RevisionStatus>,
+    /// `None` until the first scale starts the supervisor.
+    desired: Option<watch::Sender<(Arc<InstanceSpec>, u32)>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The sections never panic half-way; a poisoned lock still holds consistent data.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ProcessRuntime {
+    pub fn new(config: ProcessConfig) -> Self {
+        let logs = LogStore::new(config.log_lines);
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                logs,
+                tracker: TaskTracker::new(),
+                cancel: CancellationToken::new(),
+                revisions: Mutex::default(),
+                groups: Mutex::default(),
+                ports: Mutex::default(),
+                next_id: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    fn with_revision<T>(
+        &self,
+        namespace: &str,
+        revision: &str,
+        f: impl FnOnce(&mut Revision) -> T,
+    ) -> T {
+        let mut revisions = lock(&self.inner.revisions);
+        let entry = revisions
+            .entry((namespace.to_owned(), revision.to_owned()))
+            .or_insert_with(|| Revision {
+                ready: watch::Sender::new(Vec::new()),
+                status: watch::Sender::new(RevisionStatus::default()),
+                desired: None,
+            });
+        f(entry)
+    }
+}
+
+impl Runtime for ProcessRuntime {
+    fn scale(&self, spec: Arc<InstanceSpec>, desired: u32) {
+        if self.inner.cancel.is_cancelled() {
+            warn!(namespace = %spec.namespace, revision = %spec.revision, desired, "Scale after shutdown ignored.");
+            return;
+        }
+        let (namespace, revision) = (spec.namespace.clone(), spec.revision.clone());
+        self.with_revision(&namespace, &revision, |entry| match &entry.desired {
+            Some(sender) => {
+                sender.send_replace((spec, desired));
+            }
+            None => {
+                let (sender, receiver) = watch::channel((Arc::clone(&spec), desired));
+                entry.desired = Some(sender);
+                let supervisor = Supervisor::new(
+                    Arc::clone(&self.inner),
+                    spec,
+                    receiver,
+                    entry.ready.clone(),
+                    entry.status.clone(),
+                );
+                self.inner.tracker.spawn(supervisor.run());
+            }
+        });
+    }
+
+    fn instances(&self, namespace: &str, revision: &str) -> watch::Receiver<Vec<Arc<Instance>>> {
+        self.with_revision(namespace, revision, |entry| entry.ready.subscribe())
+    }
+
+    fn status(&self, namespace: &str, revision: &str) -> RevisionStatus {
+        let revisions = lock(&self.inner.revisions);
+        revisions
+            .get(&(namespace.to_owned(), revision.to_owned()))
+            .map(|entry| entry.status.borrow().clone())
+            .unwrap_or_default()
+    }
+
+    fn logs(&self, namespace: &str, service: &str, limit: usize) -> Vec<LogLine> {
+        self.inner.logs.tail(namespace, service, limit)
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.inner.cancel.cancel();
+            self.inner.tracker.close();
+            self.inner.tracker.wait().await;
+        })
+    }
+}
+
+impl Drop for ProcessRuntime {
+    /// Kills every instance's group at once, without waiting: the last resort when nobody called
+    /// [`Runtime::shutdown`]. The tasks then wind down on their own if their Tokio runtime lives on.
+    fn drop(&mut self) {
+        self.inner.cancel.cancel();
+        for pgid in lock(&self.inner.groups).values() {
+            let _ = killpg(*pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+impl Inner {
+    pub(crate) fn register_group(&self, id: u64, pgid: Pid) {
+        // A group spawned while the runtime was being dropped is missed by `Drop`; its task sees
+        // the cancelled stop token and stops it instead.
+        lock(&self.groups).insert(id, pgid);
+    }
+
+    pub(crate) fn unregister_group(&self, id: u64) {
+        lock(&self.groups).remove(&id);
+    }
+
+    /// A loopback port free right now and not handed to another live instance. Between this and the
+    /// process binding it another program may take it; the instance then fails and is restarted on
+    /// a new port.
+    fn take_port(&self) -> io::Result<u16> {
+        let mut ports = lock(&self.ports);
+        for _ in 0..32 {
+            let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+            let port = listener.local_addr()?.port();
+            if ports.insert(port) {
+                return Ok(port);
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "the system kept offering ports that instances already use",
+        ))
+    }
+
+    fn release_port(&self, port: u16) {
+        lock(&self.ports).remove(&port);
+    }
+}
+
+/// One instance as its supervisor tracks it.
+struct Slot {
+    instance: Arc<Instance>,
+    phase: Phase,
+    stop: CancellationToken,
+    started: Instant,
+    /// Its process died; it leaves the ready set at once and the slots at `Exited`.
+    dead: bool,
+}
+
+/// Owns one revision's instances; see the module documentation.
+struct Supervisor {
+    inner: Arc<Inner>,
+    spec: Arc<InstanceSpec>,
+    desired: u32,
+    desired_rx: watch::Receiver<(Arc<InstanceSpec>, u32)>,
+    slots: BTreeMap<u64, Slot>,
+    backoff: Backoff,
+    /// Crashed instances not yet replaced.
+    owed_restarts: u32,
+    /// Counters carried from event to event; the instance counts are recomputed from `slots`.
+    status: RevisionStatus,
+    ready_tx: watch::Sender<Vec<Arc<Instance>>>,
+    status_tx: watch::Sender<RevisionStatus>,
+    events_tx: mpsc::UnboundedSender<Event>,
+    events_rx: mpsc::UnboundedReceiver<Event>,
+}
+
+impl Supervisor {
+    fn new(
+        inner: Arc<Inner>,
+        spec: Arc<InstanceSpec>,
+        mut desired_rx: watch::Receiver<(Arc<InstanceSpec>, u32)>,
+        ready_tx: watch::Sender<Vec<Arc<Instance>>>,
+        status_tx: watch::Sender<RevisionStatus>,
+    ) -> Self {
+        let desired = desired_rx.borrow_and_update().1;
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let status = status_tx.borrow().clone();
+        Self {
+            inner,
+            spec,
+            desired,
+            desired_rx,
+            slots: BTreeMap::new(),
+            backoff: Backoff::default(),
+            owed_restarts: 0,
+            status,
+            ready_tx,
+            status_tx,
+            events_tx,
+            events_rx,
+        }
+    }
+
+    /// Runs until shutdown has stopped every instance. Events are bounded by the instances
+    /// started, two each, so the unbounded channel is not.
+    async fn run(mut self) {
+        let cancel = self.inner.cancel.clone();
+        let mut desired_open = true;
+        loop {
+            let now = Instant::now();
+            self.reconcile(now);
+            self.publish();
+            if cancel.is_cancelled() && self.slots.is_empty() {
+                return;
+            }
+            let wake = self
+                .backoff
+                .not_before()
+                .filter(|at| *at > now && self.live() < self.desired);
+            tokio::select! {
+                changed = self.desired_rx.changed(), if desired_open && !cancel.is_cancelled() => {
+                    match changed {
+                        Ok(()) => {
+                            let (spec, desired) = self.desired_rx.borrow_and_update().clone();
+                            self.spec = spec;
+                            self.desired = desired;
+                        }
+                        Err(_) => desired_open = false,
+                    }
+                }
+                Some(event) = self.events_rx.recv() => self.on_event(event, Instant::now()),
+                () = tokio::time::sleep_until(wake.unwrap_or(now)), if wake.is_some() => {}
+                () = cancel.cancelled(), if !cancel.is_cancelled() => {}
+            }
+        }
+    }
+
+    fn live(&self) -> u32 {
+        self.slots
+            .values()
+            .filter(|s| s.phase != Phase::Stopping)
+            .count() as u32
+    }
+
+    fn reconcile(&mut self, now: Instant) {
+        let shutting_down = self.inner.cancel.is_cancelled();
+        if shutting_down {
+            self.desired = 0;
+        }
+        self.owed_restarts = self
+            .owed_restarts
+            .min(self.desired.saturating_sub(self.live()));
+        let views: Vec<SlotView> = self
+            .slots
+            .iter()
+            .map(|(&id, slot)| SlotView {
+                id,
+                phase: slot.phase,
+                in_flight: slot.instance.in_flight(),
+                started: slot.started,
+            })
+            .collect();
+        let may_start = !shutting_down && self.backoff.may_start(now);
+        let plan = plan::plan(self.desired, &views, may_start);
+        for id in plan.stop {
+            if let Some(slot) = self.slots.get_mut(&id) {
+                debug!(revision = %self.spec.revision, instance = id, "Stopping instance.");
+                slot.phase = Phase::Stopping;
+                // Out of the ready set at the next publish, and no new request from now on.
+                slot.instance.drain();
+                slot.stop.cancel();
+            }
+        }
+        for _ in 0..plan.start {
+            if !self.start(now) {
+                break;
+            }
+        }
+    }
+
+    /// Starts one instance; false if even that failed (then counted as a crash).
+    fn start(&mut self, now: Instant) -> bool {
+        let port = match self.inner.take_port() {
+            Ok(port) => port,
+            Err(source) => {
+                self.crashed(
+                    Crash {
+                        error: Error::NoPort(source),
+                        uptime: Duration::ZERO,
+                    },
+                    now,
+                );
+                return false;
+            }
+        };
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let instance = Arc::new(Instance::new(
+            id,
+            SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        ));
+        let stop = self.inner.cancel.child_token();
+        if self.owed_restarts > 0 {
+            self.owed_restarts -= 1;
+            self.status.restarts += 1;
+        }
+        self.slots.insert(
+            id,
+            Slot {
+                instance: Arc::clone(&instance),
+                phase: Phase::Starting,
+                stop: stop.clone(),
+                started: now,
+                dead: false,
+            },
+        );
+        let launch = Launch {
+            instance,
+            spec: Arc::clone(&self.spec),
+            stop,
+            events: self.events_tx.clone(),
+        };
+        self.inner
+            .tracker
+            .spawn(lifecycle::run(Arc::clone(&self.inner), launch));
+        true
+    }
+
+    fn on_event(&mut self, event: Event, now: Instant) {
+        match event {
+            Event::Ready { id, startup } => {
+                if let Some(slot) = self.slots.get_mut(&id)
+                    && slot.phase == Phase::Starting
+                {
+                    slot.phase = Phase::Ready;
+                    self.status.startups += 1;
+                    self.status.last_startup = Some(startup);
+                }
+            }
+            Event::Died { id } => {
+                // Still live for `plan` until `Exited`, so the replacement waits for the backoff.
+                if let Some(slot) = self.slots.get_mut(&id) {
+                    slot.dead = true;
+                }
+            }
+            Event::Exited { id, crash } => {
+                let Some(slot) = self.slots.remove(&id) else {
+                    return;
+                };
+                self.inner.release_port(slot.instance.address.port());
+                // An instance asked to stop may die of anything on the way out.
+                if let Some(crash) = crash
+                    && slot.phase != Phase::Stopping
+                {
+                    self.crashed(crash, now);
+                    self.owed_restarts += 1;
+                }
+            }
+        }
+    }
+
+    fn crashed(&mut self, crash: Crash, now: Instant) {
+        self.status.crashes += 1;
+        self.status.last_error = Some(Arc::new(crash.error));
+        self.backoff
+            .crashed(&self.inner.config.backoff(), crash.uptime, now);
+    }
+
+    fn publish(&mut self) {
+        let ready: Vec<Arc<Instance>> = self
+            .slots
+            .values()
+            .filter(|s| s.phase == Phase::Ready && !s.dead)
+            .map(|s| Arc::clone(&s.instance))
+            .collect();
+        self.ready_tx.send_if_modified(|current| {
+            let same = current.len() == ready.len()
+                && current.iter().zip(&ready).all(|(a, b)| a.id == b.id);
+            if !same {
+                *current = ready;
+            }
+            !same
+        });
+        let count = |phase| self.slots.values().filter(|s| s.phase == phase).count() as u32;
+        self.status.desired = self.desired;
+        self.status.starting = count(Phase::Starting);
+        self.status.ready = count(Phase::Ready);
+        self.status.draining = count(Phase::Stopping);
+        self.status_tx.send_replace(self.status.clone());
+    }
+}
+
+/// The `kinetic __exec -- PROGRAM ARGS...` subcommand: arranges for SIGKILL when its parent
+/// (kinetic) dies, checks kinetic did not die already, and becomes the program.
+///
+/// The parent-death signal fires when the *thread* that spawned this process exits, not the whole
+/// parent process. The runtime therefore spawns instances from Tokio worker tasks, which live as
+/// long as the runtime, and never from `spawn_blocking`, whose threads exit when idle.
+///
+/// Returns only on failure: the caller prints the error on stderr (which the runtime records as
+/// the instance's last error) and exits, with 127 when the program was not found, like a shell:
+///
+/// ```text
+/// // kinetic's main, for `kinetic __exec -- PROGRAM ARGS...`:
+/// let error = kinetic_serving::runtime::exec_shim(&program_and_args);
+/// eprintln!("{error}");
+/// std::process::exit(if error.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 });
+/// ```
+///
+/// and the runtime is built with `ProcessConfig { shim: Some(std::env::current_exe()?), .. }`.
+pub fn exec_shim(program_and_args: &[OsString]) -> io::Error {
+    let Some((program, args)) = program_and_args.split_first() else {
+        return io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "usage: kinetic __exec -- PROGRAM [ARGS...]",
+        );
+    };
+    if let Err(errno) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
+        return io::Error::from(errno);
+    }
+    // kinetic may have died between spawning us and the line above, when the signal was not yet
+    // asked for; then we are someone else's child and must not run.
+    if let Some(expected) = std::env::var_os(PARENT_PID_ENV) {
+        let expected = expected.to_str().and_then(|pid| pid.parse::<i32>().ok());
+        if expected != Some(nix::unistd::getppid().as_raw()) {
+            return io::Error::other("kinetic exited before the instance could start");
+        }
+    }
+    let error = std::process::Command::new(program)
+        .args(args)
+        .env_remove(PARENT_PID_ENV)
+        .exec();
+    io::Error::new(
+        error.kind(),
+        format!("cannot start `{}`: {error}", program.to_string_lossy()),
+    )
+}
