@@ -326,6 +326,43 @@ async fn draining_waits_for_requests_in_flight_before_sigterm() {
 }
 
 #[tokio::test]
+async fn scaling_up_is_not_held_back_by_a_drain() {
+    let rt = ProcessRuntime::new(config());
+    let spec = python("redrain", &[]);
+    rt.scale(Arc::clone(&spec), 1);
+    let old = wait_ready(&rt, &spec, 1).await.remove(0);
+    let request = old.begin().unwrap();
+    rt.scale(Arc::clone(&spec), 0);
+    // (Scaling back at once would be no change at all: the latest call wins.)
+    eventually("the drain to begin", || {
+        (rt.status(&spec.namespace, &spec.revision).draining == 1).then_some(())
+    })
+    .await;
+    rt.scale(Arc::clone(&spec), 1);
+    let new = eventually("a new ready instance", || {
+        let ready = rt
+            .instances(&spec.namespace, &spec.revision)
+            .borrow()
+            .clone();
+        ready.into_iter().find(|i| i.id != old.id)
+    })
+    .await;
+    assert_ne!(new.address, old.address);
+    let status = rt.status(&spec.namespace, &spec.revision);
+    assert_eq!((status.ready, status.draining), (1, 1), "{status:?}");
+    drop(request);
+    eventually("the old instance gone", || {
+        (rt.status(&spec.namespace, &spec.revision).draining == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        rt.instances(&spec.namespace, &spec.revision).borrow().len(),
+        1
+    );
+    rt.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_instance_ignoring_sigterm_is_killed_after_the_grace_period() {
     let grace = Duration::from_millis(500);
     let rt = ProcessRuntime::new(ProcessConfig {

@@ -7,6 +7,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
@@ -54,6 +55,9 @@ pub(crate) struct Launch {
     pub stop: CancellationToken,
     pub events: mpsc::UnboundedSender<Event>,
 }
+
+/// How long to wait for SIGKILLed members of a group to be gone.
+const GROUP_EXIT_WAIT: Duration = Duration::from_secs(1);
 
 /// How long to wait, once the process is gone, for the rest of its output.
 const OUTPUT_LINGER: Duration = Duration::from_millis(250);
@@ -260,7 +264,7 @@ impl Process {
             });
         }
         // Whatever the process left behind in its group goes with it.
-        self.group.signal(Signal::SIGKILL);
+        self.group.kill().await;
         self.finish_output().await;
         let stderr = self
             .last_stderr
@@ -305,7 +309,7 @@ impl Process {
             let _ = self.child.wait().await;
         }
         // Stragglers that outlived the leader.
-        self.group.signal(Signal::SIGKILL);
+        self.group.kill().await;
         self.finish_output().await;
     }
 
@@ -340,6 +344,62 @@ impl Group {
         // ESRCH: the group is already empty.
         let _ = killpg(self.pgid, signal);
     }
+
+    /// SIGKILLs the group and waits until nothing in it runs, so that a stopped instance leaves
+    /// nothing behind when its task ends. A SIGKILLed process takes a moment to go; the wait is
+    /// bounded in case it does not.
+    async fn kill(&self) {
+        self.signal(Signal::SIGKILL);
+        let deadline = Instant::now() + GROUP_EXIT_WAIT;
+        let mut pause = Duration::from_millis(1);
+        while self.runs().await && Instant::now() < deadline {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether a member of the group still runs. Members that were orphaned stay zombies until
+    /// init reaps them, which some inits do only every few seconds; those do not count.
+    async fn runs(&self) -> bool {
+        if killpg(self.pgid, None) == Err(Errno::ESRCH) {
+            return false;
+        }
+        if cfg!(target_os = "linux") {
+            let pgid = self.pgid.as_raw();
+            // Reading /proc is quick but blocking.
+            return tokio::task::spawn_blocking(move || live_members(pgid))
+                .await
+                .unwrap_or(true);
+        }
+        true
+    }
+}
+
+/// Whether a process of group `pgid` is alive and not a zombie, from `/proc/<pid>/stat`.
+fn live_members(pgid: i32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    entries.flatten().any(|entry| {
+        let is_pid = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
+        if !is_pid {
+            return false;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        // `pid (comm) state ppid pgrp ...`; comm may contain anything, so split after its `)`.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let group = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
+        group == Some(pgid) && state != Some("Z") && state != Some("X")
+    })
 }
 
 impl Drop for Group {

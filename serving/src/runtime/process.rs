@@ -15,7 +15,8 @@
 //!   SIGKILLs every group at once, and a torn-down instance task SIGKILLs its group.
 //! - If kinetic itself is SIGKILLed nothing of the above runs. Then the shim does it: with
 //!   [`ProcessConfig::shim`] set, instances start as `SHIM __exec -- PROGRAM ARGS...` and the shim
-//!   ([`exec_shim`]) asks Linux for SIGKILL when its parent dies, then execs the program.
+//!   ([`exec_shim`]) asks Linux for SIGKILL when its parent dies, then execs the program. Other
+//!   systems have no such signal; there the shim only execs.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
@@ -551,6 +552,8 @@ pub fn exec_shim(program_and_args: &[OsString]) -> io::Error {
             "usage: kinetic __exec -- PROGRAM [ARGS...]",
         );
     };
+    // Linux only; elsewhere instances outlive a SIGKILLed kinetic.
+    #[cfg(target_os = "linux")]
     if let Err(errno) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
         return io::Error::from(errno);
     }
