@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 kport=${KINETIC_PORT:-8080}
 dport=${DISPLAY_PORT:-9090}
+gport=${GATEWAY_PORT:-8081}
 
 echo "==> Building kinetic and the event-display subscriber (the first build takes a few minutes)..."
 cargo build --locked -p kinetic -p event-display
@@ -26,7 +27,7 @@ sed "s/127.0.0.1:9090/127.0.0.1:$dport/g" examples/quickstart/shop.yaml > "$work
 
 "$bin/event-display" "127.0.0.1:$dport" > "$work/display.log" 2>&1 &
 pids+=($!)
-KINETIC_LOG=${KINETIC_LOG:-warn} "$bin/kinetic" up -f "$work/shop.yaml" --listen "127.0.0.1:$kport" \
+KINETIC_LOG=${KINETIC_LOG:-warn} "$bin/kinetic" up -f "$work/shop.yaml" --listen "127.0.0.1:$kport" --gateway-listen "127.0.0.1:$gport" \
   --store "sqlite://$work/state.db" 2> >(tee "$work/kinetic.log" >&2) &
 pids+=($!)
 

@@ -16,5 +16,7 @@ echo "==> cargo fmt --check"
 cargo fmt --all --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> cargo build (binaries the end-to-end tests run: kinetic, the example functions)"
+cargo build --workspace --bins --locked
 echo "==> cargo test"
 cargo test --workspace --locked --no-fail-fast "$@"

@@ -1,7 +1,9 @@
 //! The control-plane HTTP API on the main listener, used by the CLI:
 //!
 //! - `POST /api/v1/apply?file=NAME` with YAML or JSON documents → the applied resources
-//! - `GET /api/v1/{brokers|triggers}` (`?namespace=`), `GET|DELETE /api/v1/{kind}/{namespace}/{name}`
+//! - `GET /api/v1/{brokers|triggers|services|revisions}` (`?namespace=`),
+//!   `GET|DELETE /api/v1/{kind}/{namespace}/{name}`; services and revisions carry a live `status`
+//! - `GET /api/v1/services/{namespace}/{name}/logs?limit=N` → recent output of its instances
 //! - `GET /api/v1/deadletters` (`?trigger=NS/NAME&unreplayed=true&limit=N`), `GET /api/v1/deadletters/{id}`
 //! - `POST /api/v1/deadletters/replay` with `{"ids": [...]}` or `{"trigger": "NS/NAME", "all": true}`
 //! - `/healthz`, `/readyz`, `/metrics`
@@ -28,6 +30,8 @@ use crate::apply;
 pub struct ApiState {
     pub store: Arc<dyn Store>,
     pub registry: Arc<Mutex<Registry>>,
+    /// Present in processes that serve functions.
+    pub serving: Option<Arc<kinetic_serving::Serving>>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -39,6 +43,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/deadletters", get(list_dead_letters))
         .route("/api/v1/deadletters/replay", post(replay))
         .route("/api/v1/deadletters/{id}", get(get_dead_letter))
+        .route("/api/v1/services/{namespace}/{name}/logs", get(logs))
         .route("/api/v1/{plural}", get(list))
         .route(
             "/api/v1/{plural}/{namespace}/{name}",
@@ -118,7 +123,12 @@ async fn apply_documents(
     let file = query.file.unwrap_or_else(|| "request body".to_owned());
     let text = std::str::from_utf8(&body)
         .map_err(|_| bad_request(format!("{file}: is not UTF-8 text")))?;
-    let resources = apply::parse_and_validate(&file, text).map_err(|error| {
+    let defaults = state
+        .serving
+        .as_ref()
+        .map(|serving| serving.config().autoscaler.clone())
+        .unwrap_or_default();
+    let resources = apply::parse_and_validate(&file, text, Some(&defaults)).map_err(|error| {
         ApiError(
             StatusCode::BAD_REQUEST,
             json!({
@@ -131,6 +141,19 @@ async fn apply_documents(
             }),
         )
     })?;
+    if let Err(error) = apply::check_references(&state.store, &file, &resources).await? {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            json!({
+                "error": error.to_string(),
+                "file": error.file,
+                "document": error.document,
+                "resource": error.resource,
+                "path": error.path,
+                "hint": error.hint,
+            }),
+        ));
+    }
     let applied = apply::apply(&state.store, &resources).await?;
     Ok(axum::Json(json!({ "applied": applied })).into_response())
 }
@@ -140,6 +163,8 @@ pub fn kind_of(plural: &str) -> Option<&'static str> {
     match plural.to_ascii_lowercase().as_str() {
         "brokers" | "broker" => Some("Broker"),
         "triggers" | "trigger" => Some("Trigger"),
+        "services" | "service" | "ksvc" => Some("Service"),
+        "revisions" | "revision" | "rev" => Some("Revision"),
         _ => None,
     }
 }
@@ -147,7 +172,7 @@ pub fn kind_of(plural: &str) -> Option<&'static str> {
 fn require_kind(plural: &str) -> Result<&'static str, ApiError> {
     kind_of(plural).ok_or_else(|| {
         not_found(format!(
-            "unknown resource type `{plural}`; use brokers or triggers"
+            "unknown resource type `{plural}`; use brokers, triggers, services or revisions"
         ))
     })
 }
@@ -169,9 +194,87 @@ async fn list(
         .await?;
     let items: Vec<Value> = items
         .into_iter()
-        .map(|r| with_status(r.body, r.generation))
+        .map(|r| live_status(&state, with_status(r.body, r.generation)))
         .collect();
     Ok(axum::Json(json!({ "items": items })).into_response())
+}
+
+/// Adds what serving knows now (URL, traffic, instances) to a Service or Revision.
+fn live_status(state: &ApiState, mut body: Value) -> Value {
+    let Some(serving) = &state.serving else {
+        return body;
+    };
+    let kind = body["kind"].as_str().unwrap_or_default().to_owned();
+    let namespace = body
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let name = body
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let status = match kind.as_str() {
+        "Service" => serving
+            .services()
+            .into_iter()
+            .find(|s| s.namespace == namespace && s.name == name)
+            .and_then(|s| serde_json::to_value(s).ok()),
+        "Revision" => Some(
+            serving
+                .revisions()
+                .into_iter()
+                .find(|r| r.namespace == namespace && r.name == name)
+                .and_then(|r| serde_json::to_value(r).ok())
+                .unwrap_or_else(|| json!({"desired": 0, "ready": 0, "served": false})),
+        ),
+        _ => None,
+    };
+    if let (Some(status), Some(object)) = (status, body.as_object_mut()) {
+        object.insert("status".into(), status);
+    }
+    body
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    limit: Option<usize>,
+}
+
+async fn logs(
+    State(state): State<ApiState>,
+    Path((namespace, name)): Path<(String, String)>,
+    Query(query): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
+    let Some(serving) = &state.serving else {
+        return Err(not_found("this process does not run functions".to_owned()));
+    };
+    if state
+        .store
+        .get_resource("Service", &namespace, &name)
+        .await?
+        .is_none()
+    {
+        return Err(not_found(format!(
+            "Service {namespace}/{name} does not exist"
+        )));
+    }
+    let lines: Vec<Value> = serving
+        .runtime()
+        .logs(&namespace, &name, query.limit.unwrap_or(200).min(10_000))
+        .into_iter()
+        .map(|line| {
+            json!({
+                "revision": &*line.revision,
+                "instance": line.instance,
+                "stream": line.stream.as_str(),
+                "time": chrono::DateTime::<chrono::Utc>::from(line.time).to_rfc3339(),
+                "text": line.text,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({ "lines": lines })).into_response())
 }
 
 fn with_status(mut body: Value, generation: i64) -> Value {
@@ -189,7 +292,11 @@ async fn get_one(
     let stored = state.store.get_resource(kind, &namespace, &name).await?;
     let stored =
         stored.ok_or_else(|| not_found(format!("{kind} {namespace}/{name} does not exist")))?;
-    Ok(axum::Json(with_status(stored.body, stored.generation)).into_response())
+    Ok(axum::Json(live_status(
+        &state,
+        with_status(stored.body, stored.generation),
+    ))
+    .into_response())
 }
 
 async fn delete_one(
@@ -197,6 +304,11 @@ async fn delete_one(
     Path((plural, namespace, name)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
     let kind = require_kind(&plural)?;
+    if kind == "Revision" {
+        return Err(bad_request(
+            "revisions go with their Service; delete the Service, or stop routing traffic to the revision".to_owned(),
+        ));
+    }
     if apply::delete(&state.store, kind, &namespace, &name).await? {
         Ok(
             axum::Json(json!({"deleted": {"kind": kind, "namespace": namespace, "name": name}}))

@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kinetic_api::{Resource, ResourceKey};
+use kinetic_api::{Resource, ResourceKey, Revision};
+use kinetic_serving::autoscaler::Defaults;
+use kinetic_serving::revision::{self, Next};
 use kinetic_store::{ApplyOutcome, Store, TriggerRef};
 use kinetic_triggers::Filter;
 use serde::Serialize;
@@ -15,9 +17,32 @@ use serde::Serialize;
 const CONTROL_PLANE: &str = "control-plane";
 
 /// Parses and validates one file's text. Errors name the file, document, resource and field path.
-pub fn parse_and_validate(file: &str, text: &str) -> Result<Vec<Resource>, kinetic_api::Error> {
+/// With the process's `autoscaler` settings, autoscaling annotations are checked against them (the
+/// CLI, which does not know them, leaves that to the server).
+pub fn parse_and_validate(
+    file: &str,
+    text: &str,
+    autoscaler: Option<&Defaults>,
+) -> Result<Vec<Resource>, kinetic_api::Error> {
     let resources = kinetic_api::parse_documents(file, text)?;
     for (index, resource) in resources.iter().enumerate() {
+        if let Resource::Service(service) = resource
+            && let Some(defaults) = autoscaler
+        {
+            let template = &service.spec.template;
+            kinetic_serving::autoscaler::revision_config(
+                defaults,
+                &template.metadata.annotations,
+                template.spec.container_concurrency(),
+            )
+            .map_err(|error| {
+                error
+                    .under("spec.template")
+                    .in_file(file)
+                    .in_document(index + 1)
+                    .in_resource(resource.key().to_string())
+            })?;
+        }
         if let Resource::Trigger(trigger) = resource {
             Filter::compile(trigger).map_err(|error| {
                 kinetic_api::Error::new(error.path, error.message)
@@ -29,6 +54,79 @@ pub fn parse_and_validate(file: &str, text: &str) -> Result<Vec<Resource>, kinet
         }
     }
     Ok(resources)
+}
+
+/// Checks what needs the stored state: a Service's traffic must name revisions that exist (or that
+/// this apply creates), and a named revision must not change its template.
+pub async fn check_references(
+    store: &Arc<dyn Store>,
+    file: &str,
+    resources: &[Resource],
+) -> Result<Result<(), kinetic_api::Error>, kinetic_store::Error> {
+    for (index, resource) in resources.iter().enumerate() {
+        let Resource::Service(service) = resource else {
+            continue;
+        };
+        let locate = |error: kinetic_api::Error| {
+            error
+                .in_file(file)
+                .in_document(index + 1)
+                .in_resource(resource.key().to_string())
+        };
+        let existing = stored_revisions(store, &service.metadata.namespace).await?;
+        let created = match revision::next(service, &existing) {
+            Ok(Next::Create(revision)) => Some(revision.metadata.name),
+            Ok(Next::Unchanged) => None,
+            Err(taken) => {
+                return Ok(Err(locate(
+                    kinetic_api::Error::new("spec.template.metadata.name", taken.to_string())
+                        .with_hint("give the changed template a new revision name"),
+                )));
+            }
+        };
+        for (position, target) in service.traffic().iter().enumerate() {
+            let Some(name) = &target.revision_name else {
+                continue;
+            };
+            let known = created.as_deref() == Some(name.as_str())
+                || existing
+                    .iter()
+                    .any(|r| &r.metadata.name == name && r.service() == service.metadata.name);
+            if !known {
+                let mut names: Vec<&str> = existing
+                    .iter()
+                    .filter(|r| r.service() == service.metadata.name)
+                    .map(|r| r.metadata.name.as_str())
+                    .collect();
+                names.extend(created.as_deref());
+                let hint = if names.is_empty() {
+                    "this service has no revisions yet; use `latestRevision: true`".to_owned()
+                } else {
+                    format!("existing revisions: {}", names.join(", "))
+                };
+                return Ok(Err(locate(
+                    kinetic_api::Error::new(
+                        format!("spec.traffic[{position}].revisionName"),
+                        format!("revision `{name}` does not exist"),
+                    )
+                    .with_hint(hint),
+                )));
+            }
+        }
+    }
+    Ok(Ok(()))
+}
+
+async fn stored_revisions(
+    store: &Arc<dyn Store>,
+    namespace: &str,
+) -> Result<Vec<Revision>, kinetic_store::Error> {
+    Ok(store
+        .list_resources("Revision", Some(namespace))
+        .await?
+        .into_iter()
+        .filter_map(|stored| serde_json::from_value(stored.body).ok())
+        .collect())
 }
 
 /// One applied resource, as reported to users.
@@ -65,6 +163,22 @@ pub async fn apply(
         let (outcome, stored) = store
             .apply_resource(&kind, &namespace, &name, &resource.to_json(), now)
             .await?;
+        if let Resource::Service(service) = resource {
+            let existing = stored_revisions(store, &namespace).await?;
+            // A named revision whose template changed was refused by `check_references`.
+            if let Ok(Next::Create(revision)) = revision::next(service, &existing) {
+                let body = serde_json::to_value(&*revision).unwrap_or_default();
+                store
+                    .apply_resource("Revision", &namespace, &revision.metadata.name, &body, now)
+                    .await?;
+                applied.push(Applied {
+                    kind: "Revision".to_owned(),
+                    namespace: namespace.clone(),
+                    name: revision.metadata.name.clone(),
+                    outcome: "created".to_owned(),
+                });
+            }
+        }
         if let Resource::Trigger(trigger) = resource {
             let moved = previous_broker.is_some_and(|previous| previous != trigger.spec.broker);
             if moved {
@@ -114,6 +228,15 @@ pub async fn delete(
     {
         store.drop_trigger(&existing.uid).await?;
     }
+    if deleted && kind == "Service" {
+        for revision in stored_revisions(store, namespace).await? {
+            if revision.service() == name {
+                store
+                    .delete_resource("Revision", namespace, &revision.metadata.name)
+                    .await?;
+            }
+        }
+    }
     Ok(deleted)
 }
 
@@ -155,7 +278,7 @@ mod tests {
     #[test]
     fn bad_cesql_is_refused_with_its_location() {
         let text = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: b}\n---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {name: t}\nspec:\n  broker: b\n  subscriber: {uri: 'http://127.0.0.1:1/'}\n  filters: [{cesql: \"type = = 'x'\"}]\n";
-        let error = parse_and_validate("f.yaml", text).unwrap_err();
+        let error = parse_and_validate("f.yaml", text, None).unwrap_err();
         assert_eq!(error.document, Some(2));
         assert_eq!(error.path, "spec.filters[0].cesql");
         assert!(

@@ -67,7 +67,8 @@ pub async fn apply(server: &ServerArg, files: &[PathBuf]) -> anyhow::Result<()> 
         let name = file.display().to_string();
         let text = std::fs::read_to_string(&file).with_context(|| format!("reading {name}"))?;
         // Validate locally first: the same checks, without a round trip.
-        apply::parse_and_validate(&name, &text).map_err(|error| anyhow::anyhow!("{error}"))?;
+        apply::parse_and_validate(&name, &text, None)
+            .map_err(|error| anyhow::anyhow!("{error}"))?;
         let answer = call(
             server,
             client
@@ -97,7 +98,7 @@ pub async fn get(
     output: Output,
 ) -> anyhow::Result<()> {
     let Some(kind_name) = crate::api::kind_of(kind) else {
-        bail!("unknown resource type `{kind}`; use brokers or triggers");
+        bail!("unknown resource type `{kind}`; use brokers, triggers, services or revisions");
     };
     let client = client();
     let items: Vec<Value> = match name {
@@ -152,7 +153,45 @@ pub async fn get(
                         .and_then(Value::as_str)
                         .unwrap_or("")
                         .to_owned();
+                    let text = |pointer: &str| {
+                        item.pointer(pointer)
+                            .map(|v| match v {
+                                Value::String(s) => s.clone(),
+                                Value::Null => String::new(),
+                                other => other.to_string(),
+                            })
+                            .unwrap_or_default()
+                    };
                     match kind_name {
+                        "Service" => vec![
+                            namespace.clone(),
+                            name.clone(),
+                            text("/status/url"),
+                            text("/status/latestRevision"),
+                            item.pointer("/status/traffic")
+                                .and_then(Value::as_array)
+                                .map(|t| {
+                                    t.iter()
+                                        .filter_map(Value::as_str)
+                                        .collect::<Vec<_>>()
+                                        .join(",")
+                                })
+                                .unwrap_or_default(),
+                            match (text("/status/ready").as_str(), text("/status/problem")) {
+                                ("true", _) => "True".to_owned(),
+                                (_, problem) if !problem.is_empty() => format!("False: {problem}"),
+                                _ => "Unknown".to_owned(),
+                            },
+                        ],
+                        "Revision" => vec![
+                            namespace.clone(),
+                            name.clone(),
+                            text("/metadata/labels/serving.knative.dev~1service"),
+                            text("/status/desired"),
+                            text("/status/ready"),
+                            text("/status/coldStarts"),
+                            text("/status/problem"),
+                        ],
                         "Broker" => vec![
                             namespace.clone(),
                             name.clone(),
@@ -181,10 +220,19 @@ pub async fn get(
                     }
                 })
                 .collect();
-            let header: &[&str] = if kind_name == "Broker" {
-                &["NAMESPACE", "NAME", "INGRESS PATH"]
-            } else {
-                &["NAMESPACE", "NAME", "BROKER", "SUBSCRIBER"]
+            let header: &[&str] = match kind_name {
+                "Broker" => &["NAMESPACE", "NAME", "INGRESS PATH"],
+                "Service" => &["NAMESPACE", "NAME", "URL", "LATEST", "TRAFFIC", "READY"],
+                "Revision" => &[
+                    "NAMESPACE",
+                    "NAME",
+                    "SERVICE",
+                    "DESIRED",
+                    "READY",
+                    "COLD STARTS",
+                    "PROBLEM",
+                ],
+                _ => &["NAMESPACE", "NAME", "BROKER", "SUBSCRIBER"],
             };
             print_table(header, &rows);
         }
@@ -458,6 +506,34 @@ pub async fn dlq_replay(
         println!(
             "not replayed (unknown id, or its trigger is gone): {}",
             id.as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+/// `kinetic logs SERVICE`: the last lines its instances wrote, oldest first.
+pub async fn logs(
+    server: &ServerArg,
+    namespace: &str,
+    service: &str,
+    tail: usize,
+) -> anyhow::Result<()> {
+    let request = client()
+        .get(server.url(&format!("/api/v1/services/{namespace}/{service}/logs")))
+        .query(&[("limit", tail.to_string())]);
+    let answer = call(server, request).await?;
+    for line in answer["lines"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        println!(
+            "{} {}/{} {}: {}",
+            line["time"].as_str().unwrap_or_default(),
+            line["revision"].as_str().unwrap_or_default(),
+            line["instance"],
+            line["stream"].as_str().unwrap_or_default(),
+            line["text"].as_str().unwrap_or_default(),
         );
     }
     Ok(())

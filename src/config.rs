@@ -61,3 +61,73 @@ pub struct DispatcherSettings {
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     kinetic_api::duration::parse(text)
 }
+
+/// Settings of serving (functions) in `kinetic up`.
+#[derive(Debug, Clone, Args)]
+pub struct ServingSettings {
+    /// Address of the gateway that routes requests to services by Host.
+    #[arg(long, env = "KINETIC_GATEWAY_LISTEN", default_value = "127.0.0.1:8081")]
+    pub gateway_listen: std::net::SocketAddr,
+    /// Services answer at `http://SERVICE.NAMESPACE.DOMAIN`.
+    #[arg(long, env = "KINETIC_DOMAIN", default_value = "kinetic.localhost", value_parser = parse_domain)]
+    pub domain: String,
+    /// How long a request waits for an instance (e.g. during a cold start) before 503/504, ISO-8601.
+    #[arg(long, env = "KINETIC_ACTIVATION_TIMEOUT", default_value = "PT60S", value_parser = parse_duration)]
+    pub activation_timeout: Duration,
+    /// Requests one revision may hold while it has no free instance.
+    #[arg(long, env = "KINETIC_ACTIVATOR_CAPACITY", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub activator_capacity: u32,
+    /// How long a stopping instance may finish its requests, and then exit after SIGTERM, ISO-8601.
+    #[arg(long, env = "KINETIC_TERMINATION_GRACE", default_value = "PT30S", value_parser = parse_duration)]
+    pub termination_grace: Duration,
+    /// Process configuration file (YAML); its `autoscaler:` map sets Knative's `config-autoscaler`
+    /// keys (`stable-window`, `scale-to-zero-grace-period`, …).
+    #[arg(long = "config", env = "KINETIC_CONFIG")]
+    pub config_file: Option<PathBuf>,
+}
+
+fn parse_domain(text: &str) -> Result<String, String> {
+    let valid = !text.is_empty()
+        && text.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "`{text}` is not a domain name; use lower-case DNS labels separated by dots, e.g. kinetic.localhost"
+        ))
+    }
+}
+
+/// The process configuration file.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Knative's `config-autoscaler` keys and values.
+    #[serde(default)]
+    pub autoscaler: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ServingSettings {
+    /// Reads the configuration file, if any, and the autoscaler defaults in it.
+    pub fn autoscaler_defaults(&self) -> anyhow::Result<kinetic_serving::autoscaler::Defaults> {
+        let Some(path) = &self.config_file else {
+            return Ok(kinetic_serving::autoscaler::Defaults::default());
+        };
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| anyhow::anyhow!("--config {name}: {error}"))?;
+        let file: ConfigFile = serde_saphyr::from_str(&text).map_err(|error| {
+            anyhow::anyhow!(
+                "--config {name}: {error} (hint: the file holds a top-level `autoscaler:` map of Knative config-autoscaler keys)"
+            )
+        })?;
+        kinetic_serving::autoscaler::Defaults::from_map(&file.autoscaler)
+            .map_err(|error| anyhow::anyhow!("--config {}", error.in_file(name)))
+    }
+}

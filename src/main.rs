@@ -1,6 +1,7 @@
 //! The `kinetic` binary: the CLI, process settings, and the wiring of the components for `kinetic up`
 //! (everything in one process) and for each scale-out shape (`broker`, `dispatcher`). Domain logic
-//! lives in the crates: `kinetic-api`, `kinetic-store`, `kinetic-broker`, `kinetic-triggers`.
+//! lives in the crates: `kinetic-api`, `kinetic-store`, `kinetic-broker`, `kinetic-triggers`,
+//! `kinetic-serving`.
 //! Start reading at [`Command`], then `server.rs`.
 
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ mod client;
 mod config;
 mod server;
 
-use config::{DispatcherSettings, IngressSettings, StoreSettings};
+use config::{DispatcherSettings, IngressSettings, ServingSettings, StoreSettings};
 
 // Every event allocates on its way through HTTP, JSON and the store; glibc's allocator spends a
 // tenth of the process's time on it under load (measured with perf), mimalloc a fraction of that.
@@ -35,7 +36,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run everything in one process: broker ingress, dispatcher, control-plane API.
+    /// Run everything in one process: broker ingress, dispatcher, serving gateway and functions,
+    /// control-plane API.
     Up {
         /// Resource files or directories (YAML/JSON), applied at start and re-applied when changed.
         #[arg(short = 'f', long = "filename")]
@@ -49,6 +51,8 @@ enum Command {
         ingress: IngressSettings,
         #[command(flatten)]
         dispatcher: DispatcherSettings,
+        #[command(flatten)]
+        serving: ServingSettings,
     },
     /// Run the broker ingress and control-plane API only (scale-out; share a PostgreSQL store).
     Broker {
@@ -62,7 +66,7 @@ enum Command {
     /// Run delivery only (scale-out; several dispatchers share the work of one PostgreSQL store).
     Dispatcher {
         /// Address for /healthz, /readyz and /metrics.
-        #[arg(long, env = "KINETIC_LISTEN", default_value = "127.0.0.1:8081")]
+        #[arg(long, env = "KINETIC_LISTEN", default_value = "127.0.0.1:8082")]
         listen: SocketAddr,
         /// Base URL of the broker ingress, for destinations that reference a Broker.
         #[arg(
@@ -117,6 +121,54 @@ enum Command {
         namespace: String,
         #[command(flatten)]
         server: client::ServerArg,
+    },
+    /// Recent output of a service's instances.
+    Logs {
+        /// The Service's name.
+        service: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// Lines to show, newest last.
+        #[arg(long, default_value_t = 200)]
+        tail: usize,
+        #[command(flatten)]
+        server: client::ServerArg,
+    },
+    /// Run the queue-proxy in front of one instance (a sidecar, as on Kubernetes).
+    QueueProxy {
+        /// Where requests arrive.
+        #[arg(
+            long,
+            env = "KINETIC_QUEUE_PROXY_LISTEN",
+            default_value = "127.0.0.1:8012"
+        )]
+        listen: SocketAddr,
+        /// Readiness (`/ready`) and per-second stats (`/stats`) for the autoscaler.
+        #[arg(
+            long,
+            env = "KINETIC_QUEUE_PROXY_ADMIN_LISTEN",
+            default_value = "127.0.0.1:8022"
+        )]
+        admin_listen: SocketAddr,
+        /// The instance's address.
+        #[arg(
+            long,
+            env = "KINETIC_QUEUE_PROXY_UPSTREAM",
+            default_value = "127.0.0.1:8080"
+        )]
+        upstream: SocketAddr,
+        /// Requests the instance takes at once; 0 = no limit.
+        #[arg(long, env = "CONTAINER_CONCURRENCY", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
+        container_concurrency: u32,
+        /// Longest a request may take, in seconds.
+        #[arg(long, env = "REVISION_TIMEOUT_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        timeout_seconds: u64,
+    },
+    /// Internal: start a function's process so that it dies with kinetic (parent-death signal).
+    #[command(name = "__exec", hide = true)]
+    Exec {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        argv: Vec<std::ffi::OsString>,
     },
     /// Send a CloudEvent to a broker (like `kn event send`).
     Send(client::SendArgs),
@@ -187,6 +239,20 @@ fn init_tracing() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Exec { argv } = &cli.command {
+        // Replaces this process; returns only when the program could not be started.
+        let argv = match argv.first().map(|a| a == "--") {
+            Some(true) => &argv[1..],
+            _ => &argv[..],
+        };
+        let error = kinetic_serving::runtime::exec_shim(argv);
+        eprintln!("error: {error}");
+        return ExitCode::from(if error.kind() == std::io::ErrorKind::NotFound {
+            127
+        } else {
+            126
+        });
+    }
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -215,10 +281,43 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             store,
             ingress,
             dispatcher,
+            serving,
         } => {
+            let state_dir = store.state_dir.clone();
             let store = server::open_store(&store).await?;
-            server::up(store, listen, files, ingress, dispatcher).await?;
+            server::up(
+                store, listen, files, ingress, dispatcher, serving, state_dir,
+            )
+            .await?;
         }
+        Command::Logs {
+            service,
+            namespace,
+            tail,
+            server,
+        } => client::logs(&server, &namespace, &service, tail).await?,
+        Command::QueueProxy {
+            listen,
+            admin_listen,
+            upstream,
+            container_concurrency,
+            timeout_seconds,
+        } => {
+            let cancel = tokio_util::sync::CancellationToken::new();
+            server::cancel_on_signal(cancel.clone());
+            kinetic_serving::queue_proxy::sidecar::serve(
+                kinetic_serving::queue_proxy::sidecar::SidecarConfig {
+                    listen,
+                    admin_listen,
+                    upstream,
+                    container_concurrency: container_concurrency as usize,
+                    timeout: std::time::Duration::from_secs(timeout_seconds),
+                },
+                cancel,
+            )
+            .await?;
+        }
+        Command::Exec { .. } => unreachable!("handled before the async runtime starts"),
         Command::Broker {
             listen,
             store,

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ApiState};
 use crate::apply;
-use crate::config::{DispatcherSettings, IngressSettings, StoreSettings};
+use crate::config::{DispatcherSettings, IngressSettings, ServingSettings, StoreSettings};
 
 /// How often delivered events and expired dedupe entries are removed; often, so each removal is small.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(2);
@@ -160,12 +160,12 @@ fn dispatcher(
     store: &Arc<dyn Store>,
     settings: &DispatcherSettings,
     dedupe_window: Duration,
-    ingress_url: String,
+    resolver: Resolver,
     registry: &mut Registry,
     committed: watch::Sender<u64>,
 ) -> kinetic_triggers::Dispatcher {
     let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
-    let mut config = kinetic_triggers::Config::new(owner, Resolver { ingress_url });
+    let mut config = kinetic_triggers::Config::new(owner, resolver);
     config.concurrency = settings.delivery_concurrency as usize;
     config.batch_size = settings.delivery_batch as usize;
     config.poll_interval = settings.poll_interval.max(Duration::from_millis(10));
@@ -193,18 +193,31 @@ pub async fn up(
     files: Vec<PathBuf>,
     ingress_settings: IngressSettings,
     dispatcher_settings: DispatcherSettings,
+    serving_settings: ServingSettings,
+    state_dir: PathBuf,
 ) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
-    // Resource files are read and validated before the port is bound: a mistake fails fast.
+    // Resource files and configuration are read and validated before any port is bound: a mistake
+    // fails fast.
+    let autoscaler_defaults = serving_settings.autoscaler_defaults()?;
     let files = apply::expand_paths(&files).context("reading -f")?;
     let resources = files
         .iter()
-        .map(|file| read_resources(file))
+        .map(|file| read_resources(file, &autoscaler_defaults))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let listener = bind(listen).await?;
     let address = listener.local_addr()?;
     let base_url = format!("http://{address}");
+    let gateway_listener = tokio::net::TcpListener::bind(serving_settings.gateway_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "listening on {} for the serving gateway (is another process using it? choose another with --gateway-listen)",
+                serving_settings.gateway_listen
+            )
+        })?;
+    let gateway_address = gateway_listener.local_addr()?;
     let store_handle = store.store.clone();
     for (file, resources) in files.iter().zip(&resources) {
         apply_resources(&store_handle, file, resources).await?;
@@ -225,20 +238,44 @@ pub async fn up(
         &store_handle,
         &dispatcher_settings,
         ingress_settings.dedupe_window,
-        base_url.clone(),
+        Resolver {
+            ingress_url: base_url.clone(),
+            gateway: Some(kinetic_triggers::sender::GatewayAddress {
+                domain: serving_settings.domain.clone(),
+                address: gateway_address,
+            }),
+        },
         &mut registry,
         committed,
+    );
+    let serving = serving(
+        &store_handle,
+        &serving_settings,
+        autoscaler_defaults.clone(),
+        gateway_address.port(),
+        &state_dir,
+        &mut registry,
     );
     let registry = Arc::new(Mutex::new(registry));
     let router = parts.router.merge(api::router(ApiState {
         store: store_handle.clone(),
         registry,
+        serving: Some(serving.clone()),
     }));
     let dispatcher_cancel = cancel.child_token();
     tracker.spawn(dispatcher.run(dispatcher_cancel));
+    // Serving stops after the gateway: requests in flight finish, then instances are drained.
+    let serving_cancel = CancellationToken::new();
+    let serving_task = tokio::spawn(serving.clone().run(serving_cancel.clone()));
+    let gateway_task = tokio::spawn(serve(
+        gateway_listener,
+        kinetic_serving::gateway::router(serving.gateway().clone()),
+        cancel.clone(),
+    ));
     if !files.is_empty() {
         tracker.spawn(watch_files(
             store_handle.clone(),
+            autoscaler_defaults.clone(),
             files.clone(),
             cancel.clone(),
         ));
@@ -248,10 +285,25 @@ pub async fn up(
         ingress_settings.dedupe_window,
         cancel.clone(),
     ));
-    print_banner(&base_url, &store.url, &files);
-    tracing::info!(listen = %address, store = %redact(&store.url), "kinetic is up.");
+    let gateway_url = format!("http://{gateway_address}");
+    print_banner(
+        &base_url,
+        &gateway_url,
+        &serving_settings.domain,
+        &store.url,
+        &files,
+    );
+    tracing::info!(listen = %address, gateway = %gateway_address, store = %redact(&store.url), "kinetic is up.");
     let served = serve(listener, router, cancel.clone()).await;
     cancel.cancel();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, gateway_task).await;
+    serving_cancel.cancel();
+    if tokio::time::timeout(SHUTDOWN_GRACE * 2, serving_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("Instances did not stop within the grace period.");
+    }
     // The router (and with it every committer handle) is dropped: the committer drains and ends.
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, parts.committer_task).await;
     tracker.close();
@@ -290,6 +342,7 @@ pub async fn broker(
     let router = parts.router.merge(api::router(ApiState {
         store: store.store.clone(),
         registry: Arc::new(Mutex::new(registry)),
+        serving: None,
     }));
     tracker.spawn(prune_loop(
         store.store.clone(),
@@ -322,13 +375,17 @@ pub async fn dispatcher_only(
         &store.store,
         &settings,
         dedupe_window,
-        ingress_url,
+        Resolver {
+            ingress_url,
+            gateway: None,
+        },
         &mut registry,
         committed,
     );
     let router = api::router(ApiState {
         store: store.store.clone(),
         registry: Arc::new(Mutex::new(registry)),
+        serving: None,
     });
     let tracker = TaskTracker::new();
     tracker.spawn(dispatcher.run(cancel.clone()));
@@ -340,11 +397,48 @@ pub async fn dispatcher_only(
     served
 }
 
+/// Serving in this process: the local process runtime, the gateway's table and the controller.
+fn serving(
+    store: &Arc<dyn Store>,
+    settings: &ServingSettings,
+    autoscaler: kinetic_serving::autoscaler::Defaults,
+    gateway_port: u16,
+    state_dir: &std::path::Path,
+    registry: &mut Registry,
+) -> Arc<kinetic_serving::Serving> {
+    let runtime =
+        kinetic_serving::runtime::ProcessRuntime::new(kinetic_serving::runtime::ProcessConfig {
+            // Instances start through this binary's `__exec`, so they die with it even on SIGKILL.
+            shim: std::env::current_exe().ok(),
+            grace_period: settings.termination_grace,
+            log_dir: Some(state_dir.join("logs")),
+            ..kinetic_serving::runtime::ProcessConfig::default()
+        });
+    let gateway = kinetic_serving::Gateway::new(settings.domain.clone());
+    kinetic_serving::Serving::new(
+        store.clone(),
+        Arc::new(runtime),
+        gateway,
+        kinetic_serving::ServingConfig {
+            domain: settings.domain.clone(),
+            gateway_port,
+            activation_timeout: settings.activation_timeout,
+            activator_capacity: settings.activator_capacity as usize,
+            autoscaler,
+        },
+        kinetic_serving::metrics::Metrics::new(registry),
+    )
+}
+
 /// Reads and validates one resource file.
-fn read_resources(file: &std::path::Path) -> anyhow::Result<Vec<kinetic_api::Resource>> {
+fn read_resources(
+    file: &std::path::Path,
+    autoscaler: &kinetic_serving::autoscaler::Defaults,
+) -> anyhow::Result<Vec<kinetic_api::Resource>> {
     let name = file.display().to_string();
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {name}"))?;
-    apply::parse_and_validate(&name, &text).map_err(|error| anyhow::anyhow!("{error}"))
+    apply::parse_and_validate(&name, &text, Some(autoscaler))
+        .map_err(|error| anyhow::anyhow!("{error}"))
 }
 
 async fn apply_resources(
@@ -352,6 +446,10 @@ async fn apply_resources(
     file: &std::path::Path,
     resources: &[kinetic_api::Resource],
 ) -> anyhow::Result<()> {
+    apply::check_references(store, &file.display().to_string(), resources)
+        .await
+        .context("reading stored revisions")?
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
     for applied in apply::apply(store, resources)
         .await
         .context("storing resources")?
@@ -363,14 +461,23 @@ async fn apply_resources(
     Ok(())
 }
 
-async fn apply_file(store: &Arc<dyn Store>, file: &std::path::Path) -> anyhow::Result<()> {
-    let resources = read_resources(file)?;
+async fn apply_file(
+    store: &Arc<dyn Store>,
+    file: &std::path::Path,
+    autoscaler: &kinetic_serving::autoscaler::Defaults,
+) -> anyhow::Result<()> {
+    let resources = read_resources(file, autoscaler)?;
     apply_resources(store, file, &resources).await
 }
 
 /// Re-applies a file when its modification time changes. A file with a mistake is reported and
 /// left as it was last applied.
-async fn watch_files(store: Arc<dyn Store>, files: Vec<PathBuf>, cancel: CancellationToken) {
+async fn watch_files(
+    store: Arc<dyn Store>,
+    autoscaler: kinetic_serving::autoscaler::Defaults,
+    files: Vec<PathBuf>,
+    cancel: CancellationToken,
+) {
     let modified = |path: &PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let mut seen: Vec<Option<SystemTime>> = files.iter().map(modified).collect();
     loop {
@@ -384,7 +491,7 @@ async fn watch_files(store: Arc<dyn Store>, files: Vec<PathBuf>, cancel: Cancell
                 continue;
             }
             *last = now;
-            if let Err(error) = apply_file(&store, file).await {
+            if let Err(error) = apply_file(&store, file, &autoscaler).await {
                 tracing::error!(file = %file.display(), error = %format!("{error:#}"), "Re-applying a changed file failed; the previous version stays applied.");
             }
         }
@@ -408,7 +515,13 @@ async fn prune_loop(store: Arc<dyn Store>, dedupe_window: Duration, cancel: Canc
     }
 }
 
-fn print_banner(base_url: &str, store_url: &str, files: &[PathBuf]) {
+fn print_banner(
+    base_url: &str,
+    gateway_url: &str,
+    domain: &str,
+    store_url: &str,
+    files: &[PathBuf],
+) {
     let applied = if files.is_empty() {
         "no resource files (-f); apply some with `kinetic apply -f FILE`".to_owned()
     } else {
@@ -419,7 +532,8 @@ fn print_banner(base_url: &str, store_url: &str, files: &[PathBuf]) {
             .join(", ")
     };
     eprintln!(
-        "kinetic is up\n  listening   {base_url}  (brokers at {base_url}/NAMESPACE/BROKER)\n  store       {}\n  resources   {applied}\n  next        kinetic get triggers   |   kinetic send --broker default/default --type demo --source /me --data '{{\"hello\":\"world\"}}'\n              kinetic dlq list       |   curl {base_url}/metrics",
-        redact(store_url)
+        "kinetic is up\n  listening   {base_url}  (brokers at {base_url}/NAMESPACE/BROKER)\n  gateway     {gateway_url}  (services at http://SERVICE.NAMESPACE.{domain}:{port})\n  store       {}\n  resources   {applied}\n  next        kinetic get triggers   |   kinetic send --broker default/default --type demo --source /me --data '{{\"hello\":\"world\"}}'\n              kinetic dlq list       |   kinetic get services   |   curl {base_url}/metrics",
+        redact(store_url),
+        port = gateway_url.rsplit(':').next().unwrap_or("8081"),
     );
 }

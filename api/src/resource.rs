@@ -98,7 +98,8 @@ impl Resource {
                 .with_hint(format!("e.g. `apiVersion: {EVENTING_API_VERSION}`"))
         })?;
         let kind = text("kind").ok_or_else(|| {
-            Error::new("kind", "is required").with_hint("e.g. `kind: Broker`, `kind: Trigger` or `kind: Service`")
+            Error::new("kind", "is required")
+                .with_hint("e.g. `kind: Broker`, `kind: Trigger` or `kind: Service`")
         })?;
         let label = object
             .get("metadata")
@@ -112,9 +113,13 @@ impl Resource {
             })
             .unwrap_or_else(|| kind.clone());
         if kind == "Revision" {
-            return Err(Error::new("kind", "revisions are created by kinetic, not applied")
-                .with_hint("change the Service's `spec.template`; each change creates a new revision")
-                .in_resource(label));
+            return Err(
+                Error::new("kind", "revisions are created by kinetic, not applied")
+                    .with_hint(
+                        "change the Service's `spec.template`; each change creates a new revision",
+                    )
+                    .in_resource(label),
+            );
         }
         let known = KINDS.iter().find(|(_, k)| *k == kind);
         let resource = match known {

@@ -252,11 +252,10 @@ impl RevisionSpec {
         if let Some(cc) = self.container_concurrency
             && cc > 1000
         {
-            return Err(Error::new(
-                "containerConcurrency",
-                format!("{cc} is more than 1000"),
-            )
-            .with_hint("use 0 for no limit, or a value from 1 to 1000"));
+            return Err(
+                Error::new("containerConcurrency", format!("{cc} is more than 1000"))
+                    .with_hint("use 0 for no limit, or a value from 1 to 1000"),
+            );
         }
         if let Some(timeout) = self.timeout_seconds
             && !(1..=MAX_TIMEOUT_SECONDS).contains(&timeout)
@@ -320,8 +319,7 @@ impl Container {
                 )
                 .with_hint("use letters, digits and `_`, not starting with a digit"));
             }
-            if ["PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION"].contains(&var.name.as_str())
-            {
+            if ["PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION"].contains(&var.name.as_str()) {
                 return Err(Error::new(
                     format!("{path}.name"),
                     format!("`{}` is set by kinetic", var.name),
@@ -406,7 +404,8 @@ impl Service {
             .spec
             .validate()
             .map_err(|e| e.under("spec.template.spec"))?;
-        validate_traffic(&self.spec.traffic, &self.metadata.name).map_err(|e| e.under("spec.traffic"))
+        validate_traffic(&self.spec.traffic, &self.metadata.name)
+            .map_err(|e| e.under("spec.traffic"))
     }
 }
 
@@ -442,17 +441,22 @@ fn validate_traffic(traffic: &[TrafficTarget], service: &str) -> Result<(), Erro
             (None, true) => {}
         }
         if target.configuration_name.is_some() {
-            return Err(Error::new(at("configurationName"), "is not supported in a Service")
-                .with_hint("use `latestRevision: true`"));
+            return Err(
+                Error::new(at("configurationName"), "is not supported in a Service")
+                    .with_hint("use `latestRevision: true`"),
+            );
         }
         if target.url.is_some() {
-            return Err(Error::new(at("url"), "is set by kinetic, not by users")
-                .with_hint("remove it"));
+            return Err(
+                Error::new(at("url"), "is set by kinetic, not by users").with_hint("remove it")
+            );
         }
         let percent = target.percent.unwrap_or(0);
         if percent > 100 {
-            return Err(Error::new(at("percent"), format!("{percent} is more than 100"))
-                .with_hint("percentages are whole numbers from 0 to 100"));
+            return Err(
+                Error::new(at("percent"), format!("{percent} is more than 100"))
+                    .with_hint("percentages are whole numbers from 0 to 100"),
+            );
         }
         sum += percent;
         if let Some(tag) = &target.tag {
@@ -464,8 +468,10 @@ fn validate_traffic(traffic: &[TrafficTarget], service: &str) -> Result<(), Erro
         }
     }
     if sum != 100 {
-        return Err(Error::new("", format!("percentages add up to {sum}, not 100"))
-            .with_hint("make the `percent` values of all targets add up to exactly 100"));
+        return Err(
+            Error::new("", format!("percentages add up to {sum}, not 100"))
+                .with_hint("make the `percent` values of all targets add up to exactly 100"),
+        );
     }
     Ok(())
 }
@@ -474,7 +480,8 @@ fn validate_traffic(traffic: &[TrafficTarget], service: &str) -> Result<(), Erro
 mod tests {
     use crate::resource::{Resource, parse_documents};
 
-    const HEAD: &str = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: hello}\n";
+    const HEAD: &str =
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: hello}\n";
 
     #[test]
     fn parses_a_knative_service() {
@@ -525,7 +532,8 @@ spec:
 
     #[test]
     fn default_traffic_follows_the_latest_revision() {
-        let yaml = format!("{HEAD}spec: {{template: {{spec: {{containers: [{{command: [x]}}]}}}}}}\n");
+        let yaml =
+            format!("{HEAD}spec: {{template: {{spec: {{containers: [{{command: [x]}}]}}}}}}\n");
         let resources = parse_documents("f", &yaml).unwrap();
         let Resource::Service(service) = &resources[0] else {
             panic!()

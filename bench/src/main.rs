@@ -309,6 +309,8 @@ async fn start_kinetic(
             "up",
             "--listen",
             &format!("127.0.0.1:{port}"),
+            "--gateway-listen",
+            "127.0.0.1:0",
             "--store",
             &store,
             "-f",

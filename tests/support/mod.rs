@@ -118,6 +118,8 @@ pub struct Kinetic {
     pub child: Child,
     pub base_url: String,
     pub address: SocketAddr,
+    /// The serving gateway's address (`kinetic up` only).
+    pub gateway: Option<SocketAddr>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -140,6 +142,9 @@ impl Kinetic {
             "--store".into(),
             store.url.clone(),
         ];
+        if !extra.contains(&"--gateway-listen") {
+            args.extend(["--gateway-listen".into(), "127.0.0.1:0".into()]);
+        }
         for file in files {
             args.push("-f".into());
             args.push(file.display().to_string());
@@ -172,10 +177,10 @@ impl Kinetic {
             std::thread::spawn(move || {
                 let mut found = Some(found);
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Some(address) = listen_address(&line)
+                    if let Some(address) = listen_address(&line, "listen=")
                         && let Some(sender) = found.take()
                     {
-                        let _ = sender.send(address);
+                        let _ = sender.send((address, listen_address(&line, "gateway=")));
                     }
                     if std::env::var("KINETIC_TEST_ECHO").is_ok() {
                         eprintln!("[kinetic] {line}");
@@ -184,8 +189,8 @@ impl Kinetic {
                 }
             });
         }
-        let address = match wait.recv_timeout(Duration::from_secs(60)) {
-            Ok(address) => address,
+        let (address, gateway) = match wait.recv_timeout(Duration::from_secs(60)) {
+            Ok(found) => found,
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -199,6 +204,7 @@ impl Kinetic {
             child,
             base_url: format!("http://{address}"),
             address,
+            gateway,
             log,
         }
     }
@@ -239,9 +245,10 @@ impl Kinetic {
     }
 }
 
-/// Finds the address in the `listen=127.0.0.1:PORT` log line every serving subcommand prints.
-fn listen_address(line: &str) -> Option<SocketAddr> {
-    let start = line.find("listen=")? + "listen=".len();
+/// Finds the address in the `listen=127.0.0.1:PORT` log line every serving subcommand prints (or
+/// another `key=` of the same line, such as `gateway=`).
+fn listen_address(line: &str, key: &str) -> Option<SocketAddr> {
+    let start = line.find(key)? + key.len();
     let rest = &line[start..];
     let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
     rest[..end].trim_matches('"').parse().ok()

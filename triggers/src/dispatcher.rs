@@ -102,7 +102,7 @@ impl Dispatcher {
         Self {
             context: Arc::new(Context {
                 store,
-                sender: Sender::new(),
+                sender: Sender::with_gateway(config.resolver.gateway.as_ref()),
                 metrics,
                 plans: PlanTable::default(),
                 config,

@@ -30,6 +30,8 @@ pub struct Plan {
 pub struct Resolver {
     /// Base URL of the broker ingress, e.g. `http://127.0.0.1:8080`.
     pub ingress_url: String,
+    /// The serving gateway, when this process can reach Services.
+    pub gateway: Option<crate::sender::GatewayAddress>,
 }
 
 impl Resolver {
@@ -44,9 +46,23 @@ impl Resolver {
                         self.ingress_url.trim_end_matches('/'),
                         reference.name
                     ),
+                    "Service" => match &self.gateway {
+                        Some(gateway) => format!(
+                            "http://{}.{namespace}.{}:{}",
+                            reference.name,
+                            gateway.domain,
+                            gateway.address.port()
+                        ),
+                        None => {
+                            return Err(
+                                "a Service destination needs the serving gateway, which runs in `kinetic up`"
+                                    .to_owned(),
+                            );
+                        }
+                    },
                     other => {
                         return Err(format!(
-                            "a `{other}` destination cannot be resolved by this kinetic build; use `uri:` or a Broker ref"
+                            "a `{other}` destination cannot be resolved; use `uri:`, a Broker or a Service ref"
                         ));
                     }
                 };
@@ -194,8 +210,42 @@ mod tests {
     use kinetic_api::KReference;
 
     #[test]
+    fn resolves_service_refs_to_the_gateway() {
+        let service = Destination {
+            reference: Some(KReference {
+                kind: "Service".into(),
+                name: "thumbs".into(),
+                namespace: None,
+                api_version: Some("serving.knative.dev/v1".into()),
+            }),
+            uri: Some("/events".into()),
+            ca_certs: None,
+            audience: None,
+        };
+        let mut resolver = Resolver {
+            ingress_url: "http://127.0.0.1:8080".into(),
+            gateway: None,
+        };
+        assert!(
+            resolver
+                .resolve(&service, "ns")
+                .unwrap_err()
+                .contains("gateway")
+        );
+        resolver.gateway = Some(crate::sender::GatewayAddress {
+            domain: "kinetic.localhost".into(),
+            address: "127.0.0.1:8081".parse().unwrap(),
+        });
+        assert_eq!(
+            resolver.resolve(&service, "ns").unwrap(),
+            "http://thumbs.ns.kinetic.localhost:8081/events"
+        );
+    }
+
+    #[test]
     fn resolves_uris_and_broker_refs() {
         let resolver = Resolver {
+            gateway: None,
             ingress_url: "http://127.0.0.1:8080/".into(),
         };
         let uri = Destination {

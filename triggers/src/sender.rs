@@ -24,6 +24,36 @@ pub struct Sender {
     client: reqwest::Client,
 }
 
+/// Where Services are served: names under `domain` resolve to the gateway's `address`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayAddress {
+    pub domain: String,
+    pub address: std::net::SocketAddr,
+}
+
+/// Resolves Service host names (`{service}.{namespace}.{domain}`) to the gateway and every other
+/// name through the system resolver.
+struct GatewayDns {
+    suffix: String,
+    address: std::net::SocketAddr,
+}
+
+impl reqwest::dns::Resolve for GatewayDns {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().trim_end_matches('.').to_ascii_lowercase();
+        if host.ends_with(&self.suffix) {
+            let address = self.address;
+            return Box::pin(async move {
+                Ok(Box::new(std::iter::once(address)) as reqwest::dns::Addrs)
+            });
+        }
+        Box::pin(async move {
+            let found = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            Ok(Box::new(found.collect::<Vec<_>>().into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 /// What one attempt produced.
 #[derive(Debug, Clone)]
 pub struct Attempt {
@@ -46,13 +76,23 @@ impl Default for Sender {
 
 impl Sender {
     pub fn new() -> Self {
-        let client = reqwest::Client::builder()
+        Self::with_gateway(None)
+    }
+
+    /// A sender that reaches `*.{domain}` (Services) through the serving gateway.
+    pub fn with_gateway(gateway: Option<&GatewayAddress>) -> Self {
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(512)
             .tcp_nodelay(true)
-            .user_agent(concat!("kinetic/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
+            .user_agent(concat!("kinetic/", env!("CARGO_PKG_VERSION")));
+        if let Some(gateway) = gateway {
+            builder = builder.dns_resolver(GatewayDns {
+                suffix: format!(".{}", gateway.domain),
+                address: gateway.address,
+            });
+        }
+        let client = builder.build().unwrap_or_default();
         Self { client }
     }
 

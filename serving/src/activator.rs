@@ -1,0 +1,357 @@
+//! The activator: the part of the data path that holds requests for a revision with no free capacity
+//! (none of its instances ready, or all of them at containerConcurrency), wakes the autoscaler at
+//! once when a request finds the revision at zero, and releases requests to instances as capacity
+//! appears, choosing instances with capacity in mind:
+//! containerConcurrency 0 → the less loaded of two random instances; 1–3 → the first instance with
+//! a free slot; more → round robin over instances with a free slot.
+//!
+//! In `kinetic up` it is always in the path, in front of the per-instance queue-proxy pieces; the
+//! autoscaler's target-burst-capacity decision only sets how many requests it may hold: up to the
+//! activator's capacity (10,000 by default) while it is "in the path", otherwise up to the
+//! instances' own queues (10 × containerConcurrency each), as Knative's queue-proxies would.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use http::{Request, Response};
+use rand::Rng;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::metrics::{Metrics, RevisionLabels};
+use crate::queue_proxy::Forward;
+use crate::queue_proxy::breaker::{Breaker, QUEUE_DEPTH_PER_SLOT, Slot};
+use crate::queue_proxy::stats::Stats;
+use crate::runtime::Instance;
+
+/// Requests one revision may hold while it has no capacity (Knative's activator capacity).
+pub const DEFAULT_CAPACITY: usize = 10_000;
+
+/// Why the activator gave up on a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActivationError {
+    #[error(
+        "revision `{revision}` had no instance free to take the request after {waited:?}; it may be failing to start (see `kinetic logs`)"
+    )]
+    Timeout { revision: String, waited: Duration },
+    #[error("revision `{revision}` already holds {limit} waiting requests; retry later")]
+    QueueFull { revision: String, limit: usize },
+    #[error("revision `{revision}` is no longer served")]
+    Gone { revision: String },
+}
+
+impl ActivationError {
+    /// A stable code for response bodies and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ActivationError::Timeout { .. } => "activation-timeout",
+            ActivationError::QueueFull { .. } => "overloaded",
+            ActivationError::Gone { .. } => "gone",
+        }
+    }
+}
+
+/// Settings of one revision's data path.
+#[derive(Debug, Clone)]
+pub struct RevisionSettings {
+    pub namespace: String,
+    pub revision: String,
+    /// containerConcurrency; 0 = no limit.
+    pub container_concurrency: usize,
+    /// `timeoutSeconds`: the whole request, waiting included.
+    pub timeout: Duration,
+    /// How long a request waits for an instance before 503/504.
+    pub activation_timeout: Duration,
+    /// Requests held while the activator is in the path.
+    pub capacity: usize,
+}
+
+/// One ready instance with its breaker.
+struct Backend {
+    instance: Arc<Instance>,
+    breaker: Arc<Breaker>,
+}
+
+/// A request's place on an instance: the breaker slot and the instance's in-flight count, released
+/// (and a waiting request woken) when dropped.
+pub struct Lease {
+    pub instance: Arc<Instance>,
+    _slot: Slot,
+    _in_flight: crate::runtime::InFlight,
+    released: Arc<Notify>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.released.notify_one();
+    }
+}
+
+/// Observations the autoscaler and metrics read.
+#[derive(Debug, Default)]
+pub struct ColdStarts {
+    /// Requests that arrived at zero ready instances and the total time they waited for one.
+    pub count: AtomicUsize,
+    pub total_wait_micros: AtomicUsize,
+}
+
+/// The data path of one revision.
+pub struct RevisionProxy {
+    settings: RevisionSettings,
+    pub stats: Arc<Stats>,
+    backends: Mutex<Arc<Vec<Backend>>>,
+    changed: Arc<Notify>,
+    waiting: AtomicUsize,
+    in_path: AtomicBool,
+    /// Notified when a request finds no ready instance: the autoscaler decides at once.
+    pub wake: Arc<Notify>,
+    round_robin: AtomicUsize,
+    forward: Forward,
+    pub cold_starts: ColdStarts,
+    metrics: Metrics,
+    labels: RevisionLabels,
+}
+
+impl RevisionProxy {
+    pub fn new(
+        settings: RevisionSettings,
+        forward: Forward,
+        metrics: Metrics,
+    ) -> Arc<RevisionProxy> {
+        let labels = RevisionLabels {
+            namespace: settings.namespace.clone(),
+            revision: settings.revision.clone(),
+        };
+        Arc::new(RevisionProxy {
+            settings,
+            stats: Stats::new(Instant::now()),
+            backends: Mutex::new(Arc::new(Vec::new())),
+            changed: Arc::new(Notify::new()),
+            waiting: AtomicUsize::new(0),
+            in_path: AtomicBool::new(true),
+            wake: Arc::new(Notify::new()),
+            round_robin: AtomicUsize::new(0),
+            forward,
+            cold_starts: ColdStarts::default(),
+            metrics,
+            labels,
+        })
+    }
+
+    pub fn settings(&self) -> &RevisionSettings {
+        &self.settings
+    }
+
+    /// Requests waiting for an instance now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    /// Ready instances the activator sends requests to.
+    pub fn ready(&self) -> usize {
+        self.current().len()
+    }
+
+    /// Set from the autoscaler's target-burst-capacity decision.
+    pub fn set_in_path(&self, in_path: bool) {
+        self.in_path.store(in_path, Ordering::Release);
+    }
+
+    fn current(&self) -> Arc<Vec<Backend>> {
+        self.backends
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the set of ready instances, keeping the breakers of instances that stay.
+    pub fn set_instances(&self, instances: &[Arc<Instance>]) {
+        let mut backends = self
+            .backends
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let next: Vec<Backend> = instances
+            .iter()
+            .map(|instance| {
+                let breaker = backends
+                    .iter()
+                    .find(|b| Arc::ptr_eq(&b.instance, instance))
+                    .map(|b| b.breaker.clone())
+                    .unwrap_or_else(|| Arc::new(Breaker::new(self.settings.container_concurrency)));
+                Backend {
+                    instance: instance.clone(),
+                    breaker,
+                }
+            })
+            .collect();
+        *backends = Arc::new(next);
+        drop(backends);
+        self.changed.notify_waiters();
+    }
+
+    /// Wakes every waiting request, e.g. when the revision stops being served.
+    pub fn close(&self) {
+        self.set_instances(&[]);
+    }
+
+    /// Serves one request: waits for capacity (bounded), then forwards it, all within `timeoutSeconds`.
+    pub async fn serve(&self, request: Request<Body>) -> Result<Response<Body>, tower::BoxError> {
+        let in_flight = self.stats.begin();
+        let started = Instant::now();
+        let deadline = started + self.settings.timeout;
+        let lease = tokio::time::timeout(
+            self.settings.activation_timeout.min(self.settings.timeout),
+            self.acquire(started),
+        )
+        .await
+        .map_err(|_| ActivationError::Timeout {
+            revision: self.settings.revision.clone(),
+            waited: started.elapsed(),
+        })??;
+        let address = lease.instance.address;
+        let response = tokio::time::timeout_at(deadline, self.forward.send(address, request))
+            .await
+            .map_err(|_| tower::timeout::error::Elapsed::new())??;
+        self.metrics
+            .request_seconds
+            .get_or_create(&self.labels)
+            .observe(started.elapsed().as_secs_f64());
+        // The request occupies its slot until the function has sent the whole body.
+        let (parts, body) = response.into_parts();
+        let body = Body::new(Held {
+            body,
+            _held: (lease, in_flight),
+        });
+        Ok(Response::from_parts(parts, body))
+    }
+
+    /// Waits for a free slot on a ready instance, in arrival order as far as wake-ups allow.
+    ///
+    /// Cancellation safe: a dropped wait leaves the queue.
+    pub async fn acquire(&self, started: Instant) -> Result<Lease, ActivationError> {
+        let mut queued: Option<Queued<'_>> = None;
+        let mut was_cold = false;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let backends = self.current();
+            if backends.is_empty() {
+                was_cold = true;
+                self.wake.notify_one();
+            } else if let Some(lease) = self.pick(&backends) {
+                if was_cold {
+                    let waited = started.elapsed();
+                    self.metrics.cold_starts.get_or_create(&self.labels).inc();
+                    self.metrics
+                        .cold_start_seconds
+                        .get_or_create(&self.labels)
+                        .observe(waited.as_secs_f64());
+                    self.cold_starts.count.fetch_add(1, Ordering::Relaxed);
+                    let micros = usize::try_from(waited.as_micros()).unwrap_or(usize::MAX);
+                    self.cold_starts
+                        .total_wait_micros
+                        .fetch_add(micros, Ordering::Relaxed);
+                }
+                return Ok(lease);
+            }
+            if queued.is_none() {
+                let position = self.waiting.fetch_add(1, Ordering::AcqRel);
+                queued = Some(Queued(&self.waiting));
+                let limit = self.queue_limit(backends.len());
+                if position >= limit {
+                    return Err(ActivationError::QueueFull {
+                        revision: self.settings.revision.clone(),
+                        limit,
+                    });
+                }
+            }
+            changed.await;
+        }
+    }
+
+    fn queue_limit(&self, ready: usize) -> usize {
+        let cc = self.settings.container_concurrency;
+        if ready == 0 || cc == 0 || self.in_path.load(Ordering::Acquire) {
+            self.settings.capacity
+        } else {
+            ready * cc * QUEUE_DEPTH_PER_SLOT
+        }
+    }
+
+    fn pick(&self, backends: &[Backend]) -> Option<Lease> {
+        // An instance may have started draining since the list was taken: `begin` refuses then.
+        let lease = |backend: &Backend| {
+            let slot = backend.breaker.try_acquire()?;
+            let in_flight = backend.instance.begin()?;
+            Some(Lease {
+                instance: backend.instance.clone(),
+                _slot: slot,
+                _in_flight: in_flight,
+                released: self.changed.clone(),
+            })
+        };
+        let n = backends.len();
+        match self.settings.container_concurrency {
+            0 => {
+                if n > 1 {
+                    let mut rng = rand::rng();
+                    let a = rng.random_range(0..n);
+                    let b = (a + rng.random_range(1..n)) % n;
+                    let (x, y) = (&backends[a], &backends[b]);
+                    let (first, second) = if y.instance.in_flight() < x.instance.in_flight() {
+                        (y, x)
+                    } else {
+                        (x, y)
+                    };
+                    if let Some(lease) = lease(first).or_else(|| lease(second)) {
+                        return Some(lease);
+                    }
+                }
+                backends.iter().find_map(lease)
+            }
+            1..=3 => backends.iter().find_map(lease),
+            _ => {
+                let start = self.round_robin.fetch_add(1, Ordering::Relaxed);
+                (0..n).find_map(|i| lease(&backends[(start + i) % n]))
+            }
+        }
+    }
+}
+
+/// A response body that keeps something alive (the instance's slot, the in-flight count) until it
+/// has been sent or dropped.
+struct Held<T> {
+    body: Body,
+    _held: T,
+}
+
+impl<T: Unpin> http_body::Body for Held<T> {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+struct Queued<'a>(&'a AtomicUsize);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}

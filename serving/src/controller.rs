@@ -1,0 +1,510 @@
+//! The serving controller: turns stored Services and Revisions into routes in the gateway and
+//! running revisions, each with its data path ([`RevisionProxy`]) and an autoscaler loop that feeds
+//! the KPA per-second stats and asks the runtime for the instances it decides on.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use kinetic_api::{Revision, Service};
+use kinetic_store::Store;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::activator::{RevisionProxy, RevisionSettings};
+use crate::autoscaler::{self, Defaults, Observation};
+use crate::gateway::{Gateway, RouteTable};
+use crate::metrics::Metrics;
+use crate::queue_proxy::Forward;
+use crate::revision;
+use crate::route::Route;
+use crate::runtime::{InstanceSpec, Runtime};
+
+/// How often stored resources are read again.
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the data path's stats are sampled into the autoscaler's window.
+const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Settings of serving in one process.
+#[derive(Debug, Clone)]
+pub struct ServingConfig {
+    /// Services are at `{service}.{namespace}.{domain}`.
+    pub domain: String,
+    /// The gateway's port, for the URLs shown to users.
+    pub gateway_port: u16,
+    /// How long a request waits for an instance before it is refused.
+    pub activation_timeout: Duration,
+    /// Requests one revision may hold while it has no capacity.
+    pub activator_capacity: usize,
+    /// `config-autoscaler` defaults.
+    pub autoscaler: Defaults,
+}
+
+/// What users see of a revision.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionView {
+    pub namespace: String,
+    pub name: String,
+    pub service: String,
+    pub desired: u32,
+    pub ready: u32,
+    pub panic: bool,
+    pub waiting: usize,
+    pub crashes: u64,
+    pub cold_starts: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_startup_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// What users see of a service.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceView {
+    pub namespace: String,
+    pub name: String,
+    pub url: String,
+    pub latest_revision: Option<String>,
+    /// `revision=percent` (and `@tag`) entries.
+    pub traffic: Vec<String>,
+    pub ready: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// A revision being served: its data path and the task that scales it.
+struct Running {
+    proxy: Arc<RevisionProxy>,
+    spec: Arc<InstanceSpec>,
+    service: String,
+    cancel: CancellationToken,
+    decided: Arc<Mutex<Decided>>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Decided {
+    desired: u32,
+    panic: bool,
+}
+
+/// Serving in one process: controller, gateway table, revisions.
+pub struct Serving {
+    store: Arc<dyn Store>,
+    runtime: Arc<dyn Runtime>,
+    gateway: Arc<Gateway>,
+    config: ServingConfig,
+    forward: Forward,
+    running: Mutex<HashMap<(String, String), Running>>,
+    services: RwLock<Vec<ServiceView>>,
+    problems: RwLock<HashMap<(String, String), String>>,
+    metrics: Metrics,
+    tracker: TaskTracker,
+}
+
+impl Serving {
+    pub fn new(
+        store: Arc<dyn Store>,
+        runtime: Arc<dyn Runtime>,
+        gateway: Arc<Gateway>,
+        config: ServingConfig,
+        metrics: Metrics,
+    ) -> Arc<Serving> {
+        Arc::new(Serving {
+            store,
+            runtime,
+            gateway,
+            config,
+            forward: Forward::new(),
+            running: Mutex::new(HashMap::new()),
+            services: RwLock::new(Vec::new()),
+            problems: RwLock::new(HashMap::new()),
+            metrics,
+            tracker: TaskTracker::new(),
+        })
+    }
+
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.runtime
+    }
+
+    pub fn config(&self) -> &ServingConfig {
+        &self.config
+    }
+
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    /// Reconciles until `cancel`, then stops every instance.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            if let Err(error) = self.reconcile(&cancel).await {
+                tracing::warn!(%error, "Reading services failed; retrying.");
+            }
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(RECONCILE_INTERVAL) => {}
+            }
+        }
+        let running: Vec<Running> = self.lock_running().drain().map(|(_, r)| r).collect();
+        for revision in &running {
+            revision.cancel.cancel();
+            revision.proxy.close();
+        }
+        self.tracker.close();
+        self.tracker.wait().await;
+        self.runtime.shutdown().await;
+    }
+
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Running>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// One pass: read Services and Revisions, update routes, start and stop revisions.
+    ///
+    /// Idempotent; cancelling it between awaits leaves the previous state in place.
+    pub async fn reconcile(
+        self: &Arc<Self>,
+        cancel: &CancellationToken,
+    ) -> kinetic_store::Result<()> {
+        let services: Vec<Service> = parse_all(self.store.list_resources("Service", None).await?);
+        let revisions: Vec<Revision> =
+            parse_all(self.store.list_resources("Revision", None).await?);
+        let mut routes = HashMap::new();
+        let mut views = Vec::new();
+        let mut wanted: HashMap<(String, String), &Revision> = HashMap::new();
+        for service in &services {
+            let namespace = &service.metadata.namespace;
+            let name = &service.metadata.name;
+            let own: Vec<Revision> = revisions
+                .iter()
+                .filter(|r| &r.metadata.namespace == namespace && r.service() == name)
+                .cloned()
+                .collect();
+            let latest = revision::latest(name, &own).map(|r| r.metadata.name.clone());
+            let mut view = ServiceView {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                url: self
+                    .gateway
+                    .url(namespace, name, None, self.config.gateway_port),
+                latest_revision: latest.clone(),
+                ..ServiceView::default()
+            };
+            match Route::resolve(service, latest.as_deref(), |r| {
+                own.iter().any(|o| o.metadata.name == r)
+            }) {
+                Ok(route) => {
+                    for revision in route.revisions() {
+                        if let Some(found) = revisions.iter().find(|r| {
+                            &r.metadata.namespace == namespace && r.metadata.name == revision
+                        }) {
+                            wanted.insert((namespace.clone(), revision.to_owned()), found);
+                        }
+                    }
+                    view.traffic = route
+                        .split
+                        .iter()
+                        .map(|(r, p)| format!("{r}={p}%"))
+                        .chain(route.tags.iter().map(|(t, r)| format!("{r}@{t}")))
+                        .collect();
+                    view.ready = true;
+                    routes.insert((namespace.clone(), name.clone()), route);
+                }
+                Err(error) => view.problem = Some(error.to_string()),
+            }
+            views.push(view);
+        }
+        let mut problems = HashMap::new();
+        let mut table = RouteTable {
+            routes,
+            revisions: HashMap::new(),
+        };
+        {
+            let mut running = self.lock_running();
+            let stale: Vec<(String, String)> = running
+                .keys()
+                .filter(|key| !wanted.contains_key(*key))
+                .cloned()
+                .collect();
+            for key in stale {
+                if let Some(stopped) = running.remove(&key) {
+                    tracing::info!(namespace = %key.0, revision = %key.1, "Revision no longer receives traffic; stopping it.");
+                    stopped.cancel.cancel();
+                    stopped.proxy.close();
+                    self.runtime.scale(stopped.spec, 0);
+                }
+            }
+            for (key, revision) in &wanted {
+                if !running.contains_key(key) {
+                    match self.start(revision, cancel) {
+                        Ok(started) => {
+                            running.insert(key.clone(), started);
+                        }
+                        Err(problem) => {
+                            problems.insert(key.clone(), problem);
+                            continue;
+                        }
+                    }
+                }
+                if let Some(run) = running.get(key) {
+                    table.revisions.insert(key.clone(), run.proxy.clone());
+                }
+            }
+        }
+        for view in &mut views {
+            if let Some(problem) = problems
+                .iter()
+                .find(|((ns, _), _)| *ns == view.namespace)
+                .filter(|((_, rev), _)| view.traffic.iter().any(|t| t.starts_with(rev.as_str())))
+                .map(|(_, p)| p.clone())
+            {
+                view.ready = false;
+                view.problem = Some(problem);
+            }
+        }
+        self.gateway.set_table(table);
+        *self
+            .services
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = views;
+        *self
+            .problems
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = problems;
+        Ok(())
+    }
+
+    fn start(
+        self: &Arc<Self>,
+        revision: &Revision,
+        cancel: &CancellationToken,
+    ) -> Result<Running, String> {
+        let spec = &revision.spec;
+        let scaling = autoscaler::revision_config(
+            &self.config.autoscaler,
+            revision.annotations(),
+            spec.container_concurrency(),
+        )
+        .map_err(|error| error.to_string())?;
+        let container = spec.container();
+        let namespace = revision.metadata.namespace.clone();
+        let instance_spec = Arc::new(InstanceSpec {
+            namespace: namespace.clone(),
+            service: revision.service().to_owned(),
+            configuration: revision.service().to_owned(),
+            revision: revision.metadata.name.clone(),
+            command: container.argv(),
+            env: container
+                .env
+                .iter()
+                .map(|v| (v.name.clone(), v.value.clone()))
+                .collect(),
+            working_dir: container.working_dir.as_ref().map(Into::into),
+            readiness_path: container.readiness_path().map(str::to_owned),
+            container_port: container.ports.first().map(|p| p.container_port),
+        });
+        let proxy = RevisionProxy::new(
+            RevisionSettings {
+                namespace: namespace.clone(),
+                revision: revision.metadata.name.clone(),
+                container_concurrency: spec.container_concurrency() as usize,
+                timeout: spec.timeout(),
+                activation_timeout: self.config.activation_timeout,
+                capacity: self.config.activator_capacity,
+            },
+            self.forward.clone(),
+            self.metrics.clone(),
+        );
+        let token = cancel.child_token();
+        let decided = Arc::new(Mutex::new(Decided::default()));
+        tracing::info!(%namespace, revision = %revision.metadata.name, "Serving revision.");
+        self.tracker.spawn(scale_loop(
+            self.clone(),
+            proxy.clone(),
+            instance_spec.clone(),
+            scaling,
+            decided.clone(),
+            token.clone(),
+        ));
+        Ok(Running {
+            proxy,
+            spec: instance_spec,
+            service: revision.service().to_owned(),
+            cancel: token,
+            decided,
+        })
+    }
+
+    /// Services with their URL, traffic and readiness.
+    pub fn services(&self) -> Vec<ServiceView> {
+        self.services
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Revisions being served, with desired and ready instances.
+    pub fn revisions(&self) -> Vec<RevisionView> {
+        let running = self.lock_running();
+        let mut views: Vec<RevisionView> = running
+            .iter()
+            .map(|((namespace, name), run)| {
+                let status = self.runtime.status(namespace, name);
+                let decided = *run
+                    .decided
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                RevisionView {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    service: run.service.clone(),
+                    desired: decided.desired,
+                    ready: status.ready,
+                    panic: decided.panic,
+                    waiting: run.proxy.waiting(),
+                    crashes: status.crashes,
+                    cold_starts: run
+                        .proxy
+                        .cold_starts
+                        .count
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        as u64,
+                    last_startup_ms: status
+                        .last_startup
+                        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                    problem: status.last_error.map(|e| e.to_string()),
+                }
+            })
+            .collect();
+        drop(running);
+        let problems = self
+            .problems
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for ((namespace, name), problem) in problems.iter() {
+            views.push(RevisionView {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                problem: Some(problem.clone()),
+                ..RevisionView::default()
+            });
+        }
+        views.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        views
+    }
+
+    /// Names of the revisions served now (for tests and status).
+    pub fn served(&self) -> HashSet<(String, String)> {
+        self.lock_running().keys().cloned().collect()
+    }
+}
+
+fn parse_all<T: serde::de::DeserializeOwned>(stored: Vec<kinetic_store::StoredResource>) -> Vec<T> {
+    stored
+        .into_iter()
+        .filter_map(|resource| match serde_json::from_value(resource.body) {
+            Ok(value) => Some(value),
+            Err(error) => {
+                tracing::warn!(kind = %resource.kind, namespace = %resource.namespace, name = %resource.name, %error, "Stored resource is unreadable; ignoring it.");
+                None
+            }
+        })
+        .collect()
+}
+
+/// Scales one revision: mirrors the runtime's ready instances into the data path, samples its stats
+/// every second and decides every tick, or at once when a request finds no instance.
+async fn scale_loop(
+    serving: Arc<Serving>,
+    proxy: Arc<RevisionProxy>,
+    spec: Arc<InstanceSpec>,
+    config: autoscaler::Config,
+    decided: Arc<Mutex<Decided>>,
+    cancel: CancellationToken,
+) {
+    let runtime = serving.runtime.clone();
+    let labels = crate::metrics::RevisionLabels {
+        namespace: spec.namespace.clone(),
+        revision: spec.revision.clone(),
+    };
+    let mut instances = runtime.instances(&spec.namespace, &spec.revision);
+    proxy.set_instances(&instances.borrow_and_update());
+    let start = Instant::now();
+    let mut window = autoscaler::MetricWindow::new(&config);
+    let mut state = autoscaler::State::new(&config, start);
+    let mut sample = tokio::time::interval(SAMPLE_INTERVAL);
+    let mut tick = tokio::time::interval(autoscaler::TICK);
+    let mut wake_at: Option<Instant> = None;
+    loop {
+        let mut decide_now = false;
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            changed = instances.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let ready = instances.borrow_and_update().clone();
+                proxy.set_instances(&ready);
+                serving.metrics.ready(&labels, ready.len());
+            }
+            _ = sample.tick() => {
+                let now = Instant::now();
+                let numbers = proxy.stats.sample(now);
+                window.record(now, numbers.average_concurrency, numbers.requests as f64);
+                serving.metrics.observe(&labels, &numbers, proxy.waiting());
+            }
+            _ = tick.tick() => decide_now = true,
+            () = proxy.wake.notified() => {
+                // A request found no instance: count it now rather than at the next sample, and
+                // decide at once (Knative's activator "poke"), so scaling from zero does not wait
+                // for a tick.
+                let now = Instant::now();
+                let numbers = proxy.stats.sample(now);
+                let concurrency = numbers.average_concurrency.max(numbers.in_flight as f64);
+                window.record(now, concurrency, numbers.requests as f64);
+                decide_now = state.wants_poke(concurrency);
+            }
+            () = sleep_until(wake_at) => decide_now = true,
+        }
+        if !decide_now {
+            continue;
+        }
+        let now = Instant::now();
+        let ready = u32::try_from(proxy.ready()).unwrap_or(u32::MAX);
+        let observation = Observation::new(ready, window.stable_and_panic(now, &config));
+        let decision = autoscaler::decide(&config, &mut state, &observation, now);
+        wake_at = decision.wake_at;
+        proxy.set_in_path(decision.activator_in_path);
+        let previous = {
+            let mut d = decided
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let previous = d.desired;
+            *d = Decided {
+                desired: decision.desired,
+                panic: decision.panic,
+            };
+            previous
+        };
+        if previous != decision.desired {
+            tracing::info!(namespace = %spec.namespace, revision = %spec.revision, from = previous, to = decision.desired, panic = decision.panic, "Scaling.");
+        }
+        serving
+            .metrics
+            .decided(&labels, decision.desired, decision.panic);
+        runtime.scale(spec.clone(), decision.desired);
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
