@@ -138,6 +138,29 @@ async fn wait_for_revision(
     }
 }
 
+async fn wait_for_service(
+    kinetic: &Kinetic,
+    service: &str,
+    timeout: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status =
+            api_get(kinetic, &format!("/api/v1/services/default/{service}")).await["status"]
+                .clone();
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "service {service} never reached the state; last status {status}\nkinetic log:\n{}",
+            kinetic.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn alive(pid: u64) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -319,8 +342,9 @@ async fn traffic_splits_by_percent_and_tags_address_revisions() {
         &kinetic.base_url,
     ]);
     assert!(applied.status.success(), "{applied:?}");
-    wait_for_revision(&kinetic, "split-00002", Duration::from_secs(20), |s| {
-        s["ready"] == 1
+    // Traffic follows the new revision once it is ready.
+    wait_for_service(&kinetic, "split", Duration::from_secs(20), |s| {
+        s["latestRevision"] == "split-00002"
     })
     .await;
     let n = 500;
@@ -484,4 +508,217 @@ async fn no_function_outlives_kinetic_killed() {
         Vec::<u64>::new(),
         "instances left behind after SIGKILL"
     );
+}
+
+#[tokio::test]
+async fn a_new_revision_that_cannot_start_never_takes_traffic() {
+    let store = TestStore::new(Engine::Sqlite).await;
+    let good = service_yaml("roll", &[("min-scale", "1")], "", "");
+    let file = write_yaml(store.dir(), "roll.yaml", &good);
+    let kinetic = up(&store, &[&file], None);
+    let gateway = Gateway::of(&kinetic);
+    let (code, body) = gateway.get(&host("roll"), "/").await;
+    assert_eq!((code, body["revision"].as_str()), (200, Some("roll-00001")));
+    // A template whose command fails at once: revision 2 is created, crashes, and is not routed.
+    let broken = good.replace(
+        &format!("[\"{}\"]", function_binary().display()),
+        "[\"sh\", \"-c\", \"echo cannot start >&2; exit 1\"]",
+    );
+    let broken_file = write_yaml(store.dir(), "broken.yaml", &broken);
+    let applied = support::cli(&[
+        "apply",
+        "-f",
+        broken_file.to_str().unwrap(),
+        "--server",
+        &kinetic.base_url,
+    ]);
+    assert!(applied.status.success(), "{applied:?}");
+    wait_for_revision(&kinetic, "roll-00002", Duration::from_secs(20), |s| {
+        s["crashes"].as_u64() >= Some(1)
+    })
+    .await;
+    let status = wait_for_service(&kinetic, "roll", Duration::from_secs(5), |s| {
+        s["latestCreatedRevision"] == "roll-00002"
+    })
+    .await;
+    assert_eq!(status["latestRevision"], "roll-00001", "{status}");
+    for _ in 0..20 {
+        let (code, body) = gateway.get(&host("roll"), "/").await;
+        assert_eq!(
+            (code, body["revision"].as_str()),
+            (200, Some("roll-00001")),
+            "{body}"
+        );
+    }
+    let revisions = support::cli(&["get", "revisions", "--server", &kinetic.base_url]);
+    let table = String::from_utf8_lossy(&revisions.stdout);
+    assert!(
+        table.contains("cannot start"),
+        "the failure is shown: {table}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_function_gets_504_after_its_timeout() {
+    let store = TestStore::new(Engine::Sqlite).await;
+    let file = write_yaml(
+        store.dir(),
+        "slow.yaml",
+        &service_yaml("slow", &[], "      timeoutSeconds: 1\n", ""),
+    );
+    let kinetic = up(&store, &[&file], None);
+    let gateway = Gateway::of(&kinetic);
+    let started = Instant::now();
+    let (code, body) = gateway.get(&host("slow"), "/?sleep_ms=5000").await;
+    assert_eq!(code, 504, "{body}");
+    assert_eq!(body["reason"], "timeout", "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let (code, _) = gateway.get(&host("slow"), "/?sleep_ms=10").await;
+    assert_eq!(code, 200);
+    let metrics = support::scrape(&reqwest::Client::new(), &kinetic.base_url).await;
+    assert!(
+        support::metric_sum(
+            &metrics,
+            "kinetic_serving_request_duration_seconds_count",
+            &[("revision", "slow-00001")]
+        ) >= 1.0,
+        "{metrics}"
+    );
+}
+
+#[test]
+fn autoscaler_settings_mistakes_stop_kinetic_before_it_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    for (text, expected) in [
+        ("autoscaler:\n  stable-windw: 60s\n", "stable-windw"),
+        ("autoscaler:\n  stable-window: 2s\n", "stable-window"),
+        ("autoscalr: {}\n", "autoscalr"),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        let store = format!("sqlite://{}/state.db", dir.path().display());
+        let output = support::cli_bounded(
+            &[
+                "up",
+                "--listen",
+                "127.0.0.1:0",
+                "--gateway-listen",
+                "127.0.0.1:0",
+                "--store",
+                &store,
+                "--config",
+                config.to_str().unwrap(),
+            ],
+            Duration::from_secs(20),
+        );
+        let error = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{text}");
+        assert!(
+            error.contains(expected) && error.contains("config.yaml"),
+            "{text}: {error}"
+        );
+        assert!(!error.contains("kinetic is up"), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn queue_proxy_sidecar_limits_concurrency_and_reports_stats() {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (function_port, proxy_port, admin_port) = (free(), free(), free());
+    let mut function = std::process::Command::new(function_binary())
+        .env("PORT", function_port.to_string())
+        .env("MAX_CONCURRENCY", "1")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut sidecar = std::process::Command::new(support::binary())
+        .args([
+            "queue-proxy",
+            "--listen",
+            &format!("127.0.0.1:{proxy_port}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin_port}"),
+            "--upstream",
+            &format!("127.0.0.1:{function_port}"),
+            "--container-concurrency",
+            "1",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client
+        .get(format!("http://127.0.0.1:{proxy_port}/"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the sidecar and function never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // One in the function, ten queued (10 × containerConcurrency), the rest refused at once.
+    let requests: Vec<_> = (0..20)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .get(format!("http://127.0.0.1:{proxy_port}/?sleep_ms=200"))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for request in requests {
+        codes.push(request.await.unwrap());
+    }
+    let ok = codes.iter().filter(|c| **c == 200).count();
+    let refused = codes.iter().filter(|c| **c == 503).count();
+    assert_eq!(ok + refused, 20, "{codes:?}");
+    assert!((11..20).contains(&ok) && refused >= 1, "{codes:?}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let stats: Value = client
+        .get(format!("http://127.0.0.1:{admin_port}/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(stats.get("averageConcurrency").is_some(), "{stats}");
+    let ready = client
+        .get(format!("http://127.0.0.1:{admin_port}/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &sidecar.id().to_string()])
+        .status();
+    let exited = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        matches!(sidecar.try_wait(), Ok(Some(_)))
+    });
+    let _ = sidecar.kill();
+    let _ = sidecar.wait();
+    let _ = function.kill();
+    let _ = function.wait();
+    assert!(exited, "the sidecar stops on SIGTERM");
 }

@@ -355,3 +355,155 @@ impl Drop for Queued<'_> {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::registry::Registry;
+
+    fn proxy(cc: usize, capacity: usize) -> Arc<RevisionProxy> {
+        RevisionProxy::new(
+            RevisionSettings {
+                namespace: "ns".into(),
+                revision: "fn-00001".into(),
+                container_concurrency: cc,
+                timeout: Duration::from_secs(300),
+                activation_timeout: Duration::from_secs(10),
+                capacity,
+            },
+            Forward::new(),
+            Metrics::new(&mut Registry::default()),
+        )
+    }
+
+    fn instances(n: u64) -> Vec<Arc<Instance>> {
+        (1..=n)
+            .map(|id| {
+                let port = u16::try_from(9000 + id).unwrap();
+                Arc::new(Instance::new(id, ([127, 0, 0, 1], port).into()))
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn holds_requests_at_zero_and_wakes_the_autoscaler() {
+        let proxy = proxy(0, 100);
+        let waiting = {
+            let proxy = proxy.clone();
+            tokio::spawn(async move { proxy.acquire(Instant::now()).await.map(|l| l.instance.id) })
+        };
+        // The autoscaler is told at once, not at its next tick.
+        tokio::time::timeout(Duration::from_millis(1), proxy.wake.notified())
+            .await
+            .expect("woken");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(proxy.waiting(), 1);
+        proxy.set_instances(&instances(1));
+        assert_eq!(waiting.await.unwrap(), Ok(1));
+        assert_eq!(proxy.cold_starts.count.load(Ordering::Relaxed), 1);
+        assert_eq!(proxy.waiting(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn container_concurrency_one_fills_instances_in_order_then_queues() {
+        let proxy = proxy(1, 100);
+        let ready = instances(2);
+        proxy.set_instances(&ready);
+        let first = proxy.acquire(Instant::now()).await.unwrap();
+        let second = proxy.acquire(Instant::now()).await.unwrap();
+        assert_eq!((first.instance.id, second.instance.id), (1, 2));
+        let third = {
+            let proxy = proxy.clone();
+            tokio::spawn(async move { proxy.acquire(Instant::now()).await.map(|l| l.instance.id) })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(proxy.waiting(), 1);
+        assert!(!third.is_finished());
+        drop(second);
+        assert_eq!(third.await.unwrap(), Ok(2));
+        assert_eq!(ready[0].in_flight(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refuses_past_the_bound() {
+        // At zero the activator's capacity bounds the queue.
+        let cold = proxy(1, 2);
+        let held: Vec<_> = (0..2)
+            .map(|_| {
+                let proxy = cold.clone();
+                tokio::spawn(async move { proxy.acquire(Instant::now()).await.is_ok() })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let refused = cold.acquire(Instant::now()).await.err().unwrap();
+        assert!(
+            matches!(refused, ActivationError::QueueFull { limit: 2, .. }),
+            "{refused}"
+        );
+        cold.close();
+        for task in held {
+            task.abort();
+        }
+        // Out of the path (burst capacity left), the instances' own queues bound it: 10 × CC each.
+        let warm = proxy(1, 10_000);
+        warm.set_instances(&instances(1));
+        warm.set_in_path(false);
+        let _busy = warm.acquire(Instant::now()).await.unwrap();
+        let queued: Vec<_> = (0..10)
+            .map(|_| {
+                let proxy = warm.clone();
+                tokio::spawn(async move { proxy.acquire(Instant::now()).await.is_ok() })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let refused = warm.acquire(Instant::now()).await.err().unwrap();
+        assert!(
+            matches!(refused, ActivationError::QueueFull { limit: 10, .. }),
+            "{refused}"
+        );
+        for task in queued {
+            task.abort();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn draining_instances_take_no_new_requests() {
+        let proxy = proxy(0, 100);
+        let ready = instances(2);
+        proxy.set_instances(&ready);
+        ready[0].drain();
+        for _ in 0..20 {
+            let lease = proxy.acquire(Instant::now()).await.unwrap();
+            assert_eq!(lease.instance.id, 2);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gives_up_after_the_activation_timeout() {
+        let proxy = proxy(0, 100);
+        let request = Request::new(Body::empty());
+        let error = proxy.serve(request).await.unwrap_err();
+        let activation = error
+            .downcast_ref::<ActivationError>()
+            .expect("an activation error");
+        assert!(
+            matches!(activation, ActivationError::Timeout { .. }),
+            "{activation}"
+        );
+        assert_eq!(proxy.waiting(), 0);
+        assert_eq!(proxy.stats.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unlimited_concurrency_prefers_the_less_loaded_instance() {
+        let proxy = proxy(0, 100);
+        let ready = instances(2);
+        proxy.set_instances(&ready);
+        // Load instance 1 heavily; two random choices of two instances always include both.
+        let _held: Vec<_> = (0..50).filter_map(|_| ready[0].begin()).collect();
+        for _ in 0..20 {
+            let lease = proxy.acquire(Instant::now()).await.unwrap();
+            assert_eq!(lease.instance.id, 2);
+        }
+    }
+}

@@ -67,7 +67,10 @@ pub struct ServiceView {
     pub namespace: String,
     pub name: String,
     pub url: String,
+    /// The revision `latestRevision: true` sends traffic to: the newest one that became ready.
     pub latest_revision: Option<String>,
+    /// The newest revision, ready or not.
+    pub latest_created_revision: Option<String>,
     /// `revision=percent` (and `@tag`) entries.
     pub traffic: Vec<String>,
     pub ready: bool,
@@ -99,6 +102,9 @@ pub struct Serving {
     forward: Forward,
     running: Mutex<HashMap<(String, String), Running>>,
     services: RwLock<Vec<ServiceView>>,
+    /// Revisions that have had a ready instance (or need none to start): `latestRevision` may
+    /// route to them.
+    ever_ready: Arc<Mutex<HashSet<(String, String)>>>,
     problems: RwLock<HashMap<(String, String), String>>,
     metrics: Metrics,
     tracker: TaskTracker,
@@ -120,6 +126,7 @@ impl Serving {
             forward: Forward::new(),
             running: Mutex::new(HashMap::new()),
             services: RwLock::new(Vec::new()),
+            ever_ready: Arc::new(Mutex::new(HashSet::new())),
             problems: RwLock::new(HashMap::new()),
             metrics,
             tracker: TaskTracker::new(),
@@ -186,7 +193,21 @@ impl Serving {
                 .filter(|r| &r.metadata.namespace == namespace && r.service() == name)
                 .cloned()
                 .collect();
-            let latest = revision::latest(name, &own).map(|r| r.metadata.name.clone());
+            let created = revision::latest(name, &own).map(|r| r.metadata.name.clone());
+            // `latestRevision: true` follows the newest revision that has become ready, as
+            // Knative's route does: a new template that fails to start never takes traffic from
+            // the revision that works. The newest one runs meanwhile, so that it can get ready.
+            let latest = self
+                .latest_ready(namespace, &own)
+                .or_else(|| created.clone());
+            if let Some(newest) = &created
+                && latest.as_ref() != Some(newest)
+                && let Some(found) = revisions
+                    .iter()
+                    .find(|r| &r.metadata.namespace == namespace && &r.metadata.name == newest)
+            {
+                wanted.insert((namespace.clone(), newest.clone()), found);
+            }
             let mut view = ServiceView {
                 namespace: namespace.clone(),
                 name: name.clone(),
@@ -194,6 +215,7 @@ impl Serving {
                     .gateway
                     .url(namespace, name, None, self.config.gateway_port),
                 latest_revision: latest.clone(),
+                latest_created_revision: created.clone(),
                 ..ServiceView::default()
             };
             match Route::resolve(service, latest.as_deref(), |r| {
@@ -220,6 +242,16 @@ impl Serving {
             }
             views.push(view);
         }
+        // Forget readiness of revisions that no longer exist (a service deleted and created again
+        // starts over).
+        self.ever_ready
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|(namespace, name)| {
+                revisions
+                    .iter()
+                    .any(|r| &r.metadata.namespace == namespace && &r.metadata.name == name)
+            });
         let mut problems = HashMap::new();
         let mut table = RouteTable {
             routes,
@@ -341,6 +373,18 @@ impl Serving {
         })
     }
 
+    /// The newest of `own` (one service's revisions) that has been ready.
+    fn latest_ready(&self, namespace: &str, own: &[Revision]) -> Option<String> {
+        let ready = self
+            .ever_ready
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        own.iter()
+            .filter(|r| ready.contains(&(namespace.to_owned(), r.metadata.name.clone())))
+            .max_by_key(|r| revision::generation(r))
+            .map(|r| r.metadata.name.clone())
+    }
+
     /// Services with their URL, traffic and readiness.
     pub fn services(&self) -> Vec<ServiceView> {
         self.services
@@ -435,6 +479,18 @@ async fn scale_loop(
     };
     let mut instances = runtime.instances(&spec.namespace, &spec.revision);
     proxy.set_instances(&instances.borrow_and_update());
+    let key = (spec.namespace.clone(), spec.revision.clone());
+    let mark_ready = || {
+        serving
+            .ever_ready
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key.clone());
+    };
+    if config.initial_scale == 0 {
+        // A revision that starts at zero is ready without an instance, as in Knative.
+        mark_ready();
+    }
     let start = Instant::now();
     let mut window = autoscaler::MetricWindow::new(&config);
     let mut state = autoscaler::State::new(&config, start);
@@ -450,6 +506,9 @@ async fn scale_loop(
                     return;
                 }
                 let ready = instances.borrow_and_update().clone();
+                if !ready.is_empty() {
+                    mark_ready();
+                }
                 proxy.set_instances(&ready);
                 serving.metrics.ready(&labels, ready.len());
             }
