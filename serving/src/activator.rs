@@ -110,8 +110,14 @@ pub struct RevisionProxy {
     round_robin: AtomicUsize,
     forward: Forward,
     pub cold_starts: ColdStarts,
-    metrics: Metrics,
-    labels: RevisionLabels,
+    /// This revision's metric handles, looked up once rather than per request.
+    observed: Observed,
+}
+
+struct Observed {
+    cold_starts: prometheus_client::metrics::counter::Counter,
+    cold_start_seconds: prometheus_client::metrics::histogram::Histogram,
+    request_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl RevisionProxy {
@@ -135,8 +141,11 @@ impl RevisionProxy {
             round_robin: AtomicUsize::new(0),
             forward,
             cold_starts: ColdStarts::default(),
-            metrics,
-            labels,
+            observed: Observed {
+                cold_starts: metrics.cold_starts.get_or_create(&labels).clone(),
+                cold_start_seconds: metrics.cold_start_seconds.get_or_create(&labels).clone(),
+                request_seconds: metrics.request_seconds.get_or_create(&labels).clone(),
+            },
         })
     }
 
@@ -214,9 +223,8 @@ impl RevisionProxy {
         let response = tokio::time::timeout_at(deadline, self.forward.send(address, request))
             .await
             .map_err(|_| tower::timeout::error::Elapsed::new())??;
-        self.metrics
+        self.observed
             .request_seconds
-            .get_or_create(&self.labels)
             .observe(started.elapsed().as_secs_f64());
         // The request occupies its slot until the function has sent the whole body.
         let (parts, body) = response.into_parts();
@@ -244,10 +252,9 @@ impl RevisionProxy {
             } else if let Some(lease) = self.pick(&backends) {
                 if was_cold {
                     let waited = started.elapsed();
-                    self.metrics.cold_starts.get_or_create(&self.labels).inc();
-                    self.metrics
+                    self.observed.cold_starts.inc();
+                    self.observed
                         .cold_start_seconds
-                        .get_or_create(&self.labels)
                         .observe(waited.as_secs_f64());
                     self.cold_starts.count.fetch_add(1, Ordering::Relaxed);
                     let micros = usize::try_from(waited.as_micros()).unwrap_or(usize::MAX);
