@@ -105,6 +105,7 @@ pub struct RevisionProxy {
     changed: Arc<Notify>,
     waiting: AtomicUsize,
     in_path: AtomicBool,
+    closed: AtomicBool,
     /// Notified when a request finds no ready instance: the autoscaler decides at once.
     pub wake: Arc<Notify>,
     round_robin: AtomicUsize,
@@ -137,6 +138,7 @@ impl RevisionProxy {
             changed: Arc::new(Notify::new()),
             waiting: AtomicUsize::new(0),
             in_path: AtomicBool::new(true),
+            closed: AtomicBool::new(false),
             wake: Arc::new(Notify::new()),
             round_robin: AtomicUsize::new(0),
             forward,
@@ -200,8 +202,9 @@ impl RevisionProxy {
         self.changed.notify_waiters();
     }
 
-    /// Wakes every waiting request, e.g. when the revision stops being served.
+    /// Stops serving: requests waiting now, and any arriving later, are refused (`Gone`).
     pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         self.set_instances(&[]);
     }
 
@@ -245,6 +248,11 @@ impl RevisionProxy {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
+            if self.closed.load(Ordering::Acquire) {
+                return Err(ActivationError::Gone {
+                    revision: self.settings.revision.clone(),
+                });
+            }
             let backends = self.current();
             if backends.is_empty() {
                 was_cold = true;
@@ -471,6 +479,20 @@ mod tests {
         for task in queued {
             task.abort();
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_revision_refuses_waiting_requests() {
+        let proxy = proxy(0, 100);
+        let waiting = {
+            let proxy = proxy.clone();
+            tokio::spawn(async move { proxy.acquire(Instant::now()).await.map(|_| ()) })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        proxy.close();
+        let refused = waiting.await.unwrap().unwrap_err();
+        assert_eq!(refused.reason(), "gone");
+        assert!(proxy.acquire(Instant::now()).await.is_err());
     }
 
     #[tokio::test(start_paused = true)]
