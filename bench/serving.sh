@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Builds release binaries and prints the serving benchmark table: kinetic's gateway and queue-proxy
+# (and with the activator forced into the path) against the same function reached directly and
+# through a bare reverse proxy, latency at a fixed rate, cold starts, a burst from zero and RSS, each
+# beside baselines measured in the same run. Extra arguments go to the benchmark, e.g.
+#   bash bench/serving.sh --only throughput,latency --duration 10 --repeats 5
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --locked -p kinetic -p hello-fn -p kinetic-bench
+exec target/release/kinetic-serving-bench \
+  --kinetic target/release/kinetic --function target/release/hello-fn "$@"
