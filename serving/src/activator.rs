@@ -21,10 +21,11 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::metrics::{Metrics, RevisionLabels};
-use crate::queue_proxy::Forward;
 use crate::queue_proxy::breaker::{Breaker, QUEUE_DEPTH_PER_SLOT, Slot};
 use crate::queue_proxy::stats::Stats;
+use crate::queue_proxy::{self, Forward};
 use crate::runtime::Instance;
+use http::uri::Authority;
 
 /// Requests one revision may hold while it has no capacity (Knative's activator capacity).
 pub const DEFAULT_CAPACITY: usize = 10_000;
@@ -71,6 +72,7 @@ pub struct RevisionSettings {
 /// One ready instance with its breaker.
 struct Backend {
     instance: Arc<Instance>,
+    authority: Authority,
     breaker: Arc<Breaker>,
 }
 
@@ -78,6 +80,7 @@ struct Backend {
 /// (and a waiting request woken) when dropped.
 pub struct Lease {
     pub instance: Arc<Instance>,
+    authority: Authority,
     _slot: Slot,
     _in_flight: crate::runtime::InFlight,
     released: Arc<Notify>,
@@ -186,14 +189,17 @@ impl RevisionProxy {
         let next: Vec<Backend> = instances
             .iter()
             .map(|instance| {
-                let breaker = backends
-                    .iter()
-                    .find(|b| Arc::ptr_eq(&b.instance, instance))
-                    .map(|b| b.breaker.clone())
-                    .unwrap_or_else(|| Arc::new(Breaker::new(self.settings.container_concurrency)));
+                let kept = backends.iter().find(|b| Arc::ptr_eq(&b.instance, instance));
                 Backend {
                     instance: instance.clone(),
-                    breaker,
+                    authority: kept.map_or_else(
+                        || queue_proxy::authority(instance.address),
+                        |b| b.authority.clone(),
+                    ),
+                    breaker: kept.map_or_else(
+                        || Arc::new(Breaker::new(self.settings.container_concurrency)),
+                        |b| b.breaker.clone(),
+                    ),
                 }
             })
             .collect();
@@ -222,10 +228,10 @@ impl RevisionProxy {
             revision: self.settings.revision.clone(),
             waited: started.elapsed(),
         })??;
-        let address = lease.instance.address;
-        let response = tokio::time::timeout_at(deadline, self.forward.send(address, request))
-            .await
-            .map_err(|_| tower::timeout::error::Elapsed::new())??;
+        let response =
+            tokio::time::timeout_at(deadline, self.forward.send(&lease.authority, request))
+                .await
+                .map_err(|_| tower::timeout::error::Elapsed::new())??;
         self.observed
             .request_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -303,6 +309,7 @@ impl RevisionProxy {
             let in_flight = backend.instance.begin()?;
             Some(Lease {
                 instance: backend.instance.clone(),
+                authority: backend.authority.clone(),
                 _slot: slot,
                 _in_flight: in_flight,
                 released: self.changed.clone(),
@@ -338,14 +345,14 @@ impl RevisionProxy {
 
 /// A response body that keeps something alive (the instance's slot, the in-flight count) until it
 /// has been sent or dropped.
-struct Held<T> {
-    body: Body,
+struct Held<B, T> {
+    body: B,
     _held: T,
 }
 
-impl<T: Unpin> http_body::Body for Held<T> {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
+impl<B: http_body::Body + Unpin, T: Unpin> http_body::Body for Held<B, T> {
+    type Data = B::Data;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,

@@ -520,14 +520,16 @@ async fn scale_loop(
             }
             _ = tick.tick() => decide_now = true,
             () = proxy.wake.notified() => {
-                // A request found no instance: count it now rather than at the next sample, and
-                // decide at once (Knative's activator "poke"), so scaling from zero does not wait
-                // for a tick.
+                // A request found no instance. At (or headed to) zero, count the requests waiting
+                // now and decide at once (Knative's activator "poke"), so scaling from zero does
+                // not wait for a tick. Only then: every other wake-up would count the same
+                // requests again in the same second of the window.
                 let now = Instant::now();
-                let numbers = proxy.stats.sample(now);
-                let concurrency = numbers.average_concurrency.max(numbers.in_flight as f64);
-                window.record(now, concurrency, numbers.requests as f64);
-                decide_now = state.wants_poke(concurrency);
+                let waiting = proxy.stats.in_flight() as f64;
+                if state.wants_poke(waiting) {
+                    window.record(now, waiting, waiting);
+                    decide_now = true;
+                }
             }
             () = sleep_until(wake_at) => decide_now = true,
         }

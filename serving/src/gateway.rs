@@ -13,7 +13,7 @@ use rand::Rng;
 
 use crate::activator::RevisionProxy;
 use crate::refusal::{error_response, refusal};
-use crate::route::{Route, lookup, parse_host};
+use crate::route::{Route, host_key, key_of};
 
 /// Everything the gateway routes by, replaced as a whole when resources change.
 #[derive(Default)]
@@ -24,17 +24,82 @@ pub struct RouteTable {
     pub revisions: HashMap<(String, String), Arc<RevisionProxy>>,
 }
 
+/// Where one host sends requests: revisions with cumulative percentages (a tag has one, at 100).
+struct Destination {
+    namespace: String,
+    service: String,
+    /// `(cumulative percent, data path)`; `None` while the revision cannot run.
+    split: Vec<(u32, Option<Arc<RevisionProxy>>)>,
+}
+
+/// The route table compiled for lookups by the borrowed Host key, without allocating per request.
+#[derive(Default)]
+struct Compiled {
+    /// By `{service}.{namespace}` and `{tag}-{service}.{namespace}`.
+    hosts: HashMap<String, Destination>,
+    /// Service hosts, sorted, for the answer to an unknown host.
+    known: Vec<String>,
+}
+
+impl Compiled {
+    fn of(table: &RouteTable, domain: &str) -> Compiled {
+        let proxy = |namespace: &str, revision: &str| {
+            table
+                .revisions
+                .get(&(namespace.to_owned(), revision.to_owned()))
+                .cloned()
+        };
+        let mut hosts = HashMap::new();
+        let mut known = Vec::new();
+        // Tags first: a service whose name looks like `{tag}-{service}` wins over the tag.
+        for route in table.routes.values() {
+            for (tag, revision) in &route.tags {
+                hosts.insert(
+                    key_of(&route.namespace, &route.service, Some(tag)),
+                    Destination {
+                        namespace: route.namespace.clone(),
+                        service: route.service.clone(),
+                        split: vec![(100, proxy(&route.namespace, revision))],
+                    },
+                );
+            }
+        }
+        for route in table.routes.values() {
+            let mut total = 0;
+            let split = route
+                .split
+                .iter()
+                .map(|(revision, percent)| {
+                    total += percent;
+                    (total, proxy(&route.namespace, revision))
+                })
+                .collect();
+            hosts.insert(
+                key_of(&route.namespace, &route.service, None),
+                Destination {
+                    namespace: route.namespace.clone(),
+                    service: route.service.clone(),
+                    split,
+                },
+            );
+            known.push(format!("{}.{}.{domain}", route.service, route.namespace));
+        }
+        known.sort();
+        Compiled { hosts, known }
+    }
+}
+
 /// Shared by the gateway's handlers and the controller that updates its table.
 pub struct Gateway {
     domain: String,
-    table: RwLock<Arc<RouteTable>>,
+    table: RwLock<Arc<Compiled>>,
 }
 
 impl Gateway {
     pub fn new(domain: impl Into<String>) -> Arc<Gateway> {
         Arc::new(Gateway {
             domain: domain.into(),
-            table: RwLock::new(Arc::new(RouteTable::default())),
+            table: RwLock::new(Arc::new(Compiled::default())),
         })
     }
 
@@ -51,31 +116,27 @@ impl Gateway {
         format!("http://{label}.{namespace}.{}:{port}", self.domain)
     }
 
-    pub fn table(&self) -> Arc<RouteTable> {
+    fn compiled(&self) -> Arc<Compiled> {
         self.table
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 
+    /// Replaces the routes.
     pub fn set_table(&self, table: RouteTable) {
+        let compiled = Arc::new(Compiled::of(&table, &self.domain));
         *self
             .table
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(table);
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = compiled;
     }
 
     /// The revision's data path a request for `host` goes to, or why there is none.
     fn select(&self, host: &str) -> Result<Arc<RevisionProxy>, Response<Body>> {
-        let table = self.table();
+        let table = self.compiled();
         let not_found = |why: String| {
-            let mut known: Vec<String> = table
-                .routes
-                .keys()
-                .map(|(namespace, service)| format!("{service}.{namespace}.{}", self.domain))
-                .collect();
-            known.sort();
-            known.truncate(20);
+            let known = &table.known[..table.known.len().min(20)];
             let hint = if known.is_empty() {
                 "no services exist yet; apply one with `kinetic apply -f service.yaml`".to_owned()
             } else {
@@ -91,32 +152,42 @@ impl Gateway {
                 &format!("{why}; {hint}"),
             )
         };
-        let Some(name) = parse_host(host, &self.domain) else {
+        // Host names are case-insensitive; only an unusual one pays for lower-casing.
+        let lowered;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = host.to_ascii_lowercase();
+            lowered.as_str()
+        } else {
+            host
+        };
+        let Some(key) = host_key(host, &self.domain) else {
             return Err(not_found(format!(
                 "Host `{host}` is not under the serving domain `{}`",
                 self.domain
             )));
         };
-        let Some((route, tagged)) = lookup(&table.routes, &name) else {
+        let Some(destination) = table.hosts.get(key) else {
             return Err(not_found(format!("no service or tag answers at `{host}`")));
         };
-        let revision = match tagged {
-            Some(revision) => Some(revision),
-            None => route.pick(rand::rng().random_range(0..100)),
+        let chosen = match destination.split.as_slice() {
+            [(_, only)] => only.as_ref(),
+            split => {
+                let roll = rand::rng().random_range(0..100);
+                split
+                    .iter()
+                    .find(|(cumulative, _)| roll < *cumulative)
+                    .or(split.last())
+                    .and_then(|(_, proxy)| proxy.as_ref())
+            }
         };
-        let proxy = revision.and_then(|revision| {
-            table
-                .revisions
-                .get(&(route.namespace.clone(), revision.to_owned()))
-        });
-        match proxy {
+        match chosen {
             Some(proxy) => Ok(proxy.clone()),
             None => Err(refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not-ready",
                 &format!(
                     "service `{}/{}` has no revision ready to serve; see `kinetic get services`",
-                    route.namespace, route.service
+                    destination.namespace, destination.service
                 ),
             )),
         }

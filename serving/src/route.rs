@@ -91,52 +91,30 @@ impl Route {
     }
 }
 
-/// What a Host header addresses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostName<'a> {
-    /// The first DNS label: `{service}` or `{tag}-{service}`.
-    pub label: &'a str,
-    pub namespace: &'a str,
-}
-
-/// Splits `{label}.{namespace}.{domain}[:port]`; `None` when the host is not under `domain`.
-pub fn parse_host<'a>(host: &'a str, domain: &str) -> Option<HostName<'a>> {
-    let host = host.rsplit_once(':').map_or(host, |(h, port)| {
-        if port.bytes().all(|b| b.is_ascii_digit()) {
-            h
-        } else {
-            host
-        }
-    });
+/// The part of a Host header that names a route: `{label}.{namespace}` out of
+/// `{label}.{namespace}.{domain}[:port]`, where the label is `{service}` or `{tag}-{service}`.
+/// `None` when the host is not under `domain` or has another shape. Borrowed from `host`, so the
+/// gateway looks routes up without allocating.
+pub fn host_key<'a>(host: &'a str, domain: &str) -> Option<&'a str> {
+    let host = match host.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
     let host = host.strip_suffix('.').unwrap_or(host);
     let rest = host.strip_suffix(domain)?.strip_suffix('.')?;
     let (label, namespace) = rest.split_once('.')?;
     if label.is_empty() || namespace.is_empty() || namespace.contains('.') {
         return None;
     }
-    Some(HostName { label, namespace })
+    Some(rest)
 }
 
-/// Finds the route and revision a host label addresses: a service name, or `{tag}-{service}`.
-/// Returns the route and, for a tag, the tagged revision.
-pub fn lookup<'r>(
-    routes: &'r HashMap<(String, String), Route>,
-    name: &HostName<'_>,
-) -> Option<(&'r Route, Option<&'r str>)> {
-    let namespace = name.namespace.to_owned();
-    if let Some(route) = routes.get(&(namespace.clone(), name.label.to_owned())) {
-        return Some((route, None));
+/// The key [`host_key`] finds for a service (`tag: None`) or one of its tags.
+pub fn key_of(namespace: &str, service: &str, tag: Option<&str>) -> String {
+    match tag {
+        Some(tag) => format!("{tag}-{service}.{namespace}"),
+        None => format!("{service}.{namespace}"),
     }
-    // Tags and service names may both contain `-`: try every split.
-    for (at, _) in name.label.match_indices('-') {
-        let (tag, service) = (&name.label[..at], &name.label[at + 1..]);
-        if let Some(route) = routes.get(&(namespace.clone(), service.to_owned()))
-            && let Some(revision) = route.tags.get(tag)
-        {
-            return Some((route, Some(revision.as_str())));
-        }
-    }
-    None
 }
 
 #[cfg(test)]
@@ -175,38 +153,28 @@ mod tests {
         );
         let route = Route::resolve(&svc, Some("my-fn-00002"), |_| true).unwrap();
         assert!((0..100).all(|roll| route.pick(roll) == Some("my-fn-00002")));
-        let mut routes = HashMap::new();
-        routes.insert(("ns".to_owned(), "my-fn".to_owned()), route);
-        let host = parse_host(
-            "canary-my-fn.ns.kinetic.localhost:8081",
-            "kinetic.localhost",
-        )
-        .unwrap();
-        let (found, revision) = lookup(&routes, &host).unwrap();
+        assert_eq!(route.tags["canary"], "my-fn-00001");
         assert_eq!(
-            (found.service.as_str(), revision),
-            ("my-fn", Some("my-fn-00001"))
+            route.revisions().collect::<Vec<_>>(),
+            ["my-fn-00002", "my-fn-00001"]
         );
-        let plain = parse_host("my-fn.ns.kinetic.localhost", "kinetic.localhost").unwrap();
-        assert_eq!(lookup(&routes, &plain).unwrap().1, None);
-        let unknown = parse_host("nope-my-fn.ns.kinetic.localhost", "kinetic.localhost").unwrap();
-        assert!(lookup(&routes, &unknown).is_none());
     }
 
     #[test]
     fn hosts_outside_the_domain_are_not_routes() {
-        assert_eq!(parse_host("example.com", "kinetic.localhost"), None);
-        assert_eq!(parse_host("a.kinetic.localhost", "kinetic.localhost"), None);
+        fn key(host: &str) -> Option<&str> {
+            host_key(host, "kinetic.localhost")
+        }
         assert_eq!(
-            parse_host("a.b.c.kinetic.localhost", "kinetic.localhost"),
-            None
+            key("canary-my-fn.ns.kinetic.localhost:8081"),
+            Some("canary-my-fn.ns")
         );
-        assert_eq!(
-            parse_host("a.b.kinetic.localhost.", "kinetic.localhost"),
-            Some(HostName {
-                label: "a",
-                namespace: "b"
-            })
-        );
+        assert_eq!(key("my-fn.ns.kinetic.localhost"), Some("my-fn.ns"));
+        assert_eq!(key("a.b.kinetic.localhost."), Some("a.b"));
+        assert_eq!(key("example.com"), None);
+        assert_eq!(key("a.kinetic.localhost"), None);
+        assert_eq!(key("a.b.c.kinetic.localhost"), None);
+        assert_eq!(key("a.bkinetic.localhost"), None);
+        assert_eq!(key_of("ns", "my-fn", Some("canary")), "canary-my-fn.ns");
     }
 }

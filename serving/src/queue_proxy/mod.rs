@@ -19,7 +19,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
+use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, Request, Response, Uri, header};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -47,59 +49,73 @@ impl Forward {
         Forward { client }
     }
 
-    /// Sends `request` to the instance at `address`, keeping its Host header, path and query.
+    /// Sends `request` to the instance at `authority` (its `host:port`, see [`authority`]),
+    /// keeping the request's Host header, path and query.
     ///
     /// Cancellation safe: dropping the future closes the exchange.
     pub async fn send(
         &self,
-        address: SocketAddr,
+        authority: &Authority,
         mut request: Request<Body>,
-    ) -> Result<Response<Body>, hyper_util::client::legacy::Error> {
-        let path = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        let host = request.headers().get(header::HOST).cloned();
-        let uri: Uri = format!("http://{address}{path}")
-            .parse()
-            .unwrap_or_else(|_| Uri::from_static("/"));
-        *request.uri_mut() = uri;
+    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.authority = Some(authority.clone());
+        parts.path_and_query = Some(
+            request
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        // Scheme, authority and path are all set, so the parts always make a URI.
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
         *request.version_mut() = http::Version::HTTP_11;
         strip_hop_by_hop(request.headers_mut());
-        if let Some(host) = host {
-            request.headers_mut().insert(header::HOST, host);
-        }
-        let response = self.client.request(request).await?;
-        let (mut parts, body) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, Body::new(body)))
+        let mut response = self.client.request(request).await?;
+        strip_hop_by_hop(response.headers_mut());
+        Ok(response)
     }
+}
+
+/// The URI authority of an instance's address, built once per instance.
+pub fn authority(address: SocketAddr) -> Authority {
+    Authority::try_from(address.to_string().as_str())
+        .unwrap_or_else(|_| Authority::from_static("127.0.0.1"))
 }
 
 /// Removes headers that describe one connection, not the message (RFC 9110 §7.6.1).
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|name| name.trim().to_ascii_lowercase())
-        .filter(|name| !name.is_empty())
-        .collect();
-    for name in named {
-        headers.remove(name.as_str());
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<String> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|name| name.trim().to_ascii_lowercase())
+            .filter(|name| !name.is_empty())
+            .collect();
+        for name in named {
+            headers.remove(name.as_str());
+        }
+        headers.remove(header::CONNECTION);
     }
     for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
     ] {
-        headers.remove(name);
+        if headers.contains_key(&name) {
+            headers.remove(name);
+        }
+    }
+    for name in ["keep-alive", "proxy-connection"] {
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
     }
 }
 
@@ -107,7 +123,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 #[derive(Clone, Debug)]
 pub struct Upstream {
     pub forward: Forward,
-    pub address: SocketAddr,
+    pub authority: Authority,
 }
 
 impl tower::Service<Request<Body>> for Upstream {
@@ -121,8 +137,8 @@ impl tower::Service<Request<Body>> for Upstream {
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let forward = self.forward.clone();
-        let address = self.address;
-        Box::pin(async move { Ok(forward.send(address, request).await?) })
+        let authority = self.authority.clone();
+        Box::pin(async move { Ok(forward.send(&authority, request).await?.map(Body::new)) })
     }
 }
 

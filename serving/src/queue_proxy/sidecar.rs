@@ -52,7 +52,7 @@ pub async fn serve(config: SidecarConfig, cancel: CancellationToken) -> std::io:
         .timeout(config.timeout)
         .service(Upstream {
             forward: Forward::new(),
-            address: config.upstream,
+            authority: super::authority(config.upstream),
         });
     let proxy = Router::new().fallback(move |request: Request<Body>| {
         let stack = stack.clone();

@@ -84,7 +84,7 @@ impl Default for ProcessConfig {
         Self {
             shim: None,
             grace_period: Duration::from_secs(30),
-            probe_period: Duration::from_millis(5),
+            probe_period: Duration::from_millis(1),
             probe_period_max: Duration::from_millis(50),
             probe_timeout: Duration::from_secs(1),
             log_lines: 1000,
