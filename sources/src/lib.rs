@@ -1,0 +1,13 @@
+//! Sources: where events come from. Each source kind turns something outside kinetic (an inbound
+//! webhook, a schedule, an object store's notifications) into CloudEvents for its `spec.sink`, and
+//! acknowledges its input only after the sink accepted the event.
+//!
+//! # Layout
+//! - [`webhook`]: `WebhookSource`, signature verification (GitHub, Standard Webhooks, bearer) on the
+//!   raw body, and the templates that name an event's type and id.
+//! - [`ping`]: `PingSource`, its cron schedule and the once-per-tick rule across restarts.
+//!
+//! This crate knows nothing about brokers or triggers: it hands events to a sink URL.
+
+pub mod ping;
+pub mod webhook;

@@ -1,0 +1,1 @@
+//! PingSource: CloudEvents on a cron schedule.

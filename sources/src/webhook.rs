@@ -1,0 +1,1 @@
+//! WebhookSource: inbound HTTP POSTs turned into CloudEvents.
