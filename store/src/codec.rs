@@ -231,3 +231,15 @@ mod tests {
         assert_eq!(size_bounded_ranges(&[5, 5], 10), vec![0..2]);
     }
 }
+
+/// What [`crate::Checkpoints::delete_checkpoints`] matches: the key itself, and keys starting with
+/// it plus `/`.
+pub(crate) fn checkpoint_scope(prefix: &str) -> (&str, String) {
+    let key = prefix.trim_end_matches('/');
+    (key, format!("{key}/"))
+}
+
+pub(crate) fn checkpoint_value(text: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text)
+        .map_err(|error| Error::Corrupt(format!("checkpoint value is not JSON: {error}")))
+}

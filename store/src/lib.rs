@@ -5,7 +5,7 @@
 //! The interface is split by aggregate: [`Resources`] (applied YAML), [`EventLog`] (accepted events
 //! and the dedupe window), [`Deliveries`] (per-trigger cursors over the log, and the retry state of
 //! events whose first attempt failed), [`DeadLetters`] (events that gave up, kept for inspection and
-//! replay). This crate knows nothing of HTTP or CloudEvents: an event is an opaque payload with a
+//! replay), [`Checkpoints`] (sources' progress, advanced by compare-and-set). This crate knows nothing of HTTP or CloudEvents: an event is an opaque payload with a
 //! broker, a source and an id.
 //!
 //! Times are Unix milliseconds (`i64`) passed in by the caller, so logic can be tested with any clock
@@ -47,7 +47,9 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
 }
 
 /// Everything kinetic keeps. Implementations are cheap to share (`Arc<dyn Store>`).
-pub trait Store: Resources + EventLog + Deliveries + DeadLetters + Send + Sync + 'static {
+pub trait Store:
+    Resources + EventLog + Deliveries + DeadLetters + Checkpoints + Send + Sync + 'static
+{
     /// Which engine this is, for logs and metrics: `"sqlite"` or `"postgres"`.
     fn engine(&self) -> &'static str;
 }
@@ -439,4 +441,47 @@ pub trait DeadLetters {
         triggers: &[TriggerRef],
         now: Millis,
     ) -> Result<Vec<String>>;
+}
+
+// ---------------------------------------------------------------- checkpoints
+
+/// A source's remembered progress.
+///
+/// `value` is JSON: every source so far keeps a small structured record (a PingSource its last fired
+/// tick, an object-store poller its listing marker, a Kafka source its offsets per partition), and
+/// JSON keeps it readable with `psql` or `sqlite3` when someone asks why a source did or did not fire.
+/// Binary state can travel base64-encoded in a JSON string.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    pub key: String,
+    pub value: serde_json::Value,
+    /// 1 when created, +1 on every successful [`Checkpoints::put_checkpoint`].
+    pub version: i64,
+    pub updated_at: Millis,
+}
+
+/// Durable per-source state. Keys are paths, `{kind}/{namespace}/{name}[/{part}]` (for example
+/// `ping/default/heartbeat`), so everything of one source can be deleted together.
+#[async_trait]
+pub trait Checkpoints {
+    async fn get_checkpoint(&self, key: &str) -> Result<Option<Checkpoint>>;
+    /// Compare-and-set. With `expected_version` `None` it creates the checkpoint only if `key` is
+    /// absent; with `Some(v)` it replaces the value only if the stored version is still `v`. Returns
+    /// the new version, or `None` when the condition failed: another process created or moved the
+    /// checkpoint first, and the caller lost the race (read it again to see what won). Of several
+    /// callers putting from the same version, across processes sharing a database, exactly one wins.
+    ///
+    /// Cancellation: one statement; a dropped future either wrote or did not, and the caller finds
+    /// out which by reading the version back.
+    async fn put_checkpoint(
+        &self,
+        key: &str,
+        value: &serde_json::Value,
+        expected_version: Option<i64>,
+        now: Millis,
+    ) -> Result<Option<i64>>;
+    /// Deletes the checkpoint `prefix` and every checkpoint under it (`prefix/…`); a trailing `/` on
+    /// `prefix` is ignored. Whole path segments only: `ping/default/a` does not delete
+    /// `ping/default/ab`, which a plain string prefix would. Returns how many were deleted.
+    async fn delete_checkpoints(&self, prefix: &str) -> Result<u64>;
 }

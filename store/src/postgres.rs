@@ -26,6 +26,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::{Result, Store};
 
+mod checkpoints;
 mod dead_letters;
 mod deliveries;
 mod events;
@@ -80,6 +81,13 @@ fn migrator() -> Migrator {
             "dispatchers".into(),
             MigrationType::Simple,
             include_str!("../../migrations/postgres/0002_dispatchers.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            3,
+            "checkpoints".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/postgres/0003_checkpoints.sql").into_sql_str(),
             false,
         ),
     ])

@@ -27,6 +27,7 @@ use sqlx::{SqlSafeStr, Sqlite, Transaction};
 
 use crate::{Result, Store};
 
+mod checkpoints;
 mod dead_letters;
 mod deliveries;
 mod events;
@@ -163,6 +164,13 @@ fn migrator() -> Migrator {
             "dispatchers".into(),
             MigrationType::Simple,
             include_str!("../../migrations/sqlite/0002_dispatchers.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            3,
+            "checkpoints".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0003_checkpoints.sql").into_sql_str(),
             false,
         ),
     ])

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use kinetic_store::Store;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
+#[path = "conformance/checkpoints.rs"]
+mod checkpoints;
 #[path = "conformance/cursors.rs"]
 mod cursors;
 #[path = "conformance/dead_letters.rs"]
@@ -200,11 +202,15 @@ conformance! {
         dead_letters::get_returns_what_was_recorded,
         dead_letters::replay_queues_found_letters_of_live_triggers,
         dead_letters::replay_goes_to_the_end_of_its_lane,
+        checkpoints::create_only_when_absent,
+        checkpoints::compare_and_set_wins_once_per_version,
+        checkpoints::delete_removes_a_key_and_what_is_under_it,
     ],
     two: [
         events::concurrent_appends_are_seen_in_order,
         cursors::cursor_claims_are_exclusive_across_processes,
         leases::row_leases_are_exclusive_across_processes,
+        checkpoints::concurrent_compare_and_set_has_one_winner_per_version,
     ],
 }
 

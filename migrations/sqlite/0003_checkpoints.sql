@@ -1,0 +1,8 @@
+-- Progress of sources (a PingSource's last fired tick, a poller's listing state, consumer offsets).
+-- Advanced only by compare-and-set on `version`, so processes sharing the database agree on who moved it.
+CREATE TABLE checkpoints (
+    key         TEXT    PRIMARY KEY,
+    value       TEXT    NOT NULL,
+    version     INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+) WITHOUT ROWID;
