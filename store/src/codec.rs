@@ -137,6 +137,18 @@ pub(crate) fn dead_letter_id() -> uuid::Uuid {
     uuid::Uuid::now_v7()
 }
 
+/// What [`crate::Checkpoints::delete_checkpoints`] matches: the key itself, and keys starting with
+/// it plus `/`.
+pub(crate) fn checkpoint_scope(prefix: &str) -> (&str, String) {
+    let key = prefix.trim_end_matches('/');
+    (key, format!("{key}/"))
+}
+
+pub(crate) fn checkpoint_value(text: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text)
+        .map_err(|error| Error::Corrupt(format!("checkpoint value is not JSON: {error}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,16 +242,4 @@ mod tests {
         assert_eq!(size_bounded_ranges(&[1, 20, 1], 10), vec![0..1, 1..2, 2..3]);
         assert_eq!(size_bounded_ranges(&[5, 5], 10), vec![0..2]);
     }
-}
-
-/// What [`crate::Checkpoints::delete_checkpoints`] matches: the key itself, and keys starting with
-/// it plus `/`.
-pub(crate) fn checkpoint_scope(prefix: &str) -> (&str, String) {
-    let key = prefix.trim_end_matches('/');
-    (key, format!("{key}/"))
-}
-
-pub(crate) fn checkpoint_value(text: &str) -> Result<serde_json::Value> {
-    serde_json::from_str(text)
-        .map_err(|error| Error::Corrupt(format!("checkpoint value is not JSON: {error}")))
 }
