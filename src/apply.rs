@@ -158,7 +158,7 @@ pub async fn apply(
                 .get_resource(&kind, &namespace, &name)
                 .await?
                 .and_then(|r| r.body.pointer("/spec/broker")?.as_str().map(str::to_owned)),
-            Resource::Broker(_) | Resource::Service(_) => None,
+            _ => None,
         };
         let (outcome, stored) = store
             .apply_resource(&kind, &namespace, &name, &resource.to_json(), now)

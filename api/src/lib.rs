@@ -1,6 +1,7 @@
 //! Resource types of kinetic, with Knative's field names: `eventing.knative.dev/v1` Broker and
 //! Trigger, their `DeliverySpec`, `Destination` and filter dialects, and `serving.knative.dev/v1`
-//! Service and Revision.
+//! Service and Revision, and the source kinds (`sources.kinetic.dev/v1alpha1` S3Source and
+//! WebhookSource, Knative's `sources.knative.dev/v1` PingSource).
 //!
 //! This crate parses multi-document YAML ([`parse_documents`]), fills in defaults and validates, and
 //! every [`Error`] names the file, document, field path and a hint. It does no I/O. Start reading at
@@ -14,6 +15,7 @@ pub mod eventing;
 pub mod meta;
 pub mod resource;
 pub mod serving;
+pub mod sources;
 
 pub use error::{Error, Result};
 pub use eventing::{Broker, DeliverySpec, Trigger};

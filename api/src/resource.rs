@@ -6,6 +6,9 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, join_path};
 use crate::eventing::{Broker, EVENTING_API_VERSION, Trigger};
 use crate::serving::{SERVING_API_VERSION, Service};
+use crate::sources::{
+    KNATIVE_SOURCES_API_VERSION, PingSource, S3Source, SOURCES_API_VERSION, WebhookSource,
+};
 
 /// Every kind of resource kinetic accepts.
 #[derive(Debug, Clone, PartialEq)]
@@ -13,6 +16,9 @@ pub enum Resource {
     Broker(Broker),
     Trigger(Trigger),
     Service(Service),
+    S3Source(S3Source),
+    WebhookSource(WebhookSource),
+    PingSource(PingSource),
 }
 
 /// The kinds accepted, as `(apiVersion, kind)`.
@@ -20,6 +26,9 @@ pub const KINDS: &[(&str, &str)] = &[
     (EVENTING_API_VERSION, "Broker"),
     (EVENTING_API_VERSION, "Trigger"),
     (SERVING_API_VERSION, "Service"),
+    (SOURCES_API_VERSION, "S3Source"),
+    (SOURCES_API_VERSION, "WebhookSource"),
+    (KNATIVE_SOURCES_API_VERSION, "PingSource"),
 ];
 
 /// The identity of a resource: kind, namespace and name.
@@ -42,6 +51,9 @@ impl Resource {
             Resource::Broker(b) => ("Broker", &b.metadata),
             Resource::Trigger(t) => ("Trigger", &t.metadata),
             Resource::Service(s) => ("Service", &s.metadata),
+            Resource::S3Source(s) => ("S3Source", &s.metadata),
+            Resource::WebhookSource(s) => ("WebhookSource", &s.metadata),
+            Resource::PingSource(s) => ("PingSource", &s.metadata),
         };
         ResourceKey {
             kind: kind.to_owned(),
@@ -55,6 +67,9 @@ impl Resource {
             Resource::Broker(b) => &mut b.metadata,
             Resource::Trigger(t) => &mut t.metadata,
             Resource::Service(s) => &mut s.metadata,
+            Resource::S3Source(s) => &mut s.metadata,
+            Resource::WebhookSource(s) => &mut s.metadata,
+            Resource::PingSource(s) => &mut s.metadata,
         }
     }
 
@@ -63,6 +78,9 @@ impl Resource {
             Resource::Broker(b) => b.validate(),
             Resource::Trigger(t) => t.validate(),
             Resource::Service(s) => s.validate(),
+            Resource::S3Source(s) => s.validate(),
+            Resource::WebhookSource(s) => s.validate(),
+            Resource::PingSource(s) => s.validate(),
         }
     }
 
@@ -75,6 +93,9 @@ impl Resource {
             Resource::Broker(b) => value(b),
             Resource::Trigger(t) => value(t),
             Resource::Service(s) => value(s),
+            Resource::S3Source(s) => value(s),
+            Resource::WebhookSource(s) => value(s),
+            Resource::PingSource(s) => value(s),
         }
     }
 
@@ -98,8 +119,9 @@ impl Resource {
                 .with_hint(format!("e.g. `apiVersion: {EVENTING_API_VERSION}`"))
         })?;
         let kind = text("kind").ok_or_else(|| {
-            Error::new("kind", "is required")
-                .with_hint("e.g. `kind: Broker`, `kind: Trigger` or `kind: Service`")
+            Error::new("kind", "is required").with_hint(
+                "e.g. `kind: Broker`, `kind: Trigger`, `kind: Service` or `kind: PingSource`",
+            )
         })?;
         let label = object
             .get("metadata")
@@ -137,6 +159,9 @@ impl Resource {
             }
             Some((_, "Broker")) => typed(document).map(Resource::Broker),
             Some((_, "Service")) => typed(document).map(Resource::Service),
+            Some((_, "S3Source")) => typed(document).map(Resource::S3Source),
+            Some((_, "WebhookSource")) => typed(document).map(Resource::WebhookSource),
+            Some((_, "PingSource")) => typed(document).map(Resource::PingSource),
             Some(_) => typed(document).map(Resource::Trigger),
         }
         .map_err(|e| e.in_resource(label.clone()))?;

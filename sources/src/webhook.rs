@@ -1,1 +1,0 @@
-//! WebhookSource: inbound HTTP POSTs turned into CloudEvents.
