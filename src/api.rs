@@ -32,6 +32,8 @@ pub struct ApiState {
     pub registry: Arc<Mutex<Registry>>,
     /// Present in processes that serve functions.
     pub serving: Option<Arc<kinetic_serving::Serving>>,
+    /// Present in processes that run sources.
+    pub sources: Option<Arc<kinetic_sources::Sources>>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -44,6 +46,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/deadletters/replay", post(replay))
         .route("/api/v1/deadletters/{id}", get(get_dead_letter))
         .route("/api/v1/services/{namespace}/{name}/logs", get(logs))
+        .route("/api/v1/sources", get(list_sources))
         .route("/api/v1/{plural}", get(list))
         .route(
             "/api/v1/{plural}/{namespace}/{name}",
@@ -165,6 +168,9 @@ pub fn kind_of(plural: &str) -> Option<&'static str> {
         "triggers" | "trigger" => Some("Trigger"),
         "services" | "service" | "ksvc" => Some("Service"),
         "revisions" | "revision" | "rev" => Some("Revision"),
+        "pingsources" | "pingsource" => Some("PingSource"),
+        "webhooksources" | "webhooksource" => Some("WebhookSource"),
+        "s3sources" | "s3source" => Some("S3Source"),
         _ => None,
     }
 }
@@ -172,7 +178,7 @@ pub fn kind_of(plural: &str) -> Option<&'static str> {
 fn require_kind(plural: &str) -> Result<&'static str, ApiError> {
     kind_of(plural).ok_or_else(|| {
         not_found(format!(
-            "unknown resource type `{plural}`; use brokers, triggers, services or revisions"
+            "unknown resource type `{plural}`; use brokers, triggers, services, revisions, sources, pingsources, webhooksources or s3sources"
         ))
     })
 }
@@ -235,6 +241,16 @@ fn live_status(state: &ApiState, mut body: Value) -> Value {
         object.insert("status".into(), status);
     }
     body
+}
+
+/// Every source with its state: sink, events sent, failures, last event and error.
+async fn list_sources(State(state): State<ApiState>) -> Response {
+    let items = state
+        .sources
+        .as_ref()
+        .map(|sources| sources.status())
+        .unwrap_or_default();
+    axum::Json(json!({ "items": items })).into_response()
 }
 
 #[derive(Deserialize)]

@@ -26,6 +26,16 @@ pub fn parse_and_validate(
 ) -> Result<Vec<Resource>, kinetic_api::Error> {
     let resources = kinetic_api::parse_documents(file, text)?;
     for (index, resource) in resources.iter().enumerate() {
+        if let Resource::S3Source(_) = resource {
+            return Err(kinetic_api::Error::new(
+                "kind",
+                "S3Source is not served by this version of kinetic yet",
+            )
+            .with_hint("receive bucket notifications with a WebhookSource for now (S3/MinIO/COS can POST them to /webhooks/NAMESPACE/NAME)")
+            .in_file(file)
+            .in_document(index + 1)
+            .in_resource(resource.key().to_string()));
+        }
         if let Resource::Service(service) = resource
             && let Some(defaults) = autoscaler
         {
@@ -227,6 +237,11 @@ pub async fn delete(
         && let Some(existing) = existing
     {
         store.drop_trigger(&existing.uid).await?;
+    }
+    if deleted && kind == "PingSource" {
+        store
+            .delete_checkpoints(&kinetic_sources::ping::tick_key(namespace, name))
+            .await?;
     }
     if deleted && kind == "Service" {
         for revision in stored_revisions(store, namespace).await? {

@@ -97,8 +97,13 @@ pub async fn get(
     namespace: Option<&str>,
     output: Output,
 ) -> anyhow::Result<()> {
+    if matches!(kind, "sources" | "source") {
+        return sources(server, namespace, output).await;
+    }
     let Some(kind_name) = crate::api::kind_of(kind) else {
-        bail!("unknown resource type `{kind}`; use brokers, triggers, services or revisions");
+        bail!(
+            "unknown resource type `{kind}`; use brokers, triggers, services, revisions, sources, pingsources, webhooksources or s3sources"
+        );
     };
     let client = client();
     let items: Vec<Value> = match name {
@@ -535,6 +540,69 @@ pub async fn logs(
             line["stream"].as_str().unwrap_or_default(),
             line["text"].as_str().unwrap_or_default(),
         );
+    }
+    Ok(())
+}
+
+/// `kinetic get sources`: every running source with its state.
+async fn sources(
+    server: &ServerArg,
+    namespace: Option<&str>,
+    output: Output,
+) -> anyhow::Result<()> {
+    let answer = call(server, client().get(server.url("/api/v1/sources"))).await?;
+    let items: Vec<Value> = answer["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|item| namespace.is_none_or(|ns| item["namespace"] == ns))
+        .collect();
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&items)?),
+        Output::Yaml => print!("{}", serde_saphyr::to_string(&items)?),
+        Output::Table => {
+            let text = |item: &Value, field: &str| match &item[field] {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|item| {
+                    [
+                        "kind",
+                        "namespace",
+                        "name",
+                        "ready",
+                        "sink",
+                        "events",
+                        "failures",
+                        "lastEventAt",
+                        "nextAt",
+                        "lastError",
+                    ]
+                    .iter()
+                    .map(|field| text(item, field))
+                    .collect()
+                })
+                .collect();
+            print_table(
+                &[
+                    "KIND",
+                    "NAMESPACE",
+                    "NAME",
+                    "READY",
+                    "SINK",
+                    "EVENTS",
+                    "FAILURES",
+                    "LAST EVENT",
+                    "NEXT",
+                    "LAST ERROR",
+                ],
+                &rows,
+            );
+        }
     }
     Ok(())
 }

@@ -234,19 +234,26 @@ pub async fn up(
         &tracker,
         &cancel,
     );
+    let gateway = kinetic_triggers::sender::GatewayAddress {
+        domain: serving_settings.domain.clone(),
+        address: gateway_address,
+    };
+    let resolver = Resolver {
+        ingress_url: base_url.clone(),
+        gateway: Some(gateway.clone()),
+    };
     let dispatcher = dispatcher(
         &store_handle,
         &dispatcher_settings,
         ingress_settings.dedupe_window,
-        Resolver {
-            ingress_url: base_url.clone(),
-            gateway: Some(kinetic_triggers::sender::GatewayAddress {
-                domain: serving_settings.domain.clone(),
-                address: gateway_address,
-            }),
-        },
+        resolver.clone(),
         &mut registry,
         committed,
+    );
+    let sources = kinetic_sources::Sources::new(
+        store_handle.clone(),
+        kinetic_sources::Sink::new(kinetic_triggers::sender::http_client(Some(&gateway))),
+        Arc::new(move |destination, namespace| resolver.resolve(destination, namespace)),
     );
     let serving = serving(
         &store_handle,
@@ -257,11 +264,16 @@ pub async fn up(
         &mut registry,
     );
     let registry = Arc::new(Mutex::new(registry));
-    let router = parts.router.merge(api::router(ApiState {
-        store: store_handle.clone(),
-        registry,
-        serving: Some(serving.clone()),
-    }));
+    let router = parts
+        .router
+        .merge(api::router(ApiState {
+            store: store_handle.clone(),
+            registry,
+            serving: Some(serving.clone()),
+            sources: Some(sources.clone()),
+        }))
+        .merge(sources.router());
+    tracker.spawn(sources.run(cancel.child_token()));
     let dispatcher_cancel = cancel.child_token();
     tracker.spawn(dispatcher.run(dispatcher_cancel));
     // Serving stops after the gateway: requests in flight finish, then instances are drained.
@@ -343,6 +355,7 @@ pub async fn broker(
         store: store.store.clone(),
         registry: Arc::new(Mutex::new(registry)),
         serving: None,
+        sources: None,
     }));
     tracker.spawn(prune_loop(
         store.store.clone(),
@@ -386,6 +399,7 @@ pub async fn dispatcher_only(
         store: store.store.clone(),
         registry: Arc::new(Mutex::new(registry)),
         serving: None,
+        sources: None,
     });
     let tracker = TaskTracker::new();
     tracker.spawn(dispatcher.run(cancel.clone()));

@@ -6,8 +6,16 @@
 //! - [`webhook`]: `WebhookSource`, signature verification (GitHub, Standard Webhooks, bearer) on the
 //!   raw body, and the templates that name an event's type and id.
 //! - [`ping`]: `PingSource`, its cron schedule and the once-per-tick rule across restarts.
+//! - [`sink`]: handing an event to a sink until it is accepted.
+//! - [`controller`]: runs the stored sources, serves `POST /webhooks/{namespace}/{name}`, keeps
+//!   each source's status. Start reading at [`Sources`].
 //!
 //! This crate knows nothing about brokers or triggers: it hands events to a sink URL.
 
+pub mod controller;
 pub mod ping;
+pub mod sink;
 pub mod webhook;
+
+pub use controller::{Resolve, SourceStatus, Sources};
+pub use sink::Sink;

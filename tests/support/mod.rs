@@ -135,6 +135,16 @@ impl Kinetic {
 
     /// `kinetic up` like [`Kinetic::up`], with `extra` flags appended.
     pub fn up_with(store: &TestStore, files: &[&Path], extra: &[&str]) -> Self {
+        Self::up_with_env(store, files, extra, &[])
+    }
+
+    /// `kinetic up` with `extra` flags and environment variables.
+    pub fn up_with_env(
+        store: &TestStore,
+        files: &[&Path],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut args: Vec<String> = vec![
             "up".into(),
             "--listen".into(),
@@ -150,7 +160,7 @@ impl Kinetic {
             args.push(file.display().to_string());
         }
         args.extend(extra.iter().map(|flag| (*flag).to_owned()));
-        Self::spawn(&args, &[])
+        Self::spawn(&args, env)
     }
 
     /// Any serving subcommand (`up`, `broker`, `dispatcher`); waits until it listens.

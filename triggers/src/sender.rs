@@ -24,6 +24,23 @@ pub struct Sender {
     client: reqwest::Client,
 }
 
+/// kinetic's outbound HTTP client: no redirects, pooled, and, given the gateway, resolving
+/// `*.{domain}` (Services) to it. Sources use it to reach their sinks too.
+pub fn http_client(gateway: Option<&GatewayAddress>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(512)
+        .tcp_nodelay(true)
+        .user_agent(concat!("kinetic/", env!("CARGO_PKG_VERSION")));
+    if let Some(gateway) = gateway {
+        builder = builder.dns_resolver(GatewayDns {
+            suffix: format!(".{}", gateway.domain),
+            address: gateway.address,
+        });
+    }
+    builder.build().unwrap_or_default()
+}
+
 /// Where Services are served: names under `domain` resolve to the gateway's `address`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayAddress {
@@ -81,19 +98,9 @@ impl Sender {
 
     /// A sender that reaches `*.{domain}` (Services) through the serving gateway.
     pub fn with_gateway(gateway: Option<&GatewayAddress>) -> Self {
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(512)
-            .tcp_nodelay(true)
-            .user_agent(concat!("kinetic/", env!("CARGO_PKG_VERSION")));
-        if let Some(gateway) = gateway {
-            builder = builder.dns_resolver(GatewayDns {
-                suffix: format!(".{}", gateway.domain),
-                address: gateway.address,
-            });
+        Self {
+            client: http_client(gateway),
         }
-        let client = builder.build().unwrap_or_default();
-        Self { client }
     }
 
     /// Posts `event` to `url`. Never fails: a transport error is an [`Attempt`] without a status.

@@ -1,0 +1,525 @@
+//! Running sources: reads WebhookSource and PingSource resources from the store every second,
+//! serves `POST /webhooks/{namespace}/{name}`, runs one task per PingSource, and keeps each
+//! source's status (sink, last event, counts, last error) for `kinetic get sources`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use chrono::{DateTime, Utc};
+use cloudevents::{AttributesReader as _, Event, EventBuilder, EventBuilderV10};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use kinetic_api::Destination;
+use kinetic_api::sources::{PingSource, WebhookSource};
+use kinetic_store::Store;
+use serde::Serialize;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::ping::{self, Due, PingPayload, Schedule};
+use crate::sink::{Sink, SinkError};
+use crate::webhook::{self, Webhook};
+
+/// How often stored sources are read again.
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest a webhook's sender waits for the sink; then it gets 503 and sends again later.
+const WEBHOOK_SINK_WAIT: Duration = Duration::from_secs(20);
+/// Longest a PingSource task sleeps before looking at the clock again.
+const PING_MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// Resolves a sink (a `Destination`) in a namespace to a URL; provided by the process wiring.
+pub type Resolve = Arc<dyn Fn(&Destination, &str) -> Result<String, String> + Send + Sync>;
+
+/// What users see of a source.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceStatus {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub ready: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sink: Option<String>,
+    pub events: u64,
+    pub failures: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_event_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// PingSource: when it fires next.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_at: Option<DateTime<Utc>>,
+}
+
+type Key = (String, String, String);
+
+struct Hook {
+    generation: i64,
+    webhook: Arc<Webhook>,
+    sink: String,
+}
+
+struct PingTask {
+    generation: i64,
+    uid: String,
+    cancel: CancellationToken,
+}
+
+/// Every source of one process.
+pub struct Sources {
+    store: Arc<dyn Store>,
+    sink: Sink,
+    resolve: Resolve,
+    hooks: Mutex<HashMap<(String, String), Hook>>,
+    pings: Mutex<HashMap<(String, String), PingTask>>,
+    status: Mutex<HashMap<Key, SourceStatus>>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl Sources {
+    pub fn new(store: Arc<dyn Store>, sink: Sink, resolve: Resolve) -> Arc<Sources> {
+        Arc::new(Sources {
+            store,
+            sink,
+            resolve,
+            hooks: Mutex::new(HashMap::new()),
+            pings: Mutex::new(HashMap::new()),
+            status: Mutex::new(HashMap::new()),
+            tracker: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+        })
+    }
+
+    /// Reconciles until `cancel`, then stops every source task (a tick being sent is given up
+    /// and fired again after restart; its id is stable, so the broker drops a duplicate).
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            if let Err(error) = self.reconcile().await {
+                tracing::warn!(%error, "Reading sources failed; retrying.");
+            }
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(RECONCILE_INTERVAL) => {}
+            }
+        }
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
+    /// Every source's status, sorted by kind, namespace and name.
+    pub fn status(&self) -> Vec<SourceStatus> {
+        let status = lock(&self.status);
+        let mut all: Vec<SourceStatus> = status.values().cloned().collect();
+        all.sort_by(|a, b| (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name)));
+        all
+    }
+
+    fn update(&self, key: &Key, change: impl FnOnce(&mut SourceStatus)) {
+        let mut status = lock(&self.status);
+        let entry = status.entry(key.clone()).or_insert_with(|| SourceStatus {
+            kind: key.0.clone(),
+            namespace: key.1.clone(),
+            name: key.2.clone(),
+            ..SourceStatus::default()
+        });
+        change(entry);
+    }
+
+    /// One pass: start, restart (on a new generation) and stop sources.
+    ///
+    /// Idempotent; cancelling it between awaits leaves the previous state in place.
+    pub async fn reconcile(self: &Arc<Self>) -> kinetic_store::Result<()> {
+        let webhooks = self.store.list_resources("WebhookSource", None).await?;
+        let pings = self.store.list_resources("PingSource", None).await?;
+        let mut seen: Vec<Key> = Vec::new();
+        let mut hooks = HashMap::new();
+        for stored in webhooks {
+            let key: Key = (
+                "WebhookSource".into(),
+                stored.namespace.clone(),
+                stored.name.clone(),
+            );
+            seen.push(key.clone());
+            let existing = lock(&self.hooks)
+                .get(&(stored.namespace.clone(), stored.name.clone()))
+                .filter(|h| h.generation == stored.generation)
+                .map(|h| (h.webhook.clone(), h.sink.clone()));
+            let compiled = match existing {
+                Some(ready) => Ok(ready),
+                None => serde_json::from_value::<WebhookSource>(stored.body.clone())
+                    .map_err(|e| format!("stored resource is unreadable: {e}"))
+                    .and_then(|source| {
+                        let webhook = Webhook::compile(&source.spec, webhook::read_secret)
+                            .map_err(|e| e.to_string())?;
+                        let sink = (self.resolve)(&source.spec.sink, &stored.namespace)?;
+                        Ok((Arc::new(webhook), sink))
+                    }),
+            };
+            match compiled {
+                Ok((webhook, sink)) => {
+                    self.update(&key, |s| {
+                        s.ready = true;
+                        s.sink = Some(sink.clone());
+                        if s.last_error
+                            .as_deref()
+                            .is_some_and(|e| e.starts_with("not ready"))
+                        {
+                            s.last_error = None;
+                        }
+                    });
+                    hooks.insert(
+                        (stored.namespace.clone(), stored.name.clone()),
+                        Hook {
+                            generation: stored.generation,
+                            webhook,
+                            sink,
+                        },
+                    );
+                }
+                Err(problem) => self.update(&key, |s| {
+                    s.ready = false;
+                    s.last_error = Some(format!("not ready: {problem}"));
+                }),
+            }
+        }
+        *lock(&self.hooks) = hooks;
+        let mut wanted = HashMap::new();
+        for stored in pings {
+            let key: Key = (
+                "PingSource".into(),
+                stored.namespace.clone(),
+                stored.name.clone(),
+            );
+            seen.push(key.clone());
+            wanted.insert((stored.namespace.clone(), stored.name.clone()), stored);
+        }
+        {
+            let mut tasks = lock(&self.pings);
+            tasks.retain(|id, task| {
+                let keep = wanted
+                    .get(id)
+                    .is_some_and(|s| s.generation == task.generation && s.uid == task.uid);
+                if !keep {
+                    task.cancel.cancel();
+                }
+                keep
+            });
+            for (id, stored) in wanted {
+                if tasks.contains_key(&id) {
+                    continue;
+                }
+                let key: Key = ("PingSource".into(), id.0.clone(), id.1.clone());
+                let started = serde_json::from_value::<PingSource>(stored.body.clone())
+                    .map_err(|e| format!("stored resource is unreadable: {e}"))
+                    .and_then(|source| {
+                        let (zone, cron) = source.spec.schedule_parts();
+                        let schedule = Schedule::parse(cron, zone).map_err(|e| e.to_string())?;
+                        let sink = (self.resolve)(&source.spec.sink, &id.0)?;
+                        Ok((source, schedule, sink))
+                    });
+                match started {
+                    Ok((source, schedule, sink)) => {
+                        let cancel = self.cancel.child_token();
+                        self.update(&key, |s| {
+                            s.ready = true;
+                            s.sink = Some(sink.clone());
+                            s.last_error = None;
+                        });
+                        self.tracker.spawn(run_ping(
+                            self.clone(),
+                            key,
+                            source,
+                            stored.uid.clone(),
+                            schedule,
+                            sink,
+                            cancel.clone(),
+                        ));
+                        tasks.insert(
+                            id,
+                            PingTask {
+                                generation: stored.generation,
+                                uid: stored.uid,
+                                cancel,
+                            },
+                        );
+                    }
+                    Err(problem) => self.update(&key, |s| {
+                        s.ready = false;
+                        s.last_error = Some(format!("not ready: {problem}"));
+                    }),
+                }
+            }
+        }
+        lock(&self.status).retain(|key, _| seen.contains(key));
+        Ok(())
+    }
+
+    /// The routes sources serve on the main listener: `POST /webhooks/{namespace}/{name}`.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/webhooks/{namespace}/{name}", post(receive))
+            .with_state(self.clone())
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn answer(status: StatusCode, reason: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({ "error": message, "reason": reason })),
+    )
+        .into_response()
+}
+
+/// One webhook delivery: verify, build the event, hand it to the sink; 202 only once the sink
+/// accepted it, so the sender retries anything not accepted.
+async fn receive(
+    State(sources): State<Arc<Sources>>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let key: Key = ("WebhookSource".into(), namespace.clone(), name.clone());
+    let hook = lock(&sources.hooks)
+        .get(&(namespace.clone(), name.clone()))
+        .map(|h| (h.webhook.clone(), h.sink.clone()));
+    let Some((webhook, sink)) = hook else {
+        let known = lock(&sources.status).contains_key(&key);
+        return if known {
+            answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not-ready",
+                &format!(
+                    "WebhookSource {namespace}/{name} is not ready; see `kinetic get sources`"
+                ),
+            )
+        } else {
+            answer(
+                StatusCode::NOT_FOUND,
+                "unknown-source",
+                &format!(
+                    "no WebhookSource {namespace}/{name}; apply one, or check the URL (`/webhooks/NAMESPACE/NAME`)"
+                ),
+            )
+        };
+    };
+    let event = match webhook::to_event(&webhook, &namespace, &name, &headers, &body, Utc::now()) {
+        Ok(event) => event,
+        Err(error) => {
+            let status = error.status();
+            if status == StatusCode::UNAUTHORIZED {
+                tracing::info!(%namespace, %name, %error, "Refused an unauthenticated webhook request.");
+            }
+            sources.update(&key, |s| s.last_error = Some(error.to_string()));
+            let reason = if status == StatusCode::UNAUTHORIZED {
+                "unauthorized"
+            } else {
+                "invalid"
+            };
+            return answer(status, reason, &error.to_string());
+        }
+    };
+    let sent = tokio::time::timeout(
+        WEBHOOK_SINK_WAIT,
+        sources
+            .sink
+            .send_until_accepted(&sink, &event, &sources.cancel),
+    )
+    .await;
+    match sent {
+        Ok(Ok(())) => {
+            sources.update(&key, |s| {
+                s.events += 1;
+                s.last_event_at = Some(Utc::now());
+            });
+            (
+                StatusCode::ACCEPTED,
+                axum::Json(json!({ "id": event.id() })),
+            )
+                .into_response()
+        }
+        Ok(Err(error @ SinkError::Refused { .. })) => {
+            sources.update(&key, |s| {
+                s.failures += 1;
+                s.last_error = Some(error.to_string());
+            });
+            answer(StatusCode::BAD_REQUEST, "sink-refused", &error.to_string())
+        }
+        Ok(Err(error)) => {
+            sources.update(&key, |s| {
+                s.failures += 1;
+                s.last_error = Some(error.to_string());
+            });
+            retry_later(&error.to_string())
+        }
+        Err(_) => {
+            sources.update(&key, |s| {
+                s.failures += 1;
+                s.last_error = Some("the sink did not accept the event in time".into());
+            });
+            retry_later("the sink did not accept the event in time; send it again")
+        }
+    }
+}
+
+fn retry_later(message: &str) -> Response {
+    let mut response = answer(StatusCode::SERVICE_UNAVAILABLE, "sink-unavailable", message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    response
+}
+
+/// One PingSource: sleeps until its next tick, claims the tick in the store (so one process fires
+/// it, once, even with several processes on one PostgreSQL), and sends it until the sink accepts.
+async fn run_ping(
+    sources: Arc<Sources>,
+    key: Key,
+    source: PingSource,
+    uid: String,
+    schedule: Schedule,
+    sink: String,
+    cancel: CancellationToken,
+) {
+    let (namespace, name) = (key.1.clone(), key.2.clone());
+    let checkpoint = ping::tick_key(&namespace, &name);
+    // Ticks before this task started are not fired unless a checkpoint says they were due.
+    let created = Utc::now();
+    loop {
+        let now = Utc::now();
+        let last = match sources.store.get_checkpoint(&checkpoint).await {
+            Ok(found) => ping::last_fired(found.as_ref()),
+            Err(error) => {
+                tracing::warn!(%namespace, %name, %error, "Reading a PingSource's checkpoint failed; retrying.");
+                if sleep_or_cancel(Duration::from_secs(1), &cancel).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let last = match last {
+            Ok(last) => last,
+            Err(error) => {
+                tracing::warn!(%namespace, %name, %error, "A PingSource's checkpoint is unreadable; starting from now.");
+                None
+            }
+        };
+        match ping::due(&schedule, last, created, now) {
+            Due::Wait { next } => {
+                sources.update(&key, |s| s.next_at = next);
+                let wait = next
+                    .and_then(|next| (next - now).to_std().ok())
+                    .unwrap_or(PING_MAX_SLEEP)
+                    .min(PING_MAX_SLEEP);
+                if sleep_or_cancel(wait, &cancel).await {
+                    return;
+                }
+            }
+            Due::Fire { tick, skipped } => {
+                let claimed = ping::claim_tick(
+                    sources.store.as_ref(),
+                    &checkpoint,
+                    tick,
+                    now.timestamp_millis(),
+                )
+                .await;
+                match claimed {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(error) => {
+                        tracing::warn!(%namespace, %name, %error, "Claiming a tick failed; retrying.");
+                        if sleep_or_cancel(Duration::from_secs(1), &cancel).await {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+                if skipped {
+                    tracing::info!(%namespace, %name, %tick, "Ticks were missed while kinetic was down; firing only the latest.");
+                }
+                let payload = PingPayload {
+                    data: source.spec.data.as_deref(),
+                    data_base64: source.spec.data_base64.as_deref(),
+                    content_type: source.spec.content_type.as_deref(),
+                    extensions: source.spec.ce_overrides.as_ref().map(|o| &o.extensions),
+                };
+                let event = ping::ping_event(&namespace, &name, &uid, tick, &payload)
+                    .map_err(|e| e.to_string())
+                    .and_then(|e| to_cloud_event(e).map_err(|e| e.to_string()));
+                let event = match event {
+                    Ok(event) => event,
+                    Err(error) => {
+                        sources.update(&key, |s| {
+                            s.failures += 1;
+                            s.last_error = Some(error);
+                        });
+                        continue;
+                    }
+                };
+                match sources
+                    .sink
+                    .send_until_accepted(&sink, &event, &cancel)
+                    .await
+                {
+                    Ok(()) => sources.update(&key, |s| {
+                        s.events += 1;
+                        s.last_event_at = Some(Utc::now());
+                        s.last_error = None;
+                    }),
+                    Err(SinkError::Cancelled) => return,
+                    Err(error) => {
+                        tracing::warn!(%namespace, %name, %error, "The sink refused a tick; it is dropped.");
+                        sources.update(&key, |s| {
+                            s.failures += 1;
+                            s.last_error = Some(error.to_string());
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `true` when cancelled.
+async fn sleep_or_cancel(duration: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        () = cancel.cancelled() => true,
+        () = tokio::time::sleep(duration) => false,
+    }
+}
+
+fn to_cloud_event(tick: ping::PingEvent) -> Result<Event, cloudevents::event::EventBuilderError> {
+    let mut builder = EventBuilderV10::new()
+        .id(tick.id)
+        .source(tick.source)
+        .ty(tick.ty)
+        .time(tick.time);
+    for (name, value) in tick.extensions {
+        builder = builder.extension(&name, value);
+    }
+    let mut event = builder.build()?;
+    if let Some(data) = tick.data {
+        match tick.datacontenttype {
+            Some(content_type) => {
+                event.set_data(content_type, cloudevents::Data::Binary(data));
+            }
+            None => {
+                event.set_data_unchecked(cloudevents::Data::Binary(data));
+            }
+        }
+    }
+    Ok(event)
+}

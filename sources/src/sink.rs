@@ -1,0 +1,101 @@
+//! Handing events to a source's sink: a CloudEvents binary-mode POST, accepted on any 2xx. A source
+//! acknowledges its own input only after [`Sink::send`] (or [`Sink::send_until_accepted`]) succeeded.
+
+use std::time::Duration;
+
+use cloudevents::Event;
+use kinetic_api::cloudevent::encode_binary;
+use tokio_util::sync::CancellationToken;
+
+/// First pause before sending again; it doubles up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long one attempt may take.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The sink did not accept an event.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("the sink answered HTTP {status}: {body}")]
+    Refused { status: u16, body: String },
+    #[error("the sink could not be reached: {0}")]
+    Unreachable(#[source] reqwest::Error),
+    #[error("stopped before the sink accepted the event")]
+    Cancelled,
+}
+
+impl SinkError {
+    /// Whether sending again may succeed: connection problems, timeouts, 404 (a broker not yet
+    /// created), 408, 409, 429 and 5xx, as the dispatcher retries.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SinkError::Refused { status, .. } => {
+                matches!(status, 404 | 408 | 409 | 429) || *status >= 500
+            }
+            SinkError::Unreachable(_) => true,
+            SinkError::Cancelled => false,
+        }
+    }
+}
+
+/// Sends events to sink URLs. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Sink {
+    client: reqwest::Client,
+}
+
+impl Sink {
+    /// `client` resolves the names kinetic serves (the gateway's domain); the wiring builds it.
+    pub fn new(client: reqwest::Client) -> Sink {
+        Sink { client }
+    }
+
+    /// One attempt. Cancellation safe.
+    pub async fn send(&self, url: &str, event: &Event) -> Result<(), SinkError> {
+        let (headers, body) = encode_binary(event);
+        let mut request = self.client.post(url).timeout(ATTEMPT_TIMEOUT).body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let response = request.send().await.map_err(SinkError::Unreachable)?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = response.text().await.unwrap_or_default();
+        Err(SinkError::Refused {
+            status: status.as_u16(),
+            body: body.chars().take(512).collect(),
+        })
+    }
+
+    /// Sends until the sink accepts, backing off between attempts, or until `cancel`. A refusal
+    /// that cannot succeed later (a 4xx other than 404/408/409/429) ends it at once: the event is
+    /// wrong for this sink, and the caller decides what to tell its own sender.
+    pub async fn send_until_accepted(
+        &self,
+        url: &str,
+        event: &Event,
+        cancel: &CancellationToken,
+    ) -> Result<(), SinkError> {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let error = tokio::select! {
+                () = cancel.cancelled() => return Err(SinkError::Cancelled),
+                sent = self.send(url, event) => match sent {
+                    Ok(()) => return Ok(()),
+                    Err(error) => error,
+                },
+            };
+            if !error.is_retryable() {
+                return Err(error);
+            }
+            tracing::warn!(%url, %error, retry_in = ?backoff, "The sink did not accept an event; sending it again.");
+            tokio::select! {
+                () = cancel.cancelled() => return Err(SinkError::Cancelled),
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
