@@ -10,7 +10,7 @@ use crate::duration;
 use crate::error::Error;
 use crate::meta::{Destination, ObjectMeta};
 
-/// A WebhookSource accepts HTTP POSTs at `/sources/{namespace}/{name}` and turns each into a
+/// A WebhookSource accepts HTTP POSTs at `/webhooks/{namespace}/{name}` and turns each into a
 /// CloudEvent whose data is the request body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
