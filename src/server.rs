@@ -254,6 +254,7 @@ pub async fn up(
         store_handle.clone(),
         kinetic_sources::Sink::new(kinetic_triggers::sender::http_client(Some(&gateway))),
         Arc::new(move |destination, namespace| resolver.resolve(destination, namespace)),
+        kinetic_sources::metrics::Metrics::new(&mut registry),
     );
     let serving = serving(
         &store_handle,

@@ -22,6 +22,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::metrics::{Metrics, SourceLabels};
 use crate::ping::{self, Due, PingPayload, Schedule};
 use crate::sink::{Sink, SinkError};
 use crate::webhook::{self, Webhook};
@@ -81,11 +82,18 @@ pub struct Sources {
     status: Mutex<HashMap<Key, SourceStatus>>,
     tracker: TaskTracker,
     cancel: CancellationToken,
+    metrics: Metrics,
 }
 
 impl Sources {
-    pub fn new(store: Arc<dyn Store>, sink: Sink, resolve: Resolve) -> Arc<Sources> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        sink: Sink,
+        resolve: Resolve,
+        metrics: Metrics,
+    ) -> Arc<Sources> {
         Arc::new(Sources {
+            metrics,
             store,
             sink,
             resolve,
@@ -120,6 +128,30 @@ impl Sources {
         let mut all: Vec<SourceStatus> = status.values().cloned().collect();
         all.sort_by(|a, b| (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name)));
         all
+    }
+
+    /// Counts an event the sink accepted, `since` its input happened.
+    fn accepted(&self, key: &Key, since: DateTime<Utc>) {
+        let labels = labels(key);
+        self.metrics.events.get_or_create(&labels).inc();
+        let lag = (Utc::now() - since).to_std().unwrap_or_default();
+        self.metrics
+            .lag
+            .get_or_create(&labels)
+            .observe(lag.as_secs_f64());
+        self.update(key, |s| {
+            s.events += 1;
+            s.last_event_at = Some(Utc::now());
+        });
+    }
+
+    /// Counts a failure to hand an event to the sink.
+    fn failed(&self, key: &Key, error: String) {
+        self.metrics.sink_failures.get_or_create(&labels(key)).inc();
+        self.update(key, |s| {
+            s.failures += 1;
+            s.last_error = Some(error);
+        });
     }
 
     fn update(&self, key: &Key, change: impl FnOnce(&mut SourceStatus)) {
@@ -270,6 +302,14 @@ impl Sources {
     }
 }
 
+fn labels(key: &Key) -> SourceLabels {
+    SourceLabels {
+        kind: key.0.clone(),
+        namespace: key.1.clone(),
+        name: key.2.clone(),
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
@@ -316,7 +356,8 @@ async fn receive(
             )
         };
     };
-    let event = match webhook::to_event(&webhook, &namespace, &name, &headers, &body, Utc::now()) {
+    let arrived = Utc::now();
+    let event = match webhook::to_event(&webhook, &namespace, &name, &headers, &body, arrived) {
         Ok(event) => event,
         Err(error) => {
             let status = error.status();
@@ -341,10 +382,7 @@ async fn receive(
     .await;
     match sent {
         Ok(Ok(())) => {
-            sources.update(&key, |s| {
-                s.events += 1;
-                s.last_event_at = Some(Utc::now());
-            });
+            sources.accepted(&key, arrived);
             (
                 StatusCode::ACCEPTED,
                 axum::Json(json!({ "id": event.id() })),
@@ -352,24 +390,15 @@ async fn receive(
                 .into_response()
         }
         Ok(Err(error @ SinkError::Refused { .. })) => {
-            sources.update(&key, |s| {
-                s.failures += 1;
-                s.last_error = Some(error.to_string());
-            });
+            sources.failed(&key, error.to_string());
             answer(StatusCode::BAD_REQUEST, "sink-refused", &error.to_string())
         }
         Ok(Err(error)) => {
-            sources.update(&key, |s| {
-                s.failures += 1;
-                s.last_error = Some(error.to_string());
-            });
+            sources.failed(&key, error.to_string());
             retry_later(&error.to_string())
         }
         Err(_) => {
-            sources.update(&key, |s| {
-                s.failures += 1;
-                s.last_error = Some("the sink did not accept the event in time".into());
-            });
+            sources.failed(&key, "the sink did not accept the event in time".into());
             retry_later("the sink did not accept the event in time; send it again")
         }
     }
@@ -462,10 +491,7 @@ async fn run_ping(
                 let event = match event {
                     Ok(event) => event,
                     Err(error) => {
-                        sources.update(&key, |s| {
-                            s.failures += 1;
-                            s.last_error = Some(error);
-                        });
+                        sources.failed(&key, error);
                         continue;
                     }
                 };
@@ -474,18 +500,14 @@ async fn run_ping(
                     .send_until_accepted(&sink, &event, &cancel)
                     .await
                 {
-                    Ok(()) => sources.update(&key, |s| {
-                        s.events += 1;
-                        s.last_event_at = Some(Utc::now());
-                        s.last_error = None;
-                    }),
+                    Ok(()) => {
+                        sources.accepted(&key, tick);
+                        sources.update(&key, |s| s.last_error = None);
+                    }
                     Err(SinkError::Cancelled) => return,
                     Err(error) => {
                         tracing::warn!(%namespace, %name, %error, "The sink refused a tick; it is dropped.");
-                        sources.update(&key, |s| {
-                            s.failures += 1;
-                            s.last_error = Some(error.to_string());
-                        });
+                        sources.failed(&key, error.to_string());
                     }
                 }
             }

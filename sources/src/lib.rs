@@ -13,6 +13,7 @@
 //! This crate knows nothing about brokers or triggers: it hands events to a sink URL.
 
 pub mod controller;
+pub mod metrics;
 pub mod ping;
 pub mod sink;
 pub mod webhook;
