@@ -244,7 +244,11 @@ async fn webhooks_become_events(engine: Engine) {
     assert_eq!(github_status["ready"], true, "{sources}");
     let metrics = support::scrape(&client, &kinetic.base_url).await;
     assert_eq!(
-        support::metric_sum(&metrics, "kinetic_source_events_total", &[("name", "github")]),
+        support::metric_sum(
+            &metrics,
+            "kinetic_source_events_total",
+            &[("name", "github")]
+        ),
         2.0,
         "{metrics}"
     );
