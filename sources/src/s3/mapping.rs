@@ -56,7 +56,8 @@ pub fn selects(spec: &S3SourceSpec, record: &ObjectRecord) -> bool {
 
 /// The event's id: the adapter's `<x-amz-request-id>.<x-amz-id-2>` when the record has both;
 /// otherwise (moto, COS, a polled bucket) a UUID v5 over the store, bucket, key, event name,
-/// version id or ETag, sequencer and time. Either way a notification delivered twice has one
+/// version id, ETag (both: an unversioned bucket's version id is `null` for every object),
+/// sequencer and time. Either way a notification delivered twice has one
 /// id, so the broker keeps it once, while a later change to the same object has another.
 pub fn event_id(record: &ObjectRecord) -> String {
     if let Some((request_id, host_id)) = &record.request_id {
@@ -69,7 +70,8 @@ pub fn event_id(record: &ObjectRecord) -> String {
         record.bucket,
         record.key,
         record.event_name,
-        record.version_id.as_ref().or(record.etag.as_ref()),
+        record.version_id,
+        record.etag,
         record.sequencer,
         record.event_time.map(|time| time.timestamp_nanos_opt()),
     ]);

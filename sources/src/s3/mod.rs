@@ -19,6 +19,8 @@ use serde_json::{Value, json};
 
 pub mod aws;
 pub mod cos;
+#[cfg(test)]
+mod fixtures;
 pub mod key;
 pub mod mapping;
 pub mod sns;
@@ -275,5 +277,282 @@ fn size_at(
             expected: "size in bytes",
             value: other.to_string(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone as _;
+    use cloudevents::AttributesReader as _;
+    use cloudevents::event::Data;
+    use fixtures::{aws_record, body, cos_record, minio_body, moto_record, sns};
+
+    pub(super) fn spec(extra: Value) -> S3SourceSpec {
+        let mut spec = json!({
+            "bucket": "photos",
+            "sink": {"uri": "http://127.0.0.1:1/"},
+            "notifications": {"webhook": {}}
+        });
+        for (name, value) in extra.as_object().unwrap() {
+            spec[name] = value.clone();
+        }
+        serde_json::from_value(spec).unwrap()
+    }
+
+    fn events(spec: &S3SourceSpec, body: &[u8]) -> Vec<Event> {
+        match to_events(spec, body).unwrap() {
+            Parsed::Events(events) => events,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn one(spec: &S3SourceSpec, body: &[u8]) -> Event {
+        let mut events = events(spec, body);
+        assert_eq!(events.len(), 1, "{events:?}");
+        events.pop().unwrap()
+    }
+
+    #[test]
+    fn an_aws_record_follows_the_cloudevents_adapter() {
+        let spec = spec(json!({"ceOverrides": {"extensions": {"team": "media"}}}));
+        let event = one(&spec, &body(&[aws_record()]));
+        assert_eq!(
+            event.id(),
+            "C3D13FE58DE4C810.FMyUVURIY8/IgAtTv8xRjskZQpcIZ9KG4V5Wp6S7S/JRWeUWerMUE5JgHvANOjpD"
+        );
+        assert_eq!(event.ty(), "com.amazonaws.s3.ObjectCreated:Put");
+        assert_eq!(event.source().to_string(), "aws:s3.us-east-1.photos");
+        assert_eq!(event.subject(), Some("uploads/red flower.jpg"));
+        assert_eq!(
+            event.time(),
+            Some(&Utc.timestamp_millis_opt(1_714_564_800_123).unwrap())
+        );
+        assert_eq!(event.datacontenttype(), Some("application/json"));
+        assert_eq!(event.data(), Some(&Data::Json(aws_record())));
+        assert_eq!(
+            event.extension("team").map(ToString::to_string).as_deref(),
+            Some("media")
+        );
+    }
+
+    #[test]
+    fn a_record_without_request_ids_gets_a_stable_id() {
+        let spec = spec(json!({}));
+        let event = one(&spec, &body(&[moto_record()]));
+        assert!(uuid::Uuid::parse_str(event.id()).is_ok(), "{}", event.id());
+        assert_eq!(event.subject(), Some("uploads/a b.txt"));
+        assert_eq!(event.source().to_string(), "aws:s3.us-east-1.photos");
+
+        let again = one(&spec, &body(&[moto_record()]));
+        assert_eq!(again.id(), event.id(), "a redelivery must dedupe");
+
+        let changes: &[(&str, Value)] = &[
+            ("/s3/object/sequencer", json!("1")),
+            ("/s3/object/eTag", json!("\"other\"")),
+            ("/s3/object/key", json!("uploads%2Fc.txt")),
+            ("/eventTime", json!("2024-05-01T12:00:01.000Z")),
+            ("/eventName", json!("ObjectRemoved:Delete")),
+        ];
+        for (pointer, value) in changes {
+            let mut changed = moto_record();
+            *changed.pointer_mut(pointer).unwrap() = value.clone();
+            let other = one(&spec, &body(&[changed]));
+            assert_ne!(other.id(), event.id(), "{pointer} changed");
+        }
+    }
+
+    #[test]
+    fn minio_records_take_the_sources_region_when_they_have_none() {
+        let event = one(
+            &spec(json!({})),
+            &serde_json::to_vec(&minio_body()).unwrap(),
+        );
+        assert_eq!(event.source().to_string(), "minio:s3..images");
+        assert_eq!(event.ty(), "com.amazonaws.s3.ObjectCreated:Put");
+        assert_eq!(event.subject(), Some("my photo.jpg"));
+        assert!(uuid::Uuid::parse_str(event.id()).is_ok(), "{}", event.id());
+
+        let regional = spec(json!({"region": "eu-west-1"}));
+        let event = one(&regional, &serde_json::to_vec(&minio_body()).unwrap());
+        assert_eq!(event.source().to_string(), "minio:s3.eu-west-1.images");
+    }
+
+    #[test]
+    fn test_events_and_unsubscriptions_are_no_events() {
+        let spec = spec(json!({}));
+        let test_event = json!({
+            "Service": "Amazon S3",
+            "Event": "s3:TestEvent",
+            "Time": "2024-05-01T12:00:00.000Z",
+            "Bucket": "photos",
+            "RequestId": "5582815E1AEA5ADF",
+            "HostId": "8cLeGAmw098X5cv4Zkwcmo8vvZa3eH3eKxsPzbB9wrR+YstdA6Knx4Ip8EXAMPLE"
+        });
+        assert!(events(&spec, &serde_json::to_vec(&test_event).unwrap()).is_empty());
+        assert!(events(&spec, &body(&[])).is_empty());
+        let unsubscribed = sns(
+            "UnsubscribeConfirmation",
+            json!({"Message": "You have chosen to deactivate subscription", "SubscribeURL": "https://sns.example/?Action=ConfirmSubscription"}),
+        );
+        assert!(events(&spec, &unsubscribed).is_empty());
+    }
+
+    #[test]
+    fn sns_notifications_are_unwrapped() {
+        let spec = spec(json!({}));
+        let message = String::from_utf8(body(&[aws_record()])).unwrap();
+        let envelope = sns(
+            "Notification",
+            json!({"Subject": "Amazon S3 Notification", "Message": message}),
+        );
+        let event = one(&spec, &envelope);
+        assert_eq!(event.id(), one(&spec, &body(&[aws_record()])).id());
+        assert_eq!(event.subject(), Some("uploads/red flower.jpg"));
+
+        let confirmation = sns(
+            "SubscriptionConfirmation",
+            json!({"Message": "You have chosen to subscribe", "Token": "2336412f37", "SubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&Token=2336412f37"}),
+        );
+        assert_eq!(
+            to_events(&spec, &confirmation).unwrap(),
+            Parsed::SubscriptionConfirmation {
+                subscribe_url:
+                    "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&Token=2336412f37"
+                        .into()
+            }
+        );
+    }
+
+    #[test]
+    fn cos_records_become_the_same_events() {
+        let spec = spec(json!({"bucket": "photos-1250000000"}));
+        let event = one(&spec, &body(&[cos_record()]));
+        assert_eq!(event.ty(), "com.amazonaws.s3.ObjectCreated:Put");
+        assert_eq!(
+            event.source().to_string(),
+            "qcs::cos.ap-guangzhou.photos-1250000000"
+        );
+        assert_eq!(event.subject(), Some("uploads/a.jpg"));
+        assert_eq!(
+            event.time(),
+            Some(&Utc.timestamp_opt(1_700_000_000, 0).unwrap())
+        );
+        assert_eq!(event.data(), Some(&Data::Json(cos_record())));
+        assert!(uuid::Uuid::parse_str(event.id()).is_ok(), "{}", event.id());
+        assert_eq!(one(&spec, &body(&[cos_record()])).id(), event.id());
+    }
+
+    #[test]
+    fn only_selected_records_become_events() {
+        let spec = spec(json!({"eventTypes": ["s3:ObjectCreated:*"], "suffix": ".jpg"}));
+        let mut removed = aws_record();
+        removed["eventName"] = json!("ObjectRemoved:Delete");
+        let events = events(&spec, &body(&[moto_record(), aws_record(), removed]));
+        let subjects: Vec<_> = events.iter().map(|e| e.subject().unwrap()).collect();
+        assert_eq!(subjects, ["uploads/red flower.jpg"]);
+    }
+
+    #[test]
+    fn malformed_bodies_name_the_problem() {
+        let spec = spec(json!({}));
+        let mut no_bucket = aws_record();
+        no_bucket["s3"]["bucket"]
+            .as_object_mut()
+            .unwrap()
+            .remove("name");
+        let mut bad_time = aws_record();
+        bad_time["eventTime"] = json!("yesterday");
+        let mut bad_size = aws_record();
+        bad_size["s3"]["object"]["size"] = json!(-1);
+        let mut cos_no_key = cos_record();
+        cos_no_key["cos"]["cosObject"]["key"] = json!("");
+        let mut cos_bad_time = cos_record();
+        cos_bad_time["event"]["eventTime"] = json!("noon");
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"<xml/>".to_vec(), "not JSON"),
+            (b"{\"records\": []}".to_vec(), "no `Records` array"),
+            (b"[1, 2]".to_vec(), "no `Records` array"),
+            (
+                body(&[aws_record(), no_bucket]),
+                "record 1 has no string `s3.bucket.name`",
+            ),
+            (
+                body(&[json!({})]),
+                "record 0 has no string `s3.bucket.name`",
+            ),
+            (
+                body(&[bad_time]),
+                "record 0: `eventTime` is not a valid RFC 3339 time: `yesterday`",
+            ),
+            (
+                body(&[bad_size]),
+                "record 0: `s3.object.size` is not a valid size in bytes: `-1`",
+            ),
+            (
+                body(&[cos_no_key]),
+                "record 0 has no string `cos.cosObject.key`",
+            ),
+            (
+                body(&[cos_bad_time]),
+                "`event.eventTime` is not a valid Unix time in seconds",
+            ),
+            (
+                sns("Notification", json!({})),
+                "SNS message has no string `Message`",
+            ),
+            (
+                sns("Notification", json!({"Message": "hello"})),
+                "`Message` is not JSON",
+            ),
+            (
+                sns("SubscriptionConfirmation", json!({"Message": "m"})),
+                "no string `SubscribeURL`",
+            ),
+            (sns("Reminder", json!({})), "type `Reminder`"),
+        ];
+        for (body, expected) in cases {
+            let error = to_events(&spec, &body).unwrap_err().to_string();
+            assert!(
+                error.contains(expected),
+                "{}: `{error}` does not say `{expected}`",
+                String::from_utf8_lossy(&body)
+            );
+        }
+    }
+
+    #[test]
+    fn listed_objects_look_like_notifications() {
+        let spec = spec(json!({}));
+        let object = ListedObject {
+            key: "uploads/red flower.jpg".into(),
+            etag: Some("\"d41d8cd98f00b204e9800998ecf8427e\"".into()),
+            size: 1024,
+            last_modified: Utc.timestamp_opt(1_714_564_800, 0).unwrap(),
+        };
+        let created = record_from_listing("photos", "us-east-1", "aws:s3", &object, true);
+        // The synthesized record reads back as the same record, as a notification would.
+        assert_eq!(aws::record(0, &created.raw).unwrap(), created);
+        let event = to_event(&spec, &created).unwrap();
+        assert_eq!(event.ty(), "com.amazonaws.s3.ObjectCreated:Put");
+        assert_eq!(event.source().to_string(), "aws:s3.us-east-1.photos");
+        assert_eq!(event.subject(), Some("uploads/red flower.jpg"));
+        assert_eq!(event.time(), Some(&object.last_modified));
+        assert_eq!(created.raw["s3"]["object"]["key"], "uploads/red+flower.jpg");
+
+        let listed_again = record_from_listing("photos", "us-east-1", "aws:s3", &object, true);
+        assert_eq!(to_event(&spec, &listed_again).unwrap().id(), event.id());
+
+        let removed = record_from_listing("photos", "us-east-1", "aws:s3", &object, false);
+        assert_eq!(removed.event_name, "ObjectRemoved:Delete");
+        assert_eq!(aws::record(0, &removed.raw).unwrap(), removed);
+        assert_ne!(to_event(&spec, &removed).unwrap().id(), event.id());
+
+        let reuploaded = ListedObject {
+            last_modified: Utc.timestamp_opt(1_714_564_900, 0).unwrap(),
+            ..object
+        };
+        let reuploaded = record_from_listing("photos", "us-east-1", "aws:s3", &reuploaded, true);
+        assert_ne!(to_event(&spec, &reuploaded).unwrap().id(), event.id());
     }
 }
