@@ -103,3 +103,63 @@ fn unix_seconds(value: &Value) -> Option<DateTime<Utc>> {
     };
     DateTime::from_timestamp(seconds, 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::s3::fixtures::cos_record;
+    use serde_json::json;
+
+    #[test]
+    fn records_are_normalized_to_s3() {
+        let record = record(0, &cos_record()).unwrap();
+        assert_eq!(record.event_source, "qcs::cos");
+        assert_eq!(record.region, "ap-guangzhou");
+        assert_eq!(record.bucket, "photos-1250000000");
+        assert_eq!(record.key, "uploads/a.jpg");
+        assert_eq!(record.event_name, "ObjectCreated:Put");
+        assert_eq!(
+            record.event_time,
+            DateTime::from_timestamp(1_700_000_000, 0)
+        );
+        assert_eq!(record.size, Some(1234));
+        assert_eq!(
+            record.etag.as_deref(),
+            Some("\"5f4dcc3b5aa765d61d8327deb882cf99\"")
+        );
+        assert_eq!(record.version_id, None, "an empty vid is no version");
+        assert_eq!(record.request_id, None);
+        assert_eq!(record.raw, cos_record());
+    }
+
+    #[test]
+    fn variants() {
+        type Case = (
+            &'static str,
+            Value,
+            fn(&ObjectRecord) -> String,
+            &'static str,
+        );
+        #[rustfmt::skip]
+        let cases: &[Case] = &[
+            // Older messages name the bucket without its appid.
+            ("/cos/cosBucket/name", json!("photos"), |r| r.bucket.clone(), "photos-1250000000"),
+            ("/cos/cosBucket/name", json!("photos"), |r| r.key.clone(), "uploads/a.jpg"),
+            ("/cos/cosObject/key", json!("/1250000000/photos-1250000000/uploads/a.jpg"), |r| r.key.clone(), "uploads/a.jpg"),
+            ("/cos/cosObject/key", json!("/1250000000/photos/a%20b+c.jpg"), |r| r.key.clone(), "a b+c.jpg"),
+            ("/cos/cosObject/key", json!("/elsewhere/a.jpg"), |r| r.key.clone(), "elsewhere/a.jpg"),
+            ("/cos/cosObject/key", json!("/1250000000/other/a.jpg"), |r| r.key.clone(), "1250000000/other/a.jpg"),
+            ("/event/eventName", json!("cos:ObjectRemove:Delete"), |r| r.event_name.clone(), "ObjectRemoved:Delete"),
+            ("/event/eventName", json!("cos:ObjectCreated:CompleteMultipartUpload"), |r| r.event_name.clone(), "ObjectCreated:CompleteMultipartUpload"),
+            ("/event/eventTime", json!("1700000001"), |r| r.event_time.unwrap().timestamp().to_string(), "1700000001"),
+            ("/cos/cosObject/vid", json!("MTg0NDUxNTc1NjIzMTQ1MDAwODg"), |r| r.version_id.clone().unwrap(), "MTg0NDUxNTc1NjIzMTQ1MDAwODg"),
+            ("/cos/cosObject/size", json!("77"), |r| r.size.unwrap().to_string(), "77"),
+        ];
+        for (pointer, value, read, expected) in cases {
+            let mut raw = cos_record();
+            *raw.pointer_mut(pointer).unwrap() = value.clone();
+            let record = record(0, &raw).unwrap();
+            assert_eq!(read(&record), *expected, "{pointer} = {value}");
+        }
+    }
+}

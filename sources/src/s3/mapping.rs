@@ -105,3 +105,101 @@ pub fn to_event(spec: &S3SourceSpec, record: &ObjectRecord) -> Result<Event, Eve
     }
     builder.build()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::s3::aws;
+    use crate::s3::fixtures::aws_record;
+    use serde_json::json;
+
+    fn record(event_name: &str, encoded_key: &str) -> ObjectRecord {
+        let mut raw = aws_record();
+        raw["eventName"] = json!(event_name);
+        raw["s3"]["object"]["key"] = json!(encoded_key);
+        aws::record(0, &raw).unwrap()
+    }
+
+    fn spec(event_types: &[&str], prefix: Option<&str>, suffix: Option<&str>) -> S3SourceSpec {
+        serde_json::from_value(json!({
+            "bucket": "photos",
+            "sink": {"uri": "http://127.0.0.1:1/"},
+            "eventTypes": event_types,
+            "prefix": prefix,
+            "suffix": suffix,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn filters() {
+        let put = ("ObjectCreated:Put", "uploads/a.jpg");
+        let multipart = ("ObjectCreated:CompleteMultipartUpload", "uploads/big.mov");
+        let delete = ("ObjectRemoved:Delete", "uploads/a.jpg");
+        let prefixed = ("s3:ObjectCreated:Copy", "uploads/b.jpg");
+        let spaced = ("ObjectCreated:Put", "my+photos%2Fred+flower.JPG");
+        /// eventTypes, prefix, suffix, (eventName, encoded key), selected.
+        type Case<'a> = (
+            &'a [&'a str],
+            Option<&'a str>,
+            Option<&'a str>,
+            (&'a str, &'a str),
+            bool,
+        );
+        #[rustfmt::skip]
+        let cases: &[Case] = &[
+            (&[], None, None, put, true),
+            (&[], None, None, delete, true),
+            (&["ObjectCreated:*"], None, None, put, true),
+            (&["ObjectCreated:*"], None, None, multipart, true),
+            (&["ObjectCreated:*"], None, None, delete, false),
+            (&["s3:ObjectCreated:*"], None, None, multipart, true),
+            (&["s3:ObjectCreated:*"], None, None, prefixed, true),
+            (&["ObjectCreated:Copy"], None, None, prefixed, true),
+            (&["ObjectCreated:Put"], None, None, put, true),
+            (&["s3:ObjectCreated:Put"], None, None, put, true),
+            (&["ObjectCreated:Put"], None, None, multipart, false),
+            (&["ObjectCreated:Post"], None, None, put, false),
+            (&["ObjectCreated:Put", "ObjectRemoved:*"], None, None, delete, true),
+            (&["ObjectRemoved:Delete"], None, None, put, false),
+            (&["ObjectRemoved:DeleteMarkerCreated"], None, None, delete, false),
+            (&[], Some("uploads/"), None, put, true),
+            (&[], Some("downloads/"), None, put, false),
+            (&[], None, Some(".jpg"), put, true),
+            (&[], None, Some(".jpg"), multipart, false),
+            (&[], Some("uploads/"), Some(".mov"), multipart, true),
+            (&[], Some("uploads/"), Some(".mov"), put, false),
+            // Prefix and suffix see the decoded key.
+            (&[], Some("my photos/"), Some("flower.JPG"), spaced, true),
+            (&[], Some("my+photos"), None, spaced, false),
+            (&[], None, Some(".jpg"), spaced, false),
+            (&["ObjectRemoved:*"], Some("uploads/"), None, put, false),
+        ];
+        for (event_types, prefix, suffix, (name, key), expected) in cases {
+            let spec = spec(event_types, *prefix, *suffix);
+            assert_eq!(
+                selects(&spec, &record(name, key)),
+                *expected,
+                "{event_types:?} prefix {prefix:?} suffix {suffix:?} on {name} {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn ids_need_both_request_ids() {
+        let mut raw = aws_record();
+        let with_both = aws::record(0, &raw).unwrap();
+        assert_eq!(
+            event_id(&with_both),
+            "C3D13FE58DE4C810.FMyUVURIY8/IgAtTv8xRjskZQpcIZ9KG4V5Wp6S7S/JRWeUWerMUE5JgHvANOjpD"
+        );
+        raw["responseElements"]
+            .as_object_mut()
+            .unwrap()
+            .remove("x-amz-id-2");
+        let request_id_only = aws::record(0, &raw).unwrap();
+        assert_eq!(request_id_only.request_id, None);
+        let id = event_id(&request_id_only);
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+    }
+}
