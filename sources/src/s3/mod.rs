@@ -183,7 +183,9 @@ pub struct ListedObject {
 /// same CloudEvents as notifications.
 ///
 /// The sequencer is the object's modification time, so re-uploading an object is a new event
-/// while listing the same object twice is the same event (the same id).
+/// while listing the same object twice is the same event (the same id). For a removal pass the
+/// last listing's `last_modified`, not the time the poller noticed: a poller that restarts and
+/// notices the removal again then emits the same id.
 pub fn record_from_listing(
     bucket: &str,
     region: &str,
