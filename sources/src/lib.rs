@@ -6,6 +6,8 @@
 //! - [`webhook`]: `WebhookSource`, signature verification (GitHub, Standard Webhooks, bearer) on the
 //!   raw body, and the templates that name an event's type and id.
 //! - [`ping`]: `PingSource`, its cron schedule and the once-per-tick rule across restarts.
+//! - [`s3`]: `S3Source`: AWS S3, MinIO and Tencent COS notifications (direct or through SNS) and
+//!   bucket listings as CloudEvents per the CloudEvents S3 adapter, filtered by the source's spec.
 //! - [`sink`]: handing an event to a sink until it is accepted.
 //! - [`controller`]: runs the stored sources, serves `POST /webhooks/{namespace}/{name}`, keeps
 //!   each source's status. Start reading at [`Sources`].
@@ -15,6 +17,7 @@
 pub mod controller;
 pub mod metrics;
 pub mod ping;
+pub mod s3;
 pub mod sink;
 pub mod webhook;
 
