@@ -26,12 +26,14 @@ pub fn parse_and_validate(
 ) -> Result<Vec<Resource>, kinetic_api::Error> {
     let resources = kinetic_api::parse_documents(file, text)?;
     for (index, resource) in resources.iter().enumerate() {
-        if let Resource::S3Source(_) = resource {
+        if let Resource::S3Source(source) = resource
+            && !matches!(source.mode(), Ok(kinetic_api::sources::S3Mode::Webhook(_)))
+        {
             return Err(kinetic_api::Error::new(
-                "kind",
-                "S3Source is not served by this version of kinetic yet",
+                "spec",
+                "S3Source with `notifications.sqs` or `poll` is not served by this version of kinetic yet",
             )
-            .with_hint("receive bucket notifications with a WebhookSource for now (S3/MinIO/COS can POST them to /webhooks/NAMESPACE/NAME)")
+            .with_hint("have the bucket push its notifications: `notifications: {webhook: {}}` receives them at /sources/NAMESPACE/NAME")
             .in_file(file)
             .in_document(index + 1)
             .in_resource(resource.key().to_string()));

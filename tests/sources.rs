@@ -379,3 +379,127 @@ spec:
     let next = chrono::DateTime::parse_from_rfc3339(next).unwrap();
     assert_eq!(next - time, chrono::Duration::minutes(1), "{sources}");
 }
+
+/// An S3 notification as AWS sends it (one record per object), for `keys`.
+fn s3_notification(keys: &[&str]) -> String {
+    let records: Vec<serde_json::Value> = keys
+        .iter()
+        .enumerate()
+        .map(|(index, key)| {
+            serde_json::json!({
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": "us-east-1",
+                "eventTime": "2026-11-27T10:00:00.000Z",
+                "eventName": "ObjectCreated:Put",
+                "userIdentity": {"principalId": "AWS:EXAMPLE"},
+                "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+                "responseElements": {
+                    "x-amz-request-id": format!("REQ{index}"),
+                    "x-amz-id-2": format!("HOST{index}")
+                },
+                "s3": {
+                    "s3SchemaVersion": "1.0",
+                    "configurationId": "uploads",
+                    "bucket": {"name": "photos", "arn": "arn:aws:s3:::photos"},
+                    "object": {"key": key, "size": 1024, "eTag": format!("etag{index}"), "sequencer": format!("00{index}")}
+                }
+            })
+        })
+        .collect();
+    serde_json::json!({ "Records": records }).to_string()
+}
+
+#[tokio::test]
+async fn bucket_notifications_pushed_to_an_s3_source_become_events() {
+    let store = TestStore::new(Engine::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let yaml = format!(
+        "{}---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: uploads}}
+spec:
+  broker: default
+  subscriber: {{uri: '{}'}}
+---
+apiVersion: sources.kinetic.dev/v1alpha1
+kind: S3Source
+metadata: {{name: photos}}
+spec:
+  bucket: photos
+  region: us-east-1
+  eventTypes: ['ObjectCreated:*']
+  prefix: uploads/
+  suffix: .jpg
+  notifications:
+    webhook:
+      verify: {{bearer: {{token: {{env: BUCKET_TOKEN}}}}}}
+  sink:
+    ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}
+",
+        broker_yaml("default"),
+        receiver.url("/uploads")
+    );
+    let file = write_yaml(store.dir(), "s3.yaml", &yaml);
+    let kinetic = Kinetic::up_with_env(&store, &[&file], &[], &[("BUCKET_TOKEN", "t0ken")]);
+    let client = reqwest::Client::new();
+    let url = kinetic.url("/sources/default/photos");
+    // `a+b.jpg` is how S3 writes the key `a b.jpg`.
+    let body = s3_notification(&["uploads/a+b.jpg", "uploads/b.png", "other/c.jpg"]);
+    let push = |token: &'static str, body: String| {
+        client
+            .post(&url)
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let mut answer = (0, String::new());
+    for _ in 0..50 {
+        let response = push("t0ken", body.clone()).await.unwrap();
+        answer = (response.status().as_u16(), response.text().await.unwrap());
+        if answer.0 != 404 && answer.0 != 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(answer.0, 202, "{}\n{}", answer.1, kinetic.log());
+    assert!(answer.1.contains("\"events\":1"), "{}", answer.1);
+    // The same notification again (S3 delivers at least once) dedupes at the broker.
+    assert_eq!(push("t0ken", body.clone()).await.unwrap().status(), 202);
+    assert_eq!(push("wrong", body.clone()).await.unwrap().status(), 401);
+    let bad = push("t0ken", "{\"Records\": [{}]}".into()).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("bucket"));
+    // An SNS subscription is confirmed by fetching its SubscribeURL.
+    let confirmation = serde_json::json!({
+        "Type": "SubscriptionConfirmation",
+        "MessageId": "m1",
+        "Token": "tok",
+        "TopicArn": "arn:aws:sns:us-east-1:123456789012:photos",
+        "Message": "You have chosen to subscribe",
+        "SubscribeURL": receiver.url("/confirm"),
+        "Timestamp": "2026-11-27T10:00:00.000Z"
+    });
+    let confirmed = push("t0ken", confirmation.to_string()).await.unwrap();
+    assert_eq!(confirmed.status(), 200, "{:?}", confirmed.text().await);
+    assert_eq!(receiver.received("/confirm").len(), 1);
+
+    let got = receiver
+        .wait_for("/uploads", 1, Duration::from_secs(10))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.received("/uploads").len(), 1, "{got:?}");
+    let event = &got[0];
+    assert_eq!(
+        event.header("ce-type"),
+        Some("com.amazonaws.s3.ObjectCreated:Put")
+    );
+    assert_eq!(event.header("ce-source"), Some("aws:s3.us-east-1.photos"));
+    // The key `uploads/a b.jpg`; the HTTP binding percent-encodes a space in a header value.
+    assert_eq!(event.header("ce-subject"), Some("uploads/a%20b.jpg"));
+    assert_eq!(event.header("ce-id"), Some("REQ0.HOST0"));
+    let record: serde_json::Value = serde_json::from_slice(&event.body).unwrap();
+    assert_eq!(record["s3"]["object"]["size"], 1024);
+}

@@ -69,6 +69,31 @@ impl Sink {
         })
     }
 
+    /// A GET that must answer 2xx (e.g. confirming an SNS subscription).
+    pub async fn get(&self, url: &str) -> Result<(), SinkError> {
+        let response = self
+            .client
+            .get(url)
+            .timeout(ATTEMPT_TIMEOUT)
+            .send()
+            .await
+            .map_err(SinkError::Unreachable)?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(SinkError::Refused {
+            status: status.as_u16(),
+            body: response
+                .text()
+                .await
+                .unwrap_or_default()
+                .chars()
+                .take(512)
+                .collect(),
+        })
+    }
+
     /// Sends until the sink accepts, backing off between attempts, or until `cancel`. A refusal
     /// that cannot succeed later (a 4xx other than 404/408/409/429) ends it at once: the event is
     /// wrong for this sink, and the caller decides what to tell its own sender.

@@ -60,7 +60,12 @@ pub fn selects(spec: &S3SourceSpec, record: &ObjectRecord) -> bool {
 /// sequencer and time. Either way a notification delivered twice has one
 /// id, so the broker keeps it once, while a later change to the same object has another.
 pub fn event_id(record: &ObjectRecord) -> String {
-    if let Some((request_id, host_id)) = &record.request_id {
+    // The adapter's id names the request. One request removes many objects at once
+    // (DeleteObjects), and each removal arrives with the same request ids: they would dedupe into
+    // one event at the broker. A removal therefore always gets the id derived from the object.
+    if let Some((request_id, host_id)) = &record.request_id
+        && !record.event_name.starts_with("ObjectRemoved")
+    {
         return format!("{request_id}.{host_id}");
     }
     // A JSON array separates the parts unambiguously whatever characters a key holds.
@@ -201,5 +206,17 @@ mod tests {
         assert_eq!(request_id_only.request_id, None);
         let id = event_id(&request_id_only);
         assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+    }
+
+    #[test]
+    fn removals_of_one_request_keep_their_own_ids() {
+        // DeleteObjects removes many keys in one request: each removal must stay an event.
+        let mut first = aws::record(0, &aws_record()).unwrap();
+        first.event_name = "ObjectRemoved:Delete".into();
+        let mut second = first.clone();
+        second.key = "other.jpg".into();
+        assert!(first.request_id.is_some());
+        assert_ne!(event_id(&first), event_id(&second));
+        assert!(uuid::Uuid::parse_str(&event_id(&first)).is_ok());
     }
 }

@@ -136,7 +136,8 @@ impl Webhook {
     }
 }
 
-fn compile_verifier(
+/// Reads the secrets of `verify` and builds its verifier (also used by S3Source push notifications).
+pub fn compile_verifier(
     verify: &WebhookVerify,
     secret: &mut impl FnMut(&SecretRef) -> Result<Vec<u8>, SetupError>,
 ) -> Result<Verifier, SetupError> {
