@@ -209,6 +209,16 @@ spec:
 "#;
 
     #[test]
+    fn ping_schedules_take_cron_descriptors() {
+        for schedule in ["@hourly", "@daily", "CRON_TZ=Europe/Madrid @weekly"] {
+            let text = PING
+                .replace("\"*/1 * * * *\"", &format!("\"{schedule}\""))
+                .replace("  timezone: Europe/Madrid\n", "");
+            assert!(parse_documents("ping.yaml", &text).is_ok(), "{schedule}");
+        }
+    }
+
+    #[test]
     fn parses_the_three_kinds_and_round_trips() {
         let text = format!("{S3}---{WEBHOOK}---{PING}");
         let resources = parse_documents("sources.yaml", &text).expect("valid");

@@ -81,15 +81,26 @@ impl PingSource {
         }
         let (zone, cron) = spec.schedule_parts();
         let fields: Vec<&str> = cron.split_whitespace().collect();
-        let cron_hint = "five fields: minute hour day-of-month month day-of-week, e.g. `*/5 * * * *`, optionally prefixed `CRON_TZ=Europe/Madrid `";
-        if fields.len() != 5 {
+        let cron_hint = "five fields: minute hour day-of-month month day-of-week, e.g. `*/5 * * * *`, or @yearly, @monthly, @weekly, @daily, @hourly; optionally prefixed `CRON_TZ=Europe/Madrid `";
+        let descriptor = [
+            "@yearly",
+            "@annually",
+            "@monthly",
+            "@weekly",
+            "@daily",
+            "@midnight",
+            "@hourly",
+        ]
+        .iter()
+        .any(|d| cron.eq_ignore_ascii_case(d));
+        if !descriptor && fields.len() != 5 {
             return Err(Error::new(
                 "spec.schedule",
                 format!("`{}` has {} fields, not 5", spec.schedule, fields.len()),
             )
             .with_hint(cron_hint));
         }
-        if let Some(field) = fields.iter().find(|field| {
+        if let Some(field) = fields.iter().filter(|_| !descriptor).find(|field| {
             !field
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"*/,-?#".contains(&b))
