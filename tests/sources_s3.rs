@@ -402,3 +402,106 @@ spec:
         .collect();
     assert_eq!(changes(&all), expected, "{ids:#?}\n{}", kinetic.log());
 }
+
+/// More objects than one ListObjectsV2 page and one state chunk (1000 each): the baseline counts
+/// them all, and only the real changes are emitted, before and after a restart.
+#[tokio::test]
+async fn polling_a_bucket_larger_than_a_page_emits_only_changes() {
+    let Some(moto) = Moto::start() else { return };
+    let bucket = format!("large-{}", uuid::Uuid::new_v4().simple());
+    let s3 = moto.s3().await;
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    const OBJECTS: usize = 1005;
+    let keys: Vec<String> = (0..OBJECTS).map(|i| format!("o/{i:05}.bin")).collect();
+    // Uploads 20 at a time.
+    for batch in keys.chunks(20) {
+        let uploads: Vec<_> = batch
+            .iter()
+            .map(|key| {
+                let (s3, bucket, key) = (s3.clone(), bucket.clone(), key.clone());
+                tokio::spawn(async move { put(&s3, &bucket, &key, "x").await })
+            })
+            .collect();
+        for upload in uploads {
+            upload.await.unwrap();
+        }
+    }
+
+    let store = TestStore::new(Engine::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let yaml = format!(
+        "{}---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: changes}}
+spec:
+  broker: default
+  subscriber: {{uri: '{}'}}
+---
+apiVersion: sources.kinetic.dev/v1alpha1
+kind: S3Source
+metadata: {{name: large}}
+spec:
+  bucket: {bucket}
+  endpoint: {endpoint}
+  region: {region}
+  forcePathStyle: true
+  credentials:
+    accessKeyId: {{env: MOTO_ACCESS_KEY}}
+    secretAccessKey: {{env: MOTO_SECRET_KEY}}
+  poll: {{interval: PT1S}}
+  sink:
+    ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}
+",
+        broker_yaml("default"),
+        receiver.url("/changes"),
+        endpoint = moto.endpoint,
+        region = moto::REGION,
+    );
+    let file = write_yaml(store.dir(), "s3.yaml", &yaml);
+    let env = [
+        ("MOTO_ACCESS_KEY", moto::ACCESS_KEY),
+        ("MOTO_SECRET_KEY", moto::SECRET_KEY),
+    ];
+    let mut kinetic = Kinetic::up_with_env(&store, &[&file], &[], &env);
+    wait_for_log(&kinetic, "Took a polled bucket's baseline.").await;
+    assert!(
+        kinetic.log().contains(&format!("objects={OBJECTS}")),
+        "{}",
+        kinetic.log()
+    );
+
+    // One removal in the first page, one in the second; one new object at the very end.
+    for key in ["o/00003.bin", "o/01002.bin"] {
+        s3.delete_object()
+            .bucket(&bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+    }
+    put(&s3, &bucket, "z-last.bin", "new").await;
+    receiver
+        .wait_for("/changes", 3, Duration::from_secs(30))
+        .await;
+    kinetic.kill9();
+    let kinetic = Kinetic::up_with_env(&store, &[&file], &[], &env);
+    wait_for_log(&kinetic, "Polling a bucket.").await;
+    // A few listings after the restart find nothing new.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let created = "com.amazonaws.s3.ObjectCreated:Put".to_owned();
+    let removed = "com.amazonaws.s3.ObjectRemoved:Delete".to_owned();
+    let expected: BTreeMap<(String, String), usize> = [
+        ((removed.clone(), "o/00003.bin".to_owned()), 1),
+        ((removed, "o/01002.bin".to_owned()), 1),
+        ((created, "z-last.bin".to_owned()), 1),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(
+        changes(&receiver.received("/changes")),
+        expected,
+        "{}",
+        kinetic.log()
+    );
+}
