@@ -15,30 +15,49 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use support::moto::{self, Moto};
 use support::{Engine, Kinetic, Receiver, TestStore, broker_yaml, write_yaml};
 
-/// A fresh bucket notifying a fresh queue of every created and removed object; returns the
-/// queue's URL.
-async fn bucket_notifying_queue(moto: &Moto, bucket: &str) -> String {
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> String {
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap();
+    attributes.attributes().unwrap()[&QueueAttributeName::QueueArn].clone()
+}
+
+/// A fresh bucket notifying a fresh queue of every created and removed object, the queue moving
+/// a message received three times and not deleted to a dead-letter queue; returns both queues' URLs.
+async fn bucket_notifying_queue(moto: &Moto, bucket: &str) -> (String, String) {
     let s3 = moto.s3().await;
     let sqs = moto.sqs().await;
     s3.create_bucket().bucket(bucket).send().await.unwrap();
-    let queue_url = sqs
+    let dead_letters = sqs
         .create_queue()
-        .queue_name(format!("{bucket}-events"))
-        // Short, so a message received by a process that then crashed comes back soon.
-        .attributes(QueueAttributeName::VisibilityTimeout, "3")
+        .queue_name(format!("{bucket}-dead"))
         .send()
         .await
         .unwrap()
         .queue_url
         .unwrap();
-    let attributes = sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(QueueAttributeName::QueueArn)
+    let redrive = serde_json::json!({
+        "deadLetterTargetArn": queue_arn(&sqs, &dead_letters).await,
+        // A message in flight to a process that crashed counts as received: 1 would send it
+        // to the dead letters.
+        "maxReceiveCount": "3",
+    });
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(format!("{bucket}-events"))
+        // Short, so a message received by a process that then crashed comes back soon.
+        .attributes(QueueAttributeName::VisibilityTimeout, "3")
+        .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
         .send()
         .await
+        .unwrap()
+        .queue_url
         .unwrap();
-    let arn = attributes.attributes().unwrap()[&QueueAttributeName::QueueArn].clone();
+    let arn = queue_arn(&sqs, &queue_url).await;
     let notify = QueueConfiguration::builder()
         .queue_arn(arn)
         .events(Event::from("s3:ObjectCreated:*"))
@@ -55,7 +74,7 @@ async fn bucket_notifying_queue(moto: &Moto, bucket: &str) -> String {
         .send()
         .await
         .unwrap();
-    queue_url
+    (queue_url, dead_letters)
 }
 
 async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, body: &str) {
@@ -129,7 +148,7 @@ async fn queued(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> u64 {
 async fn sqs_notifications_reach_a_trigger_once_across_a_crash() {
     let Some(moto) = Moto::start() else { return };
     let bucket = format!("photos-{}", uuid::Uuid::new_v4().simple());
-    let queue_url = bucket_notifying_queue(&moto, &bucket).await;
+    let (queue_url, dead_letters) = bucket_notifying_queue(&moto, &bucket).await;
     let s3 = moto.s3().await;
     let sqs = moto.sqs().await;
 
@@ -175,6 +194,13 @@ spec:
     ];
     let mut kinetic = Kinetic::up_with_env(&store, &[&file], &[], &env);
 
+    // Not a notification: left in the queue, whose redrive policy moves it aside.
+    sqs.send_message()
+        .queue_url(&queue_url)
+        .message_body("{\"hello\": \"world\"}")
+        .send()
+        .await
+        .unwrap();
     put(&s3, &bucket, "uploads/a.jpg", "a").await;
     put(&s3, &bucket, "uploads/b.png", "not selected: suffix").await;
     put(&s3, &bucket, "other/c.jpg", "not selected: prefix").await;
@@ -251,7 +277,7 @@ spec:
         .await;
     // Messages are deleted once delivered; wait (bounded) for the last ones.
     let mut left = u64::MAX;
-    for _ in 0..100 {
+    for _ in 0..300 {
         left = queued(&sqs, &queue_url).await;
         if left == 0 {
             break;
@@ -259,6 +285,7 @@ spec:
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(left, 0, "messages left in the queue\n{}", kinetic.log());
+    assert_eq!(queued(&sqs, &dead_letters).await, 1);
     // The broker hands accepted events to the trigger asynchronously.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(delivered("uploads/a.jpg"), before, "{}", kinetic.log());

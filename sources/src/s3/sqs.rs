@@ -9,7 +9,8 @@
 //! A message that is not an S3 notification, or whose events the sink refuses for good (a 4xx), is
 //! left in the queue: kinetic never drops input it could not deliver. It comes back after the
 //! queue's visibility timeout, counted as a failure each time; give the queue a redrive policy
-//! (`maxReceiveCount` and a dead-letter queue) so such messages end there.
+//! (`maxReceiveCount` of 3 or more, and a dead-letter queue) so such messages end there: a message
+//! in flight to a process that crashed has been received once already.
 
 use std::sync::Arc;
 use std::time::Duration;
