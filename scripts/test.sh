@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, then every unit, conformance and
 # end-to-end test (the end-to-end tests drive the real `kinetic` binary against real PostgreSQL and
-# SQLite over real HTTP). Installs or starts what it needs.
+# SQLite over real HTTP, and the S3Source tests against moto's S3/SQS emulator). Installs or starts
+# what it needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/ensure-postgres.sh
 export KINETIC_TEST_POSTGRES_URL=${KINETIC_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+bash scripts/ensure-moto.sh
+export KINETIC_MOTO_SERVER=${KINETIC_MOTO_SERVER:-${KINETIC_MOTO_VENV:-$HOME/.cache/kinetic-moto}/bin/moto_server}
 
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
   rustup component add rustfmt clippy

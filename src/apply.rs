@@ -26,18 +26,6 @@ pub fn parse_and_validate(
 ) -> Result<Vec<Resource>, kinetic_api::Error> {
     let resources = kinetic_api::parse_documents(file, text)?;
     for (index, resource) in resources.iter().enumerate() {
-        if let Resource::S3Source(source) = resource
-            && !matches!(source.mode(), Ok(kinetic_api::sources::S3Mode::Webhook(_)))
-        {
-            return Err(kinetic_api::Error::new(
-                "spec",
-                "S3Source with `notifications.sqs` or `poll` is not served by this version of kinetic yet",
-            )
-            .with_hint("have the bucket push its notifications: `notifications: {webhook: {}}` receives them at /sources/NAMESPACE/NAME")
-            .in_file(file)
-            .in_document(index + 1)
-            .in_resource(resource.key().to_string()));
-        }
         if let Resource::Service(service) = resource
             && let Some(defaults) = autoscaler
         {
@@ -243,6 +231,12 @@ pub async fn delete(
     if deleted && kind == "PingSource" {
         store
             .delete_checkpoints(&kinetic_sources::ping::tick_key(namespace, name))
+            .await?;
+    }
+    if deleted && kind == "S3Source" {
+        // A polling source's listing state; a source created again under the name starts afresh.
+        store
+            .delete_checkpoints(&kinetic_sources::s3::poll::state_key(namespace, name))
             .await?;
     }
     if deleted && kind == "Service" {

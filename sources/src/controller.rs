@@ -1,6 +1,6 @@
-//! Running sources: reads WebhookSource and PingSource resources from the store every second,
-//! serves `POST /webhooks/{namespace}/{name}`, runs one task per PingSource, and keeps each
-//! source's status (sink, last event, counts, last error) for `kinetic get sources`.
+//! Running sources: reads WebhookSource, PingSource and S3Source resources from the store every
+//! second, serves `POST /webhooks/{namespace}/{name}` and `POST /sources/{namespace}/{name}`, runs
+//! one task per PingSource and per pulling S3Source (SQS, polling), and keeps each source's status (sink, last event, counts, last error) for `kinetic get sources`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use cloudevents::{AttributesReader as _, Event, EventBuilder, EventBuilderV10};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use kinetic_api::Destination;
-use kinetic_api::sources::{PingSource, S3Mode, S3Source, S3SourceSpec, WebhookSource};
+use kinetic_api::sources::{PingSource, WebhookSource};
 use kinetic_store::Store;
 use serde::Serialize;
 use serde_json::json;
@@ -24,9 +24,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::metrics::{Metrics, SourceLabels};
 use crate::ping::{self, Due, PingPayload, Schedule};
-use crate::s3;
 use crate::sink::{Sink, SinkError};
-use crate::webhook::{self, Verifier, Webhook};
+use crate::webhook::{self, Webhook};
+
+mod s3_sources;
+use s3_sources::Bucket;
 
 /// How often stored sources are read again.
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
@@ -59,7 +61,8 @@ pub struct SourceStatus {
     pub next_at: Option<DateTime<Utc>>,
 }
 
-type Key = (String, String, String);
+/// A source's kind, namespace and name.
+pub(crate) type Key = (String, String, String);
 
 struct Hook {
     generation: i64,
@@ -67,15 +70,8 @@ struct Hook {
     sink: String,
 }
 
-/// An S3Source whose bucket pushes its notifications to kinetic.
-struct Bucket {
-    generation: i64,
-    spec: Arc<S3SourceSpec>,
-    verifier: Option<Arc<Verifier>>,
-    sink: String,
-}
-
-struct PingTask {
+/// A running per-source task (PingSource, pulling S3Source).
+struct Task {
     generation: i64,
     uid: String,
     cancel: CancellationToken,
@@ -83,12 +79,14 @@ struct PingTask {
 
 /// Every source of one process.
 pub struct Sources {
-    store: Arc<dyn Store>,
-    sink: Sink,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) sink: Sink,
     resolve: Resolve,
     hooks: Mutex<HashMap<(String, String), Hook>>,
     buckets: Mutex<HashMap<(String, String), Bucket>>,
-    pings: Mutex<HashMap<(String, String), PingTask>>,
+    pings: Mutex<HashMap<(String, String), Task>>,
+    /// S3Sources that pull (SQS, polling).
+    pulls: Mutex<HashMap<(String, String), Task>>,
     status: Mutex<HashMap<Key, SourceStatus>>,
     tracker: TaskTracker,
     cancel: CancellationToken,
@@ -110,6 +108,7 @@ impl Sources {
             hooks: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
             pings: Mutex::new(HashMap::new()),
+            pulls: Mutex::new(HashMap::new()),
             status: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
             cancel: CancellationToken::new(),
@@ -142,7 +141,7 @@ impl Sources {
     }
 
     /// Counts an event the sink accepted, `since` its input happened.
-    fn accepted(&self, key: &Key, since: DateTime<Utc>) {
+    pub(crate) fn accepted(&self, key: &Key, since: DateTime<Utc>) {
         let labels = labels(key);
         self.metrics.events.get_or_create(&labels).inc();
         let lag = (Utc::now() - since).to_std().unwrap_or_default();
@@ -157,7 +156,7 @@ impl Sources {
     }
 
     /// Counts a failure to hand an event to the sink.
-    fn failed(&self, key: &Key, error: String) {
+    pub(crate) fn failed(&self, key: &Key, error: String) {
         self.metrics.sink_failures.get_or_create(&labels(key)).inc();
         self.update(key, |s| {
             s.failures += 1;
@@ -165,7 +164,15 @@ impl Sources {
         });
     }
 
-    fn update(&self, key: &Key, change: impl FnOnce(&mut SourceStatus)) {
+    /// Marks a source not ready, e.g. when its task cannot start.
+    pub(crate) fn not_ready(&self, key: &Key, problem: String) {
+        self.update(key, |s| {
+            s.ready = false;
+            s.last_error = Some(format!("not ready: {problem}"));
+        });
+    }
+
+    pub(crate) fn update(&self, key: &Key, change: impl FnOnce(&mut SourceStatus)) {
         let mut status = lock(&self.status);
         let entry = status.entry(key.clone()).or_insert_with(|| SourceStatus {
             kind: key.0.clone(),
@@ -234,70 +241,7 @@ impl Sources {
             }
         }
         *lock(&self.hooks) = hooks;
-        let mut buckets = HashMap::new();
-        for stored in self.store.list_resources("S3Source", None).await? {
-            let key: Key = (
-                "S3Source".into(),
-                stored.namespace.clone(),
-                stored.name.clone(),
-            );
-            seen.push(key.clone());
-            let id = (stored.namespace.clone(), stored.name.clone());
-            let existing = lock(&self.buckets).get(&id).and_then(|b| {
-                (b.generation == stored.generation).then(|| Bucket {
-                    generation: b.generation,
-                    spec: b.spec.clone(),
-                    verifier: b.verifier.clone(),
-                    sink: b.sink.clone(),
-                })
-            });
-            let bucket = match existing {
-                Some(bucket) => Ok(bucket),
-                None => serde_json::from_value::<S3Source>(stored.body.clone())
-                    .map_err(|e| format!("stored resource is unreadable: {e}"))
-                    .and_then(|source| {
-                        let verifier = match source.mode().map_err(|e| e.to_string())? {
-                            S3Mode::Webhook(push) => match &push.verify {
-                                Some(verify) => Some(Arc::new(
-                                    webhook::compile_verifier(verify, &mut webhook::read_secret)
-                                        .map_err(|e| e.to_string())?,
-                                )),
-                                None => None,
-                            },
-                            S3Mode::Sqs(_) | S3Mode::Poll(_) => {
-                                return Err("only `notifications.webhook` is served by this version; SQS and polling are not yet".to_owned());
-                            }
-                        };
-                        let sink = (self.resolve)(&source.spec.sink, &stored.namespace)?;
-                        Ok(Bucket {
-                            generation: stored.generation,
-                            spec: Arc::new(source.spec),
-                            verifier,
-                            sink,
-                        })
-                    }),
-            };
-            match bucket {
-                Ok(bucket) => {
-                    self.update(&key, |s| {
-                        s.ready = true;
-                        s.sink = Some(bucket.sink.clone());
-                        if s.last_error
-                            .as_deref()
-                            .is_some_and(|e| e.starts_with("not ready"))
-                        {
-                            s.last_error = None;
-                        }
-                    });
-                    buckets.insert(id, bucket);
-                }
-                Err(problem) => self.update(&key, |s| {
-                    s.ready = false;
-                    s.last_error = Some(format!("not ready: {problem}"));
-                }),
-            }
-        }
-        *lock(&self.buckets) = buckets;
+        self.reconcile_s3(&mut seen).await?;
         let mut wanted = HashMap::new();
         for stored in pings {
             let key: Key = (
@@ -351,7 +295,7 @@ impl Sources {
                         ));
                         tasks.insert(
                             id,
-                            PingTask {
+                            Task {
                                 generation: stored.generation,
                                 uid: stored.uid,
                                 cancel,
@@ -374,7 +318,7 @@ impl Sources {
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
             .route("/webhooks/{namespace}/{name}", post(receive))
-            .route("/sources/{namespace}/{name}", post(notified))
+            .route("/sources/{namespace}/{name}", post(s3_sources::notified))
             .with_state(self.clone())
     }
 }
@@ -477,105 +421,6 @@ async fn receive(
         Err(_) => {
             sources.failed(&key, "the sink did not accept the event in time".into());
             retry_later("the sink did not accept the event in time; send it again")
-        }
-    }
-}
-
-/// One push from a bucket (S3, MinIO, COS, or SNS wrapping them): every selected object becomes an
-/// event; `202` once the sink accepted all of them, so the store sends the notification again
-/// otherwise (a resent event keeps its id and dedupes at the broker).
-async fn notified(
-    State(sources): State<Arc<Sources>>,
-    Path((namespace, name)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let key: Key = ("S3Source".into(), namespace.clone(), name.clone());
-    let bucket = lock(&sources.buckets)
-        .get(&(namespace.clone(), name.clone()))
-        .map(|b| (b.spec.clone(), b.verifier.clone(), b.sink.clone()));
-    let Some((spec, verifier, sink)) = bucket else {
-        return if lock(&sources.status).contains_key(&key) {
-            answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not-ready",
-                &format!("S3Source {namespace}/{name} is not ready; see `kinetic get sources`"),
-            )
-        } else {
-            answer(
-                StatusCode::NOT_FOUND,
-                "unknown-source",
-                &format!(
-                    "no S3Source {namespace}/{name} with `notifications.webhook`; check the URL (`/sources/NAMESPACE/NAME`)"
-                ),
-            )
-        };
-    };
-    let arrived = Utc::now();
-    if let Some(verifier) = &verifier
-        && let Err(error) = verifier.verify(&headers, &body, arrived)
-    {
-        sources.update(&key, |s| s.last_error = Some(error.to_string()));
-        return answer(StatusCode::UNAUTHORIZED, "unauthorized", &error.to_string());
-    }
-    let events = match s3::to_events(&spec, &body) {
-        Ok(s3::Parsed::Events(events)) => events,
-        Ok(s3::Parsed::SubscriptionConfirmation { subscribe_url }) => {
-            return confirm_subscription(&sources, &key, &subscribe_url).await;
-        }
-        Err(error) => {
-            sources.update(&key, |s| s.last_error = Some(error.to_string()));
-            return answer(StatusCode::BAD_REQUEST, "invalid", &error.to_string());
-        }
-    };
-    let all = async {
-        for event in &events {
-            sources
-                .sink
-                .send_until_accepted(&sink, event, &sources.cancel)
-                .await?;
-            sources.accepted(&key, arrived);
-        }
-        Ok::<(), SinkError>(())
-    };
-    match tokio::time::timeout(WEBHOOK_SINK_WAIT, all).await {
-        Ok(Ok(())) => (
-            StatusCode::ACCEPTED,
-            axum::Json(json!({ "events": events.len() })),
-        )
-            .into_response(),
-        Ok(Err(error @ SinkError::Refused { .. })) => {
-            sources.failed(&key, error.to_string());
-            answer(StatusCode::BAD_REQUEST, "sink-refused", &error.to_string())
-        }
-        Ok(Err(error)) => {
-            sources.failed(&key, error.to_string());
-            retry_later(&error.to_string())
-        }
-        Err(_) => {
-            sources.failed(&key, "the sink did not accept the events in time".into());
-            retry_later("the sink did not accept the events in time; send the notification again")
-        }
-    }
-}
-
-/// Confirms an SNS subscription by fetching its `SubscribeURL`, as SNS asks.
-async fn confirm_subscription(sources: &Sources, key: &Key, url: &str) -> Response {
-    let confirmed = sources.sink.get(url).await;
-    match confirmed {
-        Ok(()) => {
-            tracing::info!(namespace = %key.1, name = %key.2, %url, "Confirmed an SNS subscription.");
-            (StatusCode::OK, axum::Json(json!({ "confirmed": url }))).into_response()
-        }
-        Err(error) => {
-            sources.update(key, |s| {
-                s.last_error = Some(format!("confirming the SNS subscription failed: {error}"))
-            });
-            answer(
-                StatusCode::BAD_GATEWAY,
-                "subscription-unconfirmed",
-                &format!("fetching the SubscribeURL failed: {error}"),
-            )
         }
     }
 }
@@ -692,7 +537,7 @@ async fn run_ping(
 }
 
 /// `true` when cancelled.
-async fn sleep_or_cancel(duration: Duration, cancel: &CancellationToken) -> bool {
+pub(crate) async fn sleep_or_cancel(duration: Duration, cancel: &CancellationToken) -> bool {
     tokio::select! {
         () = cancel.cancelled() => true,
         () = tokio::time::sleep(duration) => false,

@@ -7,10 +7,12 @@
 //!   raw body, and the templates that name an event's type and id.
 //! - [`ping`]: `PingSource`, its cron schedule and the once-per-tick rule across restarts.
 //! - [`s3`]: `S3Source`: AWS S3, MinIO and Tencent COS notifications (direct or through SNS) and
-//!   bucket listings as CloudEvents per the CloudEvents S3 adapter, filtered by the source's spec.
+//!   bucket listings as CloudEvents per the CloudEvents S3 adapter, filtered by the source's spec;
+//!   the SQS reader and the bucket poller (`s3::poll`) with its listing state in the store.
 //! - [`sink`]: handing an event to a sink until it is accepted.
-//! - [`controller`]: runs the stored sources, serves `POST /webhooks/{namespace}/{name}`, keeps
-//!   each source's status. Start reading at [`Sources`].
+//! - [`controller`]: runs the stored sources (a task per PingSource and per SQS or polling
+//!   S3Source), serves `POST /webhooks/{namespace}/{name}` and `POST /sources/{namespace}/{name}`,
+//!   keeps each source's status. Start reading at [`Sources`].
 //!
 //! This crate knows nothing about brokers or triggers: it hands events to a sink URL.
 

@@ -9,7 +9,9 @@
 //! - [`mapping`] filters records by the source's `eventTypes`, `prefix` and `suffix` and maps them
 //!   to CloudEvents per the CloudEvents AWS S3 adapter. [`to_events`] does all of it for one body.
 //!
-//! Everything here is pure: no I/O, no clock. The caller confirms SNS subscriptions and delivers.
+//! All of the above is pure: no I/O, no clock. The caller confirms SNS subscriptions and delivers.
+//! The I/O shell of the pulling modes: [`client`] builds the AWS SDK clients from a spec, and
+//! [`sqs`] reads `notifications.sqs` queues, [`poll`] lists polled buckets.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use cloudevents::Event;
@@ -18,12 +20,15 @@ use kinetic_api::sources::S3SourceSpec;
 use serde_json::{Value, json};
 
 pub mod aws;
+pub mod client;
 pub mod cos;
 #[cfg(test)]
 mod fixtures;
 pub mod key;
 pub mod mapping;
+pub mod poll;
 pub mod sns;
+pub(crate) mod sqs;
 
 pub use mapping::{event_id, selects, to_event};
 

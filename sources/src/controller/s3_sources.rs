@@ -1,0 +1,289 @@
+//! S3Sources in the controller: which mode each one runs in, the tasks of the pulling modes
+//! (SQS, polling), and the pushed notifications at `POST /sources/{namespace}/{name}`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use http::{HeaderMap, StatusCode};
+use kinetic_api::sources::{S3Mode, S3Poll, S3Source, S3SourceSpec};
+use serde_json::json;
+
+use super::{Key, Sources, Task, WEBHOOK_SINK_WAIT, answer, lock, retry_later};
+use crate::s3;
+use crate::sink::SinkError;
+use crate::webhook::{self, Verifier};
+
+/// An S3Source whose bucket pushes its notifications to kinetic.
+pub(super) struct Bucket {
+    generation: i64,
+    spec: Arc<S3SourceSpec>,
+    verifier: Option<Arc<Verifier>>,
+    sink: String,
+}
+
+/// What an S3Source needs, by mode.
+enum S3Task {
+    /// The bucket pushes to `/sources/{namespace}/{name}`.
+    Push(Bucket),
+    /// A task of this process pulls.
+    Pull {
+        spec: Arc<S3SourceSpec>,
+        sink: String,
+        mode: Pull,
+    },
+}
+
+enum Pull {
+    /// Reads the queue at this URL.
+    Sqs(String),
+    /// Lists the bucket.
+    Poll(S3Poll),
+}
+
+impl Sources {
+    /// The S3Source part of [`Sources::reconcile`]: serves pushing sources, starts, restarts (on a
+    /// new generation) and stops the tasks of pulling ones.
+    pub(super) async fn reconcile_s3(
+        self: &Arc<Self>,
+        seen: &mut Vec<Key>,
+    ) -> kinetic_store::Result<()> {
+        let mut buckets = HashMap::new();
+        let mut pulling = Vec::new();
+        for stored in self.store.list_resources("S3Source", None).await? {
+            let key: Key = (
+                "S3Source".into(),
+                stored.namespace.clone(),
+                stored.name.clone(),
+            );
+            seen.push(key.clone());
+            let id = (stored.namespace.clone(), stored.name.clone());
+            let running = lock(&self.pulls)
+                .get(&id)
+                .is_some_and(|t| t.generation == stored.generation && t.uid == stored.uid);
+            if running {
+                pulling.push(id);
+                continue;
+            }
+            let existing = lock(&self.buckets).get(&id).and_then(|b| {
+                (b.generation == stored.generation).then(|| Bucket {
+                    generation: b.generation,
+                    spec: b.spec.clone(),
+                    verifier: b.verifier.clone(),
+                    sink: b.sink.clone(),
+                })
+            });
+            let bucket = match existing {
+                Some(bucket) => Ok(S3Task::Push(bucket)),
+                None => serde_json::from_value::<S3Source>(stored.body.clone())
+                    .map_err(|e| format!("stored resource is unreadable: {e}"))
+                    .and_then(|source| {
+                        let verifier = match source.mode().map_err(|e| e.to_string())? {
+                            S3Mode::Webhook(push) => match &push.verify {
+                                Some(verify) => Some(Arc::new(
+                                    webhook::compile_verifier(verify, &mut webhook::read_secret)
+                                        .map_err(|e| e.to_string())?,
+                                )),
+                                None => None,
+                            },
+                            S3Mode::Sqs(sqs) => {
+                                let mode = Pull::Sqs(sqs.queue_url.clone());
+                                let sink = (self.resolve)(&source.spec.sink, &stored.namespace)?;
+                                return Ok(S3Task::Pull {
+                                    spec: Arc::new(source.spec),
+                                    sink,
+                                    mode,
+                                });
+                            }
+                            S3Mode::Poll(poll) => {
+                                let mode = Pull::Poll(poll.clone());
+                                let sink = (self.resolve)(&source.spec.sink, &stored.namespace)?;
+                                return Ok(S3Task::Pull {
+                                    spec: Arc::new(source.spec),
+                                    sink,
+                                    mode,
+                                });
+                            }
+                        };
+                        let sink = (self.resolve)(&source.spec.sink, &stored.namespace)?;
+                        Ok(S3Task::Push(Bucket {
+                            generation: stored.generation,
+                            spec: Arc::new(source.spec),
+                            verifier,
+                            sink,
+                        }))
+                    }),
+            };
+            match bucket {
+                Ok(S3Task::Push(bucket)) => {
+                    self.update(&key, |s| {
+                        s.ready = true;
+                        s.sink = Some(bucket.sink.clone());
+                        if s.last_error
+                            .as_deref()
+                            .is_some_and(|e| e.starts_with("not ready"))
+                        {
+                            s.last_error = None;
+                        }
+                    });
+                    buckets.insert(id, bucket);
+                }
+                Ok(S3Task::Pull { spec, sink, mode }) => {
+                    self.update(&key, |s| {
+                        s.ready = true;
+                        s.sink = Some(sink.clone());
+                        s.last_error = None;
+                    });
+                    let cancel = self.cancel.child_token();
+                    match mode {
+                        Pull::Sqs(queue_url) => {
+                            self.tracker.spawn(s3::sqs::run(
+                                self.clone(),
+                                key,
+                                spec,
+                                queue_url,
+                                sink,
+                                cancel.clone(),
+                            ));
+                        }
+                        Pull::Poll(poll) => {
+                            self.tracker.spawn(s3::poll::run(
+                                self.clone(),
+                                key,
+                                spec,
+                                poll,
+                                stored.uid.clone(),
+                                sink,
+                                cancel.clone(),
+                            ));
+                        }
+                    }
+                    let task = Task {
+                        generation: stored.generation,
+                        uid: stored.uid.clone(),
+                        cancel,
+                    };
+                    if let Some(old) = lock(&self.pulls).insert(id.clone(), task) {
+                        old.cancel.cancel();
+                    }
+                    pulling.push(id);
+                }
+                Err(problem) => self.update(&key, |s| {
+                    s.ready = false;
+                    s.last_error = Some(format!("not ready: {problem}"));
+                }),
+            }
+        }
+        *lock(&self.buckets) = buckets;
+        lock(&self.pulls).retain(|id, task| {
+            let keep = pulling.contains(id);
+            if !keep {
+                task.cancel.cancel();
+            }
+            keep
+        });
+        Ok(())
+    }
+}
+
+/// One push from a bucket (S3, MinIO, COS, or SNS wrapping them): every selected object becomes an
+/// event; `202` once the sink accepted all of them, so the store sends the notification again
+/// otherwise (a resent event keeps its id and dedupes at the broker).
+pub(super) async fn notified(
+    State(sources): State<Arc<Sources>>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let key: Key = ("S3Source".into(), namespace.clone(), name.clone());
+    let bucket = lock(&sources.buckets)
+        .get(&(namespace.clone(), name.clone()))
+        .map(|b| (b.spec.clone(), b.verifier.clone(), b.sink.clone()));
+    let Some((spec, verifier, sink)) = bucket else {
+        return if lock(&sources.status).contains_key(&key) {
+            answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not-ready",
+                &format!("S3Source {namespace}/{name} is not ready; see `kinetic get sources`"),
+            )
+        } else {
+            answer(
+                StatusCode::NOT_FOUND,
+                "unknown-source",
+                &format!(
+                    "no S3Source {namespace}/{name} with `notifications.webhook`; check the URL (`/sources/NAMESPACE/NAME`)"
+                ),
+            )
+        };
+    };
+    let arrived = Utc::now();
+    if let Some(verifier) = &verifier
+        && let Err(error) = verifier.verify(&headers, &body, arrived)
+    {
+        sources.update(&key, |s| s.last_error = Some(error.to_string()));
+        return answer(StatusCode::UNAUTHORIZED, "unauthorized", &error.to_string());
+    }
+    let events = match s3::to_events(&spec, &body) {
+        Ok(s3::Parsed::Events(events)) => events,
+        Ok(s3::Parsed::SubscriptionConfirmation { subscribe_url }) => {
+            return confirm_subscription(&sources, &key, &subscribe_url).await;
+        }
+        Err(error) => {
+            sources.update(&key, |s| s.last_error = Some(error.to_string()));
+            return answer(StatusCode::BAD_REQUEST, "invalid", &error.to_string());
+        }
+    };
+    let all = async {
+        for event in &events {
+            sources
+                .sink
+                .send_until_accepted(&sink, event, &sources.cancel)
+                .await?;
+            sources.accepted(&key, arrived);
+        }
+        Ok::<(), SinkError>(())
+    };
+    match tokio::time::timeout(WEBHOOK_SINK_WAIT, all).await {
+        Ok(Ok(())) => (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({ "events": events.len() })),
+        )
+            .into_response(),
+        Ok(Err(error @ SinkError::Refused { .. })) => {
+            sources.failed(&key, error.to_string());
+            answer(StatusCode::BAD_REQUEST, "sink-refused", &error.to_string())
+        }
+        Ok(Err(error)) => {
+            sources.failed(&key, error.to_string());
+            retry_later(&error.to_string())
+        }
+        Err(_) => {
+            sources.failed(&key, "the sink did not accept the events in time".into());
+            retry_later("the sink did not accept the events in time; send the notification again")
+        }
+    }
+}
+
+/// Confirms an SNS subscription by fetching its `SubscribeURL`, as SNS asks.
+async fn confirm_subscription(sources: &Sources, key: &Key, url: &str) -> Response {
+    let confirmed = sources.sink.get(url).await;
+    match confirmed {
+        Ok(()) => {
+            tracing::info!(namespace = %key.1, name = %key.2, %url, "Confirmed an SNS subscription.");
+            (StatusCode::OK, axum::Json(json!({ "confirmed": url }))).into_response()
+        }
+        Err(error) => {
+            sources.update(key, |s| {
+                s.last_error = Some(format!("confirming the SNS subscription failed: {error}"))
+            });
+            answer(
+                StatusCode::BAD_GATEWAY,
+                "subscription-unconfirmed",
+                &format!("fetching the SubscribeURL failed: {error}"),
+            )
+        }
+    }
+}

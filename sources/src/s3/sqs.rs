@@ -1,0 +1,174 @@
+//! `notifications.sqs`: one task per S3Source long-polls the queue the bucket publishes its
+//! notifications to, hands every selected object event to the sink, and deletes a message only
+//! once the sink accepted all of its events.
+//!
+//! Delivery is at least once: a message whose events were not all accepted (the sink is down,
+//! kinetic stops or crashes, the queue's visibility timeout runs out while the sink retries) comes
+//! back and is sent again with the same event ids, so the broker drops the duplicates.
+//!
+//! A message that is not an S3 notification, or whose events the sink refuses for good (a 4xx), is
+//! left in the queue: kinetic never drops input it could not deliver. It comes back after the
+//! queue's visibility timeout, counted as a failure each time; give the queue a redrive policy
+//! (`maxReceiveCount` of 3 or more, and a dead-letter queue) so such messages end there: a message
+//! in flight to a process that crashed has been received once already.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
+use chrono::{DateTime, Utc};
+use kinetic_api::sources::S3SourceSpec;
+use tokio_util::sync::CancellationToken;
+
+use crate::controller::{Key, Sources, sleep_or_cancel};
+use crate::s3::client::Clients;
+use crate::s3::{self, Parsed};
+use crate::sink::SinkError;
+
+/// Long-polling wait of one ReceiveMessage (SQS allows at most 20 s).
+const WAIT_SECONDS: i32 = 10;
+/// Messages per ReceiveMessage (SQS allows at most 10).
+const MAX_MESSAGES: i32 = 10;
+/// Pauses after a failed ReceiveMessage: doubling from the first, up to the last.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What became of one message.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Every event accepted (or none selected): the message may be deleted.
+    Done,
+    /// Left in the queue to come back.
+    Kept,
+    /// Shutting down; nothing acknowledged.
+    Cancelled,
+}
+
+/// Runs until `cancel`. Cancellation safe: a message is deleted only after all of its events were
+/// accepted, so stopping anywhere leaves it to be received again.
+pub(crate) async fn run(
+    sources: Arc<Sources>,
+    key: Key,
+    spec: Arc<S3SourceSpec>,
+    queue_url: String,
+    sink: String,
+    cancel: CancellationToken,
+) {
+    let (namespace, name) = (key.1.clone(), key.2.clone());
+    let clients = tokio::select! {
+        () = cancel.cancelled() => return,
+        built = Clients::new(&spec) => built,
+    };
+    let sqs = match clients {
+        Ok(clients) => clients.sqs(&queue_url),
+        Err(error) => {
+            tracing::warn!(%namespace, %name, %error, "An S3Source cannot build its SQS client.");
+            sources.not_ready(&key, error.to_string());
+            return;
+        }
+    };
+    tracing::info!(%namespace, %name, queue = %queue_url, "Reading S3 notifications from SQS.");
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let received = tokio::select! {
+            () = cancel.cancelled() => return,
+            received = sqs
+                .receive_message()
+                .queue_url(&queue_url)
+                .max_number_of_messages(MAX_MESSAGES)
+                .wait_time_seconds(WAIT_SECONDS)
+                .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+                .send() => received,
+        };
+        let messages = match received {
+            Ok(output) => {
+                backoff = FIRST_BACKOFF;
+                output.messages.unwrap_or_default()
+            }
+            Err(error) => {
+                let error = aws_sdk_sqs::error::DisplayErrorContext(error);
+                tracing::warn!(%namespace, %name, error = %error, "Receiving from SQS failed; retrying.");
+                sources.update(&key, |s| {
+                    s.last_error = Some(format!("receiving from {queue_url}: {error}"))
+                });
+                if sleep_or_cancel(backoff, &cancel).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        for message in messages {
+            match deliver(&sources, &key, &spec, &sink, &message, &cancel).await {
+                Outcome::Cancelled => return,
+                Outcome::Kept => {}
+                Outcome::Done => {
+                    let Some(receipt) = message.receipt_handle() else {
+                        continue;
+                    };
+                    // A lost delete only means the message comes back; its events dedupe.
+                    let deleted = sqs
+                        .delete_message()
+                        .queue_url(&queue_url)
+                        .receipt_handle(receipt)
+                        .send()
+                        .await;
+                    if let Err(error) = deleted {
+                        let error = aws_sdk_sqs::error::DisplayErrorContext(error);
+                        tracing::warn!(%namespace, %name, error = %error, "Deleting a delivered SQS message failed; it will be delivered again.");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Hands every event of one message to the sink, in order.
+async fn deliver(
+    sources: &Sources,
+    key: &Key,
+    spec: &S3SourceSpec,
+    sink: &str,
+    message: &Message,
+    cancel: &CancellationToken,
+) -> Outcome {
+    let (namespace, name) = (&key.1, &key.2);
+    let id = message.message_id().unwrap_or_default();
+    let body = message.body().unwrap_or_default();
+    let events = match s3::to_events(spec, body.as_bytes()) {
+        Ok(Parsed::Events(events)) => events,
+        Ok(Parsed::SubscriptionConfirmation { .. }) => {
+            // SNS confirms subscriptions of SQS queues by itself; such a message carries no object.
+            tracing::info!(%namespace, %name, message = %id, "Ignored an SNS subscription confirmation in the queue.");
+            return Outcome::Done;
+        }
+        Err(error) => {
+            tracing::warn!(%namespace, %name, message = %id, %error, "An SQS message is not an S3 notification; leaving it to the queue's redrive policy.");
+            sources.failed(key, format!("SQS message {id}: {error}"));
+            return Outcome::Kept;
+        }
+    };
+    let sent_at = sent_at(message).unwrap_or_else(Utc::now);
+    for event in &events {
+        match sources.sink.send_until_accepted(sink, event, cancel).await {
+            Ok(()) => sources.accepted(key, sent_at),
+            Err(SinkError::Cancelled) => return Outcome::Cancelled,
+            Err(error) => {
+                tracing::warn!(%namespace, %name, message = %id, %error, "The sink refused an S3 event; its SQS message stays in the queue.");
+                sources.failed(key, error.to_string());
+                return Outcome::Kept;
+            }
+        }
+    }
+    Outcome::Done
+}
+
+/// When SQS received the message (`SentTimestamp`, Unix milliseconds), for the lag metric.
+fn sent_at(message: &Message) -> Option<DateTime<Utc>> {
+    let millis = message
+        .attributes()?
+        .get(&MessageSystemAttributeName::SentTimestamp)?
+        .parse::<i64>()
+        .ok()?;
+    DateTime::from_timestamp_millis(millis)
+}
