@@ -144,15 +144,39 @@ async fn queued(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> u64 {
         .sum()
 }
 
+/// 100 objects in all with the six named ones: this many more selected ones, split around a crash.
+const BULK_SELECTED: usize = 62;
+/// And this many excluded by prefix and by suffix.
+const BULK_EXCLUDED: usize = 16;
+
+async fn bulk(s3: &aws_sdk_s3::Client, bucket: &str, part: &str) {
+    for i in 0..BULK_SELECTED / 2 {
+        put(s3, bucket, &format!("uploads/{part}-{i}.jpg"), "x").await;
+    }
+    for i in 0..BULK_EXCLUDED / 2 {
+        put(s3, bucket, &format!("other/{part}-{i}.jpg"), "x").await;
+        put(s3, bucket, &format!("uploads/{part}-{i}.txt"), "x").await;
+    }
+}
+
 #[tokio::test]
-async fn sqs_notifications_reach_a_trigger_once_across_a_crash() {
+async fn sqlite_sqs_notifications_reach_a_trigger_once_across_a_crash() {
+    sqs_notifications_reach_a_trigger_once_across_a_crash(Engine::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_sqs_notifications_reach_a_trigger_once_across_a_crash() {
+    sqs_notifications_reach_a_trigger_once_across_a_crash(Engine::Postgres).await;
+}
+
+async fn sqs_notifications_reach_a_trigger_once_across_a_crash(engine: Engine) {
     let Some(moto) = Moto::start() else { return };
     let bucket = format!("photos-{}", uuid::Uuid::new_v4().simple());
     let (queue_url, dead_letters) = bucket_notifying_queue(&moto, &bucket).await;
     let s3 = moto.s3().await;
     let sqs = moto.sqs().await;
 
-    let store = TestStore::new(Engine::Sqlite).await;
+    let store = TestStore::new(engine).await;
     let receiver = Receiver::start().await;
     let yaml = format!(
         "{}---
@@ -241,8 +265,11 @@ spec:
     assert_eq!(record["s3"]["bucket"]["name"], bucket.as_str());
     assert_eq!(record["s3"]["object"]["size"], 1);
 
+    // Half the bulk while kinetic runs; a crash; the other half while it is down.
+    bulk(&s3, &bucket, "before").await;
     // A crash: objects uploaded while kinetic is down are delivered after it is up again.
     kinetic.kill9();
+    bulk(&s3, &bucket, "during").await;
     put(&s3, &bucket, "uploads/while-down.jpg", "d").await;
     let kinetic = Kinetic::up_with_env(&store, &[&file], &[], &env);
     wait_for_subject(&receiver, "/uploads", "uploads/while-down.jpg", &kinetic).await;
@@ -280,7 +307,7 @@ spec:
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(delivered("uploads/a.jpg"), before, "{}", kinetic.log());
     let counts = changes(&receiver.received("/uploads"));
-    let expected: BTreeMap<(String, String), usize> = [
+    let mut expected: BTreeMap<(String, String), usize> = [
         ("ObjectCreated:Put", "uploads/a.jpg"),
         ("ObjectCreated:Put", "uploads/big.jpg"),
         ("ObjectCreated:CompleteMultipartUpload", "uploads/big.jpg"),
@@ -290,6 +317,17 @@ spec:
     .into_iter()
     .map(|(t, k)| ((format!("com.amazonaws.s3.{t}"), k.to_owned()), 1))
     .collect();
+    for part in ["before", "during"] {
+        for i in 0..BULK_SELECTED / 2 {
+            expected.insert(
+                (
+                    "com.amazonaws.s3.ObjectCreated:Put".to_owned(),
+                    format!("uploads/{part}-{i}.jpg"),
+                ),
+                1,
+            );
+        }
+    }
     assert_eq!(counts, expected, "{}", kinetic.log());
 }
 
