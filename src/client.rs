@@ -580,6 +580,7 @@ async fn sources(
                         "failures",
                         "lastEventAt",
                         "nextAt",
+                        "backlog",
                         "lastError",
                     ]
                     .iter()
@@ -598,6 +599,7 @@ async fn sources(
                     "FAILURES",
                     "LAST EVENT",
                     "NEXT",
+                    "BACKLOG",
                     "LAST ERROR",
                 ],
                 &rows,

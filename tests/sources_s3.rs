@@ -329,6 +329,19 @@ spec:
         }
     }
     assert_eq!(counts, expected, "{}", kinetic.log());
+    // `kinetic get sources` shows the queue's backlog.
+    let sources = support::cli(&[
+        "get",
+        "sources",
+        "-o",
+        "json",
+        "--server",
+        &kinetic.base_url,
+    ]);
+    let sources: serde_json::Value = serde_json::from_slice(&sources.stdout).unwrap();
+    let photos = &sources[0];
+    assert_eq!(photos["name"], "photos", "{sources}");
+    assert!(photos["backlog"].is_u64(), "{sources}");
 }
 
 /// Waits (bounded) until the subscriber at `path` got an event about `subject`. After a crash a

@@ -59,6 +59,9 @@ pub struct SourceStatus {
     /// PingSource: when it fires next.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_at: Option<DateTime<Utc>>,
+    /// S3Source over SQS: messages waiting or in flight in the queue (SQS's approximation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<u64>,
 }
 
 /// A source's kind, namespace and name.

@@ -69,7 +69,13 @@ pub(crate) async fn run(
     };
     tracing::info!(%namespace, %name, queue = %queue_url, "Reading S3 notifications from SQS.");
     let mut backoff = FIRST_BACKOFF;
+    let mut backlog_read: Option<tokio::time::Instant> = None;
     loop {
+        if backlog_read.is_none_or(|at| at.elapsed() >= BACKLOG_INTERVAL) {
+            backlog_read = Some(tokio::time::Instant::now());
+            let backlog = backlog(&sqs, &queue_url).await;
+            sources.update(&key, |s| s.backlog = backlog);
+        }
         let received = tokio::select! {
             () = cancel.cancelled() => return,
             received = sqs
@@ -121,6 +127,29 @@ pub(crate) async fn run(
             }
         }
     }
+}
+
+/// How often the queue's backlog is read for `kinetic get sources`.
+const BACKLOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Messages waiting in the queue plus those received and not yet deleted (SQS's approximations);
+/// `None` when the queue does not say.
+async fn backlog(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Option<u64> {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let answer = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .ok()?;
+    let attributes = answer.attributes?;
+    let count = |name: QueueAttributeName| -> Option<u64> { attributes.get(&name)?.parse().ok() };
+    Some(
+        count(QueueAttributeName::ApproximateNumberOfMessages)?
+            + count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible).unwrap_or(0),
+    )
 }
 
 /// Hands every event of one message to the sink, in order.
