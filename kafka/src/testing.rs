@@ -1,0 +1,112 @@
+//! A real Kafka-protocol broker for tests: nisshi (Apache-2.0, written in Rust), one process per
+//! test on a free loopback port with in-memory storage, killed by PID on drop.
+//!
+//! `scripts/ensure-kafka.sh` installs it; tests find it at `$KINETIC_NISSHI`, in the script's
+//! default root (`~/.cache/kinetic-nisshi/bin/nisshi`), or on `PATH`. Without it a test is skipped,
+//! except under `CI=true` where it fails.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::Settings;
+
+pub struct TestBroker {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub bootstrap_servers: String,
+}
+
+fn binary() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("KINETIC_NISSHI") {
+        return Some(PathBuf::from(path));
+    }
+    let root = std::env::var("KINETIC_NISSHI_ROOT")
+        .map(PathBuf::from)
+        .ok()
+        .or_else(|| {
+            std::env::var("HOME")
+                .ok()
+                .map(|home| PathBuf::from(home).join(".cache/kinetic-nisshi"))
+        });
+    if let Some(root) = root {
+        let path = root.join("bin/nisshi");
+        if path.exists() {
+            return Some(path);
+        }
+    }
+    let on_path = Command::new("nisshi")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    on_path.then(|| PathBuf::from("nisshi"))
+}
+
+impl TestBroker {
+    /// Starts a broker, or `None` (the test is skipped) when nisshi is not installed outside CI.
+    pub fn start() -> Option<TestBroker> {
+        let Some(path) = binary() else {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("nisshi is not installed; run scripts/ensure-kafka.sh");
+            }
+            eprintln!("skipped: nisshi is not installed (run scripts/ensure-kafka.sh)");
+            return None;
+        };
+        let port = {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("free port");
+            listener.local_addr().expect("address").port()
+        };
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&path)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://nisshi/",
+                // A consumer group forms in ~0.1 s instead of ~5 s.
+                "--group-initial-rebalance-delay",
+                "0s",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", path.display()));
+        let mut broker = TestBroker {
+            child,
+            bootstrap_servers: format!("127.0.0.1:{port}"),
+        };
+        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
+                return Some(broker);
+            }
+            if let Ok(Some(status)) = broker.child.try_wait() {
+                panic!("nisshi exited at start: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nisshi did not listen on {address} within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn settings(&self) -> Settings {
+        Settings::new(self.bootstrap_servers.clone())
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
