@@ -24,6 +24,15 @@ pub(crate) fn first_occurrences(events: &[NewEvent]) -> Vec<usize> {
         .collect()
 }
 
+/// `len` flags, set at the `chosen` indexes.
+pub(crate) fn flags(len: usize, chosen: &[usize]) -> Vec<bool> {
+    let mut flags = vec![false; len];
+    for &index in chosen {
+        flags[index] = true;
+    }
+    flags
+}
+
 /// How many of the `accepted` events go to each broker, brokers in order of first appearance.
 pub(crate) fn counts_per_broker<'a>(
     events: &'a [NewEvent],

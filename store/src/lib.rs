@@ -150,6 +150,19 @@ pub trait EventLog {
         now: Millis,
         dedupe_since: Millis,
     ) -> Result<Vec<Appended>>;
+    /// The dedupe window without the log, for brokers whose log lives elsewhere (the Kafka class):
+    /// stamps each (broker, source, id) of `keys` that is new with `now` and returns one flag per
+    /// input, `true` for new. A key repeated within `keys` is new only the first time. Payloads are
+    /// ignored.
+    async fn remember(
+        &self,
+        keys: &[NewEvent],
+        now: Millis,
+        dedupe_since: Millis,
+    ) -> Result<Vec<bool>>;
+    /// Undoes [`EventLog::remember`] for `keys` stamped at `stamped_at` (their write elsewhere
+    /// failed, so a retry must not count as a duplicate). Keys stamped at another time are untouched.
+    async fn forget(&self, keys: &[NewEvent], stamped_at: Millis) -> Result<()>;
     /// Events of `broker` with `seq > after`, oldest first, at most `limit`.
     async fn read(&self, broker: &str, after: i64, limit: usize) -> Result<Vec<StoredEvent>>;
     /// The highest position of `broker`'s log (0 when empty).
@@ -304,6 +317,15 @@ pub trait Deliveries {
         dead_letters: &[(NewDeadLetter, bool)],
         now: Millis,
     ) -> Result<bool>;
+    /// Records, without a cursor, the deliveries and dead letters of events not delivered at their
+    /// first attempt: for brokers whose log and positions live elsewhere (the Kafka class commits
+    /// its consumer offsets after this returns).
+    async fn record_outcomes(
+        &self,
+        deliveries: &[NewDelivery],
+        dead_letters: &[(NewDeadLetter, bool)],
+        now: Millis,
+    ) -> Result<()>;
     /// Lanes of `trigger_uid` that have a row in phase `Subscriber`: new events of those lanes must
     /// queue behind them.
     async fn blocked_lanes(&self, trigger_uid: &str) -> Result<Vec<String>>;

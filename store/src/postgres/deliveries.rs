@@ -89,6 +89,38 @@ pub(super) async fn insert_subscriber_rows(
 }
 
 /// Inserts rows that send the given dead letters to the sink, due now.
+/// The rows and dead letters of events not delivered at their first attempt.
+async fn insert_outcomes(
+    tx: &mut PgConnection,
+    deliveries: &[NewDelivery],
+    dead_letters: &[(NewDeadLetter, bool)],
+    now: Millis,
+) -> Result<()> {
+    insert_subscriber_rows(&mut *tx, &codec::in_event_order(deliveries)).await?;
+    if !dead_letters.is_empty() {
+        let ids = dead_letters::insert(
+            &mut *tx,
+            dead_letters.iter().map(|(dead, send_to_sink)| {
+                (
+                    dead,
+                    dead.lane.as_deref(),
+                    codec::initial_sink_state(*send_to_sink),
+                )
+            }),
+            now,
+        )
+        .await?;
+        let to_sink: Vec<(&NewDeadLetter, Uuid)> = dead_letters
+            .iter()
+            .zip(ids)
+            .filter(|((_, send_to_sink), _)| *send_to_sink)
+            .map(|((dead, _), id)| (dead, id))
+            .collect();
+        insert_sink_rows(&mut *tx, &to_sink, now).await?;
+    }
+    Ok(())
+}
+
 async fn insert_sink_rows(
     conn: &mut PgConnection,
     rows: &[(&NewDeadLetter, Uuid)],
@@ -196,30 +228,24 @@ impl Deliveries for PostgresStore {
         if moved == 0 {
             return Ok(false);
         }
-        insert_subscriber_rows(&mut tx, &codec::in_event_order(deliveries)).await?;
-        if !dead_letters.is_empty() {
-            let ids = dead_letters::insert(
-                &mut tx,
-                dead_letters.iter().map(|(dead, send_to_sink)| {
-                    (
-                        dead,
-                        dead.lane.as_deref(),
-                        codec::initial_sink_state(*send_to_sink),
-                    )
-                }),
-                now,
-            )
-            .await?;
-            let to_sink: Vec<(&NewDeadLetter, Uuid)> = dead_letters
-                .iter()
-                .zip(ids)
-                .filter(|((_, send_to_sink), _)| *send_to_sink)
-                .map(|((dead, _), id)| (dead, id))
-                .collect();
-            insert_sink_rows(&mut tx, &to_sink, now).await?;
-        }
+        insert_outcomes(&mut tx, deliveries, dead_letters, now).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn record_outcomes(
+        &self,
+        deliveries: &[NewDelivery],
+        dead_letters: &[(NewDeadLetter, bool)],
+        now: Millis,
+    ) -> Result<()> {
+        if deliveries.is_empty() && dead_letters.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        insert_outcomes(&mut tx, deliveries, dead_letters, now).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn blocked_lanes(&self, trigger_uid: &str) -> Result<Vec<String>> {

@@ -26,6 +26,79 @@ fn distinct_brokers<'a>(brokers: &[&'a str]) -> Vec<&'a str> {
     distinct
 }
 
+/// Serializes appends per broker, then stamps the keys of `candidates` that are new (absent, or
+/// accepted before `dedupe_since`) with `now`; returns those indexes, in order.
+async fn stamp_new_keys(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    events: &[NewEvent],
+    candidates: &[usize],
+    now: Millis,
+    dedupe_since: Millis,
+) -> Result<Vec<usize>> {
+    // Serialize appends per broker before reading the window or handing out positions, locks
+    // taken in one global order so that batches spanning several brokers cannot deadlock.
+    let brokers: Vec<&str> = candidates
+        .iter()
+        .map(|&index| events[index].broker.as_str())
+        .collect();
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock($1, k) \
+         FROM (SELECT DISTINCT hashtext(b) AS k FROM unnest($2::text[]) AS b ORDER BY k) AS keys",
+    )
+    .bind(APPEND_LOCK_CLASS)
+    .bind(distinct_brokers(&brokers))
+    .execute(&mut **tx)
+    .await?;
+
+    // A key is new when absent or older than the window; then it is (re)stamped with `now`.
+    let sources: Vec<&str> = candidates
+        .iter()
+        .map(|&index| events[index].source.as_str())
+        .collect();
+    let ids: Vec<&str> = candidates
+        .iter()
+        .map(|&index| events[index].id.as_str())
+        .collect();
+    let key_sizes: Vec<usize> = (0..candidates.len())
+        .map(|i| brokers[i].len() + sources[i].len() + ids[i].len() + 16)
+        .collect();
+    let mut stamped: Vec<(String, String, String)> = Vec::with_capacity(candidates.len());
+    for range in codec::size_bounded_ranges(&key_sizes, MESSAGE_LIMIT) {
+        stamped.extend(
+            sqlx::query_as::<_, (String, String, String)>(
+                "INSERT INTO dedupe (broker, source, id, accepted_at) \
+                 SELECT broker, source, id, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS k(broker, source, id) \
+                 ON CONFLICT (broker, source, id) DO UPDATE SET accepted_at = EXCLUDED.accepted_at \
+                 WHERE dedupe.accepted_at < $5 \
+                 RETURNING broker, source, id",
+            )
+            .bind(&brokers[range.clone()])
+            .bind(&sources[range.clone()])
+            .bind(&ids[range])
+            .bind(now)
+            .bind(dedupe_since)
+            .fetch_all(&mut **tx)
+            .await?,
+        );
+    }
+    let stamped: HashSet<(&str, &str, &str)> = stamped
+        .iter()
+        .map(|(broker, source, id)| (broker.as_str(), source.as_str(), id.as_str()))
+        .collect();
+    Ok(candidates
+        .iter()
+        .copied()
+        .filter(|&index| {
+            let event = &events[index];
+            stamped.contains(&(
+                event.broker.as_str(),
+                event.source.as_str(),
+                event.id.as_str(),
+            ))
+        })
+        .collect())
+}
+
 #[async_trait]
 impl EventLog for PostgresStore {
     async fn append(
@@ -39,69 +112,7 @@ impl EventLog for PostgresStore {
         }
         let candidates = codec::first_occurrences(events);
         let mut tx = self.pool.begin().await?;
-
-        // Serialize appends per broker before reading the window or handing out positions, locks
-        // taken in one global order so that batches spanning several brokers cannot deadlock.
-        let brokers: Vec<&str> = candidates
-            .iter()
-            .map(|&index| events[index].broker.as_str())
-            .collect();
-        sqlx::query(
-            "SELECT pg_advisory_xact_lock($1, k) \
-             FROM (SELECT DISTINCT hashtext(b) AS k FROM unnest($2::text[]) AS b ORDER BY k) AS keys",
-        )
-        .bind(APPEND_LOCK_CLASS)
-        .bind(distinct_brokers(&brokers))
-        .execute(&mut *tx)
-        .await?;
-
-        // A key is new when absent or older than the window; then it is (re)stamped with `now`.
-        let sources: Vec<&str> = candidates
-            .iter()
-            .map(|&index| events[index].source.as_str())
-            .collect();
-        let ids: Vec<&str> = candidates
-            .iter()
-            .map(|&index| events[index].id.as_str())
-            .collect();
-        let key_sizes: Vec<usize> = (0..candidates.len())
-            .map(|i| brokers[i].len() + sources[i].len() + ids[i].len() + 16)
-            .collect();
-        let mut stamped: Vec<(String, String, String)> = Vec::with_capacity(candidates.len());
-        for range in codec::size_bounded_ranges(&key_sizes, MESSAGE_LIMIT) {
-            stamped.extend(
-                sqlx::query_as::<_, (String, String, String)>(
-                    "INSERT INTO dedupe (broker, source, id, accepted_at) \
-                     SELECT broker, source, id, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS k(broker, source, id) \
-                     ON CONFLICT (broker, source, id) DO UPDATE SET accepted_at = EXCLUDED.accepted_at \
-                     WHERE dedupe.accepted_at < $5 \
-                     RETURNING broker, source, id",
-                )
-                .bind(&brokers[range.clone()])
-                .bind(&sources[range.clone()])
-                .bind(&ids[range])
-                .bind(now)
-                .bind(dedupe_since)
-                .fetch_all(&mut *tx)
-                .await?,
-            );
-        }
-        let stamped: HashSet<(&str, &str, &str)> = stamped
-            .iter()
-            .map(|(broker, source, id)| (broker.as_str(), source.as_str(), id.as_str()))
-            .collect();
-        let accepted: Vec<usize> = candidates
-            .iter()
-            .copied()
-            .filter(|&index| {
-                let event = &events[index];
-                stamped.contains(&(
-                    event.broker.as_str(),
-                    event.source.as_str(),
-                    event.id.as_str(),
-                ))
-            })
-            .collect();
+        let accepted = stamp_new_keys(&mut tx, events, &candidates, now, dedupe_since).await?;
         if accepted.is_empty() {
             tx.commit().await?;
             return Ok(vec![Appended::Duplicate; events.len()]);
@@ -158,6 +169,42 @@ impl EventLog for PostgresStore {
             .await?;
         tx.commit().await?;
         Ok(results)
+    }
+
+    async fn remember(
+        &self,
+        keys: &[NewEvent],
+        now: Millis,
+        dedupe_since: Millis,
+    ) -> Result<Vec<bool>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let candidates = codec::first_occurrences(keys);
+        let mut tx = self.pool.begin().await?;
+        let fresh = stamp_new_keys(&mut tx, keys, &candidates, now, dedupe_since).await?;
+        tx.commit().await?;
+        Ok(codec::flags(keys.len(), &fresh))
+    }
+
+    async fn forget(&self, keys: &[NewEvent], stamped_at: Millis) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let brokers: Vec<&str> = keys.iter().map(|k| k.broker.as_str()).collect();
+        let sources: Vec<&str> = keys.iter().map(|k| k.source.as_str()).collect();
+        let ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
+        sqlx::query(
+            "DELETE FROM dedupe d USING unnest($1::text[], $2::text[], $3::text[]) AS k(broker, source, id) \
+             WHERE d.broker = k.broker AND d.source = k.source AND d.id = k.id AND d.accepted_at = $4",
+        )
+        .bind(&brokers)
+        .bind(&sources)
+        .bind(&ids)
+        .bind(stamped_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn read(&self, broker: &str, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {

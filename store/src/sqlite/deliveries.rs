@@ -76,6 +76,26 @@ pub(super) async fn insert_subscriber_row(
 }
 
 /// Inserts a row that sends dead letter `dead_letter_id` to the sink, due now.
+/// The rows and dead letters of events not delivered at their first attempt.
+async fn insert_outcomes(
+    tx: &mut SqliteConnection,
+    deliveries: &[NewDelivery],
+    dead_letters: &[(NewDeadLetter, bool)],
+    now: Millis,
+) -> Result<()> {
+    for row in codec::in_event_order(deliveries) {
+        insert_subscriber_row(tx, row).await?;
+    }
+    for (dead, send_to_sink) in dead_letters {
+        let state = codec::initial_sink_state(*send_to_sink);
+        let id = dead_letters::insert(tx, dead, dead.lane.as_deref(), state, now).await?;
+        if *send_to_sink {
+            insert_sink_row(tx, dead, &id, now).await?;
+        }
+    }
+    Ok(())
+}
+
 async fn insert_sink_row(
     conn: &mut SqliteConnection,
     dead: &NewDeadLetter,
@@ -174,18 +194,24 @@ impl Deliveries for SqliteStore {
         if moved == 0 {
             return Ok(false);
         }
-        for row in codec::in_event_order(deliveries) {
-            insert_subscriber_row(&mut tx, row).await?;
-        }
-        for (dead, send_to_sink) in dead_letters {
-            let state = codec::initial_sink_state(*send_to_sink);
-            let id = dead_letters::insert(&mut tx, dead, dead.lane.as_deref(), state, now).await?;
-            if *send_to_sink {
-                insert_sink_row(&mut tx, dead, &id, now).await?;
-            }
-        }
+        insert_outcomes(&mut tx, deliveries, dead_letters, now).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn record_outcomes(
+        &self,
+        deliveries: &[NewDelivery],
+        dead_letters: &[(NewDeadLetter, bool)],
+        now: Millis,
+    ) -> Result<()> {
+        if deliveries.is_empty() && dead_letters.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write().await?;
+        insert_outcomes(&mut tx, deliveries, dead_letters, now).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn blocked_lanes(&self, trigger_uid: &str) -> Result<Vec<String>> {

@@ -53,6 +53,50 @@ fn chunks(mut rows: usize, statements: &[Arc<str>; 4]) -> Vec<(usize, Arc<str>)>
     chunks
 }
 
+/// Stamps the keys of `candidates` that are new (absent, or accepted before `dedupe_since`) with
+/// `now`; returns those indexes, in order.
+async fn stamp_new_keys(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    events: &[NewEvent],
+    candidates: &[usize],
+    now: Millis,
+    dedupe_since: Millis,
+) -> Result<Vec<usize>> {
+    let mut stamped_rows: Vec<(String, String, String)> = Vec::with_capacity(candidates.len());
+    let mut rest = candidates;
+    for (size, sql) in chunks(candidates.len(), &DEDUPE_SQL) {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        let mut query = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(now)
+            .bind(dedupe_since);
+        for &index in chunk {
+            let event = &events[index];
+            query = query
+                .bind(&event.broker)
+                .bind(&event.source)
+                .bind(&event.id);
+        }
+        stamped_rows.extend(query.fetch_all(&mut **tx).await?);
+    }
+    let stamped: HashSet<(&str, &str, &str)> = stamped_rows
+        .iter()
+        .map(|(broker, source, id)| (broker.as_str(), source.as_str(), id.as_str()))
+        .collect();
+    Ok(candidates
+        .iter()
+        .copied()
+        .filter(|&index| {
+            let event = &events[index];
+            stamped.contains(&(
+                event.broker.as_str(),
+                event.source.as_str(),
+                event.id.as_str(),
+            ))
+        })
+        .collect())
+}
+
 #[async_trait]
 impl EventLog for SqliteStore {
     async fn append(
@@ -66,40 +110,7 @@ impl EventLog for SqliteStore {
         }
         let candidates = codec::first_occurrences(events);
         let mut tx = self.write().await?;
-
-        // A key is new when absent or older than the window; then it is (re)stamped with `now`.
-        let mut stamped_rows: Vec<(String, String, String)> = Vec::with_capacity(candidates.len());
-        let mut rest = candidates.as_slice();
-        for (size, sql) in chunks(candidates.len(), &DEDUPE_SQL) {
-            let (chunk, tail) = rest.split_at(size);
-            rest = tail;
-            let mut query = sqlx::query_as(AssertSqlSafe(sql))
-                .bind(now)
-                .bind(dedupe_since);
-            for &index in chunk {
-                let event = &events[index];
-                query = query
-                    .bind(&event.broker)
-                    .bind(&event.source)
-                    .bind(&event.id);
-            }
-            stamped_rows.extend(query.fetch_all(&mut *tx).await?);
-        }
-        let stamped: HashSet<(&str, &str, &str)> = stamped_rows
-            .iter()
-            .map(|(broker, source, id)| (broker.as_str(), source.as_str(), id.as_str()))
-            .collect();
-        let accepted: Vec<usize> = candidates
-            .into_iter()
-            .filter(|&index| {
-                let event = &events[index];
-                stamped.contains(&(
-                    event.broker.as_str(),
-                    event.source.as_str(),
-                    event.id.as_str(),
-                ))
-            })
-            .collect();
+        let accepted = stamp_new_keys(&mut tx, events, &candidates, now, dedupe_since).await?;
 
         let mut heads = HashMap::new();
         for (broker, count) in codec::counts_per_broker(events, &accepted) {
@@ -136,6 +147,42 @@ impl EventLog for SqliteStore {
         }
         tx.commit().await?;
         Ok(results)
+    }
+
+    async fn remember(
+        &self,
+        keys: &[NewEvent],
+        now: Millis,
+        dedupe_since: Millis,
+    ) -> Result<Vec<bool>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let candidates = codec::first_occurrences(keys);
+        let mut tx = self.write().await?;
+        let fresh = stamp_new_keys(&mut tx, keys, &candidates, now, dedupe_since).await?;
+        tx.commit().await?;
+        Ok(codec::flags(keys.len(), &fresh))
+    }
+
+    async fn forget(&self, keys: &[NewEvent], stamped_at: Millis) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write().await?;
+        for key in keys {
+            sqlx::query(
+                "DELETE FROM dedupe WHERE broker = ?1 AND source = ?2 AND id = ?3 AND accepted_at = ?4",
+            )
+            .bind(&key.broker)
+            .bind(&key.source)
+            .bind(&key.id)
+            .bind(stamped_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn read(&self, broker: &str, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {

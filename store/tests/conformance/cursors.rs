@@ -325,3 +325,26 @@ pub async fn release_cursors_frees_only_the_owners_leases(
     store.release_cursors("a", &[]).await?;
     Ok(())
 }
+
+pub async fn record_outcomes_without_a_cursor(store: Arc<dyn Store>) -> anyhow::Result<()> {
+    let trigger = trigger("default/kafka", "t");
+    let rows = vec![retry(&trigger, 7, None, T0), retry(&trigger, 9, None, T0)];
+    let dead = vec![
+        (dead(&trigger, 8, None), true),
+        (dead(&trigger, 10, None), false),
+    ];
+    store.record_outcomes(&[], &[], T0).await?;
+    store.record_outcomes(&rows, &dead, T0).await?;
+    // No cursor was created or needed.
+    assert!(store.backlog().await?.iter().all(|b| b.unread == 0));
+    let leased = store.lease_deliveries("me", T0, 30_000, 10).await?;
+    let mut seqs = seqs(&leased);
+    seqs.sort_unstable();
+    // The two retries and the dead letter on its way to the sink.
+    assert_eq!(seqs, [7, 8, 9]);
+    let letters = all_dead_letters(&store).await?;
+    let mut dead_seqs: Vec<i64> = letters.iter().map(|l| l.event_seq).collect();
+    dead_seqs.sort_unstable();
+    assert_eq!(dead_seqs, [8, 10]);
+    Ok(())
+}

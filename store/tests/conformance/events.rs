@@ -324,3 +324,64 @@ pub async fn concurrent_appends_are_seen_in_order(
     assert_eq!(seen, all, "the reader saw every position, in order");
     Ok(())
 }
+
+pub async fn remember_and_forget_keep_the_window_without_a_log(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let keys = vec![
+        event("default/k", "s", "1", b""),
+        event("default/k", "s", "2", b""),
+        event("default/k", "s", "1", b""),
+    ];
+    // New the first time, a repeat within the input is not.
+    assert_eq!(
+        store.remember(&keys, T0, T0 - 60_000).await?,
+        [true, true, false]
+    );
+    assert_eq!(
+        store.remember(&keys[..2], T0 + 10, T0 - 60_000).await?,
+        [false, false]
+    );
+    // The window is shared with appends: an appended key is remembered, and the other way round.
+    assert_eq!(
+        store.append(&keys[..1], T0 + 20, T0 - 60_000).await?,
+        [Appended::Duplicate]
+    );
+    // Nothing reached the log.
+    assert_eq!(store.head("default/k").await?, 0);
+
+    // Forgetting removes a key only when it was stamped at that time: "2" is new again, "3"
+    // (stamped later) stays, "1" was not forgotten.
+    assert_eq!(
+        store
+            .remember(&[event("default/k", "s", "3", b"")], T0 + 30, T0 - 60_000)
+            .await?,
+        [true]
+    );
+    store.forget(&keys[1..2], T0).await?;
+    store
+        .forget(&[event("default/k", "s", "3", b"")], T0)
+        .await?;
+    assert_eq!(
+        store
+            .remember(
+                &[
+                    event("default/k", "s", "2", b""),
+                    event("default/k", "s", "3", b""),
+                    event("default/k", "s", "1", b""),
+                ],
+                T0 + 40,
+                T0 - 60_000
+            )
+            .await?,
+        [true, false, false]
+    );
+    // Past the window a key is new again.
+    assert_eq!(
+        store.remember(&keys[..1], T0 + 120_000, T0 + 1).await?,
+        [true]
+    );
+    assert!(store.remember(&[], T0, T0).await?.is_empty());
+    store.forget(&[], T0).await?;
+    Ok(())
+}
