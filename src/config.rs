@@ -57,6 +57,49 @@ pub struct DispatcherSettings {
     pub poll_interval: Duration,
 }
 
+/// The Kafka cluster of the Kafka broker class (`eventing.knative.dev/broker.class: Kafka`).
+#[derive(Debug, Clone, Args)]
+pub struct KafkaSettings {
+    /// Bootstrap servers (`host:port,host:port`) of the Kafka cluster that keeps Kafka-class
+    /// brokers' topics. Without it, Kafka-class brokers answer 503 and their triggers wait.
+    #[arg(long, env = "KINETIC_KAFKA_BOOTSTRAP_SERVERS")]
+    pub kafka_bootstrap_servers: Option<String>,
+    /// Partitions of a new broker topic (`knative-broker-{namespace}-{name}`).
+    #[arg(long, env = "KINETIC_KAFKA_TOPIC_PARTITIONS", default_value_t = 10, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub kafka_topic_partitions: i32,
+    /// Replication factor of a new broker topic.
+    #[arg(long, env = "KINETIC_KAFKA_TOPIC_REPLICATION_FACTOR", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=100))]
+    pub kafka_topic_replication_factor: i32,
+    /// A librdkafka property for every Kafka client, `KEY=VALUE` (repeat the flag; e.g.
+    /// `security.protocol=SASL_SSL`, `sasl.mechanism=SCRAM-SHA-512`, `sasl.username=...`).
+    #[arg(long = "kafka-property", env = "KINETIC_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = parse_property)]
+    pub kafka_properties: Vec<(String, String)>,
+}
+
+impl KafkaSettings {
+    /// The client settings, when a cluster is configured.
+    pub fn client(&self) -> Option<kinetic_kafka::Settings> {
+        let servers = self.kafka_bootstrap_servers.as_deref()?.trim();
+        if servers.is_empty() {
+            return None;
+        }
+        let mut settings = kinetic_kafka::Settings::new(servers);
+        settings.properties = self.kafka_properties.iter().cloned().collect();
+        Some(settings)
+    }
+}
+
+fn parse_property(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!(
+            "`{text}` is not KEY=VALUE; write e.g. `--kafka-property security.protocol=SASL_SSL`"
+        )),
+    }
+}
+
 /// Parses an ISO-8601 duration flag.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     kinetic_api::duration::parse(text)

@@ -16,7 +16,7 @@ mod client;
 mod config;
 mod server;
 
-use config::{DispatcherSettings, IngressSettings, ServingSettings, StoreSettings};
+use config::{DispatcherSettings, IngressSettings, KafkaSettings, ServingSettings, StoreSettings};
 
 // Every event allocates on its way through HTTP, JSON and the store; glibc's allocator spends a
 // tenth of the process's time on it under load (measured with perf), mimalloc a fraction of that.
@@ -53,6 +53,8 @@ enum Command {
         dispatcher: DispatcherSettings,
         #[command(flatten)]
         serving: ServingSettings,
+        #[command(flatten)]
+        kafka: KafkaSettings,
     },
     /// Run the broker ingress and control-plane API only (scale-out; share a PostgreSQL store).
     Broker {
@@ -62,6 +64,8 @@ enum Command {
         store: StoreSettings,
         #[command(flatten)]
         ingress: IngressSettings,
+        #[command(flatten)]
+        kafka: KafkaSettings,
     },
     /// Run delivery only (scale-out; several dispatchers share the work of one PostgreSQL store).
     Dispatcher {
@@ -82,6 +86,8 @@ enum Command {
         /// Dedupe window used for replies, ISO-8601.
         #[arg(long, env = "KINETIC_DEDUPE_WINDOW", default_value = "PT24H", value_parser = config::parse_duration)]
         dedupe_window: std::time::Duration,
+        #[command(flatten)]
+        kafka: KafkaSettings,
     },
     /// Create or upgrade the store's schema, then exit.
     Migrate {
@@ -282,13 +288,17 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             ingress,
             dispatcher,
             serving,
+            kafka,
         } => {
             let state_dir = store.state_dir.clone();
             let store = server::open_store(&store).await?;
-            server::up(
-                store, listen, files, ingress, dispatcher, serving, state_dir,
-            )
-            .await?;
+            let settings = server::UpSettings {
+                ingress,
+                dispatcher,
+                serving,
+                kafka,
+            };
+            server::up(store, listen, files, settings, state_dir).await?;
         }
         Command::Logs {
             service,
@@ -322,9 +332,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             listen,
             store,
             ingress,
+            kafka,
         } => {
             let store = server::open_store(&store).await?;
-            server::broker(store, listen, ingress).await?;
+            server::broker(store, listen, ingress, kafka).await?;
         }
         Command::Dispatcher {
             listen,
@@ -332,11 +343,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             store,
             dispatcher,
             dedupe_window,
+            kafka,
         } => {
             kinetic_api::meta::validate_absolute_url(&ingress_url)
                 .map_err(|e| anyhow::anyhow!("--ingress-url: {e}"))?;
             let store = server::open_store(&store).await?;
-            server::dispatcher_only(store, listen, ingress_url, dispatcher, dedupe_window).await?;
+            server::dispatcher_only(store, listen, ingress_url, dispatcher, dedupe_window, kafka)
+                .await?;
         }
         Command::Migrate { store } => {
             let opened = server::open_store(&store).await?;

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
-use kinetic_broker::{BrokerDirectory, Committer, IngressConfig};
+use kinetic_broker::kafka::{KafkaLog, TopicSettings};
+use kinetic_broker::{BrokerDirectory, Committer, Committers, IngressConfig, StoreLog};
 use kinetic_store::Store;
 use kinetic_triggers::plan::Resolver;
 use prometheus_client::registry::Registry;
@@ -17,7 +18,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ApiState};
 use crate::apply;
-use crate::config::{DispatcherSettings, IngressSettings, ServingSettings, StoreSettings};
+use crate::config::{
+    DispatcherSettings, IngressSettings, KafkaSettings, ServingSettings, StoreSettings,
+};
 
 /// How often delivered events and expired dedupe entries are removed; often, so each removal is small.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(2);
@@ -115,14 +118,40 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     })
 }
 
+/// The Kafka class's log, when a cluster is configured.
+fn kafka_log(
+    settings: &KafkaSettings,
+    store: &Arc<dyn Store>,
+) -> anyhow::Result<Option<Arc<KafkaLog>>> {
+    let Some(client) = settings.client() else {
+        return Ok(None);
+    };
+    let topics = TopicSettings {
+        partitions: settings.kafka_topic_partitions,
+        replication_factor: settings.kafka_topic_replication_factor,
+    };
+    let log = KafkaLog::new(client, topics, store.clone()).context(
+        "configuring the Kafka client (check --kafka-bootstrap-servers and --kafka-property)",
+    )?;
+    Ok(Some(Arc::new(log)))
+}
+
 /// Pieces of the ingress side, shared by `up` and `broker`.
 struct IngressParts {
     router: axum::Router,
-    committer_task: tokio::task::JoinHandle<()>,
+    committer_tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Waits (bounded) for the committers to drain once the router is dropped.
+async fn drain(committer_tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for task in committer_tasks {
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, task).await;
+    }
 }
 
 fn ingress(
     store: &Arc<dyn Store>,
+    kafka: Option<Arc<KafkaLog>>,
     settings: &IngressSettings,
     registry: &mut Registry,
     committed: watch::Sender<u64>,
@@ -131,11 +160,20 @@ fn ingress(
 ) -> IngressParts {
     let metrics = kinetic_broker::metrics::Metrics::new(registry);
     let (committer, committer_task) = Committer::start(
-        store.clone(),
+        Arc::new(StoreLog(store.clone())),
         settings.dedupe_window,
         committed,
         metrics.clone(),
     );
+    let mut committer_tasks = vec![committer_task];
+    let kafka = kafka.map(|log| {
+        // Kafka-class triggers read their topics, not the store's log: nothing to wake.
+        let (produced, _) = watch::channel(0u64);
+        let (committer, task) =
+            Committer::start(log, settings.dedupe_window, produced, metrics.clone());
+        committer_tasks.push(task);
+        committer
+    });
     let directory = BrokerDirectory::new(store.clone());
     tracker.spawn(
         directory
@@ -146,18 +184,22 @@ fn ingress(
         IngressConfig {
             max_body_bytes: settings.max_body_bytes,
         },
-        committer,
+        Committers {
+            store: committer,
+            kafka,
+        },
         directory,
         metrics,
     );
     IngressParts {
         router,
-        committer_task,
+        committer_tasks,
     }
 }
 
 fn dispatcher(
     store: &Arc<dyn Store>,
+    kafka: Option<Arc<KafkaLog>>,
     settings: &DispatcherSettings,
     dedupe_window: Duration,
     resolver: Resolver,
@@ -171,7 +213,7 @@ fn dispatcher(
     config.poll_interval = settings.poll_interval.max(Duration::from_millis(10));
     config.dedupe_window = dedupe_window;
     let metrics = kinetic_triggers::metrics::Metrics::new(registry);
-    kinetic_triggers::Dispatcher::new(store.clone(), config, metrics, committed)
+    kinetic_triggers::Dispatcher::new(store.clone(), config, metrics, committed, kafka)
 }
 
 /// Runs `router` on `listener` until `cancel`, finishing in-flight requests.
@@ -186,16 +228,28 @@ async fn serve(
         .context("serving HTTP")
 }
 
+/// The components' settings of `kinetic up`.
+pub struct UpSettings {
+    pub ingress: IngressSettings,
+    pub dispatcher: DispatcherSettings,
+    pub serving: ServingSettings,
+    pub kafka: KafkaSettings,
+}
+
 /// `kinetic up`: everything in one process.
 pub async fn up(
     store: OpenedStore,
     listen: SocketAddr,
     files: Vec<PathBuf>,
-    ingress_settings: IngressSettings,
-    dispatcher_settings: DispatcherSettings,
-    serving_settings: ServingSettings,
+    settings: UpSettings,
     state_dir: PathBuf,
 ) -> anyhow::Result<()> {
+    let UpSettings {
+        ingress: ingress_settings,
+        dispatcher: dispatcher_settings,
+        serving: serving_settings,
+        kafka: kafka_settings,
+    } = settings;
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
     // Resource files and configuration are read and validated before any port is bound: a mistake
@@ -226,8 +280,10 @@ pub async fn up(
     // No prefix: an empty one would still be joined with `_` (`_kinetic_...`).
     let mut registry = Registry::default();
     let (committed, _) = watch::channel(0u64);
+    let kafka = kafka_log(&kafka_settings, &store_handle)?;
     let parts = ingress(
         &store_handle,
+        kafka.clone(),
         &ingress_settings,
         &mut registry,
         committed.clone(),
@@ -244,6 +300,7 @@ pub async fn up(
     };
     let dispatcher = dispatcher(
         &store_handle,
+        kafka,
         &dispatcher_settings,
         ingress_settings.dedupe_window,
         resolver.clone(),
@@ -317,8 +374,8 @@ pub async fn up(
     {
         tracing::warn!("Instances did not stop within the grace period.");
     }
-    // The router (and with it every committer handle) is dropped: the committer drains and ends.
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, parts.committer_task).await;
+    // The router (and with it every committer handle) is dropped: the committers drain and end.
+    drain(parts.committer_tasks).await;
     tracker.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
         .await
@@ -337,15 +394,18 @@ pub async fn broker(
     store: OpenedStore,
     listen: SocketAddr,
     settings: IngressSettings,
+    kafka_settings: KafkaSettings,
 ) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
+    let kafka = kafka_log(&kafka_settings, &store.store)?;
     let listener = bind(listen).await?;
     let tracker = TaskTracker::new();
     let mut registry = Registry::default();
     let (committed, _) = watch::channel(0u64);
     let parts = ingress(
         &store.store,
+        kafka,
         &settings,
         &mut registry,
         committed,
@@ -366,7 +426,7 @@ pub async fn broker(
     tracing::info!(listen = %listener.local_addr()?, store = %redact(&store.url), "kinetic broker is up.");
     let served = serve(listener, router, cancel.clone()).await;
     cancel.cancel();
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, parts.committer_task).await;
+    drain(parts.committer_tasks).await;
     tracker.close();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await;
     served
@@ -379,14 +439,17 @@ pub async fn dispatcher_only(
     ingress_url: String,
     settings: DispatcherSettings,
     dedupe_window: Duration,
+    kafka_settings: KafkaSettings,
 ) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
+    let kafka = kafka_log(&kafka_settings, &store.store)?;
     let listener = bind(listen).await?;
     let mut registry = Registry::default();
     let (committed, _) = watch::channel(0u64);
     let dispatcher = dispatcher(
         &store.store,
+        kafka,
         &settings,
         dedupe_window,
         Resolver {

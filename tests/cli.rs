@@ -536,7 +536,7 @@ async fn migrate(engine: Engine) {
         let out = ok(&["migrate", "--store", &store.url]);
         assert!(out.contains("is migrated"), "{out}");
         assert!(out.contains(match engine {
-            Engine::Sqlite => "(sqlite)",
+            Engine::Sqlite | Engine::Kafka => "(sqlite)",
             Engine::Postgres => "(postgres)",
         }));
     }
@@ -550,7 +550,7 @@ async fn migrate(engine: Engine) {
         .unwrap();
     assert_eq!(answer, json!({"items": []}));
     match engine {
-        Engine::Sqlite => {
+        Engine::Sqlite | Engine::Kafka => {
             assert!(Path::new(store.url.trim_start_matches("sqlite://")).exists());
         }
         Engine::Postgres => {

@@ -19,8 +19,8 @@ use std::time::Duration;
 use serde_json::Value;
 use support::{Engine, Kinetic, Received, TestStore, documents, write_yaml};
 
-/// Generates `#[tokio::test]`s `NAME::sqlite` and `NAME::postgres` for each `async fn NAME(Engine)`
-/// of the module it is used in.
+/// Generates `#[tokio::test]`s `NAME::sqlite`, `NAME::postgres` and `NAME::kafka` (SQLite state, a
+/// Kafka-class broker) for each `async fn NAME(Engine)` of the module it is used in.
 macro_rules! engines {
     ($($body:ident),+ $(,)?) => {$(
         mod $body {
@@ -32,6 +32,14 @@ macro_rules! engines {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
                 super::$body(crate::support::Engine::Postgres).await;
+            }
+
+            /// The same behaviour with the broker of the Kafka class.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn kafka() {
+                if crate::support::kafka_available() {
+                    super::$body(crate::support::Engine::Kafka).await;
+                }
             }
         }
     )+};
@@ -78,7 +86,7 @@ impl World {
     /// `default` is added).
     pub async fn start(engine: Engine, docs: &[String]) -> Self {
         let store = TestStore::new(engine).await;
-        let mut all = vec![support::broker_yaml("default")];
+        let mut all = vec![store.broker_yaml("default")];
         all.extend(docs.iter().cloned());
         let file = write_yaml(store.dir(), "resources.yaml", &documents(&all));
         let kinetic = tokio::task::block_in_place(|| Kinetic::up(&store, &[&file]));

@@ -14,6 +14,18 @@ pub const BROKER_CLASS_ANNOTATION: &str = "eventing.knative.dev/broker.class";
 /// Broker classes served by the store-backed broker (Knative's default class name is accepted so
 /// that Knative YAML applies unchanged).
 pub const STORE_BROKER_CLASSES: &[&str] = &["Kinetic", "MTChannelBasedBroker"];
+/// The broker class whose log is a Kafka topic (Knative's Kafka broker class name).
+pub const KAFKA_BROKER_CLASS: &str = "Kafka";
+
+/// Where a broker keeps its accepted events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BrokerClass {
+    /// The store's event log (SQLite or PostgreSQL).
+    Store,
+    /// A Kafka topic per broker, a consumer group per trigger.
+    Kafka,
+}
+
 /// Trigger annotation selecting ordered delivery (Knative's Kafka broker annotation).
 pub const DELIVERY_ORDER_ANNOTATION: &str = "kafka.eventing.knative.dev/delivery.order";
 
@@ -51,16 +63,25 @@ impl Broker {
             .unwrap_or("Kinetic")
     }
 
+    /// The implementation of this broker's class; `None` for a class kinetic does not have.
+    pub fn class_kind(&self) -> Option<BrokerClass> {
+        match self.class() {
+            KAFKA_BROKER_CLASS => Some(BrokerClass::Kafka),
+            class if STORE_BROKER_CLASSES.contains(&class) => Some(BrokerClass::Store),
+            _ => None,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), Error> {
         self.metadata.validate()?;
         let class = self.class();
-        if !STORE_BROKER_CLASSES.contains(&class) {
+        if self.class_kind().is_none() {
             return Err(Error::new(
                 format!("metadata.annotations[{BROKER_CLASS_ANNOTATION}]"),
                 format!("broker class `{class}` is not available"),
             )
             .with_hint(format!(
-                "remove the annotation or use one of: {}",
+                "remove the annotation (the store-backed class), or use one of: {}, {KAFKA_BROKER_CLASS}",
                 STORE_BROKER_CLASSES.join(", ")
             )));
         }

@@ -5,15 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kinetic_store::{Appended, NewEvent, Store};
+use kinetic_store::{Appended, NewEvent};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::log::{Log, LogError};
 use crate::metrics::Metrics;
 
 /// Most events in one transaction.
 const MAX_BATCH: usize = 1000;
 
-type Reply = oneshot::Sender<Result<Vec<Appended>, Arc<kinetic_store::Error>>>;
+type Reply = oneshot::Sender<Result<Vec<Appended>, Arc<LogError>>>;
 
 struct Request {
     events: Vec<NewEvent>,
@@ -28,24 +29,24 @@ pub struct Committer {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
-    #[error("the store refused the write")]
-    Store(#[source] Arc<kinetic_store::Error>),
+    #[error("the log refused the write")]
+    Log(#[source] Arc<LogError>),
     #[error("the committer has stopped")]
     Stopped,
 }
 
 impl Committer {
-    /// Starts the commit task. `committed` counts successful commits (the in-process dispatcher
+    /// Starts the commit task, appending to `log`. `committed` counts successful commits (the in-process dispatcher
     /// watches it to read new events at once). `dedupe_window` is how long a (source, id) is
     /// remembered.
     pub fn start(
-        store: Arc<dyn Store>,
+        log: Arc<dyn Log>,
         dedupe_window: Duration,
         committed: watch::Sender<u64>,
         metrics: Metrics,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (queue, receiver) = mpsc::channel(4096);
-        let task = tokio::spawn(run(store, receiver, dedupe_window, committed, metrics));
+        let task = tokio::spawn(run(log, receiver, dedupe_window, committed, metrics));
         (Self { queue }, task)
     }
 
@@ -62,12 +63,12 @@ impl Committer {
         answer
             .await
             .map_err(|_| CommitError::Stopped)?
-            .map_err(CommitError::Store)
+            .map_err(CommitError::Log)
     }
 }
 
 async fn run(
-    store: Arc<dyn Store>,
+    log: Arc<dyn Log>,
     mut receiver: mpsc::Receiver<Request>,
     dedupe_window: Duration,
     committed: watch::Sender<u64>,
@@ -94,7 +95,7 @@ async fn run(
         let now = chrono::Utc::now().timestamp_millis();
         metrics.batch_size.observe(events.len() as f64);
         let started = std::time::Instant::now();
-        let appended = store.append(&events, now, now.saturating_sub(window)).await;
+        let appended = log.append(&events, now, now.saturating_sub(window)).await;
         metrics
             .commit_duration
             .observe(started.elapsed().as_secs_f64());
@@ -109,7 +110,7 @@ async fn run(
                 }
             }
             Err(error) => {
-                tracing::warn!(error = %error, events = events.len(), "Commit to the event log failed.");
+                tracing::warn!(error = %error, events = events.len(), "Commit to the broker's log failed.");
                 let error = Arc::new(error);
                 for request in pending.drain(..) {
                     let _ = request.reply.send(Err(error.clone()));

@@ -1,59 +1,72 @@
-//! Which brokers exist. The ingress asks on every request, so answers come from memory, refreshed
-//! from the store every second; a name not in memory is looked up in the store once before a 404,
-//! so a broker applied a moment ago is served at once.
+//! Which brokers exist, and of which class. The ingress asks on every request, so answers come
+//! from memory, refreshed from the store every second; a name not in memory is looked up in the
+//! store once before a 404, so a broker applied a moment ago is served at once.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use kinetic_store::Store;
+use kinetic_api::eventing::{Broker, BrokerClass};
+use kinetic_store::{Store, StoredResource};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
 pub struct BrokerDirectory {
     store: Arc<dyn Store>,
-    known: Arc<RwLock<HashSet<String>>>,
+    known: Arc<RwLock<HashMap<String, BrokerClass>>>,
+}
+
+/// The class of a stored broker; one that cannot be read (stored by a newer kinetic) is served by
+/// the store-backed class, which loses nothing.
+fn class_of(stored: &StoredResource) -> BrokerClass {
+    serde_json::from_value::<Broker>(stored.body.clone())
+        .ok()
+        .and_then(|broker| broker.class_kind())
+        .unwrap_or(BrokerClass::Store)
 }
 
 impl BrokerDirectory {
     pub fn new(store: Arc<dyn Store>) -> Self {
         Self {
             store,
-            known: Arc::new(RwLock::new(HashSet::new())),
+            known: Arc::new(RwLock::new(HashMap::new())),
         }
     }
 
-    /// Whether `namespace/name` is a broker this ingress serves.
-    pub async fn exists(&self, namespace: &str, name: &str) -> Result<bool, kinetic_store::Error> {
+    /// The class of broker `namespace/name`, `None` when there is no such broker.
+    pub async fn class(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BrokerClass>, kinetic_store::Error> {
         let key = format!("{namespace}/{name}");
-        if self
+        if let Some(class) = self
             .known
             .read()
-            .map(|set| set.contains(&key))
-            .unwrap_or(false)
+            .ok()
+            .and_then(|map| map.get(&key).copied())
         {
-            return Ok(true);
+            return Ok(Some(class));
         }
-        let found = self
-            .store
-            .get_resource("Broker", namespace, name)
-            .await?
-            .is_some();
-        if found && let Ok(mut set) = self.known.write() {
-            set.insert(key);
+        let Some(stored) = self.store.get_resource("Broker", namespace, name).await? else {
+            return Ok(None);
+        };
+        let class = class_of(&stored);
+        if let Ok(mut map) = self.known.write() {
+            map.insert(key, class);
         }
-        Ok(found)
+        Ok(Some(class))
     }
 
-    /// Reloads the set of brokers from the store.
+    /// Reloads the brokers from the store.
     pub async fn refresh(&self) -> Result<(), kinetic_store::Error> {
         let brokers = self.store.list_resources("Broker", None).await?;
-        let set: HashSet<String> = brokers
+        let map: HashMap<String, BrokerClass> = brokers
             .iter()
-            .map(|b| format!("{}/{}", b.namespace, b.name))
+            .map(|b| (format!("{}/{}", b.namespace, b.name), class_of(b)))
             .collect();
         if let Ok(mut known) = self.known.write() {
-            *known = set;
+            *known = map;
         }
         Ok(())
     }

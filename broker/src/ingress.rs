@@ -15,7 +15,9 @@ use kinetic_store::{Appended, NewEvent};
 
 use crate::committer::{CommitError, Committer};
 use crate::directory::BrokerDirectory;
+use crate::log::LogError;
 use crate::metrics::{BrokerLabels, Metrics, RejectLabels};
+use kinetic_api::eventing::BrokerClass;
 
 /// Settings of the ingress.
 #[derive(Debug, Clone)]
@@ -32,10 +34,28 @@ impl Default for IngressConfig {
     }
 }
 
+/// The group commit of each broker class this process serves.
+#[derive(Clone)]
+pub struct Committers {
+    /// The store-backed classes.
+    pub store: Committer,
+    /// The Kafka class, when a Kafka cluster is configured.
+    pub kafka: Option<Committer>,
+}
+
+impl Committers {
+    fn of(&self, class: BrokerClass) -> Option<&Committer> {
+        match class {
+            BrokerClass::Store => Some(&self.store),
+            BrokerClass::Kafka => self.kafka.as_ref(),
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Ingress {
     config: IngressConfig,
-    committer: Committer,
+    committers: Committers,
     directory: BrokerDirectory,
     metrics: Metrics,
 }
@@ -43,13 +63,13 @@ struct Ingress {
 /// The ingress routes, to merge into the main listener's router.
 pub fn router(
     config: IngressConfig,
-    committer: Committer,
+    committers: Committers,
     directory: BrokerDirectory,
     metrics: Metrics,
 ) -> Router {
     let state = Arc::new(Ingress {
         config,
-        committer,
+        committers,
         directory,
         metrics,
     });
@@ -155,9 +175,9 @@ async fn accept(
     {
         return Err(too_large());
     }
-    match ingress.directory.exists(namespace, broker).await {
-        Ok(true) => {}
-        Ok(false) => {
+    let class = match ingress.directory.class(namespace, broker).await {
+        Ok(Some(class)) => class,
+        Ok(None) => {
             return Err(Refusal::new(
                 StatusCode::NOT_FOUND,
                 "unknown_broker",
@@ -166,8 +186,17 @@ async fn accept(
                 ),
             ));
         }
-        Err(error) => return Err(unavailable(&error)),
-    }
+        Err(error) => return Err(store_unavailable(&error)),
+    };
+    let Some(committer) = ingress.committers.of(class) else {
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "kafka_not_configured",
+            format!(
+                "broker `{namespace}/{broker}` is of class Kafka, but this kinetic runs without a Kafka cluster; nothing was stored. Start kinetic with --kafka-bootstrap-servers HOST:PORT, or remove the broker-class annotation"
+            ),
+        ));
+    };
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(Body::new(body), limit)
         .await
@@ -203,12 +232,11 @@ async fn accept(
             payload: cloudevent::encode_structured(&event).to_vec(),
         });
     }
-    let outcomes = ingress
-        .committer
+    let outcomes = committer
         .commit(records)
         .await
         .map_err(|error| match error {
-            CommitError::Store(error) => unavailable(&error),
+            CommitError::Log(error) => log_unavailable(&error),
             CommitError::Stopped => Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting_down",
@@ -225,7 +253,21 @@ async fn accept(
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
-fn unavailable(error: &kinetic_store::Error) -> Refusal {
+fn log_unavailable(error: &LogError) -> Refusal {
+    match error {
+        LogError::Store(error) => store_unavailable(error),
+        LogError::Kafka(_) | LogError::KafkaNotConfigured => {
+            tracing::warn!(%error, "Kafka is unavailable.");
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "kafka_unavailable",
+                "Kafka did not acknowledge the event; nothing was accepted, retry later",
+            )
+        }
+    }
+}
+
+fn store_unavailable(error: &kinetic_store::Error) -> Refusal {
     tracing::warn!(error = %error, source = ?std::error::Error::source(error), "The store is unavailable.");
     Refusal::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -262,14 +304,17 @@ mod tests {
         let metrics = Metrics::new(&mut registry);
         let (committed, _) = tokio::sync::watch::channel(0);
         let (committer, _) = Committer::start(
-            store.clone(),
+            Arc::new(crate::log::StoreLog(store.clone())),
             std::time::Duration::from_secs(60),
             committed,
             metrics.clone(),
         );
         router(
             IngressConfig::default(),
-            committer,
+            Committers {
+                store: committer,
+                kafka: None,
+            },
             BrokerDirectory::new(store),
             metrics,
         )

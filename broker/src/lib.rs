@@ -9,8 +9,11 @@
 pub mod committer;
 pub mod directory;
 pub mod ingress;
+pub mod kafka;
+pub mod log;
 pub mod metrics;
 
 pub use committer::Committer;
 pub use directory::BrokerDirectory;
-pub use ingress::{IngressConfig, router};
+pub use ingress::{Committers, IngressConfig, router};
+pub use log::{Log, LogError, StoreLog};

@@ -35,10 +35,19 @@ impl Settings {
 
     /// A librdkafka configuration with these settings; callers add their role's properties.
     pub fn client_config(&self) -> ClientConfig {
+        self.client_config_with(&[])
+    }
+
+    /// A librdkafka configuration with a role's `defaults`, which the settings' own properties
+    /// override (so an operator can tune any of them).
+    pub fn client_config_with(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.bootstrap_servers);
         // librdkafka logs through `log`; its own errors also reach the callers as results.
         config.set("log_level", "3");
+        for (key, value) in defaults {
+            config.set(*key, *value);
+        }
         for (key, value) in &self.properties {
             config.set(key, value);
         }

@@ -46,6 +46,19 @@ fn binary() -> Option<PathBuf> {
 }
 
 impl TestBroker {
+    /// Whether tests that need a broker can run: nisshi is installed, or `CI=true` (where
+    /// [`TestBroker::start`] then fails loudly if it is missing).
+    pub fn installed() -> bool {
+        if binary().is_some() {
+            return true;
+        }
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            return true;
+        }
+        eprintln!("skipped: nisshi is not installed (run scripts/ensure-kafka.sh)");
+        false
+    }
+
     /// Starts a broker, or `None` (the test is skipped) when nisshi is not installed outside CI.
     pub fn start() -> Option<TestBroker> {
         let Some(path) = binary() else {

@@ -63,12 +63,26 @@ pub struct StoredResource {
     pub namespace: String,
     pub name: String,
     /// Stable identity, generated when the resource is first created; a resource deleted and created
-    /// again gets a new one.
+    /// again gets a new one. A UUID v7: it carries the creation time ([`created_at`]).
     pub uid: String,
     /// 1 on creation, +1 on every change of `body`.
     pub generation: i64,
     pub body: serde_json::Value,
     pub updated_at: Millis,
+}
+
+/// When the resource with `uid` was created, from its UUID v7; `None` for other uids (resources
+/// created before uids carried the time).
+pub fn created_at(uid: &str) -> Option<Millis> {
+    let uuid = uuid::Uuid::parse_str(uid).ok()?;
+    if uuid.get_version_num() != 7 {
+        return None;
+    }
+    let (seconds, nanos) = uuid.get_timestamp()?.to_unix();
+    i64::try_from(seconds)
+        .ok()?
+        .checked_mul(1000)?
+        .checked_add(i64::from(nanos / 1_000_000))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -506,4 +520,23 @@ pub trait Checkpoints {
     /// `prefix` is ignored. Whole path segments only: `ping/default/a` does not delete
     /// `ping/default/ab`, which a plain string prefix would. Returns how many were deleted.
     async fn delete_checkpoints(&self, prefix: &str) -> Result<u64>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::created_at;
+
+    #[test]
+    fn creation_time_comes_from_a_v7_uid_only() {
+        let before = chrono::Utc::now().timestamp_millis();
+        let uid = uuid::Uuid::now_v7().to_string();
+        let after = chrono::Utc::now().timestamp_millis();
+        let at = created_at(&uid).expect("a v7 uid carries its time");
+        assert!(
+            (before..=after).contains(&at),
+            "{before} <= {at} <= {after}"
+        );
+        assert_eq!(created_at(&uuid::Uuid::new_v4().to_string()), None);
+        assert_eq!(created_at("not a uid"), None);
+    }
 }

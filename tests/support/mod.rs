@@ -24,6 +24,15 @@ use axum::response::{IntoResponse, Response};
 pub enum Engine {
     Sqlite,
     Postgres,
+    /// SQLite for state, with the test's brokers of the Kafka class: their logs are topics of a
+    /// real Kafka-protocol broker started for the test.
+    Kafka,
+}
+
+/// Whether Kafka-class tests can run here: nisshi is installed (under `CI=true` a missing one
+/// fails the test instead).
+pub fn kafka_available() -> bool {
+    kinetic_kafka::testing::TestBroker::installed()
 }
 
 /// A store for one test: a SQLite file in a temp dir, or a PostgreSQL database created for the test
@@ -33,6 +42,8 @@ pub struct TestStore {
     pub url: String,
     dir: tempfile::TempDir,
     database: Option<String>,
+    /// The Kafka-protocol broker of [`Engine::Kafka`].
+    pub kafka: Option<kinetic_kafka::testing::TestBroker>,
 }
 
 pub fn postgres_admin_url() -> String {
@@ -44,13 +55,18 @@ impl TestStore {
     pub async fn new(engine: Engine) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         match engine {
-            Engine::Sqlite => {
+            Engine::Sqlite | Engine::Kafka => {
                 let url = format!("sqlite://{}", dir.path().join("state.db").display());
+                let kafka = (engine == Engine::Kafka).then(|| {
+                    kinetic_kafka::testing::TestBroker::start()
+                        .expect("nisshi is needed for Kafka-class tests (scripts/ensure-kafka.sh)")
+                });
                 Self {
                     engine,
                     url,
                     dir,
                     database: None,
+                    kafka,
                 }
             }
             Engine::Postgres => {
@@ -72,6 +88,7 @@ impl TestStore {
                     url: format!("{base}/{name}"),
                     dir,
                     database: Some(name),
+                    kafka: None,
                 }
             }
         }
@@ -84,6 +101,16 @@ impl TestStore {
     /// The PostgreSQL database's name (`None` on SQLite).
     pub fn database(&self) -> Option<&str> {
         self.database.as_deref()
+    }
+
+    /// A broker named `name` of this store's class: the Kafka class on [`Engine::Kafka`].
+    pub fn broker_yaml(&self, name: &str) -> String {
+        match self.engine {
+            Engine::Kafka => format!(
+                "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: {name}\n  annotations:\n    eventing.knative.dev/broker.class: Kafka\n"
+            ),
+            Engine::Sqlite | Engine::Postgres => broker_yaml(name),
+        }
     }
 }
 
@@ -156,6 +183,15 @@ impl Kinetic {
         ];
         if !extra.contains(&"--gateway-listen") {
             args.extend(["--gateway-listen".into(), "127.0.0.1:0".into()]);
+        }
+        if let Some(kafka) = &store.kafka {
+            args.extend([
+                "--kafka-bootstrap-servers".into(),
+                kafka.bootstrap_servers.clone(),
+                // Few partitions keep a test's consumer groups quick to form.
+                "--kafka-topic-partitions".into(),
+                "3".into(),
+            ]);
         }
         for file in files {
             args.push("-f".into());

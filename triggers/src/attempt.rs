@@ -6,6 +6,8 @@ use std::time::Instant;
 
 use cloudevents::Event;
 use kinetic_api::event::{self as rules, BROKER_TTL};
+use kinetic_api::eventing::BrokerClass;
+use kinetic_broker::LogError;
 use kinetic_store::NewEvent;
 
 use crate::dispatcher::Context;
@@ -13,7 +15,7 @@ use crate::plan::Plan;
 use crate::policy::Verdict;
 use crate::sender::Attempt;
 
-/// Delivers `event` to the plan's subscriber. A reply is stored in the broker's log (with the
+/// Delivers `event` to the plan's subscriber. A reply is appended to the broker's log (with the
 /// original's TTL, decremented) before this returns `Delivered`; if storing it fails the attempt is
 /// retryable, so a reply is never lost.
 pub async fn deliver(context: &Context, plan: &Plan, event: &Event) -> Attempt {
@@ -54,7 +56,7 @@ async fn publish_reply(
     plan: &Plan,
     mut reply: Event,
     ttl: Option<i64>,
-) -> Result<(), kinetic_store::Error> {
+) -> Result<(), LogError> {
     use cloudevents::AttributesReader as _;
     let ttl = ttl.unwrap_or(rules::DEFAULT_BROKER_TTL);
     reply.set_extension(BROKER_TTL, cloudevents::event::ExtensionValue::Integer(ttl));
@@ -69,13 +71,20 @@ async fn publish_reply(
         payload: kinetic_api::cloudevent::encode_structured(&reply).to_vec(),
     };
     let now = chrono::Utc::now().timestamp_millis();
-    context
-        .store
-        .append(&[record], now, now - context.config.dedupe_window_ms())
-        .await?;
-    context
-        .committed
-        .send_modify(|count| *count = count.wrapping_add(1));
+    let since = now - context.config.dedupe_window_ms();
+    match plan.class {
+        BrokerClass::Store => {
+            context.store.append(&[record], now, since).await?;
+            context
+                .committed
+                .send_modify(|count| *count = count.wrapping_add(1));
+        }
+        BrokerClass::Kafka => {
+            use kinetic_broker::Log as _;
+            let log = context.kafka.as_ref().ok_or(LogError::KafkaNotConfigured)?;
+            log.append(&[record], now, since).await?;
+        }
+    }
     Ok(())
 }
 

@@ -30,7 +30,7 @@ use crate::policy::Verdict;
 const UNCOMMITTED_BATCHES: usize = 4;
 
 /// What became of an event's first attempt.
-enum First {
+pub(crate) enum First {
     Delivered,
     NotMatched,
     Row(NewDelivery),
@@ -213,7 +213,7 @@ async fn pause(cancel: &CancellationToken, period: Duration) {
 }
 
 /// Filters and delivers one batch. The result holds one entry per event, in log order.
-async fn process(
+pub(crate) async fn process(
     context: &Context,
     plan: &Plan,
     events: Vec<Arc<Logged>>,

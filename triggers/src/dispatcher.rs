@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use kinetic_api::eventing::BrokerClass;
+use kinetic_broker::kafka::KafkaLog;
 use kinetic_store::{Store, TriggerRef};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -83,6 +85,9 @@ pub struct Context {
     pub rows_added: Notify,
     /// The brokers' logs as this process's cursor workers read them.
     pub log: LogCache,
+    /// The Kafka class's log, when a Kafka cluster is configured: its triggers consume the
+    /// brokers' topics, and replies are produced to them.
+    pub kafka: Option<Arc<KafkaLog>>,
 }
 
 pub struct Dispatcher {
@@ -91,12 +96,14 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// `committed` is the ingress's commit counter when it runs in the same process; otherwise pass a
-    /// fresh channel and the log is polled every `poll_interval`.
+    /// fresh channel and the log is polled every `poll_interval`. Without `kafka`, triggers of
+    /// Kafka-class brokers wait (and say why).
     pub fn new(
         store: Arc<dyn Store>,
         config: Config,
         metrics: Metrics,
         committed: watch::Sender<u64>,
+        kafka: Option<Arc<KafkaLog>>,
     ) -> Self {
         let log = LogCache::new(store.clone(), metrics.corrupt_events.clone());
         Self {
@@ -109,6 +116,7 @@ impl Dispatcher {
                 committed,
                 rows_added: Notify::new(),
                 log,
+                kafka,
             }),
         }
     }
@@ -128,6 +136,7 @@ impl Dispatcher {
         tracker.spawn(crate::retry::run(context.clone(), cancel.clone()));
         tracker.spawn(backlog_loop(context.clone(), cancel.clone()));
         tracker.spawn(relay_appends(context.clone(), cancel.clone()));
+        tracker.spawn(crate::kafka::run(context.clone(), cancel.clone()));
         claim_loop(context.clone(), cancel.clone(), &tracker).await;
         tracker.close();
         tracker.wait().await;
@@ -216,7 +225,12 @@ async fn claim_loop(context: Arc<Context>, cancel: CancellationToken, tracker: &
         running.retain(|_, (_, handle)| !handle.is_finished());
         releasing.retain(|_, handle| !handle.is_finished());
         let plans = context.plans.all();
-        let refs: Vec<TriggerRef> = plans.iter().map(|p| p.trigger.clone()).collect();
+        // Triggers of Kafka-class brokers read through consumer groups ([`crate::kafka`]).
+        let refs: Vec<TriggerRef> = plans
+            .iter()
+            .filter(|p| p.class == BrokerClass::Store)
+            .map(|p| p.trigger.clone())
+            .collect();
         let now = chrono::Utc::now().timestamp_millis();
         let claimed = async {
             let dispatchers = context.store.heartbeat(&owner, now, lease_ms).await?;
@@ -261,9 +275,14 @@ async fn claim_loop(context: Arc<Context>, cancel: CancellationToken, tracker: &
                     tracing::debug!(share, dispatchers, "Handing cursors to other dispatchers.");
                 }
                 let held: HashSet<&str> = cursors.iter().map(|c| c.trigger_uid.as_str()).collect();
-                // Stop workers whose trigger is gone or whose lease was lost.
+                // Stop workers whose trigger is gone (or moved to a Kafka-class broker) or whose
+                // lease was lost.
                 running.retain(|uid, (token, _)| {
-                    let keep = held.contains(uid.as_str()) && context.plans.get(uid).is_some();
+                    let keep = held.contains(uid.as_str())
+                        && context
+                            .plans
+                            .get(uid)
+                            .is_some_and(|p| p.class == BrokerClass::Store);
                     if !keep {
                         token.cancel();
                     }

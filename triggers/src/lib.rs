@@ -5,8 +5,9 @@
 //! - [`cesql`]: the CloudEvents SQL v1 engine behind the `cesql` dialect.
 //! - [`policy`]: the effective delivery spec, backoff schedule, retry classification, `Retry-After`.
 //! - [`dispatcher`]: at-least-once delivery; start reading there. It runs [`cursor`] workers (first
-//!   attempts straight from the broker's log) and the [`retry`] worker (retries, ordered lanes,
-//!   dead-letter sinks), using [`sender`] for HTTP and [`dead_letter`] for the error extensions.
+//!   attempts straight from the store's log), [`kafka`] consumers (first attempts from a Kafka-class
+//!   broker's topic) and the [`retry`] worker (retries, ordered lanes, dead-letter sinks), using
+//!   [`sender`] for HTTP and [`dead_letter`] for the error extensions.
 //!
 //! This crate does not know what a revision is: subscribers are URLs.
 pub mod cesql;
@@ -16,6 +17,7 @@ pub mod cursor;
 pub mod dead_letter;
 pub mod dispatcher;
 pub mod filter;
+pub mod kafka;
 pub mod log_cache;
 pub mod metrics;
 pub mod plan;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use kinetic_api::eventing::DeliveryOrder;
+use kinetic_api::eventing::{BrokerClass, DeliveryOrder};
 use kinetic_api::{Broker, Destination, Trigger};
 use kinetic_store::{StoredResource, TriggerRef};
 
@@ -23,6 +23,12 @@ pub struct Plan {
     pub order: DeliveryOrder,
     pub subscriber: String,
     pub dead_letter_sink: Option<String>,
+    /// Where the broker keeps its events: the store's log (read through cursors) or a Kafka topic
+    /// (read through a consumer group).
+    pub class: BrokerClass,
+    /// When the trigger was created: a Kafka-class trigger delivers events accepted from then on
+    /// (0 when unknown: everything the topic holds).
+    pub created_at: kinetic_store::Millis,
 }
 
 /// Resolves destinations to URLs.
@@ -176,6 +182,8 @@ fn plan_of(
         order,
         subscriber,
         dead_letter_sink,
+        class: broker.class_kind().unwrap_or(BrokerClass::Store),
+        created_at: kinetic_store::created_at(&stored.uid).unwrap_or(0),
     })
 }
 

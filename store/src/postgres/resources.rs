@@ -79,7 +79,7 @@ impl Resources for PostgresStore {
                         kind: kind.to_owned(),
                         namespace: namespace.to_owned(),
                         name: name.to_owned(),
-                        uid: uuid::Uuid::new_v4().to_string(),
+                        uid: uuid::Uuid::now_v7().to_string(),
                         generation: 1,
                         body: body.clone(),
                         updated_at: now,

@@ -1,0 +1,48 @@
+//! Where a broker class keeps accepted events. The ingress's group commit ([`crate::Committer`])
+//! and the dispatcher's replies append through a [`Log`]: the store's event log for the store-backed
+//! classes, a Kafka topic per broker for the Kafka class ([`crate::kafka::KafkaLog`]).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use kinetic_store::{Appended, Millis, NewEvent, Store};
+
+/// Why an append failed. Nothing of a failed append counts as accepted: a retried event is new
+/// unless part of it was durably accepted, and then it is a duplicate (never lost, never twice).
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("the store refused the write: {0}")]
+    Store(#[from] kinetic_store::Error),
+    #[error("Kafka did not acknowledge the event: {0}")]
+    Kafka(String),
+    #[error("no Kafka cluster is configured for the Kafka broker class")]
+    KafkaNotConfigured,
+}
+
+/// Appends accepted events durably.
+#[async_trait]
+pub trait Log: Send + Sync {
+    /// Appends `events`, one outcome per input in order. Keys (broker, source, id) accepted within
+    /// the dedupe window (after `dedupe_since`) are `Duplicate`.
+    async fn append(
+        &self,
+        events: &[NewEvent],
+        now: Millis,
+        dedupe_since: Millis,
+    ) -> Result<Vec<Appended>, LogError>;
+}
+
+/// The store's event log.
+pub struct StoreLog(pub Arc<dyn Store>);
+
+#[async_trait]
+impl Log for StoreLog {
+    async fn append(
+        &self,
+        events: &[NewEvent],
+        now: Millis,
+        dedupe_since: Millis,
+    ) -> Result<Vec<Appended>, LogError> {
+        Ok(self.0.append(events, now, dedupe_since).await?)
+    }
+}
