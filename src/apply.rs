@@ -227,6 +227,10 @@ pub async fn delete(
         && let Some(existing) = existing
     {
         store.drop_trigger(&existing.uid).await?;
+        // Where a Kafka-class trigger's consumption began.
+        store
+            .delete_checkpoints(&kinetic_triggers::kafka::checkpoint_prefix(namespace, name))
+            .await?;
     }
     if deleted && kind == "PingSource" {
         store

@@ -54,7 +54,13 @@ async fn triggers_change_while_running(engine: Engine) {
     let next = world.file.with_extension("next");
     std::fs::write(
         &next,
-        documents(&[broker_yaml("default"), switch("b"), gone, keep, marker]),
+        documents(&[
+            world.store.broker_yaml("default"),
+            switch("b"),
+            gone,
+            keep,
+            marker,
+        ]),
     )
     .expect("write the new resource file");
     std::fs::rename(&next, &world.file).expect("replace the resource file");

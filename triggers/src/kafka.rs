@@ -8,9 +8,11 @@
 //! crash re-reads at most what was not committed: at-least-once, re-deliveries bounded by the
 //! batches in flight. Several dispatcher processes share a trigger's partitions through the group.
 //!
-//! A trigger sees events accepted from its creation on: records older than the trigger (by their
-//! timestamp, the time the ingress produced them) are skipped, so a new trigger on an old topic
-//! starts where a store-backed trigger would, without racing the consumer group's first join.
+//! A trigger sees events accepted from when it was bound to its broker on: its creation, or the
+//! moment a trigger moved from another broker was first consumed here (kept as a checkpoint, so a
+//! restart does not move it). Older records (by their timestamp, the time the ingress produced them)
+//! are skipped, so a new trigger on an old topic starts where a store-backed trigger would, without
+//! racing the consumer group's first join.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -87,11 +89,16 @@ pub async fn run(context: Arc<Context>, cancel: CancellationToken) {
                 continue;
             };
             let token = cancel.child_token();
+            let bound_since = if plan.generation == 1 {
+                plan.created_at
+            } else {
+                chrono::Utc::now().timestamp_millis()
+            };
             let handle = tokio::spawn(consume(
                 context.clone(),
                 log,
                 plan.trigger.clone(),
-                plan.created_at,
+                bound_since,
                 token.clone(),
             ));
             running.insert(
@@ -124,14 +131,71 @@ struct Record {
     payload: Vec<u8>,
 }
 
+/// Where the checkpoint of `trigger`'s binding to its broker lives: under the trigger's path, so
+/// deleting the trigger deletes it ([`checkpoint_prefix`]).
+pub fn binding_key(trigger: &TriggerRef) -> String {
+    format!(
+        "{}/{}/kafka/{}",
+        checkpoint_prefix(&trigger.namespace, &trigger.name),
+        trigger.uid,
+        trigger.broker
+    )
+}
+
+/// Every checkpoint of trigger `namespace/name`.
+pub fn checkpoint_prefix(namespace: &str, name: &str) -> String {
+    format!("trigger/{namespace}/{name}")
+}
+
+/// Since when `trigger` delivers its broker's records: the time recorded when it was first
+/// consumed on this broker, or `candidate` (recorded now) the first time. `None` when cancelled.
+async fn bound_since(
+    context: &Context,
+    trigger: &TriggerRef,
+    candidate: Millis,
+    cancel: &CancellationToken,
+) -> Option<Millis> {
+    let key = binding_key(trigger);
+    loop {
+        let now = chrono::Utc::now().timestamp_millis();
+        let value = serde_json::json!({ "since": candidate });
+        let outcome = async {
+            if let Some(found) = context.store.get_checkpoint(&key).await? {
+                return Ok(found.value["since"].as_i64());
+            }
+            // Created only if absent: of several dispatchers starting at once, one time wins.
+            let created = context
+                .store
+                .put_checkpoint(&key, &value, None, now)
+                .await?;
+            Ok::<_, kinetic_store::Error>(created.map(|_| candidate))
+        }
+        .await;
+        match outcome {
+            Ok(Some(since)) => return Some(since),
+            // Lost the race to create it, or it is unreadable: read what won again.
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(trigger = %trigger.name, %error, "Reading the trigger's binding failed; retrying.");
+            }
+        }
+        if !pause(cancel, Duration::from_millis(500)).await {
+            return None;
+        }
+    }
+}
+
 async fn consume(
     context: Arc<Context>,
     log: Arc<KafkaLog>,
     trigger: TriggerRef,
-    since: Millis,
+    candidate_since: Millis,
     cancel: CancellationToken,
 ) {
     let label = format!("{}/{}", trigger.namespace, trigger.name);
+    let Some(since) = bound_since(&context, &trigger, candidate_since, &cancel).await else {
+        return;
+    };
     let topic = loop {
         match log.ensure_topic(&trigger.broker).await {
             Ok(topic) => break topic,
