@@ -1,7 +1,9 @@
 //! End-to-end benchmark of kinetic: events per second from broker ingress to subscriber 2xx (1 and
-//! 10 triggers, SQLite and PostgreSQL), and latency from the POST to the subscriber's receipt at a
-//! fixed rate. Every number is printed beside a baseline measured in the same run with the same load
-//! generator and subscriber: the same events posted straight to the subscriber.
+//! 10 triggers; SQLite, PostgreSQL and the Kafka broker class), and latency from the POST to the
+//! subscriber's receipt at a fixed rate. Every number is printed beside a baseline measured in the
+//! same run: for the store engines, the same events posted straight to the subscriber with the same
+//! load generator; for the Kafka class, a plain rdkafka consumer reading the broker's topic (and a
+//! plain producer → consumer pair for latency) on the same Kafka-protocol broker.
 //!
 //! Run it with `bash bench/run.sh` (builds release binaries first). The machine is shared and noisy:
 //! read ratios and medians, not single numbers.
@@ -20,13 +22,16 @@ use axum::http::{HeaderMap, StatusCode};
 use clap::Parser;
 use futures::StreamExt as _;
 
+mod kafka;
+
 #[derive(Debug, Parser)]
 struct Args {
     /// The kinetic binary to measure.
     #[arg(long, default_value = "target/release/kinetic")]
     kinetic: PathBuf,
-    /// Engines to measure: sqlite, postgres.
-    #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
+    /// Engines to measure: sqlite, postgres, kafka (the Kafka broker class, SQLite for state, on a
+    /// nisshi broker started for the run; install it with scripts/ensure-kafka.sh).
+    #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres,kafka")]
     engines: Vec<String>,
     /// PostgreSQL admin URL (a database is created and dropped per run).
     #[arg(
@@ -267,11 +272,12 @@ async fn start_kinetic(
     engine: &str,
     sink: SocketAddr,
     triggers: usize,
+    kafka: Option<&str>,
 ) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
     let mut database = None;
     let store = match engine {
-        "sqlite" => format!("sqlite://{}", dir.path().join("state.db").display()),
+        "sqlite" | "kafka" => format!("sqlite://{}", dir.path().join("state.db").display()),
         "postgres" => {
             let name = format!("kinetic_bench_{}", uuid::Uuid::new_v4().simple());
             let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&args.postgres)
@@ -288,11 +294,13 @@ async fn start_kinetic(
             database = Some((args.postgres.clone(), name.clone()));
             format!("{base}/{name}")
         }
-        other => bail!("unknown engine `{other}`; use sqlite or postgres"),
+        other => bail!("unknown engine `{other}`; use sqlite, postgres or kafka"),
     };
-    let mut yaml = String::from(
-        "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: bench}\n",
-    );
+    let mut yaml = String::from(if engine == "kafka" {
+        "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: bench\n  annotations: {eventing.knative.dev/broker.class: Kafka}\n"
+    } else {
+        "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: bench}\n"
+    });
     for index in 0..triggers {
         yaml.push_str(&format!(
             "---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: t{index}}}\nspec:\n  broker: bench\n  filters: [{{exact: {{type: dev.kinetic.bench}}}}]\n  subscriber: {{uri: 'http://{sink}/t{index}'}}\n"
@@ -304,18 +312,27 @@ async fn start_kinetic(
         let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
         probe.local_addr()?.port()
     };
-    let child = Command::new(&args.kinetic)
-        .args([
-            "up",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--gateway-listen",
-            "127.0.0.1:0",
-            "--store",
-            &store,
-            "-f",
-        ])
-        .arg(&file)
+    let mut command = Command::new(&args.kinetic);
+    command.args([
+        "up",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--gateway-listen",
+        "127.0.0.1:0",
+        "--store",
+        &store,
+        "-f",
+    ]);
+    command.arg(&file);
+    if let Some(bootstrap) = kafka {
+        command.args([
+            "--kafka-bootstrap-servers",
+            bootstrap,
+            "--kafka-topic-partitions",
+            "3",
+        ]);
+    }
+    let child = command
         .env("KINETIC_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -346,8 +363,13 @@ async fn start_kinetic(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Let the dispatcher claim its cursors before measuring.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Let the dispatcher claim its cursors (or its Kafka consumers join their groups) first.
+    tokio::time::sleep(Duration::from_millis(if kafka.is_some() {
+        3000
+    } else {
+        500
+    }))
+    .await;
     Ok(server)
 }
 
@@ -404,10 +426,36 @@ async fn main() -> anyhow::Result<()> {
         "{:<44} {:>14} {:>14} {:>8}",
         "measurement", "kinetic", "baseline", "ratio"
     );
-    println!("{:<44} {:>14} {:>14} {:>8}", "", "", "(direct post)", "");
+    println!("{:<44} {:>14} {:>14} {:>8}", "", "", "(direct post;", "");
+    println!("{:<44} {:>14} {:>14} {:>8}", "", "", "kafka: plain", "");
+    println!("{:<44} {:>14} {:>14} {:>8}", "", "", "rdkafka)", "");
+    // One Kafka-protocol broker for the run, when the Kafka class is measured.
+    let kafka_broker = if args.engines.iter().any(|e| e == "kafka") {
+        Some(
+            kinetic_kafka::testing::TestBroker::start()
+                .context("the kafka engine needs nisshi: run scripts/ensure-kafka.sh")?,
+        )
+    } else {
+        None
+    };
+    let bootstrap = kafka_broker.as_ref().map(|b| b.bootstrap_servers.clone());
     for engine in &args.engines {
+        let kafka = (engine == "kafka")
+            .then_some(bootstrap.as_deref())
+            .flatten();
+        // Baselines of the Kafka rows: a plain consumer reading the broker's topic (measured after
+        // the first throughput runs filled it) and a plain producer → consumer pair.
+        let mut kafka_read_rate: Option<f64> = None;
+        let kafka_latency = match kafka {
+            Some(bootstrap) => Some(
+                kafka::produce_consume_latency(bootstrap, args.rate, args.seconds)
+                    .await
+                    .context("the plain Kafka latency baseline")?,
+            ),
+            None => None,
+        };
         for &triggers in &args.triggers {
-            let server = start_kinetic(&args, engine, sink_address, triggers).await?;
+            let server = start_kinetic(&args, engine, sink_address, triggers, kafka).await?;
             let url = format!("{}/default/bench", server.base);
             let mut runs = Vec::new();
             for _ in 0..args.repeat {
@@ -424,6 +472,19 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
             let value = median(runs);
+            if let Some(bootstrap) = kafka
+                && kafka_read_rate.is_none()
+            {
+                let rate = kafka::consume_rate(
+                    bootstrap,
+                    "knative-broker-default-bench",
+                    args.events * args.repeat,
+                )
+                .await
+                .context("the plain Kafka consumer baseline")?;
+                kafka_read_rate = Some(rate);
+            }
+            let baseline = kafka_read_rate.unwrap_or(baseline);
             println!(
                 "{:<44} {:>14} {:>14} {:>8}",
                 if triggers == 0 {
@@ -437,6 +498,18 @@ async fn main() -> anyhow::Result<()> {
             );
             if triggers == 1 {
                 let measured = latency(&client, &url, &sink, args.rate, args.seconds).await?;
+                // For the Kafka class the baseline is a plain producer → consumer pair; it has no
+                // HTTP answer, so the 202 rows keep the direct post.
+                let base = match kafka_latency {
+                    Some(delivered) => Latency {
+                        delivered,
+                        answered: base.answered,
+                    },
+                    None => Latency {
+                        delivered: base.delivered,
+                        answered: base.answered,
+                    },
+                };
                 let rows = [
                     (
                         "p50 ms POST → subscriber",
