@@ -118,22 +118,14 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     })
 }
 
-/// The Kafka class's log, when a cluster is configured.
-fn kafka_log(
-    settings: &KafkaSettings,
-    store: &Arc<dyn Store>,
-) -> anyhow::Result<Option<Arc<KafkaLog>>> {
-    let Some(client) = settings.client() else {
-        return Ok(None);
-    };
+/// The Kafka class's log: the process's cluster, if configured, for brokers whose `spec.config`
+/// names none.
+fn kafka_log(settings: &KafkaSettings, store: &Arc<dyn Store>) -> Arc<KafkaLog> {
     let topics = TopicSettings {
         partitions: settings.kafka_topic_partitions,
         replication_factor: settings.kafka_topic_replication_factor,
     };
-    let log = KafkaLog::new(client, topics, store.clone()).context(
-        "configuring the Kafka client (check --kafka-bootstrap-servers and --kafka-property)",
-    )?;
-    Ok(Some(Arc::new(log)))
+    Arc::new(KafkaLog::new(settings.client(), topics, store.clone()))
 }
 
 /// Pieces of the ingress side, shared by `up` and `broker`.
@@ -151,7 +143,7 @@ async fn drain(committer_tasks: Vec<tokio::task::JoinHandle<()>>) {
 
 fn ingress(
     store: &Arc<dyn Store>,
-    kafka: Option<Arc<KafkaLog>>,
+    kafka: Arc<KafkaLog>,
     settings: &IngressSettings,
     registry: &mut Registry,
     committed: watch::Sender<u64>,
@@ -165,15 +157,11 @@ fn ingress(
         committed,
         metrics.clone(),
     );
-    let mut committer_tasks = vec![committer_task];
-    let kafka = kafka.map(|log| {
-        // Kafka-class triggers read their topics, not the store's log: nothing to wake.
-        let (produced, _) = watch::channel(0u64);
-        let (committer, task) =
-            Committer::start(log, settings.dedupe_window, produced, metrics.clone());
-        committer_tasks.push(task);
-        committer
-    });
+    // Kafka-class triggers read their topics, not the store's log: nothing to wake.
+    let (produced, _) = watch::channel(0u64);
+    let (kafka, kafka_task) =
+        Committer::start(kafka, settings.dedupe_window, produced, metrics.clone());
+    let committer_tasks = vec![committer_task, kafka_task];
     let directory = BrokerDirectory::new(store.clone());
     tracker.spawn(
         directory
@@ -199,7 +187,7 @@ fn ingress(
 
 fn dispatcher(
     store: &Arc<dyn Store>,
-    kafka: Option<Arc<KafkaLog>>,
+    kafka: Arc<KafkaLog>,
     settings: &DispatcherSettings,
     dedupe_window: Duration,
     resolver: Resolver,
@@ -213,7 +201,7 @@ fn dispatcher(
     config.poll_interval = settings.poll_interval.max(Duration::from_millis(10));
     config.dedupe_window = dedupe_window;
     let metrics = kinetic_triggers::metrics::Metrics::new(registry);
-    kinetic_triggers::Dispatcher::new(store.clone(), config, metrics, committed, kafka)
+    kinetic_triggers::Dispatcher::new(store.clone(), config, metrics, committed, Some(kafka))
 }
 
 /// Runs `router` on `listener` until `cancel`, finishing in-flight requests.
@@ -280,7 +268,7 @@ pub async fn up(
     // No prefix: an empty one would still be joined with `_` (`_kinetic_...`).
     let mut registry = Registry::default();
     let (committed, _) = watch::channel(0u64);
-    let kafka = kafka_log(&kafka_settings, &store_handle)?;
+    let kafka = kafka_log(&kafka_settings, &store_handle);
     let parts = ingress(
         &store_handle,
         kafka.clone(),
@@ -398,7 +386,7 @@ pub async fn broker(
 ) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
-    let kafka = kafka_log(&kafka_settings, &store.store)?;
+    let kafka = kafka_log(&kafka_settings, &store.store);
     let listener = bind(listen).await?;
     let tracker = TaskTracker::new();
     let mut registry = Registry::default();
@@ -443,7 +431,7 @@ pub async fn dispatcher_only(
 ) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
-    let kafka = kafka_log(&kafka_settings, &store.store)?;
+    let kafka = kafka_log(&kafka_settings, &store.store);
     let listener = bind(listen).await?;
     let mut registry = Registry::default();
     let (committed, _) = watch::channel(0u64);

@@ -34,20 +34,20 @@ impl Default for IngressConfig {
     }
 }
 
-/// The group commit of each broker class this process serves.
+/// The group commit of each broker class.
 #[derive(Clone)]
 pub struct Committers {
     /// The store-backed classes.
     pub store: Committer,
-    /// The Kafka class, when a Kafka cluster is configured.
-    pub kafka: Option<Committer>,
+    /// The Kafka class.
+    pub kafka: Committer,
 }
 
 impl Committers {
-    fn of(&self, class: BrokerClass) -> Option<&Committer> {
+    fn of(&self, class: BrokerClass) -> &Committer {
         match class {
-            BrokerClass::Store => Some(&self.store),
-            BrokerClass::Kafka => self.kafka.as_ref(),
+            BrokerClass::Store => &self.store,
+            BrokerClass::Kafka => &self.kafka,
         }
     }
 }
@@ -188,15 +188,7 @@ async fn accept(
         }
         Err(error) => return Err(store_unavailable(&error)),
     };
-    let Some(committer) = ingress.committers.of(class) else {
-        return Err(Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "kafka_not_configured",
-            format!(
-                "broker `{namespace}/{broker}` is of class Kafka, but this kinetic runs without a Kafka cluster; nothing was stored. Start kinetic with --kafka-bootstrap-servers HOST:PORT, or remove the broker-class annotation"
-            ),
-        ));
-    };
+    let committer = ingress.committers.of(class);
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(Body::new(body), limit)
         .await
@@ -256,7 +248,7 @@ async fn accept(
 fn log_unavailable(error: &LogError) -> Refusal {
     match error {
         LogError::Store(error) => store_unavailable(error),
-        LogError::Kafka(_) | LogError::KafkaNotConfigured => {
+        LogError::Kafka(_) => {
             tracing::warn!(%error, "Kafka is unavailable.");
             Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -264,6 +256,16 @@ fn log_unavailable(error: &LogError) -> Refusal {
                 "Kafka did not acknowledge the event; nothing was accepted, retry later",
             )
         }
+        LogError::KafkaNotConfigured => Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "kafka_not_configured",
+            "the broker is of class Kafka, but no Kafka cluster is configured; nothing was stored. Start kinetic with --kafka-bootstrap-servers HOST:PORT, or reference a ConfigMap with `bootstrap.servers` in the broker's spec.config",
+        ),
+        LogError::KafkaConfig(problem) => Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "kafka_not_configured",
+            format!("{problem}; nothing was stored"),
+        ),
     }
 }
 
@@ -312,8 +314,8 @@ mod tests {
         router(
             IngressConfig::default(),
             Committers {
-                store: committer,
-                kafka: None,
+                store: committer.clone(),
+                kafka: committer,
             },
             BrokerDirectory::new(store),
             metrics,

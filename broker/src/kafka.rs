@@ -1,15 +1,17 @@
 //! The Kafka broker class: each broker's log is a topic (`knative-broker-{namespace}-{name}`, as
 //! Knative's Kafka broker names it), written with `acks=all` and idempotence; the event's
-//! `partitionkey` is the record key, so events of one key keep their order in one partition.
+//! `partitionkey` is the record key, so events of one key keep their order in one partition. The
+//! cluster is kinetic's process setting, or the one named by the ConfigMap the Broker's
+//! `spec.config` references (Knative's `kafka-broker-config`).
 //!
 //! The dedupe window stays in the store ([`kinetic_store::EventLog::remember`]): keys are stamped
 //! before the produce, and un-stamped when the produce fails, so a retried event is new again; an
 //! event Kafka acknowledged stays stamped, so its retry is a duplicate and is not produced twice.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::future::join_all;
@@ -45,76 +47,189 @@ pub fn topic_of(broker: &str) -> String {
 const PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long creating a topic may take.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a broker's resolved cluster is reused before its resources are read again.
+const RESOLVE_TTL: Duration = Duration::from_secs(2);
 
-/// Appends to Kafka-class brokers' topics.
-pub struct KafkaLog {
-    settings: Settings,
-    topics: TopicSettings,
+/// Keys of Knative's `kafka-broker-config` ConfigMap that kinetic reads.
+const BOOTSTRAP_SERVERS_KEY: &str = "bootstrap.servers";
+const PARTITIONS_KEY: &str = "default.topic.partitions";
+const REPLICATION_KEY: &str = "default.topic.replication.factor";
+
+/// One Kafka cluster: its settings, a producer, and the topics known to exist there.
+pub struct Cluster {
+    pub settings: Settings,
     producer: FutureProducer,
-    store: Arc<dyn Store>,
-    /// Topics known to exist.
     created: Mutex<HashSet<String>>,
 }
 
+/// Where a Kafka-class broker's events go.
+#[derive(Clone)]
+pub struct Target {
+    pub cluster: Arc<Cluster>,
+    pub topic: String,
+    topics: TopicSettings,
+}
+
+/// Appends to Kafka-class brokers' topics. A broker's cluster comes from the ConfigMap its
+/// `spec.config` references (Knative's `kafka-broker-config` keys `bootstrap.servers`,
+/// `default.topic.partitions`, `default.topic.replication.factor`), else from kinetic's process
+/// settings.
+pub struct KafkaLog {
+    store: Arc<dyn Store>,
+    /// The process-wide cluster and topic settings.
+    defaults: Option<Settings>,
+    topics: TopicSettings,
+    clusters: Mutex<HashMap<Settings, Arc<Cluster>>>,
+    resolved: Mutex<HashMap<String, (Instant, Target)>>,
+}
+
 impl KafkaLog {
-    pub fn new(
-        settings: Settings,
-        topics: TopicSettings,
-        store: Arc<dyn Store>,
-    ) -> Result<Self, kinetic_kafka::Error> {
-        let producer: FutureProducer = settings
-            .client_config()
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "1")
-            .set(
-                "message.timeout.ms",
-                PRODUCE_TIMEOUT.as_millis().to_string(),
-            )
-            .create()?;
-        Ok(Self {
-            settings,
-            topics,
-            producer,
+    pub fn new(defaults: Option<Settings>, topics: TopicSettings, store: Arc<dyn Store>) -> Self {
+        Self {
             store,
-            created: Mutex::new(HashSet::new()),
+            defaults,
+            topics,
+            clusters: Mutex::new(HashMap::new()),
+            resolved: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cluster and topic of `broker` (`namespace/name`), its topic created if missing.
+    pub async fn target(&self, broker: &str) -> Result<Target, LogError> {
+        let cached = self.resolved.lock().ok().and_then(|map| {
+            map.get(broker)
+                .filter(|(at, _)| at.elapsed() < RESOLVE_TTL)
+                .map(|(_, target)| target.clone())
+        });
+        let target = match cached {
+            Some(target) => target,
+            None => {
+                let target = self.resolve(broker).await?;
+                if let Ok(mut map) = self.resolved.lock() {
+                    map.insert(broker.to_owned(), (Instant::now(), target.clone()));
+                }
+                target
+            }
+        };
+        let known = target
+            .cluster
+            .created
+            .lock()
+            .is_ok_and(|set| set.contains(&target.topic));
+        if !known {
+            kinetic_kafka::ensure_topic(
+                &target.cluster.settings,
+                &target.topic,
+                target.topics.partitions,
+                target.topics.replication_factor,
+                ADMIN_TIMEOUT,
+            )
+            .await
+            .map_err(|error| LogError::Kafka(error.to_string()))?;
+            if let Ok(mut set) = target.cluster.created.lock() {
+                set.insert(target.topic.clone());
+            }
+        }
+        Ok(target)
+    }
+
+    async fn resolve(&self, broker: &str) -> Result<Target, LogError> {
+        let (namespace, name) = broker.split_once('/').unwrap_or(("default", broker));
+        let mut settings = self.defaults.clone();
+        let mut topics = self.topics.clone();
+        let stored = self.store.get_resource("Broker", namespace, name).await?;
+        let reference = stored
+            .as_ref()
+            .and_then(|b| b.body.pointer("/spec/config"))
+            .filter(|r| r.get("kind").and_then(|k| k.as_str()) == Some("ConfigMap"));
+        if let Some(reference) = reference {
+            let config_name = reference["name"].as_str().unwrap_or_default();
+            let config_namespace = reference["namespace"].as_str().unwrap_or(namespace);
+            let Some(config) = self
+                .store
+                .get_resource("ConfigMap", config_namespace, config_name)
+                .await?
+            else {
+                return Err(LogError::KafkaConfig(format!(
+                    "broker `{broker}` references ConfigMap `{config_namespace}/{config_name}` in spec.config, which does not exist; apply it (with `{BOOTSTRAP_SERVERS_KEY}`) or remove spec.config"
+                )));
+            };
+            let data = |key: &str| {
+                config
+                    .body
+                    .pointer(&format!(
+                        "/data/{}",
+                        key.replace('~', "~0").replace('/', "~1")
+                    ))
+                    .and_then(|v| v.as_str())
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+            };
+            if let Some(servers) = data(BOOTSTRAP_SERVERS_KEY) {
+                let mut from_config = Settings::new(servers);
+                if let Some(process) = &self.defaults {
+                    from_config.properties = process.properties.clone();
+                }
+                settings = Some(from_config);
+            }
+            let number = |key: &str, fallback: i32| -> Result<i32, LogError> {
+                match data(key) {
+                    None => Ok(fallback),
+                    Some(text) => text.parse::<i32>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        LogError::KafkaConfig(format!(
+                            "ConfigMap `{config_namespace}/{config_name}`: `{key}` is `{text}`, not a positive whole number"
+                        ))
+                    }),
+                }
+            };
+            topics.partitions = number(PARTITIONS_KEY, topics.partitions)?;
+            topics.replication_factor = number(REPLICATION_KEY, topics.replication_factor)?;
+        }
+        let settings = settings.ok_or(LogError::KafkaNotConfigured)?;
+        Ok(Target {
+            cluster: self.cluster(settings)?,
+            topic: topic_of(broker),
+            topics,
         })
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
-    /// Creates the topic of `broker` unless it is known to exist.
-    pub async fn ensure_topic(&self, broker: &str) -> Result<String, LogError> {
-        let topic = topic_of(broker);
-        if self.created.lock().is_ok_and(|set| set.contains(&topic)) {
-            return Ok(topic);
+    fn cluster(&self, settings: Settings) -> Result<Arc<Cluster>, LogError> {
+        let mut clusters = self
+            .clusters
+            .lock()
+            .map_err(|_| LogError::Kafka("the cluster table is poisoned".to_owned()))?;
+        if let Some(cluster) = clusters.get(&settings) {
+            return Ok(cluster.clone());
         }
-        kinetic_kafka::ensure_topic(
-            &self.settings,
-            &topic,
-            self.topics.partitions,
-            self.topics.replication_factor,
-            ADMIN_TIMEOUT,
-        )
-        .await
-        .map_err(|error| LogError::Kafka(error.to_string()))?;
-        if let Ok(mut set) = self.created.lock() {
-            set.insert(topic.clone());
-        }
-        Ok(topic)
+        let producer: FutureProducer = settings
+            .client_config_with(&[
+                ("acks", "all"),
+                ("enable.idempotence", "true"),
+                ("linger.ms", "1"),
+                ("message.timeout.ms", "10000"),
+            ])
+            .create()
+            .map_err(|error| LogError::KafkaConfig(format!("the Kafka producer: {error}")))?;
+        let cluster = Arc::new(Cluster {
+            settings: settings.clone(),
+            producer,
+            created: Mutex::new(HashSet::new()),
+        });
+        clusters.insert(settings, cluster.clone());
+        Ok(cluster)
     }
 
     async fn produce(&self, event: &NewEvent) -> Result<(), LogError> {
-        let topic = self.ensure_topic(&event.broker).await?;
+        let target = self.target(&event.broker).await?;
         let key = partition_key(&event.payload);
         let mut record: FutureRecord<'_, str, [u8]> =
-            FutureRecord::to(&topic).payload(event.payload.as_slice());
+            FutureRecord::to(&target.topic).payload(event.payload.as_slice());
         if let Some(key) = key.as_deref() {
             record = record.key(key);
         }
-        self.producer
+        target
+            .cluster
+            .producer
             .send(record, PRODUCE_TIMEOUT)
             .await
             .map(|_| ())

@@ -17,6 +17,8 @@ pub enum LogError {
     Kafka(String),
     #[error("no Kafka cluster is configured for the Kafka broker class")]
     KafkaNotConfigured,
+    #[error("{0}")]
+    KafkaConfig(String),
 }
 
 /// Appends accepted events durably.

@@ -18,7 +18,7 @@ pub use rdkafka;
 
 /// How to reach a Kafka cluster: bootstrap servers plus librdkafka properties (security settings
 /// such as `security.protocol`, `sasl.mechanism`, `ssl.ca.pem`, or tuning).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Settings {
     /// Comma-separated `host:port` list.
     pub bootstrap_servers: String,

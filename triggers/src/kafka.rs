@@ -196,19 +196,26 @@ async fn consume(
     let Some(since) = bound_since(&context, &trigger, candidate_since, &cancel).await else {
         return;
     };
-    let topic = loop {
-        match log.ensure_topic(&trigger.broker).await {
-            Ok(topic) => break topic,
+    let mut reported = None;
+    let target = loop {
+        match log.target(&trigger.broker).await {
+            Ok(target) => break target,
             Err(error) => {
-                tracing::warn!(trigger = %label, %error, "The broker's topic is not available; retrying.");
+                let problem = error.to_string();
+                if reported.as_ref() != Some(&problem) {
+                    tracing::warn!(trigger = %label, error = %problem, "The broker's topic is not available; the trigger waits and retries.");
+                    reported = Some(problem);
+                }
                 if !pause(&cancel, Duration::from_secs(2)).await {
                     return;
                 }
             }
         }
     };
-    let created = log
-        .settings()
+    let topic = target.topic.clone();
+    let created = target
+        .cluster
+        .settings
         .client_config_with(&[
             ("enable.auto.commit", "true"),
             // Offsets are stored by hand once a batch is accounted for.
