@@ -8,6 +8,7 @@
 //! [`resource`]; the kinds live in [`eventing`], shared metadata in [`meta`].
 
 pub mod cloudevent;
+pub mod core;
 pub mod duration;
 pub mod error;
 pub mod event;
