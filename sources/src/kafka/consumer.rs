@@ -285,8 +285,11 @@ async fn consume(
     let mut partitions: HashMap<(String, i32), PartitionTask> = HashMap::new();
     let mut tasks = JoinSet::new();
     let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut healthy = true;
     let result = loop {
+        // Biased, with the tick before the records: a busy partition must not keep a paused one
+        // from being resumed.
         tokio::select! {
             biased;
             () = cancel.cancelled() => break Ok(()),
@@ -307,6 +310,22 @@ async fn consume(
                 }
                 GroupEvent::Down => healthy = false,
             },
+            _ = tick.tick() => {
+                for ((topic, partition), task) in &mut partitions {
+                    if task.paused && task.queued.load(Ordering::Relaxed) <= RESUME_AT {
+                        resume(shared, [(topic.as_str(), *partition)]);
+                        task.paused = false;
+                    }
+                }
+                while let Some(done) = tasks.try_join_next() {
+                    if done.is_err() {
+                        tracing::error!(%namespace, %name, "A KafkaSource's partition task failed.");
+                    }
+                }
+                if let Some(id) = partitions.iter().find(|(_, t)| t.records.is_closed()).map(|(id, _)| id.clone()) {
+                    break Err(KafkaSourceError::PartitionStopped { topic: id.0, partition: id.1 });
+                }
+            }
             received = shared.consumer.recv() => match received {
                 Ok(message) => {
                     let message = message.detach();
@@ -342,22 +361,6 @@ async fn consume(
                     }
                 }
             },
-            _ = tick.tick() => {
-                for ((topic, partition), task) in &mut partitions {
-                    if task.paused && task.queued.load(Ordering::Relaxed) <= RESUME_AT {
-                        resume(shared, [(topic.as_str(), *partition)]);
-                        task.paused = false;
-                    }
-                }
-                while let Some(done) = tasks.try_join_next() {
-                    if done.is_err() {
-                        tracing::error!(%namespace, %name, "A KafkaSource's partition task failed.");
-                    }
-                }
-                if let Some(id) = partitions.iter().find(|(_, t)| t.records.is_closed()).map(|(id, _)| id.clone()) {
-                    break Err(KafkaSourceError::PartitionStopped { topic: id.0, partition: id.1 });
-                }
-            }
         }
     };
     for task in partitions.values() {
