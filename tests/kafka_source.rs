@@ -378,6 +378,30 @@ spec:
         .filter(|r| &r.body[..] == b"poison")
         .count();
     assert_eq!(poison_attempts, 3, "the first attempt and 2 retries");
+    // The partition's lag reaches 0 in the metrics and in `kinetic get sources`.
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = support::scrape(&client, &kinetic.base_url).await;
+        let labels = [
+            ("name", "poison"),
+            ("topic", topic.as_str()),
+            ("partition", "0"),
+        ];
+        let series = metrics
+            .lines()
+            .any(|l| l.starts_with("kinetic_source_kafka_consumer_lag{") && l.contains(&topic));
+        let lag = support::metric_sum(&metrics, "kinetic_source_kafka_consumer_lag", &labels);
+        let listed = sources(&kinetic);
+        if series && lag == 0.0 && listed[0]["backlog"] == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lag {lag}, {listed:?}\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     // The source committed past every record, the poison included (the sink, the broker,
     // accepted it).
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -525,4 +549,101 @@ spec:
     ]);
     assert!(output.status.success(), "{output:?}");
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "[]");
+}
+
+/// Two kinetic processes on one PostgreSQL share a KafkaSource's partitions through its consumer
+/// group: the second joining takes partitions from the first (which commits what it delivered
+/// before giving them up), and the first stopping hands them all to the second. Nothing is lost
+/// and every key stays in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_move_between_processes_without_losing_records() {
+    let Some(kafka) = TestBroker::start() else {
+        return;
+    };
+    const TOTAL: usize = 3_000;
+    let settings = kafka.settings();
+    let topic = unique("shared");
+    let group = unique("shared-readers");
+    kinetic_kafka::ensure_topic(&settings, &topic, 4, 1, Duration::from_secs(10))
+        .await
+        .expect("topic");
+    produce(&settings, &topic, &records(0, 1_000)).await;
+    let store = TestStore::new(Engine::Postgres).await;
+    let receiver = Receiver::start().await;
+    let yaml = format!(
+        "{}---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata:
+  name: shared
+  annotations: {{kafka.eventing.knative.dev/delivery.order: ordered}}
+spec:
+  broker: default
+  subscriber: {{uri: '{subscriber}'}}
+---
+apiVersion: sources.knative.dev/v1beta1
+kind: KafkaSource
+metadata: {{name: shared}}
+spec:
+  bootstrapServers: ['{servers}']
+  topics: ['{topic}']
+  consumerGroup: {group}
+  initialOffset: earliest
+  sink:
+    ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}
+",
+        broker_yaml("default"),
+        subscriber = receiver.url("/shared"),
+        servers = kafka.bootstrap_servers,
+    );
+    let file = write_yaml(store.dir(), "kafka.yaml", &yaml);
+    let mut first = Kinetic::up(&store, &[&file]);
+    wait_for_distinct(&receiver, "/shared", 300, &first).await;
+
+    let second = Kinetic::up(&store, &[&file]);
+    produce(&settings, &topic, &records(1_000, 2_000)).await;
+    // The second got partitions of the topic (an empty assignment logs no topic).
+    wait_until_logged(&second, "Partitions assigned.").await;
+    let assigned = second
+        .log()
+        .lines()
+        .any(|l| l.contains("Partitions assigned.") && l.contains(&topic));
+    assert!(assigned, "{}", second.log());
+    wait_for_distinct(&receiver, "/shared", 1_500, &second).await;
+    assert!(
+        first.log().contains("Partitions revoked."),
+        "{}",
+        first.log()
+    );
+
+    // The first stops: its partitions go to the second at once (no session timeout to wait).
+    first.terminate();
+    produce(&settings, &topic, &records(2_000, TOTAL)).await;
+    wait_for_distinct(&receiver, "/shared", TOTAL, &second).await;
+
+    let got = deliveries(&receiver, "/shared");
+    assert_eq!(distinct(&got), TOTAL);
+    let mut highest: BTreeMap<&str, u64> = BTreeMap::new();
+    for (key, seq) in &got {
+        let next = highest.get(key.as_str()).map_or(0, |h| h + 1);
+        assert!(*seq <= next, "{key}: record {seq} arrived before {next}");
+        if *seq == next {
+            highest.insert(key, *seq);
+        }
+    }
+    let repeats = got.len() - TOTAL;
+    assert!(repeats <= 2_500, "{repeats} repeats");
+    eprintln!("{TOTAL} records across two rebalances; {repeats} repeats at the subscriber");
+}
+
+async fn wait_until_logged(kinetic: &Kinetic, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !kinetic.log().contains(line) {
+        assert!(
+            Instant::now() < deadline,
+            "kinetic never logged {line:?}:\n{}",
+            kinetic.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
