@@ -647,3 +647,92 @@ async fn wait_until_logged(kinetic: &Kinetic, line: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Straight to a URL sink: a record the sink answers 503 is sent again until accepted, one it
+/// refuses for good (400) is counted and passed over, and the partition goes on in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_source_retries_its_sink_and_passes_over_a_refused_record() {
+    let Some(kafka) = TestBroker::start() else {
+        return;
+    };
+    let settings = kafka.settings();
+    let topic = unique("refused");
+    let group = unique("refused-readers");
+    kinetic_kafka::ensure_topic(&settings, &topic, 1, 1, Duration::from_secs(10))
+        .await
+        .expect("topic");
+    let store = TestStore::new(Engine::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let busy_once = std::sync::atomic::AtomicBool::new(true);
+    receiver.respond_with("/sink", move |request| {
+        let body = String::from_utf8_lossy(&request.body);
+        if body == "refused" {
+            Answer::status(400)
+        } else if body == "record-3" && busy_once.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            Answer::status(503)
+        } else {
+            Answer::status(202)
+        }
+    });
+    let yaml = format!(
+        "apiVersion: sources.knative.dev/v1beta1
+kind: KafkaSource
+metadata: {{name: direct}}
+spec:
+  bootstrapServers: ['{servers}']
+  topics: ['{topic}']
+  consumerGroup: {group}
+  initialOffset: earliest
+  sink: {{uri: '{sink}'}}
+",
+        servers = kafka.bootstrap_servers,
+        sink = receiver.url("/sink"),
+    );
+    let file = write_yaml(store.dir(), "kafka.yaml", &yaml);
+    let kinetic = Kinetic::up(&store, &[&file]);
+    let values: Vec<(String, String)> = (0..12)
+        .map(|i| {
+            let value = if i == 8 {
+                "refused".to_owned()
+            } else {
+                format!("record-{i}")
+            };
+            (format!("k{i}"), value)
+        })
+        .collect();
+    produce(&settings, &topic, &values).await;
+    // 12 records, record-3 twice.
+    let got = receiver
+        .wait_for("/sink", 13, Duration::from_secs(30))
+        .await;
+    let bodies: Vec<String> = got
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    let mut expected: Vec<String> = (0..12)
+        .map(|i| {
+            if i == 8 {
+                "refused".to_owned()
+            } else {
+                format!("record-{i}")
+            }
+        })
+        .collect();
+    expected.insert(3, "record-3".to_owned());
+    assert_eq!(bodies, expected, "{}", kinetic.log());
+    assert_eq!(got[0].header("ce-key"), Some("k0"));
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while committed(&settings, &group, &topic, 1) != [12] {
+        assert!(Instant::now() < deadline, "offsets not committed");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let listed = sources(&kinetic);
+    assert_eq!(listed[0]["events"], 11, "{listed:?}");
+    assert_eq!(listed[0]["failures"], 2, "{listed:?}");
+    let error = listed[0]["lastError"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("{topic} partition 0 offset 8")) && error.contains("400"),
+        "{listed:?}"
+    );
+}
