@@ -198,10 +198,19 @@ spec:
     let before_crash = receiver.received("/orders").len();
     produce(&settings, &topic, &records(half, RECORDS)).await;
     let restarted = Instant::now();
-    let kinetic = Kinetic::up(&store, &[&file]);
+    // Debug logs show the partitions paused while 7,500 records wait for the ordered sends.
+    let debug = [("KINETIC_LOG", "info,kinetic_sources::kafka=debug")];
+    let kinetic = Kinetic::up_with_env(&store, &[&file], &[], &debug);
     wait_for_distinct(&receiver, "/orders", RECORDS, &kinetic).await;
+    eprintln!(
+        "DEBUG paused {}",
+        kinetic.log().matches("Paused a partition").count()
+    );
     let second_run = restarted.elapsed();
     let elapsed = started.elapsed();
+    // Reading ran ahead of delivering: partitions were paused and resumed, and lost nothing.
+    let pauses = kinetic.log().matches("Paused a partition").count();
+    assert!(pauses > 0, "no partition was paused");
 
     let got = deliveries(&receiver, "/orders");
     // Every record at least once.
@@ -278,7 +287,7 @@ spec:
     eprintln!(
         "{engine:?}: {RECORDS} records over {PARTITIONS} partitions in {elapsed:?} across a kill -9 \
          (first {half} produced in {produced:?}; {} delivered in {first_run:?}; the rest, after the \
-         restart, in {second_run:?}); {repeats} repeats at the subscriber",
+         restart, in {second_run:?}, {pauses} partition pauses); {repeats} repeats at the subscriber",
         half / 2
     );
 }

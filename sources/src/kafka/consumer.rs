@@ -414,7 +414,10 @@ fn pause(shared: &Shared, topic: &str, partition: i32) -> bool {
     let mut list = TopicPartitionList::new();
     list.add_partition(topic, partition);
     match shared.consumer.pause(&list) {
-        Ok(()) => true,
+        Ok(()) => {
+            tracing::debug!(namespace = %shared.key.1, name = %shared.key.2, %topic, partition, "Paused a partition until its task catches up.");
+            true
+        }
         Err(error) => {
             tracing::debug!(%topic, partition, %error, "Pausing a partition failed.");
             false
