@@ -171,6 +171,7 @@ pub fn kind_of(plural: &str) -> Option<&'static str> {
         "pingsources" | "pingsource" => Some("PingSource"),
         "webhooksources" | "webhooksource" => Some("WebhookSource"),
         "s3sources" | "s3source" => Some("S3Source"),
+        "kafkasources" | "kafkasource" => Some("KafkaSource"),
         _ => None,
     }
 }
@@ -178,7 +179,7 @@ pub fn kind_of(plural: &str) -> Option<&'static str> {
 fn require_kind(plural: &str) -> Result<&'static str, ApiError> {
     kind_of(plural).ok_or_else(|| {
         not_found(format!(
-            "unknown resource type `{plural}`; use brokers, triggers, services, revisions, sources, pingsources, webhooksources or s3sources"
+            "unknown resource type `{plural}`; use brokers, triggers, services, revisions, sources, pingsources, webhooksources, s3sources or kafkasources"
         ))
     })
 }

@@ -102,7 +102,7 @@ pub async fn get(
     }
     let Some(kind_name) = crate::api::kind_of(kind) else {
         bail!(
-            "unknown resource type `{kind}`; use brokers, triggers, services, revisions, sources, pingsources, webhooksources or s3sources"
+            "unknown resource type `{kind}`; use brokers, triggers, services, revisions, sources, pingsources, webhooksources, s3sources or kafkasources"
         );
     };
     let client = client();

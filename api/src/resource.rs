@@ -7,7 +7,8 @@ use crate::error::{Error, join_path};
 use crate::eventing::{Broker, EVENTING_API_VERSION, Trigger};
 use crate::serving::{SERVING_API_VERSION, Service};
 use crate::sources::{
-    KNATIVE_SOURCES_API_VERSION, PingSource, S3Source, SOURCES_API_VERSION, WebhookSource,
+    KAFKA_SOURCES_API_VERSION, KNATIVE_SOURCES_API_VERSION, KafkaSource, PingSource, S3Source,
+    SOURCES_API_VERSION, WebhookSource,
 };
 
 /// Every kind of resource kinetic accepts.
@@ -19,6 +20,7 @@ pub enum Resource {
     S3Source(S3Source),
     WebhookSource(WebhookSource),
     PingSource(PingSource),
+    KafkaSource(KafkaSource),
 }
 
 /// The kinds accepted, as `(apiVersion, kind)`.
@@ -29,6 +31,7 @@ pub const KINDS: &[(&str, &str)] = &[
     (SOURCES_API_VERSION, "S3Source"),
     (SOURCES_API_VERSION, "WebhookSource"),
     (KNATIVE_SOURCES_API_VERSION, "PingSource"),
+    (KAFKA_SOURCES_API_VERSION, "KafkaSource"),
 ];
 
 /// The identity of a resource: kind, namespace and name.
@@ -54,6 +57,7 @@ impl Resource {
             Resource::S3Source(s) => ("S3Source", &s.metadata),
             Resource::WebhookSource(s) => ("WebhookSource", &s.metadata),
             Resource::PingSource(s) => ("PingSource", &s.metadata),
+            Resource::KafkaSource(s) => ("KafkaSource", &s.metadata),
         };
         ResourceKey {
             kind: kind.to_owned(),
@@ -70,6 +74,7 @@ impl Resource {
             Resource::S3Source(s) => &mut s.metadata,
             Resource::WebhookSource(s) => &mut s.metadata,
             Resource::PingSource(s) => &mut s.metadata,
+            Resource::KafkaSource(s) => &mut s.metadata,
         }
     }
 
@@ -81,6 +86,7 @@ impl Resource {
             Resource::S3Source(s) => s.validate(),
             Resource::WebhookSource(s) => s.validate(),
             Resource::PingSource(s) => s.validate(),
+            Resource::KafkaSource(s) => s.validate(),
         }
     }
 
@@ -96,6 +102,7 @@ impl Resource {
             Resource::S3Source(s) => value(s),
             Resource::WebhookSource(s) => value(s),
             Resource::PingSource(s) => value(s),
+            Resource::KafkaSource(s) => value(s),
         }
     }
 
@@ -162,6 +169,7 @@ impl Resource {
             Some((_, "S3Source")) => typed(document).map(Resource::S3Source),
             Some((_, "WebhookSource")) => typed(document).map(Resource::WebhookSource),
             Some((_, "PingSource")) => typed(document).map(Resource::PingSource),
+            Some((_, "KafkaSource")) => typed(document).map(Resource::KafkaSource),
             Some(_) => typed(document).map(Resource::Trigger),
         }
         .map_err(|e| e.in_resource(label.clone()))?;

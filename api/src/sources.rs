@@ -1,6 +1,6 @@
-//! Source kinds: `sources.kinetic.dev/v1alpha1` S3Source and WebhookSource, and Knative's
-//! `sources.knative.dev/v1` PingSource. Each turns something outside kinetic into CloudEvents for its
-//! `spec.sink`.
+//! Source kinds: `sources.kinetic.dev/v1alpha1` S3Source and WebhookSource, Knative's
+//! `sources.knative.dev/v1` PingSource and `sources.knative.dev/v1beta1` KafkaSource. Each turns
+//! something outside kinetic into CloudEvents for its `spec.sink`.
 //!
 //! Secrets are never written inline: a [`SecretRef`] names an environment variable or a file, so
 //! resource files can be committed and stored without the secrets in them.
@@ -13,11 +13,16 @@ use crate::error::Error;
 use crate::eventing::validate_attribute_name;
 use crate::meta::{Destination, ObjectMeta};
 
+mod kafka;
 mod ping;
 mod s3;
 pub mod template;
 mod webhook;
 
+pub use kafka::{
+    InitialOffset, KAFKA_SOURCES_API_VERSION, KafkaNet, KafkaOrdering, KafkaSasl, KafkaSource,
+    KafkaSourceSpec, KafkaTls, SaslMechanism, SaslType,
+};
 pub use ping::{PingSource, PingSourceSpec};
 pub use s3::{
     DEFAULT_POLL_INTERVAL, S3Credentials, S3Mode, S3Notifications, S3Poll, S3Source, S3SourceSpec,
@@ -68,6 +73,11 @@ impl<'de> Deserialize<'de> for SecretRef {
             file: Option<String>,
         }
         let value = serde_json::Value::deserialize(deserializer)?;
+        if value.get("secretKeyRef").is_some() {
+            return Err(D::Error::custom(
+                "a Kubernetes `secretKeyRef` is not read by kinetic; write `{file: PATH}` where the secret's key is mounted, or `{env: NAME}` for an environment variable holding it",
+            ));
+        }
         if value.is_string() {
             return Err(D::Error::custom(
                 "an inline secret is not accepted; write `{env: NAME}` or `{file: PATH}` so the secret stays out of the resource",

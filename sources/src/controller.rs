@@ -1,6 +1,8 @@
-//! Running sources: reads WebhookSource, PingSource and S3Source resources from the store every
-//! second, serves `POST /webhooks/{namespace}/{name}` and `POST /sources/{namespace}/{name}`, runs
-//! one task per PingSource and per pulling S3Source (SQS, polling), and keeps each source's status (sink, last event, counts, last error) for `kinetic get sources`.
+//! Running sources: reads WebhookSource, PingSource, S3Source and KafkaSource resources from the
+//! store every second, serves `POST /webhooks/{namespace}/{name}` and
+//! `POST /sources/{namespace}/{name}`, runs one task per PingSource, per pulling S3Source (SQS,
+//! polling) and per KafkaSource, and keeps each source's status (sink, last event, counts, last
+//! error) for `kinetic get sources`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +29,7 @@ use crate::ping::{self, Due, PingPayload, Schedule};
 use crate::sink::{Sink, SinkError};
 use crate::webhook::{self, Webhook};
 
+mod kafka_sources;
 mod s3_sources;
 use s3_sources::Bucket;
 
@@ -60,6 +63,7 @@ pub struct SourceStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_at: Option<DateTime<Utc>>,
     /// S3Source over SQS: messages waiting or in flight in the queue (SQS's approximation).
+    /// KafkaSource: records of its assigned partitions not yet delivered (the consumer lag).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backlog: Option<u64>,
 }
@@ -73,7 +77,7 @@ struct Hook {
     sink: String,
 }
 
-/// A running per-source task (PingSource, pulling S3Source).
+/// A running per-source task (PingSource, pulling S3Source, KafkaSource).
 struct Task {
     generation: i64,
     uid: String,
@@ -90,6 +94,7 @@ pub struct Sources {
     pings: Mutex<HashMap<(String, String), Task>>,
     /// S3Sources that pull (SQS, polling).
     pulls: Mutex<HashMap<(String, String), Task>>,
+    kafkas: Mutex<HashMap<(String, String), Task>>,
     status: Mutex<HashMap<Key, SourceStatus>>,
     tracker: TaskTracker,
     cancel: CancellationToken,
@@ -112,6 +117,7 @@ impl Sources {
             buckets: Mutex::new(HashMap::new()),
             pings: Mutex::new(HashMap::new()),
             pulls: Mutex::new(HashMap::new()),
+            kafkas: Mutex::new(HashMap::new()),
             status: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
             cancel: CancellationToken::new(),
@@ -141,6 +147,10 @@ impl Sources {
         let mut all: Vec<SourceStatus> = status.values().cloned().collect();
         all.sort_by(|a, b| (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name)));
         all
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Counts an event the sink accepted, `since` its input happened.
@@ -245,6 +255,7 @@ impl Sources {
         }
         *lock(&self.hooks) = hooks;
         self.reconcile_s3(&mut seen).await?;
+        self.reconcile_kafka(&mut seen).await?;
         let mut wanted = HashMap::new();
         for stored in pings {
             let key: Key = (

@@ -1,6 +1,6 @@
 //! Sources: where events come from. Each source kind turns something outside kinetic (an inbound
-//! webhook, a schedule, an object store's notifications) into CloudEvents for its `spec.sink`, and
-//! acknowledges its input only after the sink accepted the event.
+//! webhook, a schedule, an object store's notifications, Kafka records) into CloudEvents for its
+//! `spec.sink`, and acknowledges its input only after the sink accepted the event.
 //!
 //! # Layout
 //! - [`webhook`]: `WebhookSource`, signature verification (GitHub, Standard Webhooks, bearer) on the
@@ -9,14 +9,18 @@
 //! - [`s3`]: `S3Source`: AWS S3, MinIO and Tencent COS notifications (direct or through SNS) and
 //!   bucket listings as CloudEvents per the CloudEvents S3 adapter, filtered by the source's spec;
 //!   the SQS reader and the bucket poller (`s3::poll`) with its listing state in the store.
+//! - [`kafka`]: `KafkaSource`: a consumer per source, records mapped to CloudEvents as Knative
+//!   maps them, offsets committed only once the sink accepted (in order, also when delivery is
+//!   unordered).
 //! - [`sink`]: handing an event to a sink until it is accepted.
-//! - [`controller`]: runs the stored sources (a task per PingSource and per SQS or polling
-//!   S3Source), serves `POST /webhooks/{namespace}/{name}` and `POST /sources/{namespace}/{name}`,
+//! - [`controller`]: runs the stored sources (a task per PingSource, per SQS or polling
+//!   S3Source and per KafkaSource), serves `POST /webhooks/{namespace}/{name}` and `POST /sources/{namespace}/{name}`,
 //!   keeps each source's status. Start reading at [`Sources`].
 //!
 //! This crate knows nothing about brokers or triggers: it hands events to a sink URL.
 
 pub mod controller;
+pub mod kafka;
 pub mod metrics;
 pub mod ping;
 pub mod s3;

@@ -1,0 +1,180 @@
+//! One task per assigned partition: hands the partition's records to the sink and stores the
+//! offset every record before which was accepted, so the consumer commits nothing undelivered.
+//!
+//! Ordered: one record at a time, in offset order. Unordered: up to [`UNORDERED_IN_FLIGHT`]
+//! records at once; the stored offset still only moves past records that are done
+//! ([`OffsetTracker`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use chrono::{DateTime, Utc};
+use cloudevents::Event;
+use kinetic_api::sources::KafkaOrdering;
+use kinetic_kafka::rdkafka::Message as _;
+use kinetic_kafka::rdkafka::consumer::{Consumer as _, StreamConsumer};
+use kinetic_kafka::rdkafka::message::{Headers as _, OwnedMessage};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::consumer::SourceContext;
+use super::mapping::{self, Emitter, Record};
+use super::offsets::OffsetTracker;
+use crate::controller::{Key, Sources};
+use crate::sink::SinkError;
+
+/// Records of one partition in flight at once in unordered mode.
+pub const UNORDERED_IN_FLIGHT: usize = 32;
+
+/// What a partition task needs; shared by every partition of one source.
+pub(super) struct Shared {
+    pub sources: Arc<Sources>,
+    pub key: Key,
+    pub emitter: Emitter,
+    pub sink: String,
+    pub consumer: Arc<StreamConsumer<SourceContext>>,
+    pub ordering: KafkaOrdering,
+}
+
+/// What became of one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// The sink accepted the event.
+    Accepted,
+    /// The sink refused it for good (a 4xx it will always answer); the partition moves on.
+    Refused,
+    /// Stopped before the sink accepted it; it is read again after the next start or rebalance.
+    Cancelled,
+}
+
+/// Delivers `records` (one partition's, in offset order) until the channel closes or `cancel`.
+/// `queued` counts records sent to the channel and not yet taken, for the consumer's pausing.
+///
+/// Cancellation safe: an offset is stored only after its record (and every one before it) is
+/// done, so stopping anywhere leaves the rest to be read again.
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    topic: String,
+    partition: i32,
+    mut records: mpsc::UnboundedReceiver<OwnedMessage>,
+    queued: Arc<AtomicUsize>,
+    cancel: CancellationToken,
+) {
+    let mut tracker = OffsetTracker::new();
+    let limit = match shared.ordering {
+        KafkaOrdering::Ordered => 1,
+        KafkaOrdering::Unordered => UNORDERED_IN_FLIGHT,
+    };
+    let mut in_flight: JoinSet<(i64, Outcome)> = JoinSet::new();
+    let mut open = true;
+    while open || !in_flight.is_empty() {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => break,
+            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                let Ok((offset, outcome)) = done else { break };
+                if outcome == Outcome::Cancelled {
+                    break;
+                }
+                if let Some(position) = tracker.finish(offset) {
+                    store(&shared, &topic, partition, position);
+                }
+            }
+            record = records.recv(), if open && in_flight.len() < limit => {
+                let Some(record) = record else {
+                    open = false;
+                    continue;
+                };
+                queued.fetch_sub(1, Ordering::Relaxed);
+                if !tracker.begin(record.offset()) {
+                    continue;
+                }
+                let (shared, cancel) = (shared.clone(), cancel.clone());
+                in_flight.spawn(async move {
+                    let outcome = deliver(&shared, &record, &cancel).await;
+                    (record.offset(), outcome)
+                });
+            }
+        }
+    }
+    // Deliveries still running are given up; their records are read again.
+    in_flight.abort_all();
+    while in_flight.join_next().await.is_some() {}
+}
+
+/// Stores `position` (the next offset to read) for the next commit. A partition revoked
+/// meanwhile refuses it; its new owner reads those records again.
+fn store(shared: &Shared, topic: &str, partition: i32, position: i64) {
+    // librdkafka stores the offset after the one given.
+    if let Err(error) = shared.consumer.store_offset(topic, partition, position - 1) {
+        tracing::debug!(namespace = %shared.key.1, name = %shared.key.2, %topic, partition, %error, "An offset was not stored; the partition was revoked.");
+    }
+}
+
+/// Hands one record's event to the sink until it is accepted, refused for good, or `cancel`.
+async fn deliver(shared: &Shared, message: &OwnedMessage, cancel: &CancellationToken) -> Outcome {
+    let headers: Vec<(String, Option<Vec<u8>>)> = message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let record = Record {
+        topic: message.topic(),
+        partition: message.partition(),
+        offset: message.offset(),
+        timestamp: message.timestamp().to_millis(),
+        key: message.key(),
+        value: message.payload(),
+        headers: &headers,
+    };
+    let event = mapping::to_event(&shared.emitter, &record);
+    let since = record
+        .timestamp
+        .and_then(DateTime::<Utc>::from_timestamp_millis)
+        .unwrap_or_else(Utc::now);
+    let (sources, key) = (&shared.sources, &shared.key);
+    match send(shared, &event, cancel).await {
+        Ok(()) => {
+            sources.accepted(key, since);
+            Outcome::Accepted
+        }
+        Err(SinkError::Cancelled) => Outcome::Cancelled,
+        Err(error) => {
+            tracing::warn!(namespace = %key.1, name = %key.2, topic = %record.topic, partition = record.partition, offset = record.offset, %error, "The sink refused a Kafka record's event for good; it is skipped.");
+            sources.failed(
+                key,
+                format!(
+                    "{} partition {} offset {}: {error}",
+                    record.topic, record.partition, record.offset
+                ),
+            );
+            Outcome::Refused
+        }
+    }
+}
+
+/// One attempt, and if it failed in a way that may pass, the failure counted and the sending
+/// repeated with backoff until accepted.
+async fn send(shared: &Shared, event: &Event, cancel: &CancellationToken) -> Result<(), SinkError> {
+    let first = tokio::select! {
+        () = cancel.cancelled() => return Err(SinkError::Cancelled),
+        sent = shared.sources.sink.send(&shared.sink, event) => sent,
+    };
+    match first {
+        Ok(()) => Ok(()),
+        Err(error) if error.is_retryable() => {
+            shared.sources.failed(&shared.key, error.to_string());
+            shared
+                .sources
+                .sink
+                .send_until_accepted(&shared.sink, event, cancel)
+                .await
+        }
+        Err(error) => Err(error),
+    }
+}
