@@ -172,6 +172,7 @@ pub fn kind_of(plural: &str) -> Option<&'static str> {
         "webhooksources" | "webhooksource" => Some("WebhookSource"),
         "s3sources" | "s3source" => Some("S3Source"),
         "kafkasources" | "kafkasource" => Some("KafkaSource"),
+        "configmaps" | "configmap" => Some("ConfigMap"),
         _ => None,
     }
 }

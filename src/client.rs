@@ -102,7 +102,7 @@ pub async fn get(
     }
     let Some(kind_name) = crate::api::kind_of(kind) else {
         bail!(
-            "unknown resource type `{kind}`; use brokers, triggers, services, revisions, sources, pingsources, webhooksources, s3sources or kafkasources"
+            "unknown resource type `{kind}`; use brokers, triggers, services, revisions, sources, pingsources, webhooksources, s3sources, kafkasources or configmaps"
         );
     };
     let client = client();

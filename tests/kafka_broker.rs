@@ -270,3 +270,84 @@ fn ids(received: &[support::Received]) -> Vec<String> {
         .filter_map(|r| r.header("ce-id").map(str::to_owned))
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn knatives_kafka_broker_config_map_names_the_cluster() {
+    if !support::kafka_available() {
+        return;
+    }
+    let kafka = kinetic_kafka::testing::TestBroker::start().expect("nisshi");
+    // Knative's own YAML: the ConfigMap in knative-eventing, referenced by the Broker. kinetic
+    // runs without --kafka-bootstrap-servers.
+    let store = TestStore::new(Engine::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let yaml = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: kafka-broker-config\n  namespace: knative-eventing\ndata:\n  default.topic.partitions: \"2\"\n  default.topic.replication.factor: \"1\"\n  bootstrap.servers: \"{}\"\n---\napiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: default\n  annotations:\n    eventing.knative.dev/broker.class: Kafka\nspec:\n  config:\n    apiVersion: v1\n    kind: ConfigMap\n    name: kafka-broker-config\n    namespace: knative-eventing\n---\n{}",
+        kafka.bootstrap_servers,
+        trigger_yaml("all", &receiver.url("/all"), "")
+    );
+    let file = write_yaml(store.dir(), "resources.yaml", &yaml);
+    let kinetic = tokio::task::block_in_place(|| Kinetic::up(&store, &[&file]));
+    let client = reqwest::Client::new();
+    let status = send_event(
+        &client,
+        &kinetic.url("/default/default"),
+        "via-config-map",
+        "t",
+        &[],
+        "{}",
+    )
+    .await;
+    assert_eq!(status, 202, "{}", kinetic.log());
+    let got = receiver.wait_for("/all", 1, WAIT).await;
+    assert_eq!(ids(&got), ["via-config-map"], "{}", kinetic.log());
+    // The topic was created with the ConfigMap's partition count.
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &kafka.bootstrap_servers)
+        .create()
+        .unwrap();
+    let metadata = tokio::task::block_in_place(|| {
+        consumer.fetch_metadata(
+            Some("knative-broker-default-default"),
+            Duration::from_secs(10),
+        )
+    })
+    .unwrap();
+    assert_eq!(metadata.topics()[0].partitions().len(), 2);
+
+    // A ConfigMap that says something wrong: the ingress answers 503 naming the key.
+    let broken = yaml.replace(
+        "default.topic.partitions: \"2\"",
+        "default.topic.partitions: \"two\"",
+    );
+    let broken = broken.replace("name: default\n", "name: second\n");
+    let response = client
+        .post(kinetic.url("/api/v1/apply?file=second.yaml"))
+        .body(
+            broken
+                .split("---\n")
+                .take(2)
+                .collect::<Vec<_>>()
+                .join("---\n"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let response = client
+        .post(kinetic.url("/default/second"))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "x")
+        .header("ce-source", "/s")
+        .header("ce-type", "t")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let message = body["error"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("default.topic.partitions") && message.contains("two"),
+        "{message}"
+    );
+}

@@ -47,3 +47,41 @@ impl ConfigMap {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::resource::Resource;
+
+    fn parse(yaml: &str) -> Result<Resource, crate::Error> {
+        let value: serde_json::Value = serde_saphyr::from_str(yaml).expect("YAML");
+        Resource::from_value(value)
+    }
+
+    #[test]
+    fn knatives_kafka_broker_config_applies() {
+        let parsed = parse(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kafka-broker-config, namespace: knative-eventing}\ndata:\n  bootstrap.servers: 'a:9092,b:9092'\n  default.topic.partitions: '10'\n",
+        )
+        .expect("valid");
+        let Resource::ConfigMap(config) = parsed else {
+            panic!("not a ConfigMap")
+        };
+        assert_eq!(config.data["bootstrap.servers"], "a:9092,b:9092");
+    }
+
+    #[test]
+    fn values_must_be_strings_and_keys_well_formed() {
+        let error = parse(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata:\n  default.topic.partitions: 10\n",
+        )
+        .expect_err("a number is not a ConfigMap value");
+        assert!(error.to_string().contains("data"), "{error}");
+        let error =
+            parse("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata:\n  'a b': x\n")
+                .expect_err("a key with a space");
+        assert!(
+            error.to_string().contains("not a valid ConfigMap key"),
+            "{error}"
+        );
+    }
+}

@@ -3,6 +3,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::core::{CORE_API_VERSION, ConfigMap};
 use crate::error::{Error, join_path};
 use crate::eventing::{Broker, EVENTING_API_VERSION, Trigger};
 use crate::serving::{SERVING_API_VERSION, Service};
@@ -21,6 +22,7 @@ pub enum Resource {
     WebhookSource(WebhookSource),
     PingSource(PingSource),
     KafkaSource(KafkaSource),
+    ConfigMap(ConfigMap),
 }
 
 /// The kinds accepted, as `(apiVersion, kind)`.
@@ -32,6 +34,7 @@ pub const KINDS: &[(&str, &str)] = &[
     (SOURCES_API_VERSION, "WebhookSource"),
     (KNATIVE_SOURCES_API_VERSION, "PingSource"),
     (KAFKA_SOURCES_API_VERSION, "KafkaSource"),
+    (CORE_API_VERSION, "ConfigMap"),
 ];
 
 /// The identity of a resource: kind, namespace and name.
@@ -58,6 +61,7 @@ impl Resource {
             Resource::WebhookSource(s) => ("WebhookSource", &s.metadata),
             Resource::PingSource(s) => ("PingSource", &s.metadata),
             Resource::KafkaSource(s) => ("KafkaSource", &s.metadata),
+            Resource::ConfigMap(c) => ("ConfigMap", &c.metadata),
         };
         ResourceKey {
             kind: kind.to_owned(),
@@ -75,6 +79,7 @@ impl Resource {
             Resource::WebhookSource(s) => &mut s.metadata,
             Resource::PingSource(s) => &mut s.metadata,
             Resource::KafkaSource(s) => &mut s.metadata,
+            Resource::ConfigMap(c) => &mut c.metadata,
         }
     }
 
@@ -87,6 +92,7 @@ impl Resource {
             Resource::WebhookSource(s) => s.validate(),
             Resource::PingSource(s) => s.validate(),
             Resource::KafkaSource(s) => s.validate(),
+            Resource::ConfigMap(c) => c.validate(),
         }
     }
 
@@ -103,6 +109,7 @@ impl Resource {
             Resource::WebhookSource(s) => value(s),
             Resource::PingSource(s) => value(s),
             Resource::KafkaSource(s) => value(s),
+            Resource::ConfigMap(c) => value(c),
         }
     }
 
@@ -170,6 +177,7 @@ impl Resource {
             Some((_, "WebhookSource")) => typed(document).map(Resource::WebhookSource),
             Some((_, "PingSource")) => typed(document).map(Resource::PingSource),
             Some((_, "KafkaSource")) => typed(document).map(Resource::KafkaSource),
+            Some((_, "ConfigMap")) => typed(document).map(Resource::ConfigMap),
             Some(_) => typed(document).map(Resource::Trigger),
         }
         .map_err(|e| e.in_resource(label.clone()))?;
