@@ -133,3 +133,72 @@ pub async fn produce_consume_latency(
     let pick = |q: f64| millis[((millis.len() as f64 - 1.0) * q).round() as usize];
     Ok((pick(0.50), pick(0.99)))
 }
+
+/// Produces `ids` to `topic` as binary-mode CloudEvents (so a KafkaSource passes them through with
+/// their ids), `rate` per second when given, else as fast as the producer takes them. Returns when
+/// each was sent, by id.
+pub async fn produce_events(
+    bootstrap: &str,
+    topic: &str,
+    ids: &[String],
+    rate: Option<u64>,
+) -> anyhow::Result<HashMap<String, Instant>> {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "1")
+        .create()?;
+    let mut ticker = rate.map(|rate| {
+        let mut ticker = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        ticker
+    });
+    let mut sent = HashMap::with_capacity(ids.len());
+    let mut acks = Vec::with_capacity(ids.len());
+    for (index, id) in ids.iter().enumerate() {
+        if let Some(ticker) = ticker.as_mut() {
+            ticker.tick().await;
+        }
+        sent.insert(id.clone(), Instant::now());
+        let producer = producer.clone();
+        let topic = topic.to_owned();
+        let id = id.clone();
+        let key = format!("key-{}", index % 64);
+        acks.push(tokio::spawn(async move {
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "ce_specversion",
+                    value: Some("1.0"),
+                })
+                .insert(Header {
+                    key: "ce_id",
+                    value: Some(id.as_str()),
+                })
+                .insert(Header {
+                    key: "ce_source",
+                    value: Some("/bench"),
+                })
+                .insert(Header {
+                    key: "ce_type",
+                    value: Some("dev.kinetic.bench"),
+                })
+                .insert(Header {
+                    key: "content-type",
+                    value: Some("application/json"),
+                });
+            let record = FutureRecord::<str, str>::to(&topic)
+                .key(&key)
+                .headers(headers)
+                .payload(r#"{"order":12345,"item":"widget","amount":250,"note":"a typical small event payload"}"#);
+            producer.send(record, Duration::from_secs(10)).await.is_ok()
+        }));
+    }
+    for ack in acks {
+        if !ack.await.unwrap_or(false) {
+            bail!("a produce to {topic} failed");
+        }
+    }
+    Ok(sent)
+}

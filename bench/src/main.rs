@@ -30,8 +30,13 @@ struct Args {
     #[arg(long, default_value = "target/release/kinetic")]
     kinetic: PathBuf,
     /// Engines to measure: sqlite, postgres, kafka (the Kafka broker class, SQLite for state, on a
-    /// nisshi broker started for the run; install it with scripts/ensure-kafka.sh).
-    #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres,kafka")]
+    /// nisshi broker started for the run; install it with scripts/ensure-kafka.sh), kafka-source
+    /// (a KafkaSource sending straight to the subscriber, ordered and unordered).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "sqlite,postgres,kafka,kafka-source"
+    )]
     engines: Vec<String>,
     /// PostgreSQL admin URL (a database is created and dropped per run).
     #[arg(
@@ -267,11 +272,107 @@ impl Drop for Server {
     }
 }
 
+/// The KafkaSource rows: records produced to a topic and sent by a KafkaSource straight to the
+/// subscriber, beside a plain consumer reading the same topic and a plain producer → consumer pair.
+async fn kafka_source_rows(
+    args: &Args,
+    bootstrap: &str,
+    sink_address: SocketAddr,
+    sink: &Arc<Sink>,
+    ordering: &str,
+) -> anyhow::Result<()> {
+    let topic = format!("bench-source-{}", uuid::Uuid::new_v4().simple());
+    let settings = kinetic_kafka::Settings::new(bootstrap);
+    kinetic_kafka::ensure_topic(&settings, &topic, 3, 1, Duration::from_secs(10)).await?;
+    let yaml = format!(
+        "apiVersion: sources.knative.dev/v1beta1\nkind: KafkaSource\nmetadata: {{name: bench}}\nspec:\n  bootstrapServers: ['{bootstrap}']\n  topics: ['{topic}']\n  consumerGroup: bench-{topic}\n  initialOffset: earliest\n  ordering: {ordering}\n  sink: {{uri: 'http://{sink_address}/source'}}\n"
+    );
+    let server = start_kinetic_with(args, "sqlite", &yaml, None).await?;
+    let ids: Vec<String> = (0..args.events)
+        .map(|_| uuid::Uuid::new_v4().to_string())
+        .collect();
+    let before = sink.count.load(Ordering::Relaxed);
+    let started = Instant::now();
+    kafka::produce_events(bootstrap, &topic, &ids, None).await?;
+    wait_count(sink, before + ids.len() as u64, Duration::from_secs(600)).await?;
+    let rate = ids.len() as f64 / started.elapsed().as_secs_f64();
+    let baseline = kafka::consume_rate(bootstrap, &topic, ids.len()).await?;
+    println!(
+        "{:<44} {:>14} {:>14} {:>8}",
+        format!("kafka-source {ordering}: events/s → 2xx"),
+        format!("{rate:.0}"),
+        format!("{baseline:.0}"),
+        format!("{:.2}", rate / baseline)
+    );
+    // Latency at the benchmark's rate: send time to the subscriber's receipt.
+    sink.arrivals.lock().unwrap().clear();
+    sink.record.store(true, Ordering::Relaxed);
+    let ids: Vec<String> = (0..args.rate * args.seconds)
+        .map(|_| uuid::Uuid::new_v4().to_string())
+        .collect();
+    let sent = kafka::produce_events(bootstrap, &topic, &ids, Some(args.rate)).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while sink.arrivals.lock().unwrap().len() < ids.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    sink.record.store(false, Ordering::Relaxed);
+    let arrivals = sink.arrivals.lock().unwrap().clone();
+    let millis: Vec<f64> = sent
+        .iter()
+        .filter_map(|(id, at)| {
+            arrivals
+                .get(id)
+                .map(|arrived| arrived.duration_since(*at).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    if millis.len() < ids.len() {
+        bail!(
+            "only {} of {} KafkaSource records arrived in the latency run",
+            millis.len(),
+            ids.len()
+        );
+    }
+    let (p50, p99) = percentiles(millis);
+    let (base50, base99) =
+        kafka::produce_consume_latency(bootstrap, args.rate, args.seconds).await?;
+    for (what, value, base) in [("p50", p50, base50), ("p99", p99, base99)] {
+        println!(
+            "{:<44} {:>14} {:>14} {:>8}",
+            format!("kafka-source {ordering}: {what} ms at {}/s", args.rate),
+            format!("{value:.2}"),
+            format!("{base:.2}"),
+            format!("{:.1}", value / base)
+        );
+    }
+    stop(server).await;
+    Ok(())
+}
+
 async fn start_kinetic(
     args: &Args,
     engine: &str,
     sink: SocketAddr,
     triggers: usize,
+    kafka: Option<&str>,
+) -> anyhow::Result<Server> {
+    let mut yaml = String::from(if engine == "kafka" {
+        "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: bench\n  annotations: {eventing.knative.dev/broker.class: Kafka}\n"
+    } else {
+        "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: bench}\n"
+    });
+    for index in 0..triggers {
+        yaml.push_str(&format!(
+            "---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: t{index}}}\nspec:\n  broker: bench\n  filters: [{{exact: {{type: dev.kinetic.bench}}}}]\n  subscriber: {{uri: 'http://{sink}/t{index}'}}\n"
+        ));
+    }
+    start_kinetic_with(args, engine, &yaml, kafka).await
+}
+
+/// `kinetic up` on a fresh store of `engine` with the resources `yaml`.
+async fn start_kinetic_with(
+    args: &Args,
+    engine: &str,
+    yaml: &str,
     kafka: Option<&str>,
 ) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
@@ -296,16 +397,6 @@ async fn start_kinetic(
         }
         other => bail!("unknown engine `{other}`; use sqlite, postgres or kafka"),
     };
-    let mut yaml = String::from(if engine == "kafka" {
-        "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: bench\n  annotations: {eventing.knative.dev/broker.class: Kafka}\n"
-    } else {
-        "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: bench}\n"
-    });
-    for index in 0..triggers {
-        yaml.push_str(&format!(
-            "---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: t{index}}}\nspec:\n  broker: bench\n  filters: [{{exact: {{type: dev.kinetic.bench}}}}]\n  subscriber: {{uri: 'http://{sink}/t{index}'}}\n"
-        ));
-    }
     let file = dir.path().join("bench.yaml");
     std::fs::write(&file, yaml)?;
     let port = {
@@ -330,6 +421,10 @@ async fn start_kinetic(
             bootstrap,
             "--kafka-topic-partitions",
             "3",
+            // The baseline consumer's setting: nisshi does not answer a waiting fetch when data
+            // arrives, so the longest wait is the latency floor of every consumer.
+            "--kafka-property",
+            "fetch.wait.max.ms=5",
         ]);
     }
     let child = command
@@ -429,8 +524,8 @@ async fn main() -> anyhow::Result<()> {
     println!("{:<44} {:>14} {:>14} {:>8}", "", "", "(direct post;", "");
     println!("{:<44} {:>14} {:>14} {:>8}", "", "", "kafka: plain", "");
     println!("{:<44} {:>14} {:>14} {:>8}", "", "", "rdkafka)", "");
-    // One Kafka-protocol broker for the run, when the Kafka class is measured.
-    let kafka_broker = if args.engines.iter().any(|e| e == "kafka") {
+    // One Kafka-protocol broker for the run, when the Kafka class or KafkaSource is measured.
+    let kafka_broker = if args.engines.iter().any(|e| e.starts_with("kafka")) {
         Some(
             kinetic_kafka::testing::TestBroker::start()
                 .context("the kafka engine needs nisshi: run scripts/ensure-kafka.sh")?,
@@ -440,6 +535,15 @@ async fn main() -> anyhow::Result<()> {
     };
     let bootstrap = kafka_broker.as_ref().map(|b| b.bootstrap_servers.clone());
     for engine in &args.engines {
+        if engine == "kafka-source" {
+            let bootstrap = bootstrap
+                .as_deref()
+                .context("a Kafka broker for kafka-source")?;
+            for ordering in ["ordered", "unordered"] {
+                kafka_source_rows(&args, bootstrap, sink_address, &sink, ordering).await?;
+            }
+            continue;
+        }
         let kafka = (engine == "kafka")
             .then_some(bootstrap.as_deref())
             .flatten();
