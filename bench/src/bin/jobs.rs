@@ -1,0 +1,213 @@
+//! End-to-end benchmark of kinetic's user jobs, each beside a baseline measured in the same run:
+//!
+//! - **orders** (queue consumer functions, `examples/queue-consumer`): orders produced to a Kafka
+//!   topic, read by a KafkaSource, delivered through the broker to `order-fn` (a Service scaling
+//!   from zero, ordered per customer) until every `processed` reply reached the receiver; baseline:
+//!   a plain rdkafka consumer reading the same topic.
+//!
+//! Run it with `bash bench/jobs.sh`. The machine is shared and noisy: read ratios and medians.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+
+// Shared with kinetic-bench, which uses all of it; this benchmark only reads topics.
+#[allow(dead_code)]
+#[path = "../kafka.rs"]
+mod kafka;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// The kinetic binary to measure.
+    #[arg(long, default_value = "target/release/kinetic")]
+    kinetic: PathBuf,
+    /// The queue-consumer example's function and producer.
+    #[arg(long, default_value = "target/release/order-fn")]
+    order_fn: PathBuf,
+    #[arg(long, default_value = "target/release/orders-produce")]
+    orders_produce: PathBuf,
+    /// Orders per run.
+    #[arg(long, default_value_t = 5_000)]
+    orders: u64,
+    /// Customers (ordered lanes) the orders are spread over.
+    #[arg(long, default_value_t = 50)]
+    customers: u64,
+    /// Repetitions; the median is printed.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+}
+
+/// Counts the requests it receives.
+async fn start_counter() -> anyhow::Result<(SocketAddr, Arc<AtomicU64>)> {
+    let count = Arc::new(AtomicU64::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let shared = count.clone();
+    let app = axum::Router::new().fallback(move || {
+        let count = shared.clone();
+        async move {
+            count.fetch_add(1, Ordering::Relaxed);
+            axum::http::StatusCode::OK
+        }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((address, count))
+}
+
+struct Kinetic {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Kinetic {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_kinetic(args: &Args, yaml: &str) -> anyhow::Result<Kinetic> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("job.yaml");
+    std::fs::write(&file, yaml)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = Command::new(&args.kinetic)
+        .args(["up", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--gateway-listen", "127.0.0.1:0", "--store"])
+        .arg(format!(
+            "sqlite://{}",
+            dir.path().join("state.db").display()
+        ))
+        .arg("-f")
+        .arg(&file)
+        .env("KINETIC_LOG", "warn")
+        .env("KINETIC_EGRESS_ALLOW", "loopback")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", args.kinetic.display()))?;
+    let kinetic = Kinetic { child, _dir: dir };
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            && r.status().is_success()
+        {
+            return Ok(kinetic);
+        }
+        if Instant::now() > deadline {
+            bail!("kinetic did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_count(count: &AtomicU64, target: u64, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while count.load(Ordering::Relaxed) < target {
+        if Instant::now() > deadline {
+            bail!(
+                "only {} of {target} arrived within {timeout:?}",
+                count.load(Ordering::Relaxed)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// One orders run on a fresh topic and kinetic: orders/s through kinetic, and a plain consumer's
+/// read rate of the same topic.
+async fn orders_run(args: &Args, bootstrap: &str) -> anyhow::Result<(f64, f64)> {
+    let topic = format!("orders-{}", uuid::Uuid::new_v4().simple());
+    kinetic_kafka::ensure_topic(
+        &kinetic_kafka::Settings::new(bootstrap),
+        &topic,
+        3,
+        1,
+        Duration::from_secs(10),
+    )
+    .await?;
+    let (receiver, processed) = start_counter().await?;
+    let example = include_str!("../../../examples/queue-consumer/orders.yaml");
+    let yaml = example
+        .replace("127.0.0.1:9092", bootstrap)
+        .replace("topics: [orders]", &format!("topics: [{topic}]"))
+        .replace(
+            "target/release/order-fn",
+            &args.order_fn.display().to_string(),
+        )
+        .replace("value: \"5\"", "value: \"0\"")
+        .replace("http://127.0.0.1:9090/", &format!("http://{receiver}/"));
+    let kinetic = start_kinetic(args, &yaml).await?;
+    let started = Instant::now();
+    let produced = Command::new(&args.orders_produce)
+        .args(["--bootstrap", bootstrap, "--topic", &topic])
+        .args(["--count", &args.orders.to_string()])
+        .args(["--customers", &args.customers.to_string()])
+        .output()
+        .with_context(|| format!("running {}", args.orders_produce.display()))?;
+    if !produced.status.success() {
+        bail!(
+            "orders-produce failed: {}",
+            String::from_utf8_lossy(&produced.stderr)
+        );
+    }
+    wait_count(&processed, args.orders, Duration::from_secs(600)).await?;
+    let rate = args.orders as f64 / started.elapsed().as_secs_f64();
+    drop(kinetic);
+    let baseline = kafka::consume_rate(bootstrap, &topic, args.orders as usize).await?;
+    Ok((rate, baseline))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let broker = kinetic_kafka::testing::TestBroker::start()
+        .context("the orders job needs nisshi: run scripts/ensure-kafka.sh")?;
+    println!(
+        "kinetic jobs benchmark: {} orders over {} customers per run (median of {})",
+        args.orders, args.customers, args.repeat
+    );
+    println!();
+    println!(
+        "{:<52} {:>12} {:>14} {:>8}",
+        "measurement", "kinetic", "baseline", "ratio"
+    );
+    let mut rates = Vec::new();
+    let mut baselines = Vec::new();
+    for _ in 0..args.repeat {
+        let (rate, baseline) = orders_run(&args, &broker.bootstrap_servers).await?;
+        rates.push(rate);
+        baselines.push(baseline);
+    }
+    let (rate, baseline) = (median(rates), median(baselines));
+    println!(
+        "{:<52} {:>12} {:>14} {:>8}",
+        "orders/s Kafka → KafkaSource → broker → function",
+        format!("{rate:.0}"),
+        format!("{baseline:.0}"),
+        format!("{:.3}", rate / baseline)
+    );
+    println!("{:<52} {:>12} {:>14} {:>8}", "", "", "(plain rdkafka", "");
+    println!("{:<52} {:>12} {:>14} {:>8}", "", "", "consumer)", "");
+    Ok(())
+}
