@@ -6,6 +6,8 @@
 //!   a plain rdkafka consumer reading the same topic.
 //!
 //! Run it with `bash bench/jobs.sh`. The machine is shared and noisy: read ratios and medians.
+//! With `JOBS_BENCH_METRICS=1` each run also prints kinetic's delivery counters and attempt times to
+//! stderr, to see where the time goes.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -64,6 +66,7 @@ async fn start_counter() -> anyhow::Result<(SocketAddr, Arc<AtomicU64>)> {
 
 struct Kinetic {
     child: Child,
+    base: String,
     _dir: tempfile::TempDir,
 }
 
@@ -96,7 +99,11 @@ async fn start_kinetic(args: &Args, yaml: &str) -> anyhow::Result<Kinetic> {
         .stderr(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {}", args.kinetic.display()))?;
-    let kinetic = Kinetic { child, _dir: dir };
+    let kinetic = Kinetic {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    };
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -173,6 +180,20 @@ async fn orders_run(args: &Args, bootstrap: &str) -> anyhow::Result<(f64, f64)> 
     }
     wait_count(&processed, args.orders, Duration::from_secs(600)).await?;
     let rate = args.orders as f64 / started.elapsed().as_secs_f64();
+    if std::env::var("JOBS_BENCH_METRICS").is_ok() {
+        let metrics = reqwest::get(format!("{}/metrics", kinetic.base))
+            .await?
+            .text()
+            .await?;
+        for line in metrics.lines().filter(|l| {
+            l.starts_with("kinetic_dispatcher_deliveries_total")
+                || l.contains("attempt_duration_seconds_sum")
+                || l.contains("attempt_duration_seconds_count")
+                || l.contains("serving_request_duration_seconds_sum")
+        }) {
+            eprintln!("{line}");
+        }
+    }
     drop(kinetic);
     let baseline = kafka::consume_rate(bootstrap, &topic, args.orders as usize).await?;
     Ok((rate, baseline))
