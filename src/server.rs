@@ -131,6 +131,8 @@ fn kafka_log(settings: &KafkaSettings, store: &Arc<dyn Store>) -> Arc<KafkaLog> 
 /// Pieces of the ingress side, shared by `up` and `broker`.
 struct IngressParts {
     router: axum::Router,
+    /// The store-backed classes' group commit, which the in-process dispatcher's replies share.
+    committer: Committer,
     committer_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -173,7 +175,7 @@ fn ingress(
             max_body_bytes: settings.max_body_bytes,
         },
         Committers {
-            store: committer,
+            store: committer.clone(),
             kafka,
         },
         directory,
@@ -181,13 +183,20 @@ fn ingress(
     );
     IngressParts {
         router,
+        committer,
         committer_tasks,
     }
 }
 
+/// Where the dispatcher appends: Kafka-class topics, and the store's log through a group commit.
+struct DispatcherLogs {
+    kafka: Arc<KafkaLog>,
+    replies: Committer,
+}
+
 fn dispatcher(
     store: &Arc<dyn Store>,
-    kafka: Arc<KafkaLog>,
+    logs: DispatcherLogs,
     settings: &DispatcherSettings,
     dedupe_window: Duration,
     resolver: Resolver,
@@ -201,7 +210,14 @@ fn dispatcher(
     config.poll_interval = settings.poll_interval.max(Duration::from_millis(10));
     config.dedupe_window = dedupe_window;
     let metrics = kinetic_triggers::metrics::Metrics::new(registry);
-    kinetic_triggers::Dispatcher::new(store.clone(), config, metrics, committed, Some(kafka))
+    kinetic_triggers::Dispatcher::new(
+        store.clone(),
+        config,
+        metrics,
+        committed,
+        Some(logs.kafka),
+        Some(logs.replies),
+    )
 }
 
 /// Runs `router` on `listener` until `cancel`, finishing in-flight requests.
@@ -269,7 +285,11 @@ pub async fn up(
     let mut registry = Registry::default();
     let (committed, _) = watch::channel(0u64);
     let kafka = kafka_log(&kafka_settings, &store_handle);
-    let parts = ingress(
+    let IngressParts {
+        router: ingress_router,
+        committer,
+        committer_tasks,
+    } = ingress(
         &store_handle,
         kafka.clone(),
         &ingress_settings,
@@ -288,7 +308,10 @@ pub async fn up(
     };
     let dispatcher = dispatcher(
         &store_handle,
-        kafka,
+        DispatcherLogs {
+            kafka,
+            replies: committer,
+        },
         &dispatcher_settings,
         ingress_settings.dedupe_window,
         resolver.clone(),
@@ -310,8 +333,7 @@ pub async fn up(
         &mut registry,
     );
     let registry = Arc::new(Mutex::new(registry));
-    let router = parts
-        .router
+    let router = ingress_router
         .merge(api::router(ApiState {
             store: store_handle.clone(),
             registry,
@@ -362,8 +384,6 @@ pub async fn up(
     {
         tracing::warn!("Instances did not stop within the grace period.");
     }
-    // The router (and with it every committer handle) is dropped: the committers drain and end.
-    drain(parts.committer_tasks).await;
     tracker.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
         .await
@@ -373,6 +393,9 @@ pub async fn up(
             "Shutdown grace period passed; stopping with work in flight (it will be redelivered)."
         );
     }
+    // The router and the dispatcher (and with them every committer handle) are gone: the
+    // committers drain and end.
+    drain(committer_tasks).await;
     drop(store);
     served
 }
@@ -435,9 +458,16 @@ pub async fn dispatcher_only(
     let listener = bind(listen).await?;
     let mut registry = Registry::default();
     let (committed, _) = watch::channel(0u64);
+    // Replies go through a group commit of this process's own.
+    let (replies, replies_task) = Committer::start(
+        Arc::new(StoreLog(store.store.clone())),
+        dedupe_window,
+        committed.clone(),
+        kinetic_broker::metrics::Metrics::new(&mut registry),
+    );
     let dispatcher = dispatcher(
         &store.store,
-        kafka,
+        DispatcherLogs { kafka, replies },
         &settings,
         dedupe_window,
         Resolver {
@@ -454,7 +484,12 @@ pub async fn dispatcher_only(
         sources: None,
     });
     let tracker = TaskTracker::new();
-    tracker.spawn(dispatcher.run(cancel.clone()));
+    let cancel_dispatcher = cancel.clone();
+    tracker.spawn(async move {
+        dispatcher.run(cancel_dispatcher).await;
+        // The dispatcher held the last handle: the reply committer drains and ends.
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, replies_task).await;
+    });
     tracing::info!(listen = %listener.local_addr()?, store = %redact(&store.url), "kinetic dispatcher is up.");
     let served = serve(listener, router, cancel.clone()).await;
     cancel.cancel();

@@ -248,6 +248,11 @@ async fn accept(
 fn log_unavailable(error: &LogError) -> Refusal {
     match error {
         LogError::Store(error) => store_unavailable(error),
+        LogError::Commit(_) => Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the event store is unavailable; nothing was stored, retry later",
+        ),
         LogError::Kafka(_) => {
             tracing::warn!(%error, "Kafka is unavailable.");
             Refusal::new(

@@ -19,6 +19,9 @@ pub enum LogError {
     KafkaNotConfigured,
     #[error("{0}")]
     KafkaConfig(String),
+    /// A group commit this append went through failed or stopped.
+    #[error("the group commit failed: {0}")]
+    Commit(String),
 }
 
 /// Appends accepted events durably.

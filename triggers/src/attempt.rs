@@ -8,6 +8,7 @@ use cloudevents::Event;
 use kinetic_api::event::{self as rules, BROKER_TTL};
 use kinetic_api::eventing::BrokerClass;
 use kinetic_broker::LogError;
+use kinetic_broker::committer::CommitError;
 use kinetic_store::NewEvent;
 
 use crate::dispatcher::Context;
@@ -73,12 +74,24 @@ async fn publish_reply(
     let now = chrono::Utc::now().timestamp_millis();
     let since = now - context.config.dedupe_window_ms();
     match plan.class {
-        BrokerClass::Store => {
-            context.store.append(&[record], now, since).await?;
-            context
-                .committed
-                .send_modify(|count| *count = count.wrapping_add(1));
-        }
+        BrokerClass::Store => match &context.replies {
+            // The group commit signals the cursor workers itself.
+            Some(committer) => {
+                committer
+                    .commit(vec![record])
+                    .await
+                    .map_err(|error| match error {
+                        CommitError::Log(error) => LogError::Commit(error.to_string()),
+                        CommitError::Stopped => LogError::Commit("it has stopped".to_owned()),
+                    })?;
+            }
+            None => {
+                context.store.append(&[record], now, since).await?;
+                context
+                    .committed
+                    .send_modify(|count| *count = count.wrapping_add(1));
+            }
+        },
         BrokerClass::Kafka => {
             use kinetic_broker::Log as _;
             let log = context.kafka.as_ref().ok_or(LogError::KafkaNotConfigured)?;

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use kinetic_api::eventing::BrokerClass;
+use kinetic_broker::Committer;
 use kinetic_broker::kafka::KafkaLog;
 use kinetic_store::{Store, TriggerRef};
 use tokio::sync::{Notify, watch};
@@ -88,6 +89,9 @@ pub struct Context {
     /// The Kafka class's log, when a Kafka cluster is configured: its triggers consume the
     /// brokers' topics, and replies are produced to them.
     pub kafka: Option<Arc<KafkaLog>>,
+    /// The group commit replies to store-backed brokers go through, so the replies of many
+    /// concurrent deliveries share one transaction (without it, each is its own append).
+    pub replies: Option<Committer>,
 }
 
 pub struct Dispatcher {
@@ -104,6 +108,7 @@ impl Dispatcher {
         metrics: Metrics,
         committed: watch::Sender<u64>,
         kafka: Option<Arc<KafkaLog>>,
+        replies: Option<Committer>,
     ) -> Self {
         let log = LogCache::new(store.clone(), metrics.corrupt_events.clone());
         Self {
@@ -117,6 +122,7 @@ impl Dispatcher {
                 rows_added: Notify::new(),
                 log,
                 kafka,
+                replies,
             }),
         }
     }

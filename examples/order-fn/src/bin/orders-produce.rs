@@ -4,8 +4,6 @@
 //!
 //!   orders-produce --bootstrap 127.0.0.1:9092 --topic orders --count 100 --customers 10 --discontinued 1
 
-use std::time::Duration;
-
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 struct Args {
@@ -72,6 +70,9 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let mut seqs = vec![0u64; args.customers as usize];
+    // Sends are pipelined (librdkafka batches them and, with idempotence, keeps each partition's
+    // order); acknowledgements are awaited a window at a time.
+    let mut pending = Vec::new();
     for index in 0..args.count {
         let customer = index % args.customers;
         seqs[customer as usize] += 1;
@@ -91,9 +92,27 @@ async fn main() -> std::process::ExitCode {
         .to_string();
         let key = format!("c-{customer}");
         let record = FutureRecord::to(&args.topic).key(&key).payload(&order);
-        if let Err((error, _)) = producer.send(record, Duration::from_secs(10)).await {
-            eprintln!("error: producing order {index} to {}: {error}", args.topic);
-            return std::process::ExitCode::FAILURE;
+        match producer.send_result(record) {
+            Ok(delivery) => pending.push((index, delivery)),
+            Err((error, _)) => {
+                eprintln!("error: producing order {index} to {}: {error}", args.topic);
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+        if pending.len() >= 1000 || index + 1 == args.count {
+            for (index, delivery) in pending.drain(..) {
+                match delivery.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((error, _))) => {
+                        eprintln!("error: producing order {index} to {}: {error}", args.topic);
+                        return std::process::ExitCode::FAILURE;
+                    }
+                    Err(_) => {
+                        eprintln!("error: producing order {index}: the producer stopped");
+                        return std::process::ExitCode::FAILURE;
+                    }
+                }
+            }
         }
     }
     println!(
