@@ -42,7 +42,11 @@ impl Storage {
                 .region(Region::new(FALLBACK_REGION))
                 .build();
         }
-        let s3 = aws_sdk_s3::config::Builder::from(&config)
+        Storage::new(&config, force_path_style)
+    }
+
+    pub fn new(config: &aws_config::SdkConfig, force_path_style: bool) -> Storage {
+        let s3 = aws_sdk_s3::config::Builder::from(config)
             .force_path_style(force_path_style)
             .build();
         Storage {
@@ -161,7 +165,8 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::retryable_status;
+    use super::*;
+    use aws_sdk_s3::config::Credentials;
 
     #[test]
     fn only_passing_troubles_of_the_store_are_retried() {
@@ -170,6 +175,42 @@ mod tests {
         }
         for status in [400, 401, 403, 404, 405, 411, 412, 416] {
             assert!(!retryable_status(status), "{status}");
+        }
+    }
+
+    /// A store nobody answers at: the event must be retried, not dead-lettered.
+    #[tokio::test]
+    async fn an_unreachable_store_is_unavailable() {
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap()
+        };
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(FALLBACK_REGION))
+            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+            .endpoint_url(format!("http://{closed}"))
+            .load()
+            .await;
+        let storage = Storage::new(&config, true);
+        let read = storage
+            .read("photos", "uploads/a.jpg", 1024)
+            .await
+            .unwrap_err();
+        let write = storage
+            .write("photos", "thumbnails/128/a.jpg", vec![1], "image/jpeg")
+            .await
+            .unwrap_err();
+        for failure in [read, write] {
+            assert!(
+                matches!(failure, Failure::Unavailable { .. }),
+                "{failure:?}"
+            );
+            assert_eq!(failure.status().as_u16(), 503);
+            assert!(
+                failure.message().contains("s3://photos/"),
+                "{}",
+                failure.message()
+            );
         }
     }
 }
