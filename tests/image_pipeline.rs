@@ -1,8 +1,8 @@
 //! Object-upload image processing end to end, as `examples/image-pipeline/` ships it: images
 //! uploaded to a bucket (moto's S3, notifying moto's SQS) become thumbnails written by the
 //! thumbnailer function, run by the real `kinetic up` as a Service that starts at zero; its reply
-//! events reach a second trigger; what it can never thumbnail ends in kinetic's dead letters after
-//! one attempt. On SQLite and on PostgreSQL.
+//! events reach a second trigger; what it can never thumbnail (a corrupt image, an object that is
+//! gone) ends in kinetic's dead letters after one attempt. On SQLite and on PostgreSQL.
 //!
 //! The example's resources are used as written, except for what only the test knows: the bucket,
 //! moto's address, the queue, where the thumbnailer binary was built and where the log trigger
@@ -100,6 +100,9 @@ fn images() -> Vec<(Expected, Vec<u8>)> {
 const IGNORED: [&str; 2] = ["uploads/notes.txt", "other/outside.jpg"];
 /// A JPEG by its first bytes, nothing after: the function answers 422 and kinetic dead-letters it.
 const BROKEN: &str = "uploads/broken.jpg";
+/// An event about an object that is not in the bucket (as when it is deleted right after its
+/// upload): S3 answers 404, the function 422, not the 404 kinetic would retry.
+const GONE: &str = "uploads/gone.jpg";
 
 async fn uploaded_images_become_thumbnails(engine: Engine) {
     let Some(moto) = Moto::start() else { return };
@@ -168,6 +171,23 @@ async fn uploaded_images_become_thumbnails(engine: Engine) {
         b"\xff\xd8\xff\xe0 and then nothing".to_vec(),
     )
     .await;
+    let record = json!({
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": moto::REGION,
+        "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": bucket}, "object": {"key": GONE, "size": 100}},
+    });
+    let status = support::send_event(
+        &reqwest::Client::new(),
+        &kinetic.url("/default/images"),
+        "gone-1",
+        "com.amazonaws.s3.ObjectCreated:Put",
+        &[("subject", GONE)],
+        &record.to_string(),
+    )
+    .await;
+    assert_eq!(status, 202);
 
     // Every image's reply event reaches the log trigger, listing its thumbnails.
     let replies = receiver.wait_for("/thumbnails", images.len(), WAIT).await;
@@ -234,32 +254,39 @@ async fn uploaded_images_become_thumbnails(engine: Engine) {
         }
     }
 
-    // The corrupt upload: dead-lettered with the function's reason, after exactly one attempt.
+    // The corrupt upload and the missing object: dead-lettered with the function's reason, after
+    // exactly one attempt.
     let letters = api
-        .wait("the corrupt upload's dead letter", |api| async move {
+        .wait("the dead letters", |api| async move {
             let letters = api.dead_letters("thumbnails").await;
-            (!letters.is_empty()).then_some(letters)
+            (letters.len() >= 2).then_some(letters)
         })
         .await;
-    assert_eq!(letters.len(), 1, "{letters:#?}");
-    let letter = &letters[0];
-    assert_eq!(letter["event"]["subject"], BROKEN, "{letter}");
-    assert_eq!(letter["attempts"], 1, "{letter}");
-    assert_eq!(letter["lastStatus"], 422, "{letter}");
-    let response: Value = serde_json::from_str(
-        letter["lastResponse"]
-            .as_str()
-            .expect("the function's answer"),
-    )
-    .expect("a JSON answer");
-    assert_eq!(response["code"], "corrupt_image", "{response}");
-    assert_eq!(response["key"], BROKEN, "{response}");
-    assert!(
-        response["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("JPEG image cannot be decoded")),
-        "{response}"
-    );
+    assert_eq!(letters.len(), 2, "{letters:#?}");
+    for (key, code, says) in [
+        (BROKEN, "corrupt_image", "JPEG image cannot be decoded"),
+        (GONE, "object_missing", "the object does not exist"),
+    ] {
+        let letter = letters
+            .iter()
+            .find(|l| l["event"]["subject"] == key)
+            .unwrap_or_else(|| panic!("no dead letter about {key}: {letters:#?}"));
+        assert_eq!(letter["attempts"], 1, "{letter}");
+        assert_eq!(letter["lastStatus"], 422, "{letter}");
+        let response: Value = serde_json::from_str(
+            letter["lastResponse"]
+                .as_str()
+                .expect("the function's answer"),
+        )
+        .expect("a JSON answer");
+        assert_eq!(response["code"], code, "{response}");
+        assert_eq!(response["bucket"], bucket.as_str(), "{response}");
+        assert_eq!(response["key"], key, "{response}");
+        assert!(
+            response["error"].as_str().is_some_and(|e| e.contains(says)),
+            "{response}"
+        );
+    }
 
     // The thumbnails' own ObjectCreated events went through the broker, and the ignored uploads'
     // too: the `thumbnails` trigger passed them over.
@@ -288,7 +315,11 @@ async fn uploaded_images_become_thumbnails(engine: Engine) {
             })
             .count()
     };
-    let handled: Vec<&str> = images.iter().map(|(e, _)| e.key).chain([BROKEN]).collect();
+    let handled: Vec<&str> = images
+        .iter()
+        .map(|(e, _)| e.key)
+        .chain([BROKEN, GONE])
+        .collect();
     for key in &handled {
         assert_eq!(
             about(key),
@@ -304,7 +335,7 @@ async fn uploaded_images_become_thumbnails(engine: Engine) {
         lines.join("\n")
     );
     assert_eq!(receiver.received("/thumbnails").len(), images.len());
-    assert_eq!(api.dead_letters("thumbnails").await.len(), 1);
+    assert_eq!(api.dead_letters("thumbnails").await.len(), 2);
 
     // The bucket holds the uploads and the thumbnails, nothing more.
     let mut expected_objects: BTreeSet<String> = images
