@@ -9,6 +9,17 @@ use serde_json::Value;
 use super::key::{self, Encoding};
 use super::{MappingError, ObjectRecord, required, size_at, text_at};
 
+/// An S3 `eventTime`: RFC 3339, or the same without a zone (some S3-compatible stores and
+/// emulators leave out the `Z`), read as UTC.
+fn event_time(text: &str) -> Option<DateTime<Utc>> {
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Some(time.with_timezone(&Utc));
+    }
+    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|naive| naive.and_utc())
+}
+
 /// Reads record `index` of an S3 notification.
 pub fn record(index: usize, raw: &Value) -> Result<ObjectRecord, MappingError> {
     let bucket = required(index, raw, "/s3/bucket/name", "s3.bucket.name")?;
@@ -16,16 +27,12 @@ pub fn record(index: usize, raw: &Value) -> Result<ObjectRecord, MappingError> {
     let event_name = required(index, raw, "/eventName", "eventName")?;
     let event_time = match text_at(raw, "/eventTime") {
         None => None,
-        Some(text) => Some(
-            DateTime::parse_from_rfc3339(text)
-                .map_err(|_| MappingError::InvalidField {
-                    index,
-                    field: "eventTime",
-                    expected: "RFC 3339 time",
-                    value: text.to_owned(),
-                })?
-                .with_timezone(&Utc),
-        ),
+        Some(text) => Some(event_time(text).ok_or_else(|| MappingError::InvalidField {
+            index,
+            field: "eventTime",
+            expected: "RFC 3339 time",
+            value: text.to_owned(),
+        })?),
     };
     let owned = |pointer| text_at(raw, pointer).map(str::to_owned);
     let request_id =
@@ -48,4 +55,17 @@ pub fn record(index: usize, raw: &Value) -> Result<ObjectRecord, MappingError> {
         request_id,
         raw: raw.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::event_time;
+
+    #[test]
+    fn event_times_without_a_zone_are_utc() {
+        let zoned = event_time("2024-05-01T12:00:01.250Z").unwrap();
+        assert_eq!(event_time("2024-05-01T12:00:01.250"), Some(zoned));
+        assert_eq!(event_time("2024-05-01T14:00:01.250+02:00"), Some(zoned));
+        assert_eq!(event_time("yesterday"), None);
+    }
 }
