@@ -341,6 +341,7 @@ pub async fn up(
             registry,
             serving: Some(serving.clone()),
             sources: Some(sources.clone()),
+            triggers: Some(dispatcher.problems()),
         }))
         .merge(sources.router());
     tracker.spawn(sources.run(cancel.child_token()));
@@ -429,6 +430,7 @@ pub async fn broker(
         registry: Arc::new(Mutex::new(registry)),
         serving: None,
         sources: None,
+        triggers: None,
     }));
     tracker.spawn(prune_loop(
         store.store.clone(),
@@ -477,6 +479,7 @@ pub async fn dispatcher_only(
         registry: Arc::new(Mutex::new(registry)),
         serving: None,
         sources: None,
+        triggers: Some(dispatcher.problems()),
     });
     let tracker = TaskTracker::new();
     tracker.spawn(dispatcher.run(cancel.clone()));
