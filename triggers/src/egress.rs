@@ -188,7 +188,8 @@ impl FromStr for Allow {
         let name = text.trim().to_ascii_lowercase();
         match name.as_str() {
             "all" => Ok(Allow::All),
-            "none" => Ok(Allow::None),
+            // An empty value (`KINETIC_EGRESS_ALLOW=`) allows nothing, as its absence does.
+            "none" | "" => Ok(Allow::None),
             _ => AddressClass::ALL
                 .into_iter()
                 .find(|class| class.name() == name)
@@ -446,6 +447,7 @@ mod tests {
         assert_eq!(" Link-Local ".parse(), Ok(Allow::Class(LinkLocal)));
         assert_eq!("all".parse(), Ok(Allow::All));
         assert_eq!("none".parse(), Ok(Allow::None));
+        assert_eq!("".parse(), Ok(Allow::None));
         let error = "privat".parse::<Allow>().unwrap_err().to_string();
         assert_eq!(
             error,
