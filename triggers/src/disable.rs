@@ -12,7 +12,7 @@
 //! and a restart keeps it disabled.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -142,7 +142,8 @@ pub async fn store(
 /// it) is first seen and again every [`RESYNC`].
 #[derive(Debug, Default)]
 pub struct DisabledTable {
-    known: Mutex<HashMap<String, Known>>,
+    /// Read before every attempt, written when a trigger is disabled and at each sync.
+    known: RwLock<HashMap<String, Known>>,
 }
 
 #[derive(Debug)]
@@ -155,7 +156,7 @@ struct Known {
 impl DisabledTable {
     /// Why `uid` at `generation` is disabled, if it is.
     pub fn get(&self, uid: &str, generation: i64) -> Option<Disabled> {
-        let known = self.known.lock().ok()?;
+        let known = self.known.read().ok()?;
         known
             .get(uid)
             .and_then(|k| k.disabled.clone())
@@ -168,7 +169,7 @@ impl DisabledTable {
 
     /// Disables a trigger in this process now, before (and whether or not) it is stored.
     pub fn mark(&self, disabled: Disabled) {
-        if let Ok(mut known) = self.known.lock() {
+        if let Ok(mut known) = self.known.write() {
             let entry = known.entry(disabled.uid.clone()).or_insert(Known {
                 generation: disabled.generation,
                 disabled: None,
@@ -184,7 +185,7 @@ impl DisabledTable {
     /// read that fails keeps what was known.
     pub async fn sync(&self, store: &Arc<dyn Store>, triggers: &[StoredResource], now: Instant) {
         let due: Vec<Due> = {
-            let Ok(mut known) = self.known.lock() else {
+            let Ok(mut known) = self.known.write() else {
                 return;
             };
             known.retain(|uid, _| triggers.iter().any(|t| t.uid == *uid));
@@ -218,7 +219,7 @@ impl DisabledTable {
                 .buffer_unordered(8)
                 .collect()
                 .await;
-        let Ok(mut known) = self.known.lock() else {
+        let Ok(mut known) = self.known.write() else {
             return;
         };
         for (due, found) in read {
