@@ -456,3 +456,35 @@ async fn gone_disables_the_trigger_until_it_is_applied_again(engine: Engine) {
     assert_eq!(receiver.received("/hooks").len(), 4, "nothing twice");
     assert_eq!(world.dead_letters("hooks").await.len(), 1);
 }
+
+#[test]
+fn egress_allow_mistakes_stop_kinetic_before_it_listens() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = format!("sqlite://{}/state.db", dir.path().display());
+    for command in ["up", "dispatcher"] {
+        let output = crate::support::cli_bounded(
+            &[
+                command,
+                "--listen",
+                "127.0.0.1:0",
+                "--store",
+                &store,
+                "--egress-allow",
+                "loopback,privat",
+            ],
+            std::time::Duration::from_secs(20),
+        );
+        let error = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{command}: {error}");
+        assert!(
+            error.contains(
+                "`privat` is not an address class; use one or more of loopback, private,"
+            ),
+            "{command}: {error}"
+        );
+        assert!(
+            !dir.path().join("state.db").exists(),
+            "{command}: nothing was created"
+        );
+    }
+}
