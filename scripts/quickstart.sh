@@ -27,8 +27,9 @@ sed "s/127.0.0.1:9090/127.0.0.1:$dport/g" examples/quickstart/shop.yaml > "$work
 
 "$bin/event-display" "127.0.0.1:$dport" > "$work/display.log" 2>&1 &
 pids+=($!)
+# The subscriber is on loopback, which deliveries may reach only when allowed (the egress guard).
 KINETIC_LOG=${KINETIC_LOG:-warn} "$bin/kinetic" up -f "$work/shop.yaml" --listen "127.0.0.1:$kport" --gateway-listen "127.0.0.1:$gport" \
-  --store "sqlite://$work/state.db" 2> >(tee "$work/kinetic.log" >&2) &
+  --store "sqlite://$work/state.db" --egress-allow loopback 2> >(tee "$work/kinetic.log" >&2) &
 pids+=($!)
 
 server="http://127.0.0.1:$kport"
@@ -75,6 +76,6 @@ cat <<NEXT
   - trigger 'big-orders' (CESQL: amount >= 100) got only order-2 at /big-orders
   - trigger 'audit' hit a failing subscriber: 1 attempt + 2 retries each, then the events went to
     the dead-letter sink /dead-letters with knativeerrorcode=500 and stay listed by 'kinetic dlq list'
-Next: run it yourself with 'target/debug/kinetic up -f examples/quickstart/', send events with
+Next: run it yourself with 'target/debug/kinetic up --egress-allow loopback -f examples/quickstart/', send events with
 'kinetic send', replay dead letters with 'kinetic dlq replay --trigger default/audit --all'.
 NEXT

@@ -2,7 +2,8 @@
 //!
 //! - `POST /api/v1/apply?file=NAME` with YAML or JSON documents → the applied resources
 //! - `GET /api/v1/{brokers|triggers|services|revisions}` (`?namespace=`),
-//!   `GET|DELETE /api/v1/{kind}/{namespace}/{name}`; services and revisions carry a live `status`
+//!   `GET|DELETE /api/v1/{kind}/{namespace}/{name}`; services, revisions and triggers carry a live
+//!   `status`
 //! - `GET /api/v1/services/{namespace}/{name}/logs?limit=N` → recent output of its instances
 //! - `GET /api/v1/deadletters` (`?trigger=NS/NAME&unreplayed=true&limit=N`), `GET /api/v1/deadletters/{id}`
 //! - `POST /api/v1/deadletters/replay` with `{"ids": [...]}` or `{"trigger": "NS/NAME", "all": true}`
@@ -19,7 +20,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
-use kinetic_store::{DeadLetter, DeadLetterFilter, Store, TriggerRef};
+use kinetic_store::{DeadLetter, DeadLetterFilter, Store, StoredResource, TriggerRef};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -34,6 +35,8 @@ pub struct ApiState {
     pub serving: Option<Arc<kinetic_serving::Serving>>,
     /// Present in processes that run sources.
     pub sources: Option<Arc<kinetic_sources::Sources>>,
+    /// Why triggers are not ready; present in processes that deliver.
+    pub triggers: Option<kinetic_triggers::plan::ProblemTable>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -200,11 +203,64 @@ async fn list(
         .store
         .list_resources(kind, query.namespace.as_deref())
         .await?;
-    let items: Vec<Value> = items
-        .into_iter()
-        .map(|r| live_status(&state, with_status(r.body, r.generation)))
-        .collect();
-    Ok(axum::Json(json!({ "items": items })).into_response())
+    let mut listed = Vec::with_capacity(items.len());
+    for stored in items {
+        listed.push(shown(&state, stored).await?);
+    }
+    Ok(axum::Json(json!({ "items": listed })).into_response())
+}
+
+/// A stored resource as the API shows it: with its generation and live status.
+async fn shown(state: &ApiState, stored: StoredResource) -> Result<Value, ApiError> {
+    if stored.kind == "Trigger" {
+        let status = trigger_status(state, &stored).await?;
+        let mut body = with_status(stored.body, stored.generation);
+        if let Some(object) = body.as_object_mut() {
+            object.insert("status".into(), status);
+        }
+        return Ok(body);
+    }
+    Ok(live_status(
+        state,
+        with_status(stored.body, stored.generation),
+    ))
+}
+
+/// A trigger's delivery state: `disabled` (its subscriber answered 410; from the store, so every
+/// process agrees) and, where this process delivers, `ready` and the `problem` that stops it.
+async fn trigger_status(state: &ApiState, stored: &StoredResource) -> Result<Value, ApiError> {
+    let disabled = kinetic_triggers::disable::read(
+        &*state.store,
+        &stored.namespace,
+        &stored.name,
+        &stored.uid,
+        stored.generation,
+    )
+    .await?;
+    let problem = state
+        .triggers
+        .as_ref()
+        .map(|problems| problems.get(&format!("{}/{}", stored.namespace, stored.name)));
+    let mut status = serde_json::Map::new();
+    match (&disabled, problem) {
+        (Some(disabled), _) => {
+            status.insert("ready".into(), json!(false));
+            status.insert("problem".into(), json!(disabled.reason()));
+        }
+        (None, Some(Some(problem))) => {
+            status.insert("ready".into(), json!(false));
+            status.insert("problem".into(), json!(problem));
+        }
+        (None, Some(None)) => {
+            status.insert("ready".into(), json!(true));
+        }
+        // This process does not deliver: it cannot tell.
+        (None, None) => {}
+    }
+    if let Some(disabled) = disabled {
+        status.insert("disabled".into(), disabled.to_json());
+    }
+    Ok(Value::Object(status))
 }
 
 /// Adds what serving knows now (URL, traffic, instances) to a Service or Revision.
@@ -310,11 +366,7 @@ async fn get_one(
     let stored = state.store.get_resource(kind, &namespace, &name).await?;
     let stored =
         stored.ok_or_else(|| not_found(format!("{kind} {namespace}/{name} does not exist")))?;
-    Ok(axum::Json(live_status(
-        &state,
-        with_status(stored.body, stored.generation),
-    ))
-    .into_response())
+    Ok(axum::Json(shown(&state, stored).await?).into_response())
 }
 
 async fn delete_one(

@@ -240,9 +240,36 @@ pub async fn get(
                 _ => &["NAMESPACE", "NAME", "BROKER", "SUBSCRIBER"],
             };
             print_table(header, &rows);
+            if kind_name == "Trigger" {
+                print_trigger_problems(&items);
+            }
         }
     }
     Ok(())
+}
+
+/// Under the triggers' table: every trigger that does not deliver, and why (disabled by a `410`
+/// answer, an unresolvable subscriber, an unreadable signing secret, …).
+fn print_trigger_problems(items: &[Value]) {
+    let problems: Vec<String> = items
+        .iter()
+        .filter(|item| item.pointer("/status/ready") == Some(&Value::Bool(false)))
+        .map(|item| {
+            let text = |pointer: &str| item.pointer(pointer).and_then(Value::as_str).unwrap_or("");
+            format!(
+                "{}/{} is not ready: {}",
+                text("/metadata/namespace"),
+                text("/metadata/name"),
+                text("/status/problem")
+            )
+        })
+        .collect();
+    if !problems.is_empty() {
+        println!();
+        for problem in problems {
+            println!("{problem}");
+        }
+    }
 }
 
 fn print_table(header: &[&str], rows: &[Vec<String>]) {

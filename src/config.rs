@@ -57,6 +57,27 @@ pub struct DispatcherSettings {
     pub poll_interval: Duration,
 }
 
+/// Where deliveries to outside URLs may go.
+#[derive(Debug, Clone, Args)]
+pub struct EgressSettings {
+    /// Address classes that deliveries to subscriber and dead-letter-sink URLs may reach, comma
+    /// separated: loopback, private, link-local, metadata, cgnat, multicast, unspecified, reserved;
+    /// `all` turns the guard off, `none` (the default) allows public addresses only. A Broker's
+    /// ingress and Services are always reachable.
+    #[arg(long, env = "KINETIC_EGRESS_ALLOW", value_delimiter = ',', value_parser = parse_egress)]
+    pub egress_allow: Vec<kinetic_triggers::egress::Allow>,
+}
+
+impl EgressSettings {
+    pub fn egress(&self) -> kinetic_triggers::egress::Egress {
+        kinetic_triggers::egress::Egress::new(&self.egress_allow)
+    }
+}
+
+fn parse_egress(text: &str) -> Result<kinetic_triggers::egress::Allow, String> {
+    text.parse().map_err(|error| format!("{error}"))
+}
+
 /// The Kafka cluster of the Kafka broker class (`eventing.knative.dev/broker.class: Kafka`).
 #[derive(Debug, Clone, Args)]
 pub struct KafkaSettings {

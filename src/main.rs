@@ -16,7 +16,10 @@ mod client;
 mod config;
 mod server;
 
-use config::{DispatcherSettings, IngressSettings, KafkaSettings, ServingSettings, StoreSettings};
+use config::{
+    DispatcherSettings, EgressSettings, IngressSettings, KafkaSettings, ServingSettings,
+    StoreSettings,
+};
 
 // Every event allocates on its way through HTTP, JSON and the store; glibc's allocator spends a
 // tenth of the process's time on it under load (measured with perf), mimalloc a fraction of that.
@@ -55,6 +58,8 @@ enum Command {
         serving: ServingSettings,
         #[command(flatten)]
         kafka: KafkaSettings,
+        #[command(flatten)]
+        egress: EgressSettings,
     },
     /// Run the broker ingress and control-plane API only (scale-out; share a PostgreSQL store).
     Broker {
@@ -88,6 +93,8 @@ enum Command {
         dedupe_window: std::time::Duration,
         #[command(flatten)]
         kafka: KafkaSettings,
+        #[command(flatten)]
+        egress: EgressSettings,
     },
     /// Create or upgrade the store's schema, then exit.
     Migrate {
@@ -289,6 +296,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             dispatcher,
             serving,
             kafka,
+            egress,
         } => {
             let state_dir = store.state_dir.clone();
             let store = server::open_store(&store).await?;
@@ -297,6 +305,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 dispatcher,
                 serving,
                 kafka,
+                egress,
             };
             server::up(store, listen, files, settings, state_dir).await?;
         }
@@ -344,12 +353,23 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             dispatcher,
             dedupe_window,
             kafka,
+            egress,
         } => {
             kinetic_api::meta::validate_absolute_url(&ingress_url)
                 .map_err(|e| anyhow::anyhow!("--ingress-url: {e}"))?;
             let store = server::open_store(&store).await?;
-            server::dispatcher_only(store, listen, ingress_url, dispatcher, dedupe_window, kafka)
-                .await?;
+            server::dispatcher_only(
+                store,
+                listen,
+                ingress_url,
+                server::DispatchSettings {
+                    dispatcher,
+                    dedupe_window,
+                    kafka,
+                    egress,
+                },
+            )
+            .await?;
         }
         Command::Migrate { store } => {
             let opened = server::open_store(&store).await?;

@@ -19,7 +19,8 @@ use tokio_util::task::TaskTracker;
 use crate::api::{self, ApiState};
 use crate::apply;
 use crate::config::{
-    DispatcherSettings, IngressSettings, KafkaSettings, ServingSettings, StoreSettings,
+    DispatcherSettings, EgressSettings, IngressSettings, KafkaSettings, ServingSettings,
+    StoreSettings,
 };
 
 /// How often delivered events and expired dedupe entries are removed; often, so each removal is small.
@@ -194,21 +195,30 @@ struct DispatcherLogs {
     replies: Committer,
 }
 
-fn dispatcher(
-    store: &Arc<dyn Store>,
-    logs: DispatcherLogs,
+/// The dispatcher's settings from the process's.
+fn dispatcher_config(
     settings: &DispatcherSettings,
+    egress: &EgressSettings,
     dedupe_window: Duration,
     resolver: Resolver,
-    registry: &mut Registry,
-    committed: watch::Sender<u64>,
-) -> kinetic_triggers::Dispatcher {
+) -> kinetic_triggers::Config {
     let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
     let mut config = kinetic_triggers::Config::new(owner, resolver);
     config.concurrency = settings.delivery_concurrency as usize;
     config.batch_size = settings.delivery_batch as usize;
     config.poll_interval = settings.poll_interval.max(Duration::from_millis(10));
     config.dedupe_window = dedupe_window;
+    config.egress = egress.egress();
+    config
+}
+
+fn dispatcher(
+    store: &Arc<dyn Store>,
+    logs: DispatcherLogs,
+    config: kinetic_triggers::Config,
+    registry: &mut Registry,
+    committed: watch::Sender<u64>,
+) -> kinetic_triggers::Dispatcher {
     let metrics = kinetic_triggers::metrics::Metrics::new(registry);
     kinetic_triggers::Dispatcher::new(
         store.clone(),
@@ -238,6 +248,16 @@ pub struct UpSettings {
     pub dispatcher: DispatcherSettings,
     pub serving: ServingSettings,
     pub kafka: KafkaSettings,
+    pub egress: EgressSettings,
+}
+
+/// The delivery settings of `kinetic dispatcher`.
+pub struct DispatchSettings {
+    pub dispatcher: DispatcherSettings,
+    /// For replies.
+    pub dedupe_window: Duration,
+    pub kafka: KafkaSettings,
+    pub egress: EgressSettings,
 }
 
 /// `kinetic up`: everything in one process.
@@ -253,6 +273,7 @@ pub async fn up(
         dispatcher: dispatcher_settings,
         serving: serving_settings,
         kafka: kafka_settings,
+        egress: egress_settings,
     } = settings;
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
@@ -312,9 +333,12 @@ pub async fn up(
             kafka,
             replies: committer,
         },
-        &dispatcher_settings,
-        ingress_settings.dedupe_window,
-        resolver.clone(),
+        dispatcher_config(
+            &dispatcher_settings,
+            &egress_settings,
+            ingress_settings.dedupe_window,
+            resolver.clone(),
+        ),
         &mut registry,
         committed,
     );
@@ -339,6 +363,7 @@ pub async fn up(
             registry,
             serving: Some(serving.clone()),
             sources: Some(sources.clone()),
+            triggers: Some(dispatcher.problems()),
         }))
         .merge(sources.router());
     tracker.spawn(sources.run(cancel.child_token()));
@@ -428,6 +453,7 @@ pub async fn broker(
         registry: Arc::new(Mutex::new(registry)),
         serving: None,
         sources: None,
+        triggers: None,
     }));
     tracker.spawn(prune_loop(
         store.store.clone(),
@@ -448,32 +474,33 @@ pub async fn dispatcher_only(
     store: OpenedStore,
     listen: SocketAddr,
     ingress_url: String,
-    settings: DispatcherSettings,
-    dedupe_window: Duration,
-    kafka_settings: KafkaSettings,
+    settings: DispatchSettings,
 ) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
-    let kafka = kafka_log(&kafka_settings, &store.store);
+    let kafka = kafka_log(&settings.kafka, &store.store);
     let listener = bind(listen).await?;
     let mut registry = Registry::default();
     let (committed, _) = watch::channel(0u64);
     // Replies go through a group commit of this process's own.
     let (replies, replies_task) = Committer::start(
         Arc::new(StoreLog(store.store.clone())),
-        dedupe_window,
+        settings.dedupe_window,
         committed.clone(),
         kinetic_broker::metrics::Metrics::new(&mut registry),
     );
     let dispatcher = dispatcher(
         &store.store,
         DispatcherLogs { kafka, replies },
-        &settings,
-        dedupe_window,
-        Resolver {
-            ingress_url,
-            gateway: None,
-        },
+        dispatcher_config(
+            &settings.dispatcher,
+            &settings.egress,
+            settings.dedupe_window,
+            Resolver {
+                ingress_url,
+                gateway: None,
+            },
+        ),
         &mut registry,
         committed,
     );
@@ -482,6 +509,7 @@ pub async fn dispatcher_only(
         registry: Arc::new(Mutex::new(registry)),
         serving: None,
         sources: None,
+        triggers: Some(dispatcher.problems()),
     });
     let tracker = TaskTracker::new();
     let cancel_dispatcher = cancel.clone();

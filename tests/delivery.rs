@@ -6,7 +6,7 @@
 //!   and [`Ce`], a binary-mode CloudEvent to post;
 //! - `delivery/*.rs`: one file per behaviour a user relies on: filters, what a subscriber receives,
 //!   retries, dead letters, replies, dedupe, ordered lanes, dead-letter replay, resource lifecycle,
-//!   shutdown and restart.
+//!   shutdown and restart, webhook subscriptions (signatures, the egress guard, 410 Gone).
 //!
 //! Waits are bounded ([`WAIT`]); "nothing more arrives" is checked over a [`QUIET`] window after the
 //! expected deliveries arrived. Timing assertions allow 0.8× the expected gap below and 1.5 s above.
@@ -65,6 +65,8 @@ mod replies;
 mod retries;
 #[path = "delivery/shutdown.rs"]
 mod shutdown;
+#[path = "delivery/webhooks.rs"]
+mod webhooks;
 
 /// Longest wait for something that should happen.
 pub const WAIT: Duration = Duration::from_secs(15);
@@ -85,11 +87,18 @@ impl World {
     /// Starts kinetic on a fresh store of `engine` with the YAML documents `docs` (a broker named
     /// `default` is added).
     pub async fn start(engine: Engine, docs: &[String]) -> Self {
+        Self::start_with_env(engine, docs, &[]).await
+    }
+
+    /// [`World::start`] with environment variables for kinetic (e.g. signing secrets, or
+    /// `KINETIC_EGRESS_ALLOW`, which otherwise allows loopback).
+    pub async fn start_with_env(engine: Engine, docs: &[String], env: &[(&str, &str)]) -> Self {
         let store = TestStore::new(engine).await;
         let mut all = vec![store.broker_yaml("default")];
         all.extend(docs.iter().cloned());
         let file = write_yaml(store.dir(), "resources.yaml", &documents(&all));
-        let kinetic = tokio::task::block_in_place(|| Kinetic::up(&store, &[&file]));
+        let kinetic =
+            tokio::task::block_in_place(|| Kinetic::up_with_env(&store, &[&file], &[], env));
         Self {
             kinetic,
             store,
@@ -171,6 +180,29 @@ impl World {
                 || std::time::Instant::now() >= deadline
             {
                 return letters;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Writes `docs` (after the `default` broker) over the resource file kinetic watches, aside
+    /// and renamed, so kinetic never reads a half-written file.
+    pub fn rewrite(&self, docs: &[String]) {
+        let mut all = vec![self.store.broker_yaml("default")];
+        all.extend(docs.iter().cloned());
+        let next = self.file.with_extension("next");
+        std::fs::write(&next, documents(&all)).expect("write the new resource file");
+        std::fs::rename(&next, &self.file).expect("replace the resource file");
+    }
+
+    /// Waits until `GET /api/v1/triggers/default/NAME` satisfies `done` (bounded by [`WAIT`]), and
+    /// returns the trigger as last read.
+    pub async fn wait_trigger(&self, name: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let (status, trigger) = self.get(&format!("/api/v1/triggers/default/{name}")).await;
+            if (status == 200 && done(&trigger)) || std::time::Instant::now() >= deadline {
+                return trigger;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

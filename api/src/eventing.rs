@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::duration;
 use crate::error::Error;
 use crate::meta::{Destination, KReference, ObjectMeta};
+use crate::sources::SecretRef;
 
 pub const EVENTING_API_VERSION: &str = "eventing.knative.dev/v1";
 /// Broker annotation that picks the broker implementation.
@@ -358,13 +359,64 @@ pub struct DeliverySpec {
     /// Event format of deliveries: `binary` (default) or `json` (structured mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<DeliveryFormat>,
+    /// kinetic's extension: sign every delivery so the subscriber can tell it came from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<DeliverySigning>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackoffPolicy {
+    /// `backoffDelay × k` before retry k.
     Linear,
+    /// `backoffDelay × 2^k` before retry k.
     Exponential,
+    /// The schedule webhook senders use (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h; then 10 h), each
+    /// wait ±20 % at random; `backoffDelay` does not apply.
+    Webhook,
+}
+
+/// How deliveries are signed (kinetic's extension of `DeliverySpec`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeliverySigning {
+    /// [Standard Webhooks](https://www.standardwebhooks.com/) signatures: `webhook-id`,
+    /// `webhook-timestamp` and `webhook-signature` headers on every delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standard_webhooks: Option<StandardWebhooksSigning>,
+}
+
+/// Standard Webhooks signing keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StandardWebhooksSigning {
+    /// Signing secrets, `whsec_<base64>` (the prefix is optional, the rest is always base64, as the
+    /// reference libraries read it). Every delivery carries one signature per secret, so a secret
+    /// is rotated by adding the new one, letting subscribers switch, then removing the old.
+    pub secrets: Vec<SecretRef>,
+}
+
+impl DeliverySigning {
+    pub fn validate(&self) -> Result<(), Error> {
+        let Some(standard) = &self.standard_webhooks else {
+            return Err(Error::new("", "no signing scheme is set").with_hint(
+                "write `signing: {standardWebhooks: {secrets: [{env: WEBHOOK_SECRET}]}}`, or remove `signing`",
+            ));
+        };
+        if standard.secrets.is_empty() {
+            return Err(
+                Error::new("standardWebhooks.secrets", "needs at least one secret").with_hint(
+                    "e.g. `secrets: [{env: WEBHOOK_SECRET}]` or `[{file: /run/secrets/webhook}]`",
+                ),
+            );
+        }
+        for (index, secret) in standard.secrets.iter().enumerate() {
+            secret
+                .validate()
+                .map_err(|e| e.under(&format!("standardWebhooks.secrets[{index}]")))?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -399,6 +451,83 @@ impl DeliverySpec {
         if let Some(sink) = &self.dead_letter_sink {
             sink.validate().map_err(|e| e.under("deadLetterSink"))?;
         }
+        if let Some(signing) = &self.signing {
+            signing.validate().map_err(|e| e.under("signing"))?;
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::resource::{Resource, parse_documents};
+
+    const HEAD: &str = "apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {name: t}\nspec:\n  broker: b\n  subscriber: {uri: 'https://hooks.example/in'}\n";
+
+    fn delivery(yaml: &str) -> Result<super::DeliverySpec, crate::Error> {
+        let resources = parse_documents("t.yaml", &format!("{HEAD}  delivery: {yaml}\n"))?;
+        let Some(Resource::Trigger(trigger)) = resources.into_iter().next() else {
+            panic!("not a trigger");
+        };
+        Ok(trigger.spec.delivery.expect("delivery"))
+    }
+
+    #[test]
+    fn signing_and_the_webhook_policy_parse() {
+        let spec = delivery(
+            "{backoffPolicy: webhook, signing: {standardWebhooks: {secrets: [{env: WEBHOOK_SECRET}, {file: /run/secrets/old}]}}}",
+        )
+        .expect("valid");
+        assert_eq!(spec.backoff_policy, Some(super::BackoffPolicy::Webhook));
+        let secrets = &spec.signing.unwrap().standard_webhooks.unwrap().secrets;
+        assert_eq!(
+            secrets,
+            &[
+                crate::sources::SecretRef::Env("WEBHOOK_SECRET".into()),
+                crate::sources::SecretRef::File("/run/secrets/old".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn signing_mistakes_are_refused_with_their_path() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "{signing: {}}",
+                "spec.delivery.signing",
+                "no signing scheme",
+            ),
+            (
+                "{signing: {standardWebhooks: {secrets: []}}}",
+                "spec.delivery.signing.standardWebhooks.secrets",
+                "at least one secret",
+            ),
+            (
+                "{signing: {standardWebhooks: {secrets: [{env: '1BAD'}]}}}",
+                "spec.delivery.signing.standardWebhooks.secrets[0].env",
+                "not an environment variable name",
+            ),
+            (
+                "{signing: {standardWebhooks: {secrets: [{file: ' '}]}}}",
+                "spec.delivery.signing.standardWebhooks.secrets[0].file",
+                "is empty",
+            ),
+            (
+                "{signing: {standardWebhooks: {secrets: ['whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw']}}}",
+                "spec.delivery.signing.standardWebhooks.secrets[0]",
+                "inline secret is not accepted",
+            ),
+            (
+                "{signing: {hmac: {secrets: [{env: S}]}}}",
+                "spec.delivery.signing.hmac",
+                "unknown field",
+            ),
+        ];
+        for (yaml, path, message) in cases {
+            let error = delivery(yaml).expect_err(yaml);
+            assert_eq!(error.path, *path, "{yaml}: {error}");
+            assert!(error.message.contains(message), "{yaml}: {error}");
+            assert!(error.hint.is_some(), "{yaml}: {error}");
+        }
     }
 }

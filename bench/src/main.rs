@@ -412,6 +412,9 @@ async fn start_kinetic_with(
         "127.0.0.1:0",
         "--store",
         &store,
+        // The subscriber is on loopback, which the egress guard refuses by default.
+        "--egress-allow",
+        "loopback",
         "-f",
     ]);
     command.arg(&file);

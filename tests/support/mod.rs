@@ -203,6 +203,9 @@ impl Kinetic {
     }
 
     /// Any serving subcommand (`up`, `broker`, `dispatcher`); waits until it listens.
+    ///
+    /// Every receiver of the tests is on loopback, which the egress guard refuses by default, so
+    /// loopback is allowed (`KINETIC_EGRESS_ALLOW=loopback`) unless `env` sets the variable itself.
     pub fn spawn(args: &[String], env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(binary());
         command
@@ -211,6 +214,7 @@ impl Kinetic {
                 "KINETIC_LOG",
                 std::env::var("KINETIC_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .env("KINETIC_EGRESS_ALLOW", "loopback")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

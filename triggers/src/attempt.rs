@@ -1,6 +1,6 @@
 //! One attempt of one event for one trigger, shared by first attempts ([`crate::cursor`]) and
 //! retries ([`crate::retry`]): send, then publish a reply to the trigger's broker before the attempt
-//! counts as delivered.
+//! counts as delivered. An answer of `410 Gone` disables the trigger ([`crate::disable`]).
 
 use std::time::Instant;
 
@@ -11,6 +11,7 @@ use kinetic_broker::LogError;
 use kinetic_broker::committer::CommitError;
 use kinetic_store::NewEvent;
 
+use crate::disable::{self, Disabled};
 use crate::dispatcher::Context;
 use crate::plan::Plan;
 use crate::policy::Verdict;
@@ -34,12 +35,20 @@ pub async fn deliver(context: &Context, plan: &Plan, event: &Event) -> Attempt {
             &outgoing,
             plan.policy.format,
             plan.policy.timeout,
+            plan.signer.as_ref(),
         )
         .await;
     context
         .metrics
         .attempt_duration
         .observe(started.elapsed().as_secs_f64());
+    if attempt.status == Some(disable::GONE) {
+        disable(context, plan, event).await;
+        attempt.error = Some(format!(
+            "HTTP {} Gone: the subscriber ended the subscription; delivery to this trigger is disabled until it is applied again with a change",
+            disable::GONE
+        ));
+    }
     if attempt.verdict == Verdict::Delivered {
         observe_latency(context, event);
         if let Some(reply) = attempt.reply.take()
@@ -50,6 +59,41 @@ pub async fn deliver(context: &Context, plan: &Plan, event: &Event) -> Attempt {
         }
     }
     attempt
+}
+
+/// Disables the plan's trigger: in this process at once (so no further event is sent), then in
+/// the store, for every process and restarts.
+async fn disable(context: &Context, plan: &Plan, event: &Event) {
+    use cloudevents::AttributesReader as _;
+    let now = chrono::Utc::now().timestamp_millis();
+    let disabled = Disabled {
+        uid: plan.trigger.uid.clone(),
+        generation: plan.generation,
+        status: disable::GONE,
+        url: plan.subscriber.clone(),
+        at: now,
+        event_id: event.id().to_owned(),
+    };
+    if context
+        .disabled
+        .is_disabled(&disabled.uid, disabled.generation)
+    {
+        // Another event of the batch got there first.
+        return;
+    }
+    context.disabled.mark(disabled.clone());
+    tracing::warn!(trigger = %plan.label, subscriber = %plan.subscriber, "The subscriber answered 410 Gone; the trigger's delivery is disabled until it is applied again with a change. Its events wait.");
+    if let Err(error) = disable::store(
+        &*context.store,
+        &plan.trigger.namespace,
+        &plan.trigger.name,
+        &disabled,
+        now,
+    )
+    .await
+    {
+        tracing::error!(trigger = %plan.label, %error, "Recording that the trigger is disabled failed; this process keeps it disabled, others and a restart will not know.");
+    }
 }
 
 async fn publish_reply(

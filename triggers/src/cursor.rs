@@ -92,6 +92,10 @@ async fn read_and_deliver(
         if *broker != plan.trigger.broker {
             return;
         }
+        // Disabled: the cursor stays here, and the events after it wait in the log.
+        if context.is_disabled(&plan) {
+            return;
+        }
         let events = match context
             .log
             .read(&plan.trigger.broker, position, context.config.batch_size)
@@ -353,6 +357,15 @@ async fn first_attempt(
 ) -> First {
     let stored = &logged.stored;
     let started: Millis = chrono::Utc::now().timestamp_millis();
+    if context.is_disabled(plan) {
+        // Disabled while this batch was being delivered: the rest of it waits, as rows, for the
+        // trigger to be enabled (the retry worker puts them off until then).
+        return First::Row(NewDelivery {
+            lane,
+            attempts: 0,
+            ..waiting(plan, logged, String::new(), started)
+        });
+    }
     let attempt = deliver(context, plan, event).await;
     let now = chrono::Utc::now().timestamp_millis();
     match attempt.verdict {
@@ -376,7 +389,9 @@ async fn first_attempt(
                 payload: stored.payload.clone(),
                 lane,
                 attempts: 1,
-                next_attempt_at: plan.policy.retry_at(1, attempt.retry_after, now),
+                next_attempt_at: plan
+                    .policy
+                    .retry_at(1, attempt.retry_after, now, rand::random()),
                 first_attempt_at: Some(started),
                 last_status: attempt.status.map(i32::from),
                 last_error: attempt.error.clone(),

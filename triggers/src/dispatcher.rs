@@ -23,9 +23,11 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::disable::DisabledTable;
+use crate::egress::Egress;
 use crate::log_cache::LogCache;
 use crate::metrics::{BacklogLabels, Metrics};
-use crate::plan::{PlanTable, Plans, Resolver, build_plans};
+use crate::plan::{Plan, PlanTable, Plans, ProblemTable, Resolver, build_plans};
 use crate::policy::Defaults;
 use crate::sender::Sender;
 
@@ -50,6 +52,8 @@ pub struct Config {
     /// store's `watch_appends` normally wake the workers at once).
     pub poll_interval: Duration,
     pub dedupe_window: Duration,
+    /// Which internal address classes deliveries to outside URLs may reach (none by default).
+    pub egress: Egress,
 }
 
 impl Config {
@@ -65,6 +69,7 @@ impl Config {
             plan_interval: Duration::from_secs(1),
             poll_interval: Duration::from_secs(1),
             dedupe_window: Duration::from_secs(24 * 3600),
+            egress: Egress::default(),
         }
     }
 
@@ -92,6 +97,18 @@ pub struct Context {
     /// The group commit replies to store-backed brokers go through, so the replies of many
     /// concurrent deliveries share one transaction (without it, each is its own append).
     pub replies: Option<Committer>,
+    /// Triggers whose subscriber answered `410 Gone`.
+    pub disabled: DisabledTable,
+    /// Why triggers are not ready, for the API.
+    pub problems: ProblemTable,
+}
+
+impl Context {
+    /// Whether the plan's trigger is disabled: nothing is sent to its subscriber.
+    pub fn is_disabled(&self, plan: &Plan) -> bool {
+        self.disabled
+            .is_disabled(&plan.trigger.uid, plan.generation)
+    }
 }
 
 pub struct Dispatcher {
@@ -111,10 +128,15 @@ impl Dispatcher {
         replies: Option<Committer>,
     ) -> Self {
         let log = LogCache::new(store.clone(), metrics.corrupt_events.clone());
+        let sender = Sender::new(
+            config.resolver.gateway.as_ref(),
+            Some(&config.resolver.ingress_url),
+            config.egress.clone(),
+        );
         Self {
             context: Arc::new(Context {
                 store,
-                sender: Sender::with_gateway(config.resolver.gateway.as_ref()),
+                sender,
                 metrics,
                 plans: PlanTable::default(),
                 config,
@@ -123,12 +145,19 @@ impl Dispatcher {
                 log,
                 kafka,
                 replies,
+                disabled: DisabledTable::default(),
+                problems: ProblemTable::default(),
             }),
         }
     }
 
     pub fn context(&self) -> Arc<Context> {
         self.context.clone()
+    }
+
+    /// Why triggers are not ready, as this dispatcher finds them; for the API.
+    pub fn problems(&self) -> ProblemTable {
+        self.context.problems.clone()
     }
 
     /// Runs until `cancel` fires, then lets in-flight batches and attempts finish (each bounded by its
@@ -189,11 +218,16 @@ async fn refresh_plans(context: &Context, reported: &mut HashMap<String, String>
             return;
         }
     };
+    context
+        .disabled
+        .sync(&context.store, &triggers, tokio::time::Instant::now())
+        .await;
     let Plans { ready, problems } = build_plans(
         &triggers,
         &brokers,
         &context.config.resolver,
         &context.config.defaults,
+        &context.disabled,
     );
     let mut still = HashMap::new();
     for (trigger, problem) in problems {
@@ -202,6 +236,7 @@ async fn refresh_plans(context: &Context, reported: &mut HashMap<String, String>
         }
         still.insert(trigger, problem);
     }
+    context.problems.replace(still.clone());
     *reported = still;
     context.plans.replace(ready);
 }
@@ -231,10 +266,11 @@ async fn claim_loop(context: Arc<Context>, cancel: CancellationToken, tracker: &
         running.retain(|_, (_, handle)| !handle.is_finished());
         releasing.retain(|_, handle| !handle.is_finished());
         let plans = context.plans.all();
-        // Triggers of Kafka-class brokers read through consumer groups ([`crate::kafka`]).
+        // Triggers of Kafka-class brokers read through consumer groups ([`crate::kafka`]); a
+        // disabled trigger's cursor stays where it is.
         let refs: Vec<TriggerRef> = plans
             .iter()
-            .filter(|p| p.class == BrokerClass::Store)
+            .filter(|p| p.class == BrokerClass::Store && !context.is_disabled(p))
             .map(|p| p.trigger.clone())
             .collect();
         let now = chrono::Utc::now().timestamp_millis();
@@ -281,14 +317,13 @@ async fn claim_loop(context: Arc<Context>, cancel: CancellationToken, tracker: &
                     tracing::debug!(share, dispatchers, "Handing cursors to other dispatchers.");
                 }
                 let held: HashSet<&str> = cursors.iter().map(|c| c.trigger_uid.as_str()).collect();
-                // Stop workers whose trigger is gone (or moved to a Kafka-class broker) or whose
-                // lease was lost.
+                // Stop workers whose trigger is gone (or moved to a Kafka-class broker, or
+                // disabled) or whose lease was lost.
                 running.retain(|uid, (token, _)| {
                     let keep = held.contains(uid.as_str())
-                        && context
-                            .plans
-                            .get(uid)
-                            .is_some_and(|p| p.class == BrokerClass::Store);
+                        && context.plans.get(uid).is_some_and(|p| {
+                            p.class == BrokerClass::Store && !context.is_disabled(&p)
+                        });
                     if !keep {
                         token.cancel();
                     }

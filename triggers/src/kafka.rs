@@ -61,11 +61,13 @@ pub async fn run(context: Arc<Context>, cancel: CancellationToken) {
     let mut running: HashMap<String, Running> = HashMap::new();
     let mut reported: HashSet<String> = HashSet::new();
     loop {
+        // A disabled trigger's consumer stops (committing what it finished) and is not started
+        // again until the trigger is enabled: its records wait in the topic.
         let plans: Vec<_> = context
             .plans
             .all()
             .into_iter()
-            .filter(|plan| plan.class == BrokerClass::Kafka)
+            .filter(|plan| plan.class == BrokerClass::Kafka && !context.is_disabled(plan))
             .collect();
         running.retain(|uid, consumer| {
             let keep = !consumer.handle.is_finished()
@@ -320,6 +322,10 @@ async fn deliver_batch(
     let Some(plan) = context.plans.get(&trigger.uid) else {
         return false;
     };
+    if context.is_disabled(&plan) {
+        // Not stored: the batch is read again once the trigger is enabled.
+        return false;
+    }
     let events: Vec<Arc<Logged>> = records
         .iter()
         // Accepted before the trigger existed: not its to deliver.

@@ -3,11 +3,15 @@
 //! - [`filter`]: Knative's filter dialects (`filter.attributes`; `filters`: exact, prefix, suffix,
 //!   all, any, not, cesql), compiled once per trigger, evaluated per event.
 //! - [`cesql`]: the CloudEvents SQL v1 engine behind the `cesql` dialect.
-//! - [`policy`]: the effective delivery spec, backoff schedule, retry classification, `Retry-After`.
+//! - [`policy`]: the effective delivery spec, backoff schedules (Knative's linear and exponential,
+//!   and the webhook schedule), retry classification, `Retry-After`.
 //! - [`dispatcher`]: at-least-once delivery; start reading there. It runs [`cursor`] workers (first
 //!   attempts straight from the store's log), [`kafka`] consumers (first attempts from a Kafka-class
 //!   broker's topic) and the [`retry`] worker (retries, ordered lanes, dead-letter sinks), using
 //!   [`sender`] for HTTP and [`dead_letter`] for the error extensions.
+//! - Outside subscribers are webhook subscriptions: [`signing`] (Standard Webhooks signatures),
+//!   [`egress`] (the guard that keeps deliveries off internal addresses), [`disable`] (a `410 Gone`
+//!   disables the trigger until it is applied again).
 //!
 //! This crate does not know what a revision is: subscribers are URLs.
 pub mod cesql;
@@ -15,7 +19,9 @@ pub mod cesql;
 pub mod attempt;
 pub mod cursor;
 pub mod dead_letter;
+pub mod disable;
 pub mod dispatcher;
+pub mod egress;
 pub mod filter;
 pub mod kafka;
 pub mod log_cache;
@@ -24,6 +30,7 @@ pub mod plan;
 pub mod policy;
 pub mod retry;
 pub mod sender;
+pub mod signing;
 
 pub use dispatcher::{Config, Dispatcher};
 pub use filter::Filter;

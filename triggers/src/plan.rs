@@ -8,8 +8,10 @@ use kinetic_api::eventing::{BrokerClass, DeliveryOrder};
 use kinetic_api::{Broker, Destination, Trigger};
 use kinetic_store::{StoredResource, TriggerRef};
 
+use crate::disable::DisabledTable;
 use crate::filter::Filter;
 use crate::policy::{Defaults, DeliveryPolicy};
+use crate::signing::Signer;
 
 /// Everything needed to deliver one trigger's events.
 #[derive(Debug)]
@@ -23,6 +25,8 @@ pub struct Plan {
     pub order: DeliveryOrder,
     pub subscriber: String,
     pub dead_letter_sink: Option<String>,
+    /// Signs every delivery (subscriber and dead-letter sink) when the delivery spec says so.
+    pub signer: Option<Signer>,
     /// Where the broker keeps its events: the store's log (read through cursors) or a Kafka topic
     /// (read through a consumer group).
     pub class: BrokerClass,
@@ -88,9 +92,11 @@ impl Resolver {
 
 /// The plans built from the stored resources.
 pub struct Plans {
-    /// By trigger uid.
+    /// By trigger uid. A disabled trigger ([`crate::disable`]) has a plan, so that its dead letters
+    /// still reach their sink, but nothing delivers to its subscriber.
     pub ready: HashMap<String, Arc<Plan>>,
-    /// Triggers that cannot run (missing broker, unresolvable subscriber): `(namespace/name, why)`.
+    /// Triggers that cannot run (missing broker, unresolvable subscriber, unreadable signing
+    /// secret, disabled): `(namespace/name, why)`.
     pub problems: Vec<(String, String)>,
 }
 
@@ -100,6 +106,7 @@ pub fn build_plans(
     brokers: &[StoredResource],
     resolver: &Resolver,
     defaults: &Defaults,
+    disabled: &DisabledTable,
 ) -> Plans {
     let brokers: HashMap<(String, String), Broker> = brokers
         .iter()
@@ -114,6 +121,9 @@ pub fn build_plans(
         let label = format!("{}/{}", stored.namespace, stored.name);
         match plan_of(stored, &brokers, resolver, defaults) {
             Ok(plan) => {
+                if let Some(why) = disabled.get(&stored.uid, stored.generation) {
+                    problems.push((label, why.reason()));
+                }
                 plans.insert(stored.uid.clone(), Arc::new(plan));
             }
             Err(problem) => problems.push((label, problem)),
@@ -168,6 +178,12 @@ fn plan_of(
         .map(|sink| resolver.resolve(sink, namespace))
         .transpose()
         .map_err(|error| format!("deadLetterSink: {error}"))?;
+    let signer = policy
+        .signing
+        .as_ref()
+        .map(|signing| Signer::read(&signing.secrets))
+        .transpose()
+        .map_err(|error| format!("delivery.signing: {}", error_chain(&error)))?;
     Ok(Plan {
         trigger: TriggerRef {
             uid: stored.uid.clone(),
@@ -182,9 +198,40 @@ fn plan_of(
         order,
         subscriber,
         dead_letter_sink,
+        signer,
         class: broker.class_kind().unwrap_or(BrokerClass::Store),
         created_at: kinetic_store::created_at(&stored.uid).unwrap_or(0),
     })
+}
+
+/// An error with its causes, for people: `the file … cannot be read: No such file or directory`.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
+}
+
+/// Why triggers are not ready, by `namespace/name`, as the dispatcher last found them; for the API.
+#[derive(Clone, Default)]
+pub struct ProblemTable {
+    problems: Arc<RwLock<HashMap<String, String>>>,
+}
+
+impl ProblemTable {
+    pub fn get(&self, label: &str) -> Option<String> {
+        self.problems.read().ok()?.get(label).cloned()
+    }
+
+    pub fn replace(&self, problems: HashMap<String, String>) {
+        if let Ok(mut current) = self.problems.write() {
+            *current = problems;
+        }
+    }
 }
 
 /// The current plans, shared by the dispatcher's tasks.
@@ -295,5 +342,114 @@ mod tests {
                 .unwrap_err()
                 .contains("Service")
         );
+    }
+
+    fn stored(kind: &str, name: &str, generation: i64, body: serde_json::Value) -> StoredResource {
+        StoredResource {
+            kind: kind.into(),
+            namespace: "default".into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            generation,
+            body,
+            updated_at: 0,
+        }
+    }
+
+    fn trigger(name: &str, generation: i64, delivery: serde_json::Value) -> StoredResource {
+        stored(
+            "Trigger",
+            name,
+            generation,
+            serde_json::json!({
+                "apiVersion": "eventing.knative.dev/v1",
+                "kind": "Trigger",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {
+                    "broker": "default",
+                    "subscriber": {"uri": "https://hooks.example/in"},
+                    "delivery": delivery,
+                },
+            }),
+        )
+    }
+
+    #[test]
+    fn unreadable_signing_secrets_and_disabled_triggers_are_problems() {
+        let broker = stored(
+            "Broker",
+            "default",
+            1,
+            serde_json::json!({
+                "apiVersion": "eventing.knative.dev/v1",
+                "kind": "Broker",
+                "metadata": {"name": "default", "namespace": "default"},
+            }),
+        );
+        let missing = trigger(
+            "missing",
+            1,
+            serde_json::json!({"signing": {"standardWebhooks": {"secrets": [{"env": "KINETIC_TEST_SURELY_UNSET_SECRET"}]}}}),
+        );
+        let absent_file = trigger(
+            "absent",
+            1,
+            serde_json::json!({"signing": {"standardWebhooks": {"secrets": [{"file": "/nonexistent/kinetic/secret"}]}}}),
+        );
+        let gone = trigger("gone", 2, serde_json::json!({}));
+        let resolver = Resolver {
+            ingress_url: "http://127.0.0.1:8080".into(),
+            gateway: None,
+        };
+        let disabled = DisabledTable::default();
+        disabled.mark(crate::disable::Disabled {
+            uid: "uid-gone".into(),
+            generation: 2,
+            status: 410,
+            url: "https://hooks.example/in".into(),
+            at: 0,
+            event_id: "e".into(),
+        });
+        let plans = build_plans(
+            &[missing, absent_file, gone.clone()],
+            std::slice::from_ref(&broker),
+            &resolver,
+            &Defaults::default(),
+            &disabled,
+        );
+        let problems: HashMap<String, String> = plans.problems.into_iter().collect();
+        assert_eq!(
+            problems["default/missing"],
+            "delivery.signing: signing secret 0: environment variable `KINETIC_TEST_SURELY_UNSET_SECRET` is not set or not UTF-8"
+        );
+        assert!(
+            problems["default/absent"].starts_with(
+                "delivery.signing: signing secret 0: the file `/nonexistent/kinetic/secret` cannot be read: "
+            ),
+            "{}",
+            problems["default/absent"]
+        );
+        assert!(
+            problems["default/gone"]
+                .starts_with("delivery is disabled: https://hooks.example/in answered 410 Gone"),
+            "{}",
+            problems["default/gone"]
+        );
+        // A disabled trigger keeps its plan (its dead letters still reach their sink).
+        assert_eq!(plans.ready.keys().collect::<Vec<_>>(), ["uid-gone"]);
+        // Applied again with a change: enabled.
+        let changed = StoredResource {
+            generation: 3,
+            ..gone
+        };
+        let plans = build_plans(
+            &[changed],
+            &[broker],
+            &resolver,
+            &Defaults::default(),
+            &disabled,
+        );
+        assert!(plans.problems.is_empty());
+        assert_eq!(plans.ready.len(), 1);
     }
 }

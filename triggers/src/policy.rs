@@ -6,7 +6,22 @@ use std::time::{Duration, SystemTime};
 
 use kinetic_api::DeliverySpec;
 use kinetic_api::duration;
-use kinetic_api::eventing::{BackoffPolicy, DeliveryFormat};
+use kinetic_api::eventing::{BackoffPolicy, DeliveryFormat, StandardWebhooksSigning};
+
+/// The `webhook` backoff policy's waits before retries 1, 2, …: the schedule webhook senders use
+/// (the first attempt is immediate); retries past the end wait as long as the last.
+pub const WEBHOOK_SCHEDULE: [Duration; 7] = [
+    Duration::from_secs(5),
+    Duration::from_secs(5 * 60),
+    Duration::from_secs(30 * 60),
+    Duration::from_secs(2 * 3600),
+    Duration::from_secs(5 * 3600),
+    Duration::from_secs(10 * 3600),
+    Duration::from_secs(10 * 3600),
+];
+/// How far the `webhook` policy moves each wait at random, either way, so that subscribers coming
+/// back after an outage are not hit by every retry at once.
+pub const WEBHOOK_JITTER: f64 = 0.2;
 
 /// Process-wide defaults, used for every field neither the trigger nor its broker sets (like
 /// Knative's `config-br-defaults`).
@@ -40,6 +55,8 @@ pub struct DeliveryPolicy {
     /// `None`: `Retry-After` is honoured without a cap. `Some(ZERO)`: ignored.
     pub retry_after_max: Option<Duration>,
     pub format: DeliveryFormat,
+    /// Standard Webhooks signing secrets (kinetic's extension), the trigger's or else the broker's.
+    pub signing: Option<StandardWebhooksSigning>,
 }
 
 impl DeliveryPolicy {
@@ -58,22 +75,32 @@ impl DeliveryPolicy {
             trigger.and_then(&field).or_else(|| broker.and_then(&field))
         }
         let parse = |text: Option<&String>| text.and_then(|t| duration::parse(t).ok());
+        let backoff_policy =
+            pick(trigger, broker, |d| d.backoff_policy).unwrap_or(defaults.backoff_policy);
+        // The webhook schedule's own length, unless a retry count is set somewhere.
+        let default_retry = match backoff_policy {
+            BackoffPolicy::Webhook => WEBHOOK_SCHEDULE.len() as u32,
+            BackoffPolicy::Linear | BackoffPolicy::Exponential => defaults.retry,
+        };
         Self {
             retry: pick(trigger, broker, |d| d.retry)
                 .map(|r| u32::try_from(r).unwrap_or(0))
-                .unwrap_or(defaults.retry),
-            backoff_policy: pick(trigger, broker, |d| d.backoff_policy)
-                .unwrap_or(defaults.backoff_policy),
+                .unwrap_or(default_retry),
+            backoff_policy,
             backoff_delay: parse(pick(trigger, broker, |d| d.backoff_delay.as_ref()))
                 .unwrap_or(defaults.backoff_delay),
             timeout: parse(pick(trigger, broker, |d| d.timeout.as_ref()))
                 .unwrap_or(defaults.timeout),
             retry_after_max: parse(pick(trigger, broker, |d| d.retry_after_max.as_ref())),
             format: pick(trigger, broker, |d| d.format).unwrap_or(DeliveryFormat::Binary),
+            signing: pick(trigger, broker, |d| {
+                d.signing.as_ref().and_then(|s| s.standard_webhooks.clone())
+            }),
         }
     }
 
-    /// Backoff before retry `k` (1-based): linear `delay × k`, exponential `delay × 2^k`.
+    /// Backoff before retry `k` (1-based): linear `delay × k`, exponential `delay × 2^k`, webhook
+    /// the k-th step of [`WEBHOOK_SCHEDULE`] (before jitter, see [`Self::jittered_backoff`]).
     pub fn backoff(&self, k: u32) -> Duration {
         match self.backoff_policy {
             BackoffPolicy::Linear => self.backoff_delay.saturating_mul(k),
@@ -81,6 +108,27 @@ impl DeliveryPolicy {
                 let factor = 1u32.checked_shl(k.min(31)).unwrap_or(u32::MAX);
                 self.backoff_delay.saturating_mul(factor)
             }
+            BackoffPolicy::Webhook => match k {
+                0 => Duration::ZERO,
+                k => WEBHOOK_SCHEDULE[(k as usize).min(WEBHOOK_SCHEDULE.len()) - 1],
+            },
+        }
+    }
+
+    /// The backoff with this policy's jitter: `roll` is uniform in `[0, 1)`, drawn by the caller.
+    /// Only the webhook policy has jitter (±[`WEBHOOK_JITTER`]); Knative's policies are exact.
+    pub fn jittered_backoff(&self, k: u32, roll: f64) -> Duration {
+        let backoff = self.backoff(k);
+        match self.backoff_policy {
+            BackoffPolicy::Webhook => {
+                let roll = if roll.is_finite() {
+                    roll.clamp(0.0, 1.0)
+                } else {
+                    0.5
+                };
+                backoff.mul_f64(1.0 - WEBHOOK_JITTER + 2.0 * WEBHOOK_JITTER * roll)
+            }
+            BackoffPolicy::Linear | BackoffPolicy::Exponential => backoff,
         }
     }
 
@@ -90,17 +138,18 @@ impl DeliveryPolicy {
         u32::try_from(made).is_ok_and(|made| made <= self.retry)
     }
 
-    /// When retry number `made` is due, `made` attempts having failed by `now` (Unix ms).
-    pub fn retry_at(&self, made: i32, retry_after: Option<Duration>, now: i64) -> i64 {
+    /// When retry number `made` is due, `made` attempts having failed by `now` (Unix ms); `roll`
+    /// is uniform in `[0, 1)` (see [`Self::jittered_backoff`]).
+    pub fn retry_at(&self, made: i32, retry_after: Option<Duration>, now: i64, roll: f64) -> i64 {
         let k = u32::try_from(made).unwrap_or(1).max(1);
-        let wait = self.wait_before_retry(k, retry_after);
+        let wait = self.wait_before_retry(k, retry_after, roll);
         now.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
     }
 
     /// How long to wait before retry `k` given the answer's `Retry-After` (already parsed):
     /// `max(Retry-After capped by retryAfterMax, backoff)`.
-    pub fn wait_before_retry(&self, k: u32, retry_after: Option<Duration>) -> Duration {
-        let backoff = self.backoff(k);
+    pub fn wait_before_retry(&self, k: u32, retry_after: Option<Duration>, roll: f64) -> Duration {
+        let backoff = self.jittered_backoff(k, roll);
         let honoured = match (retry_after, self.retry_after_max) {
             (None, _) => Duration::ZERO,
             (Some(_), Some(max)) if max.is_zero() => Duration::ZERO,
@@ -154,6 +203,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             retry_after_max: None,
             format: DeliveryFormat::Binary,
+            signing: None,
         }
     }
 
@@ -185,24 +235,27 @@ mod tests {
     fn retry_after_rules() {
         let mut p = policy(BackoffPolicy::Linear, 100);
         assert_eq!(
-            p.wait_before_retry(1, Some(Duration::from_secs(3))),
+            p.wait_before_retry(1, Some(Duration::from_secs(3)), 0.5),
             Duration::from_secs(3)
         );
-        assert_eq!(p.wait_before_retry(1, None), Duration::from_millis(100));
+        assert_eq!(
+            p.wait_before_retry(1, None, 0.5),
+            Duration::from_millis(100)
+        );
         p.retry_after_max = Some(Duration::from_secs(1));
         assert_eq!(
-            p.wait_before_retry(1, Some(Duration::from_secs(3))),
+            p.wait_before_retry(1, Some(Duration::from_secs(3)), 0.5),
             Duration::from_secs(1)
         );
         p.retry_after_max = Some(Duration::ZERO);
         assert_eq!(
-            p.wait_before_retry(2, Some(Duration::from_secs(3))),
+            p.wait_before_retry(2, Some(Duration::from_secs(3)), 0.5),
             Duration::from_millis(200)
         );
         p.backoff_delay = Duration::from_secs(10);
         p.retry_after_max = None;
         assert_eq!(
-            p.wait_before_retry(1, Some(Duration::from_secs(3))),
+            p.wait_before_retry(1, Some(Duration::from_secs(3)), 0.5),
             Duration::from_secs(10)
         );
     }
@@ -213,10 +266,13 @@ mod tests {
         assert!((1..=5).all(|made| p.allows_retry(made)));
         assert!(!p.allows_retry(6));
         assert!(!p.allows_retry(-1));
-        assert_eq!(p.retry_at(1, None, 1_000), 1_100);
-        assert_eq!(p.retry_at(3, None, 1_000), 1_300);
-        assert_eq!(p.retry_at(1, Some(Duration::from_secs(2)), 1_000), 3_000);
-        assert_eq!(p.retry_at(1, None, i64::MAX - 1), i64::MAX);
+        assert_eq!(p.retry_at(1, None, 1_000, 0.5), 1_100);
+        assert_eq!(p.retry_at(3, None, 1_000, 0.5), 1_300);
+        assert_eq!(
+            p.retry_at(1, Some(Duration::from_secs(2)), 1_000, 0.5),
+            3_000
+        );
+        assert_eq!(p.retry_at(1, None, i64::MAX - 1, 0.5), i64::MAX);
     }
 
     #[test]
@@ -275,5 +331,108 @@ mod tests {
             (p.retry, p.backoff_policy, p.backoff_delay),
             (10, BackoffPolicy::Exponential, Duration::from_millis(200))
         );
+    }
+
+    #[test]
+    fn webhook_schedule() {
+        let p = policy(BackoffPolicy::Webhook, 100);
+        let secs = |k| p.backoff(k).as_secs();
+        assert_eq!(
+            (1..=9).map(secs).collect::<Vec<_>>(),
+            [5, 300, 1800, 7200, 18_000, 36_000, 36_000, 36_000, 36_000],
+            "backoffDelay does not apply; past the schedule the last wait repeats"
+        );
+        assert_eq!(p.backoff(0), Duration::ZERO);
+        assert_eq!(p.backoff(u32::MAX), Duration::from_secs(36_000));
+        // Jitter is ±20 % around the step: the extremes of the roll and its middle.
+        assert_eq!(p.jittered_backoff(1, 0.0), Duration::from_secs(4));
+        assert_eq!(p.jittered_backoff(1, 0.5), Duration::from_secs(5));
+        assert_eq!(p.jittered_backoff(2, 1.0), Duration::from_secs(360));
+        assert_eq!(p.jittered_backoff(2, f64::NAN), Duration::from_secs(300));
+        assert_eq!(p.retry_at(1, None, 1_000, 0.5), 6_000);
+        assert_eq!(p.retry_at(2, None, 0, 0.0), 240_000);
+        // Knative's policies stay exact whatever the roll.
+        let linear = policy(BackoffPolicy::Linear, 100);
+        assert_eq!(linear.jittered_backoff(3, 0.0), Duration::from_millis(300));
+        assert_eq!(linear.jittered_backoff(3, 0.99), Duration::from_millis(300));
+    }
+
+    #[test]
+    fn webhook_policy_defaults_to_its_schedule_length_unless_retry_is_set() {
+        let defaults = Defaults::default();
+        let webhook = DeliverySpec {
+            backoff_policy: Some(BackoffPolicy::Webhook),
+            ..Default::default()
+        };
+        let p = DeliveryPolicy::resolve(Some(&webhook), None, &defaults);
+        assert_eq!(p.retry, 7, "8 attempts: the first, then the 7 waits");
+        assert!(p.allows_retry(7) && !p.allows_retry(8));
+        let broker = DeliverySpec {
+            retry: Some(3),
+            ..Default::default()
+        };
+        let p = DeliveryPolicy::resolve(Some(&webhook), Some(&broker), &defaults);
+        assert_eq!(
+            p.retry, 3,
+            "a retry count set on the broker still bounds it"
+        );
+        let p = DeliveryPolicy::resolve(None, Some(&webhook), &defaults);
+        assert_eq!((p.backoff_policy, p.retry), (BackoffPolicy::Webhook, 7));
+    }
+
+    #[test]
+    fn signing_comes_from_the_trigger_else_the_broker() {
+        use kinetic_api::eventing::{DeliverySigning, StandardWebhooksSigning};
+        use kinetic_api::sources::SecretRef;
+        let signing = |name: &str| DeliverySpec {
+            signing: Some(DeliverySigning {
+                standard_webhooks: Some(StandardWebhooksSigning {
+                    secrets: vec![SecretRef::Env(name.into())],
+                }),
+            }),
+            ..Default::default()
+        };
+        let defaults = Defaults::default();
+        let secrets = |p: DeliveryPolicy| p.signing.map(|s| s.secrets);
+        assert_eq!(
+            secrets(DeliveryPolicy::resolve(
+                Some(&signing("T")),
+                Some(&signing("B")),
+                &defaults
+            )),
+            Some(vec![SecretRef::Env("T".into())])
+        );
+        assert_eq!(
+            secrets(DeliveryPolicy::resolve(
+                Some(&DeliverySpec::default()),
+                Some(&signing("B")),
+                &defaults
+            )),
+            Some(vec![SecretRef::Env("B".into())])
+        );
+        assert_eq!(
+            secrets(DeliveryPolicy::resolve(None, None, &defaults)),
+            None
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn webhook_waits_stay_within_the_jitter_of_a_monotone_schedule(
+            k in 1u32..64,
+            roll in 0.0f64..1.0,
+            retry_after in proptest::option::of(0u64..100_000),
+        ) {
+            let p = policy(BackoffPolicy::Webhook, 200);
+            let step = p.backoff(k);
+            proptest::prop_assert!(p.backoff(k + 1) >= step);
+            proptest::prop_assert!(step >= WEBHOOK_SCHEDULE[0] && step <= WEBHOOK_SCHEDULE[6]);
+            let jittered = p.jittered_backoff(k, roll);
+            proptest::prop_assert!(jittered >= step.mul_f64(0.8));
+            proptest::prop_assert!(jittered <= step.mul_f64(1.2));
+            let retry_after = retry_after.map(Duration::from_secs);
+            let wait = p.wait_before_retry(k, retry_after, roll);
+            proptest::prop_assert_eq!(wait, jittered.max(retry_after.unwrap_or_default()));
+        }
     }
 }

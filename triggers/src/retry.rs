@@ -21,6 +21,9 @@ const LEASE_BATCH: usize = 128;
 const MAX_IDLE: Duration = Duration::from_millis(500);
 /// How often rows are leased even when none look due, to take over expired leases.
 const SWEEP: Duration = Duration::from_secs(5);
+/// How long a row of a trigger that cannot deliver (not ready, or disabled) waits before it is
+/// looked at again.
+const DISABLED_RECHECK_MS: i64 = 5_000;
 
 pub async fn run(context: Arc<Context>, cancel: CancellationToken) {
     // Leasing is a write; when the (read-only) `next_due` says nothing is due, skip it, except every
@@ -100,7 +103,7 @@ async fn attempt_row(context: &Context, row: Delivery) {
         // The trigger is not ready (or deleted; its rows go when its cursor is dropped). Look again later.
         let update = DeliveryUpdate::Retry {
             attempts: row.attempts,
-            next_attempt_at: now + 5_000,
+            next_attempt_at: now + DISABLED_RECHECK_MS,
             last_status: row.last_status,
             last_error: row.last_error.clone(),
         };
@@ -153,6 +156,15 @@ async fn subscriber_attempt(
     row: &Delivery,
     event: &cloudevents::Event,
 ) -> DeliveryUpdate {
+    if context.is_disabled(plan) {
+        // The subscriber ended the subscription: the row waits for the trigger to be enabled.
+        return DeliveryUpdate::Retry {
+            attempts: row.attempts,
+            next_attempt_at: chrono::Utc::now().timestamp_millis() + DISABLED_RECHECK_MS,
+            last_status: row.last_status,
+            last_error: row.last_error.clone(),
+        };
+    }
     let attempt = deliver(context, plan, event).await;
     let made = row.attempts + 1;
     let labels = TriggerLabels {
@@ -172,6 +184,7 @@ async fn subscriber_attempt(
                     made,
                     attempt.retry_after,
                     chrono::Utc::now().timestamp_millis(),
+                    rand::random(),
                 ),
                 last_status: attempt.status.map(i32::from),
                 last_error: attempt.error.clone(),
@@ -224,7 +237,13 @@ async fn sink_attempt(
     decorated.remove_extension(kinetic_api::event::BROKER_TTL);
     let attempt = context
         .sender
-        .send(&sink, &decorated, plan.policy.format, plan.policy.timeout)
+        .send(
+            &sink,
+            &decorated,
+            plan.policy.format,
+            plan.policy.timeout,
+            plan.signer.as_ref(),
+        )
         .await;
     let made = row.attempts + 1;
     match attempt.verdict {
@@ -240,6 +259,7 @@ async fn sink_attempt(
                 made,
                 attempt.retry_after,
                 chrono::Utc::now().timestamp_millis(),
+                rand::random(),
             ),
             last_status: attempt.status.map(i32::from),
             last_error: attempt

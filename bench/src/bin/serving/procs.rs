@@ -240,7 +240,9 @@ impl Kinetic {
             ))
             .arg("--state-dir")
             .arg(dir.path())
-            .args(["--termination-grace", "PT2S"]);
+            .args(["--termination-grace", "PT2S"])
+            // Any trigger of a benchmark delivers on loopback, which is refused by default.
+            .args(["--egress-allow", "loopback"]);
         if let Some(config) = config {
             let path = dir.path().join("config.yaml");
             std::fs::write(&path, config)?;
