@@ -5,6 +5,10 @@
 //!   from zero, ordered per customer) until every `processed` reply reached the receiver; baseline:
 //!   a plain rdkafka consumer reading the same topic.
 //!
+//! - **signed deliveries** (webhook subscriptions, `examples/webhooks`): events posted to a broker
+//!   and delivered to an outside endpoint with Standard Webhooks signatures; baseline: the same
+//!   without signing, in the same run.
+//!
 //! Run it with `bash bench/jobs.sh`. The machine is shared and noisy: read ratios and medians.
 //! With `JOBS_BENCH_METRICS=1` each run also prints kinetic's delivery counters and attempt times to
 //! stderr, to see where the time goes.
@@ -18,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
+use futures::StreamExt as _;
 
 // Shared with kinetic-bench, which uses all of it; this benchmark only reads topics.
 #[allow(dead_code)]
@@ -40,6 +45,9 @@ struct Args {
     /// Customers (ordered lanes) the orders are spread over.
     #[arg(long, default_value_t = 50)]
     customers: u64,
+    /// Events per signed-deliveries run.
+    #[arg(long, default_value_t = 10_000)]
+    events: u64,
     /// Repetitions; the median is printed.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
@@ -95,8 +103,12 @@ async fn start_kinetic(args: &Args, yaml: &str) -> anyhow::Result<Kinetic> {
         .arg(&file)
         .env("KINETIC_LOG", "warn")
         .env("KINETIC_EGRESS_ALLOW", "loopback")
+        .env(
+            "BENCH_WEBHOOK_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("kinetic.log"))?)
         .spawn()
         .with_context(|| format!("starting {}", args.kinetic.display()))?;
     let kinetic = Kinetic {
@@ -116,7 +128,9 @@ async fn start_kinetic(args: &Args, yaml: &str) -> anyhow::Result<Kinetic> {
             return Ok(kinetic);
         }
         if Instant::now() > deadline {
-            bail!("kinetic did not become ready");
+            let log = std::fs::read_to_string(kinetic._dir.path().join("kinetic.log"))
+                .unwrap_or_default();
+            bail!("kinetic did not become ready; its log:\n{log}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -199,14 +213,60 @@ async fn orders_run(args: &Args, bootstrap: &str) -> anyhow::Result<(f64, f64)> 
     Ok((rate, baseline))
 }
 
+/// Deliveries per second from `events` POSTs to a broker until all reached the receiver, with or
+/// without Standard Webhooks signing.
+async fn deliveries_run(args: &Args, signed: bool) -> anyhow::Result<f64> {
+    let (receiver, delivered) = start_counter().await?;
+    let signing = if signed {
+        "spec:\n  delivery:\n    signing:\n      standardWebhooks:\n        secrets: [{env: BENCH_WEBHOOK_SECRET}]\n"
+    } else {
+        ""
+    };
+    let yaml = format!(
+        "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {{name: default}}\n{signing}---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: endpoint}}\nspec:\n  broker: default\n  subscriber: {{uri: 'http://{receiver}/hook'}}\n"
+    );
+    let kinetic = start_kinetic(args, &yaml).await?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let url = format!("{}/default/default", kinetic.base);
+    let body =
+        r#"{"order":12345,"item":"widget","amount":250,"note":"a typical small event payload"}"#;
+    let started = Instant::now();
+    let failures = AtomicU64::new(0);
+    futures::stream::iter(0..args.events)
+        .for_each_concurrent(64, |index| {
+            let request = client
+                .post(&url)
+                .header("ce-specversion", "1.0")
+                .header("ce-id", format!("e-{index}"))
+                .header("ce-source", "/bench")
+                .header("ce-type", "dev.kinetic.bench")
+                .header("content-type", "application/json")
+                .body(body);
+            let failures = &failures;
+            async move {
+                if !request.send().await.is_ok_and(|r| r.status().is_success()) {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+        .await;
+    if failures.load(Ordering::Relaxed) > 0 {
+        bail!("{} posts failed", failures.load(Ordering::Relaxed));
+    }
+    wait_count(&delivered, args.events, Duration::from_secs(300)).await?;
+    Ok(args.events as f64 / started.elapsed().as_secs_f64())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let broker = kinetic_kafka::testing::TestBroker::start()
         .context("the orders job needs nisshi: run scripts/ensure-kafka.sh")?;
     println!(
-        "kinetic jobs benchmark: {} orders over {} customers per run (median of {})",
-        args.orders, args.customers, args.repeat
+        "kinetic jobs benchmark: {} orders over {} customers, {} webhook events per run (median of {})",
+        args.orders, args.customers, args.events, args.repeat
     );
     println!();
     println!(
@@ -230,5 +290,20 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("{:<52} {:>12} {:>14} {:>8}", "", "", "(plain rdkafka", "");
     println!("{:<52} {:>12} {:>14} {:>8}", "", "", "consumer)", "");
+    let mut signed = Vec::new();
+    let mut unsigned = Vec::new();
+    for _ in 0..args.repeat {
+        unsigned.push(deliveries_run(&args, false).await?);
+        signed.push(deliveries_run(&args, true).await?);
+    }
+    let (signed, unsigned) = (median(signed), median(unsigned));
+    println!(
+        "{:<52} {:>12} {:>14} {:>8}",
+        "signed deliveries/s POST → broker → endpoint",
+        format!("{signed:.0}"),
+        format!("{unsigned:.0}"),
+        format!("{:.2}", signed / unsigned)
+    );
+    println!("{:<52} {:>12} {:>14} {:>8}", "", "", "(unsigned)", "");
     Ok(())
 }
