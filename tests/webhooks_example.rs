@@ -128,6 +128,31 @@ async fn webhooks_in_and_out(engine: Engine) {
         )
     });
     let client = reqwest::Client::new();
+    // Sources start at the controller's first pass, a moment after kinetic listens.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let sources: serde_json::Value = client
+            .get(kinetic.url("/api/v1/sources"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or_default();
+        let ready = sources["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| s["name"] == "github" && s["ready"] == true);
+        if ready {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the WebhookSource never became ready: {sources}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // In: a forged signature emits nothing; a push and an issue are accepted; the push's
     // redelivery (same X-GitHub-Delivery) is accepted and delivered once.
