@@ -29,9 +29,10 @@ pub(crate) use consumer::run;
 /// Kafka's session timeout for KafkaSource consumers: how long a crashed consumer's partitions
 /// wait before another member of the group takes them.
 pub const SESSION_TIMEOUT_MS: u32 = 10_000;
-/// Longest a fetch waits for records on the broker; short, so a record is read soon after it is
-/// produced.
-pub const FETCH_WAIT_MAX_MS: u32 = 100;
+/// Longest a fetch waits for records on the broker. Kafka answers a waiting fetch as soon as
+/// records arrive, so there this only paces an idle consumer's requests; brokers that answer only
+/// when the wait is over (nisshi) add up to this much to every record's latency.
+pub const FETCH_WAIT_MAX_MS: u32 = 10;
 /// Records librdkafka prefetches per partition before it stops fetching it. Each partition has a
 /// queue of its own (see `consumer`), so this and [`QUEUED_MAX_KBYTES`] bound every partition
 /// alone, on top of what its task holds.
