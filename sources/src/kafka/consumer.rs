@@ -1,27 +1,34 @@
-//! The consumer task of one KafkaSource: reads records, hands each to its partition's task, pauses
-//! a partition whose task falls behind, and follows the group's rebalances.
+//! The consumer task of one KafkaSource: follows the group's rebalances and gives every assigned
+//! partition a task of its own, which reads the partition's own librdkafka queue.
 //!
-//! librdkafka calls [`SourceContext`] from inside `recv()`: on a revoke it commits the offsets
-//! stored so far (what was delivered is never read again by the partition's next owner), then the
-//! loop stops the revoked partitions' tasks. Its errors (brokers unreachable, authentication) and
-//! statistics (the lag per partition) go to the source's status and metrics.
+//! librdkafka calls [`SourceContext`] from inside `recv()`. Before an assignment takes effect, each
+//! new partition is split off the consumer's queue, so its records only ever reach its own task;
+//! on a revoke the offsets stored so far are committed (what was delivered is never read again by
+//! the partition's next owner), then the loop stops the revoked partitions' tasks. Its errors
+//! (brokers unreachable, authentication) and statistics (the lag per partition) go to the source's
+//! status and metrics.
+//!
+//! Nothing here pauses partitions in librdkafka: a paused partition drops what it prefetched, and
+//! resuming it does not wake librdkafka's fetcher, which sleeps up to a second when it has no
+//! partition to fetch. A partition's task instead stops reading its queue, and librdkafka stops
+//! fetching that partition once its queue holds `queued.min.messages` records.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use kinetic_api::sources::{KafkaOrdering, KafkaSource};
 use kinetic_kafka::rdkafka::client::ClientContext;
+use kinetic_kafka::rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use kinetic_kafka::rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
 };
 use kinetic_kafka::rdkafka::error::KafkaError;
-use kinetic_kafka::rdkafka::message::OwnedMessage;
 use kinetic_kafka::rdkafka::statistics::Statistics;
 use kinetic_kafka::rdkafka::types::RDKafkaErrorCode;
 use kinetic_kafka::rdkafka::{Message as _, TopicPartitionList};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -31,19 +38,18 @@ use super::{KafkaSourceError, consumer_settings, read_secret};
 use crate::controller::{Key, Sources, sleep_or_cancel};
 use crate::metrics::PartitionLabels;
 
-/// A partition with this many records waiting for its task is paused; resumed at the low mark.
-const PAUSE_AT: usize = 1_000;
-const RESUME_AT: usize = 100;
-/// How often paused partitions are looked at.
-const TICK: Duration = Duration::from_millis(100);
 /// Pauses between attempts to run a consumer that failed: doubling from the first to the last.
 const FIRST_RESTART: Duration = Duration::from_secs(1);
 const MAX_RESTART: Duration = Duration::from_secs(30);
 
+/// One partition's own queue of records.
+pub(super) type PartitionQueue = StreamPartitionQueue<SourceContext>;
+
 /// What librdkafka's callbacks tell the consumer loop.
-#[derive(Debug)]
 pub(super) enum GroupEvent {
-    Assigned(Vec<(String, i32)>),
+    /// The partitions given to this consumer, each with its queue (`None`: it could not be split
+    /// off, and its records would reach the consumer's queue).
+    Assigned(Vec<((String, i32), Option<PartitionQueue>)>),
     Revoked(Vec<(String, i32)>),
     /// No broker can be reached.
     Down,
@@ -58,6 +64,9 @@ pub(crate) struct SourceContext {
     lag_series: LagSeries,
     /// Whether the group gave this consumer partitions (and they were not revoked since).
     assigned: AtomicBool,
+    /// The consumer itself, to split assigned partitions' queues off from inside the rebalance
+    /// callback; set once it is created.
+    consumer: OnceLock<Weak<StreamConsumer<SourceContext>>>,
 }
 
 /// The lag series a source has set, so they go when its partitions or the source go.
@@ -139,30 +148,47 @@ impl ClientContext for SourceContext {
 
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(partitions) = rebalance else {
-            return;
-        };
         let (namespace, name) = (&self.key.1, &self.key.2);
-        // What was delivered so far is committed before another member takes the partitions.
-        match consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(error) => {
-                tracing::warn!(%namespace, %name, %error, "Committing before a rebalance failed; the partitions' next owner reads some records again.");
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                // Split off before librdkafka starts fetching: a partition split off later leaves
+                // the records fetched until then in the consumer's queue. The split outlives the
+                // queue handle, so the partition's records never go to the consumer's queue again.
+                let consumer = self.consumer.get().and_then(Weak::upgrade);
+                let queues = pairs(partitions)
+                    .into_iter()
+                    .map(|(topic, partition)| {
+                        let queue = consumer
+                            .as_ref()
+                            .and_then(|c| c.split_partition_queue(&topic, partition));
+                        ((topic, partition), queue)
+                    })
+                    .collect();
+                let _ = self.events.send(GroupEvent::Assigned(queues));
             }
+            Rebalance::Revoke(partitions) => {
+                // What was delivered so far is committed before another member takes the
+                // partitions.
+                match consumer.commit_consumer_state(CommitMode::Sync) {
+                    Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                    Err(error) => {
+                        tracing::warn!(%namespace, %name, %error, "Committing before a rebalance failed; the partitions' next owner reads some records again.");
+                    }
+                }
+                self.assigned.store(false, Ordering::Relaxed);
+                let revoked = pairs(partitions);
+                tracing::info!(%namespace, %name, partitions = ?revoked, "Partitions revoked.");
+                let _ = self.events.send(GroupEvent::Revoked(revoked));
+            }
+            Rebalance::Error(_) => {}
         }
-        self.assigned.store(false, Ordering::Relaxed);
-        let revoked = pairs(partitions);
-        tracing::info!(%namespace, %name, partitions = ?revoked, "Partitions revoked.");
-        let _ = self.events.send(GroupEvent::Revoked(revoked));
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(partitions) = rebalance {
             self.assigned
                 .store(partitions.count() > 0, Ordering::Relaxed);
-            let assigned = pairs(partitions);
-            tracing::info!(namespace = %self.key.1, name = %self.key.2, partitions = ?assigned, "Partitions assigned.");
-            let _ = self.events.send(GroupEvent::Assigned(assigned));
+            tracing::info!(namespace = %self.key.1, name = %self.key.2, partitions = ?pairs(partitions), "Partitions assigned.");
         }
     }
 }
@@ -226,18 +252,22 @@ pub(crate) async fn run(
             events,
             lag_series: lag_series.clone(),
             assigned: AtomicBool::new(false),
+            consumer: OnceLock::new(),
         };
         let created: Result<StreamConsumer<SourceContext>, KafkaError> =
             settings.client_config().create_with_context(context);
         let outcome = match created {
             Ok(consumer) => {
+                let consumer = Arc::new(consumer);
+                let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
                 let shared = Arc::new(Shared {
                     sources: sources.clone(),
                     key: key.clone(),
                     emitter: emitter.clone(),
                     sink: sink.clone(),
-                    consumer: Arc::new(consumer),
+                    consumer,
                     ordering,
+                    healthy: AtomicBool::new(true),
                 });
                 let outcome =
                     consume(&shared, &source.spec.topics, receiver, &lag_series, &cancel).await;
@@ -263,10 +293,19 @@ pub(crate) async fn run(
 
 /// A partition's task, seen from the consumer loop.
 struct PartitionTask {
-    records: mpsc::UnboundedSender<OwnedMessage>,
-    queued: Arc<AtomicUsize>,
-    paused: bool,
+    task: tokio::task::Id,
     cancel: CancellationToken,
+    /// Closed once the task ended and dropped its queue.
+    stopped: oneshot::Receiver<()>,
+}
+
+impl PartitionTask {
+    /// Stops the task and waits until it dropped its queue: dropping a queue handle switches off
+    /// the wake-ups of every handle on that partition, so a new one must not exist before.
+    async fn stop(self) {
+        self.cancel.cancel();
+        let _ = self.stopped.await;
+    }
 }
 
 /// Reads records until `cancel` (`Ok`) or until a partition's task died (`Err`: the consumer is
@@ -284,12 +323,7 @@ async fn consume(
     tracing::info!(%namespace, %name, ?topics, "Reading Kafka topics.");
     let mut partitions: HashMap<(String, i32), PartitionTask> = HashMap::new();
     let mut tasks = JoinSet::new();
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut healthy = true;
     let result = loop {
-        // Biased, with the tick before the records: a busy partition must not keep a paused one
-        // from being resumed.
         tokio::select! {
             biased;
             () = cancel.cancelled() => break Ok(()),
@@ -297,52 +331,67 @@ async fn consume(
                 GroupEvent::Revoked(revoked) => {
                     for id in revoked {
                         if let Some(task) = partitions.remove(&id) {
-                            task.cancel.cancel();
+                            task.stop().await;
                         }
                         let partition = id.1.to_string();
                         lag_series.forget(&shared.sources, |l| l.topic == id.0 && l.partition == partition);
                     }
                 }
                 GroupEvent::Assigned(assigned) => {
-                    // A partition paused under an earlier assignment starts unpaused.
-                    resume(shared, assigned.iter().map(|(t, p)| (t.as_str(), *p)));
-                    mark_healthy(shared, &mut healthy);
+                    let mut failed = None;
+                    for (id, queue) in assigned {
+                        let queue = match partitions.remove(&id) {
+                            None => queue,
+                            Some(old) => {
+                                // Not seen with eager rebalancing, which revokes every partition
+                                // first. Dropping the old task's handle switched off the new
+                                // one's wake-ups: split again once the old one is gone.
+                                old.stop().await;
+                                drop(queue);
+                                shared.consumer.split_partition_queue(&id.0, id.1)
+                            }
+                        };
+                        let Some(queue) = queue else {
+                            failed = Some(id);
+                            break;
+                        };
+                        let task = start_partition(shared, id.clone(), queue, &mut tasks, cancel);
+                        partitions.insert(id, task);
+                    }
+                    if let Some((topic, partition)) = failed {
+                        tracing::error!(%namespace, %name, %topic, partition, "A partition's queue could not be split off.");
+                        break Err(KafkaSourceError::PartitionStopped { topic, partition });
+                    }
+                    mark_healthy(shared);
                 }
-                GroupEvent::Down => healthy = false,
+                GroupEvent::Down => shared.healthy.store(false, Ordering::Relaxed),
             },
-            _ = tick.tick() => {
-                for ((topic, partition), task) in &mut partitions {
-                    if task.paused && task.queued.load(Ordering::Relaxed) <= RESUME_AT {
-                        resume(shared, [(topic.as_str(), *partition)]);
-                        task.paused = false;
+            Some(ended) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                // A task ends on its own only when one of its deliveries panicked.
+                let task = match ended {
+                    Ok((task, _)) => task,
+                    Err(error) => {
+                        tracing::error!(%namespace, %name, %error, "A KafkaSource's partition task failed.");
+                        error.id()
                     }
-                }
-                while let Some(done) = tasks.try_join_next() {
-                    if done.is_err() {
-                        tracing::error!(%namespace, %name, "A KafkaSource's partition task failed.");
-                    }
-                }
-                if let Some(id) = partitions.iter().find(|(_, t)| t.records.is_closed()).map(|(id, _)| id.clone()) {
-                    break Err(KafkaSourceError::PartitionStopped { topic: id.0, partition: id.1 });
+                };
+                let stopped = partitions
+                    .iter()
+                    .find(|(_, t)| t.task == task && !t.cancel.is_cancelled())
+                    .map(|(id, _)| id.clone());
+                if let Some((topic, partition)) = stopped {
+                    break Err(KafkaSourceError::PartitionStopped { topic, partition });
                 }
             }
+            // Serves the callbacks; records arrive on the partitions' own queues.
             received = shared.consumer.recv() => match received {
                 Ok(message) => {
-                    let message = message.detach();
-                    if !healthy {
-                        mark_healthy(shared, &mut healthy);
-                    }
-                    let id = (message.topic().to_owned(), message.partition());
-                    let task = partitions
-                        .entry(id.clone())
-                        .or_insert_with(|| start_partition(shared, &id, &mut tasks, cancel));
-                    task.queued.fetch_add(1, Ordering::Relaxed);
-                    if task.records.send(message).is_err() {
-                        break Err(KafkaSourceError::PartitionStopped { topic: id.0, partition: id.1 });
-                    }
-                    if !task.paused && task.queued.load(Ordering::Relaxed) >= PAUSE_AT {
-                        task.paused = pause(shared, &id.0, id.1);
-                    }
+                    // Its partition was not split off (see `pre_rebalance`); delivering it here
+                    // could pass records of its queue, so the consumer starts again from the
+                    // committed offsets.
+                    let (topic, partition) = (message.topic().to_owned(), message.partition());
+                    tracing::error!(%namespace, %name, %topic, partition, offset = message.offset(), "A record arrived outside its partition's queue.");
+                    break Err(KafkaSourceError::PartitionStopped { topic, partition });
                 }
                 Err(error) => {
                     tracing::warn!(%namespace, %name, %error, "Reading from Kafka failed; retrying.");
@@ -372,31 +421,28 @@ async fn consume(
 
 fn start_partition(
     shared: &Arc<Shared>,
-    (topic, partition): &(String, i32),
+    (topic, partition): (String, i32),
+    queue: PartitionQueue,
     tasks: &mut JoinSet<()>,
     cancel: &CancellationToken,
 ) -> PartitionTask {
-    let (records, receiver) = mpsc::unbounded_channel();
-    let queued = Arc::new(AtomicUsize::new(0));
     let cancel = cancel.child_token();
-    tasks.spawn(partition::run(
-        shared.clone(),
-        topic.clone(),
-        *partition,
-        receiver,
-        queued.clone(),
-        cancel.clone(),
-    ));
+    let (stopped_tx, stopped) = oneshot::channel();
+    let run = partition::run(shared.clone(), topic, partition, queue, cancel.clone());
+    let task = tasks.spawn(async move {
+        run.await;
+        drop(stopped_tx);
+    });
     PartitionTask {
-        records,
-        queued,
-        paused: false,
+        task: task.id(),
         cancel,
+        stopped,
     }
 }
 
-fn mark_healthy(shared: &Shared, healthy: &mut bool) {
-    *healthy = true;
+/// The source reads again: ready, and a connection error in its status is over.
+pub(super) fn mark_healthy(shared: &Shared) {
+    shared.healthy.store(true, Ordering::Relaxed);
     shared.sources.update(&shared.key, |s| {
         s.ready = true;
         if s.last_error
@@ -406,36 +452,6 @@ fn mark_healthy(shared: &Shared, healthy: &mut bool) {
             s.last_error = None;
         }
     });
-}
-
-/// `true` when paused. Records already fetched for the partition are dropped by librdkafka and
-/// fetched again from the last one handed out once it resumes.
-fn pause(shared: &Shared, topic: &str, partition: i32) -> bool {
-    let mut list = TopicPartitionList::new();
-    list.add_partition(topic, partition);
-    match shared.consumer.pause(&list) {
-        Ok(()) => {
-            tracing::debug!(namespace = %shared.key.1, name = %shared.key.2, %topic, partition, "Paused a partition until its task catches up.");
-            true
-        }
-        Err(error) => {
-            tracing::debug!(%topic, partition, %error, "Pausing a partition failed.");
-            false
-        }
-    }
-}
-
-fn resume<'a>(shared: &Shared, partitions: impl IntoIterator<Item = (&'a str, i32)>) {
-    let mut list = TopicPartitionList::new();
-    for (topic, partition) in partitions {
-        list.add_partition(topic, partition);
-    }
-    if list.count() == 0 {
-        return;
-    }
-    if let Err(error) = shared.consumer.resume(&list) {
-        tracing::debug!(%error, "Resuming partitions failed.");
-    }
 }
 
 /// Commits what was delivered and leaves the group. librdkafka blocks while it does, so it runs

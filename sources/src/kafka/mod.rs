@@ -4,8 +4,8 @@
 //! - [`mapping`]: a record as a CloudEvent (Knative's mapping; CloudEvents pass through).
 //! - [`offsets`]: the committable position of a partition whose records finish out of order.
 //! - `consumer`: the consumer task, its rebalance and statistics callbacks.
-//! - `partition`: one task per assigned partition delivering its records, one at a time
-//!   (ordered) or several at once (unordered).
+//! - `partition`: one task per assigned partition reading its own queue and delivering its
+//!   records, one at a time (ordered) or several at once (unordered).
 //!
 //! Delivery is at least once. Offsets are stored (librdkafka's `enable.auto.offset.store=false`)
 //! only once a record's event was accepted, and committed every second, when partitions are
@@ -29,9 +29,18 @@ pub(crate) use consumer::run;
 /// Kafka's session timeout for KafkaSource consumers: how long a crashed consumer's partitions
 /// wait before another member of the group takes them.
 pub const SESSION_TIMEOUT_MS: u32 = 10_000;
-/// Longest a fetch waits for records on the broker; short, so a record is read soon after it is
-/// produced.
-pub const FETCH_WAIT_MAX_MS: u32 = 100;
+/// Longest a fetch waits for records on the broker. Kafka answers a waiting fetch as soon as
+/// records arrive, so there this only paces an idle consumer's requests; brokers that answer only
+/// when the wait is over (nisshi) add up to this much to every record's latency.
+pub const FETCH_WAIT_MAX_MS: u32 = 10;
+/// Records librdkafka prefetches per partition before it stops fetching it. Each partition has a
+/// queue of its own (see `consumer`), so this and [`QUEUED_MAX_KBYTES`] bound every partition
+/// alone, on top of what its task holds.
+pub const QUEUED_MIN_MESSAGES: u32 = 1_000;
+pub const QUEUED_MAX_KBYTES: u32 = 8_192;
+/// How soon librdkafka looks again at a partition it stopped fetching because its queue was full.
+/// Its default (a second) leaves a partition whose task drained the queue idle that long.
+pub const FETCH_QUEUE_BACKOFF_MS: u32 = 10;
 /// How often librdkafka reports statistics (the consumer lag).
 pub const STATISTICS_INTERVAL_MS: u32 = 5_000;
 
@@ -83,6 +92,9 @@ pub fn consumer_settings(
             (SESSION_TIMEOUT_MS / 4).to_string(),
         ),
         ("fetch.wait.max.ms", FETCH_WAIT_MAX_MS.to_string()),
+        ("queued.min.messages", QUEUED_MIN_MESSAGES.to_string()),
+        ("queued.max.messages.kbytes", QUEUED_MAX_KBYTES.to_string()),
+        ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS.to_string()),
         ("statistics.interval.ms", STATISTICS_INTERVAL_MS.to_string()),
         // A topic created after the source is found within this time.
         ("topic.metadata.refresh.interval.ms", "10000".to_owned()),
@@ -186,6 +198,9 @@ mod tests {
         assert_eq!(p["auto.offset.reset"], "latest");
         assert_eq!(p["enable.auto.offset.store"], "false");
         assert_eq!(p["partition.assignment.strategy"], "range");
+        // Bounded prefetch per partition, looked at again soon once its task drained it.
+        assert_eq!(p["queued.min.messages"], "1000");
+        assert_eq!(p["fetch.queue.backoff.ms"], "10");
         assert!(!p.contains_key("security.protocol"));
         let earliest =
             consumer_settings(&source("  initialOffset: earliest\n"), "u", secrets).unwrap();

@@ -1,12 +1,19 @@
-//! One task per assigned partition: hands the partition's records to the sink and stores the
-//! offset every record before which was accepted, so the consumer commits nothing undelivered.
+//! One task per assigned partition: reads the partition's own queue, hands its records to the sink
+//! and stores the offset every record before which was accepted, so the consumer commits nothing
+//! undelivered.
 //!
 //! Ordered: one record at a time, in offset order. Unordered: up to [`UNORDERED_IN_FLIGHT`]
 //! records at once; the stored offset still only moves past records that are done
 //! ([`OffsetTracker`]).
+//!
+//! A task holding [`PAUSE_AT`] records stops reading until [`RESUME_AT`] are left. Meanwhile
+//! librdkafka prefetches up to `queued.min.messages` records of the partition and then stops
+//! fetching it; those are ready the moment the task reads again, so a partition behind its sink
+//! never waits for a fetch.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, Utc};
 use cloudevents::Event;
@@ -14,11 +21,10 @@ use kinetic_api::sources::KafkaOrdering;
 use kinetic_kafka::rdkafka::Message as _;
 use kinetic_kafka::rdkafka::consumer::{Consumer as _, StreamConsumer};
 use kinetic_kafka::rdkafka::message::{Headers as _, OwnedMessage};
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::consumer::SourceContext;
+use super::consumer::{PartitionQueue, SourceContext, mark_healthy};
 use super::mapping::{self, Emitter, Record};
 use super::offsets::OffsetTracker;
 use crate::controller::{Key, Sources};
@@ -26,6 +32,10 @@ use crate::sink::SinkError;
 
 /// Records of one partition in flight at once in unordered mode.
 pub const UNORDERED_IN_FLIGHT: usize = 32;
+/// A partition's task holding this many records stops reading its queue; it reads again at
+/// [`RESUME_AT`].
+pub const PAUSE_AT: usize = 1_000;
+pub const RESUME_AT: usize = 100;
 
 /// What a partition task needs; shared by every partition of one source.
 pub(super) struct Shared {
@@ -35,6 +45,8 @@ pub(super) struct Shared {
     pub sink: String,
     pub consumer: Arc<StreamConsumer<SourceContext>>,
     pub ordering: KafkaOrdering,
+    /// False while librdkafka reports every broker down; the first record read again clears it.
+    pub healthy: AtomicBool,
 }
 
 /// What became of one record.
@@ -48,8 +60,7 @@ enum Outcome {
     Cancelled,
 }
 
-/// Delivers `records` (one partition's, in offset order) until the channel closes or `cancel`.
-/// `queued` counts records sent to the channel and not yet taken, for the consumer's pausing.
+/// Delivers the records of `queue` (one partition's, in offset order) until `cancel`.
 ///
 /// Cancellation safe: an offset is stored only after its record (and every one before it) is
 /// done, so stopping anywhere leaves the rest to be read again.
@@ -57,18 +68,35 @@ pub(super) async fn run(
     shared: Arc<Shared>,
     topic: String,
     partition: i32,
-    mut records: mpsc::UnboundedReceiver<OwnedMessage>,
-    queued: Arc<AtomicUsize>,
+    queue: PartitionQueue,
     cancel: CancellationToken,
 ) {
+    let (namespace, name) = (&shared.key.1, &shared.key.2);
     let mut tracker = OffsetTracker::new();
     let limit = match shared.ordering {
         KafkaOrdering::Ordered => 1,
         KafkaOrdering::Unordered => UNORDERED_IN_FLIGHT,
     };
+    let mut waiting: VecDeque<OwnedMessage> = VecDeque::new();
+    let mut paused = false;
     let mut in_flight: JoinSet<(i64, Outcome)> = JoinSet::new();
-    let mut open = true;
-    while open || !in_flight.is_empty() {
+    loop {
+        while in_flight.len() < limit
+            && let Some(record) = waiting.pop_front()
+        {
+            if !tracker.begin(record.offset()) {
+                continue;
+            }
+            let (shared, cancel) = (shared.clone(), cancel.clone());
+            in_flight.spawn(async move {
+                let outcome = deliver(&shared, &record, &cancel).await;
+                (record.offset(), outcome)
+            });
+        }
+        if paused && waiting.len() <= RESUME_AT {
+            paused = false;
+            tracing::debug!(%namespace, %name, %topic, partition, "Reading a paused partition again.");
+        }
         tokio::select! {
             biased;
             () = cancel.cancelled() => break,
@@ -81,26 +109,31 @@ pub(super) async fn run(
                     store(&shared, &topic, partition, position);
                 }
             }
-            record = records.recv(), if open && in_flight.len() < limit => {
-                let Some(record) = record else {
-                    open = false;
-                    continue;
-                };
-                queued.fetch_sub(1, Ordering::Relaxed);
-                if !tracker.begin(record.offset()) {
-                    continue;
+            received = queue.recv(), if !paused => match received {
+                Ok(message) => {
+                    waiting.push_back(message.detach());
+                    if !shared.healthy.load(Ordering::Relaxed) {
+                        mark_healthy(&shared);
+                    }
+                    if waiting.len() >= PAUSE_AT {
+                        paused = true;
+                        tracing::debug!(%namespace, %name, %topic, partition, "Paused a partition until its task catches up.");
+                    }
                 }
-                let (shared, cancel) = (shared.clone(), cancel.clone());
-                in_flight.spawn(async move {
-                    let outcome = deliver(&shared, &record, &cancel).await;
-                    (record.offset(), outcome)
-                });
-            }
+                Err(error) => {
+                    // librdkafka goes on fetching (after a backoff) by itself.
+                    tracing::warn!(%namespace, %name, %topic, partition, %error, "Reading a partition failed; retrying.");
+                    let message = format!("reading {topic} partition {partition}: {error}");
+                    shared.sources.update(&shared.key, |s| s.last_error = Some(message));
+                }
+            },
         }
     }
     // Deliveries still running are given up; their records are read again.
     in_flight.abort_all();
     while in_flight.join_next().await.is_some() {}
+    // Before the consumer loop hears that this task ended (see `PartitionTask::stop`).
+    drop(queue);
 }
 
 /// Stores `position` (the next offset to read) for the next commit. A partition revoked
