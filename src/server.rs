@@ -212,6 +212,22 @@ fn dispatcher_config(
     config
 }
 
+/// Sources reach their sinks with the dispatcher's clients: kinetic's own destinations directly,
+/// outside URLs (and an SNS subscription's confirmation URL) only within `--egress-allow`.
+fn source_sink(resolver: &Resolver, egress: &EgressSettings) -> kinetic_sources::Sink {
+    let sender = kinetic_triggers::sender::Sender::new(
+        resolver.gateway.as_ref(),
+        Some(&resolver.ingress_url),
+        egress.egress(),
+    );
+    kinetic_sources::Sink::new(Arc::new(move |url: &reqwest::Url| {
+        sender
+            .client_for(url)
+            .cloned()
+            .map_err(|refused| refused.to_string())
+    }))
+}
+
 fn dispatcher(
     store: &Arc<dyn Store>,
     logs: DispatcherLogs,
@@ -344,7 +360,7 @@ pub async fn up(
     );
     let sources = kinetic_sources::Sources::new(
         store_handle.clone(),
-        kinetic_sources::Sink::new(kinetic_triggers::sender::http_client(Some(&gateway))),
+        source_sink(&resolver, &egress_settings),
         Arc::new(move |destination, namespace| resolver.resolve(destination, namespace)),
         kinetic_sources::metrics::Metrics::new(&mut registry),
     );

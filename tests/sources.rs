@@ -503,3 +503,113 @@ spec:
     let record: serde_json::Value = serde_json::from_slice(&event.body).unwrap();
     assert_eq!(record["s3"]["object"]["size"], 1024);
 }
+
+/// A source's sink `uri` and an SNS subscription's confirmation URL are outside addresses like a
+/// trigger's subscriber: without `--egress-allow loopback`, kinetic neither posts events to a
+/// loopback sink nor fetches a loopback SubscribeURL (a forged confirmation must not make it call
+/// internal services), and the sender hears why at once. Allowing loopback, the same sink works.
+#[tokio::test]
+async fn source_sinks_and_sns_confirmations_pass_the_egress_guard() {
+    let store = TestStore::new(Engine::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let yaml = format!(
+        "apiVersion: sources.kinetic.dev/v1alpha1
+kind: WebhookSource
+metadata: {{name: hooks}}
+spec:
+  verify:
+    bearer: {{token: {{env: HOOK_TOKEN}}}}
+  sink: {{uri: '{sink}'}}
+---
+apiVersion: sources.kinetic.dev/v1alpha1
+kind: S3Source
+metadata: {{name: photos}}
+spec:
+  bucket: photos
+  region: us-east-1
+  notifications:
+    webhook:
+      verify: {{bearer: {{token: {{env: HOOK_TOKEN}}}}}}
+  sink: {{uri: '{sink}'}}
+",
+        sink = receiver.url("/sink")
+    );
+    let file = write_yaml(store.dir(), "guarded.yaml", &yaml);
+    let client = reqwest::Client::new();
+    let post = |url: String, body: String| {
+        client
+            .post(url)
+            .bearer_auth("t0ken")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let confirmation = serde_json::json!({
+        "Type": "SubscriptionConfirmation",
+        "MessageId": "m1",
+        "Token": "tok",
+        "TopicArn": "arn:aws:sns:us-east-1:123456789012:photos",
+        "Message": "You have chosen to subscribe",
+        "SubscribeURL": receiver.url("/confirm"),
+        "Timestamp": "2026-11-27T10:00:00.000Z"
+    })
+    .to_string();
+
+    let kinetic = Kinetic::up_with_env(
+        &store,
+        &[&file],
+        &[],
+        &[("HOOK_TOKEN", "t0ken"), ("KINETIC_EGRESS_ALLOW", "none")],
+    );
+    let mut answer = (0, String::new());
+    for _ in 0..50 {
+        let response = post(kinetic.url("/webhooks/default/hooks"), "{}".into())
+            .await
+            .unwrap();
+        answer = (response.status().as_u16(), response.text().await.unwrap());
+        if answer.1.contains("egress-allow") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(answer.0, 503, "{}\n{}", answer.1, kinetic.log());
+    assert!(
+        answer.1.contains("may not be reached") && answer.1.contains("--egress-allow loopback"),
+        "{}",
+        answer.1
+    );
+    let confirmed = post(kinetic.url("/sources/default/photos"), confirmation.clone())
+        .await
+        .unwrap();
+    let status = confirmed.status().as_u16();
+    let text = confirmed.text().await.unwrap();
+    assert_ne!(status, 200, "{text}");
+    assert!(text.contains("--egress-allow loopback"), "{text}");
+    let sources = support::cli(&["get", "sources", "--server", &kinetic.base_url]);
+    let table = String::from_utf8_lossy(&sources.stdout);
+    assert!(table.contains("egress-allow"), "{table}");
+    assert!(receiver.received("/sink").is_empty());
+    assert!(receiver.received("/confirm").is_empty());
+    drop(kinetic);
+
+    let kinetic = Kinetic::up_with_env(&store, &[&file], &[], &[("HOOK_TOKEN", "t0ken")]);
+    let mut status = 0;
+    for _ in 0..50 {
+        status = post(kinetic.url("/webhooks/default/hooks"), "{}".into())
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if status == 202 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 202, "{}", kinetic.log());
+    assert_eq!(receiver.received("/sink").len(), 1);
+    let confirmed = post(kinetic.url("/sources/default/photos"), confirmation)
+        .await
+        .unwrap();
+    assert_eq!(confirmed.status(), 200);
+    assert_eq!(receiver.received("/confirm").len(), 1);
+}

@@ -408,6 +408,10 @@ async fn receive(
             return answer(status, reason, &error.to_string());
         }
     };
+    if let Err(error) = sources.sink.reachable(&sink) {
+        sources.failed(&key, error.to_string());
+        return retry_later(&error.to_string());
+    }
     let sent = tokio::time::timeout(
         WEBHOOK_SINK_WAIT,
         sources

@@ -1,6 +1,7 @@
 //! Handing events to a source's sink: a CloudEvents binary-mode POST, accepted on any 2xx. A source
 //! acknowledges its own input only after [`Sink::send`] (or [`Sink::send_until_accepted`]) succeeded.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use cloudevents::Event;
@@ -20,6 +21,9 @@ pub enum SinkError {
     Refused { status: u16, body: String },
     #[error("the sink could not be reached: {0}")]
     Unreachable(#[source] reqwest::Error),
+    /// The egress guard does not let kinetic reach this URL (`--egress-allow`), or it is not a URL.
+    #[error("the sink may not be reached: {0}")]
+    Forbidden(String),
     #[error("stopped before the sink accepted the event")]
     Cancelled,
 }
@@ -33,27 +37,62 @@ impl SinkError {
                 matches!(status, 404 | 408 | 409 | 429) || *status >= 500
             }
             SinkError::Unreachable(_) => true,
+            // A process setting: the source keeps its input until the operator allows the address
+            // (or points the sink elsewhere), and says why in its status meanwhile.
+            SinkError::Forbidden(_) => true,
             SinkError::Cancelled => false,
         }
     }
 }
 
+/// Picks the HTTP client that may reach a URL: kinetic's own for its destinations (the broker
+/// ingress, Services through the gateway), one behind the egress guard for outside addresses; or
+/// says why the URL may not be reached.
+pub type Route = Arc<dyn Fn(&reqwest::Url) -> Result<reqwest::Client, String> + Send + Sync>;
+
 /// Sends events to sink URLs. Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Sink {
-    client: reqwest::Client,
+    route: Route,
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink").finish_non_exhaustive()
+    }
 }
 
 impl Sink {
-    /// `client` resolves the names kinetic serves (the gateway's domain); the wiring builds it.
-    pub fn new(client: reqwest::Client) -> Sink {
-        Sink { client }
+    /// Every URL through `route`; the wiring builds it from the dispatcher's clients so that a
+    /// source's sink is held to the same egress rules as a trigger's subscriber.
+    pub fn new(route: Route) -> Sink {
+        Sink { route }
+    }
+
+    /// Every URL through one client, unguarded.
+    pub fn with_client(client: reqwest::Client) -> Sink {
+        Sink::new(Arc::new(move |_: &reqwest::Url| Ok(client.clone())))
+    }
+
+    fn client(&self, url: &str) -> Result<(reqwest::Client, reqwest::Url), SinkError> {
+        let parsed = reqwest::Url::parse(url).map_err(|error| {
+            SinkError::Forbidden(format!("`{url}` is not a valid URL: {error}"))
+        })?;
+        let client = (self.route)(&parsed).map_err(SinkError::Forbidden)?;
+        Ok((client, parsed))
+    }
+
+    /// Whether the egress rules let kinetic reach `url` at all. A webhook handler asks first, so
+    /// that its sender hears at once why nothing can be accepted instead of waiting for retries.
+    pub fn reachable(&self, url: &str) -> Result<(), SinkError> {
+        self.client(url).map(|_| ())
     }
 
     /// One attempt. Cancellation safe.
     pub async fn send(&self, url: &str, event: &Event) -> Result<(), SinkError> {
+        let (client, url) = self.client(url)?;
         let (headers, body) = encode_binary(event);
-        let mut request = self.client.post(url).timeout(ATTEMPT_TIMEOUT).body(body);
+        let mut request = client.post(url).timeout(ATTEMPT_TIMEOUT).body(body);
         for (name, value) in headers {
             request = request.header(name, value);
         }
@@ -71,8 +110,8 @@ impl Sink {
 
     /// A GET that must answer 2xx (e.g. confirming an SNS subscription).
     pub async fn get(&self, url: &str) -> Result<(), SinkError> {
-        let response = self
-            .client
+        let (client, url) = self.client(url)?;
+        let response = client
             .get(url)
             .timeout(ATTEMPT_TIMEOUT)
             .send()

@@ -236,6 +236,10 @@ pub(super) async fn notified(
             return answer(StatusCode::BAD_REQUEST, "invalid", &error.to_string());
         }
     };
+    if let Err(error) = sources.sink.reachable(&sink) {
+        sources.failed(&key, error.to_string());
+        return retry_later(&error.to_string());
+    }
     let all = async {
         for event in &events {
             sources
