@@ -221,6 +221,13 @@ pub async fn get(
                                     ))
                                 })
                                 .unwrap_or_default(),
+                            match item.pointer("/status/ready") {
+                                Some(Value::Bool(true)) => "True",
+                                Some(Value::Bool(false)) => "False",
+                                // The server does not deliver (`kinetic broker`): it cannot tell.
+                                _ => "Unknown",
+                            }
+                            .to_owned(),
                         ],
                     }
                 })
@@ -237,7 +244,7 @@ pub async fn get(
                     "COLD STARTS",
                     "PROBLEM",
                 ],
-                _ => &["NAMESPACE", "NAME", "BROKER", "SUBSCRIBER"],
+                _ => &["NAMESPACE", "NAME", "BROKER", "SUBSCRIBER", "READY"],
             };
             print_table(header, &rows);
             if kind_name == "Trigger" {
@@ -493,7 +500,7 @@ pub async fn dlq_list(
                         text(&item["event"]["id"]),
                         text(&item["attempts"]),
                         text(&item["lastStatus"]),
-                        text(&item["lastError"]),
+                        error_summary(item),
                         text(&item["deadLetterSink"]),
                         text(&item["replayCount"]),
                     ]
@@ -509,6 +516,26 @@ pub async fn dlq_list(
         }
     }
     Ok(())
+}
+
+/// Why a dead letter died, for the table: the last error and the first line of the subscriber's
+/// last answer (its reason, when it gave one), cut to fit a terminal line.
+fn error_summary(item: &Value) -> String {
+    const MOST: usize = 80;
+    let error = item["lastError"].as_str().unwrap_or("-");
+    let reason = item["lastResponse"]
+        .as_str()
+        .and_then(|body| body.lines().map(str::trim).find(|line| !line.is_empty()));
+    let summary = match reason {
+        Some(reason) => format!("{error}: {reason}"),
+        None => error.to_owned(),
+    };
+    if summary.chars().count() <= MOST {
+        summary
+    } else {
+        let cut: String = summary.chars().take(MOST - 1).collect();
+        format!("{cut}…")
+    }
 }
 
 pub async fn dlq_replay(
@@ -634,4 +661,37 @@ async fn sources(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::error_summary;
+
+    #[test]
+    fn error_summary_adds_the_first_line_of_the_answer_and_fits_a_line() {
+        let cases = [
+            (json!({"lastError": "HTTP 503"}), "HTTP 503"),
+            (
+                json!({"lastError": "HTTP 503", "lastResponse": ""}),
+                "HTTP 503",
+            ),
+            (
+                json!({"lastError": "HTTP 422", "lastResponse": "\n  order 7 refused: negative amount\nat line 2\n"}),
+                "HTTP 422: order 7 refused: negative amount",
+            ),
+            (json!({"lastError": null}), "-"),
+        ];
+        for (item, expected) in cases {
+            assert_eq!(error_summary(&item), expected, "{item}");
+        }
+        let long =
+            error_summary(&json!({"lastError": "HTTP 400", "lastResponse": "é".repeat(200)}));
+        assert_eq!(long.chars().count(), 80, "{long}");
+        assert!(
+            long.starts_with("HTTP 400: éé") && long.ends_with('…'),
+            "{long}"
+        );
+    }
 }

@@ -291,7 +291,7 @@ async fn get_delete_and_send() {
         .collect();
     assert_eq!(
         rows[0],
-        ["NAMESPACE", "NAME", "BROKER", "SUBSCRIBER"],
+        ["NAMESPACE", "NAME", "BROKER", "SUBSCRIBER", "READY"],
         "{table}"
     );
     assert_eq!(
@@ -300,7 +300,8 @@ async fn get_delete_and_send() {
             "default",
             "orders",
             "default",
-            receiver.url("/orders").as_str()
+            receiver.url("/orders").as_str(),
+            "True"
         ],
         "{table}"
     );
