@@ -6,7 +6,8 @@
 //! Services behind the gateway) are reached directly; every other URL goes through the egress guard
 //! ([`crate::egress`]), which refuses addresses inside the network unless the process allows them.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -144,6 +145,17 @@ impl Sender {
         }
     }
 
+    /// The client that may reach `url`: kinetic's own for its destinations, the guarded one for
+    /// the rest, or why the guard refuses it. Sources reach their sinks through it too.
+    pub fn client_for(&self, url: &url::Url) -> Result<&reqwest::Client, Refused> {
+        if self.is_internal(url) {
+            return Ok(&self.internal);
+        }
+        // Names are checked when resolved; an IP literal is never resolved, so here.
+        self.egress.check_url(url)?;
+        Ok(&self.outside)
+    }
+
     /// Posts `event` to `url`, signed by `signer` if given. Never fails: a transport error is an
     /// [`Attempt`] without a status.
     pub async fn send(
@@ -163,14 +175,9 @@ impl Sender {
                 );
             }
         };
-        let client = if self.is_internal(&parsed) {
-            &self.internal
-        } else {
-            // Names are checked when resolved; an IP literal is never resolved, so here.
-            if let Err(refused) = self.egress.check_url(&parsed) {
-                return Attempt::refused(&refused);
-            }
-            &self.outside
+        let client = match self.client_for(&parsed) {
+            Ok(client) => client,
+            Err(refused) => return Attempt::refused(&refused),
         };
         let mut request = client
             .post(parsed)
@@ -307,8 +314,31 @@ async fn read_body(response: reqwest::Response, limit: usize) -> Result<Bytes, r
     Ok(Bytes::from(body))
 }
 
+/// Subscribers already warned about answering with a body that is not a CloudEvent. Many functions
+/// answer every event with some JSON; one warning per URL says it, the rest are debug lines.
+static WARNED_NOT_EVENT: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Default::default);
+/// Most URLs remembered; past it (a trigger per tenant...) the set starts over.
+const WARNED_MOST: usize = 10_000;
+
+fn warn_not_event(url: &str, bytes: usize) {
+    let first = {
+        let mut warned = WARNED_NOT_EVENT
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if warned.len() >= WARNED_MOST {
+            warned.clear();
+        }
+        warned.insert(url.to_owned())
+    };
+    if first {
+        tracing::warn!(%url, bytes, "The subscriber answered with a body that is not a CloudEvent; it is not a reply and is ignored (this subscriber's next ones are logged at debug level).");
+    } else {
+        tracing::debug!(%url, bytes, "The subscriber answered with a body that is not a CloudEvent; ignoring it.");
+    }
+}
+
 /// A reply event in the answer, if there is one; a non-empty body that is not a CloudEvent is ignored
-/// with a warning.
+/// with a warning (once per subscriber).
 fn reply_of(headers: &HeaderMap, body: &Bytes, url: &str) -> Option<Event> {
     let content_type = headers
         .get(http::header::CONTENT_TYPE)
@@ -318,7 +348,7 @@ fn reply_of(headers: &HeaderMap, body: &Bytes, url: &str) -> Option<Event> {
         || content_type.starts_with("application/cloudevents");
     if !looks_like_event {
         if !body.is_empty() {
-            tracing::warn!(%url, bytes = body.len(), "The subscriber answered with a body that is not a CloudEvent; ignoring it.");
+            warn_not_event(url, body.len());
         }
         return None;
     }

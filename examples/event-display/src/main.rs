@@ -1,6 +1,7 @@
 //! A subscriber for trying kinetic: prints each CloudEvent it receives on one line, with the path it
 //! arrived on. Requests to paths under `/fail/` are answered 500 so retries and dead letters can be
-//! seen. Listens on the address given as the first argument (default `127.0.0.1:9090`).
+//! seen. Listens on the address given as the first argument; without one, on `127.0.0.1:$PORT` when
+//! `PORT` is set (as kinetic sets it when event-display runs as a Service), else `127.0.0.1:9090`.
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -35,15 +36,30 @@ async fn receive(uri: Uri, headers: HeaderMap, body: Bytes) -> StatusCode {
 }
 
 #[tokio::main]
-async fn main() -> std::io::Result<()> {
+async fn main() {
     let address = std::env::args()
         .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:9090".to_owned());
-    let listener = tokio::net::TcpListener::bind(&address).await?;
-    eprintln!(
-        "event-display listening on http://{}",
-        listener.local_addr()?
-    );
+        .unwrap_or_else(|| match std::env::var("PORT") {
+            Ok(port) => format!("127.0.0.1:{port}"),
+            Err(_) => "127.0.0.1:9090".to_owned(),
+        });
+    let listener = match tokio::net::TcpListener::bind(&address).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!(
+                "event-display: cannot listen on {address}: {error}; give a free address as the \
+                 first argument, e.g. event-display 127.0.0.1:9091"
+            );
+            std::process::exit(2);
+        }
+    };
+    match listener.local_addr() {
+        Ok(local) => eprintln!("event-display listening on http://{local}"),
+        Err(_) => eprintln!("event-display listening on http://{address}"),
+    }
     let app = axum::Router::new().fallback(receive);
-    axum::serve(listener, app).await
+    if let Err(error) = axum::serve(listener, app).await {
+        eprintln!("event-display: {error}");
+        std::process::exit(1);
+    }
 }

@@ -5,7 +5,8 @@
 //! of CPU, `status=N` answers with that status. `POST /crash` exits the process with status 3.
 //! With `MAX_CONCURRENCY=N` set, a request that finds more than N requests in flight answers 500 and
 //! prints `concurrency exceeded` on stderr. A CloudEvent (binary mode) is logged as
-//! `hello-fn: event ID of type TYPE` on stdout. `STARTUP_DELAY_MS` delays listening (a slow cold start).
+//! `hello-fn: event ID of type TYPE` on stdout and answered without a body (no reply event).
+//! `STARTUP_DELAY_MS` delays listening (a slow cold start).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -91,7 +92,8 @@ async fn hello(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> impl IntoResponse {
-    if let Some(id) = headers.get("ce-id").and_then(|v| v.to_str().ok()) {
+    let event = headers.get("ce-id").and_then(|v| v.to_str().ok());
+    if let Some(id) = event {
         let kind = headers
             .get("ce-type")
             .and_then(|v| v.to_str().ok())
@@ -126,6 +128,9 @@ async fn hello(
         .and_then(|s| u16::try_from(s).ok())
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::OK);
+    if event.is_some() {
+        return (status, String::new());
+    }
     let body = serde_json::json!({
         "revision": function.revision,
         "pid": std::process::id(),
