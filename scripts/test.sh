@@ -3,7 +3,8 @@
 # end-to-end test (the end-to-end tests drive the real `kinetic` binary against real PostgreSQL and
 # SQLite over real HTTP, the S3Source tests against moto's S3/SQS emulator, the Kafka tests
 # against nisshi, a Kafka-protocol broker, and signed deliveries against the Standard Webhooks
-# reference library). Installs or starts what it needs.
+# reference library), then the quickstart. Installs or starts what it needs. Arguments go to
+# `cargo test` (e.g. a test name), and then the quickstart is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,3 +29,9 @@ echo "==> cargo build (binaries the end-to-end tests run: kinetic, the example f
 cargo build --workspace --bins --locked
 echo "==> cargo test"
 cargo test --workspace --locked --no-fail-fast "$@"
+if [ "$#" -eq 0 ]; then
+  # The README's main command, end to end, on free ports (its build is already done above).
+  echo "==> scripts/quickstart.sh"
+  free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+  KINETIC_PORT=$(free_port) GATEWAY_PORT=$(free_port) DISPLAY_PORT=$(free_port) bash scripts/quickstart.sh
+fi
