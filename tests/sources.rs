@@ -613,3 +613,73 @@ spec:
     assert_eq!(confirmed.status(), 200);
     assert_eq!(receiver.received("/confirm").len(), 1);
 }
+
+/// A webhook sent right after its source was applied (before the controller's next pass) is
+/// accepted, not answered 404: the receiving process looks the source up in the store and starts
+/// it at once.
+#[tokio::test]
+async fn a_webhook_right_after_its_source_is_applied_is_accepted() {
+    let store = TestStore::new(Engine::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let base = format!(
+        "{}---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: all}}
+spec:
+  broker: default
+  subscriber: {{uri: '{}'}}
+",
+        broker_yaml("default"),
+        receiver.url("/all")
+    );
+    let file = write_yaml(store.dir(), "base.yaml", &base);
+    let kinetic = Kinetic::up_with_env(&store, &[&file], &[], &[("HOOK_TOKEN", "t0ken")]);
+    let hooks = write_yaml(
+        store.dir(),
+        "later.yaml",
+        "apiVersion: sources.kinetic.dev/v1alpha1
+kind: WebhookSource
+metadata: {name: late}
+spec:
+  verify:
+    bearer: {token: {env: HOOK_TOKEN}}
+  sink:
+    ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}
+",
+    );
+    let client = reqwest::Client::new();
+    // Nothing by that name yet: 404.
+    let unknown = client
+        .post(kinetic.url("/webhooks/default/late"))
+        .bearer_auth("t0ken")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let applied = support::cli(&[
+        "apply",
+        "-f",
+        hooks.to_str().unwrap(),
+        "--server",
+        &kinetic.base_url,
+    ]);
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let response = client
+        .post(kinetic.url("/webhooks/default/late"))
+        .bearer_auth("t0ken")
+        .header("x-request-id", "first")
+        .body("{\"n\": 1}")
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    assert_eq!(status, 202, "{}", response.text().await.unwrap());
+    let got = receiver.wait_for("/all", 1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1);
+}

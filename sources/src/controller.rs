@@ -35,6 +35,8 @@ use s3_sources::Bucket;
 
 /// How often stored sources are read again.
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest a request to a source applied a moment ago waits for the source to start.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(3);
 /// Longest a webhook's sender waits for the sink; then it gets 503 and sends again later.
 const WEBHOOK_SINK_WAIT: Duration = Duration::from_secs(20);
 /// Longest a PingSource task sleeps before looking at the clock again.
@@ -99,6 +101,10 @@ pub struct Sources {
     tracker: TaskTracker,
     cancel: CancellationToken,
     metrics: Metrics,
+    /// Asks the reconcile loop for a pass now (a request for a source it has not seen yet).
+    wake: tokio::sync::Notify,
+    /// Completed reconcile passes.
+    passes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Sources {
@@ -121,6 +127,8 @@ impl Sources {
             status: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
             cancel: CancellationToken::new(),
+            wake: tokio::sync::Notify::new(),
+            passes: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -131,9 +139,11 @@ impl Sources {
             if let Err(error) = self.reconcile().await {
                 tracing::warn!(%error, "Reading sources failed; retrying.");
             }
+            self.passes.send_modify(|passes| *passes += 1);
             tokio::select! {
                 () = cancel.cancelled() => break,
                 () = tokio::time::sleep(RECONCILE_INTERVAL) => {}
+                () = self.wake.notified() => {}
             }
         }
         self.cancel.cancel();
@@ -183,6 +193,39 @@ impl Sources {
             s.ready = false;
             s.last_error = Some(format!("not ready: {problem}"));
         });
+    }
+
+    /// For a request to a source this process does not serve yet: when the store has it (applied
+    /// a moment ago, maybe by another process), reconciles at once and waits, at most
+    /// [`CATCH_UP_WAIT`], until `served` says the source is there. Whether it is.
+    pub(crate) async fn catch_up(&self, key: &Key, served: impl Fn(&Sources) -> bool) -> bool {
+        if lock(&self.status).contains_key(key) {
+            // Seen by a pass already: not ready, and waiting would not change that.
+            return false;
+        }
+        let (kind, namespace, name) = key;
+        match self.store.get_resource(kind, namespace, name).await {
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return false,
+        }
+        let mut passes = self.passes.subscribe();
+        let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
+        // A pass already under way may have read the store before the source was applied: wait for
+        // up to two more.
+        for _ in 0..2 {
+            passes.mark_unchanged();
+            self.wake.notify_one();
+            if tokio::time::timeout_at(deadline, passes.changed())
+                .await
+                .is_err()
+            {
+                return served(self);
+            }
+            if served(self) {
+                return true;
+            }
+        }
+        served(self)
     }
 
     pub(crate) fn update(&self, key: &Key, change: impl FnOnce(&mut SourceStatus)) {
@@ -368,9 +411,16 @@ async fn receive(
     body: Bytes,
 ) -> Response {
     let key: Key = ("WebhookSource".into(), namespace.clone(), name.clone());
-    let hook = lock(&sources.hooks)
-        .get(&(namespace.clone(), name.clone()))
-        .map(|h| (h.webhook.clone(), h.sink.clone()));
+    let id = (namespace.clone(), name.clone());
+    let find = |sources: &Sources| {
+        lock(&sources.hooks)
+            .get(&id)
+            .map(|h| (h.webhook.clone(), h.sink.clone()))
+    };
+    let mut hook = find(&sources);
+    if hook.is_none() && sources.catch_up(&key, |s| find(s).is_some()).await {
+        hook = find(&sources);
+    }
     let Some((webhook, sink)) = hook else {
         let known = lock(&sources.status).contains_key(&key);
         return if known {

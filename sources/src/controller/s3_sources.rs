@@ -199,9 +199,16 @@ pub(super) async fn notified(
     body: Bytes,
 ) -> Response {
     let key: Key = ("S3Source".into(), namespace.clone(), name.clone());
-    let bucket = lock(&sources.buckets)
-        .get(&(namespace.clone(), name.clone()))
-        .map(|b| (b.spec.clone(), b.verifier.clone(), b.sink.clone()));
+    let id = (namespace.clone(), name.clone());
+    let find = |sources: &Sources| {
+        lock(&sources.buckets)
+            .get(&id)
+            .map(|b| (b.spec.clone(), b.verifier.clone(), b.sink.clone()))
+    };
+    let mut bucket = find(&sources);
+    if bucket.is_none() && sources.catch_up(&key, |s| find(s).is_some()).await {
+        bucket = find(&sources);
+    }
     let Some((spec, verifier, sink)) = bucket else {
         return if lock(&sources.status).contains_key(&key) {
             answer(
