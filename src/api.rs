@@ -164,26 +164,39 @@ async fn apply_documents(
     Ok(axum::Json(json!({ "applied": applied })).into_response())
 }
 
-/// `brokers` → `Broker`, `triggers` → `Trigger` (singular and capitalised forms accepted too).
+/// `brokers` → `Broker`, `triggers` → `Trigger` (singular and capitalised forms accepted too); the
+/// source kinds by their registry ([`kinetic_api::sources::SOURCE_KINDS`]).
 pub fn kind_of(plural: &str) -> Option<&'static str> {
     match plural.to_ascii_lowercase().as_str() {
         "brokers" | "broker" => Some("Broker"),
         "triggers" | "trigger" => Some("Trigger"),
         "services" | "service" | "ksvc" => Some("Service"),
         "revisions" | "revision" | "rev" => Some("Revision"),
-        "pingsources" | "pingsource" => Some("PingSource"),
-        "webhooksources" | "webhooksource" => Some("WebhookSource"),
-        "s3sources" | "s3source" => Some("S3Source"),
-        "kafkasources" | "kafkasource" => Some("KafkaSource"),
         "configmaps" | "configmap" => Some("ConfigMap"),
-        _ => None,
+        other => kinetic_api::sources::source_kind(other).map(|k| k.kind),
     }
+}
+
+/// The resource types `kinetic get` and `/api/v1/{type}` accept, for hints.
+pub fn resource_types() -> String {
+    let mut types = vec![
+        "brokers",
+        "triggers",
+        "services",
+        "revisions",
+        "configmaps",
+        "sources",
+    ];
+    types.extend(kinetic_api::sources::SOURCE_KINDS.iter().map(|k| k.plural));
+    let last = types.pop().unwrap_or_default();
+    format!("{} or {last}", types.join(", "))
 }
 
 fn require_kind(plural: &str) -> Result<&'static str, ApiError> {
     kind_of(plural).ok_or_else(|| {
         not_found(format!(
-            "unknown resource type `{plural}`; use brokers, triggers, services, revisions, sources, pingsources, webhooksources, s3sources or kafkasources"
+            "unknown resource type `{plural}`; use {}",
+            resource_types()
         ))
     })
 }

@@ -232,16 +232,8 @@ pub async fn delete(
             .delete_checkpoints(&kinetic_triggers::kafka::checkpoint_prefix(namespace, name))
             .await?;
     }
-    if deleted && kind == "PingSource" {
-        store
-            .delete_checkpoints(&kinetic_sources::ping::tick_key(namespace, name))
-            .await?;
-    }
-    if deleted && kind == "S3Source" {
-        // A polling source's listing state; a source created again under the name starts afresh.
-        store
-            .delete_checkpoints(&kinetic_sources::s3::poll::state_key(namespace, name))
-            .await?;
+    if deleted && kinetic_api::sources::source_kind(kind).is_some() {
+        kinetic_sources::forget(&**store, kind, namespace, name).await?;
     }
     if deleted && kind == "Service" {
         for revision in stored_revisions(store, namespace).await? {

@@ -102,7 +102,8 @@ pub async fn get(
     }
     let Some(kind_name) = crate::api::kind_of(kind) else {
         bail!(
-            "unknown resource type `{kind}`; use brokers, triggers, services, revisions, sources, pingsources, webhooksources, s3sources, kafkasources or configmaps"
+            "unknown resource type `{kind}`; use {}",
+            crate::api::resource_types()
         );
     };
     let client = client();
@@ -326,7 +327,10 @@ pub async fn delete(
         (Some(kind), Some(name)) => {
             let plural = crate::api::kind_of(kind).map(|k| format!("{}s", k.to_lowercase()));
             let plural = plural.ok_or_else(|| {
-                anyhow::anyhow!("unknown resource type `{kind}`; use broker or trigger")
+                anyhow::anyhow!(
+                    "unknown resource type `{kind}`; use {}",
+                    crate::api::resource_types()
+                )
             })?;
             targets.push((plural, namespace.to_owned(), name.to_owned()));
         }

@@ -7,10 +7,7 @@ use crate::core::{CORE_API_VERSION, ConfigMap};
 use crate::error::{Error, join_path};
 use crate::eventing::{Broker, EVENTING_API_VERSION, Trigger};
 use crate::serving::{SERVING_API_VERSION, Service};
-use crate::sources::{
-    KAFKA_SOURCES_API_VERSION, KNATIVE_SOURCES_API_VERSION, KafkaSource, PingSource, S3Source,
-    SOURCES_API_VERSION, WebhookSource,
-};
+use crate::sources::{KafkaSource, PingSource, S3Source, SOURCE_KINDS, WebhookSource};
 
 /// Every kind of resource kinetic accepts.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,17 +22,21 @@ pub enum Resource {
     ConfigMap(ConfigMap),
 }
 
-/// The kinds accepted, as `(apiVersion, kind)`.
-pub const KINDS: &[(&str, &str)] = &[
+/// The kinds accepted besides the sources, as `(apiVersion, kind)`.
+const CORE_KINDS: &[(&str, &str)] = &[
     (EVENTING_API_VERSION, "Broker"),
     (EVENTING_API_VERSION, "Trigger"),
     (SERVING_API_VERSION, "Service"),
-    (SOURCES_API_VERSION, "S3Source"),
-    (SOURCES_API_VERSION, "WebhookSource"),
-    (KNATIVE_SOURCES_API_VERSION, "PingSource"),
-    (KAFKA_SOURCES_API_VERSION, "KafkaSource"),
     (CORE_API_VERSION, "ConfigMap"),
 ];
+
+/// Every kind accepted, as `(apiVersion, kind)`: [`CORE_KINDS`] and the [`SOURCE_KINDS`].
+pub fn kinds() -> impl Iterator<Item = (&'static str, &'static str)> {
+    CORE_KINDS
+        .iter()
+        .copied()
+        .chain(SOURCE_KINDS.iter().map(|k| (k.api_version, k.kind)))
+}
 
 /// The identity of a resource: kind, namespace and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -157,14 +158,14 @@ impl Resource {
                     .in_resource(label),
             );
         }
-        let known = KINDS.iter().find(|(_, k)| *k == kind);
+        let known = kinds().find(|(_, k)| *k == kind);
         let resource = match known {
             None => {
-                let kinds: Vec<_> = KINDS.iter().map(|(v, k)| format!("{v} {k}")).collect();
+                let kinds: Vec<_> = kinds().map(|(v, k)| format!("{v} {k}")).collect();
                 return Err(Error::new("kind", format!("kind `{kind}` is not known"))
                     .with_hint(format!("kinetic accepts: {}", kinds.join(", "))));
             }
-            Some((version, _)) if *version != api_version => {
+            Some((version, _)) if version != api_version => {
                 return Err(Error::new(
                     "apiVersion",
                     format!("`{api_version}` does not serve kind `{kind}`"),

@@ -29,3 +29,22 @@ pub mod webhook;
 
 pub use controller::{Resolve, SourceStatus, Sources};
 pub use sink::Sink;
+
+/// Removes what a deleted source kept in the store (a PingSource's last tick, a polling
+/// S3Source's listing), so that a source created again under the name starts afresh. Kinds that
+/// keep nothing (WebhookSource; KafkaSource, whose offsets live in its consumer group) have nothing
+/// to remove.
+pub async fn forget(
+    store: &dyn kinetic_store::Store,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> kinetic_store::Result<()> {
+    let key = match kind {
+        "PingSource" => ping::tick_key(namespace, name),
+        "S3Source" => s3::poll::state_key(namespace, name),
+        _ => return Ok(()),
+    };
+    store.delete_checkpoints(&key).await?;
+    Ok(())
+}
