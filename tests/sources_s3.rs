@@ -1,6 +1,6 @@
-//! S3Source end to end against moto's S3 and SQS: objects uploaded with the AWS SDK become
+//! S3Source end to end against moto's S3, SQS and SNS: objects uploaded with the AWS SDK become
 //! CloudEvents that reach a trigger's subscriber through the broker, read from the queue the
-//! bucket notifies, across a crash of kinetic.
+//! bucket notifies (directly or through an SNS topic), across a crash of kinetic.
 
 mod support;
 
@@ -589,4 +589,163 @@ spec:
         "{}",
         kinetic.log()
     );
+}
+
+/// One call of moto's SNS Query API, its parameters in the query string (the AWS SDK for SNS is not
+/// a dependency for these two calls): the text between `<{field}>` and `</{field}>` of the answer.
+async fn sns(moto: &Moto, form: &[(&str, &str)], field: &str) -> String {
+    let mut body = vec![("Version", "2010-03-31")];
+    body.extend_from_slice(form);
+    let answer = reqwest::Client::new()
+        .post(format!("{}/", moto.endpoint))
+        // moto reads the region from the credential scope.
+        .header(
+            "authorization",
+            format!(
+                "AWS4-HMAC-SHA256 Credential={}/20261127/{}/sns/aws4_request, SignedHeaders=host, Signature=0",
+                moto::ACCESS_KEY,
+                moto::REGION
+            ),
+        )
+        .query(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        answer.status().is_success(),
+        "SNS {form:?}: {}",
+        answer.status()
+    );
+    let text = answer.text().await.unwrap();
+    let start = text
+        .find(&format!("<{field}>"))
+        .unwrap_or_else(|| panic!("no {field} in {text}"))
+        + field.len()
+        + 2;
+    let end = text[start..].find(&format!("</{field}>")).unwrap() + start;
+    text[start..end].to_owned()
+}
+
+/// The fan-out AWS recommends for several consumers: the bucket notifies an SNS topic, the topic
+/// delivers to an SQS queue in SNS envelopes (raw delivery off), and the S3Source reads the queue,
+/// unwrapping each envelope into the S3 notification inside.
+#[tokio::test]
+async fn notifications_through_an_sns_topic_into_sqs_become_events() {
+    let Some(moto) = Moto::start() else { return };
+    let bucket = format!("photos-{}", uuid::Uuid::new_v4().simple());
+    let s3 = moto.s3().await;
+    let sqs = moto.sqs().await;
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(format!("{bucket}-fanout"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let queue = queue_arn(&sqs, &queue_url).await;
+    let topic = sns(
+        &moto,
+        &[
+            ("Action", "CreateTopic"),
+            ("Name", &format!("{bucket}-topic")),
+        ],
+        "TopicArn",
+    )
+    .await;
+    sns(
+        &moto,
+        &[
+            ("Action", "Subscribe"),
+            ("TopicArn", &topic),
+            ("Protocol", "sqs"),
+            ("Endpoint", &queue),
+        ],
+        "SubscriptionArn",
+    )
+    .await;
+    let notify = aws_sdk_s3::types::TopicConfiguration::builder()
+        .topic_arn(&topic)
+        .events(Event::from("s3:ObjectCreated:*"))
+        .build()
+        .unwrap();
+    s3.put_bucket_notification_configuration()
+        .bucket(&bucket)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .topic_configurations(notify)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let store = TestStore::new(Engine::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let yaml = format!(
+        "{}---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: uploads}}
+spec:
+  broker: default
+  subscriber: {{uri: '{}'}}
+---
+apiVersion: sources.kinetic.dev/v1alpha1
+kind: S3Source
+metadata: {{name: photos}}
+spec:
+  bucket: {bucket}
+  endpoint: {endpoint}
+  region: {region}
+  forcePathStyle: true
+  credentials:
+    accessKeyId: {{env: MOTO_ACCESS_KEY}}
+    secretAccessKey: {{env: MOTO_SECRET_KEY}}
+  notifications:
+    sqs: {{queueUrl: '{queue_url}'}}
+  sink:
+    ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}
+",
+        broker_yaml("default"),
+        receiver.url("/uploads"),
+        endpoint = moto.endpoint,
+        region = moto::REGION,
+    );
+    let file = write_yaml(store.dir(), "s3.yaml", &yaml);
+    let env = [
+        ("MOTO_ACCESS_KEY", moto::ACCESS_KEY),
+        ("MOTO_SECRET_KEY", moto::SECRET_KEY),
+    ];
+    let kinetic = Kinetic::up_with_env(&store, &[&file], &[], &env);
+    put(&s3, &bucket, "uploads/one.jpg", "1").await;
+    put(&s3, &bucket, "uploads/two words.jpg", "22").await;
+    let got = receiver
+        .wait_for("/uploads", 2, Duration::from_secs(30))
+        .await;
+    let subjects: BTreeSet<&str> = got.iter().filter_map(|r| r.header("ce-subject")).collect();
+    assert_eq!(
+        subjects,
+        BTreeSet::from(["uploads/one.jpg", "uploads/two%20words.jpg"]),
+        "{got:?}\n{}",
+        kinetic.log()
+    );
+    for event in &got {
+        assert_eq!(
+            event.header("ce-type"),
+            Some("com.amazonaws.s3.ObjectCreated:Put")
+        );
+        let record: serde_json::Value = serde_json::from_slice(&event.body).unwrap();
+        assert_eq!(record["s3"]["bucket"]["name"], bucket.as_str(), "{record}");
+    }
+    // Every message was deleted once its events were accepted.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while queued(&sqs, &queue_url).await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "messages left in the queue"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
