@@ -14,7 +14,8 @@ gport=${GATEWAY_PORT:-8081}
 
 echo "==> Building kinetic, the event-display subscriber and the hello-fn function (the first build takes a few minutes)..."
 cargo build --locked -p kinetic -p event-display -p hello-fn
-bin=target/debug
+# Where cargo put them (CARGO_TARGET_DIR when set), as an absolute path.
+bin=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/debug
 
 work=$(mktemp -d)
 pids=()
@@ -27,7 +28,7 @@ trap cleanup EXIT
 
 # The example as shipped, with the chosen subscriber port and the function this script built.
 for file in examples/quickstart/*.yaml; do
-  sed -e "s/127.0.0.1:9090/127.0.0.1:$dport/g" -e "s#target/release/hello-fn#$PWD/$bin/hello-fn#" \
+  sed -e "s/127.0.0.1:9090/127.0.0.1:$dport/g" -e "s#target/release/hello-fn#$bin/hello-fn#" \
     "$file" > "$work/$(basename "$file")"
 done
 
