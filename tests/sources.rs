@@ -683,3 +683,70 @@ spec:
     let got = receiver.wait_for("/all", 1, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 1);
 }
+
+/// A verification secret read from a file is read again while kinetic runs: replacing the file
+/// (as Kubernetes does with a mounted secret) rotates it without applying the source again.
+#[tokio::test]
+async fn a_rotated_secret_file_takes_effect_without_applying_again() {
+    let store = TestStore::new(Engine::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let token = store.dir().join("token");
+    std::fs::write(&token, "first-token\n").unwrap();
+    let yaml = format!(
+        "{}---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: all}}
+spec:
+  broker: default
+  subscriber: {{uri: '{}'}}
+---
+apiVersion: sources.kinetic.dev/v1alpha1
+kind: WebhookSource
+metadata: {{name: rotated}}
+spec:
+  verify:
+    bearer: {{token: {{file: '{}'}}}}
+  sink:
+    ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}
+",
+        broker_yaml("default"),
+        receiver.url("/all"),
+        token.display()
+    );
+    let file = write_yaml(store.dir(), "rotated.yaml", &yaml);
+    let kinetic = Kinetic::up(&store, &[&file]);
+    let client = reqwest::Client::new();
+    let post = |bearer: &'static str| {
+        client
+            .post(kinetic.url("/webhooks/default/rotated"))
+            .bearer_auth(bearer)
+            .body("{}")
+            .send()
+    };
+    let mut status = 0;
+    for _ in 0..50 {
+        status = post("first-token").await.unwrap().status().as_u16();
+        if status == 202 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 202, "{}", kinetic.log());
+    // Replaced the way a mounted secret is: a new file renamed over the old one.
+    let next = store.dir().join("token.next");
+    std::fs::write(&next, "second-token\n").unwrap();
+    std::fs::rename(&next, &token).unwrap();
+    let mut statuses = (0, 0);
+    for _ in 0..50 {
+        statuses = (
+            post("second-token").await.unwrap().status().as_u16(),
+            post("first-token").await.unwrap().status().as_u16(),
+        );
+        if statuses == (202, 401) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(statuses, (202, 401), "{}", kinetic.log());
+}

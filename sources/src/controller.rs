@@ -74,7 +74,6 @@ pub struct SourceStatus {
 pub(crate) type Key = (String, String, String);
 
 struct Hook {
-    generation: i64,
     webhook: Arc<Webhook>,
     sink: String,
 }
@@ -254,21 +253,16 @@ impl Sources {
                 stored.name.clone(),
             );
             seen.push(key.clone());
-            let existing = lock(&self.hooks)
-                .get(&(stored.namespace.clone(), stored.name.clone()))
-                .filter(|h| h.generation == stored.generation)
-                .map(|h| (h.webhook.clone(), h.sink.clone()));
-            let compiled = match existing {
-                Some(ready) => Ok(ready),
-                None => serde_json::from_value::<WebhookSource>(stored.body.clone())
-                    .map_err(|e| format!("stored resource is unreadable: {e}"))
-                    .and_then(|source| {
-                        let webhook = Webhook::compile(&source.spec, webhook::read_secret)
-                            .map_err(|e| e.to_string())?;
-                        let sink = (self.resolve)(&source.spec.sink, &stored.namespace)?;
-                        Ok((Arc::new(webhook), sink))
-                    }),
-            };
+            // Compiled on every pass, so a rotated secret (a file replaced, as Kubernetes does
+            // with mounted secrets) takes effect within a pass, without applying again.
+            let compiled = serde_json::from_value::<WebhookSource>(stored.body.clone())
+                .map_err(|e| format!("stored resource is unreadable: {e}"))
+                .and_then(|source| {
+                    let webhook = Webhook::compile(&source.spec, webhook::read_secret)
+                        .map_err(|e| e.to_string())?;
+                    let sink = (self.resolve)(&source.spec.sink, &stored.namespace)?;
+                    Ok((Arc::new(webhook), sink))
+                });
             match compiled {
                 Ok((webhook, sink)) => {
                     self.update(&key, |s| {
@@ -283,11 +277,7 @@ impl Sources {
                     });
                     hooks.insert(
                         (stored.namespace.clone(), stored.name.clone()),
-                        Hook {
-                            generation: stored.generation,
-                            webhook,
-                            sink,
-                        },
+                        Hook { webhook, sink },
                     );
                 }
                 Err(problem) => self.update(&key, |s| {

@@ -19,7 +19,6 @@ use crate::webhook::{self, Verifier};
 
 /// An S3Source whose bucket pushes its notifications to kinetic.
 pub(super) struct Bucket {
-    generation: i64,
     spec: Arc<S3SourceSpec>,
     verifier: Option<Arc<Verifier>>,
     sink: String,
@@ -68,55 +67,45 @@ impl Sources {
                 pulling.push(id);
                 continue;
             }
-            let existing = lock(&self.buckets).get(&id).and_then(|b| {
-                (b.generation == stored.generation).then(|| Bucket {
-                    generation: b.generation,
-                    spec: b.spec.clone(),
-                    verifier: b.verifier.clone(),
-                    sink: b.sink.clone(),
-                })
-            });
-            let bucket = match existing {
-                Some(bucket) => Ok(S3Task::Push(bucket)),
-                None => serde_json::from_value::<S3Source>(stored.body.clone())
-                    .map_err(|e| format!("stored resource is unreadable: {e}"))
-                    .and_then(|source| {
-                        let verifier = match source.mode().map_err(|e| e.to_string())? {
-                            S3Mode::Webhook(push) => match &push.verify {
-                                Some(verify) => Some(Arc::new(
-                                    webhook::compile_verifier(verify, &mut webhook::read_secret)
-                                        .map_err(|e| e.to_string())?,
-                                )),
-                                None => None,
-                            },
-                            S3Mode::Sqs(sqs) => {
-                                let mode = Pull::Sqs(sqs.queue_url.clone());
-                                let sink = (self.resolve)(&source.spec.sink, &stored.namespace)?;
-                                return Ok(S3Task::Pull {
-                                    spec: Arc::new(source.spec),
-                                    sink,
-                                    mode,
-                                });
-                            }
-                            S3Mode::Poll(poll) => {
-                                let mode = Pull::Poll(poll.clone());
-                                let sink = (self.resolve)(&source.spec.sink, &stored.namespace)?;
-                                return Ok(S3Task::Pull {
-                                    spec: Arc::new(source.spec),
-                                    sink,
-                                    mode,
-                                });
-                            }
-                        };
-                        let sink = (self.resolve)(&source.spec.sink, &stored.namespace)?;
-                        Ok(S3Task::Push(Bucket {
-                            generation: stored.generation,
-                            spec: Arc::new(source.spec),
-                            verifier,
-                            sink,
-                        }))
-                    }),
-            };
+            // Pushed sources are compiled on every pass, so a rotated verification secret (a
+            // file replaced, as Kubernetes does with mounted secrets) takes effect within a pass.
+            let bucket = serde_json::from_value::<S3Source>(stored.body.clone())
+                .map_err(|e| format!("stored resource is unreadable: {e}"))
+                .and_then(|source| {
+                    let verifier = match source.mode().map_err(|e| e.to_string())? {
+                        S3Mode::Webhook(push) => match &push.verify {
+                            Some(verify) => Some(Arc::new(
+                                webhook::compile_verifier(verify, &mut webhook::read_secret)
+                                    .map_err(|e| e.to_string())?,
+                            )),
+                            None => None,
+                        },
+                        S3Mode::Sqs(sqs) => {
+                            let mode = Pull::Sqs(sqs.queue_url.clone());
+                            let sink = (self.resolve)(&source.spec.sink, &stored.namespace)?;
+                            return Ok(S3Task::Pull {
+                                spec: Arc::new(source.spec),
+                                sink,
+                                mode,
+                            });
+                        }
+                        S3Mode::Poll(poll) => {
+                            let mode = Pull::Poll(poll.clone());
+                            let sink = (self.resolve)(&source.spec.sink, &stored.namespace)?;
+                            return Ok(S3Task::Pull {
+                                spec: Arc::new(source.spec),
+                                sink,
+                                mode,
+                            });
+                        }
+                    };
+                    let sink = (self.resolve)(&source.spec.sink, &stored.namespace)?;
+                    Ok(S3Task::Push(Bucket {
+                        spec: Arc::new(source.spec),
+                        verifier,
+                        sink,
+                    }))
+                });
             match bucket {
                 Ok(S3Task::Push(bucket)) => {
                     self.update(&key, |s| {
