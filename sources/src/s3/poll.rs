@@ -16,9 +16,14 @@
 //! size. The store holds the whole listing (about 100 bytes per object, twice during a pass).
 //!
 //! On a source's first pass (no state, or state of an earlier source with the same name) the
-//! listing is the baseline: nothing is emitted unless `poll.emitExisting`. Several kinetic
-//! processes polling the same source do the work several times; their events dedupe, and the
-//! slot switch lets one pass win.
+//! listing is the baseline: nothing is emitted unless `poll.emitExisting`.
+//!
+//! Several kinetic processes sharing a store take turns: a pass starts only under the lease
+//! `s3/{namespace}/{name}/poll/lease` (owner and expiry, taken and renewed by compare-and-set, for
+//! [`LEASE`]), so two passes never write the same slot at once; a process that finds another's
+//! live lease skips its pass, and a dead owner's lease runs out. The slot switch is a
+//! compare-and-set too, so should a lease lapse mid-pass (a pass stuck longer than [`LEASE`] on a
+//! sink) only one of the passes switches.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -37,6 +42,8 @@ use crate::sink::SinkError;
 
 /// Objects per state checkpoint.
 pub const CHUNK: usize = 1000;
+/// How long a pass's lease lasts; renewed when a third of it has passed.
+pub const LEASE: std::time::Duration = std::time::Duration::from_secs(15);
 /// The `eventSource` of polled records: the same as AWS's notifications, so consumers see one shape.
 const EVENT_SOURCE: &str = "aws:s3";
 const FALLBACK_REGION: &str = "us-east-1";
@@ -118,6 +125,49 @@ fn head_key(key: &Key) -> String {
     state_key(&key.1, &key.2)
 }
 
+fn lease_key(key: &Key) -> String {
+    format!("s3/{}/{}/poll/lease", key.1, key.2)
+}
+
+/// Who polls a source, until when (Unix ms).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Lease {
+    owner: String,
+    until: i64,
+}
+
+/// Takes or renews the polling lease of `key` for `owner` until `now` + [`LEASE`]: `false` when
+/// another owner holds a live one (or took it a moment ago). Cancellation: one compare-and-set.
+async fn hold_lease(
+    store: &dyn Store,
+    key: &Key,
+    owner: &str,
+    now: i64,
+) -> kinetic_store::Result<bool> {
+    let lease_key = lease_key(key);
+    let current = store.get_checkpoint(&lease_key).await?;
+    if let Some(checkpoint) = &current
+        && let Ok(lease) = serde_json::from_value::<Lease>(checkpoint.value.clone())
+        && lease.owner != owner
+        && lease.until > now
+    {
+        return Ok(false);
+    }
+    let lease = Lease {
+        owner: owner.to_owned(),
+        until: now + i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX),
+    };
+    let written = store
+        .put_checkpoint(
+            &lease_key,
+            &json!(lease),
+            current.map(|checkpoint| checkpoint.version),
+            now,
+        )
+        .await?;
+    Ok(written.is_some())
+}
+
 fn chunk_key(key: &Key, slot: &str, index: usize) -> String {
     format!("s3/{}/{}/poll/{slot}/{index}", key.1, key.2)
 }
@@ -131,6 +181,8 @@ enum PassError {
     Store(#[from] kinetic_store::Error),
     #[error("another process wrote the state first")]
     LostRace,
+    #[error("another process polls the bucket now")]
+    Leased,
     #[error("stopping")]
     Cancelled,
 }
@@ -159,6 +211,7 @@ pub(crate) async fn run(
         }
     };
     tracing::info!(%namespace, %name, bucket = %spec.bucket, "Polling a bucket.");
+    let owner = uuid::Uuid::new_v4().to_string();
     let pass = Pass {
         sources: &sources,
         key: &key,
@@ -168,11 +221,16 @@ pub(crate) async fn run(
         sink: &sink,
         s3: &s3,
         cancel: &cancel,
+        owner: &owner,
+        renewed: std::sync::Mutex::new(None),
     };
     loop {
         match pass.run().await {
             Ok(()) => {}
             Err(PassError::Cancelled) => return,
+            Err(PassError::Leased) => {
+                tracing::debug!(%namespace, %name, "Another process polls this bucket now; skipping a pass.");
+            }
             Err(error) => {
                 tracing::warn!(%namespace, %name, %error, "Polling a bucket failed; trying again at the next interval.");
                 sources.update(&key, |s| s.last_error = Some(error.to_string()));
@@ -193,6 +251,10 @@ struct Pass<'a> {
     sink: &'a str,
     s3: &'a aws_sdk_s3::Client,
     cancel: &'a CancellationToken,
+    /// This task's name in the lease.
+    owner: &'a str,
+    /// When the lease was last taken or renewed.
+    renewed: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Pass<'_> {
@@ -200,7 +262,25 @@ impl Pass<'_> {
         self.sources.store.as_ref()
     }
 
+    /// Takes the lease, or renews it once a third of it has passed; [`PassError::Leased`] when
+    /// another process holds it.
+    async fn lease(&self) -> Result<(), PassError> {
+        let renewed = || {
+            self.renewed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if renewed().is_some_and(|at| at.elapsed() < LEASE / 3) {
+            return Ok(());
+        }
+        let now = Utc::now().timestamp_millis();
+        let held = hold_lease(self.store(), self.key, self.owner, now).await?;
+        *renewed() = held.then(std::time::Instant::now);
+        if held { Ok(()) } else { Err(PassError::Leased) }
+    }
+
     async fn run(&self) -> Result<(), PassError> {
+        self.lease().await?;
         let head_key = head_key(self.key);
         let stored_head = self.store().get_checkpoint(&head_key).await?;
         let (head, version) = match &stored_head {
@@ -284,6 +364,7 @@ impl Pass<'_> {
             slot: slot.to_owned(),
             chunks: written,
         };
+        self.lease().await?;
         let now = Utc::now().timestamp_millis();
         self.store()
             .put_checkpoint(&head_key, &json!(new_head), version, now)
@@ -321,6 +402,7 @@ impl Pass<'_> {
         index: usize,
         entries: &[Entry],
     ) -> Result<(), PassError> {
+        self.lease().await?;
         let now = Utc::now().timestamp_millis();
         self.store()
             .put_checkpoint(
@@ -388,6 +470,7 @@ impl Pass<'_> {
         if !s3::selects(self.spec, &record) {
             return Ok(());
         }
+        self.lease().await?;
         let event = match s3::to_event(self.spec, &record) {
             Ok(event) => event,
             Err(error) => {
@@ -423,6 +506,55 @@ impl Pass<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two processes (two handles on one SQLite file) and the lease: one holds it, the other is
+    /// refused until it runs out; the holder renews it; the key sits under the state, so deleting
+    /// the source removes it.
+    #[tokio::test]
+    async fn one_process_at_a_time_holds_the_polling_lease() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}/state.db", dir.path().display());
+        let first = kinetic_store::open(&url).await.expect("open");
+        let second = kinetic_store::open(&url).await.expect("open again");
+        let key: Key = ("S3Source".into(), "default".into(), "photos".into());
+        let lease_ms = i64::try_from(LEASE.as_millis()).expect("fits");
+        let t0 = 1_000_000;
+        assert!(hold_lease(&*first, &key, "a", t0).await.expect("store"));
+        assert!(
+            !hold_lease(&*second, &key, "b", t0 + 1)
+                .await
+                .expect("store")
+        );
+        // Renewed by its holder, it lasts from the renewal.
+        assert!(
+            hold_lease(&*first, &key, "a", t0 + lease_ms / 2)
+                .await
+                .expect("store")
+        );
+        assert!(
+            !hold_lease(&*second, &key, "b", t0 + lease_ms + 1)
+                .await
+                .expect("store")
+        );
+        // Not renewed, it runs out and the other takes it.
+        let later = t0 + lease_ms / 2 + lease_ms + 1;
+        assert!(hold_lease(&*second, &key, "b", later).await.expect("store"));
+        assert!(
+            !hold_lease(&*first, &key, "a", later + 1)
+                .await
+                .expect("store")
+        );
+        assert!(lease_key(&key).starts_with(&format!("{}/", state_key("default", "photos"))));
+        first
+            .delete_checkpoints(&state_key("default", "photos"))
+            .await
+            .expect("store");
+        assert!(
+            hold_lease(&*first, &key, "a", later + 2)
+                .await
+                .expect("store")
+        );
+    }
 
     fn object(key: &str, etag: &str, seconds: i64) -> ListedObject {
         ListedObject {
