@@ -3,15 +3,16 @@
 //! - **orders** (queue consumer functions, `examples/queue-consumer`): orders produced to a Kafka
 //!   topic, read by a KafkaSource, delivered through the broker to `order-fn` (a Service scaling
 //!   from zero, ordered per customer) until every `processed` reply reached the receiver; baseline:
-//!   a plain rdkafka consumer reading the same topic.
+//!   a plain rdkafka consumer reading the same topic. Needs nisshi (`scripts/ensure-kafka.sh`).
 //!
 //! - **signed deliveries** (webhook subscriptions, `examples/webhooks`): events posted to a broker
 //!   and delivered to an outside endpoint with Standard Webhooks signatures; baseline: the same
 //!   without signing, in the same run.
 //!
-//! Run it with `bash bench/jobs.sh`. The machine is shared and noisy: read ratios and medians.
-//! With `JOBS_BENCH_METRICS=1` each run also prints kinetic's delivery counters and attempt times to
-//! stderr, to see where the time goes.
+//! Run it with `bash bench/jobs.sh`; `--only signed` picks rows. A row whose broker is not
+//! installed is skipped with a message, unless `--only` names it. The machine is shared and noisy:
+//! read ratios and medians. With `JOBS_BENCH_METRICS=1` each run also prints kinetic's delivery
+//! counters and attempt times to stderr, to see where the time goes.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use futures::StreamExt as _;
 
 // Shared with kinetic-bench, which uses all of it; this benchmark only reads topics.
@@ -29,11 +30,24 @@ use futures::StreamExt as _;
 #[path = "../kafka.rs"]
 mod kafka;
 
+/// The rows of the table; `--only` picks some.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Job {
+    /// orders/s through KafkaSource, broker and function (needs nisshi).
+    Orders,
+    /// Signed webhook deliveries/s beside unsigned ones.
+    Signed,
+}
+
 #[derive(Debug, Parser)]
 struct Args {
     /// The kinetic binary to measure.
     #[arg(long, default_value = "target/release/kinetic")]
     kinetic: PathBuf,
+    /// Rows to measure, e.g. `--only signed`; default: all, skipping those whose broker is not
+    /// installed.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Option<Vec<Job>>,
     /// The queue-consumer example's function and producer.
     #[arg(long, default_value = "target/release/order-fn")]
     order_fn: PathBuf,
@@ -51,6 +65,18 @@ struct Args {
     /// Repetitions; the median is printed.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
+}
+
+impl Args {
+    /// Whether the row is measured.
+    fn wants(&self, job: Job) -> bool {
+        self.only.as_ref().is_none_or(|only| only.contains(&job))
+    }
+
+    /// Whether `--only` names the row: then a missing broker is an error.
+    fn insists(&self, job: Job) -> bool {
+        self.only.as_ref().is_some_and(|only| only.contains(&job))
+    }
 }
 
 /// Counts the requests it receives.
@@ -259,51 +285,97 @@ async fn deliveries_run(args: &Args, signed: bool) -> anyhow::Result<f64> {
     Ok(args.events as f64 / started.elapsed().as_secs_f64())
 }
 
+/// One table row: the label and the baseline's description take one or more lines.
+fn row(label: &str, kinetic: String, baseline: String, ratio: String, notes: &[&str]) {
+    println!("{label:<52} {kinetic:>12} {baseline:>14} {ratio:>8}");
+    for note in notes {
+        println!("{:<52} {:>12} {note:>14} {:>8}", "", "", "");
+    }
+}
+
+/// A row that could not be measured, and why.
+fn skipped(label: &str, why: &str) {
+    println!("{label:<52} skipped: {why}");
+}
+
+const ORDERS: &str = "orders/s Kafka → KafkaSource → broker → function";
+const SIGNED: &str = "signed deliveries/s POST → broker → endpoint";
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let broker = kinetic_kafka::testing::TestBroker::start()
-        .context("the orders job needs nisshi: run scripts/ensure-kafka.sh")?;
+    let mut sizes = Vec::new();
+    if args.wants(Job::Orders) {
+        sizes.push(format!(
+            "{} orders over {} customers",
+            args.orders, args.customers
+        ));
+    }
+    if args.wants(Job::Signed) {
+        sizes.push(format!("{} webhook events", args.events));
+    }
     println!(
-        "kinetic jobs benchmark: {} orders over {} customers, {} webhook events per run (median of {})",
-        args.orders, args.customers, args.events, args.repeat
+        "kinetic jobs benchmark: {} per run (median of {})",
+        sizes.join(", "),
+        args.repeat
     );
     println!();
     println!(
         "{:<52} {:>12} {:>14} {:>8}",
         "measurement", "kinetic", "baseline", "ratio"
     );
-    let mut rates = Vec::new();
-    let mut baselines = Vec::new();
-    for _ in 0..args.repeat {
-        let (rate, baseline) = orders_run(&args, &broker.bootstrap_servers).await?;
-        rates.push(rate);
-        baselines.push(baseline);
+    if args.wants(Job::Orders) {
+        // Without nisshi, TestBroker::start says so on stderr and gives None.
+        match kinetic_kafka::testing::TestBroker::start() {
+            Some(broker) => {
+                for binary in [&args.order_fn, &args.orders_produce] {
+                    if !binary.exists() {
+                        bail!(
+                            "{} is missing; build it with `cargo build --release -p order-fn`",
+                            binary.display()
+                        );
+                    }
+                }
+                let mut rates = Vec::new();
+                let mut baselines = Vec::new();
+                for _ in 0..args.repeat {
+                    let (rate, baseline) = orders_run(&args, &broker.bootstrap_servers).await?;
+                    rates.push(rate);
+                    baselines.push(baseline);
+                }
+                let (rate, baseline) = (median(rates), median(baselines));
+                row(
+                    ORDERS,
+                    format!("{rate:.0}"),
+                    format!("{baseline:.0}"),
+                    format!("{:.3}", rate / baseline),
+                    &["(plain rdkafka", "consumer)"],
+                );
+            }
+            None if args.insists(Job::Orders) => {
+                bail!("the orders job needs nisshi: run `bash scripts/ensure-kafka.sh`")
+            }
+            None => skipped(
+                ORDERS,
+                "nisshi is not installed (bash scripts/ensure-kafka.sh)",
+            ),
+        }
     }
-    let (rate, baseline) = (median(rates), median(baselines));
-    println!(
-        "{:<52} {:>12} {:>14} {:>8}",
-        "orders/s Kafka → KafkaSource → broker → function",
-        format!("{rate:.0}"),
-        format!("{baseline:.0}"),
-        format!("{:.3}", rate / baseline)
-    );
-    println!("{:<52} {:>12} {:>14} {:>8}", "", "", "(plain rdkafka", "");
-    println!("{:<52} {:>12} {:>14} {:>8}", "", "", "consumer)", "");
-    let mut signed = Vec::new();
-    let mut unsigned = Vec::new();
-    for _ in 0..args.repeat {
-        unsigned.push(deliveries_run(&args, false).await?);
-        signed.push(deliveries_run(&args, true).await?);
+    if args.wants(Job::Signed) {
+        let mut signed = Vec::new();
+        let mut unsigned = Vec::new();
+        for _ in 0..args.repeat {
+            unsigned.push(deliveries_run(&args, false).await?);
+            signed.push(deliveries_run(&args, true).await?);
+        }
+        let (signed, unsigned) = (median(signed), median(unsigned));
+        row(
+            SIGNED,
+            format!("{signed:.0}"),
+            format!("{unsigned:.0}"),
+            format!("{:.2}", signed / unsigned),
+            &["(unsigned)"],
+        );
     }
-    let (signed, unsigned) = (median(signed), median(unsigned));
-    println!(
-        "{:<52} {:>12} {:>14} {:>8}",
-        "signed deliveries/s POST → broker → endpoint",
-        format!("{signed:.0}"),
-        format!("{unsigned:.0}"),
-        format!("{:.2}", signed / unsigned)
-    );
-    println!("{:<52} {:>12} {:>14} {:>8}", "", "", "(unsigned)", "");
     Ok(())
 }
