@@ -9,10 +9,20 @@
 //!   and delivered to an outside endpoint with Standard Webhooks signatures; baseline: the same
 //!   without signing, in the same run.
 //!
-//! Run it with `bash bench/jobs.sh`; `--only signed` picks rows. A row whose broker is not
-//! installed is skipped with a message, unless `--only` names it. The machine is shared and noisy:
-//! read ratios and medians. With `JOBS_BENCH_METRICS=1` each run also prints kinetic's delivery
-//! counters and attempt times to stderr, to see where the time goes.
+//! - **thumbnails** (object-upload image processing, `examples/image-pipeline`): photo-like JPEGs
+//!   (and a share of PNG screenshots) uploaded under `uploads/` of a moto S3 bucket that notifies
+//!   an SQS queue, read by the example's S3Source, filtered by its trigger and thumbnailed by
+//!   `examples/thumbnailer` (a Service scaling from zero), until every
+//!   `dev.kinetic.thumbnail.created` reply reached the receiver, timed from the first upload;
+//!   baseline: the thumbnailer run directly with the Service's environment, sent the same S3
+//!   CloudEvents (the bucket's own notification records, objects already uploaded) as many at a
+//!   time as the Service may take (containerConcurrency × max-scale). Needs moto
+//!   (`scripts/ensure-moto.sh`).
+//!
+//! Run it with `bash bench/jobs.sh`; `--only thumbnails,signed` picks rows. A row whose broker or
+//! emulator is not installed is skipped with a message, unless `--only` names it. The machine is
+//! shared and noisy: read ratios and medians. With `JOBS_BENCH_METRICS=1` each run also prints
+//! kinetic's delivery counters and attempt times to stderr, to see where the time goes.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,6 +39,12 @@ use futures::StreamExt as _;
 #[allow(dead_code)]
 #[path = "../kafka.rs"]
 mod kafka;
+#[path = "../moto.rs"]
+mod moto;
+#[path = "jobs/photos.rs"]
+mod photos;
+#[path = "jobs/thumbnails.rs"]
+mod thumbnails;
 
 /// The rows of the table; `--only` picks some.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -37,6 +53,8 @@ enum Job {
     Orders,
     /// Signed webhook deliveries/s beside unsigned ones.
     Signed,
+    /// uploads/s through S3, SQS, S3Source, broker and the thumbnailer (needs moto).
+    Thumbnails,
 }
 
 #[derive(Debug, Parser)]
@@ -44,8 +62,8 @@ struct Args {
     /// The kinetic binary to measure.
     #[arg(long, default_value = "target/release/kinetic")]
     kinetic: PathBuf,
-    /// Rows to measure, e.g. `--only signed`; default: all, skipping those whose broker is not
-    /// installed.
+    /// Rows to measure, e.g. `--only thumbnails,signed`; default: all, skipping those whose broker
+    /// or emulator is not installed.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Option<Vec<Job>>,
     /// The queue-consumer example's function and producer.
@@ -62,6 +80,18 @@ struct Args {
     /// Events per signed-deliveries run.
     #[arg(long, default_value_t = 10_000)]
     events: u64,
+    /// The image-pipeline example's function.
+    #[arg(long, default_value = "target/release/thumbnailer")]
+    thumbnailer: PathBuf,
+    /// Images uploaded per thumbnails run.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    images: u64,
+    /// One image in this many is a PNG screenshot, the others photo-like JPEGs (0: JPEGs only).
+    #[arg(long, default_value_t = 10)]
+    png_every: u64,
+    /// Uploads in flight at once in a thumbnails run.
+    #[arg(long, default_value_t = 8)]
+    upload_concurrency: usize,
     /// Repetitions; the median is printed.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
@@ -73,7 +103,7 @@ impl Args {
         self.only.as_ref().is_none_or(|only| only.contains(&job))
     }
 
-    /// Whether `--only` names the row: then a missing broker is an error.
+    /// Whether `--only` names the row: then a missing broker or emulator is an error.
     fn insists(&self, job: Job) -> bool {
         self.only.as_ref().is_some_and(|only| only.contains(&job))
     }
@@ -101,7 +131,16 @@ async fn start_counter() -> anyhow::Result<(SocketAddr, Arc<AtomicU64>)> {
 struct Kinetic {
     child: Child,
     base: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+impl Kinetic {
+    /// The last `lines` lines kinetic wrote to stderr.
+    fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("kinetic.log")).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
 }
 
 impl Drop for Kinetic {
@@ -112,13 +151,26 @@ impl Drop for Kinetic {
 }
 
 async fn start_kinetic(args: &Args, yaml: &str) -> anyhow::Result<Kinetic> {
+    start_kinetic_with(args, yaml, None, &[]).await
+}
+
+/// `kinetic up -f` the resources `yaml` on a fresh SQLite store, with the process configuration
+/// file `config` (`--config`) when given and the environment variables `env`; waits (at most 30 s)
+/// until it is ready.
+async fn start_kinetic_with(
+    args: &Args,
+    yaml: &str,
+    config: Option<&str>,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Kinetic> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("job.yaml");
     std::fs::write(&file, yaml)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let child = Command::new(&args.kinetic)
+    let mut command = Command::new(&args.kinetic);
+    command
         .args(["up", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--gateway-listen", "127.0.0.1:0", "--store"])
         .arg(format!(
@@ -126,7 +178,14 @@ async fn start_kinetic(args: &Args, yaml: &str) -> anyhow::Result<Kinetic> {
             dir.path().join("state.db").display()
         ))
         .arg("-f")
-        .arg(&file)
+        .arg(&file);
+    if let Some(config) = config {
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, config)?;
+        command.arg("--config").arg(path);
+    }
+    let child = command
+        .envs(env.iter().copied())
         .env("KINETIC_LOG", "warn")
         .env("KINETIC_EGRESS_ALLOW", "loopback")
         .env(
@@ -140,7 +199,7 @@ async fn start_kinetic(args: &Args, yaml: &str) -> anyhow::Result<Kinetic> {
     let kinetic = Kinetic {
         child,
         base: format!("http://127.0.0.1:{port}"),
-        _dir: dir,
+        dir,
     };
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -154,9 +213,10 @@ async fn start_kinetic(args: &Args, yaml: &str) -> anyhow::Result<Kinetic> {
             return Ok(kinetic);
         }
         if Instant::now() > deadline {
-            let log = std::fs::read_to_string(kinetic._dir.path().join("kinetic.log"))
-                .unwrap_or_default();
-            bail!("kinetic did not become ready; its log:\n{log}");
+            bail!(
+                "kinetic did not become ready; its log:\n{}",
+                kinetic.log_tail(200)
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -300,6 +360,7 @@ fn skipped(label: &str, why: &str) {
 
 const ORDERS: &str = "orders/s Kafka → KafkaSource → broker → function";
 const SIGNED: &str = "signed deliveries/s POST → broker → endpoint";
+const THUMBNAILS: &str = "uploads/s S3 → S3Source → broker → thumbnailer";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -314,6 +375,14 @@ async fn main() -> anyhow::Result<()> {
     if args.wants(Job::Signed) {
         sizes.push(format!("{} webhook events", args.events));
     }
+    // Made before anything is timed; the same images in every run.
+    let images = if args.wants(Job::Thumbnails) {
+        let images = photos::uploads(args.images, args.png_every);
+        sizes.push(photos::describe(&images));
+        images
+    } else {
+        Vec::new()
+    };
     println!(
         "kinetic jobs benchmark: {} per run (median of {})",
         sizes.join(", "),
@@ -376,6 +445,36 @@ async fn main() -> anyhow::Result<()> {
             format!("{:.2}", signed / unsigned),
             &["(unsigned)"],
         );
+    }
+    if args.wants(Job::Thumbnails) {
+        if moto::server_path().is_some() {
+            let mut rates = Vec::new();
+            let mut baselines = Vec::new();
+            let mut concurrency = 0;
+            for _ in 0..args.repeat {
+                let run = thumbnails::run(&args, &images).await?;
+                rates.push(run.pipeline);
+                baselines.push(run.baseline);
+                concurrency = run.concurrency;
+            }
+            let (rate, baseline) = (median(rates), median(baselines));
+            let at_once = format!("{concurrency} at a time)");
+            row(
+                THUMBNAILS,
+                format!("{rate:.1}"),
+                format!("{baseline:.1}"),
+                format!("{:.2}", rate / baseline),
+                &["(thumbnailer", "called directly,", &at_once],
+            );
+        } else if args.insists(Job::Thumbnails) {
+            bail!("the thumbnails job needs moto: run `bash scripts/ensure-moto.sh`");
+        } else {
+            eprintln!("skipped: moto_server is not installed (run scripts/ensure-moto.sh)");
+            skipped(
+                THUMBNAILS,
+                "moto is not installed (bash scripts/ensure-moto.sh)",
+            );
+        }
     }
     Ok(())
 }
