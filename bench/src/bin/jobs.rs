@@ -3,15 +3,26 @@
 //! - **orders** (queue consumer functions, `examples/queue-consumer`): orders produced to a Kafka
 //!   topic, read by a KafkaSource, delivered through the broker to `order-fn` (a Service scaling
 //!   from zero, ordered per customer) until every `processed` reply reached the receiver; baseline:
-//!   a plain rdkafka consumer reading the same topic.
+//!   a plain rdkafka consumer reading the same topic. Needs nisshi (`scripts/ensure-kafka.sh`).
 //!
 //! - **signed deliveries** (webhook subscriptions, `examples/webhooks`): events posted to a broker
 //!   and delivered to an outside endpoint with Standard Webhooks signatures; baseline: the same
 //!   without signing, in the same run.
 //!
-//! Run it with `bash bench/jobs.sh`. The machine is shared and noisy: read ratios and medians.
-//! With `JOBS_BENCH_METRICS=1` each run also prints kinetic's delivery counters and attempt times to
-//! stderr, to see where the time goes.
+//! - **thumbnails** (object-upload image processing, `examples/image-pipeline`): photo-like JPEGs
+//!   (and a share of PNG screenshots) uploaded under `uploads/` of a moto S3 bucket that notifies
+//!   an SQS queue, read by the example's S3Source, filtered by its trigger and thumbnailed by
+//!   `examples/thumbnailer` (a Service scaling from zero), until every
+//!   `dev.kinetic.thumbnail.created` reply reached the receiver, timed from the first upload;
+//!   baseline: the thumbnailer run directly with the Service's environment, sent the same S3
+//!   CloudEvents (the bucket's own notification records, objects already uploaded) as many at a
+//!   time as the Service may take (containerConcurrency × max-scale). Needs moto
+//!   (`scripts/ensure-moto.sh`).
+//!
+//! Run it with `bash bench/jobs.sh`; `--only thumbnails,signed` picks rows. A row whose broker or
+//! emulator is not installed is skipped with a message, unless `--only` names it. The machine is
+//! shared and noisy: read ratios and medians. With `JOBS_BENCH_METRICS=1` each run also prints
+//! kinetic's delivery counters and attempt times to stderr, to see where the time goes.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,19 +32,40 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use futures::StreamExt as _;
 
 // Shared with kinetic-bench, which uses all of it; this benchmark only reads topics.
 #[allow(dead_code)]
 #[path = "../kafka.rs"]
 mod kafka;
+#[path = "../moto.rs"]
+mod moto;
+#[path = "jobs/photos.rs"]
+mod photos;
+#[path = "jobs/thumbnails.rs"]
+mod thumbnails;
+
+/// The rows of the table; `--only` picks some.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Job {
+    /// orders/s through KafkaSource, broker and function (needs nisshi).
+    Orders,
+    /// Signed webhook deliveries/s beside unsigned ones.
+    Signed,
+    /// uploads/s through S3, SQS, S3Source, broker and the thumbnailer (needs moto).
+    Thumbnails,
+}
 
 #[derive(Debug, Parser)]
 struct Args {
     /// The kinetic binary to measure.
     #[arg(long, default_value = "target/release/kinetic")]
     kinetic: PathBuf,
+    /// Rows to measure, e.g. `--only thumbnails,signed`; default: all, skipping those whose broker
+    /// or emulator is not installed.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Option<Vec<Job>>,
     /// The queue-consumer example's function and producer.
     #[arg(long, default_value = "target/release/order-fn")]
     order_fn: PathBuf,
@@ -48,9 +80,33 @@ struct Args {
     /// Events per signed-deliveries run.
     #[arg(long, default_value_t = 10_000)]
     events: u64,
+    /// The image-pipeline example's function.
+    #[arg(long, default_value = "target/release/thumbnailer")]
+    thumbnailer: PathBuf,
+    /// Images uploaded per thumbnails run.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    images: u64,
+    /// One image in this many is a PNG screenshot, the others photo-like JPEGs (0: JPEGs only).
+    #[arg(long, default_value_t = 10)]
+    png_every: u64,
+    /// Uploads in flight at once in a thumbnails run.
+    #[arg(long, default_value_t = 8)]
+    upload_concurrency: usize,
     /// Repetitions; the median is printed.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
+}
+
+impl Args {
+    /// Whether the row is measured.
+    fn wants(&self, job: Job) -> bool {
+        self.only.as_ref().is_none_or(|only| only.contains(&job))
+    }
+
+    /// Whether `--only` names the row: then a missing broker or emulator is an error.
+    fn insists(&self, job: Job) -> bool {
+        self.only.as_ref().is_some_and(|only| only.contains(&job))
+    }
 }
 
 /// Counts the requests it receives.
@@ -75,7 +131,16 @@ async fn start_counter() -> anyhow::Result<(SocketAddr, Arc<AtomicU64>)> {
 struct Kinetic {
     child: Child,
     base: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+impl Kinetic {
+    /// The last `lines` lines kinetic wrote to stderr.
+    fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("kinetic.log")).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
 }
 
 impl Drop for Kinetic {
@@ -86,13 +151,26 @@ impl Drop for Kinetic {
 }
 
 async fn start_kinetic(args: &Args, yaml: &str) -> anyhow::Result<Kinetic> {
+    start_kinetic_with(args, yaml, None, &[]).await
+}
+
+/// `kinetic up -f` the resources `yaml` on a fresh SQLite store, with the process configuration
+/// file `config` (`--config`) when given and the environment variables `env`; waits (at most 30 s)
+/// until it is ready.
+async fn start_kinetic_with(
+    args: &Args,
+    yaml: &str,
+    config: Option<&str>,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Kinetic> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("job.yaml");
     std::fs::write(&file, yaml)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let child = Command::new(&args.kinetic)
+    let mut command = Command::new(&args.kinetic);
+    command
         .args(["up", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--gateway-listen", "127.0.0.1:0", "--store"])
         .arg(format!(
@@ -100,7 +178,14 @@ async fn start_kinetic(args: &Args, yaml: &str) -> anyhow::Result<Kinetic> {
             dir.path().join("state.db").display()
         ))
         .arg("-f")
-        .arg(&file)
+        .arg(&file);
+    if let Some(config) = config {
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, config)?;
+        command.arg("--config").arg(path);
+    }
+    let child = command
+        .envs(env.iter().copied())
         .env("KINETIC_LOG", "warn")
         .env("KINETIC_EGRESS_ALLOW", "loopback")
         .env(
@@ -114,7 +199,7 @@ async fn start_kinetic(args: &Args, yaml: &str) -> anyhow::Result<Kinetic> {
     let kinetic = Kinetic {
         child,
         base: format!("http://127.0.0.1:{port}"),
-        _dir: dir,
+        dir,
     };
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -128,9 +213,10 @@ async fn start_kinetic(args: &Args, yaml: &str) -> anyhow::Result<Kinetic> {
             return Ok(kinetic);
         }
         if Instant::now() > deadline {
-            let log = std::fs::read_to_string(kinetic._dir.path().join("kinetic.log"))
-                .unwrap_or_default();
-            bail!("kinetic did not become ready; its log:\n{log}");
+            bail!(
+                "kinetic did not become ready; its log:\n{}",
+                kinetic.log_tail(200)
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -259,51 +345,136 @@ async fn deliveries_run(args: &Args, signed: bool) -> anyhow::Result<f64> {
     Ok(args.events as f64 / started.elapsed().as_secs_f64())
 }
 
+/// One table row: the label and the baseline's description take one or more lines.
+fn row(label: &str, kinetic: String, baseline: String, ratio: String, notes: &[&str]) {
+    println!("{label:<52} {kinetic:>12} {baseline:>14} {ratio:>8}");
+    for note in notes {
+        println!("{:<52} {:>12} {note:>14} {:>8}", "", "", "");
+    }
+}
+
+/// A row that could not be measured, and why.
+fn skipped(label: &str, why: &str) {
+    println!("{label:<52} skipped: {why}");
+}
+
+const ORDERS: &str = "orders/s Kafka → KafkaSource → broker → function";
+const SIGNED: &str = "signed deliveries/s POST → broker → endpoint";
+const THUMBNAILS: &str = "uploads/s S3 → S3Source → broker → thumbnailer";
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let broker = kinetic_kafka::testing::TestBroker::start()
-        .context("the orders job needs nisshi: run scripts/ensure-kafka.sh")?;
+    let mut sizes = Vec::new();
+    if args.wants(Job::Orders) {
+        sizes.push(format!(
+            "{} orders over {} customers",
+            args.orders, args.customers
+        ));
+    }
+    if args.wants(Job::Signed) {
+        sizes.push(format!("{} webhook events", args.events));
+    }
+    // Made before anything is timed; the same images in every run.
+    let images = if args.wants(Job::Thumbnails) {
+        let images = photos::uploads(args.images, args.png_every);
+        sizes.push(photos::describe(&images));
+        images
+    } else {
+        Vec::new()
+    };
     println!(
-        "kinetic jobs benchmark: {} orders over {} customers, {} webhook events per run (median of {})",
-        args.orders, args.customers, args.events, args.repeat
+        "kinetic jobs benchmark: {} per run (median of {})",
+        sizes.join(", "),
+        args.repeat
     );
     println!();
     println!(
         "{:<52} {:>12} {:>14} {:>8}",
         "measurement", "kinetic", "baseline", "ratio"
     );
-    let mut rates = Vec::new();
-    let mut baselines = Vec::new();
-    for _ in 0..args.repeat {
-        let (rate, baseline) = orders_run(&args, &broker.bootstrap_servers).await?;
-        rates.push(rate);
-        baselines.push(baseline);
+    if args.wants(Job::Orders) {
+        // Without nisshi, TestBroker::start says so on stderr and gives None.
+        match kinetic_kafka::testing::TestBroker::start() {
+            Some(broker) => {
+                for binary in [&args.order_fn, &args.orders_produce] {
+                    if !binary.exists() {
+                        bail!(
+                            "{} is missing; build it with `cargo build --release -p order-fn`",
+                            binary.display()
+                        );
+                    }
+                }
+                let mut rates = Vec::new();
+                let mut baselines = Vec::new();
+                for _ in 0..args.repeat {
+                    let (rate, baseline) = orders_run(&args, &broker.bootstrap_servers).await?;
+                    rates.push(rate);
+                    baselines.push(baseline);
+                }
+                let (rate, baseline) = (median(rates), median(baselines));
+                row(
+                    ORDERS,
+                    format!("{rate:.0}"),
+                    format!("{baseline:.0}"),
+                    format!("{:.3}", rate / baseline),
+                    &["(plain rdkafka", "consumer)"],
+                );
+            }
+            None if args.insists(Job::Orders) => {
+                bail!("the orders job needs nisshi: run `bash scripts/ensure-kafka.sh`")
+            }
+            None => skipped(
+                ORDERS,
+                "nisshi is not installed (bash scripts/ensure-kafka.sh)",
+            ),
+        }
     }
-    let (rate, baseline) = (median(rates), median(baselines));
-    println!(
-        "{:<52} {:>12} {:>14} {:>8}",
-        "orders/s Kafka → KafkaSource → broker → function",
-        format!("{rate:.0}"),
-        format!("{baseline:.0}"),
-        format!("{:.3}", rate / baseline)
-    );
-    println!("{:<52} {:>12} {:>14} {:>8}", "", "", "(plain rdkafka", "");
-    println!("{:<52} {:>12} {:>14} {:>8}", "", "", "consumer)", "");
-    let mut signed = Vec::new();
-    let mut unsigned = Vec::new();
-    for _ in 0..args.repeat {
-        unsigned.push(deliveries_run(&args, false).await?);
-        signed.push(deliveries_run(&args, true).await?);
+    if args.wants(Job::Signed) {
+        let mut signed = Vec::new();
+        let mut unsigned = Vec::new();
+        for _ in 0..args.repeat {
+            unsigned.push(deliveries_run(&args, false).await?);
+            signed.push(deliveries_run(&args, true).await?);
+        }
+        let (signed, unsigned) = (median(signed), median(unsigned));
+        row(
+            SIGNED,
+            format!("{signed:.0}"),
+            format!("{unsigned:.0}"),
+            format!("{:.2}", signed / unsigned),
+            &["(unsigned)"],
+        );
     }
-    let (signed, unsigned) = (median(signed), median(unsigned));
-    println!(
-        "{:<52} {:>12} {:>14} {:>8}",
-        "signed deliveries/s POST → broker → endpoint",
-        format!("{signed:.0}"),
-        format!("{unsigned:.0}"),
-        format!("{:.2}", signed / unsigned)
-    );
-    println!("{:<52} {:>12} {:>14} {:>8}", "", "", "(unsigned)", "");
+    if args.wants(Job::Thumbnails) {
+        if moto::server_path().is_some() {
+            let mut rates = Vec::new();
+            let mut baselines = Vec::new();
+            let mut concurrency = 0;
+            for _ in 0..args.repeat {
+                let run = thumbnails::run(&args, &images).await?;
+                rates.push(run.pipeline);
+                baselines.push(run.baseline);
+                concurrency = run.concurrency;
+            }
+            let (rate, baseline) = (median(rates), median(baselines));
+            let at_once = format!("{concurrency} at a time)");
+            row(
+                THUMBNAILS,
+                format!("{rate:.1}"),
+                format!("{baseline:.1}"),
+                format!("{:.2}", rate / baseline),
+                &["(thumbnailer", "called directly,", &at_once],
+            );
+        } else if args.insists(Job::Thumbnails) {
+            bail!("the thumbnails job needs moto: run `bash scripts/ensure-moto.sh`");
+        } else {
+            eprintln!("skipped: moto_server is not installed (run scripts/ensure-moto.sh)");
+            skipped(
+                THUMBNAILS,
+                "moto is not installed (bash scripts/ensure-moto.sh)",
+            );
+        }
+    }
     Ok(())
 }
