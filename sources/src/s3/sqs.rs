@@ -1,6 +1,7 @@
 //! `notifications.sqs`: one task per S3Source long-polls the queue the bucket publishes its
-//! notifications to, hands every selected object event to the sink, and deletes a message only
-//! once the sink accepted all of its events.
+//! notifications to (up to 10 messages a request), hands every selected object event to the sink
+//! (the messages of a batch at once, each message's events in order), and deletes a message only
+//! once the sink accepted all of its events (the batch's done messages in one request).
 //!
 //! Delivery is at least once: a message whose events were not all accepted (the sink is down,
 //! kinetic stops or crashes, the queue's visibility timeout runs out while the sink retries) comes
@@ -15,7 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
 use chrono::{DateTime, Utc};
 use kinetic_api::sources::S3SourceSpec;
 use tokio_util::sync::CancellationToken;
@@ -104,26 +105,50 @@ pub(crate) async fn run(
                 continue;
             }
         };
-        for message in messages {
-            match deliver(&sources, &key, &spec, &sink, &message, &cancel).await {
-                Outcome::Cancelled => return,
-                Outcome::Kept => {}
-                Outcome::Done => {
-                    let Some(receipt) = message.receipt_handle() else {
-                        continue;
-                    };
-                    // A lost delete only means the message comes back; its events dedupe.
-                    let deleted = sqs
-                        .delete_message()
-                        .queue_url(&queue_url)
-                        .receipt_handle(receipt)
-                        .send()
-                        .await;
-                    if let Err(error) = deleted {
-                        let error = aws_sdk_sqs::error::DisplayErrorContext(error);
-                        tracing::warn!(%namespace, %name, error = %error, "Deleting a delivered SQS message failed; it will be delivered again.");
-                    }
-                }
+        // The messages of a batch go to the sink at once (S3 does not order notifications, and a
+        // standard queue does not either), then the done ones are deleted in one request.
+        let outcomes = futures::future::join_all(
+            messages
+                .iter()
+                .map(|message| deliver(&sources, &key, &spec, &sink, message, &cancel)),
+        )
+        .await;
+        if outcomes.contains(&Outcome::Cancelled) {
+            return;
+        }
+        let done: Vec<DeleteMessageBatchRequestEntry> = messages
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| **outcome == Outcome::Done)
+            .filter_map(|(message, _)| message.receipt_handle())
+            .enumerate()
+            .filter_map(|(index, receipt)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(index.to_string())
+                    .receipt_handle(receipt)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        if done.is_empty() {
+            continue;
+        }
+        // A lost delete only means the message comes back; its events dedupe.
+        let deleted = sqs
+            .delete_message_batch()
+            .queue_url(&queue_url)
+            .set_entries(Some(done))
+            .send()
+            .await;
+        match deleted {
+            Ok(answer) if !answer.failed().is_empty() => {
+                let failed = answer.failed();
+                tracing::warn!(%namespace, %name, count = failed.len(), first = %failed[0].message().unwrap_or_default(), "Deleting delivered SQS messages failed; they will be delivered again.");
+            }
+            Ok(_) => {}
+            Err(error) => {
+                let error = aws_sdk_sqs::error::DisplayErrorContext(error);
+                tracing::warn!(%namespace, %name, error = %error, "Deleting delivered SQS messages failed; they will be delivered again.");
             }
         }
     }
