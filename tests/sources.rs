@@ -750,3 +750,90 @@ spec:
     }
     assert_eq!(statuses, (202, 401), "{}", kinetic.log());
 }
+
+/// A pushed S3Source with `sns.topicArns` takes only SNS messages of those topics signed by AWS:
+/// an unsigned S3 notification, a forged subscription confirmation (whose SubscribeURL is never
+/// fetched) and a message from another topic are all refused with 401 saying why.
+#[tokio::test]
+async fn an_sns_verified_s3_source_refuses_what_aws_did_not_sign() {
+    let store = TestStore::new(Engine::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let yaml = format!(
+        "{}---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: uploads}}
+spec:
+  broker: default
+  subscriber: {{uri: '{}'}}
+---
+apiVersion: sources.kinetic.dev/v1alpha1
+kind: S3Source
+metadata: {{name: photos}}
+spec:
+  bucket: photos
+  region: us-east-1
+  notifications:
+    webhook:
+      sns: {{topicArns: ['arn:aws:sns:us-east-1:123456789012:photos']}}
+  sink:
+    ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}
+",
+        broker_yaml("default"),
+        receiver.url("/uploads")
+    );
+    let file = write_yaml(store.dir(), "sns.yaml", &yaml);
+    let kinetic = Kinetic::up(&store, &[&file]);
+    let client = reqwest::Client::new();
+    let push = |body: String| {
+        client
+            .post(kinetic.url("/sources/default/photos"))
+            .header("content-type", "text/plain; charset=UTF-8")
+            .body(body)
+            .send()
+    };
+    let forged = serde_json::json!({
+        "Type": "SubscriptionConfirmation",
+        "MessageId": "m1",
+        "Token": "tok",
+        "TopicArn": "arn:aws:sns:us-east-1:123456789012:photos",
+        "Message": "You have chosen to subscribe",
+        "SubscribeURL": receiver.url("/confirm"),
+        "Timestamp": "2026-11-27T10:00:00.000Z",
+        "SignatureVersion": "2",
+        "Signature": "AAAA",
+        "SigningCertURL": receiver.url("/cert.pem"),
+    });
+    let foreign = serde_json::json!({
+        "Type": "Notification",
+        "MessageId": "m2",
+        "TopicArn": "arn:aws:sns:us-east-1:999999999999:theirs",
+        "Message": s3_notification(&["uploads/a.jpg"]),
+        "Timestamp": "2026-11-27T10:00:00.000Z",
+        "SignatureVersion": "1",
+        "Signature": "AAAA",
+        "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-x.pem",
+    });
+    let cases = [
+        (s3_notification(&["uploads/a.jpg"]), "TopicArn"),
+        (forged.to_string(), "SigningCertURL"),
+        (foreign.to_string(), "999999999999:theirs"),
+    ];
+    for (body, why) in cases {
+        let mut answer = (0, String::new());
+        for _ in 0..50 {
+            let response = push(body.clone()).await.unwrap();
+            answer = (response.status().as_u16(), response.text().await.unwrap());
+            if answer.0 != 404 && answer.0 != 503 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(answer.0, 401, "{}\n{}", answer.1, kinetic.log());
+        assert!(answer.1.contains(why), "{why}: {}", answer.1);
+    }
+    assert!(receiver.received("/confirm").is_empty());
+    assert!(receiver.received("/cert.pem").is_empty());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(receiver.received("/uploads").is_empty());
+}

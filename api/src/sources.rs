@@ -26,7 +26,7 @@ pub use kafka::{
 pub use ping::{PingSource, PingSourceSpec};
 pub use s3::{
     DEFAULT_POLL_INTERVAL, S3Credentials, S3Mode, S3Notifications, S3Poll, S3Source, S3SourceSpec,
-    S3WebhookNotifications, SqsNotifications, validate_bucket,
+    S3WebhookNotifications, SnsVerify, SqsNotifications, validate_bucket,
 };
 pub use template::Template;
 pub use webhook::{
@@ -512,6 +512,20 @@ spec:
                 "  poll: {interval: PT0.5S}\n",
                 "spec.poll.interval",
                 "shorter than one second",
+            ),
+            (
+                S3,
+                SQS,
+                "  notifications: {webhook: {sns: {topicArns: []}}}\n",
+                "spec.notifications.webhook.sns.topicArns",
+                "is empty",
+            ),
+            (
+                S3,
+                SQS,
+                "  notifications: {webhook: {sns: {topicArns: ['arn:aws:sqs:us-east-1:1:q']}}}\n",
+                "spec.notifications.webhook.sns.topicArns[0]",
+                "not an SNS topic ARN",
             ),
             (
                 S3,

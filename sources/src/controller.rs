@@ -104,6 +104,8 @@ pub struct Sources {
     wake: tokio::sync::Notify,
     /// Completed reconcile passes.
     passes: tokio::sync::watch::Sender<u64>,
+    /// SNS signing certificates, for pushed S3Sources with `sns.topicArns`.
+    sns_certificates: Arc<crate::s3::sns_signature::Certificates>,
 }
 
 impl Sources {
@@ -128,6 +130,16 @@ impl Sources {
             cancel: CancellationToken::new(),
             wake: tokio::sync::Notify::new(),
             passes: tokio::sync::watch::Sender::new(0),
+            // The certificate URL is checked to be SNS's own (https, sns.REGION.amazonaws.com)
+            // before anything is fetched; redirects are not followed.
+            sns_certificates: Arc::new(crate::s3::sns_signature::Certificates::new(
+                crate::s3::sns_signature::fetch_with(
+                    reqwest::Client::builder()
+                        .redirect(reqwest::redirect::Policy::none())
+                        .build()
+                        .unwrap_or_default(),
+                ),
+            )),
         })
     }
 

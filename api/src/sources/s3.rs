@@ -90,6 +90,45 @@ pub struct S3WebhookNotifications {
     /// How pushed notifications are authenticated (MinIO sends a bearer token); none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<WebhookVerify>,
+    /// Notifications come from AWS SNS: every request must be an SNS message signed by AWS and
+    /// published to one of these topics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sns: Option<SnsVerify>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SnsVerify {
+    /// ARNs of the topics whose messages are accepted (`arn:aws:sns:REGION:ACCOUNT:NAME`). A
+    /// signature only proves that AWS sent the message; anyone can have AWS send to this URL from
+    /// a topic of their own, so the topic is what makes the message yours.
+    pub topic_arns: Vec<String>,
+}
+
+impl SnsVerify {
+    fn validate(&self) -> Result<(), Error> {
+        if self.topic_arns.is_empty() {
+            return Err(Error::new("topicArns", "is empty").with_hint(
+                "name the topics the bucket publishes to, e.g. `topicArns: [arn:aws:sns:us-east-1:123456789012:photos]`",
+            ));
+        }
+        for (index, arn) in self.topic_arns.iter().enumerate() {
+            let parts: Vec<&str> = arn.split(':').collect();
+            let valid = parts.len() == 6
+                && parts[0] == "arn"
+                && parts[1].starts_with("aws")
+                && parts[2] == "sns"
+                && parts[3..].iter().all(|part| !part.is_empty());
+            if !valid {
+                return Err(Error::new(
+                    format!("topicArns[{index}]"),
+                    format!("`{arn}` is not an SNS topic ARN"),
+                )
+                .with_hint("write it as `arn:aws:sns:REGION:ACCOUNT_ID:TOPIC_NAME`"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The default interval between two listings of a polled bucket.
@@ -181,6 +220,10 @@ impl S3Source {
                     verify
                         .validate()
                         .map_err(|e| e.under("spec.notifications.webhook.verify"))?;
+                }
+                if let Some(sns) = &webhook.sns {
+                    sns.validate()
+                        .map_err(|e| e.under("spec.notifications.webhook.sns"))?;
                 }
             }
             S3Mode::Poll(poll) => {

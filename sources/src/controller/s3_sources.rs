@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::{Key, Sources, Task, WEBHOOK_SINK_WAIT, answer, lock, retry_later};
 use crate::s3;
+use crate::s3::sns_signature::SnsVerifier;
 use crate::sink::SinkError;
 use crate::webhook::{self, Verifier};
 
@@ -21,6 +22,8 @@ use crate::webhook::{self, Verifier};
 pub(super) struct Bucket {
     spec: Arc<S3SourceSpec>,
     verifier: Option<Arc<Verifier>>,
+    /// With `sns.topicArns`: requests must be SNS messages of those topics, signed by AWS.
+    sns: Option<Arc<SnsVerifier>>,
     sink: String,
 }
 
@@ -72,14 +75,22 @@ impl Sources {
             let bucket = serde_json::from_value::<S3Source>(stored.body.clone())
                 .map_err(|e| format!("stored resource is unreadable: {e}"))
                 .and_then(|source| {
-                    let verifier = match source.mode().map_err(|e| e.to_string())? {
-                        S3Mode::Webhook(push) => match &push.verify {
-                            Some(verify) => Some(Arc::new(
-                                webhook::compile_verifier(verify, &mut webhook::read_secret)
-                                    .map_err(|e| e.to_string())?,
-                            )),
-                            None => None,
-                        },
+                    let (verifier, sns) = match source.mode().map_err(|e| e.to_string())? {
+                        S3Mode::Webhook(push) => (
+                            match &push.verify {
+                                Some(verify) => Some(Arc::new(
+                                    webhook::compile_verifier(verify, &mut webhook::read_secret)
+                                        .map_err(|e| e.to_string())?,
+                                )),
+                                None => None,
+                            },
+                            push.sns.as_ref().map(|sns| {
+                                Arc::new(SnsVerifier::new(
+                                    sns.topic_arns.clone(),
+                                    self.sns_certificates.clone(),
+                                ))
+                            }),
+                        ),
                         S3Mode::Sqs(sqs) => {
                             let mode = Pull::Sqs(sqs.queue_url.clone());
                             let sink = (self.resolve)(&source.spec.sink, &stored.namespace)?;
@@ -103,6 +114,7 @@ impl Sources {
                     Ok(S3Task::Push(Bucket {
                         spec: Arc::new(source.spec),
                         verifier,
+                        sns,
                         sink,
                     }))
                 });
@@ -190,15 +202,20 @@ pub(super) async fn notified(
     let key: Key = ("S3Source".into(), namespace.clone(), name.clone());
     let id = (namespace.clone(), name.clone());
     let find = |sources: &Sources| {
-        lock(&sources.buckets)
-            .get(&id)
-            .map(|b| (b.spec.clone(), b.verifier.clone(), b.sink.clone()))
+        lock(&sources.buckets).get(&id).map(|b| {
+            (
+                b.spec.clone(),
+                b.verifier.clone(),
+                b.sns.clone(),
+                b.sink.clone(),
+            )
+        })
     };
     let mut bucket = find(&sources);
     if bucket.is_none() && sources.catch_up(&key, |s| find(s).is_some()).await {
         bucket = find(&sources);
     }
-    let Some((spec, verifier, sink)) = bucket else {
+    let Some((spec, verifier, sns, sink)) = bucket else {
         return if lock(&sources.status).contains_key(&key) {
             answer(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -221,6 +238,16 @@ pub(super) async fn notified(
     {
         sources.update(&key, |s| s.last_error = Some(error.to_string()));
         return answer(StatusCode::UNAUTHORIZED, "unauthorized", &error.to_string());
+    }
+    if let Some(sns) = &sns
+        && let Err(error) = sns.verify(&body).await
+    {
+        sources.update(&key, |s| s.last_error = Some(error.to_string()));
+        return if error.is_transient() {
+            retry_later(&error.to_string())
+        } else {
+            answer(StatusCode::UNAUTHORIZED, "unauthorized", &error.to_string())
+        };
     }
     let events = match s3::to_events(&spec, &body) {
         Ok(s3::Parsed::Events(events)) => events,

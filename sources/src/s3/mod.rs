@@ -28,6 +28,7 @@ pub mod key;
 pub mod mapping;
 pub mod poll;
 pub mod sns;
+pub mod sns_signature;
 pub(crate) mod sqs;
 
 pub use mapping::{event_id, selects, to_event};

@@ -1,7 +1,8 @@
 //! SNS envelopes: a bucket that publishes to an SNS topic reaches kinetic wrapped in one, either
 //! POSTed by SNS itself or as the body of an SQS message without raw delivery.
 //!
-//! The envelope's signature is not checked here; a webhook endpoint verifies the request first.
+//! The envelope's signature is not checked here: a pushed source with `sns.topicArns` checks it
+//! on the raw request first ([`super::sns_signature`]); through SQS, AWS IAM vouches for it.
 
 use serde_json::Value;
 
