@@ -88,9 +88,11 @@ async fn run(
                 Err(_) => break,
             }
         }
+        // Moved out, not cloned: each request's count is kept to split the outcomes.
+        let sizes: Vec<usize> = pending.iter().map(|r| r.events.len()).collect();
         let events: Vec<NewEvent> = pending
-            .iter()
-            .flat_map(|r| r.events.iter().cloned())
+            .iter_mut()
+            .flat_map(|r| std::mem::take(&mut r.events))
             .collect();
         let now = chrono::Utc::now().timestamp_millis();
         metrics.batch_size.observe(events.len() as f64);
@@ -103,9 +105,8 @@ async fn run(
             Ok(outcomes) => {
                 committed.send_modify(|count| *count = count.wrapping_add(1));
                 let mut outcomes = outcomes.into_iter();
-                for request in pending.drain(..) {
-                    let mine: Vec<Appended> =
-                        outcomes.by_ref().take(request.events.len()).collect();
+                for (request, size) in pending.drain(..).zip(sizes) {
+                    let mine: Vec<Appended> = outcomes.by_ref().take(size).collect();
                     let _ = request.reply.send(Ok(mine));
                 }
             }
