@@ -50,7 +50,7 @@ fn client_builder() -> reqwest::ClientBuilder {
 }
 
 /// kinetic's outbound HTTP client: no redirects, pooled, and, given the gateway, resolving
-/// `*.{domain}` (Services) to it. Sources use it to reach their sinks too.
+/// `*.{domain}` (Services) to it.
 pub fn http_client(gateway: Option<&GatewayAddress>) -> reqwest::Client {
     let mut builder = client_builder();
     if let Some(gateway) = gateway {
@@ -325,10 +325,14 @@ fn warn_not_event(url: &str, bytes: usize) {
         let mut warned = WARNED_NOT_EVENT
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if warned.len() >= WARNED_MOST {
-            warned.clear();
+        if warned.contains(url) {
+            false
+        } else {
+            if warned.len() >= WARNED_MOST {
+                warned.clear();
+            }
+            warned.insert(url.to_owned())
         }
-        warned.insert(url.to_owned())
     };
     if first {
         tracing::warn!(%url, bytes, "The subscriber answered with a body that is not a CloudEvent; it is not a reply and is ignored (this subscriber's next ones are logged at debug level).");
