@@ -4,6 +4,7 @@
 #   bash bench/run.sh --engines sqlite --events 50000
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/ensure-kafka.sh   # the kafka engines need nisshi; it also installs the build deps
 bash scripts/ensure-postgres.sh
 cargo build --release --locked -p kinetic -p kinetic-bench
 exec target/release/kinetic-bench --kinetic target/release/kinetic "$@"

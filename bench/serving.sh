@@ -6,6 +6,7 @@
 #   bash bench/serving.sh --only throughput,latency --duration 10 --repeats 5
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/ensure-build-deps.sh
 cargo build --release --locked -p kinetic -p hello-fn -p kinetic-bench
 exec target/release/kinetic-serving-bench \
   --kinetic target/release/kinetic --function target/release/hello-fn "$@"

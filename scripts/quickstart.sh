@@ -12,6 +12,7 @@ kport=${KINETIC_PORT:-8080}
 dport=${DISPLAY_PORT:-9090}
 gport=${GATEWAY_PORT:-8081}
 
+bash scripts/ensure-build-deps.sh
 echo "==> Building kinetic, the event-display subscriber and the hello-fn function (the first build takes a few minutes)..."
 cargo build --locked -p kinetic -p event-display -p hello-fn
 # Where cargo put them (CARGO_TARGET_DIR when set), as an absolute path.
