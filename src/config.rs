@@ -38,6 +38,7 @@ pub struct IngressSettings {
     #[arg(long, env = "KINETIC_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
     /// How long an event's (source, id) is remembered to drop duplicates, ISO-8601 (e.g. PT24H).
+    /// On SQLite the window's keys are also indexed in memory, about 32 bytes per key.
     #[arg(long, env = "KINETIC_DEDUPE_WINDOW", default_value = "PT24H", value_parser = parse_duration)]
     pub dedupe_window: Duration,
 }

@@ -29,6 +29,7 @@ use crate::{Result, Store};
 
 mod checkpoints;
 mod dead_letters;
+mod dedupe;
 mod deliveries;
 mod events;
 mod resources;
@@ -38,13 +39,15 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read connections of a file store. Writes always use one.
 const READERS: u32 = 4;
 
-/// The SQLite implementation of [`Store`]. Cheap to clone (two pool handles).
+/// The SQLite implementation of [`Store`]. Cheap to clone (two pool handles and the dedupe index).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     /// Exactly one connection: SQLite has one writer.
     writer: SqlitePool,
     /// Connections for reads; the writer pool itself for `sqlite::memory:`.
     reader: SqlitePool,
+    /// The dedupe window's keys in memory (see [`dedupe`]).
+    dedupe: dedupe::SharedIndex,
 }
 
 impl SqliteStore {
@@ -96,7 +99,12 @@ impl SqliteStore {
         if !in_memory {
             checkpoint_in_background(&writer);
         }
-        Ok(SqliteStore { writer, reader })
+        let dedupe = dedupe::load(&writer).await?;
+        Ok(SqliteStore {
+            writer,
+            reader,
+            dedupe,
+        })
     }
 
     /// Starts a write transaction holding SQLite's write lock.
@@ -171,6 +179,13 @@ fn migrator() -> Migrator {
             "checkpoints".into(),
             MigrationType::Simple,
             include_str!("../../migrations/sqlite/0003_checkpoints.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            4,
+            "dedupe_log".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0004_dedupe_log.sql").into_sql_str(),
             false,
         ),
     ])

@@ -250,6 +250,101 @@ async fn sqlite_creates_missing_directories_and_keeps_data_across_opens() -> any
 }
 
 #[tokio::test]
+async fn sqlite_dedupe_window_survives_a_restart() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = format!("sqlite://{}/state.db", dir.path().display());
+    let key = |id: &str| fixtures::event("default/b", "s", id, b"x");
+    {
+        let store = kinetic_store::open(&url).await?;
+        store.append(&[key("1"), key("2")], 1_000, 0).await?;
+        assert_eq!(store.remember(&[key("3")], 1_100, 0).await?, [true]);
+        store.forget(&[key("2")], 1_000).await?;
+    }
+    let store = kinetic_store::open(&url).await?;
+    let again = store
+        .append(&[key("1"), key("2"), key("3")], 2_000, 0)
+        .await?;
+    assert_eq!(again[0], kinetic_store::Appended::Duplicate);
+    assert!(
+        matches!(again[1], kinetic_store::Appended::Accepted(_)),
+        "forgotten before the restart: {again:?}"
+    );
+    assert_eq!(again[2], kinetic_store::Appended::Duplicate, "remembered");
+    // Pruned, the keys are new again, and stay pruned after another restart.
+    store.prune(1_500).await?;
+    drop(store);
+    let store = kinetic_store::open(&url).await?;
+    assert_eq!(
+        store.remember(&[key("1"), key("2")], 3_000, 0).await?,
+        [true, false]
+    );
+    Ok(())
+}
+
+/// A database written before the dedupe window became an append-only log keeps its keys.
+#[tokio::test]
+async fn sqlite_dedupe_keys_of_an_older_database_are_kept() -> anyhow::Result<()> {
+    use sqlx::SqlSafeStr as _;
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("state.db");
+    {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let mut connection = <sqlx::SqliteConnection as Connection>::connect_with(&options).await?;
+        let older = [
+            (
+                1,
+                "initial",
+                include_str!("../../migrations/sqlite/0001_initial.sql"),
+            ),
+            (
+                2,
+                "dispatchers",
+                include_str!("../../migrations/sqlite/0002_dispatchers.sql"),
+            ),
+            (
+                3,
+                "checkpoints",
+                include_str!("../../migrations/sqlite/0003_checkpoints.sql"),
+            ),
+        ];
+        Migrator::with_migrations(
+            older
+                .into_iter()
+                .map(|(version, name, sql)| {
+                    Migration::new(
+                        version,
+                        name.into(),
+                        MigrationType::Simple,
+                        sql.into_sql_str(),
+                        false,
+                    )
+                })
+                .collect(),
+        )
+        .run(&mut connection)
+        .await?;
+        sqlx::query("INSERT INTO dedupe (broker, source, id, accepted_at) VALUES ('default/b', 's', 'old', 1000)")
+            .execute(&mut connection)
+            .await?;
+        connection.close().await?;
+    }
+    let store = kinetic_store::open(&format!("sqlite://{}", path.display())).await?;
+    let key = fixtures::event("default/b", "s", "old", b"x");
+    assert_eq!(
+        store.append(std::slice::from_ref(&key), 2_000, 500).await?,
+        [kinetic_store::Appended::Duplicate]
+    );
+    assert!(matches!(
+        store.append(&[key], 3_000, 1_500).await?[0],
+        kinetic_store::Appended::Accepted(_)
+    ));
+    Ok(())
+}
+
+#[tokio::test]
 async fn unknown_url_scheme_is_rejected() {
     let error = kinetic_store::open("mysql://localhost/db")
         .await

@@ -1,34 +1,17 @@
 //! The event log and the dedupe window on SQLite.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, Row};
 
-use super::SqliteStore;
+use super::{SqliteStore, dedupe};
 use crate::{Appended, EventLog, Millis, NewEvent, Result, StoredEvent, codec};
 
 /// A batch is written with multi-row statements of these sizes (largest first), so a batch of 500
 /// costs a dozen statements instead of 500, and each size's statement is prepared once per connection.
-const CHUNK_SIZES: [usize; 4] = [128, 32, 8, 1];
-
-/// Stamps keys that are new (absent, or accepted before `?2`) with `?1` and returns them.
-static DEDUPE_SQL: LazyLock<[Arc<str>; 4]> = LazyLock::new(|| {
-    CHUNK_SIZES.map(|rows| {
-        let values = (0..rows)
-            .map(|row| format!("(?{}, ?{}, ?{}, ?1)", 3 + 3 * row, 4 + 3 * row, 5 + 3 * row))
-            .collect::<Vec<_>>()
-            .join(", ");
-        format!(
-            "INSERT INTO dedupe (broker, source, id, accepted_at) VALUES {values} \
-             ON CONFLICT (broker, source, id) DO UPDATE SET accepted_at = excluded.accepted_at \
-             WHERE dedupe.accepted_at < ?2 \
-             RETURNING broker, source, id"
-        )
-        .into()
-    })
-});
+pub(super) const CHUNK_SIZES: [usize; 4] = [128, 32, 8, 1];
 
 /// Stores events accepted at `?1`.
 static EVENTS_SQL: LazyLock<[Arc<str>; 4]> = LazyLock::new(|| {
@@ -42,7 +25,7 @@ static EVENTS_SQL: LazyLock<[Arc<str>; 4]> = LazyLock::new(|| {
 });
 
 /// Cuts `rows` into chunk sizes, largest first, each with its statement.
-fn chunks(mut rows: usize, statements: &[Arc<str>; 4]) -> Vec<(usize, Arc<str>)> {
+pub(super) fn chunks(mut rows: usize, statements: &[Arc<str>; 4]) -> Vec<(usize, Arc<str>)> {
     let mut chunks = Vec::new();
     for (size, sql) in CHUNK_SIZES.iter().zip(statements) {
         while rows >= *size {
@@ -51,50 +34,6 @@ fn chunks(mut rows: usize, statements: &[Arc<str>; 4]) -> Vec<(usize, Arc<str>)>
         }
     }
     chunks
-}
-
-/// Stamps the keys of `candidates` that are new (absent, or accepted before `dedupe_since`) with
-/// `now`; returns those indexes, in order.
-async fn stamp_new_keys(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-    events: &[NewEvent],
-    candidates: &[usize],
-    now: Millis,
-    dedupe_since: Millis,
-) -> Result<Vec<usize>> {
-    let mut stamped_rows: Vec<(String, String, String)> = Vec::with_capacity(candidates.len());
-    let mut rest = candidates;
-    for (size, sql) in chunks(candidates.len(), &DEDUPE_SQL) {
-        let (chunk, tail) = rest.split_at(size);
-        rest = tail;
-        let mut query = sqlx::query_as(AssertSqlSafe(sql))
-            .bind(now)
-            .bind(dedupe_since);
-        for &index in chunk {
-            let event = &events[index];
-            query = query
-                .bind(&event.broker)
-                .bind(&event.source)
-                .bind(&event.id);
-        }
-        stamped_rows.extend(query.fetch_all(&mut **tx).await?);
-    }
-    let stamped: HashSet<(&str, &str, &str)> = stamped_rows
-        .iter()
-        .map(|(broker, source, id)| (broker.as_str(), source.as_str(), id.as_str()))
-        .collect();
-    Ok(candidates
-        .iter()
-        .copied()
-        .filter(|&index| {
-            let event = &events[index];
-            stamped.contains(&(
-                event.broker.as_str(),
-                event.source.as_str(),
-                event.id.as_str(),
-            ))
-        })
-        .collect())
 }
 
 #[async_trait]
@@ -110,7 +49,15 @@ impl EventLog for SqliteStore {
         }
         let candidates = codec::first_occurrences(events);
         let mut tx = self.write().await?;
-        let accepted = stamp_new_keys(&mut tx, events, &candidates, now, dedupe_since).await?;
+        let accepted = dedupe::stamp_new_keys(
+            &mut tx,
+            &self.dedupe,
+            events,
+            &candidates,
+            now,
+            dedupe_since,
+        )
+        .await?;
 
         let mut heads = HashMap::new();
         for (broker, count) in codec::counts_per_broker(events, &accepted) {
@@ -160,7 +107,9 @@ impl EventLog for SqliteStore {
         }
         let candidates = codec::first_occurrences(keys);
         let mut tx = self.write().await?;
-        let fresh = stamp_new_keys(&mut tx, keys, &candidates, now, dedupe_since).await?;
+        let fresh =
+            dedupe::stamp_new_keys(&mut tx, &self.dedupe, keys, &candidates, now, dedupe_since)
+                .await?;
         tx.commit().await?;
         Ok(codec::flags(keys.len(), &fresh))
     }
@@ -170,17 +119,7 @@ impl EventLog for SqliteStore {
             return Ok(());
         }
         let mut tx = self.write().await?;
-        for key in keys {
-            sqlx::query(
-                "DELETE FROM dedupe WHERE broker = ?1 AND source = ?2 AND id = ?3 AND accepted_at = ?4",
-            )
-            .bind(&key.broker)
-            .bind(&key.source)
-            .bind(&key.id)
-            .bind(stamped_at)
-            .execute(&mut *tx)
-            .await?;
-        }
+        dedupe::forget(&mut tx, &self.dedupe, keys, stamped_at).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -221,22 +160,7 @@ impl EventLog for SqliteStore {
     async fn prune(&self, dedupe_since: Millis) -> Result<u64> {
         // Small transactions: SQLite has one writer, and a long delete would stall every commit
         // (and the broker's 202s) behind it.
-        loop {
-            let mut tx = self.write().await?;
-            let removed = sqlx::query(
-                "DELETE FROM dedupe WHERE (broker, source, id) IN \
-                 (SELECT broker, source, id FROM dedupe WHERE accepted_at < ?1 LIMIT ?2)",
-            )
-            .bind(dedupe_since)
-            .bind(PRUNE_CHUNK)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            tx.commit().await?;
-            if removed < PRUNE_CHUNK as u64 {
-                break;
-            }
-        }
+        dedupe::prune(self, &self.dedupe, dedupe_since).await?;
         // Per broker, everything up to the slowest cursor; a broker without cursors loses it all.
         let bounds: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
             "SELECT h.broker, COALESCE((SELECT MIN(c.position) FROM cursors c WHERE c.broker = h.broker), h.head), \
@@ -292,6 +216,5 @@ mod tests {
     fn statements_number_their_parameters_consistently() {
         assert!(EVENTS_SQL[3].ends_with("VALUES (?2, ?3, ?4, ?1)"));
         assert!(EVENTS_SQL[2].contains("(?23, ?24, ?25, ?1)"));
-        assert!(DEDUPE_SQL[3].contains("VALUES (?3, ?4, ?5, ?1)"));
     }
 }
