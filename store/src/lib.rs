@@ -320,6 +320,12 @@ pub trait Deliveries {
     /// Moves a cursor from `from` to `to` and records, in the same transaction, the deliveries and dead
     /// letters of the events in between that were not delivered at the first attempt. Returns `false`
     /// (and writes nothing) when `owner` no longer holds the lease or the cursor is not at `from`.
+    ///
+    /// The commit does not wait for the disk (SQLite `synchronous=NORMAL`, PostgreSQL
+    /// `synchronous_commit=off`): a crash of the machine (not of kinetic) can undo the last advances,
+    /// and only together with every later write, so their events are delivered again; nothing
+    /// accepted is lost, and the broker's next durable commit makes them durable too. It halves the
+    /// disk flushes of a busy broker.
     #[allow(clippy::too_many_arguments)] // One atomic step; a parameter struct would only rename them.
     async fn advance_cursor(
         &self,

@@ -17,6 +17,8 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -48,6 +50,10 @@ pub struct SqliteStore {
     reader: SqlitePool,
     /// The dedupe window's keys in memory (see [`dedupe`]).
     dedupe: dedupe::SharedIndex,
+    /// Whether the writer connection was last switched to `synchronous=NORMAL` (see
+    /// [`SqliteStore::write_lazily`]). SQLite cannot switch inside a transaction, so the switch
+    /// happens between them, on the one writer connection.
+    lazy: Arc<AtomicBool>,
 }
 
 impl SqliteStore {
@@ -104,12 +110,36 @@ impl SqliteStore {
             writer,
             reader,
             dedupe,
+            lazy: Arc::new(AtomicBool::new(false)),
         })
     }
 
-    /// Starts a write transaction holding SQLite's write lock.
+    /// Starts a write transaction holding SQLite's write lock, whose commit waits for the disk.
     async fn write(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+        let mut connection = self.writer.acquire().await?;
+        if self.lazy.load(Ordering::Acquire) {
+            sqlx::query("PRAGMA synchronous = FULL")
+                .execute(&mut *connection)
+                .await?;
+            // Only once it took effect: a failed or dropped switch is tried again next time.
+            self.lazy.store(false, Ordering::Release);
+        }
+        begin_immediate(connection).await
+    }
+
+    /// Like [`SqliteStore::write`], but the commit does not wait for the disk (`synchronous=NORMAL`;
+    /// in WAL mode still consistent, and made durable by the next `FULL` commit, which flushes the
+    /// WAL up to itself). For writes a machine crash may undo without losing anything accepted.
+    async fn write_lazily(&self) -> Result<Transaction<'static, Sqlite>> {
+        let mut connection = self.writer.acquire().await?;
+        if !self.lazy.load(Ordering::Acquire) {
+            // Set first: if the switch fails half-way, the next durable write switches back anyway.
+            self.lazy.store(true, Ordering::Release);
+            sqlx::query("PRAGMA synchronous = NORMAL")
+                .execute(&mut *connection)
+                .await?;
+        }
+        begin_immediate(connection).await
     }
 }
 
@@ -117,6 +147,15 @@ impl Store for SqliteStore {
     fn engine(&self) -> &'static str {
         "sqlite"
     }
+}
+
+/// `BEGIN IMMEDIATE` on a connection taken from the writer pool: the transaction takes SQLite's
+/// write lock up front and returns the connection to the pool when it ends.
+async fn begin_immediate(
+    connection: sqlx::pool::PoolConnection<Sqlite>,
+) -> Result<Transaction<'static, Sqlite>> {
+    // What `Pool::begin_with` does, on a connection already taken (to switch `synchronous` first).
+    Ok(Transaction::begin(connection, Some("BEGIN IMMEDIATE".into_sql_str())).await?)
 }
 
 /// How often the WAL is copied back into the database file.
@@ -204,5 +243,43 @@ async fn create_parent_dir(file: &Path) -> Result<()> {
             Ok(())
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn synchronous(tx: &mut Transaction<'static, Sqlite>) -> i64 {
+        sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut **tx)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn lazy_writes_never_leave_the_writer_lazy_for_durable_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&format!("sqlite://{}/state.db", dir.path().display()))
+            .await
+            .unwrap();
+        const NORMAL: i64 = 1;
+        const FULL: i64 = 2;
+        let mut tx = store.write().await.unwrap();
+        assert_eq!(synchronous(&mut tx).await, FULL);
+        tx.commit().await.unwrap();
+        for _ in 0..2 {
+            let mut tx = store.write_lazily().await.unwrap();
+            assert_eq!(synchronous(&mut tx).await, NORMAL);
+            tx.commit().await.unwrap();
+        }
+        // A lazy transaction that was dropped (rolled back) still switches back.
+        let tx = store.write_lazily().await.unwrap();
+        drop(tx);
+        for _ in 0..2 {
+            let mut tx = store.write().await.unwrap();
+            assert_eq!(synchronous(&mut tx).await, FULL);
+            tx.rollback().await.unwrap();
+        }
     }
 }

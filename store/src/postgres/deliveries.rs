@@ -217,6 +217,10 @@ impl Deliveries for PostgresStore {
         now: Millis,
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
+        // See `Deliveries::advance_cursor`: a later durable commit flushes this one with it.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
         let moved = sqlx::query("UPDATE cursors SET position = $4 WHERE trigger_uid = $1 AND owner = $2 AND position = $3")
             .bind(trigger_uid)
             .bind(owner)

@@ -182,7 +182,7 @@ impl Deliveries for SqliteStore {
         dead_letters: &[(NewDeadLetter, bool)],
         now: Millis,
     ) -> Result<bool> {
-        let mut tx = self.write().await?;
+        let mut tx = self.write_lazily().await?;
         let moved = sqlx::query("UPDATE cursors SET position = ?4 WHERE trigger_uid = ?1 AND owner = ?2 AND position = ?3")
             .bind(trigger_uid)
             .bind(owner)
