@@ -5,6 +5,10 @@
 //! load generator; for the Kafka class, a plain rdkafka consumer reading the broker's topic (and a
 //! plain producer → consumer pair for latency) on the same Kafka-protocol broker.
 //!
+//! A third reference, measured first: a relay without a store (in the benchmark's process) that
+//! forwards each POST to the subscriber before answering. An event through kinetic costs the same two
+//! HTTP exchanges, so the relay's rate is about the ceiling of any end-to-end row on this machine.
+//!
 //! Run it with `bash bench/run.sh` (builds release binaries first). The machine is shared and noisy:
 //! read ratios and medians, not single numbers.
 
@@ -98,6 +102,35 @@ async fn start_sink() -> anyhow::Result<(SocketAddr, Arc<Sink>)> {
         let _ = axum::serve(listener, app).await;
     });
     Ok((address, sink))
+}
+
+/// A relay without a store: it answers each POST once it has forwarded the event to the subscriber.
+/// Every event costs it the two HTTP exchanges (client → relay, relay → subscriber) that every
+/// event costs kinetic, and nothing else: the most an event router can do on this machine with this
+/// load generator, before it stores anything.
+async fn start_relay(sink: SocketAddr, client: reqwest::Client) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let target = format!("http://{sink}/relay");
+    let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
+        let (client, target) = (client.clone(), target.clone());
+        async move {
+            let mut request = client.post(&target).body(body);
+            for (name, value) in &headers {
+                if name.as_str().starts_with("ce-") || name == axum::http::header::CONTENT_TYPE {
+                    request = request.header(name, value);
+                }
+            }
+            match request.send().await {
+                Ok(response) if response.status().is_success() => StatusCode::ACCEPTED,
+                _ => StatusCode::BAD_GATEWAY,
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(address)
 }
 
 fn event_request(client: &reqwest::Client, url: &str, id: &str) -> reqwest::RequestBuilder {
@@ -514,6 +547,15 @@ async fn main() -> anyhow::Result<()> {
     }
     let baseline = median(baseline);
     let base = latency(&client, &direct, &sink, args.rate, args.seconds).await?;
+    let relay = format!(
+        "http://{}/default/bench",
+        start_relay(sink_address, client.clone()).await?
+    );
+    let mut relayed = Vec::new();
+    for _ in 0..args.repeat {
+        relayed.push(throughput(&client, &relay, &sink, args.events, args.concurrency, 1).await?);
+    }
+    let relayed = median(relayed);
 
     println!(
         "kinetic end-to-end benchmark: {} events per throughput run (median of {}), {} in flight, latency at {} events/s for {} s",
@@ -527,6 +569,13 @@ async fn main() -> anyhow::Result<()> {
     println!("{:<44} {:>14} {:>14} {:>8}", "", "", "(direct post;", "");
     println!("{:<44} {:>14} {:>14} {:>8}", "", "", "kafka: plain", "");
     println!("{:<44} {:>14} {:>14} {:>8}", "", "", "rdkafka)", "");
+    println!(
+        "{:<44} {:>14} {:>14} {:>8}",
+        "relay without a store: events/s POST → 2xx",
+        format!("{relayed:.0}"),
+        format!("{baseline:.0}"),
+        format!("{:.2}", relayed / baseline)
+    );
     // One Kafka-protocol broker for the run, when the Kafka class or KafkaSource is measured.
     let kafka_broker = if args.engines.iter().any(|e| e.starts_with("kafka")) {
         Some(
