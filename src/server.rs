@@ -343,6 +343,7 @@ pub async fn up(
         ingress_url: base_url.clone(),
         gateway: Some(gateway.clone()),
     };
+    let feed = committer.clone();
     let dispatcher = dispatcher(
         &store_handle,
         DispatcherLogs {
@@ -358,6 +359,8 @@ pub async fn up(
         &mut registry,
         committed,
     );
+    // The dispatcher reads what the ingress just committed from memory.
+    feed.feed(dispatcher.log_feed());
     let sources = kinetic_sources::Sources::new(
         store_handle.clone(),
         source_sink(&resolver, &egress_settings),

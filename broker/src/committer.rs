@@ -1,11 +1,16 @@
 //! Group commit: concurrent requests queue their events; one task commits whatever has queued in a
 //! single transaction and answers each request. While one transaction runs, the next batch forms, so
 //! the number of transactions per second stays bounded by the store, not by the request rate.
+//!
+//! A [`Feed`] (the in-process dispatcher's window over the log) gets what each commit stored, with
+//! the events as the ingress parsed them, before the commit is signalled: the dispatcher then need
+//! not read back and parse what was just written.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use kinetic_store::{Appended, NewEvent};
+use cloudevents::Event;
+use kinetic_store::{Appended, NewEvent, StoredEvent};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::log::{Log, LogError};
@@ -18,13 +23,32 @@ type Reply = oneshot::Sender<Result<Vec<Appended>, Arc<LogError>>>;
 
 struct Request {
     events: Vec<NewEvent>,
+    /// Each event as parsed, for the feed.
+    parsed: Vec<Event>,
     reply: Reply,
+}
+
+/// An event a commit stored, handed to a [`Feed`].
+#[derive(Debug)]
+pub struct Stored {
+    /// `namespace/name` of the broker.
+    pub broker: String,
+    pub stored: StoredEvent,
+    /// The event itself: what reading `stored.payload` back gives.
+    pub event: Event,
+}
+
+/// Receives what each commit stored, in commit order, before the commit is signalled. Called on
+/// the commit task: it must not block.
+pub trait Feed: Send + Sync {
+    fn stored(&self, events: Vec<Stored>);
 }
 
 /// Handle to the group-commit task. Cloning is cheap; the task ends when every handle is dropped.
 #[derive(Clone)]
 pub struct Committer {
     queue: mpsc::Sender<Request>,
+    feed: Arc<OnceLock<Arc<dyn Feed>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,18 +70,40 @@ impl Committer {
         metrics: Metrics,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (queue, receiver) = mpsc::channel(4096);
-        let task = tokio::spawn(run(log, receiver, dedupe_window, committed, metrics));
-        (Self { queue }, task)
+        let feed = Arc::new(OnceLock::new());
+        let task = tokio::spawn(run(
+            log,
+            receiver,
+            dedupe_window,
+            committed,
+            metrics,
+            feed.clone(),
+        ));
+        (Self { queue, feed }, task)
     }
 
-    /// Commits `events` (all or nothing) and returns one outcome per event.
+    /// Hands what every later commit stores to `feed` (once; a second feed is ignored).
+    pub fn feed(&self, feed: Arc<dyn Feed>) {
+        let _ = self.feed.set(feed);
+    }
+
+    /// Commits `events` (all or nothing), each record with the event it encodes, and returns one
+    /// outcome per event.
     ///
     /// Cancel safety: if the caller is dropped after the request was queued, the events may still be
     /// committed (the client then sees no answer and will retry; the dedupe window absorbs it).
-    pub async fn commit(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, CommitError> {
+    pub async fn commit(
+        &self,
+        events: Vec<(NewEvent, Event)>,
+    ) -> Result<Vec<Appended>, CommitError> {
+        let (events, parsed) = events.into_iter().unzip();
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Request { events, reply })
+            .send(Request {
+                events,
+                parsed,
+                reply,
+            })
             .await
             .map_err(|_| CommitError::Stopped)?;
         answer
@@ -73,6 +119,7 @@ async fn run(
     dedupe_window: Duration,
     committed: watch::Sender<u64>,
     metrics: Metrics,
+    feed: Arc<OnceLock<Arc<dyn Feed>>>,
 ) {
     let window = i64::try_from(dedupe_window.as_millis()).unwrap_or(i64::MAX);
     let mut pending: Vec<Request> = Vec::new();
@@ -94,6 +141,10 @@ async fn run(
             .iter_mut()
             .flat_map(|r| std::mem::take(&mut r.events))
             .collect();
+        let parsed: Vec<Event> = pending
+            .iter_mut()
+            .flat_map(|r| std::mem::take(&mut r.parsed))
+            .collect();
         let now = chrono::Utc::now().timestamp_millis();
         metrics.batch_size.observe(events.len() as f64);
         let started = std::time::Instant::now();
@@ -103,6 +154,9 @@ async fn run(
             .observe(started.elapsed().as_secs_f64());
         match appended {
             Ok(outcomes) => {
+                if let Some(feed) = feed.get() {
+                    feed.stored(stored(events, parsed, &outcomes, now));
+                }
                 committed.send_modify(|count| *count = count.wrapping_add(1));
                 let mut outcomes = outcomes.into_iter();
                 for (request, size) in pending.drain(..).zip(sizes) {
@@ -119,4 +173,30 @@ async fn run(
             }
         }
     }
+}
+
+/// The accepted events of a commit, moved out of the batch.
+fn stored(
+    events: Vec<NewEvent>,
+    parsed: Vec<Event>,
+    outcomes: &[Appended],
+    now: i64,
+) -> Vec<Stored> {
+    events
+        .into_iter()
+        .zip(parsed)
+        .zip(outcomes)
+        .filter_map(|((record, event), outcome)| match outcome {
+            Appended::Accepted(seq) => Some(Stored {
+                broker: record.broker,
+                stored: StoredEvent {
+                    seq: *seq,
+                    payload: record.payload,
+                    accepted_at: now,
+                },
+                event,
+            }),
+            Appended::Duplicate => None,
+        })
+        .collect()
 }

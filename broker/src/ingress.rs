@@ -217,12 +217,13 @@ async fn accept(
             },
             attribute: error.attribute,
         })?;
-        records.push(NewEvent {
+        let record = NewEvent {
             broker: key.clone(),
             source: event.source().clone(),
             id: event.id().to_owned(),
             payload: cloudevent::encode_structured(&event).to_vec(),
-        });
+        };
+        records.push((record, event));
     }
     let outcomes = committer
         .commit(records)

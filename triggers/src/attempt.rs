@@ -122,7 +122,7 @@ async fn publish_reply(
             // The group commit signals the cursor workers itself.
             Some(committer) => {
                 committer
-                    .commit(vec![record])
+                    .commit(vec![(record, reply)])
                     .await
                     .map_err(|error| match error {
                         CommitError::Log(error) => LogError::Commit(error.to_string()),

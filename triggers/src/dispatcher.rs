@@ -90,7 +90,7 @@ pub struct Context {
     /// Wakes the retry worker when rows were added.
     pub rows_added: Notify,
     /// The brokers' logs as this process's cursor workers read them.
-    pub log: LogCache,
+    pub log: Arc<LogCache>,
     /// The Kafka class's log, when a Kafka cluster is configured: its triggers consume the
     /// brokers' topics, and replies are produced to them.
     pub kafka: Option<Arc<KafkaLog>>,
@@ -127,7 +127,7 @@ impl Dispatcher {
         kafka: Option<Arc<KafkaLog>>,
         replies: Option<Committer>,
     ) -> Self {
-        let log = LogCache::new(store.clone(), metrics.corrupt_events.clone());
+        let log = Arc::new(LogCache::new(store.clone(), metrics.corrupt_events.clone()));
         let sender = Sender::new(
             config.resolver.gateway.as_ref(),
             Some(&config.resolver.ingress_url),
@@ -153,6 +153,11 @@ impl Dispatcher {
 
     pub fn context(&self) -> Arc<Context> {
         self.context.clone()
+    }
+
+    /// Where an in-process group commit hands what it stored (see [`crate::log_cache`]).
+    pub fn log_feed(&self) -> Arc<dyn kinetic_broker::committer::Feed> {
+        self.context.log.clone()
     }
 
     /// Why triggers are not ready, as this dispatcher finds them; for the API.

@@ -1,11 +1,18 @@
 //! A window over each broker's log shared by the cursor workers of this process: the triggers of one
 //! broker read the same events, so each event is read from the store and parsed once, not once per
 //! trigger. Workers that fall behind the window read the store directly.
+//!
+//! In `kinetic up` the ingress's group commit also hands each commit's events (as the ingress parsed
+//! them) to the windows of the brokers being read ([`Feed`]), so a worker woken by the commit finds
+//! them here instead of reading back and parsing what was just written. An event is added only
+//! right after the window's last one: anything else (another process's appends in between, a reader
+//! holding the window) is left to the store, so the window stays exactly what the store holds.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use cloudevents::Event;
+use kinetic_broker::committer::{Feed, Stored};
 use kinetic_store::{Store, StoredEvent};
 use prometheus_client::metrics::counter::Counter;
 
@@ -28,6 +35,44 @@ pub struct LogCache {
     store: Arc<dyn Store>,
     brokers: Mutex<HashMap<String, Arc<Window>>>,
     corrupt: Counter,
+}
+
+impl Feed for LogCache {
+    fn stored(&self, events: Vec<Stored>) {
+        let mut events = events.into_iter().peekable();
+        while let Some(first) = events.next() {
+            let broker = first.broker.clone();
+            let window = self
+                .brokers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .get(&broker)
+                .cloned();
+            // A broker nobody reads keeps no window; a reader fetching holds the lock, and its next
+            // read at the window's end finds these events in the store.
+            let mut window = window.as_ref().and_then(|w| w.try_lock().ok());
+            let mut next = |stored: Stored| {
+                if let Some(window) = window.as_mut() {
+                    let follows = window
+                        .back()
+                        .is_none_or(|last| last.stored.seq + 1 == stored.stored.seq);
+                    if follows {
+                        window.push_back(Arc::new(Logged {
+                            stored: stored.stored,
+                            event: Some(stored.event),
+                        }));
+                        if window.len() > WINDOW {
+                            window.pop_front();
+                        }
+                    }
+                }
+            };
+            next(first);
+            while let Some(stored) = events.next_if(|e| e.broker == broker) {
+                next(stored);
+            }
+        }
+    }
 }
 
 impl LogCache {
@@ -176,6 +221,81 @@ mod tests {
         store.append(&[more], 0, 0).await.unwrap();
         assert_eq!(seqs(&cache.read("ns/b", 50, 10).await.unwrap()), [51]);
         assert_eq!(seqs(&cache.read("ns/b", 49, 10).await.unwrap()), [50, 51]);
+    }
+
+    /// What the ingress hands over for `seq`, marked so a read shows where it came from.
+    fn handed(broker: &str, seq: i64) -> Stored {
+        let payload = format!(r#"{{"specversion":"1.0","id":"{seq}","source":"/s","type":"t"}}"#);
+        let mut event = kinetic_api::cloudevent::from_json(payload.as_bytes()).unwrap();
+        cloudevents::AttributesWriter::set_type(&mut event, "from-the-feed");
+        Stored {
+            broker: broker.to_owned(),
+            stored: StoredEvent {
+                seq,
+                payload: payload.into_bytes(),
+                accepted_at: 0,
+            },
+            event,
+        }
+    }
+
+    fn types(events: &[Arc<Logged>]) -> Vec<String> {
+        use cloudevents::AttributesReader as _;
+        events
+            .iter()
+            .map(|e| e.event.as_ref().unwrap().ty().to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn committed_events_extend_the_window_only_right_after_its_end() {
+        let store = store_with(3).await;
+        let cache = LogCache::new(store.clone(), Counter::default());
+        assert_eq!(seqs(&cache.read("ns/b", 0, 10).await.unwrap()), [1, 2, 3]);
+
+        // The next commit's events come from memory, as the ingress parsed them.
+        let more: Vec<NewEvent> = (4..=5)
+            .map(|i| NewEvent {
+                broker: "ns/b".into(),
+                source: "/s".into(),
+                id: i.to_string(),
+                payload: format!(r#"{{"specversion":"1.0","id":"{i}","source":"/s","type":"t"}}"#)
+                    .into_bytes(),
+            })
+            .collect();
+        store.append(&more, 0, 0).await.unwrap();
+        cache.stored(vec![
+            handed("ns/b", 4),
+            handed("ns/b", 5),
+            handed("ns/x", 1),
+        ]);
+        let read = cache.read("ns/b", 3, 10).await.unwrap();
+        assert_eq!(seqs(&read), [4, 5]);
+        assert_eq!(types(&read), ["from-the-feed", "from-the-feed"]);
+
+        // Events already there, or after a gap, are left to the store.
+        cache.stored(vec![handed("ns/b", 5), handed("ns/b", 7)]);
+        let (six, seven) = (
+            NewEvent {
+                id: "6".into(),
+                ..more[0].clone()
+            },
+            NewEvent {
+                id: "7".into(),
+                ..more[0].clone()
+            },
+        );
+        store.append(&[six, seven], 0, 0).await.unwrap();
+        let read = cache.read("ns/b", 5, 10).await.unwrap();
+        assert_eq!(seqs(&read), [6, 7]);
+        assert_eq!(types(&read), ["t", "t"], "read from the store");
+        assert_eq!(
+            types(&cache.read("ns/b", 4, 10).await.unwrap())[0],
+            "from-the-feed"
+        );
+
+        // A broker nobody reads gets no window.
+        assert!(!cache.brokers.lock().unwrap().contains_key("ns/x"));
     }
 
     #[tokio::test]
