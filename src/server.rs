@@ -359,8 +359,10 @@ pub async fn up(
         &mut registry,
         committed,
     );
-    // The dispatcher reads what the ingress just committed from memory.
+    // The dispatcher reads what the ingress just committed from memory. The handle is dropped at
+    // once: the commit task ends (and shutdown proceeds) only when every handle is gone.
     feed.feed(dispatcher.log_feed());
+    drop(feed);
     let sources = kinetic_sources::Sources::new(
         store_handle.clone(),
         source_sink(&resolver, &egress_settings),
