@@ -156,17 +156,20 @@ mod tests {
     use super::*;
     use kinetic_store::NewEvent;
 
+    /// Event `i` of broker `ns/b`.
+    fn numbered(i: usize) -> NewEvent {
+        NewEvent {
+            broker: "ns/b".into(),
+            source: "/s".into(),
+            id: i.to_string(),
+            payload: format!(r#"{{"specversion":"1.0","id":"{i}","source":"/s","type":"t"}}"#)
+                .into_bytes(),
+        }
+    }
+
     async fn store_with(count: usize) -> Arc<dyn Store> {
         let store = kinetic_store::open("sqlite::memory:").await.expect("store");
-        let events: Vec<NewEvent> = (0..count)
-            .map(|i| NewEvent {
-                broker: "ns/b".into(),
-                source: "/s".into(),
-                id: i.to_string(),
-                payload: format!(r#"{{"specversion":"1.0","id":"{i}","source":"/s","type":"t"}}"#)
-                    .into_bytes(),
-            })
-            .collect();
+        let events: Vec<NewEvent> = (0..count).map(numbered).collect();
         store.append(&events, 0, 0).await.expect("append");
         store
     }
@@ -254,15 +257,7 @@ mod tests {
         assert_eq!(seqs(&cache.read("ns/b", 0, 10).await.unwrap()), [1, 2, 3]);
 
         // The next commit's events come from memory, as the ingress parsed them.
-        let more: Vec<NewEvent> = (4..=5)
-            .map(|i| NewEvent {
-                broker: "ns/b".into(),
-                source: "/s".into(),
-                id: i.to_string(),
-                payload: format!(r#"{{"specversion":"1.0","id":"{i}","source":"/s","type":"t"}}"#)
-                    .into_bytes(),
-            })
-            .collect();
+        let more: Vec<NewEvent> = (4..=5).map(numbered).collect();
         store.append(&more, 0, 0).await.unwrap();
         cache.stored(vec![
             handed("ns/b", 4),
@@ -275,17 +270,10 @@ mod tests {
 
         // Events already there, or after a gap, are left to the store.
         cache.stored(vec![handed("ns/b", 5), handed("ns/b", 7)]);
-        let (six, seven) = (
-            NewEvent {
-                id: "6".into(),
-                ..more[0].clone()
-            },
-            NewEvent {
-                id: "7".into(),
-                ..more[0].clone()
-            },
-        );
-        store.append(&[six, seven], 0, 0).await.unwrap();
+        store
+            .append(&[numbered(6), numbered(7)], 0, 0)
+            .await
+            .unwrap();
         let read = cache.read("ns/b", 5, 10).await.unwrap();
         assert_eq!(seqs(&read), [6, 7]);
         assert_eq!(types(&read), ["t", "t"], "read from the store");
