@@ -431,12 +431,10 @@ pub async fn send(args: &SendArgs) -> anyhow::Result<()> {
         .build()
         .map_err(|error| anyhow::anyhow!("the event is invalid: {error}"))?;
     let (headers, body) = kinetic_api::cloudevent::encode_binary(&event);
-    let mut request = client()
+    let request = client()
         .post(args.server.url(&format!("/{namespace}/{broker}")))
+        .headers(headers)
         .body(body);
-    for (name, value) in headers {
-        request = request.header(name, value);
-    }
     call(&args.server, request).await?;
     println!("Event {id} accepted by {namespace}/{broker}.");
     Ok(())

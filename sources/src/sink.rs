@@ -92,10 +92,11 @@ impl Sink {
     pub async fn send(&self, url: &str, event: &Event) -> Result<(), SinkError> {
         let (client, url) = self.client(url)?;
         let (headers, body) = encode_binary(event);
-        let mut request = client.post(url).timeout(ATTEMPT_TIMEOUT).body(body);
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
+        let request = client
+            .post(url)
+            .timeout(ATTEMPT_TIMEOUT)
+            .headers(headers)
+            .body(body);
         let response = request.send().await.map_err(SinkError::Unreachable)?;
         let status = response.status();
         if status.is_success() {

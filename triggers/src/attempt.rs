@@ -21,18 +21,17 @@ use crate::sender::Attempt;
 /// original's TTL, decremented) before this returns `Delivered`; if storing it fails the attempt is
 /// retryable, so a reply is never lost.
 pub async fn deliver(context: &Context, plan: &Plan, event: &Event) -> Attempt {
-    // As Knative: the subscriber does not see the broker's TTL; a reply inherits it.
-    let mut outgoing = event.clone();
+    // As Knative: the subscriber does not see the broker's TTL (the sender leaves it out); a reply
+    // inherits it.
     let ttl = kinetic_api::cloudevent::extension_i64(event, BROKER_TTL)
         .ok()
         .flatten();
-    outgoing.remove_extension(BROKER_TTL);
     let started = Instant::now();
     let mut attempt = context
         .sender
         .send(
             &plan.subscriber,
-            &outgoing,
+            event,
             plan.policy.format,
             plan.policy.timeout,
             plan.signer.as_ref(),
@@ -70,7 +69,7 @@ async fn disable(context: &Context, plan: &Plan, event: &Event) {
         uid: plan.trigger.uid.clone(),
         generation: plan.generation,
         status: disable::GONE,
-        url: plan.subscriber.clone(),
+        url: plan.subscriber.to_string(),
         at: now,
         event_id: event.id().to_owned(),
     };

@@ -14,9 +14,12 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
+
+/// An error a resolver hands to the HTTP client.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A class of addresses the guard refuses unless allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -240,11 +243,15 @@ impl Egress {
 
     /// Checks a URL whose host is an IP literal (names are checked when they are resolved).
     pub fn check_url(&self, url: &url::Url) -> Result<(), Refused> {
-        let address = match url.host() {
-            Some(url::Host::Ipv4(v4)) => IpAddr::V4(v4),
-            Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
-            _ => return Ok(()),
-        };
+        match url.host() {
+            Some(url::Host::Ipv4(v4)) => self.check_ip(IpAddr::V4(v4)),
+            Some(url::Host::Ipv6(v6)) => self.check_ip(IpAddr::V6(v6)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks an address a URL names literally: an HTTP client connects to it without resolving.
+    pub fn check_ip(&self, address: IpAddr) -> Result<(), Refused> {
         match self.refuses(address) {
             None => Ok(()),
             Some(class) => Err(Refused {
@@ -255,12 +262,16 @@ impl Egress {
         }
     }
 
+    /// Resolves `host` through the system resolver and keeps the addresses that may be reached;
+    /// fails with [`Refused`] when none is left.
+    pub async fn resolve(&self, host: &str) -> Result<Vec<SocketAddr>, BoxError> {
+        let host = host.trim_end_matches('.');
+        let found: Vec<_> = tokio::net::lookup_host((host, 0)).await?.collect();
+        Ok(self.filter(host, found)?)
+    }
+
     /// Keeps the addresses `name` resolved to that may be reached; refuses when none is left.
-    pub fn filter(
-        &self,
-        name: &str,
-        found: Vec<std::net::SocketAddr>,
-    ) -> Result<Vec<std::net::SocketAddr>, Refused> {
+    pub fn filter(&self, name: &str, found: Vec<SocketAddr>) -> Result<Vec<SocketAddr>, Refused> {
         let (allowed, refused): (Vec<_>, Vec<_>) = found
             .into_iter()
             .map(|socket| (socket, self.refuses(socket.ip())))
@@ -306,7 +317,7 @@ impl fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
-/// Resolves names through the system resolver and keeps only the addresses [`Egress`] allows.
+/// Resolves names for `reqwest` (the sources' clients) through [`Egress::resolve`].
 pub struct GuardedDns {
     pub egress: Arc<Egress>,
 }
@@ -314,10 +325,8 @@ pub struct GuardedDns {
 impl reqwest::dns::Resolve for GuardedDns {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let egress = self.egress.clone();
-        let host = name.as_str().trim_end_matches('.').to_owned();
         Box::pin(async move {
-            let found: Vec<_> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed = egress.filter(&host, found)?;
+            let allowed = egress.resolve(name.as_str()).await?;
             Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
         })
     }

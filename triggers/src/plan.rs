@@ -11,6 +11,7 @@ use kinetic_store::{StoredResource, TriggerRef};
 use crate::disable::DisabledTable;
 use crate::filter::Filter;
 use crate::policy::{Defaults, DeliveryPolicy};
+use crate::sender::Target;
 use crate::signing::Signer;
 
 /// Everything needed to deliver one trigger's events.
@@ -23,8 +24,8 @@ pub struct Plan {
     pub filter: Filter,
     pub policy: DeliveryPolicy,
     pub order: DeliveryOrder,
-    pub subscriber: String,
-    pub dead_letter_sink: Option<String>,
+    pub subscriber: Target,
+    pub dead_letter_sink: Option<Target>,
     /// Signs every delivery (subscriber and dead-letter sink) when the delivery spec says so.
     pub signer: Option<Signer>,
     /// Where the broker keeps its events: the store's log (read through cursors) or a Kafka topic
@@ -161,7 +162,7 @@ fn plan_of(
         broker.spec.delivery.as_ref(),
         defaults,
     );
-    let subscriber = resolver.resolve(&trigger.spec.subscriber, namespace)?;
+    let subscriber = Target::new(resolver.resolve(&trigger.spec.subscriber, namespace)?);
     let sink = trigger
         .spec
         .delivery
@@ -175,7 +176,7 @@ fn plan_of(
                 .and_then(|d| d.dead_letter_sink.as_ref())
         });
     let dead_letter_sink = sink
-        .map(|sink| resolver.resolve(sink, namespace))
+        .map(|sink| resolver.resolve(sink, namespace).map(Target::new))
         .transpose()
         .map_err(|error| format!("deadLetterSink: {error}"))?;
     let signer = policy

@@ -232,9 +232,8 @@ async fn sink_attempt(
     let (status, body) = letter
         .map(|l| (l.last_status, l.last_response))
         .unwrap_or((row.last_status, None));
-    let mut decorated = dead_letter::decorate(event, &plan.subscriber, status, body.as_deref());
-    // As for the subscriber, the broker's TTL stays inside the broker.
-    decorated.remove_extension(kinetic_api::event::BROKER_TTL);
+    // As for the subscriber, the sender leaves the broker's TTL out.
+    let decorated = dead_letter::decorate(event, plan.subscriber.as_str(), status, body.as_deref());
     let attempt = context
         .sender
         .send(

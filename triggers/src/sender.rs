@@ -5,20 +5,35 @@
 //! Two HTTP clients: kinetic's own destinations (the broker ingress a Broker ref resolves to,
 //! Services behind the gateway) are reached directly; every other URL goes through the egress guard
 //! ([`crate::egress`]), which refuses addresses inside the network unless the process allows them.
+//!
+//! Deliveries go through hyper's pooled HTTP/1.1 client with rustls, to URLs parsed once per
+//! trigger ([`Target`]): this is the dispatcher's hot path, and a general-purpose client (reqwest)
+//! spent about as much work again per request on URL re-parsing and redirect bookkeeping that a
+//! delivery, which never follows redirects, does not need. Sources reach their sinks with reqwest
+//! clients that follow the same routing ([`Sender::client_for`]).
 
 use std::collections::HashSet;
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use cloudevents::AttributesReader as _;
 use cloudevents::Event;
-use futures::StreamExt as _;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use kinetic_api::cloudevent;
+use kinetic_api::event::BROKER_TTL;
 use kinetic_api::eventing::DeliveryFormat;
 
-use crate::egress::{Egress, GuardedDns, Refused};
+use crate::egress::{BoxError, Egress, GuardedDns, Refused};
 use crate::policy::{self, Verdict};
 use crate::signing::Signer;
 
@@ -26,17 +41,69 @@ use crate::signing::Signer;
 pub const RESPONSE_KEEP: usize = 4096;
 /// Largest reply read back from a subscriber.
 pub const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
+/// Idle connections kept per destination.
+const IDLE_PER_HOST: usize = 512;
+/// How long an idle connection is kept.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+const USER_AGENT: &str = concat!("kinetic/", env!("CARGO_PKG_VERSION"));
+/// The binary-mode header of the broker's TTL, which is not sent.
+const TTL_HEADER: &str = "ce-knativebrokerttl";
+
+type Delivery = Client<hyper_rustls::HttpsConnector<HttpConnector<Resolve>>, Full<Bytes>>;
+
+/// A destination URL, parsed once (when a trigger's plan is built) for every attempt to it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    url: String,
+    /// The URL as the client takes it, or why it is not a valid URL.
+    uri: Result<Uri, String>,
+}
+
+impl Target {
+    pub fn new(url: impl Into<String>) -> Self {
+        let url = url.into();
+        let uri = url::Url::parse(&url)
+            .map_err(|error| error.to_string())
+            .and_then(|parsed| match parsed.scheme() {
+                "http" | "https" => Uri::try_from(parsed.as_str()).map_err(|e| e.to_string()),
+                other => Err(format!("the scheme `{other}` is not http or https")),
+            })
+            .map_err(|error| format!("`{url}` is not a valid URL: {error}"));
+        Self { url, uri }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.url
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+/// Where a URL is reached from: kinetic's own destinations directly, the rest through the guard.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Internal,
+    Outside,
+}
 
 /// The HTTP clients of the dispatcher. Redirects are not followed: a subscriber is an exact URL.
 #[derive(Clone)]
 pub struct Sender {
-    /// kinetic's own destinations.
-    internal: reqwest::Client,
-    /// Everything else, through the egress guard.
-    outside: reqwest::Client,
+    /// Deliveries to kinetic's own destinations.
+    internal: Delivery,
+    /// Deliveries everywhere else, resolved through the egress guard.
+    outside: Delivery,
+    /// The sources' clients, built when first asked for.
+    sources: Arc<OnceLock<(reqwest::Client, reqwest::Client)>>,
+    gateway: Option<GatewayAddress>,
     egress: Arc<Egress>,
     /// The broker ingress (scheme, host, port): Broker refs resolve under it.
-    ingress: Option<url::Origin>,
+    ingress: Option<(String, String, u16)>,
     /// `.{domain}`: Services, reached through the gateway.
     service_suffix: Option<String>,
 }
@@ -44,9 +111,9 @@ pub struct Sender {
 fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(512)
+        .pool_max_idle_per_host(IDLE_PER_HOST)
         .tcp_nodelay(true)
-        .user_agent(concat!("kinetic/", env!("CARGO_PKG_VERSION")))
+        .user_agent(USER_AGENT)
 }
 
 /// kinetic's outbound HTTP client: no redirects, pooled, and, given the gateway, resolving
@@ -54,10 +121,7 @@ fn client_builder() -> reqwest::ClientBuilder {
 pub fn http_client(gateway: Option<&GatewayAddress>) -> reqwest::Client {
     let mut builder = client_builder();
     if let Some(gateway) = gateway {
-        builder = builder.dns_resolver(GatewayDns {
-            suffix: format!(".{}", gateway.domain),
-            address: gateway.address,
-        });
+        builder = builder.dns_resolver(GatewayDns::new(gateway));
     }
     builder.build().unwrap_or_default()
 }
@@ -66,30 +130,115 @@ pub fn http_client(gateway: Option<&GatewayAddress>) -> reqwest::Client {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayAddress {
     pub domain: String,
-    pub address: std::net::SocketAddr,
+    pub address: SocketAddr,
 }
 
 /// Resolves Service host names (`{service}.{namespace}.{domain}`) to the gateway and every other
 /// name through the system resolver.
+#[derive(Clone)]
 struct GatewayDns {
     suffix: String,
-    address: std::net::SocketAddr,
+    address: SocketAddr,
+}
+
+impl GatewayDns {
+    fn new(gateway: &GatewayAddress) -> Self {
+        Self {
+            suffix: format!(".{}", gateway.domain.to_ascii_lowercase()),
+            address: gateway.address,
+        }
+    }
+
+    async fn resolve(&self, name: &str) -> Result<Vec<SocketAddr>, BoxError> {
+        let host = name.trim_end_matches('.').to_ascii_lowercase();
+        if host.ends_with(&self.suffix) {
+            return Ok(vec![self.address]);
+        }
+        Ok(tokio::net::lookup_host((host.as_str(), 0)).await?.collect())
+    }
 }
 
 impl reqwest::dns::Resolve for GatewayDns {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let host = name.as_str().trim_end_matches('.').to_ascii_lowercase();
-        if host.ends_with(&self.suffix) {
-            let address = self.address;
-            return Box::pin(async move {
-                Ok(Box::new(std::iter::once(address)) as reqwest::dns::Addrs)
-            });
-        }
+        let dns = self.clone();
         Box::pin(async move {
-            let found = tokio::net::lookup_host((host.as_str(), 0)).await?;
-            Ok(Box::new(found.collect::<Vec<_>>().into_iter()) as reqwest::dns::Addrs)
+            let found = GatewayDns::resolve(&dns, name.as_str()).await?;
+            Ok(Box::new(found.into_iter()) as reqwest::dns::Addrs)
         })
     }
+}
+
+/// How the delivery clients resolve names.
+#[derive(Clone)]
+enum Resolve {
+    /// Services to the gateway (when there is one), the rest through the system resolver.
+    Internal(Option<GatewayDns>),
+    /// Through the egress guard.
+    Guarded(Arc<Egress>),
+}
+
+impl tower::Service<Name> for Resolve {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let resolve = self.clone();
+        Box::pin(async move {
+            let found = match &resolve {
+                Resolve::Internal(Some(gateway)) => gateway.resolve(name.as_str()).await?,
+                Resolve::Internal(None) => {
+                    tokio::net::lookup_host((name.as_str().trim_end_matches('.'), 0))
+                        .await?
+                        .collect()
+                }
+                Resolve::Guarded(egress) => egress.resolve(name.as_str()).await?,
+            };
+            Ok(found.into_iter())
+        })
+    }
+}
+
+/// The TLS settings of the delivery clients: the system's root certificates (none when the system
+/// has none, and then every https delivery fails its certificate check, saying so).
+fn tls_config() -> rustls::ClientConfig {
+    static CONFIG: LazyLock<rustls::ClientConfig> = LazyLock::new(|| {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        let found = rustls_native_certs::load_native_certs();
+        let (added, _) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            tracing::warn!(errors = ?found.errors, "No root certificates were found on this system; deliveries to https URLs will fail their certificate check.");
+        }
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
+            .unwrap_or_else(|error| {
+                panic!("rustls refuses its own default protocol versions: {error}")
+            })
+    });
+    CONFIG.clone()
+}
+
+fn delivery_client(resolve: Resolve) -> Delivery {
+    let mut http = HttpConnector::new_with_resolver(resolve);
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(IDLE_PER_HOST)
+        .pool_idle_timeout(IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(https)
 }
 
 /// What one attempt produced.
@@ -106,6 +255,13 @@ pub struct Attempt {
     pub reply: Option<Event>,
 }
 
+/// The parts of an answer an attempt looks at.
+struct Answer {
+    status: u16,
+    headers: HeaderMap,
+    body: Result<Bytes, hyper::Error>,
+}
+
 impl Sender {
     /// A sender that reaches `*.{domain}` (Services) through the serving `gateway` and the broker
     /// ingress at `ingress_url` directly, and every other URL within `egress`.
@@ -115,140 +271,212 @@ impl Sender {
         egress: Egress,
     ) -> Self {
         let egress = Arc::new(egress);
-        let outside = client_builder()
-            .dns_resolver(GuardedDns {
-                egress: egress.clone(),
-            })
-            .build()
-            .unwrap_or_default();
         Self {
-            internal: http_client(gateway),
-            outside,
+            internal: delivery_client(Resolve::Internal(gateway.map(GatewayDns::new))),
+            outside: delivery_client(Resolve::Guarded(egress.clone())),
+            sources: Arc::new(OnceLock::new()),
+            gateway: gateway.cloned(),
             egress,
             ingress: ingress_url
                 .and_then(|u| url::Url::parse(u).ok())
-                .map(|u| u.origin()),
+                .and_then(|u| {
+                    let host = u.host_str()?.to_ascii_lowercase();
+                    Some((u.scheme().to_owned(), host, u.port_or_known_default()?))
+                }),
             service_suffix: gateway.map(|g| format!(".{}", g.domain.to_ascii_lowercase())),
         }
     }
 
-    /// Whether `url` is one of kinetic's own destinations: the broker ingress, or a Service.
-    fn is_internal(&self, url: &url::Url) -> bool {
-        if self.ingress.as_ref() == Some(&url.origin()) {
+    /// Whether a URL of `scheme`, `host` and `port` is one of kinetic's own destinations: the
+    /// broker ingress, or a Service.
+    fn is_internal(&self, scheme: &str, host: &str, port: Option<u16>) -> bool {
+        if let Some((ingress_scheme, ingress_host, ingress_port)) = &self.ingress
+            && scheme.eq_ignore_ascii_case(ingress_scheme)
+            && host.eq_ignore_ascii_case(ingress_host)
+            && port.or_else(|| default_port(scheme)) == Some(*ingress_port)
+        {
             return true;
         }
-        match (&self.service_suffix, url.host()) {
-            (Some(suffix), Some(url::Host::Domain(host))) => {
-                host.trim_end_matches('.').ends_with(suffix.as_str())
-            }
+        match &self.service_suffix {
+            Some(suffix) if host.parse::<IpAddr>().is_err() && !host.starts_with('[') => host
+                .trim_end_matches('.')
+                .to_ascii_lowercase()
+                .ends_with(suffix.as_str()),
             _ => false,
         }
     }
 
-    /// The client that may reach `url`: kinetic's own for its destinations, the guarded one for
-    /// the rest, or why the guard refuses it. Sources reach their sinks through it too.
-    pub fn client_for(&self, url: &url::Url) -> Result<&reqwest::Client, Refused> {
-        if self.is_internal(url) {
-            return Ok(&self.internal);
+    /// Which client reaches `uri`, or why the guard refuses it.
+    fn route(&self, uri: &Uri) -> Result<Route, Refused> {
+        let host = uri.host().unwrap_or("");
+        if self.is_internal(uri.scheme_str().unwrap_or(""), host, uri.port_u16()) {
+            return Ok(Route::Internal);
         }
         // Names are checked when resolved; an IP literal is never resolved, so here.
-        self.egress.check_url(url)?;
-        Ok(&self.outside)
+        if let Ok(address) = host.trim_start_matches('[').trim_end_matches(']').parse() {
+            self.egress.check_ip(address)?;
+        }
+        Ok(Route::Outside)
     }
 
-    /// Posts `event` to `url`, signed by `signer` if given. Never fails: a transport error is an
-    /// [`Attempt`] without a status.
+    /// The reqwest client that may reach `url`: kinetic's own for its destinations, the guarded
+    /// one for the rest, or why the guard refuses it. Sources reach their sinks through it.
+    pub fn client_for(&self, url: &url::Url) -> Result<&reqwest::Client, Refused> {
+        let (internal, outside) = self.sources.get_or_init(|| {
+            let outside = client_builder()
+                .dns_resolver(GuardedDns {
+                    egress: self.egress.clone(),
+                })
+                .build()
+                .unwrap_or_default();
+            (http_client(self.gateway.as_ref()), outside)
+        });
+        if self.is_internal(url.scheme(), url.host_str().unwrap_or(""), url.port()) {
+            return Ok(internal);
+        }
+        self.egress.check_url(url)?;
+        Ok(outside)
+    }
+
+    /// Posts `event` to `target`, signed by `signer` if given. As in Knative, the broker's TTL
+    /// (`knativebrokerttl`) stays inside kinetic: it is not sent. Never fails: a transport error
+    /// is an [`Attempt`] without a status.
     pub async fn send(
         &self,
-        url: &str,
+        target: &Target,
         event: &Event,
         format: DeliveryFormat,
         timeout: Duration,
         signer: Option<&Signer>,
     ) -> Attempt {
-        let parsed = match url::Url::parse(url) {
-            Ok(parsed) => parsed,
-            Err(error) => {
-                return Attempt::failed(
-                    Verdict::Permanent,
-                    format!("`{url}` is not a valid URL: {error}"),
-                );
-            }
+        let uri = match &target.uri {
+            Ok(uri) => uri.clone(),
+            Err(error) => return Attempt::failed(Verdict::Permanent, error.clone()),
         };
-        let client = match self.client_for(&parsed) {
-            Ok(client) => client,
+        let client = match self.route(&uri) {
+            Ok(Route::Internal) => &self.internal,
+            Ok(Route::Outside) => &self.outside,
             Err(refused) => return Attempt::refused(&refused),
         };
-        let mut request = client
-            .post(parsed)
-            .timeout(timeout)
-            .header("prefer", "reply");
-        let body = match format {
+        let (mut headers, body) = match format {
             DeliveryFormat::Binary => {
-                let (headers, body) = cloudevent::encode_binary(event);
-                for (name, value) in headers {
-                    request = request.header(name, value);
-                }
-                body
+                let (mut headers, body) = cloudevent::encode_binary(event);
+                headers.remove(TTL_HEADER);
+                (headers, body)
             }
             DeliveryFormat::Json => {
-                request = request.header(
-                    "content-type",
-                    "application/cloudevents+json; charset=utf-8",
+                let mut headers = HeaderMap::with_capacity(4);
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/cloudevents+json; charset=utf-8"),
                 );
-                cloudevent::encode_structured_inline(event)
+                let body = if event.extension(BROKER_TTL).is_some() {
+                    let mut outgoing = event.clone();
+                    outgoing.remove_extension(BROKER_TTL);
+                    cloudevent::encode_structured_inline(&outgoing)
+                } else {
+                    cloudevent::encode_structured_inline(event)
+                };
+                (headers, body)
             }
         };
+        headers.insert(
+            http::header::USER_AGENT,
+            HeaderValue::from_static(USER_AGENT),
+        );
+        headers.insert("prefer", HeaderValue::from_static("reply"));
         if let Some(signer) = signer {
             let timestamp = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
             for (name, value) in signer.headers(event.id(), timestamp, &body) {
-                request = request.header(name, value);
+                if let (Ok(name), Ok(value)) =
+                    (HeaderName::try_from(name), HeaderValue::try_from(value))
+                {
+                    headers.insert(name, value);
+                }
             }
         }
-        let response = match request.body(body).send().await {
-            Ok(response) => response,
-            Err(error) => return transport_failure(&error, timeout),
-        };
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let verdict = policy::classify(Some(status));
-        let retry_after = if status == 429 || status == 503 {
-            headers
-                .get(http::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| policy::parse_retry_after(v, SystemTime::now()))
-        } else {
-            None
-        };
-        let wants_reply = verdict == Verdict::Delivered && status != 202;
-        let limit = if wants_reply {
-            MAX_REPLY_BYTES
-        } else {
-            RESPONSE_KEEP
-        };
-        let body = match read_body(response, limit).await {
-            Ok(body) => body,
-            Err(error) if verdict == Verdict::Delivered => {
-                tracing::warn!(%url, %error, "Reading the subscriber's answer failed; the reply is lost.");
-                Bytes::new()
-            }
-            Err(_) => Bytes::new(),
-        };
-        let reply = if wants_reply {
-            reply_of(&headers, &body, url)
-        } else {
-            None
-        };
-        Attempt {
-            verdict,
-            status: Some(status),
-            error: (verdict != Verdict::Delivered).then(|| format!("HTTP {status}")),
-            body: body[..body.len().min(RESPONSE_KEEP)].to_vec(),
-            retry_after,
-            reply,
+        let mut request = Request::post(uri);
+        if let Some(slot) = request.headers_mut() {
+            *slot = headers;
         }
+        let Ok(request) = request.body(Full::new(body)) else {
+            return Attempt::failed(Verdict::Permanent, "the request could not be built".into());
+        };
+        let exchange = async {
+            let response = client.request(request).await?;
+            let status = response.status().as_u16();
+            let (parts, body) = response.into_parts();
+            let limit = if policy::classify(Some(status)) == Verdict::Delivered && status != 202 {
+                MAX_REPLY_BYTES
+            } else {
+                RESPONSE_KEEP
+            };
+            let body = read_body(body, limit).await;
+            Ok::<_, hyper_util::client::legacy::Error>(Answer {
+                status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Err(_) => Attempt::failed(
+                Verdict::Retryable,
+                format!("timed out after {}", kinetic_api::duration::format(timeout)),
+            ),
+            Ok(Err(error)) => transport_failure(&error),
+            Ok(Ok(answer)) => answered(answer, target),
+        }
+    }
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    }
+}
+
+/// The attempt an answer makes: its verdict, `Retry-After`, the kept body and the reply.
+fn answered(answer: Answer, target: &Target) -> Attempt {
+    let Answer {
+        status,
+        headers,
+        body,
+    } = answer;
+    let url = target.as_str();
+    let verdict = policy::classify(Some(status));
+    let retry_after = if status == 429 || status == 503 {
+        headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| policy::parse_retry_after(v, SystemTime::now()))
+    } else {
+        None
+    };
+    let wants_reply = verdict == Verdict::Delivered && status != 202;
+    let body = match body {
+        Ok(body) => body,
+        Err(error) if verdict == Verdict::Delivered => {
+            tracing::warn!(%url, %error, "Reading the subscriber's answer failed; the reply is lost.");
+            Bytes::new()
+        }
+        Err(_) => Bytes::new(),
+    };
+    let reply = if wants_reply {
+        reply_of(&headers, &body, url)
+    } else {
+        None
+    };
+    Attempt {
+        verdict,
+        status: Some(status),
+        error: (verdict != Verdict::Delivered).then(|| format!("HTTP {status}")),
+        body: body[..body.len().min(RESPONSE_KEEP)].to_vec(),
+        retry_after,
+        reply,
     }
 }
 
@@ -270,48 +498,41 @@ impl Attempt {
     }
 }
 
-fn transport_failure(error: &reqwest::Error, timeout: Duration) -> Attempt {
+fn transport_failure(error: &hyper_util::client::legacy::Error) -> Attempt {
     // A name whose every address the guard refused fails to "connect" with the guard's reason.
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut root: &dyn std::error::Error = error;
     while let Some(current) = cause {
         if let Some(refused) = current.downcast_ref::<Refused>() {
             return Attempt::refused(refused);
         }
+        root = current;
         cause = current.source();
     }
-    let message = if error.is_timeout() {
-        format!("timed out after {}", kinetic_api::duration::format(timeout))
-    } else if error.is_connect() {
-        let mut cause: &dyn std::error::Error = error;
-        while let Some(next) = cause.source() {
-            cause = next;
-        }
-        format!("connection failed: {cause}")
-    } else {
+    let message = if error.is_connect() {
+        format!("connection failed: {root}")
+    } else if std::ptr::addr_eq(root, error) {
         format!("request failed: {error}")
+    } else {
+        format!("request failed: {error}: {root}")
     };
-    Attempt {
-        verdict: Verdict::Retryable,
-        status: None,
-        error: Some(message),
-        body: Vec::new(),
-        retry_after: None,
-        reply: None,
-    }
+    Attempt::failed(Verdict::Retryable, message)
 }
 
-async fn read_body(response: reqwest::Response, limit: usize) -> Result<Bytes, reqwest::Error> {
-    let mut stream = response.bytes_stream();
-    let mut body = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        let room = limit.saturating_sub(body.len());
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() >= limit {
+/// At most `limit` bytes of `body`; the rest is not read.
+async fn read_body(mut body: hyper::body::Incoming, limit: usize) -> Result<Bytes, hyper::Error> {
+    let mut kept = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        let room = limit.saturating_sub(kept.len());
+        kept.extend_from_slice(&data[..data.len().min(room)]);
+        if kept.len() >= limit {
             break;
         }
     }
-    Ok(Bytes::from(body))
+    Ok(Bytes::from(kept))
 }
 
 /// Subscribers already warned about answering with a body that is not a CloudEvent. Many functions
@@ -420,12 +641,24 @@ mod tests {
         let timeout = Duration::from_secs(5);
         for format in [DeliveryFormat::Binary, DeliveryFormat::Json] {
             let attempt = sender
-                .send(&url, &event(), format, timeout, Some(&signer))
+                .send(
+                    &Target::new(url.as_str()),
+                    &event(),
+                    format,
+                    timeout,
+                    Some(&signer),
+                )
                 .await;
             assert_eq!(attempt.verdict, Verdict::Delivered, "{:?}", attempt.error);
         }
         let attempt = sender
-            .send(&url, &event(), DeliveryFormat::Binary, timeout, None)
+            .send(
+                &Target::new(url.as_str()),
+                &event(),
+                DeliveryFormat::Binary,
+                timeout,
+                None,
+            )
             .await;
         assert_eq!(attempt.verdict, Verdict::Delivered);
         let seen = seen.lock().unwrap();
@@ -448,6 +681,72 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_broker_ttl_is_not_sent_and_bad_urls_are_not_retried() {
+        let (address, seen) = receiver().await;
+        let sender = Sender::new(None, None, loopback());
+        let target = Target::new(format!("http://{address}/in"));
+        let mut event = event();
+        event.set_extension(BROKER_TTL, 254_i64);
+        event.set_extension("tenant", "acme");
+        let timeout = Duration::from_secs(5);
+        for format in [DeliveryFormat::Binary, DeliveryFormat::Json] {
+            let attempt = sender.send(&target, &event, format, timeout, None).await;
+            assert_eq!(attempt.verdict, Verdict::Delivered, "{:?}", attempt.error);
+        }
+        {
+            let seen = seen.lock().unwrap();
+            let (binary, _) = &seen[0];
+            assert!(binary.get("ce-knativebrokerttl").is_none(), "{binary:?}");
+            assert_eq!(binary["ce-tenant"], "acme");
+            assert_eq!(binary["ce-id"], "evt-1");
+            assert_eq!(binary["user-agent"], USER_AGENT);
+            assert_eq!(binary["prefer"], "reply");
+            let structured: serde_json::Value = serde_json::from_slice(&seen[1].1).unwrap();
+            assert!(structured.get("knativebrokerttl").is_none(), "{structured}");
+            assert_eq!(structured["tenant"], "acme");
+        }
+        for (url, expected) in [
+            (
+                "not a url",
+                "`not a url` is not a valid URL: relative URL without a base",
+            ),
+            (
+                "ftp://example.com/x",
+                "`ftp://example.com/x` is not a valid URL: the scheme `ftp` is not http or https",
+            ),
+        ] {
+            let attempt = sender
+                .send(
+                    &Target::new(url),
+                    &event,
+                    DeliveryFormat::Binary,
+                    timeout,
+                    None,
+                )
+                .await;
+            assert_eq!(attempt.verdict, Verdict::Permanent);
+            assert_eq!(attempt.error.as_deref(), Some(expected));
+        }
+        // Nothing listens here: a connection failure, retried.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let attempt = sender
+            .send(
+                &Target::new(format!("http://127.0.0.1:{port}/")),
+                &event,
+                DeliveryFormat::Binary,
+                timeout,
+                None,
+            )
+            .await;
+        assert_eq!(attempt.verdict, Verdict::Retryable);
+        let error = attempt.error.unwrap();
+        assert!(error.starts_with("connection failed: "), "{error}");
+        assert_eq!(seen.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
     async fn the_guard_refuses_names_and_literals_before_anything_is_sent() {
         let (address, seen) = receiver().await;
         let sender = Sender::new(None, None, Egress::default());
@@ -457,7 +756,13 @@ mod tests {
             let sender = sender.clone();
             async move {
                 sender
-                    .send(&url, &event(), DeliveryFormat::Binary, timeout, None)
+                    .send(
+                        &Target::new(url.as_str()),
+                        &event(),
+                        DeliveryFormat::Binary,
+                        timeout,
+                        None,
+                    )
                     .await
             }
         };
@@ -482,7 +787,7 @@ mod tests {
         // Allowed, the same name is reached.
         let allowed = Sender::new(None, None, loopback())
             .send(
-                &format!("http://localhost:{port}/"),
+                &Target::new(format!("http://localhost:{port}/")),
                 &event(),
                 DeliveryFormat::Binary,
                 timeout,
@@ -508,7 +813,13 @@ mod tests {
             format!("http://hello.default.kinetic.localhost:{}/", address.port()),
         ] {
             let attempt = sender
-                .send(&url, &event(), DeliveryFormat::Binary, timeout, None)
+                .send(
+                    &Target::new(url.as_str()),
+                    &event(),
+                    DeliveryFormat::Binary,
+                    timeout,
+                    None,
+                )
                 .await;
             assert_eq!(
                 attempt.verdict,
@@ -521,7 +832,7 @@ mod tests {
         // Another port on the same address is not the ingress.
         let attempt = sender
             .send(
-                &format!("http://{other}/"),
+                &Target::new(format!("http://{other}/")),
                 &event(),
                 DeliveryFormat::Binary,
                 timeout,

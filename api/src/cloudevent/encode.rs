@@ -4,6 +4,8 @@ use bytes::Bytes;
 use chrono::SecondsFormat;
 use cloudevents::event::{AttributeValue, Data};
 use cloudevents::{AttributesReader, Event};
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
 use super::is_json;
@@ -37,23 +39,49 @@ pub fn data_bytes(event: &Event) -> Bytes {
     }
 }
 
-/// Header name/value pairs and body of a binary-mode message.
-pub fn encode_binary(event: &Event) -> (Vec<(String, String)>, Bytes) {
-    let mut headers = Vec::with_capacity(8);
+/// Headers and body of a binary-mode message.
+pub fn encode_binary(event: &Event) -> (HeaderMap, Bytes) {
+    let mut headers = HeaderMap::with_capacity(12);
     for (name, value) in event.iter() {
         if name == "datacontenttype" {
-            headers.push(("content-type".to_owned(), value.to_string()));
-        } else {
-            headers.push((
-                format!("ce-{name}"),
-                percent_encode(&attribute_text(&value)),
-            ));
+            if let Ok(value) = HeaderValue::try_from(value.to_string()) {
+                headers.insert(CONTENT_TYPE, value);
+            }
+            continue;
+        }
+        let Some(header) = attribute_header(name) else {
+            continue;
+        };
+        // Percent-encoded text is printable ASCII: always a valid header value.
+        if let Ok(value) = HeaderValue::try_from(percent_encode(&attribute_text(&value))) {
+            headers.append(header, value);
         }
     }
     if event.datacontenttype().is_none() && matches!(event.data(), Some(Data::Json(_))) {
-        headers.push(("content-type".to_owned(), "application/json".to_owned()));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
     (headers, data_bytes(event))
+}
+
+/// The `ce-` header of an attribute. Extension names are lower-case letters and digits (checked
+/// when the event was accepted), so only a name that is not would give `None`.
+fn attribute_header(name: &str) -> Option<HeaderName> {
+    Some(HeaderName::from_static(match name {
+        "specversion" => "ce-specversion",
+        "id" => "ce-id",
+        "source" => "ce-source",
+        "type" => "ce-type",
+        "subject" => "ce-subject",
+        "time" => "ce-time",
+        "dataschema" => "ce-dataschema",
+        "schemaurl" => "ce-schemaurl",
+        _ => {
+            let mut header = String::with_capacity(3 + name.len());
+            header.push_str("ce-");
+            header.push_str(name);
+            return HeaderName::try_from(header).ok();
+        }
+    }))
 }
 
 /// An attribute's value as header text. `time` is written as structured mode writes it (and as

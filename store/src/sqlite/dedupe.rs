@@ -234,6 +234,14 @@ pub(super) async fn prune(
     dedupe_since: Millis,
 ) -> Result<()> {
     loop {
+        // Most rounds find nothing expired: ask the oldest key alone, without the writer.
+        let oldest_at: Option<i64> =
+            sqlx::query_scalar("SELECT accepted_at FROM dedupe_log ORDER BY seq LIMIT 1")
+                .fetch_optional(&store.reader)
+                .await?;
+        if oldest_at.is_none_or(|at| at >= dedupe_since) {
+            return Ok(());
+        }
         let mut tx = store.write().await?;
         let oldest: Vec<(i64, String, String, String, i64)> = sqlx::query_as(
             "SELECT seq, broker, source, id, accepted_at FROM dedupe_log ORDER BY seq LIMIT ?1",
