@@ -632,6 +632,20 @@ mod tests {
         Egress::new(&[Allow::Class(AddressClass::Loopback)])
     }
 
+    /// One unsigned binary-mode attempt with a 5 s timeout.
+    async fn post(sender: &Sender, url: &str, event: &Event) -> Attempt {
+        let timeout = Duration::from_secs(5);
+        sender
+            .send(
+                &Target::new(url),
+                event,
+                DeliveryFormat::Binary,
+                timeout,
+                None,
+            )
+            .await
+    }
+
     #[tokio::test]
     async fn signed_deliveries_carry_the_standard_webhooks_headers_over_the_body_sent() {
         let (address, seen) = receiver().await;
@@ -651,15 +665,7 @@ mod tests {
                 .await;
             assert_eq!(attempt.verdict, Verdict::Delivered, "{:?}", attempt.error);
         }
-        let attempt = sender
-            .send(
-                &Target::new(url.as_str()),
-                &event(),
-                DeliveryFormat::Binary,
-                timeout,
-                None,
-            )
-            .await;
+        let attempt = post(&sender, &url, &event()).await;
         assert_eq!(attempt.verdict, Verdict::Delivered);
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len(), 3);
@@ -715,15 +721,7 @@ mod tests {
                 "`ftp://example.com/x` is not a valid URL: the scheme `ftp` is not http or https",
             ),
         ] {
-            let attempt = sender
-                .send(
-                    &Target::new(url),
-                    &event,
-                    DeliveryFormat::Binary,
-                    timeout,
-                    None,
-                )
-                .await;
+            let attempt = post(&sender, url, &event).await;
             assert_eq!(attempt.verdict, Verdict::Permanent);
             assert_eq!(attempt.error.as_deref(), Some(expected));
         }
@@ -731,15 +729,7 @@ mod tests {
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = closed.local_addr().unwrap().port();
         drop(closed);
-        let attempt = sender
-            .send(
-                &Target::new(format!("http://127.0.0.1:{port}/")),
-                &event,
-                DeliveryFormat::Binary,
-                timeout,
-                None,
-            )
-            .await;
+        let attempt = post(&sender, &format!("http://127.0.0.1:{port}/"), &event).await;
         assert_eq!(attempt.verdict, Verdict::Retryable);
         let error = attempt.error.unwrap();
         assert!(error.starts_with("connection failed: "), "{error}");
@@ -751,20 +741,9 @@ mod tests {
         let (address, seen) = receiver().await;
         let sender = Sender::new(None, None, Egress::default());
         let port = address.port();
-        let timeout = Duration::from_secs(5);
         let send = |url: String| {
             let sender = sender.clone();
-            async move {
-                sender
-                    .send(
-                        &Target::new(url.as_str()),
-                        &event(),
-                        DeliveryFormat::Binary,
-                        timeout,
-                        None,
-                    )
-                    .await
-            }
+            async move { post(&sender, &url, &event()).await }
         };
         let literal = send(format!("http://127.0.0.1:{port}/")).await;
         assert_eq!(literal.verdict, Verdict::Permanent);
@@ -785,15 +764,12 @@ mod tests {
         );
         assert!(seen.lock().unwrap().is_empty(), "nothing was sent");
         // Allowed, the same name is reached.
-        let allowed = Sender::new(None, None, loopback())
-            .send(
-                &Target::new(format!("http://localhost:{port}/")),
-                &event(),
-                DeliveryFormat::Binary,
-                timeout,
-                None,
-            )
-            .await;
+        let allowed = post(
+            &Sender::new(None, None, loopback()),
+            &format!("http://localhost:{port}/"),
+            &event(),
+        )
+        .await;
         assert_eq!(allowed.verdict, Verdict::Delivered, "{:?}", allowed.error);
     }
 
@@ -807,20 +783,11 @@ mod tests {
         };
         let ingress = format!("http://{address}");
         let sender = Sender::new(Some(&gateway), Some(&ingress), Egress::default());
-        let timeout = Duration::from_secs(5);
         for url in [
             format!("{ingress}/default/replies"),
             format!("http://hello.default.kinetic.localhost:{}/", address.port()),
         ] {
-            let attempt = sender
-                .send(
-                    &Target::new(url.as_str()),
-                    &event(),
-                    DeliveryFormat::Binary,
-                    timeout,
-                    None,
-                )
-                .await;
+            let attempt = post(&sender, &url, &event()).await;
             assert_eq!(
                 attempt.verdict,
                 Verdict::Delivered,
@@ -830,15 +797,7 @@ mod tests {
         }
         assert_eq!(seen.lock().unwrap().len(), 2);
         // Another port on the same address is not the ingress.
-        let attempt = sender
-            .send(
-                &Target::new(format!("http://{other}/")),
-                &event(),
-                DeliveryFormat::Binary,
-                timeout,
-                None,
-            )
-            .await;
+        let attempt = post(&sender, &format!("http://{other}/"), &event()).await;
         assert_eq!(attempt.verdict, Verdict::Permanent, "{:?}", attempt.error);
     }
 }
