@@ -4,11 +4,12 @@
 # the broker, and shows what each trigger delivered, the retries and the dead letters, and a
 # function that starts from zero for an event and goes back to zero when idle. Everything it starts
 # is stopped at the end (by PID); its state lives in a temporary directory.
-#   KINETIC_PORT (default 8080), GATEWAY_PORT (default 8081) and DISPLAY_PORT (default 9090) choose
-#   the ports.
+#   KINETIC_PORT (default 8080, the public listener), ADMIN_PORT (default 8070, the admin API),
+#   GATEWAY_PORT (default 8081) and DISPLAY_PORT (default 9090) choose the ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kport=${KINETIC_PORT:-8080}
+aport=${ADMIN_PORT:-8070}
 dport=${DISPLAY_PORT:-9090}
 gport=${GATEWAY_PORT:-8081}
 
@@ -26,6 +27,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+# The CLI finds the admin token kinetic makes in its state directory, as it does in `.kinetic/`.
+export KINETIC_STATE_DIR=$work
 
 # The example as shipped, with the chosen subscriber port and the function this script built.
 for file in examples/quickstart/*.yaml; do
@@ -38,11 +41,12 @@ pids+=($!)
 # The subscriber is on loopback, which deliveries may reach only when allowed (the egress guard).
 KINETIC_LOG=${KINETIC_LOG:-warn} "$bin/kinetic" up -f "$work/shop.yaml" -f "$work/receipts.yaml" \
   --config examples/quickstart/config/autoscaler.yaml --listen "127.0.0.1:$kport" \
-  --gateway-listen "127.0.0.1:$gport" --state-dir "$work" --store "sqlite://$work/state.db" \
+  --admin-listen "127.0.0.1:$aport" --gateway-listen "127.0.0.1:$gport" --state-dir "$work" --store "sqlite://$work/state.db" \
   --egress-allow loopback 2> >(tee "$work/kinetic.log" >&2) &
 pids+=($!)
 
-server="http://127.0.0.1:$kport"
+server="http://127.0.0.1:$aport"
+ingress="http://127.0.0.1:$kport"
 ready() { "$bin/kinetic" get brokers --server "$server" >/dev/null 2>&1; }
 for _ in $(seq 1 100); do
   ready && break
@@ -62,11 +66,11 @@ echo "==> The receipts function is at zero: nothing runs until an event arrives"
 "$bin/kinetic" get revisions --server "$server"
 echo
 echo "==> Sending three events to broker default/default"
-"$bin/kinetic" send --server "$server" --broker default/default --type com.example.order.created \
+"$bin/kinetic" send --ingress "$ingress" --broker default/default --type com.example.order.created \
   --source /shop --id order-1 -e amount=42 --data '{"order":1,"amount":42}'
-"$bin/kinetic" send --server "$server" --broker default/default --type com.example.order.created \
+"$bin/kinetic" send --ingress "$ingress" --broker default/default --type com.example.order.created \
   --source /shop --id order-2 -e amount=250 --data '{"order":2,"amount":250}'
-"$bin/kinetic" send --server "$server" --broker default/default --type com.example.order.shipped \
+"$bin/kinetic" send --ingress "$ingress" --broker default/default --type com.example.order.shipped \
   --source /shop --id order-1-shipped --data '{"order":1}'
 
 echo
@@ -125,5 +129,7 @@ Next:
     send events with 'kinetic send', watch 'kinetic get revisions' and 'kinetic logs receipts',
     replay dead letters with 'kinetic dlq replay --trigger default/audit --all'
   - the three jobs (thumbnails of uploads, queue consumers, signed webhooks): examples/*/README.md
-  - every resource and field: docs/resources.md; Prometheus metrics: GET /metrics on kinetic's listener
+  - every resource and field: docs/resources.md; Prometheus metrics: GET /metrics on the admin
+    listener (127.0.0.1:8070, with the token in .kinetic/admin-token)
+  - exposing kinetic to a network (tokens, roles, EventPolicy, TLS): README.md
 NEXT

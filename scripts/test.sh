@@ -33,5 +33,5 @@ if [ "$#" -eq 0 ]; then
   # The README's main command, end to end, on free ports (its build is already done above).
   echo "==> scripts/quickstart.sh"
   free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-  KINETIC_PORT=$(free_port) GATEWAY_PORT=$(free_port) DISPLAY_PORT=$(free_port) bash scripts/quickstart.sh
+  KINETIC_PORT=$(free_port) ADMIN_PORT=$(free_port) GATEWAY_PORT=$(free_port) DISPLAY_PORT=$(free_port) bash scripts/quickstart.sh
 fi

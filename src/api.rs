@@ -1,4 +1,5 @@
-//! The control-plane HTTP API on the main listener, used by the CLI:
+//! The control-plane HTTP API on the admin listener (behind [`crate::admin`]'s tokens), used by the
+//! CLI:
 //!
 //! - `POST /api/v1/apply?file=NAME` with YAML or JSON documents → the applied resources
 //! - `GET /api/v1/{brokers|triggers|services|revisions}` (`?namespace=`),
@@ -7,7 +8,9 @@
 //! - `GET /api/v1/services/{namespace}/{name}/logs?limit=N` → recent output of its instances
 //! - `GET /api/v1/deadletters` (`?trigger=NS/NAME&unreplayed=true&limit=N`), `GET /api/v1/deadletters/{id}`
 //! - `POST /api/v1/deadletters/replay` with `{"ids": [...]}` or `{"trigger": "NS/NAME", "all": true}`
-//! - `/healthz`, `/readyz`, `/metrics`
+//! - `/metrics` (Prometheus)
+//!
+//! `/healthz` and `/readyz` ([`health_router`]) are served on the public listener.
 //!
 //! Errors are JSON `{"error": "..."}` (with `file`, `document`, `path`, `hint` for resource errors).
 
@@ -39,10 +42,24 @@ pub struct ApiState {
     pub triggers: Option<kinetic_triggers::plan::ProblemTable>,
 }
 
-pub fn router(state: ApiState) -> Router {
+/// `/healthz` and `/readyz`, for the public listener (and the dispatcher's).
+pub fn health_router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// `/metrics` alone, for the dispatcher's listener.
+pub fn metrics_router(state: ApiState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// The admin API and `/metrics`; the caller puts [`crate::admin::guard`] in front.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
         .route("/metrics", get(metrics))
         .route("/api/v1/apply", post(apply_documents))
         .route("/api/v1/deadletters", get(list_dead_letters))

@@ -10,17 +10,100 @@ use serde_json::Value;
 
 use crate::apply;
 
+/// Which kinetic admin listener to talk to, and with which token.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArg {
-    /// URL of a running kinetic.
-    #[arg(long, env = "KINETIC_SERVER", default_value = "http://127.0.0.1:8080")]
+    /// A running kinetic's admin listener: `http://HOST:PORT` or `unix:PATH`.
+    #[arg(long, env = "KINETIC_SERVER", default_value = "http://127.0.0.1:8070")]
     pub server: String,
+    /// File whose first line is the admin token. Default: `$KINETIC_TOKEN`, else, for a kinetic
+    /// on this machine, the state directory's `admin-token`.
+    #[arg(long, env = "KINETIC_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// State directory of a kinetic on this machine, whose `admin-token` is used when no token is
+    /// given.
+    #[arg(long, env = "KINETIC_STATE_DIR", default_value = ".kinetic")]
+    pub state_dir: PathBuf,
 }
 
 impl ServerArg {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.server.trim_end_matches('/'))
+    fn unix_socket(&self) -> Option<&Path> {
+        self.server.strip_prefix("unix:").map(Path::new)
     }
+
+    fn url(&self, path: &str) -> String {
+        match self.unix_socket() {
+            // The socket decides where the request goes; the URL names the path only.
+            Some(_) => format!("http://localhost{path}"),
+            None => format!("{}{path}", self.server.trim_end_matches('/')),
+        }
+    }
+
+    /// Whether the server is on this machine (loopback or a unix socket), so the state
+    /// directory's token may be sent to it.
+    fn is_local(&self) -> bool {
+        if self.unix_socket().is_some() {
+            return true;
+        }
+        let Ok(url) = reqwest::Url::parse(&self.server) else {
+            return false;
+        };
+        let host = url.host_str().unwrap_or("");
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// The token to send: `--token-file`, `$KINETIC_TOKEN`, or the local state directory's.
+    fn token(&self) -> anyhow::Result<Option<String>> {
+        if let Some(file) = &self.token_file {
+            return crate::admin::read_token(file)?
+                .map(Some)
+                .ok_or_else(|| anyhow::anyhow!("--token-file {}: no such file", file.display()));
+        }
+        if let Ok(token) = std::env::var("KINETIC_TOKEN")
+            && !token.trim().is_empty()
+        {
+            return Ok(Some(token.trim().to_owned()));
+        }
+        if self.is_local() {
+            return crate::admin::read_token(&self.state_dir.join(crate::admin::TOKEN_FILE));
+        }
+        Ok(None)
+    }
+
+    /// A client for the admin API: the token on every request, the unix socket if any.
+    fn client(&self) -> anyhow::Result<reqwest::Client> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .no_proxy();
+        if let Some(token) = self.token()? {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| anyhow::anyhow!("the admin token holds characters a header cannot carry; check the token file"))?;
+            value.set_sensitive(true);
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            builder = builder.default_headers(headers);
+        }
+        if let Some(path) = self.unix_socket() {
+            builder = builder.unix_socket(path);
+        }
+        builder.build().context("building the HTTP client")
+    }
+}
+
+/// Where `kinetic send` posts: the broker ingress on the public listener.
+#[derive(Debug, Clone, Args)]
+pub struct IngressArg {
+    /// Base URL of kinetic's public listener (the broker ingress).
+    #[arg(
+        long = "ingress",
+        env = "KINETIC_INGRESS",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub ingress: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -30,20 +113,10 @@ pub enum Output {
     Yaml,
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
-        .build()
-        .unwrap_or_default()
-}
-
 /// Sends a request and returns the JSON answer, turning error answers into readable errors.
-async fn call(server: &ServerArg, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+async fn call(server: &str, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
     let response = request.send().await.with_context(|| {
-        format!(
-            "cannot reach kinetic at {} (is `kinetic up` running? set --server)",
-            server.server
-        )
+        format!("cannot reach kinetic at {server} (is `kinetic up` running? set --server)")
     })?;
     let status = response.status();
     let body = response.bytes().await.context("reading the answer")?;
@@ -57,12 +130,15 @@ async fn call(server: &ServerArg, request: reqwest::RequestBuilder) -> anyhow::R
             .and_then(Value::as_str)
             .map(str::to_owned)
             .unwrap_or_else(|| value.to_string());
-        bail!("{message} (HTTP {})", status.as_u16())
+        match value.get("hint").and_then(Value::as_str) {
+            Some(hint) => bail!("{message} (HTTP {}); {hint}", status.as_u16()),
+            None => bail!("{message} (HTTP {})", status.as_u16()),
+        }
     }
 }
 
 pub async fn apply(server: &ServerArg, files: &[PathBuf]) -> anyhow::Result<()> {
-    let client = client();
+    let client = server.client()?;
     for file in apply::expand_paths(files)? {
         let name = file.display().to_string();
         let text = std::fs::read_to_string(&file).with_context(|| format!("reading {name}"))?;
@@ -70,10 +146,11 @@ pub async fn apply(server: &ServerArg, files: &[PathBuf]) -> anyhow::Result<()> 
         apply::parse_and_validate(&name, &text, None)
             .map_err(|error| anyhow::anyhow!("{error}"))?;
         let answer = call(
-            server,
+            &server.server,
             client
                 .post(server.url("/api/v1/apply"))
                 .query(&[("file", &name)])
+                .header(reqwest::header::CONTENT_TYPE, "application/yaml")
                 .body(text),
         )
         .await?;
@@ -106,13 +183,13 @@ pub async fn get(
             crate::api::resource_types()
         );
     };
-    let client = client();
+    let client = server.client()?;
     let items: Vec<Value> = match name {
         Some(name) => {
             let namespace = namespace.unwrap_or("default");
             vec![
                 call(
-                    server,
+                    &server.server,
                     client.get(server.url(&format!("/api/v1/{kind}/{namespace}/{name}"))),
                 )
                 .await?,
@@ -123,7 +200,7 @@ pub async fn get(
             if let Some(namespace) = namespace {
                 request = request.query(&[("namespace", namespace)]);
             }
-            call(server, request).await?["items"]
+            call(&server.server, request).await?["items"]
                 .as_array()
                 .cloned()
                 .unwrap_or_default()
@@ -340,10 +417,10 @@ pub async fn delete(
     if targets.is_empty() {
         bail!("nothing to delete: give -f FILE or KIND NAME");
     }
-    let client = client();
+    let client = server.client()?;
     for (plural, namespace, name) in targets {
         call(
-            server,
+            &server.server,
             client.delete(server.url(&format!("/api/v1/{plural}/{namespace}/{name}"))),
         )
         .await?;
@@ -379,7 +456,7 @@ pub struct SendArgs {
     #[arg(short = 'e', long = "extension")]
     pub extensions: Vec<String>,
     #[command(flatten)]
-    pub server: ServerArg,
+    pub ingress: IngressArg,
 }
 
 pub async fn send(args: &SendArgs) -> anyhow::Result<()> {
@@ -431,11 +508,18 @@ pub async fn send(args: &SendArgs) -> anyhow::Result<()> {
         .build()
         .map_err(|error| anyhow::anyhow!("the event is invalid: {error}"))?;
     let (headers, body) = kinetic_api::cloudevent::encode_binary(&event);
-    let request = client()
-        .post(args.server.url(&format!("/{namespace}/{broker}")))
+    let url = format!(
+        "{}/{namespace}/{broker}",
+        args.ingress.ingress.trim_end_matches('/')
+    );
+    let request = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .context("building the HTTP client")?
+        .post(url)
         .headers(headers)
         .body(body);
-    call(&args.server, request).await?;
+    call(&args.ingress.ingress, request).await?;
     println!("Event {id} accepted by {namespace}/{broker}.");
     Ok(())
 }
@@ -477,11 +561,11 @@ pub async fn dlq_list(
     trigger: Option<&str>,
     output: Output,
 ) -> anyhow::Result<()> {
-    let mut request = client().get(server.url("/api/v1/deadletters"));
+    let mut request = server.client()?.get(server.url("/api/v1/deadletters"));
     if let Some(trigger) = trigger {
         request = request.query(&[("trigger", trigger)]);
     }
-    let answer = call(server, request).await?;
+    let answer = call(&server.server, request).await?;
     let items = answer["items"].as_array().cloned().unwrap_or_default();
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&items)?),
@@ -555,8 +639,9 @@ pub async fn dlq_replay(
         _ => bail!("give dead-letter IDs, or --trigger NAMESPACE/NAME --all"),
     };
     let answer = call(
-        server,
-        client()
+        &server.server,
+        server
+            .client()?
             .post(server.url("/api/v1/deadletters/replay"))
             .json(&body),
     )
@@ -579,10 +664,11 @@ pub async fn logs(
     service: &str,
     tail: usize,
 ) -> anyhow::Result<()> {
-    let request = client()
+    let request = server
+        .client()?
         .get(server.url(&format!("/api/v1/services/{namespace}/{service}/logs")))
         .query(&[("limit", tail.to_string())]);
-    let answer = call(server, request).await?;
+    let answer = call(&server.server, request).await?;
     for line in answer["lines"]
         .as_array()
         .map(Vec::as_slice)
@@ -606,7 +692,11 @@ async fn sources(
     namespace: Option<&str>,
     output: Output,
 ) -> anyhow::Result<()> {
-    let answer = call(server, client().get(server.url("/api/v1/sources"))).await?;
+    let answer = call(
+        &server.server,
+        server.client()?.get(server.url("/api/v1/sources")),
+    )
+    .await?;
     let items: Vec<Value> = answer["items"]
         .as_array()
         .cloned()

@@ -196,3 +196,52 @@ impl ServingSettings {
             .map_err(|error| anyhow::anyhow!("--config {}", error.in_file(name)))
     }
 }
+
+/// Who may call the admin API (`/api/v1`, `/metrics`) and from where.
+#[derive(Debug, Clone, Args)]
+pub struct AdminSettings {
+    /// Admin tokens with their roles, one per line: `ROLE NAME sha256:HEX` (ROLE is admin, operator
+    /// or viewer; `kinetic admin-token create` prints a token and its line). Without it, the state
+    /// directory's `admin-token` (created on first start, mode 0600) is the one admin token.
+    #[arg(long, env = "KINETIC_ADMIN_TOKENS")]
+    pub admin_tokens: Option<PathBuf>,
+    /// A host name under which the admin listener is reached (repeatable), besides its own address
+    /// and `localhost`; requests naming any other Host are refused, which stops DNS rebinding.
+    #[arg(
+        long = "admin-host",
+        env = "KINETIC_ADMIN_HOSTS",
+        value_delimiter = ','
+    )]
+    pub admin_hosts: Vec<String>,
+    /// Serve `/metrics` without a token (e.g. for a Prometheus that cannot send one).
+    #[arg(long, env = "KINETIC_METRICS_PUBLIC")]
+    pub metrics_public: bool,
+}
+
+/// Where the admin listener is: `HOST:PORT` or `unix:PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminListen {
+    Tcp(std::net::SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for AdminListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(address) => write!(f, "{address}"),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+pub fn parse_admin_listen(text: &str) -> Result<AdminListen, String> {
+    if let Some(path) = text.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err("`unix:` needs a socket path, e.g. unix:/run/kinetic/admin.sock".into());
+        }
+        return Ok(AdminListen::Unix(PathBuf::from(path)));
+    }
+    text.parse().map(AdminListen::Tcp).map_err(|_| {
+        format!("`{text}` is neither HOST:PORT (e.g. 127.0.0.1:8070) nor unix:PATH (e.g. unix:/run/kinetic/admin.sock)")
+    })
+}

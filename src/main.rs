@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin;
 mod api;
 mod apply;
 mod client;
@@ -17,8 +18,8 @@ mod config;
 mod server;
 
 use config::{
-    DispatcherSettings, EgressSettings, IngressSettings, KafkaSettings, ServingSettings,
-    StoreSettings,
+    AdminListen, AdminSettings, DispatcherSettings, EgressSettings, IngressSettings, KafkaSettings,
+    ServingSettings, StoreSettings,
 };
 
 // Every event allocates on its way through HTTP, JSON and the store; glibc's allocator spends a
@@ -45,9 +46,16 @@ enum Command {
         /// Resource files or directories (YAML/JSON), applied at start and re-applied when changed.
         #[arg(short = 'f', long = "filename")]
         files: Vec<PathBuf>,
-        /// Address of the main listener.
+        /// Address of the public listener: broker ingress, webhooks, S3 push, health. The one to
+        /// expose.
         #[arg(long, env = "KINETIC_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Address of the admin listener (`/api/v1`, `/metrics`, behind tokens): HOST:PORT or
+        /// unix:PATH. Never expose it to the internet.
+        #[arg(long, env = "KINETIC_ADMIN_LISTEN", default_value = "127.0.0.1:8070", value_parser = config::parse_admin_listen)]
+        admin_listen: AdminListen,
+        #[command(flatten)]
+        admin: AdminSettings,
         #[command(flatten)]
         store: StoreSettings,
         #[command(flatten)]
@@ -63,8 +71,15 @@ enum Command {
     },
     /// Run the broker ingress and control-plane API only (scale-out; share a PostgreSQL store).
     Broker {
+        /// Address of the public listener: broker ingress and health.
         #[arg(long, env = "KINETIC_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Address of the admin listener (`/api/v1`, `/metrics`, behind tokens): HOST:PORT or
+        /// unix:PATH.
+        #[arg(long, env = "KINETIC_ADMIN_LISTEN", default_value = "127.0.0.1:8070", value_parser = config::parse_admin_listen)]
+        admin_listen: AdminListen,
+        #[command(flatten)]
+        admin: AdminSettings,
         #[command(flatten)]
         store: StoreSettings,
         #[command(flatten)]
@@ -74,9 +89,12 @@ enum Command {
     },
     /// Run delivery only (scale-out; several dispatchers share the work of one PostgreSQL store).
     Dispatcher {
-        /// Address for /healthz, /readyz and /metrics.
+        /// Address for /healthz, /readyz and /metrics (metrics need a viewer token unless
+        /// --metrics-public).
         #[arg(long, env = "KINETIC_LISTEN", default_value = "127.0.0.1:8082")]
         listen: SocketAddr,
+        #[command(flatten)]
+        admin: AdminSettings,
         /// Base URL of the broker ingress, for destinations that reference a Broker.
         #[arg(
             long,
@@ -195,6 +213,29 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Tokens of the admin API, for `--admin-tokens` files.
+    AdminToken {
+        #[command(subcommand)]
+        command: AdminTokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminTokenCommand {
+    /// Make a new token (256 random bits). Prints the token, then the line to add to the
+    /// `--admin-tokens` file, which holds only the token's hash.
+    Create {
+        /// admin (everything), operator (read, replay dead letters) or viewer (read, /metrics).
+        #[arg(long, value_parser = parse_role)]
+        role: admin::Role,
+        /// A name for the token, shown in refusals and logs (e.g. who holds it).
+        #[arg(long)]
+        name: String,
+    },
+}
+
+fn parse_role(text: &str) -> Result<admin::Role, String> {
+    text.parse()
 }
 
 #[derive(Debug, Subcommand)]
@@ -291,6 +332,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Up {
             files,
             listen,
+            admin_listen,
+            admin,
             store,
             ingress,
             dispatcher,
@@ -301,6 +344,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let state_dir = store.state_dir.clone();
             let store = server::open_store(&store).await?;
             let settings = server::UpSettings {
+                admin_listen,
+                admin,
                 ingress,
                 dispatcher,
                 serving,
@@ -339,15 +384,28 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Exec { .. } => unreachable!("handled before the async runtime starts"),
         Command::Broker {
             listen,
+            admin_listen,
+            admin,
             store,
             ingress,
             kafka,
         } => {
+            let state_dir = store.state_dir.clone();
             let store = server::open_store(&store).await?;
-            server::broker(store, listen, ingress, kafka).await?;
+            server::broker(
+                store,
+                listen,
+                admin_listen,
+                admin,
+                state_dir,
+                ingress,
+                kafka,
+            )
+            .await?;
         }
         Command::Dispatcher {
             listen,
+            admin,
             ingress_url,
             store,
             dispatcher,
@@ -357,12 +415,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             kinetic_api::meta::validate_absolute_url(&ingress_url)
                 .map_err(|e| anyhow::anyhow!("--ingress-url: {e}"))?;
+            let state_dir = store.state_dir.clone();
             let store = server::open_store(&store).await?;
             server::dispatcher_only(
                 store,
                 listen,
+                state_dir,
                 ingress_url,
                 server::DispatchSettings {
+                    admin,
                     dispatcher,
                     dedupe_window,
                     kafka,
@@ -434,6 +495,21 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     server,
                 },
         } => client::dlq_replay(&server, ids, trigger, all).await?,
+        Command::AdminToken {
+            command: AdminTokenCommand::Create { role, name },
+        } => {
+            if name.is_empty() || name.chars().any(char::is_whitespace) {
+                anyhow::bail!(
+                    "--name `{name}` must be one word without spaces, e.g. --name grafana"
+                );
+            }
+            let token = admin::new_token();
+            println!("{token}");
+            println!("{}", admin::token_line(role, &name, &token));
+            eprintln!(
+                "The first line is the token: give it to its holder (kinetic's CLI reads it from KINETIC_TOKEN or --token-file). Add the second line to the --admin-tokens file; kinetic reads that file at start."
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

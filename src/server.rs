@@ -1,5 +1,10 @@
 //! Wiring components into processes: `kinetic up` (everything), `kinetic broker` (ingress and the
 //! control-plane API) and `kinetic dispatcher` (delivery), with graceful shutdown on SIGINT/SIGTERM.
+//!
+//! `up` and `broker` serve two listeners: the public one (`--listen`: broker ingress, webhooks, S3
+//! push, health) and the admin one (`--admin-listen`: `/api/v1`, `/metrics`, behind
+//! [`crate::admin`]'s tokens). The dispatcher's one listener serves health, and metrics behind the
+//! same tokens.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,11 +21,12 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::{self, Tokens};
 use crate::api::{self, ApiState};
 use crate::apply;
 use crate::config::{
-    DispatcherSettings, EgressSettings, IngressSettings, KafkaSettings, ServingSettings,
-    StoreSettings,
+    AdminListen, AdminSettings, DispatcherSettings, EgressSettings, IngressSettings, KafkaSettings,
+    ServingSettings, StoreSettings,
 };
 
 /// How often delivered events and expired dedupe entries are removed; often, so each removal is small.
@@ -117,6 +123,102 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.with_context(|| {
         format!("listening on {addr} (is another process using it? choose another with --listen)")
     })
+}
+
+/// The admin listener, bound: TCP, or a unix socket (removed again when kinetic stops).
+enum AdminSocket {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener, PathBuf),
+}
+
+impl AdminSocket {
+    async fn bind(listen: &AdminListen) -> anyhow::Result<Self> {
+        match listen {
+            AdminListen::Tcp(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                    format!("listening on {addr} for the admin API (is another process using it? choose another with --admin-listen)")
+                })?;
+                Ok(Self::Tcp(listener))
+            }
+            AdminListen::Unix(path) => {
+                // A socket file left by a process that is gone is replaced; one in use is not.
+                if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                    anyhow::bail!(
+                        "--admin-listen unix:{}: another process listens on it; stop it or choose another path",
+                        path.display()
+                    );
+                }
+                let _ = std::fs::remove_file(path);
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).with_context(|| {
+                        format!("creating {} for --admin-listen", parent.display())
+                    })?;
+                }
+                let listener = tokio::net::UnixListener::bind(path).with_context(|| {
+                    format!("listening on unix:{} for the admin API", path.display())
+                })?;
+                // Only kinetic's own user may connect (the token is still needed).
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("restricting unix:{}", path.display()))?;
+                Ok(Self::Unix(listener, path.clone()))
+            }
+        }
+    }
+
+    fn bound(&self) -> anyhow::Result<admin::Bound> {
+        Ok(match self {
+            Self::Tcp(listener) => admin::Bound::Tcp(listener.local_addr()?),
+            Self::Unix(_, path) => admin::Bound::Unix(path.clone()),
+        })
+    }
+
+    /// `http://ADDRESS` or `unix:PATH`: what the CLI's `--server` takes.
+    fn url(&self) -> anyhow::Result<String> {
+        Ok(match self.bound()? {
+            admin::Bound::Tcp(address) => format!("http://{address}"),
+            admin::Bound::Unix(path) => format!("unix:{}", path.display()),
+        })
+    }
+
+    /// Runs `router` behind `guard` until `cancel`, finishing in-flight requests.
+    async fn serve(
+        self,
+        router: axum::Router,
+        guard: Arc<admin::Guard>,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let router = router.layer(axum::middleware::from_fn_with_state(guard, admin::guard));
+        match self {
+            Self::Tcp(listener) => serve(listener, router, cancel).await,
+            Self::Unix(listener, path) => {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { cancel.cancelled().await })
+                    .await
+                    .context("serving the admin API");
+                let _ = std::fs::remove_file(&path);
+                served
+            }
+        }
+    }
+}
+
+/// The admin tokens: `--admin-tokens`, or the state directory's own admin token. Read before any
+/// port is bound, so a mistake fails fast.
+fn admin_tokens(settings: &AdminSettings, state_dir: &std::path::Path) -> anyhow::Result<Tokens> {
+    match &settings.admin_tokens {
+        Some(file) => Tokens::from_file(file),
+        None => Tokens::local(state_dir),
+    }
+}
+
+fn admin_guard(tokens: Tokens, settings: &AdminSettings, bound: admin::Bound) -> Arc<admin::Guard> {
+    Arc::new(admin::Guard::new(
+        tokens,
+        bound,
+        &settings.admin_hosts,
+        settings.metrics_public,
+    ))
 }
 
 /// The Kafka class's log: the process's cluster, if configured, for brokers whose `spec.config`
@@ -260,6 +362,8 @@ async fn serve(
 
 /// The components' settings of `kinetic up`.
 pub struct UpSettings {
+    pub admin_listen: AdminListen,
+    pub admin: AdminSettings,
     pub ingress: IngressSettings,
     pub dispatcher: DispatcherSettings,
     pub serving: ServingSettings,
@@ -269,6 +373,7 @@ pub struct UpSettings {
 
 /// The delivery settings of `kinetic dispatcher`.
 pub struct DispatchSettings {
+    pub admin: AdminSettings,
     pub dispatcher: DispatcherSettings,
     /// For replies.
     pub dedupe_window: Duration,
@@ -285,6 +390,8 @@ pub async fn up(
     state_dir: PathBuf,
 ) -> anyhow::Result<()> {
     let UpSettings {
+        admin_listen,
+        admin: admin_settings,
         ingress: ingress_settings,
         dispatcher: dispatcher_settings,
         serving: serving_settings,
@@ -301,9 +408,13 @@ pub async fn up(
         .iter()
         .map(|file| read_resources(file, &autoscaler_defaults))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let tokens = admin_tokens(&admin_settings, &state_dir)?;
     let listener = bind(listen).await?;
     let address = listener.local_addr()?;
     let base_url = format!("http://{address}");
+    let admin_socket = AdminSocket::bind(&admin_listen).await?;
+    let admin_guard = admin_guard(tokens, &admin_settings, admin_socket.bound()?);
+    let admin_url = admin_socket.url()?;
     let gateway_listener = tokio::net::TcpListener::bind(serving_settings.gateway_listen)
         .await
         .with_context(|| {
@@ -378,15 +489,18 @@ pub async fn up(
         &mut registry,
     );
     let registry = Arc::new(Mutex::new(registry));
+    let api_state = ApiState {
+        store: store_handle.clone(),
+        registry,
+        serving: Some(serving.clone()),
+        sources: Some(sources.clone()),
+        triggers: Some(dispatcher.problems()),
+    };
     let router = ingress_router
-        .merge(api::router(ApiState {
-            store: store_handle.clone(),
-            registry,
-            serving: Some(serving.clone()),
-            sources: Some(sources.clone()),
-            triggers: Some(dispatcher.problems()),
-        }))
+        .merge(api::health_router(api_state.clone()))
         .merge(sources.router());
+    let admin_task =
+        tokio::spawn(admin_socket.serve(api::router(api_state), admin_guard, cancel.clone()));
     tracker.spawn(sources.run(cancel.child_token()));
     let dispatcher_cancel = cancel.child_token();
     tracker.spawn(dispatcher.run(dispatcher_cancel));
@@ -414,14 +528,16 @@ pub async fn up(
     let gateway_url = format!("http://{gateway_address}");
     print_banner(
         &base_url,
+        &admin_url,
         &gateway_url,
         &serving_settings.domain,
         &store.url,
         &files,
     );
-    tracing::info!(listen = %address, gateway = %gateway_address, store = %redact(&store.url), "kinetic is up.");
+    tracing::info!(listen = %address, admin = %admin_url, gateway = %gateway_address, store = %redact(&store.url), "kinetic is up.");
     let served = serve(listener, router, cancel.clone()).await;
     cancel.cancel();
+    let admin_served = tokio::time::timeout(SHUTDOWN_GRACE, admin_task).await;
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, gateway_task).await;
     serving_cancel.cancel();
     if tokio::time::timeout(SHUTDOWN_GRACE * 2, serving_task)
@@ -443,20 +559,32 @@ pub async fn up(
     // committers drain and end.
     drain(committer_tasks).await;
     drop(store);
-    served
+    served?;
+    match admin_served {
+        Ok(Ok(result)) => result,
+        Ok(Err(panicked)) => Err(anyhow::anyhow!("the admin listener failed: {panicked}")),
+        Err(_) => Ok(()),
+    }
 }
 
 /// `kinetic broker`: the ingress and control-plane API, no delivery.
 pub async fn broker(
     store: OpenedStore,
     listen: SocketAddr,
+    admin_listen: AdminListen,
+    admin_settings: AdminSettings,
+    state_dir: PathBuf,
     settings: IngressSettings,
     kafka_settings: KafkaSettings,
 ) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
     let kafka = kafka_log(&kafka_settings, &store.store);
+    let tokens = admin_tokens(&admin_settings, &state_dir)?;
     let listener = bind(listen).await?;
+    let admin_socket = AdminSocket::bind(&admin_listen).await?;
+    let admin_guard = admin_guard(tokens, &admin_settings, admin_socket.bound()?);
+    let admin_url = admin_socket.url()?;
     let tracker = TaskTracker::new();
     let mut registry = Registry::default();
     let (committed, _) = watch::channel(0u64);
@@ -469,21 +597,25 @@ pub async fn broker(
         &tracker,
         &cancel,
     );
-    let router = parts.router.merge(api::router(ApiState {
+    let api_state = ApiState {
         store: store.store.clone(),
         registry: Arc::new(Mutex::new(registry)),
         serving: None,
         sources: None,
         triggers: None,
-    }));
+    };
+    let router = parts.router.merge(api::health_router(api_state.clone()));
+    let admin_task =
+        tokio::spawn(admin_socket.serve(api::router(api_state), admin_guard, cancel.clone()));
     tracker.spawn(prune_loop(
         store.store.clone(),
         settings.dedupe_window,
         cancel.clone(),
     ));
-    tracing::info!(listen = %listener.local_addr()?, store = %redact(&store.url), "kinetic broker is up.");
+    tracing::info!(listen = %listener.local_addr()?, admin = %admin_url, store = %redact(&store.url), "kinetic broker is up.");
     let served = serve(listener, router, cancel.clone()).await;
     cancel.cancel();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, admin_task).await;
     drain(parts.committer_tasks).await;
     tracker.close();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await;
@@ -494,13 +626,20 @@ pub async fn broker(
 pub async fn dispatcher_only(
     store: OpenedStore,
     listen: SocketAddr,
+    state_dir: PathBuf,
     ingress_url: String,
     settings: DispatchSettings,
 ) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
     let kafka = kafka_log(&settings.kafka, &store.store);
+    let tokens = admin_tokens(&settings.admin, &state_dir)?;
     let listener = bind(listen).await?;
+    let guard = admin_guard(
+        tokens,
+        &settings.admin,
+        admin::Bound::Tcp(listener.local_addr()?),
+    );
     let mut registry = Registry::default();
     let (committed, _) = watch::channel(0u64);
     // Replies go through a group commit of this process's own.
@@ -525,13 +664,18 @@ pub async fn dispatcher_only(
         &mut registry,
         committed,
     );
-    let router = api::router(ApiState {
+    let api_state = ApiState {
         store: store.store.clone(),
         registry: Arc::new(Mutex::new(registry)),
         serving: None,
         sources: None,
         triggers: Some(dispatcher.problems()),
-    });
+    };
+    // Health for probes; metrics behind the admin tokens. Never the admin API.
+    let router = api::health_router(api_state.clone()).merge(
+        api::metrics_router(api_state)
+            .layer(axum::middleware::from_fn_with_state(guard, admin::guard)),
+    );
     let tracker = TaskTracker::new();
     let cancel_dispatcher = cancel.clone();
     tracker.spawn(async move {
@@ -667,6 +811,7 @@ async fn prune_loop(store: Arc<dyn Store>, dedupe_window: Duration, cancel: Canc
 
 fn print_banner(
     base_url: &str,
+    admin_url: &str,
     gateway_url: &str,
     domain: &str,
     store_url: &str,
@@ -682,7 +827,7 @@ fn print_banner(
             .join(", ")
     };
     eprintln!(
-        "kinetic is up\n  listening   {base_url}  (brokers at {base_url}/NAMESPACE/BROKER)\n  gateway     {gateway_url}  (services at http://SERVICE.NAMESPACE.{domain}:{port})\n  store       {}\n  resources   {applied}\n  next        kinetic get triggers   |   kinetic send --broker default/default --type demo --source /me --data '{{\"hello\":\"world\"}}'\n              kinetic dlq list       |   kinetic get services   |   curl {base_url}/metrics",
+        "kinetic is up\n  listening   {base_url}  (public: brokers at {base_url}/NAMESPACE/BROKER, /webhooks, /sources)\n  admin       {admin_url}  (API and /metrics; token in the state directory's admin-token)\n  gateway     {gateway_url}  (services at http://SERVICE.NAMESPACE.{domain}:{port})\n  store       {}\n  resources   {applied}\n  next        kinetic get triggers   |   kinetic send --broker default/default --type demo --source /me --data '{{\"hello\":\"world\"}}'\n              kinetic dlq list       |   kinetic get services",
         redact(store_url),
         port = gateway_url.rsplit(':').next().unwrap_or("8081"),
     );

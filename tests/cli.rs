@@ -148,7 +148,9 @@ const TRIGGER_HEAD: &str =
 async fn apply_refuses_mistakes_naming_file_document_path_and_hint() {
     let store = TestStore::new(Engine::Sqlite).await;
     let kinetic = Kinetic::up(&store, &[]);
-    let server = kinetic.base_url.clone();
+    let server = kinetic.admin_url.clone();
+    // The CLI finds the local token in the state directory, as on a user's machine.
+    let state = store.dir().display().to_string();
     let uri = "subscriber: {uri: 'http://127.0.0.1:9/'}";
     let cases = [
         (
@@ -200,7 +202,15 @@ async fn apply_refuses_mistakes_naming_file_document_path_and_hint() {
     let dir = store.dir();
     for (name, trigger, path, message) in &cases {
         let file = bad_file(dir, name, trigger);
-        let error = fails(&["apply", "-f", &file, "--server", &server]);
+        let error = fails(&[
+            "apply",
+            "-f",
+            &file,
+            "--server",
+            &server,
+            "--state-dir",
+            &state,
+        ]);
         for part in [
             file.as_str(),
             "document 2",
@@ -216,13 +226,23 @@ async fn apply_refuses_mistakes_naming_file_document_path_and_hint() {
     }
     // A file with a mistake changes nothing, not even its valid documents.
     let brokers: Value = serde_json::from_str(&ok(&[
-        "get", "brokers", "-A", "-o", "json", "--server", &server,
+        "get",
+        "brokers",
+        "-A",
+        "-o",
+        "json",
+        "--server",
+        &server,
+        "--state-dir",
+        &state,
     ]))
     .unwrap();
     assert_eq!(brokers, json!([]), "{brokers}");
     // The server checks too, for clients that skip the CLI.
-    let response = reqwest::Client::new()
-        .post(kinetic.url("/api/v1/apply?file=raw.yaml"))
+    let response = kinetic
+        .api()
+        .post(kinetic.admin("/api/v1/apply?file=raw.yaml"))
+        .header("content-type", "application/yaml")
         .body(cases[1].1.clone())
         .send()
         .await
@@ -240,7 +260,9 @@ async fn get_delete_and_send() {
     let store = TestStore::new(Engine::Sqlite).await;
     let receiver = Receiver::start().await;
     let kinetic = Kinetic::up(&store, &[]);
-    let server = kinetic.base_url.clone();
+    let server = kinetic.admin_url.clone();
+    // The CLI finds the local token in the state directory, as on a user's machine.
+    let state = store.dir().display().to_string();
     let yaml = documents(&[
         broker_yaml("default"),
         trigger_yaml("orders", "default", &receiver.url("/orders"), ""),
@@ -253,7 +275,15 @@ async fn get_delete_and_send() {
     ]);
     let file = write_yaml(store.dir(), "resources.yaml", &yaml);
     let file = file.to_str().unwrap();
-    let applied = ok(&["apply", "-f", file, "--server", &server]);
+    let applied = ok(&[
+        "apply",
+        "-f",
+        file,
+        "--server",
+        &server,
+        "--state-dir",
+        &state,
+    ]);
     assert_eq!(
         applied.lines().collect::<Vec<_>>(),
         [
@@ -263,12 +293,29 @@ async fn get_delete_and_send() {
         ],
         "{applied}"
     );
-    let again = ok(&["apply", "-f", file, "--server", &server]);
+    let again = ok(&[
+        "apply",
+        "-f",
+        file,
+        "--server",
+        &server,
+        "--state-dir",
+        &state,
+    ]);
     assert_eq!(again.matches("unchanged").count(), 3, "{again}");
 
     // get, in the three formats.
-    let json: Value =
-        serde_json::from_str(&ok(&["get", "triggers", "-o", "json", "--server", &server])).unwrap();
+    let json: Value = serde_json::from_str(&ok(&[
+        "get",
+        "triggers",
+        "-o",
+        "json",
+        "--server",
+        &server,
+        "--state-dir",
+        &state,
+    ]))
+    .unwrap();
     let names: Vec<&str> = json
         .as_array()
         .unwrap()
@@ -280,11 +327,27 @@ async fn get_delete_and_send() {
         json[1]["spec"]["subscriber"]["uri"],
         receiver.url("/orders")
     );
-    let yaml_out = ok(&["get", "triggers", "-o", "yaml", "--server", &server]);
+    let yaml_out = ok(&[
+        "get",
+        "triggers",
+        "-o",
+        "yaml",
+        "--server",
+        &server,
+        "--state-dir",
+        &state,
+    ]);
     let documents: Vec<Value> = serde_saphyr::from_multiple(&yaml_out).unwrap();
     assert_eq!(documents.len(), 2, "{yaml_out}");
     assert_eq!(documents[1]["metadata"]["name"], "orders", "{yaml_out}");
-    let table = ok(&["get", "triggers", "--server", &server]);
+    let table = ok(&[
+        "get",
+        "triggers",
+        "--server",
+        &server,
+        "--state-dir",
+        &state,
+    ]);
     let rows: Vec<Vec<&str>> = table
         .lines()
         .map(|line| line.split_whitespace().collect())
@@ -306,13 +369,29 @@ async fn get_delete_and_send() {
         "{table}"
     );
     let one: Value = serde_json::from_str(&ok(&[
-        "get", "trigger", "blue", "-o", "json", "--server", &server,
+        "get",
+        "trigger",
+        "blue",
+        "-o",
+        "json",
+        "--server",
+        &server,
+        "--state-dir",
+        &state,
     ]))
     .unwrap();
     assert_eq!(one["spec"]["filter"]["attributes"]["color"], "blue");
-    let error = fails(&["get", "trigger", "nosuch", "--server", &server]);
+    let error = fails(&[
+        "get",
+        "trigger",
+        "nosuch",
+        "--server",
+        &server,
+        "--state-dir",
+        &state,
+    ]);
     assert!(error.contains("default/nosuch does not exist"), "{error}");
-    let error = fails(&["get", "widgets", "--server", &server]);
+    let error = fails(&["get", "widgets", "--server", &server, "--state-dir", &state]);
     assert!(error.contains("unknown resource type `widgets`"), "{error}");
 
     // send, with an extension and data, reaches the subscribers.
@@ -330,8 +409,8 @@ async fn get_delete_and_send() {
         "color=blue",
         "--data",
         r#"{"a":1,"b":"two"}"#,
-        "--server",
-        &server,
+        "--ingress",
+        &kinetic.base_url,
     ]);
     assert!(sent.contains("cli-1"), "{sent}");
     let got = receiver.wait_for("/blue", 1, Duration::from_secs(10)).await;
@@ -353,7 +432,13 @@ async fn get_delete_and_send() {
 
     // send: mistakes exit non-zero with a message that says what to fix.
     let base = [
-        "send", "--type", "t", "--source", "/cli", "--server", &server,
+        "send",
+        "--type",
+        "t",
+        "--source",
+        "/cli",
+        "--ingress",
+        &kinetic.base_url,
     ];
     let with = |extra: &[&'static str]| -> Vec<String> {
         base.iter()
@@ -386,7 +471,7 @@ async fn get_delete_and_send() {
         "t",
         "--source",
         "/cli",
-        "--server",
+        "--ingress",
         "http://127.0.0.1:9",
     ]);
     assert!(
@@ -395,26 +480,83 @@ async fn get_delete_and_send() {
     );
 
     // delete by kind and name, then by file.
-    let deleted = ok(&["delete", "trigger", "blue", "--server", &server]);
+    let deleted = ok(&[
+        "delete",
+        "trigger",
+        "blue",
+        "--server",
+        &server,
+        "--state-dir",
+        &state,
+    ]);
     assert!(
         deleted.contains("trigger default/blue deleted"),
         "{deleted}"
     );
-    let json: Value =
-        serde_json::from_str(&ok(&["get", "triggers", "-o", "json", "--server", &server])).unwrap();
+    let json: Value = serde_json::from_str(&ok(&[
+        "get",
+        "triggers",
+        "-o",
+        "json",
+        "--server",
+        &server,
+        "--state-dir",
+        &state,
+    ]))
+    .unwrap();
     assert_eq!(json.as_array().unwrap().len(), 1, "{json}");
-    let error = fails(&["delete", "trigger", "blue", "--server", &server]);
+    let error = fails(&[
+        "delete",
+        "trigger",
+        "blue",
+        "--server",
+        &server,
+        "--state-dir",
+        &state,
+    ]);
     assert!(error.contains("default/blue does not exist"), "{error}");
-    let error = fails(&["delete", "trigger", "--server", &server]);
+    let error = fails(&[
+        "delete",
+        "trigger",
+        "--server",
+        &server,
+        "--state-dir",
+        &state,
+    ]);
     assert!(error.contains("give KIND and NAME"), "{error}");
     // Re-created, then everything the file names is deleted.
-    ok(&["apply", "-f", file, "--server", &server]);
-    let deleted = ok(&["delete", "-f", file, "--server", &server]);
+    ok(&[
+        "apply",
+        "-f",
+        file,
+        "--server",
+        &server,
+        "--state-dir",
+        &state,
+    ]);
+    let deleted = ok(&[
+        "delete",
+        "-f",
+        file,
+        "--server",
+        &server,
+        "--state-dir",
+        &state,
+    ]);
     assert_eq!(deleted.lines().count(), 3, "{deleted}");
     for kind in ["brokers", "triggers"] {
-        let left: Value =
-            serde_json::from_str(&ok(&["get", kind, "-A", "-o", "json", "--server", &server]))
-                .unwrap();
+        let left: Value = serde_json::from_str(&ok(&[
+            "get",
+            kind,
+            "-A",
+            "-o",
+            "json",
+            "--server",
+            &server,
+            "--state-dir",
+            &state,
+        ]))
+        .unwrap();
         assert_eq!(left, json!([]), "{kind}");
     }
 }
@@ -543,7 +685,10 @@ async fn migrate(engine: Engine) {
     }
     // The schema is there: kinetic up starts on it and serves the API.
     let kinetic = Kinetic::up(&store, &[]);
-    let answer: Value = reqwest::get(kinetic.url("/api/v1/triggers"))
+    let answer: Value = kinetic
+        .api()
+        .get(kinetic.admin("/api/v1/triggers"))
+        .send()
         .await
         .unwrap()
         .json()

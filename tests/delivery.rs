@@ -125,8 +125,9 @@ impl World {
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let response = self
-            .client
-            .get(self.kinetic.url(path))
+            .kinetic
+            .api()
+            .get(self.kinetic.admin(path))
             .send()
             .await
             .unwrap_or_else(|e| panic!("GET {path}: {e}"));
@@ -136,8 +137,9 @@ impl World {
 
     pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
         let response = self
-            .client
-            .post(self.kinetic.url(path))
+            .kinetic
+            .api()
+            .post(self.kinetic.admin(path))
             .json(body)
             .send()
             .await
@@ -147,8 +149,9 @@ impl World {
     }
 
     pub async fn delete(&self, path: &str) -> u16 {
-        self.client
-            .delete(self.kinetic.url(path))
+        self.kinetic
+            .api()
+            .delete(self.kinetic.admin(path))
             .send()
             .await
             .unwrap_or_else(|e| panic!("DELETE {path}: {e}"))

@@ -554,11 +554,8 @@ struct Api {
 impl Api {
     fn of(kinetic: &Kinetic) -> Api {
         Api {
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap(),
-            base: kinetic.base_url.clone(),
+            client: kinetic.api(),
+            base: kinetic.admin_url.clone(),
         }
     }
 

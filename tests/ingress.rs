@@ -565,7 +565,7 @@ async fn bad_input_table() {
         let status = client.get(kinetic.url(path)).send().await.unwrap().status();
         assert_eq!(status.as_u16(), 200, "{path}");
     }
-    let metrics = scrape(&client, &kinetic.base_url).await;
+    let metrics = scrape(&kinetic).await;
     let accepted_events = expected.len() as f64;
     assert_eq!(
         metric_sum(
@@ -760,7 +760,7 @@ async fn postgres_store_unavailable_is_503_and_nothing_half_written() {
         kinetic.log()
     );
 
-    let metrics = scrape(&client, &kinetic.base_url).await;
+    let metrics = scrape(&kinetic).await;
     assert_eq!(
         metric_sum(
             &metrics,

@@ -222,8 +222,9 @@ async fn a_trigger_moved_onto_a_kafka_broker_skips_its_backlog_even_after_a_rest
 
     // Move it onto the Kafka-class broker, then probe until it delivers from there.
     let moved: serde_json::Value = serde_saphyr::from_str(&mover("default")).unwrap();
-    let answer = client
-        .post(kinetic.url("/api/v1/apply?file=moved.json"))
+    let answer = kinetic
+        .api()
+        .post(kinetic.admin("/api/v1/apply?file=moved.json"))
         .json(&moved)
         .send()
         .await
@@ -321,8 +322,10 @@ async fn knatives_kafka_broker_config_map_names_the_cluster() {
         "default.topic.partitions: \"two\"",
     );
     let broken = broken.replace("name: default\n", "name: second\n");
-    let response = client
-        .post(kinetic.url("/api/v1/apply?file=second.yaml"))
+    let response = kinetic
+        .api()
+        .post(kinetic.admin("/api/v1/apply?file=second.yaml"))
+        .header("content-type", "application/yaml")
         .body(
             broken
                 .split("---\n")

@@ -130,14 +130,7 @@ fn records(from: usize, to: usize) -> Vec<(String, String)> {
 }
 
 fn sources(kinetic: &Kinetic) -> Vec<Value> {
-    let output = support::cli_in_place(&[
-        "get",
-        "sources",
-        "-o",
-        "json",
-        "--server",
-        &kinetic.base_url,
-    ]);
+    let output = kinetic.cli_in_place(&["get", "sources", "-o", "json"]);
     assert!(output.status.success(), "{output:?}");
     serde_json::from_slice(&output.stdout).expect("JSON")
 }
@@ -397,10 +390,9 @@ spec:
         .count();
     assert_eq!(poison_attempts, 3, "the first attempt and 2 retries");
     // The partition's lag reaches 0 in the metrics and in `kinetic get sources`.
-    let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let metrics = support::scrape(&client, &kinetic.base_url).await;
+        let metrics = support::scrape(&kinetic).await;
         let labels = [
             ("name", "poison"),
             ("topic", topic.as_str()),
@@ -479,7 +471,7 @@ spec:
     // Still running and serving.
     let health = reqwest::get(kinetic.url("/healthz")).await.unwrap();
     assert_eq!(health.status().as_u16(), 200);
-    let table = support::cli_in_place(&["get", "sources", "--server", &kinetic.base_url]);
+    let table = kinetic.cli_in_place(&["get", "sources"]);
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(
         table.contains("KafkaSource") && table.contains("nowhere"),
@@ -540,7 +532,7 @@ spec:
         let text = format!("{}---\n{}", broker_yaml("default"), good.replace(from, to));
         let file = write_yaml(store.dir(), name, &text);
         let file = file.display().to_string();
-        let output = support::cli_in_place(&["apply", "-f", &file, "--server", &kinetic.base_url]);
+        let output = kinetic.cli_in_place(&["apply", "-f", &file]);
         assert!(!output.status.success(), "{name} was applied");
         let error = String::from_utf8_lossy(&output.stderr);
         for part in [
@@ -557,14 +549,7 @@ spec:
             );
         }
     }
-    let output = support::cli_in_place(&[
-        "get",
-        "kafkasources",
-        "-o",
-        "json",
-        "--server",
-        &kinetic.base_url,
-    ]);
+    let output = kinetic.cli_in_place(&["get", "kafkasources", "-o", "json"]);
     assert!(output.status.success(), "{output:?}");
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "[]");
 }

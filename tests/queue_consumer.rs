@@ -60,7 +60,6 @@ async fn orders_are_processed_in_order_and_the_refused_one_replayed(engine: Engi
         .replace("http://127.0.0.1:9090/", &receiver.url("/processed"));
     let file = write_yaml(store.dir(), "orders.yaml", &yaml);
     let kinetic = tokio::task::block_in_place(|| Kinetic::up(&store, &[&file]));
-    let client = reqwest::Client::new();
 
     let produced = std::process::Command::new(example_binary("orders-produce"))
         .args([
@@ -116,10 +115,10 @@ async fn orders_are_processed_in_order_and_the_refused_one_replayed(engine: Engi
     assert_eq!(seen.len(), CUSTOMERS as usize);
 
     // The refused order is a dead letter after one attempt, with the function's reason.
-    let letters_url = kinetic.url("/api/v1/deadletters?trigger=default/process-orders");
+    let letters_url = kinetic.admin("/api/v1/deadletters?trigger=default/process-orders");
     let deadline = Instant::now() + WAIT;
     let letters = loop {
-        let letters = get(&client, &letters_url).await["items"]
+        let letters = get(&kinetic.api(), &letters_url).await["items"]
             .as_array()
             .cloned()
             .unwrap_or_default();
@@ -148,8 +147,10 @@ async fn orders_are_processed_in_order_and_the_refused_one_replayed(engine: Engi
         .find(|doc| doc.contains("\nkind: Service\n"))
         .expect("the Service document")
         .to_owned();
-    let applied = client
-        .post(kinetic.url("/api/v1/apply?file=fix.yaml"))
+    let applied = kinetic
+        .api()
+        .post(kinetic.admin("/api/v1/apply?file=fix.yaml"))
+        .header("content-type", "application/yaml")
         .body(service)
         .send()
         .await
@@ -162,7 +163,11 @@ async fn orders_are_processed_in_order_and_the_refused_one_replayed(engine: Engi
     );
     let deadline = Instant::now() + WAIT;
     loop {
-        let service = get(&client, &kinetic.url("/api/v1/services/default/order-fn")).await;
+        let service = get(
+            &kinetic.api(),
+            &kinetic.admin("/api/v1/services/default/order-fn"),
+        )
+        .await;
         let latest = service["status"]["latestRevision"]
             .as_str()
             .unwrap_or_default()
@@ -178,14 +183,12 @@ async fn orders_are_processed_in_order_and_the_refused_one_replayed(engine: Engi
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let replay = tokio::task::block_in_place(|| {
-        support::cli(&[
+        kinetic.cli(&[
             "dlq",
             "replay",
             "--trigger",
             "default/process-orders",
             "--all",
-            "--server",
-            &kinetic.base_url,
         ])
     });
     assert!(

@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use support::{
-    Engine, Kinetic, Receiver, TestStore, broker_yaml, cli, documents, metric_sum, scrape,
-    send_event, trigger_yaml, write_yaml,
+    Engine, Kinetic, Receiver, TestStore, broker_yaml, documents, metric_sum, scrape, send_event,
+    trigger_yaml, write_yaml,
 };
 
 const TRIGGERS: usize = 6;
@@ -121,7 +121,6 @@ struct Cluster {
     broker: Kinetic,
     dispatchers: [Kinetic; 2],
     receiver: Receiver,
-    client: reqwest::Client,
     _store: TestStore,
 }
 
@@ -150,13 +149,7 @@ impl Cluster {
             ));
         }
         let file = write_yaml(store.dir(), "resources.yaml", &documents(&resources));
-        let output = cli(&[
-            "apply",
-            "-f",
-            file.to_str().unwrap(),
-            "--server",
-            &broker.base_url,
-        ]);
+        let output = broker.cli(&["apply", "-f", file.to_str().unwrap()]);
         assert!(
             output.status.success(),
             "kinetic apply: {}",
@@ -172,7 +165,6 @@ impl Cluster {
             broker,
             dispatchers,
             receiver,
-            client: reqwest::Client::new(),
             _store: store,
         }
     }
@@ -185,9 +177,7 @@ impl Cluster {
     async fn shares(&self) -> Vec<BTreeMap<String, f64>> {
         let mut shares = Vec::new();
         for dispatcher in &self.dispatchers {
-            shares.push(delivered_by_trigger(
-                &scrape(&self.client, &dispatcher.base_url).await,
-            ));
+            shares.push(delivered_by_trigger(&scrape(dispatcher).await));
         }
         shares
     }
@@ -215,7 +205,7 @@ async fn every_event_reaches_every_trigger_once_and_both_dispatchers_deliver() {
         "{EVENTS} events x {TRIGGERS} triggers delivered exactly once in {:?}",
         took.unwrap()
     );
-    let broker_metrics = scrape(&cluster.client, &cluster.broker.base_url).await;
+    let broker_metrics = scrape(&cluster.broker).await;
     assert_eq!(
         metric_sum(
             &broker_metrics,
@@ -284,9 +274,7 @@ async fn a_killed_dispatchers_triggers_are_taken_over_within_the_lease() {
         .iter()
         .map(|c| c.values().filter(|n| **n > 1).count())
         .sum();
-    let survivor_share = delivered_by_trigger(
-        &scrape(&cluster.client, &cluster.dispatchers[survivor].base_url).await,
-    );
+    let survivor_share = delivered_by_trigger(&scrape(&cluster.dispatchers[survivor]).await);
     assert_eq!(
         survivor_share.len(),
         TRIGGERS,
@@ -319,13 +307,7 @@ async fn a_separate_dispatcher_is_woken_by_the_database() {
         trigger_yaml("woken", "default", &receiver.url("/woken"), ""),
     ]);
     let file = write_yaml(store.dir(), "resources.yaml", &resources);
-    let output = cli(&[
-        "apply",
-        "-f",
-        file.to_str().unwrap(),
-        "--server",
-        &broker.base_url,
-    ]);
+    let output = broker.cli(&["apply", "-f", file.to_str().unwrap()]);
     assert!(
         output.status.success(),
         "kinetic apply: {}",

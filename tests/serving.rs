@@ -104,7 +104,10 @@ fn host(service: &str) -> String {
 }
 
 async fn api_get(kinetic: &Kinetic, path: &str) -> Value {
-    reqwest::get(kinetic.url(path))
+    kinetic
+        .api()
+        .get(kinetic.admin(path))
+        .send()
         .await
         .unwrap()
         .json()
@@ -262,14 +265,7 @@ async fn a_burst_at_zero_is_served_entirely_with_container_concurrency_one() {
         "a burst of 200 at CC=1 scales out (served by {pids:?} in {:?})",
         started.elapsed()
     );
-    let logs = support::cli(&[
-        "logs",
-        "cc1",
-        "--tail",
-        "10000",
-        "--server",
-        &kinetic.base_url,
-    ]);
+    let logs = kinetic.cli(&["logs", "cc1", "--tail", "10000"]);
     let text = String::from_utf8_lossy(&logs.stdout);
     assert!(!text.contains("concurrency exceeded"), "{text}");
 }
@@ -334,13 +330,7 @@ async fn traffic_splits_by_percent_and_tags_address_revisions() {
         "{name: VERSION, value: two}",
     ) + "  traffic:\n    - latestRevision: true\n      percent: 80\n    - revisionName: split-00001\n      percent: 20\n      tag: old\n";
     let file2 = write_yaml(store.dir(), "split2.yaml", &v2);
-    let applied = support::cli(&[
-        "apply",
-        "-f",
-        file2.to_str().unwrap(),
-        "--server",
-        &kinetic.base_url,
-    ]);
+    let applied = kinetic.cli(&["apply", "-f", file2.to_str().unwrap()]);
     assert!(applied.status.success(), "{applied:?}");
     // Traffic follows the new revision once it is ready.
     wait_for_service(&kinetic, "split", Duration::from_secs(20), |s| {
@@ -370,7 +360,7 @@ async fn traffic_splits_by_percent_and_tags_address_revisions() {
         );
     }
     // Status shows the URL and the split.
-    let services = support::cli(&["get", "services", "--server", &kinetic.base_url]);
+    let services = kinetic.cli(&["get", "services"]);
     let table = String::from_utf8_lossy(&services.stdout);
     assert!(
         table.contains(&format!("http://split.default.{DOMAIN}:"))
@@ -394,13 +384,7 @@ async fn unknown_hosts_and_bad_traffic_are_explained() {
     let bad = service_yaml("bad", &[], "", "")
         + "  traffic:\n    - revisionName: bad-00007\n      percent: 100\n";
     let file = write_yaml(store.dir(), "bad.yaml", &bad);
-    let applied = support::cli(&[
-        "apply",
-        "-f",
-        file.to_str().unwrap(),
-        "--server",
-        &kinetic.base_url,
-    ]);
+    let applied = kinetic.cli(&["apply", "-f", file.to_str().unwrap()]);
     assert!(!applied.status.success());
     let error = String::from_utf8_lossy(&applied.stderr);
     assert!(
@@ -434,7 +418,7 @@ async fn trigger_wakes_a_service_at_zero(engine: Engine) {
     assert_eq!(status, 202);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let logs = support::cli(&["logs", "eventfn", "--server", &kinetic.base_url]);
+        let logs = kinetic.cli(&["logs", "eventfn"]);
         let text = String::from_utf8_lossy(&logs.stdout).to_string();
         if text.contains("event wake-1 of type com.example.wake") {
             break;
@@ -525,13 +509,7 @@ async fn a_new_revision_that_cannot_start_never_takes_traffic() {
         "[\"sh\", \"-c\", \"echo cannot start >&2; exit 1\"]",
     );
     let broken_file = write_yaml(store.dir(), "broken.yaml", &broken);
-    let applied = support::cli(&[
-        "apply",
-        "-f",
-        broken_file.to_str().unwrap(),
-        "--server",
-        &kinetic.base_url,
-    ]);
+    let applied = kinetic.cli(&["apply", "-f", broken_file.to_str().unwrap()]);
     assert!(applied.status.success(), "{applied:?}");
     wait_for_revision(&kinetic, "roll-00002", Duration::from_secs(20), |s| {
         s["crashes"].as_u64() >= Some(1)
@@ -550,7 +528,7 @@ async fn a_new_revision_that_cannot_start_never_takes_traffic() {
             "{body}"
         );
     }
-    let revisions = support::cli(&["get", "revisions", "--server", &kinetic.base_url]);
+    let revisions = kinetic.cli(&["get", "revisions"]);
     let table = String::from_utf8_lossy(&revisions.stdout);
     assert!(
         table.contains("cannot start"),
@@ -579,7 +557,7 @@ async fn a_slow_function_gets_504_after_its_timeout() {
     );
     let (code, _) = gateway.get(&host("slow"), "/?sleep_ms=10").await;
     assert_eq!(code, 200);
-    let metrics = support::scrape(&reqwest::Client::new(), &kinetic.base_url).await;
+    let metrics = support::scrape(&kinetic).await;
     assert!(
         support::metric_sum(
             &metrics,

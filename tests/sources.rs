@@ -225,14 +225,7 @@ async fn webhooks_become_events(engine: Engine) {
     assert_eq!(paid.header("ce-team"), Some("payments"));
     assert_eq!(paid.body.as_ref(), payment);
     // Status shows what each source did.
-    let sources = support::cli(&[
-        "get",
-        "sources",
-        "-o",
-        "json",
-        "--server",
-        &kinetic.base_url,
-    ]);
+    let sources = kinetic.cli(&["get", "sources", "-o", "json"]);
     let sources: serde_json::Value = serde_json::from_slice(&sources.stdout).unwrap();
     let github_status = sources
         .as_array()
@@ -242,7 +235,7 @@ async fn webhooks_become_events(engine: Engine) {
         .unwrap();
     assert_eq!(github_status["events"], 2, "{sources}");
     assert_eq!(github_status["ready"], true, "{sources}");
-    let metrics = support::scrape(&client, &kinetic.base_url).await;
+    let metrics = support::scrape(&kinetic).await;
     assert_eq!(
         support::metric_sum(
             &metrics,
@@ -286,7 +279,7 @@ async fn a_webhook_source_without_its_secret_is_not_ready_and_says_why() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(answer.0, 503, "{}", answer.1);
-    let sources = support::cli(&["get", "sources", "--server", &kinetic.base_url]);
+    let sources = kinetic.cli(&["get", "sources"]);
     let table = String::from_utf8_lossy(&sources.stdout);
     assert!(table.contains("GITHUB_WEBHOOK_SECRET"), "{table}");
 }
@@ -349,7 +342,7 @@ spec:
     kinetic.kill9();
     let kinetic = Kinetic::up(&store, &[&file]);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let metrics = support::scrape(&reqwest::Client::new(), &kinetic.base_url).await;
+    let metrics = support::scrape(&kinetic).await;
     let accepted = support::metric_sum(&metrics, "kinetic_broker_events_accepted_total", &[]);
     let duplicates = support::metric_sum(&metrics, "kinetic_broker_events_duplicate_total", &[]);
     assert_eq!(
@@ -364,14 +357,7 @@ spec:
             .all(|r| r.header("ce-id") == Some(first_id.as_str())),
         "only the first tick so far: {all:?}"
     );
-    let sources = support::cli(&[
-        "get",
-        "sources",
-        "-o",
-        "json",
-        "--server",
-        &kinetic.base_url,
-    ]);
+    let sources = kinetic.cli(&["get", "sources", "-o", "json"]);
     let sources: serde_json::Value = serde_json::from_slice(&sources.stdout).unwrap();
     let next = sources[0]["nextAt"]
         .as_str()
@@ -585,7 +571,7 @@ spec:
     let text = confirmed.text().await.unwrap();
     assert_ne!(status, 200, "{text}");
     assert!(text.contains("--egress-allow loopback"), "{text}");
-    let sources = support::cli(&["get", "sources", "--server", &kinetic.base_url]);
+    let sources = kinetic.cli(&["get", "sources"]);
     let table = String::from_utf8_lossy(&sources.stdout);
     assert!(table.contains("egress-allow"), "{table}");
     assert!(receiver.received("/sink").is_empty());
@@ -658,13 +644,7 @@ spec:
         .await
         .unwrap();
     assert_eq!(unknown.status(), 404);
-    let applied = support::cli(&[
-        "apply",
-        "-f",
-        hooks.to_str().unwrap(),
-        "--server",
-        &kinetic.base_url,
-    ]);
+    let applied = kinetic.cli(&["apply", "-f", hooks.to_str().unwrap()]);
     assert!(
         applied.status.success(),
         "{}",

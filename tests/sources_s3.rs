@@ -340,14 +340,7 @@ spec:
     }
     assert_eq!(counts, expected, "{}", kinetic.log());
     // `kinetic get sources` shows the queue's backlog.
-    let sources = support::cli(&[
-        "get",
-        "sources",
-        "-o",
-        "json",
-        "--server",
-        &kinetic.base_url,
-    ]);
+    let sources = kinetic.cli(&["get", "sources", "-o", "json"]);
     let sources: serde_json::Value = serde_json::from_slice(&sources.stdout).unwrap();
     let photos = &sources[0];
     assert_eq!(photos["name"], "photos", "{sources}");

@@ -131,8 +131,9 @@ async fn webhooks_in_and_out(engine: Engine) {
     // Sources start at the controller's first pass, a moment after kinetic listens.
     let deadline = Instant::now() + WAIT;
     loop {
-        let sources: serde_json::Value = client
-            .get(kinetic.url("/api/v1/sources"))
+        let sources: serde_json::Value = kinetic
+            .api()
+            .get(kinetic.admin("/api/v1/sources"))
             .send()
             .await
             .unwrap()
@@ -180,10 +181,11 @@ async fn webhooks_in_and_out(engine: Engine) {
     for delivery in &audit {
         assert_signed(delivery);
     }
-    let letters_url = kinetic.url("/api/v1/deadletters?trigger=default/audit");
+    let letters_url = kinetic.admin("/api/v1/deadletters?trigger=default/audit");
     let deadline = Instant::now() + WAIT;
     let letters = loop {
-        let letters: serde_json::Value = client
+        let letters: serde_json::Value = kinetic
+            .api()
             .get(&letters_url)
             .send()
             .await
@@ -208,15 +210,7 @@ async fn webhooks_in_and_out(engine: Engine) {
     // The audit endpoint is fixed; the dead letter is replayed, signed like any delivery.
     fixed.store(true, Ordering::SeqCst);
     let replay = tokio::task::block_in_place(|| {
-        support::cli(&[
-            "dlq",
-            "replay",
-            "--trigger",
-            "default/audit",
-            "--all",
-            "--server",
-            &kinetic.base_url,
-        ])
+        kinetic.cli(&["dlq", "replay", "--trigger", "default/audit", "--all"])
     });
     assert!(
         replay.status.success(),

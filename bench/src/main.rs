@@ -443,6 +443,8 @@ async fn start_kinetic_with(
         &format!("127.0.0.1:{port}"),
         "--gateway-listen",
         "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
         "--store",
         &store,
         // The subscriber is on loopback, which the egress guard refuses by default.
@@ -450,7 +452,7 @@ async fn start_kinetic_with(
         "loopback",
         "-f",
     ]);
-    command.arg(&file);
+    command.arg(&file).arg("--state-dir").arg(dir.path());
     if let Some(bootstrap) = kafka {
         command.args([
             "--kafka-bootstrap-servers",

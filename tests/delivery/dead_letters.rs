@@ -5,7 +5,7 @@ use base64::Engine as _;
 use base64::prelude::BASE64_STANDARD;
 use serde_json::Value;
 
-use crate::support::{Answer, Engine, Receiver, cli_in_place, trigger_yaml};
+use crate::support::{Answer, Engine, Receiver, trigger_yaml};
 use crate::{Ce, QUIET, WAIT, World};
 
 engines!(
@@ -91,14 +91,7 @@ async fn sink_gets_the_event_with_error_extensions(engine: Engine) {
     );
     assert_eq!(listed["replayCount"], 0);
 
-    let output = cli_in_place(&[
-        "dlq",
-        "list",
-        "-o",
-        "json",
-        "--server",
-        &world.kinetic.base_url,
-    ]);
+    let output = world.kinetic.cli_in_place(&["dlq", "list", "-o", "json"]);
     assert!(
         output.status.success(),
         "{}",

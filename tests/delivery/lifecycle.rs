@@ -91,8 +91,10 @@ async fn triggers_change_while_running(engine: Engine) {
         "  filter: {attributes: {type: marker}}\n",
     );
     let response = world
-        .client
-        .post(world.kinetic.url("/api/v1/apply?file=late.yaml"))
+        .kinetic
+        .api()
+        .post(world.kinetic.admin("/api/v1/apply?file=late.yaml"))
+        .header("content-type", "application/yaml")
         .body(late)
         .send()
         .await

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use crate::support::{Answer, Engine, Receiver, cli_in_place, trigger_yaml};
+use crate::support::{Answer, Engine, Receiver, trigger_yaml};
 use crate::{Ce, QUIET, WAIT, World, ids, sorted};
 
 engines!(dead_letters_are_replayed_to_the_subscriber);
@@ -53,10 +53,11 @@ async fn dead_letters_are_replayed_to_the_subscriber(engine: Engine) {
             )
         })
         .collect();
-    let server = world.kinetic.base_url.clone();
 
     // By id, with the CLI.
-    let output = cli_in_place(&["dlq", "replay", &letter_of["x1"], "--server", &server]);
+    let output = world
+        .kinetic
+        .cli_in_place(&["dlq", "replay", &letter_of["x1"]]);
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
@@ -86,15 +87,10 @@ async fn dead_letters_are_replayed_to_the_subscriber(engine: Engine) {
     assert_eq!((now["x1"], now["x2"], now["x3"]), (1, 0, 0));
 
     // Every dead letter of the trigger not replayed yet, with the CLI.
-    let output = cli_in_place(&[
-        "dlq",
-        "replay",
-        "--trigger",
-        "default/replay",
-        "--all",
-        "--server",
-        &server,
-    ]);
+    let output =
+        world
+            .kinetic
+            .cli_in_place(&["dlq", "replay", "--trigger", "default/replay", "--all"]);
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.contains("2 dead letter(s) queued"), "{stdout}");
@@ -115,7 +111,9 @@ async fn dead_letters_are_replayed_to_the_subscriber(engine: Engine) {
     receiver.wait_for("/replay", 7, WAIT).await;
 
     // Unknown ids with the CLI: reported, nothing queued.
-    let output = cli_in_place(&["dlq", "replay", "no-such-letter", "--server", &server]);
+    let output = world
+        .kinetic
+        .cli_in_place(&["dlq", "replay", "no-such-letter"]);
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(stdout.contains("0 dead letter(s) queued"), "{stdout}");
     assert!(stdout.contains("not replayed"), "{stdout}");

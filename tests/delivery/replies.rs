@@ -111,7 +111,7 @@ async fn replies_flow_through_the_broker(engine: Engine) {
     // A body that is no event is ignored: delivered once, not retried, no dead letter.
     assert_eq!(ids(&receiver.received("/junk")), ["req-3"]);
     assert!(world.dead_letters("junk").await.is_empty());
-    let metrics = scrape(&world.client, &world.kinetic.base_url).await;
+    let metrics = scrape(&world.kinetic).await;
     let delivered = metric_sum(
         &metrics,
         "kinetic_dispatcher_deliveries_total",

@@ -13,7 +13,7 @@ use base64::Engine as _;
 use base64::prelude::BASE64_STANDARD;
 use serde_json::Value;
 
-use crate::support::{Answer, Engine, Received, Receiver, cli_in_place, trigger_yaml};
+use crate::support::{Answer, Engine, Received, Receiver, trigger_yaml};
 use crate::{Ce, QUIET, WAIT, World, ids, sorted};
 
 engines!(
@@ -406,7 +406,7 @@ async fn gone_disables_the_trigger_until_it_is_applied_again(engine: Engine) {
         ),
         "{trigger}"
     );
-    let output = cli_in_place(&["get", "triggers", "--server", &world.kinetic.base_url]);
+    let output = world.kinetic.cli_in_place(&["get", "triggers"]);
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(
         table.contains(&format!(

@@ -146,11 +146,19 @@ impl Drop for TestStore {
 /// A running `kinetic` process. Killed (SIGKILL) on drop if still running.
 pub struct Kinetic {
     pub child: Child,
+    /// The public listener (broker ingress, webhooks, health).
     pub base_url: String,
     pub address: SocketAddr,
+    /// The admin listener (`/api/v1`, `/metrics`); the dispatcher's one listener for it.
+    pub admin_url: String,
+    /// The admin token, read from the state directory's `admin-token` as a user's CLI does
+    /// (empty when the process was given `--admin-tokens`).
+    pub token: String,
     /// The serving gateway's address (`kinetic up` only).
     pub gateway: Option<SocketAddr>,
     log: Arc<Mutex<Vec<String>>>,
+    /// The state directory, when the harness made one.
+    _state: Option<tempfile::TempDir>,
 }
 
 pub fn binary() -> PathBuf {
@@ -182,6 +190,9 @@ impl Kinetic {
             "--store".into(),
             store.url.clone(),
         ];
+        if !extra.contains(&"--state-dir") {
+            args.extend(["--state-dir".into(), store.dir().display().to_string()]);
+        }
         if !extra.contains(&"--gateway-listen") {
             args.extend(["--gateway-listen".into(), "127.0.0.1:0".into()]);
         }
@@ -206,10 +217,31 @@ impl Kinetic {
     ///
     /// Every receiver of the tests is on loopback, which the egress guard refuses by default, so
     /// loopback is allowed (`KINETIC_EGRESS_ALLOW=loopback`) unless `env` sets the variable itself.
+    ///
+    /// `up` and `broker` get a free admin port unless `args` name one; a process without
+    /// `--state-dir` gets a temporary one, where it makes its admin token.
     pub fn spawn(args: &[String], env: &[(&str, &str)]) -> Self {
+        let mut args = args.to_vec();
+        let has = |args: &[String], flag: &str| args.iter().any(|a| a == flag);
+        if matches!(args.first().map(String::as_str), Some("up" | "broker"))
+            && !has(&args, "--admin-listen")
+        {
+            args.extend(["--admin-listen".into(), "127.0.0.1:0".into()]);
+        }
+        let mut own_state = None;
+        if !has(&args, "--state-dir") {
+            let dir = tempfile::tempdir().expect("state dir");
+            args.extend(["--state-dir".into(), dir.path().display().to_string()]);
+            own_state = Some(dir);
+        }
+        let state_dir = args
+            .iter()
+            .position(|a| a == "--state-dir")
+            .map(|i| PathBuf::from(&args[i + 1]))
+            .expect("--state-dir");
         let mut command = Command::new(binary());
         command
-            .args(args)
+            .args(&args)
             .env(
                 "KINETIC_LOG",
                 std::env::var("KINETIC_TEST_LOG").unwrap_or_else(|_| "info".into()),
@@ -233,7 +265,11 @@ impl Kinetic {
                     if let Some(address) = listen_address(&line, "listen=")
                         && let Some(sender) = found.take()
                     {
-                        let _ = sender.send((address, listen_address(&line, "gateway=")));
+                        let _ = sender.send((
+                            address,
+                            listen_address(&line, "gateway="),
+                            field(&line, "admin=").map(str::to_owned),
+                        ));
                     }
                     if std::env::var("KINETIC_TEST_ECHO").is_ok() {
                         eprintln!("[kinetic] {line}");
@@ -242,7 +278,7 @@ impl Kinetic {
                 }
             });
         }
-        let (address, gateway) = match wait.recv_timeout(Duration::from_secs(60)) {
+        let (address, gateway, admin) = match wait.recv_timeout(Duration::from_secs(60)) {
             Ok(found) => found,
             Err(_) => {
                 let _ = child.kill();
@@ -253,13 +289,65 @@ impl Kinetic {
                 );
             }
         };
+        let base_url = format!("http://{address}");
+        let token = if has(&args, "--admin-tokens") {
+            String::new()
+        } else {
+            std::fs::read_to_string(state_dir.join("admin-token"))
+                .map(|text| text.trim().to_owned())
+                .unwrap_or_default()
+        };
         Self {
             child,
-            base_url: format!("http://{address}"),
+            admin_url: admin.unwrap_or_else(|| base_url.clone()),
+            base_url,
             address,
+            token,
             gateway,
             log,
+            _state: own_state,
         }
+    }
+
+    /// A URL of the admin listener.
+    pub fn admin(&self, path: &str) -> String {
+        format!("{}{path}", self.admin_url)
+    }
+
+    /// An HTTP client that sends the admin token with every request.
+    pub fn api(&self) -> reqwest::Client {
+        self.api_with(&self.token)
+    }
+
+    /// An HTTP client that sends `token` with every request.
+    pub fn api_with(&self, token: &str) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().expect("token header"),
+        );
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client")
+    }
+
+    /// Runs a CLI command against this process's admin listener (`--server`), with its token in
+    /// `KINETIC_TOKEN`, as a user's shell would.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(binary())
+            .args(args)
+            .args(["--server", &self.admin_url])
+            .env("KINETIC_LOG", "warn")
+            .env("KINETIC_TOKEN", &self.token)
+            .output()
+            .expect("run kinetic")
+    }
+
+    /// [`Kinetic::cli`] from async code (see [`cli_in_place`]).
+    pub fn cli_in_place(&self, args: &[&str]) -> std::process::Output {
+        tokio::task::block_in_place(|| self.cli(args))
     }
 
     pub fn log(&self) -> String {
@@ -301,10 +389,15 @@ impl Kinetic {
 /// Finds the address in the `listen=127.0.0.1:PORT` log line every serving subcommand prints (or
 /// another `key=` of the same line, such as `gateway=`).
 fn listen_address(line: &str, key: &str) -> Option<SocketAddr> {
+    field(line, key)?.parse().ok()
+}
+
+/// The value of `key` (e.g. `admin=`) in a log line.
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let start = line.find(key)? + key.len();
     let rest = &line[start..];
     let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
-    rest[..end].trim_matches('"').parse().ok()
+    Some(rest[..end].trim_matches('"'))
 }
 
 impl Drop for Kinetic {
@@ -621,14 +714,11 @@ pub fn documents(parts: &[String]) -> String {
         .join("---\n")
 }
 
-/// The text of a process's `/metrics`.
-pub async fn scrape(client: &reqwest::Client, base_url: &str) -> String {
-    let response = client
-        .get(format!("{base_url}/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics");
-    assert_eq!(response.status().as_u16(), 200, "GET {base_url}/metrics");
+/// The text of a process's `/metrics` (on its admin listener, with its token).
+pub async fn scrape(kinetic: &Kinetic) -> String {
+    let url = kinetic.admin("/metrics");
+    let response = kinetic.api().get(&url).send().await.expect("GET /metrics");
+    assert_eq!(response.status().as_u16(), 200, "GET {url}");
     response.text().await.expect("metrics text")
 }
 

@@ -130,7 +130,11 @@ async fn start_counter() -> anyhow::Result<(SocketAddr, Arc<AtomicU64>)> {
 
 struct Kinetic {
     child: Child,
+    /// The public listener.
     base: String,
+    /// The admin listener, and a client that sends its token.
+    admin: String,
+    api: reqwest::Client,
     dir: tempfile::TempDir,
 }
 
@@ -166,12 +170,19 @@ async fn start_kinetic_with(
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("job.yaml");
     std::fs::write(&file, yaml)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let free = || -> anyhow::Result<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
+    let port = free()?;
+    let admin_port = free()?;
     let mut command = Command::new(&args.kinetic);
     command
         .args(["up", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+        .arg("--state-dir")
+        .arg(dir.path())
         .args(["--gateway-listen", "127.0.0.1:0", "--store"])
         .arg(format!(
             "sqlite://{}",
@@ -196,9 +207,11 @@ async fn start_kinetic_with(
         .stderr(std::fs::File::create(dir.path().join("kinetic.log"))?)
         .spawn()
         .with_context(|| format!("starting {}", args.kinetic.display()))?;
-    let kinetic = Kinetic {
+    let mut kinetic = Kinetic {
         child,
         base: format!("http://127.0.0.1:{port}"),
+        admin: format!("http://127.0.0.1:{admin_port}"),
+        api: reqwest::Client::new(),
         dir,
     };
     let client = reqwest::Client::new();
@@ -210,6 +223,16 @@ async fn start_kinetic_with(
             .await
             && r.status().is_success()
         {
+            // The admin token kinetic made in its state directory.
+            let token = std::fs::read_to_string(kinetic.dir.path().join("admin-token"))?;
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {}", token.trim()).parse()?,
+            );
+            kinetic.api = reqwest::Client::builder()
+                .default_headers(headers)
+                .build()?;
             return Ok(kinetic);
         }
         if Instant::now() > deadline {
@@ -281,7 +304,10 @@ async fn orders_run(args: &Args, bootstrap: &str) -> anyhow::Result<(f64, f64)> 
     wait_count(&processed, args.orders, Duration::from_secs(600)).await?;
     let rate = args.orders as f64 / started.elapsed().as_secs_f64();
     if std::env::var("JOBS_BENCH_METRICS").is_ok() {
-        let metrics = reqwest::get(format!("{}/metrics", kinetic.base))
+        let metrics = kinetic
+            .api
+            .get(format!("{}/metrics", kinetic.admin))
+            .send()
             .await?
             .text()
             .await?;

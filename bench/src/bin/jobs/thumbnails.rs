@@ -214,9 +214,10 @@ fn metrics_wanted() -> bool {
 }
 
 /// kinetic's JSON API, bounded in time.
-async fn api(client: &reqwest::Client, kinetic: &Kinetic, path: &str) -> anyhow::Result<Value> {
-    Ok(client
-        .get(format!("{}{path}", kinetic.base))
+async fn api(_client: &reqwest::Client, kinetic: &Kinetic, path: &str) -> anyhow::Result<Value> {
+    Ok(kinetic
+        .api
+        .get(format!("{}{path}", kinetic.admin))
         .timeout(Duration::from_secs(10))
         .send()
         .await?
@@ -409,8 +410,9 @@ async fn pipeline_run(args: &Args, uploads: &[Upload], thumbnailer: &Path) -> an
         )
         .await?;
         eprintln!("thumbnails pipeline: revision {}", revision["status"]);
-        let metrics = client
-            .get(format!("{}/metrics", kinetic.base))
+        let metrics = kinetic
+            .api
+            .get(format!("{}/metrics", kinetic.admin))
             .timeout(Duration::from_secs(10))
             .send()
             .await?

@@ -231,7 +231,7 @@ impl Kinetic {
         let mut command = Command::new(binary);
         command
             .arg("up")
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(["--gateway-listen", &format!("127.0.0.1:{gateway_port}")])
             .arg("--store")
             .arg(format!(
@@ -273,7 +273,7 @@ impl Kinetic {
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                     if let (Some(api), Some(gateway)) = (
-                        address_after(&line, "listen="),
+                        address_after(&line, "admin=http://"),
                         address_after(&line, "gateway="),
                     ) {
                         found
@@ -311,6 +311,13 @@ impl Kinetic {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
+        // The admin token kinetic made in its state directory.
+        let token = std::fs::read_to_string(dir.path().join("admin-token"))?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", token.trim()).parse()?,
+        );
         Ok(Kinetic {
             proc,
             api: format!("http://{api}"),
@@ -318,6 +325,7 @@ impl Kinetic {
             log,
             _dir: dir,
             client: reqwest::Client::builder()
+                .default_headers(headers)
                 .timeout(Duration::from_secs(10))
                 .build()?,
         })
