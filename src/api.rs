@@ -40,6 +40,8 @@ pub struct ApiState {
     pub sources: Option<Arc<kinetic_sources::Sources>>,
     /// Why triggers are not ready; present in processes that deliver.
     pub triggers: Option<kinetic_triggers::plan::ProblemTable>,
+    /// kinetic's own token issuer; present in processes that serve brokers.
+    pub issuer: Option<Arc<kinetic_auth::Issuer>>,
 }
 
 /// `/healthz` and `/readyz`, for the public listener (and the dispatcher's).
@@ -67,6 +69,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/deadletters/{id}", get(get_dead_letter))
         .route("/api/v1/services/{namespace}/{name}/logs", get(logs))
         .route("/api/v1/sources", get(list_sources))
+        .route("/api/v1/tokens", post(create_token))
         .route("/api/v1/{plural}", get(list))
         .route(
             "/api/v1/{plural}/{namespace}/{name}",
@@ -190,6 +193,7 @@ pub fn kind_of(plural: &str) -> Option<&'static str> {
         "services" | "service" | "ksvc" => Some("Service"),
         "revisions" | "revision" | "rev" => Some("Revision"),
         "configmaps" | "configmap" => Some("ConfigMap"),
+        "eventpolicies" | "eventpolicy" => Some("EventPolicy"),
         other => kinetic_api::sources::source_kind(other).map(|k| k.kind),
     }
 }
@@ -202,6 +206,7 @@ pub fn resource_types() -> String {
         "services",
         "revisions",
         "configmaps",
+        "eventpolicies",
         "sources",
     ];
     types.extend(kinetic_api::sources::SOURCE_KINDS.iter().map(|k| k.plural));
@@ -242,6 +247,14 @@ async fn list(
 
 /// A stored resource as the API shows it: with its generation and live status.
 async fn shown(state: &ApiState, stored: StoredResource) -> Result<Value, ApiError> {
+    if stored.kind == "Broker" || stored.kind == "EventPolicy" {
+        let status = policy_status(state, &stored).await?;
+        let mut body = with_status(stored.body, stored.generation);
+        if let Some(object) = body.as_object_mut() {
+            object.insert("status".into(), status);
+        }
+        return Ok(body);
+    }
     if stored.kind == "Trigger" {
         let status = trigger_status(state, &stored).await?;
         let mut body = with_status(stored.body, stored.generation);
@@ -254,6 +267,102 @@ async fn shown(state: &ApiState, stored: StoredResource) -> Result<Value, ApiErr
         state,
         with_status(stored.body, stored.generation),
     ))
+}
+
+/// A Broker's audience and the EventPolicies that apply to it (Knative's `status.address.audience`
+/// and `status.policies`); an EventPolicy's resolved subjects (`status.from`).
+async fn policy_status(state: &ApiState, stored: &StoredResource) -> Result<Value, ApiError> {
+    use kinetic_api::policy::{EventPolicy, POLICY_API_VERSION, broker_audience};
+    if stored.kind == "EventPolicy" {
+        let from = serde_json::from_value::<EventPolicy>(stored.body.clone())
+            .map(|policy| policy.subjects())
+            .unwrap_or_default();
+        return Ok(json!({"ready": true, "from": from}));
+    }
+    let policies: Vec<EventPolicy> = state
+        .store
+        .list_resources("EventPolicy", Some(&stored.namespace))
+        .await?
+        .into_iter()
+        .filter_map(|p| serde_json::from_value(p.body).ok())
+        .collect();
+    let brokers: Vec<kinetic_api::Broker> = serde_json::from_value(stored.body.clone())
+        .into_iter()
+        .collect();
+    let snapshot = kinetic_auth::policy::Snapshot::build(&policies, &brokers);
+    let applying: Vec<Value> = snapshot
+        .applying(&stored.namespace, &stored.name)
+        .iter()
+        .map(|p| json!({"apiVersion": POLICY_API_VERSION, "name": p.name}))
+        .collect();
+    Ok(json!({
+        "address": {
+            "url": format!("/{}/{}", stored.namespace, stored.name),
+            "audience": broker_audience(&stored.namespace, &stored.name),
+        },
+        "policies": applying,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    sub: String,
+    audience: String,
+    /// ISO-8601 (e.g. PT1H); one hour when absent.
+    #[serde(default)]
+    ttl: Option<String>,
+}
+
+/// Longest a token kinetic signs may live.
+const MAX_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// `POST /api/v1/tokens`: a token signed by kinetic's issuer (the admin role).
+async fn create_token(State(state): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
+    let Some(issuer) = &state.issuer else {
+        return Err(not_found(
+            "this process signs no tokens; ask the kinetic that serves the brokers".into(),
+        ));
+    };
+    let request: TokenRequest = serde_json::from_slice(&body).map_err(|error| {
+        bad_request(format!(
+            "the body must be JSON {{\"sub\": SUBJECT, \"audience\": AUDIENCE, \"ttl\": \"PT1H\"}}: {error}"
+        ))
+    })?;
+    if request.sub.trim().is_empty() || request.audience.trim().is_empty() {
+        return Err(bad_request(
+            "`sub` and `audience` must not be empty; a broker's audience is shown by `kinetic get brokers`".into(),
+        ));
+    }
+    let ttl = match &request.ttl {
+        Some(text) => kinetic_api::duration::parse(text)
+            .map_err(|error| bad_request(format!("ttl: {error}")))?,
+        None => std::time::Duration::from_secs(3600),
+    };
+    if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
+        return Err(bad_request(format!(
+            "ttl `{}` must be more than zero and at most 30 days",
+            request.ttl.unwrap_or_default()
+        )));
+    }
+    let token = issuer
+        .sign(&request.sub, &request.audience, ttl)
+        .map_err(|error| {
+            tracing::error!(%error, "Signing a token failed.");
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": "signing the token failed; see kinetic's log"}),
+            )
+        })?;
+    let expires = chrono::Utc::now() + ttl;
+    Ok(axum::Json(json!({
+        "token": token,
+        "issuer": issuer.url(),
+        "sub": request.sub,
+        "audience": request.audience,
+        "expires": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    }))
+    .into_response())
 }
 
 /// A trigger's delivery state: `disabled` (its subscriber answered 410; from the store, so every

@@ -43,8 +43,15 @@ pub fn parse_and_validate(
                     .in_resource(resource.key().to_string())
             })?;
         }
-        if let Resource::Trigger(trigger) = resource {
-            Filter::compile(trigger).map_err(|error| {
+        let compiled = match resource {
+            Resource::Trigger(trigger) => Some(Filter::compile(trigger)),
+            Resource::EventPolicy(policy) => {
+                Some(Filter::compile_all(&policy.spec.filters, "spec.filters"))
+            }
+            _ => None,
+        };
+        if let Some(compiled) = compiled {
+            compiled.map_err(|error| {
                 kinetic_api::Error::new(error.path, error.message)
                     .with_hint("see the CloudEvents SQL spec; e.g. `type LIKE 'com.example.%' AND source = '/shop'`")
                     .in_file(file)

@@ -104,6 +104,24 @@ pub struct IngressArg {
         default_value = "http://127.0.0.1:8080"
     )]
     pub ingress: String,
+    /// File whose first line is a JWT for the broker (`kinetic token create`), for brokers an
+    /// EventPolicy or the default authorization mode closes. Default: `$KINETIC_BROKER_TOKEN`.
+    #[arg(long = "token-file", env = "KINETIC_BROKER_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl IngressArg {
+    fn token(&self) -> anyhow::Result<Option<String>> {
+        if let Some(file) = &self.token_file {
+            return crate::admin::read_token(file)?
+                .map(Some)
+                .ok_or_else(|| anyhow::anyhow!("--token-file {}: no such file", file.display()));
+        }
+        Ok(std::env::var("KINETIC_BROKER_TOKEN")
+            .ok()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty()))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -279,6 +297,29 @@ pub async fn get(
                             namespace.clone(),
                             name.clone(),
                             format!("/{namespace}/{name}"),
+                            text("/status/address/audience"),
+                            item.pointer("/status/policies")
+                                .and_then(Value::as_array)
+                                .map(|p| {
+                                    p.iter()
+                                        .filter_map(|p| p["name"].as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(",")
+                                })
+                                .unwrap_or_default(),
+                        ],
+                        "EventPolicy" => vec![
+                            namespace.clone(),
+                            name.clone(),
+                            item.pointer("/status/from")
+                                .and_then(Value::as_array)
+                                .map(|p| {
+                                    p.iter()
+                                        .filter_map(Value::as_str)
+                                        .collect::<Vec<_>>()
+                                        .join(",")
+                                })
+                                .unwrap_or_default(),
                         ],
                         _ => vec![
                             namespace,
@@ -311,7 +352,8 @@ pub async fn get(
                 })
                 .collect();
             let header: &[&str] = match kind_name {
-                "Broker" => &["NAMESPACE", "NAME", "INGRESS PATH"],
+                "Broker" => &["NAMESPACE", "NAME", "INGRESS PATH", "AUDIENCE", "POLICIES"],
+                "EventPolicy" => &["NAMESPACE", "NAME", "FROM"],
                 "Service" => &["NAMESPACE", "NAME", "URL", "LATEST", "TRAFFIC", "READY"],
                 "Revision" => &[
                     "NAMESPACE",
@@ -512,13 +554,16 @@ pub async fn send(args: &SendArgs) -> anyhow::Result<()> {
         "{}/{namespace}/{broker}",
         args.ingress.ingress.trim_end_matches('/')
     );
-    let request = reqwest::Client::builder()
+    let mut request = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .build()
         .context("building the HTTP client")?
         .post(url)
         .headers(headers)
         .body(body);
+    if let Some(token) = args.ingress.token()? {
+        request = request.bearer_auth(token);
+    }
     call(&args.ingress.ingress, request).await?;
     println!("Event {id} accepted by {namespace}/{broker}.");
     Ok(())
@@ -752,6 +797,51 @@ async fn sources(
             );
         }
     }
+    Ok(())
+}
+
+/// `30s`, `15m`, `1h`, `7d`, or ISO-8601 (`PT1H`).
+pub fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
+    let units = [('s', 1u64), ('m', 60), ('h', 3600), ('d', 86_400)];
+    if let Some((number, unit)) = text
+        .char_indices()
+        .last()
+        .and_then(|(at, unit)| Some((text[..at].parse::<u64>().ok()?, unit)))
+        && let Some((_, seconds)) = units.iter().find(|(u, _)| *u == unit)
+    {
+        return Ok(std::time::Duration::from_secs(
+            number.saturating_mul(*seconds),
+        ));
+    }
+    kinetic_api::duration::parse(text)
+        .map_err(|_| format!("`{text}` is not a duration; write e.g. 30s, 15m, 1h, 7d or PT1H"))
+}
+
+/// `kinetic token create`: a token from the server's issuer.
+pub async fn token_create(
+    server: &ServerArg,
+    sub: &str,
+    audience: &str,
+    ttl: std::time::Duration,
+) -> anyhow::Result<()> {
+    let answer = call(
+        &server.server,
+        server
+            .client()?
+            .post(server.url("/api/v1/tokens"))
+            .json(&serde_json::json!({
+                "sub": sub,
+                "audience": audience,
+                "ttl": format!("PT{}S", ttl.as_secs()),
+            })),
+    )
+    .await?;
+    println!("{}", answer["token"].as_str().unwrap_or_default());
+    eprintln!(
+        "Token for `{sub}`, audience `{audience}`, issued by {}, valid until {}. Send it as `Authorization: Bearer TOKEN`.",
+        answer["issuer"].as_str().unwrap_or("?"),
+        answer["expires"].as_str().unwrap_or("?")
+    );
     Ok(())
 }
 

@@ -245,3 +245,49 @@ pub fn parse_admin_listen(text: &str) -> Result<AdminListen, String> {
         format!("`{text}` is neither HOST:PORT (e.g. 127.0.0.1:8070) nor unix:PATH (e.g. unix:/run/kinetic/admin.sock)")
     })
 }
+
+/// Who may send events to brokers (Knative's EventPolicy, OIDC tokens).
+#[derive(Debug, Clone, Args)]
+pub struct AuthSettings {
+    /// Who may send to a broker that no EventPolicy applies to: `allow-all` (anyone, no token;
+    /// the default on loopback), `deny-all`, or `allow-same-namespace` (tokens whose subject is
+    /// `system:serviceaccount:NAMESPACE:…`). Brokers that a policy names always need a token.
+    #[arg(long, env = "KINETIC_DEFAULT_AUTHORIZATION_MODE", value_parser = parse_mode)]
+    pub default_authorization_mode: Option<kinetic_auth::Mode>,
+    /// An outside OIDC issuer whose tokens senders may present, `ISSUER=JWKS` (JWKS: a file, or an
+    /// https URL fetched again when a token names an unknown key); repeat for several. On
+    /// Kubernetes, the cluster's service-account issuer.
+    #[arg(long = "oidc-issuer", env = "KINETIC_OIDC_ISSUERS", value_delimiter = ' ', value_parser = parse_issuer)]
+    pub oidc_issuers: Vec<kinetic_auth::IssuerSpec>,
+    /// kinetic's own issuer URL: the `iss` of the tokens it signs, under which the public listener
+    /// serves `/.well-known/openid-configuration`. Default: the public listener's URL.
+    #[arg(long, env = "KINETIC_ISSUER_URL")]
+    pub issuer_url: Option<String>,
+}
+
+impl AuthSettings {
+    /// The mode in force: allow-all unless given.
+    pub fn mode(&self) -> kinetic_auth::Mode {
+        self.default_authorization_mode
+            .unwrap_or(kinetic_auth::Mode::AllowAll)
+    }
+
+    /// Refuses a public listener off loopback that lets anyone in by default, unless that was
+    /// asked for. Checked before any port is bound.
+    pub fn check_exposure(&self, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+        if listen.ip().is_loopback() || self.default_authorization_mode.is_some() {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "--listen {listen} is reachable from other machines, and with no EventPolicy every broker would accept events from anyone (the default authorization mode is allow-all). Start with --default-authorization-mode deny-all or allow-same-namespace and apply EventPolicies for your senders; or say --default-authorization-mode allow-all if open brokers are what you want"
+        )
+    }
+}
+
+fn parse_mode(text: &str) -> Result<kinetic_auth::Mode, String> {
+    text.parse()
+}
+
+fn parse_issuer(text: &str) -> Result<kinetic_auth::IssuerSpec, String> {
+    text.parse()
+}

@@ -18,8 +18,8 @@ mod config;
 mod server;
 
 use config::{
-    AdminListen, AdminSettings, DispatcherSettings, EgressSettings, IngressSettings, KafkaSettings,
-    ServingSettings, StoreSettings,
+    AdminListen, AdminSettings, AuthSettings, DispatcherSettings, EgressSettings, IngressSettings,
+    KafkaSettings, ServingSettings, StoreSettings,
 };
 
 // Every event allocates on its way through HTTP, JSON and the store; glibc's allocator spends a
@@ -57,6 +57,8 @@ enum Command {
         #[command(flatten)]
         admin: AdminSettings,
         #[command(flatten)]
+        auth: AuthSettings,
+        #[command(flatten)]
         store: StoreSettings,
         #[command(flatten)]
         ingress: IngressSettings,
@@ -80,6 +82,8 @@ enum Command {
         admin_listen: AdminListen,
         #[command(flatten)]
         admin: AdminSettings,
+        #[command(flatten)]
+        auth: AuthSettings,
         #[command(flatten)]
         store: StoreSettings,
         #[command(flatten)]
@@ -213,10 +217,36 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Tokens for senders to brokers, signed by kinetic's own issuer.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Tokens of the admin API, for `--admin-tokens` files.
     AdminToken {
         #[command(subcommand)]
         command: AdminTokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// A JWT for `--sub` to present to the broker whose audience is `--audience` (needs the admin
+    /// role). Prints the token.
+    Create {
+        /// The subject an EventPolicy's `spec.from` names, e.g.
+        /// system:serviceaccount:default:checkout.
+        #[arg(long)]
+        sub: String,
+        /// The broker's audience, as `kinetic get brokers` shows it
+        /// (eventing.knative.dev/broker/NAMESPACE/NAME).
+        #[arg(long)]
+        audience: String,
+        /// How long it is valid: 30s, 15m, 1h, 7d or ISO-8601 (PT1H); at most 30 days.
+        #[arg(long, default_value = "1h", value_parser = client::parse_ttl)]
+        ttl: std::time::Duration,
+        #[command(flatten)]
+        server: client::ServerArg,
     },
 }
 
@@ -334,6 +364,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             listen,
             admin_listen,
             admin,
+            auth,
             store,
             ingress,
             dispatcher,
@@ -346,6 +377,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let settings = server::UpSettings {
                 admin_listen,
                 admin,
+                auth,
                 ingress,
                 dispatcher,
                 serving,
@@ -386,6 +418,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             listen,
             admin_listen,
             admin,
+            auth,
             store,
             ingress,
             kafka,
@@ -394,12 +427,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let store = server::open_store(&store).await?;
             server::broker(
                 store,
-                listen,
-                admin_listen,
-                admin,
-                state_dir,
-                ingress,
-                kafka,
+                server::BrokerSettings {
+                    listen,
+                    admin_listen,
+                    admin,
+                    auth,
+                    state_dir,
+                    ingress,
+                    kafka,
+                },
             )
             .await?;
         }
@@ -495,6 +531,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     server,
                 },
         } => client::dlq_replay(&server, ids, trigger, all).await?,
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    sub,
+                    audience,
+                    ttl,
+                    server,
+                },
+        } => client::token_create(&server, &sub, &audience, ttl).await?,
         Command::AdminToken {
             command: AdminTokenCommand::Create { role, name },
         } => {

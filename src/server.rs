@@ -25,8 +25,8 @@ use crate::admin::{self, Tokens};
 use crate::api::{self, ApiState};
 use crate::apply;
 use crate::config::{
-    AdminListen, AdminSettings, DispatcherSettings, EgressSettings, IngressSettings, KafkaSettings,
-    ServingSettings, StoreSettings,
+    AdminListen, AdminSettings, AuthSettings, DispatcherSettings, EgressSettings, IngressSettings,
+    KafkaSettings, ServingSettings, StoreSettings,
 };
 
 /// How often delivered events and expired dedupe entries are removed; often, so each removal is small.
@@ -246,12 +246,74 @@ async fn drain(committer_tasks: Vec<tokio::task::JoinHandle<()>>) {
     }
 }
 
+/// kinetic's issuer and the brokers' gate (EventPolicy, tokens), with the policies read once
+/// before anything is served and then every second.
+struct Auth {
+    issuer: Arc<kinetic_auth::Issuer>,
+    gate: Arc<kinetic_auth::Gate>,
+}
+
+async fn auth(
+    settings: &AuthSettings,
+    state_dir: &std::path::Path,
+    public_url: &str,
+    store: &Arc<dyn Store>,
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Auth> {
+    let url = settings.issuer_url.as_deref().unwrap_or(public_url);
+    kinetic_api::meta::validate_absolute_url(url)
+        .map_err(|e| anyhow::anyhow!("--issuer-url: {e}"))?;
+    let issuer = Arc::new(
+        kinetic_auth::Issuer::load_or_create(state_dir, url)
+            .context("kinetic's token signing key")?,
+    );
+    let verifier = kinetic_auth::Verifier::new(Some(&issuer), &settings.oidc_issuers);
+    if let Err(error) = verifier.preload().await {
+        // A file is the operator's to fix now; a URL may come back (it is fetched again later).
+        let files = settings
+            .oidc_issuers
+            .iter()
+            .any(|spec| matches!(spec.keys, kinetic_auth::verify::KeySource::File(_)));
+        if files {
+            anyhow::bail!("--oidc-issuer: {error}");
+        }
+        tracing::warn!(%error, "An issuer's keys could not be read yet; tokens it signed are refused until they can.");
+    }
+    let gate = Arc::new(kinetic_auth::Gate::new(Arc::new(verifier), settings.mode()));
+    gate.refresh(store.as_ref())
+        .await
+        .context("reading EventPolicies")?;
+    tracker.spawn(
+        gate.clone()
+            .run(store.clone(), Duration::from_secs(1), cancel.clone()),
+    );
+    Ok(Auth { issuer, gate })
+}
+
+/// kinetic's OIDC discovery document and key set, on the public listener.
+fn discovery_router(issuer: Arc<kinetic_auth::Issuer>) -> axum::Router {
+    use axum::routing::get;
+    let jwks = issuer.clone();
+    axum::Router::new()
+        .route(
+            kinetic_auth::issuer::DISCOVERY_PATH,
+            get(move || async move { axum::Json(issuer.discovery()) }),
+        )
+        .route(
+            kinetic_auth::issuer::JWKS_PATH,
+            get(move || async move { axum::Json(jwks.jwks()) }),
+        )
+}
+
+#[allow(clippy::too_many_arguments)] // The pieces an ingress is made of, each from its owner.
 fn ingress(
     store: &Arc<dyn Store>,
     kafka: Arc<KafkaLog>,
     settings: &IngressSettings,
     registry: &mut Registry,
     committed: watch::Sender<u64>,
+    admission: Arc<dyn kinetic_broker::Admission>,
     tracker: &TaskTracker,
     cancel: &CancellationToken,
 ) -> IngressParts {
@@ -283,6 +345,7 @@ fn ingress(
         },
         directory,
         metrics,
+        Some(admission),
     );
     IngressParts {
         router,
@@ -364,11 +427,23 @@ async fn serve(
 pub struct UpSettings {
     pub admin_listen: AdminListen,
     pub admin: AdminSettings,
+    pub auth: AuthSettings,
     pub ingress: IngressSettings,
     pub dispatcher: DispatcherSettings,
     pub serving: ServingSettings,
     pub kafka: KafkaSettings,
     pub egress: EgressSettings,
+}
+
+/// The settings of `kinetic broker`.
+pub struct BrokerSettings {
+    pub listen: SocketAddr,
+    pub admin_listen: AdminListen,
+    pub admin: AdminSettings,
+    pub auth: AuthSettings,
+    pub state_dir: PathBuf,
+    pub ingress: IngressSettings,
+    pub kafka: KafkaSettings,
 }
 
 /// The delivery settings of `kinetic dispatcher`.
@@ -392,6 +467,7 @@ pub async fn up(
     let UpSettings {
         admin_listen,
         admin: admin_settings,
+        auth: auth_settings,
         ingress: ingress_settings,
         dispatcher: dispatcher_settings,
         serving: serving_settings,
@@ -409,6 +485,7 @@ pub async fn up(
         .map(|file| read_resources(file, &autoscaler_defaults))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let tokens = admin_tokens(&admin_settings, &state_dir)?;
+    auth_settings.check_exposure(listen)?;
     let listener = bind(listen).await?;
     let address = listener.local_addr()?;
     let base_url = format!("http://{address}");
@@ -433,6 +510,15 @@ pub async fn up(
     let mut registry = Registry::default();
     let (committed, _) = watch::channel(0u64);
     let kafka = kafka_log(&kafka_settings, &store_handle);
+    let auth = auth(
+        &auth_settings,
+        &state_dir,
+        &base_url,
+        &store_handle,
+        &tracker,
+        &cancel,
+    )
+    .await?;
     let IngressParts {
         router: ingress_router,
         committer,
@@ -443,6 +529,7 @@ pub async fn up(
         &ingress_settings,
         &mut registry,
         committed.clone(),
+        auth.gate.clone(),
         &tracker,
         &cancel,
     );
@@ -495,9 +582,11 @@ pub async fn up(
         serving: Some(serving.clone()),
         sources: Some(sources.clone()),
         triggers: Some(dispatcher.problems()),
+        issuer: Some(auth.issuer.clone()),
     };
     let router = ingress_router
         .merge(api::health_router(api_state.clone()))
+        .merge(discovery_router(auth.issuer.clone()))
         .merge(sources.router());
     let admin_task =
         tokio::spawn(admin_socket.serve(api::router(api_state), admin_guard, cancel.clone()));
@@ -568,24 +657,36 @@ pub async fn up(
 }
 
 /// `kinetic broker`: the ingress and control-plane API, no delivery.
-pub async fn broker(
-    store: OpenedStore,
-    listen: SocketAddr,
-    admin_listen: AdminListen,
-    admin_settings: AdminSettings,
-    state_dir: PathBuf,
-    settings: IngressSettings,
-    kafka_settings: KafkaSettings,
-) -> anyhow::Result<()> {
+pub async fn broker(store: OpenedStore, settings: BrokerSettings) -> anyhow::Result<()> {
+    let BrokerSettings {
+        listen,
+        admin_listen,
+        admin: admin_settings,
+        auth: auth_settings,
+        state_dir,
+        ingress: settings,
+        kafka: kafka_settings,
+    } = settings;
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
     let kafka = kafka_log(&kafka_settings, &store.store);
     let tokens = admin_tokens(&admin_settings, &state_dir)?;
+    auth_settings.check_exposure(listen)?;
     let listener = bind(listen).await?;
+    let public_url = format!("http://{}", listener.local_addr()?);
     let admin_socket = AdminSocket::bind(&admin_listen).await?;
     let admin_guard = admin_guard(tokens, &admin_settings, admin_socket.bound()?);
     let admin_url = admin_socket.url()?;
     let tracker = TaskTracker::new();
+    let auth = auth(
+        &auth_settings,
+        &state_dir,
+        &public_url,
+        &store.store,
+        &tracker,
+        &cancel,
+    )
+    .await?;
     let mut registry = Registry::default();
     let (committed, _) = watch::channel(0u64);
     let parts = ingress(
@@ -594,6 +695,7 @@ pub async fn broker(
         &settings,
         &mut registry,
         committed,
+        auth.gate.clone(),
         &tracker,
         &cancel,
     );
@@ -603,8 +705,12 @@ pub async fn broker(
         serving: None,
         sources: None,
         triggers: None,
+        issuer: Some(auth.issuer.clone()),
     };
-    let router = parts.router.merge(api::health_router(api_state.clone()));
+    let router = parts
+        .router
+        .merge(api::health_router(api_state.clone()))
+        .merge(discovery_router(auth.issuer.clone()));
     let admin_task =
         tokio::spawn(admin_socket.serve(api::router(api_state), admin_guard, cancel.clone()));
     tracker.spawn(prune_loop(
@@ -670,6 +776,7 @@ pub async fn dispatcher_only(
         serving: None,
         sources: None,
         triggers: Some(dispatcher.problems()),
+        issuer: None,
     };
     // Health for probes; metrics behind the admin tokens. Never the admin API.
     let router = api::health_router(api_state.clone()).merge(

@@ -14,6 +14,7 @@ pub mod error;
 pub mod event;
 pub mod eventing;
 pub mod meta;
+pub mod policy;
 pub mod resource;
 pub mod serving;
 pub mod sources;

@@ -6,6 +6,7 @@ use serde::de::DeserializeOwned;
 use crate::core::{CORE_API_VERSION, ConfigMap};
 use crate::error::{Error, join_path};
 use crate::eventing::{Broker, EVENTING_API_VERSION, Trigger};
+use crate::policy::{EventPolicy, POLICY_API_VERSION};
 use crate::serving::{SERVING_API_VERSION, Service};
 use crate::sources::{KafkaSource, PingSource, S3Source, SOURCE_KINDS, WebhookSource};
 
@@ -20,6 +21,7 @@ pub enum Resource {
     PingSource(PingSource),
     KafkaSource(KafkaSource),
     ConfigMap(ConfigMap),
+    EventPolicy(EventPolicy),
 }
 
 /// The kinds accepted besides the sources, as `(apiVersion, kind)`.
@@ -28,6 +30,7 @@ const CORE_KINDS: &[(&str, &str)] = &[
     (EVENTING_API_VERSION, "Trigger"),
     (SERVING_API_VERSION, "Service"),
     (CORE_API_VERSION, "ConfigMap"),
+    (POLICY_API_VERSION, "EventPolicy"),
 ];
 
 /// Every kind accepted, as `(apiVersion, kind)`: [`CORE_KINDS`] and the [`SOURCE_KINDS`].
@@ -63,6 +66,7 @@ impl Resource {
             Resource::PingSource(s) => ("PingSource", &s.metadata),
             Resource::KafkaSource(s) => ("KafkaSource", &s.metadata),
             Resource::ConfigMap(c) => ("ConfigMap", &c.metadata),
+            Resource::EventPolicy(p) => ("EventPolicy", &p.metadata),
         };
         ResourceKey {
             kind: kind.to_owned(),
@@ -81,6 +85,7 @@ impl Resource {
             Resource::PingSource(s) => &mut s.metadata,
             Resource::KafkaSource(s) => &mut s.metadata,
             Resource::ConfigMap(c) => &mut c.metadata,
+            Resource::EventPolicy(p) => &mut p.metadata,
         }
     }
 
@@ -94,6 +99,7 @@ impl Resource {
             Resource::PingSource(s) => s.validate(),
             Resource::KafkaSource(s) => s.validate(),
             Resource::ConfigMap(c) => c.validate(),
+            Resource::EventPolicy(p) => p.validate(),
         }
     }
 
@@ -111,6 +117,7 @@ impl Resource {
             Resource::PingSource(s) => value(s),
             Resource::KafkaSource(s) => value(s),
             Resource::ConfigMap(c) => value(c),
+            Resource::EventPolicy(p) => value(p),
         }
     }
 
@@ -179,6 +186,7 @@ impl Resource {
             Some((_, "PingSource")) => typed(document).map(Resource::PingSource),
             Some((_, "KafkaSource")) => typed(document).map(Resource::KafkaSource),
             Some((_, "ConfigMap")) => typed(document).map(Resource::ConfigMap),
+            Some((_, "EventPolicy")) => typed(document).map(Resource::EventPolicy),
             Some(_) => typed(document).map(Resource::Trigger),
         }
         .map_err(|e| e.in_resource(label.clone()))?;

@@ -13,6 +13,7 @@ use cloudevents::AttributesReader;
 use kinetic_api::cloudevent::{self, EventErrorKind};
 use kinetic_store::{Appended, NewEvent};
 
+use crate::admission::{Admission, Denied};
 use crate::committer::{CommitError, Committer};
 use crate::directory::BrokerDirectory;
 use crate::log::LogError;
@@ -58,20 +59,26 @@ struct Ingress {
     committers: Committers,
     directory: BrokerDirectory,
     metrics: Metrics,
+    admission: Option<std::sync::Arc<dyn Admission>>,
 }
 
 /// The ingress routes, to merge into the main listener's router.
+///
+/// With an `admission`, every request is judged by it after its events are parsed and before they
+/// are written (401/403); without one, anyone may send.
 pub fn router(
     config: IngressConfig,
     committers: Committers,
     directory: BrokerDirectory,
     metrics: Metrics,
+    admission: Option<Arc<dyn Admission>>,
 ) -> Router {
     let state = Arc::new(Ingress {
         config,
         committers,
         directory,
         metrics,
+        admission,
     });
     Router::new()
         .route("/{namespace}/{broker}", any(handle))
@@ -84,6 +91,8 @@ struct Refusal {
     reason: &'static str,
     message: String,
     attribute: Option<String>,
+    /// `WWW-Authenticate` of a 401.
+    challenge: Option<&'static str>,
 }
 
 impl Refusal {
@@ -93,6 +102,21 @@ impl Refusal {
             reason,
             message: message.into(),
             attribute: None,
+            challenge: None,
+        }
+    }
+
+    fn denied(denied: Denied) -> Self {
+        match denied {
+            Denied::NoToken(message) => Self {
+                challenge: Some("Bearer"),
+                ..Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+            },
+            Denied::InvalidToken(message) => Self {
+                challenge: Some("Bearer error=\"invalid_token\""),
+                ..Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+            },
+            Denied::Forbidden(message) => Self::new(StatusCode::FORBIDDEN, "forbidden", message),
         }
     }
 }
@@ -108,6 +132,12 @@ impl IntoResponse for Refusal {
             response
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
+        }
+        if let Some(challenge) = self.challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response
@@ -201,7 +231,18 @@ async fn accept(
         reason: "invalid",
         message: error.message,
         attribute: error.attribute,
+        challenge: None,
     })?;
+    if let Some(admission) = &ingress.admission {
+        let authorization = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        admission
+            .admit(namespace, broker, authorization, &events)
+            .await
+            .map_err(Refusal::denied)?;
+    }
     let now = chrono::Utc::now();
     let key = format!("{namespace}/{broker}");
     let mut records = Vec::with_capacity(events.len());
@@ -216,6 +257,7 @@ async fn accept(
                 error.message
             },
             attribute: error.attribute,
+            challenge: None,
         })?;
         let record = NewEvent {
             broker: key.clone(),
@@ -325,6 +367,7 @@ mod tests {
             },
             BrokerDirectory::new(store),
             metrics,
+            None,
         )
     }
 

@@ -6,6 +6,7 @@
 //! transaction carries many events. This crate does not deliver: the dispatcher (`kinetic-triggers`)
 //! reads the log. Start reading at [`ingress::router`].
 
+pub mod admission;
 pub mod committer;
 pub mod directory;
 pub mod ingress;
@@ -13,6 +14,7 @@ pub mod kafka;
 pub mod log;
 pub mod metrics;
 
+pub use admission::{Admission, Denied};
 pub use committer::Committer;
 pub use directory::BrokerDirectory;
 pub use ingress::{Committers, IngressConfig, router};

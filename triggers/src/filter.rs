@@ -39,18 +39,7 @@ impl Filter {
     /// Compiles a trigger's filter. `filters`, when non-empty, overrides `filter` (as in Knative).
     pub fn compile(trigger: &Trigger) -> Result<Filter, FilterError> {
         if !trigger.spec.filters.is_empty() {
-            let filters = trigger
-                .spec
-                .filters
-                .iter()
-                .enumerate()
-                .map(|(index, filter)| compile_one(filter, &format!("spec.filters[{index}]")))
-                .collect::<Result<Vec<_>, _>>()?;
-            return Ok(if filters.len() == 1 {
-                filters.into_iter().next().unwrap_or(Filter::Everything)
-            } else {
-                Filter::All(filters)
-            });
+            return Self::compile_all(&trigger.spec.filters, "spec.filters");
         }
         match &trigger.spec.filter {
             Some(filter) if !filter.attributes.is_empty() => Ok(Filter::Attributes(
@@ -62,6 +51,24 @@ impl Filter {
             )),
             _ => Ok(Filter::Everything),
         }
+    }
+
+    /// Compiles a list of subscriptions API filters (a Trigger's or an EventPolicy's `filters`),
+    /// all of which must match; an empty list matches everything. `path` names the list in errors.
+    pub fn compile_all(
+        filters: &[SubscriptionsApiFilter],
+        path: &str,
+    ) -> Result<Filter, FilterError> {
+        let mut filters = filters
+            .iter()
+            .enumerate()
+            .map(|(index, filter)| compile_one(filter, &format!("{path}[{index}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(match filters.len() {
+            0 => Filter::Everything,
+            1 => filters.remove(0),
+            _ => Filter::All(filters),
+        })
     }
 
     pub fn matches(&self, event: &Event) -> bool {
