@@ -16,6 +16,8 @@ bash scripts/ensure-kafka.sh
 export KINETIC_NISSHI=${KINETIC_NISSHI:-${KINETIC_NISSHI_ROOT:-$HOME/.cache/kinetic-nisshi}/bin/nisshi}
 bash scripts/ensure-standardwebhooks.sh
 export KINETIC_STANDARDWEBHOOKS_PYTHON=${KINETIC_STANDARDWEBHOOKS_PYTHON:-${KINETIC_STANDARDWEBHOOKS_VENV:-$HOME/.cache/kinetic-standardwebhooks}/bin/python}
+bash scripts/ensure-pyjwt.sh
+export KINETIC_PYJWT_PYTHON=${KINETIC_PYJWT_PYTHON:-${KINETIC_PYJWT_VENV:-$HOME/.cache/kinetic-pyjwt}/bin/python}
 
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
   rustup component add rustfmt clippy
