@@ -89,9 +89,7 @@ fn resources(dir: &Path, receiver: &Receiver) -> std::path::PathBuf {
             ),
             policy(
                 "partners",
-                &format!(
-                    "  to: [{{selector: {{apiVersion: eventing.knative.dev/v1, kind: Broker, matchLabels: {{team: shop}}}}}}]\n  from: [{{sub: partner}}]\n"
-                ),
+                "  to: [{selector: {apiVersion: eventing.knative.dev/v1, kind: Broker, matchLabels: {team: shop}}}]\n  from: [{sub: partner}]\n",
             ),
             trigger_yaml("to-guarded", "guarded", &receiver.url("/guarded"), ""),
             trigger_yaml("to-open", "open", &receiver.url("/open"), ""),
