@@ -24,6 +24,25 @@ pub struct ServerArg {
     /// given.
     #[arg(long, env = "KINETIC_STATE_DIR", default_value = ".kinetic")]
     pub state_dir: PathBuf,
+    /// PEM CA certificates to trust for an `https://` server (besides the system's).
+    #[arg(long, env = "KINETIC_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A client builder that also trusts the CA certificates of `ca_file`.
+fn trusting(
+    mut builder: reqwest::ClientBuilder,
+    ca_file: Option<&Path>,
+) -> anyhow::Result<reqwest::ClientBuilder> {
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).with_context(|| format!("--ca-file {}", path.display()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("--ca-file {}: not PEM certificates", path.display()))?;
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    Ok(builder)
 }
 
 impl ServerArg {
@@ -76,9 +95,12 @@ impl ServerArg {
 
     /// A client for the admin API: the token on every request, the unix socket if any.
     fn client(&self) -> anyhow::Result<reqwest::Client> {
-        let mut builder = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .no_proxy();
+        let mut builder = trusting(
+            reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .no_proxy(),
+            self.ca_file.as_deref(),
+        )?;
         if let Some(token) = self.token()? {
             let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| anyhow::anyhow!("the admin token holds characters a header cannot carry; check the token file"))?;
@@ -108,6 +130,9 @@ pub struct IngressArg {
     /// EventPolicy or the default authorization mode closes. Default: `$KINETIC_BROKER_TOKEN`.
     #[arg(long = "token-file", env = "KINETIC_BROKER_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// PEM CA certificates to trust for an `https://` ingress (besides the system's).
+    #[arg(long, env = "KINETIC_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl IngressArg {
@@ -554,13 +579,15 @@ pub async fn send(args: &SendArgs) -> anyhow::Result<()> {
         "{}/{namespace}/{broker}",
         args.ingress.ingress.trim_end_matches('/')
     );
-    let mut request = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
-        .build()
-        .context("building the HTTP client")?
-        .post(url)
-        .headers(headers)
-        .body(body);
+    let mut request = trusting(
+        reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)),
+        args.ingress.ca_file.as_deref(),
+    )?
+    .build()
+    .context("building the HTTP client")?
+    .post(url)
+    .headers(headers)
+    .body(body);
     if let Some(token) = args.ingress.token()? {
         request = request.bearer_auth(token);
     }

@@ -291,3 +291,28 @@ fn parse_mode(text: &str) -> Result<kinetic_auth::Mode, String> {
 fn parse_issuer(text: &str) -> Result<kinetic_auth::IssuerSpec, String> {
     text.parse()
 }
+
+/// TLS on the public and admin listeners.
+#[derive(Debug, Clone, Args)]
+pub struct TlsSettings {
+    /// PEM certificate chain (the server's first) served on both listeners; picked up again when
+    /// the file changes, without a restart. Needs --tls-key.
+    #[arg(long, env = "KINETIC_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "KINETIC_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    /// The TLS acceptor, the files read and checked now.
+    pub fn load(&self) -> anyhow::Result<Option<crate::serve::Tls>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(crate::serve::Tls::new(crate::serve::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            })?)),
+            _ => Ok(None),
+        }
+    }
+}

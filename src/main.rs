@@ -15,11 +15,12 @@ mod api;
 mod apply;
 mod client;
 mod config;
+mod serve;
 mod server;
 
 use config::{
     AdminListen, AdminSettings, AuthSettings, DispatcherSettings, EgressSettings, IngressSettings,
-    KafkaSettings, ServingSettings, StoreSettings,
+    KafkaSettings, ServingSettings, StoreSettings, TlsSettings,
 };
 
 // Every event allocates on its way through HTTP, JSON and the store; glibc's allocator spends a
@@ -59,6 +60,8 @@ enum Command {
         #[command(flatten)]
         auth: AuthSettings,
         #[command(flatten)]
+        tls: TlsSettings,
+        #[command(flatten)]
         store: StoreSettings,
         #[command(flatten)]
         ingress: IngressSettings,
@@ -84,6 +87,8 @@ enum Command {
         admin: AdminSettings,
         #[command(flatten)]
         auth: AuthSettings,
+        #[command(flatten)]
+        tls: TlsSettings,
         #[command(flatten)]
         store: StoreSettings,
         #[command(flatten)]
@@ -365,6 +370,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             admin_listen,
             admin,
             auth,
+            tls,
             store,
             ingress,
             dispatcher,
@@ -375,6 +381,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let state_dir = store.state_dir.clone();
             let store = server::open_store(&store).await?;
             let settings = server::UpSettings {
+                tls,
                 admin_listen,
                 admin,
                 auth,
@@ -419,6 +426,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             admin_listen,
             admin,
             auth,
+            tls,
             store,
             ingress,
             kafka,
@@ -428,6 +436,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             server::broker(
                 store,
                 server::BrokerSettings {
+                    tls,
                     listen,
                     admin_listen,
                     admin,

@@ -26,8 +26,9 @@ use crate::api::{self, ApiState};
 use crate::apply;
 use crate::config::{
     AdminListen, AdminSettings, AuthSettings, DispatcherSettings, EgressSettings, IngressSettings,
-    KafkaSettings, ServingSettings, StoreSettings,
+    KafkaSettings, ServingSettings, StoreSettings, TlsSettings,
 };
+use crate::serve::Tls;
 
 /// How often delivered events and expired dedupe entries are removed; often, so each removal is small.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(2);
@@ -173,10 +174,11 @@ impl AdminSocket {
         })
     }
 
-    /// `http://ADDRESS` or `unix:PATH`: what the CLI's `--server` takes.
-    fn url(&self) -> anyhow::Result<String> {
+    /// `http(s)://ADDRESS` or `unix:PATH`: what the CLI's `--server` takes.
+    fn url(&self, tls: bool) -> anyhow::Result<String> {
+        let scheme = if tls { "https" } else { "http" };
         Ok(match self.bound()? {
-            admin::Bound::Tcp(address) => format!("http://{address}"),
+            admin::Bound::Tcp(address) => format!("{scheme}://{address}"),
             admin::Bound::Unix(path) => format!("unix:{}", path.display()),
         })
     }
@@ -186,11 +188,12 @@ impl AdminSocket {
         self,
         router: axum::Router,
         guard: Arc<admin::Guard>,
+        tls: Option<Tls>,
         cancel: CancellationToken,
     ) -> anyhow::Result<()> {
         let router = router.layer(axum::middleware::from_fn_with_state(guard, admin::guard));
         match self {
-            Self::Tcp(listener) => serve(listener, router, cancel).await,
+            Self::Tcp(listener) => crate::serve::serve(listener, router, tls, cancel).await,
             Self::Unix(listener, path) => {
                 let served = axum::serve(listener, router)
                     .with_graceful_shutdown(async move { cancel.cancelled().await })
@@ -212,13 +215,22 @@ fn admin_tokens(settings: &AdminSettings, state_dir: &std::path::Path) -> anyhow
     }
 }
 
-fn admin_guard(tokens: Tokens, settings: &AdminSettings, bound: admin::Bound) -> Arc<admin::Guard> {
-    Arc::new(admin::Guard::new(
+fn admin_guard(
+    tokens: Tokens,
+    settings: &AdminSettings,
+    bound: admin::Bound,
+    tls: bool,
+) -> Arc<admin::Guard> {
+    let mut guard = admin::Guard::new(
         tokens,
         bound,
         &settings.admin_hosts,
         settings.metrics_public,
-    ))
+    );
+    if tls {
+        guard.scheme = "https";
+    }
+    Arc::new(guard)
 }
 
 /// The Kafka class's log: the process's cluster, if configured, for brokers whose `spec.config`
@@ -411,20 +423,18 @@ fn dispatcher(
     )
 }
 
-/// Runs `router` on `listener` until `cancel`, finishing in-flight requests.
+/// Runs `router` on `listener` in plain HTTP until `cancel`, finishing in-flight requests.
 async fn serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
-        .context("serving HTTP")
+    crate::serve::serve(listener, router, None, cancel).await
 }
 
 /// The components' settings of `kinetic up`.
 pub struct UpSettings {
+    pub tls: TlsSettings,
     pub admin_listen: AdminListen,
     pub admin: AdminSettings,
     pub auth: AuthSettings,
@@ -437,6 +447,7 @@ pub struct UpSettings {
 
 /// The settings of `kinetic broker`.
 pub struct BrokerSettings {
+    pub tls: TlsSettings,
     pub listen: SocketAddr,
     pub admin_listen: AdminListen,
     pub admin: AdminSettings,
@@ -465,6 +476,7 @@ pub async fn up(
     state_dir: PathBuf,
 ) -> anyhow::Result<()> {
     let UpSettings {
+        tls: tls_settings,
         admin_listen,
         admin: admin_settings,
         auth: auth_settings,
@@ -486,12 +498,21 @@ pub async fn up(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let tokens = admin_tokens(&admin_settings, &state_dir)?;
     auth_settings.check_exposure(listen)?;
+    let tls = tls_settings.load()?;
     let listener = bind(listen).await?;
     let address = listener.local_addr()?;
-    let base_url = format!("http://{address}");
+    let base_url = format!(
+        "{}://{address}",
+        if tls.is_some() { "https" } else { "http" }
+    );
     let admin_socket = AdminSocket::bind(&admin_listen).await?;
-    let admin_guard = admin_guard(tokens, &admin_settings, admin_socket.bound()?);
-    let admin_url = admin_socket.url()?;
+    let admin_guard = admin_guard(
+        tokens,
+        &admin_settings,
+        admin_socket.bound()?,
+        tls.is_some(),
+    );
+    let admin_url = admin_socket.url(tls.is_some())?;
     let gateway_listener = tokio::net::TcpListener::bind(serving_settings.gateway_listen)
         .await
         .with_context(|| {
@@ -588,8 +609,15 @@ pub async fn up(
         .merge(api::health_router(api_state.clone()))
         .merge(discovery_router(auth.issuer.clone()))
         .merge(sources.router());
-    let admin_task =
-        tokio::spawn(admin_socket.serve(api::router(api_state), admin_guard, cancel.clone()));
+    let admin_task = tokio::spawn(admin_socket.serve(
+        api::router(api_state),
+        admin_guard,
+        tls.clone(),
+        cancel.clone(),
+    ));
+    if let Some(tls) = &tls {
+        tracker.spawn(tls.clone().watch(cancel.clone()));
+    }
     tracker.spawn(sources.run(cancel.child_token()));
     let dispatcher_cancel = cancel.child_token();
     tracker.spawn(dispatcher.run(dispatcher_cancel));
@@ -624,7 +652,7 @@ pub async fn up(
         &files,
     );
     tracing::info!(listen = %address, admin = %admin_url, gateway = %gateway_address, store = %redact(&store.url), "kinetic is up.");
-    let served = serve(listener, router, cancel.clone()).await;
+    let served = crate::serve::serve(listener, router, tls, cancel.clone()).await;
     cancel.cancel();
     let admin_served = tokio::time::timeout(SHUTDOWN_GRACE, admin_task).await;
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, gateway_task).await;
@@ -659,6 +687,7 @@ pub async fn up(
 /// `kinetic broker`: the ingress and control-plane API, no delivery.
 pub async fn broker(store: OpenedStore, settings: BrokerSettings) -> anyhow::Result<()> {
     let BrokerSettings {
+        tls: tls_settings,
         listen,
         admin_listen,
         admin: admin_settings,
@@ -672,11 +701,21 @@ pub async fn broker(store: OpenedStore, settings: BrokerSettings) -> anyhow::Res
     let kafka = kafka_log(&kafka_settings, &store.store);
     let tokens = admin_tokens(&admin_settings, &state_dir)?;
     auth_settings.check_exposure(listen)?;
+    let tls = tls_settings.load()?;
     let listener = bind(listen).await?;
-    let public_url = format!("http://{}", listener.local_addr()?);
+    let public_url = format!(
+        "{}://{}",
+        if tls.is_some() { "https" } else { "http" },
+        listener.local_addr()?
+    );
     let admin_socket = AdminSocket::bind(&admin_listen).await?;
-    let admin_guard = admin_guard(tokens, &admin_settings, admin_socket.bound()?);
-    let admin_url = admin_socket.url()?;
+    let admin_guard = admin_guard(
+        tokens,
+        &admin_settings,
+        admin_socket.bound()?,
+        tls.is_some(),
+    );
+    let admin_url = admin_socket.url(tls.is_some())?;
     let tracker = TaskTracker::new();
     let auth = auth(
         &auth_settings,
@@ -711,15 +750,22 @@ pub async fn broker(store: OpenedStore, settings: BrokerSettings) -> anyhow::Res
         .router
         .merge(api::health_router(api_state.clone()))
         .merge(discovery_router(auth.issuer.clone()));
-    let admin_task =
-        tokio::spawn(admin_socket.serve(api::router(api_state), admin_guard, cancel.clone()));
+    let admin_task = tokio::spawn(admin_socket.serve(
+        api::router(api_state),
+        admin_guard,
+        tls.clone(),
+        cancel.clone(),
+    ));
+    if let Some(tls) = &tls {
+        tracker.spawn(tls.clone().watch(cancel.clone()));
+    }
     tracker.spawn(prune_loop(
         store.store.clone(),
         settings.dedupe_window,
         cancel.clone(),
     ));
     tracing::info!(listen = %listener.local_addr()?, admin = %admin_url, store = %redact(&store.url), "kinetic broker is up.");
-    let served = serve(listener, router, cancel.clone()).await;
+    let served = crate::serve::serve(listener, router, tls, cancel.clone()).await;
     cancel.cancel();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, admin_task).await;
     drain(parts.committer_tasks).await;
@@ -745,6 +791,7 @@ pub async fn dispatcher_only(
         tokens,
         &settings.admin,
         admin::Bound::Tcp(listener.local_addr()?),
+        false,
     );
     let mut registry = Registry::default();
     let (committed, _) = watch::channel(0u64);

@@ -45,3 +45,13 @@ pub fn jwt_sign(dir: &Path, alg: &str, claims: &serde_json::Value) -> String {
 pub fn tls(dir: &Path, name: &str) -> String {
     tool(&["tls", dir.to_str().unwrap(), name])
 }
+
+/// The serial number of the certificate `address` serves, checked against `ca`.
+pub fn served_serial(address: std::net::SocketAddr, ca: &Path) -> String {
+    tool(&[
+        "serial",
+        &address.ip().to_string(),
+        &address.port().to_string(),
+        ca.to_str().unwrap(),
+    ])
+}

@@ -6,6 +6,7 @@
                                             EdDSA); CLAIMS is JSON; `kid` names the key
   crypto_tool.py tls DIR NAME               DIR/ca.pem and a server certificate NAME.pem / NAME.key
                                             for 127.0.0.1 and localhost, signed by the CA (made once)
+  crypto_tool.py serial HOST PORT CA        the serial number of the certificate HOST:PORT serves
 """
 
 import datetime
@@ -125,6 +126,17 @@ def tls(directory, name):
     print(cert.serial_number)
 
 
+def serial(host, port, ca):
+    import socket
+    import ssl
+
+    context = ssl.create_default_context(cafile=ca)
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname=host) as tls_socket:
+            der = tls_socket.getpeercert(binary_form=True)
+    print(x509.load_der_x509_certificate(der).serial_number)
+
+
 if __name__ == "__main__":
     command = sys.argv[1]
     if command == "jwt-keys":
@@ -133,5 +145,7 @@ if __name__ == "__main__":
         jwt_sign(sys.argv[2], sys.argv[3], sys.argv[4])
     elif command == "tls":
         tls(sys.argv[2], sys.argv[3])
+    elif command == "serial":
+        serial(sys.argv[2], sys.argv[3], sys.argv[4])
     else:
         sys.exit("unknown command " + command)

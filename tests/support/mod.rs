@@ -290,7 +290,12 @@ impl Kinetic {
                 );
             }
         };
-        let base_url = format!("http://{address}");
+        let scheme = if has(&args, "--tls-cert") {
+            "https"
+        } else {
+            "http"
+        };
+        let base_url = format!("{scheme}://{address}");
         let token = if has(&args, "--admin-tokens") {
             String::new()
         } else {
