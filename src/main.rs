@@ -115,6 +115,11 @@ enum Command {
         store: StoreSettings,
         #[command(flatten)]
         dispatcher: DispatcherSettings,
+        /// kinetic's issuer URL, as the brokers' `--issuer-url` (with their signing key in
+        /// --state-dir): deliveries to Brokers and to destinations with an `audience` then carry a
+        /// token signed for the trigger. Without it they carry none.
+        #[arg(long, env = "KINETIC_ISSUER_URL")]
+        issuer_url: Option<String>,
         /// Dedupe window used for replies, ISO-8601.
         #[arg(long, env = "KINETIC_DEDUPE_WINDOW", default_value = "PT24H", value_parser = config::parse_duration)]
         dedupe_window: std::time::Duration,
@@ -451,6 +456,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Dispatcher {
             listen,
             admin,
+            issuer_url,
             ingress_url,
             store,
             dispatcher,
@@ -469,6 +475,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ingress_url,
                 server::DispatchSettings {
                     admin,
+                    issuer_url,
                     dispatcher,
                     dedupe_window,
                     kafka,

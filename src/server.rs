@@ -373,11 +373,15 @@ struct DispatcherLogs {
 }
 
 /// The dispatcher's settings from the process's.
+///
+/// With kinetic's `issuer`, deliveries to destinations with an audience (Broker refs, Knative's
+/// `Destination.audience`) carry a token signed for the trigger's identity.
 fn dispatcher_config(
     settings: &DispatcherSettings,
     egress: &EgressSettings,
     dedupe_window: Duration,
     resolver: Resolver,
+    issuer: Option<Arc<kinetic_auth::Issuer>>,
 ) -> kinetic_triggers::Config {
     let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
     let mut config = kinetic_triggers::Config::new(owner, resolver);
@@ -386,12 +390,24 @@ fn dispatcher_config(
     config.poll_interval = settings.poll_interval.max(Duration::from_millis(10));
     config.dedupe_window = dedupe_window;
     config.egress = egress.egress();
+    config.tokens = issuer.map(|issuer| {
+        kinetic_triggers::sender::TokenSigner::new(move |subject, audience| {
+            issuer.token_for(subject, audience)
+        })
+    });
     config
 }
 
 /// Sources reach their sinks with the dispatcher's clients: kinetic's own destinations directly,
 /// outside URLs (and an SNS subscription's confirmation URL) only within `--egress-allow`.
-fn source_sink(resolver: &Resolver, egress: &EgressSettings) -> kinetic_sources::Sink {
+///
+/// Events to a broker (or a destination with an `audience`) go with a token kinetic's issuer signs
+/// for the source's identity, so EventPolicies can name sources with `from.ref`.
+fn source_sink(
+    resolver: &Resolver,
+    egress: &EgressSettings,
+    issuer: Arc<kinetic_auth::Issuer>,
+) -> kinetic_sources::Sink {
     let sender = kinetic_triggers::sender::Sender::new(
         resolver.gateway.as_ref(),
         Some(&resolver.ingress_url),
@@ -402,6 +418,9 @@ fn source_sink(resolver: &Resolver, egress: &EgressSettings) -> kinetic_sources:
             .client_for(url)
             .cloned()
             .map_err(|refused| refused.to_string())
+    }))
+    .with_signer(Arc::new(move |subject, audience| {
+        issuer.token_for(subject, audience)
     }))
 }
 
@@ -460,6 +479,8 @@ pub struct BrokerSettings {
 /// The delivery settings of `kinetic dispatcher`.
 pub struct DispatchSettings {
     pub admin: AdminSettings,
+    /// kinetic's issuer URL, as the brokers' `--issuer-url`.
+    pub issuer_url: Option<String>,
     pub dispatcher: DispatcherSettings,
     /// For replies.
     pub dedupe_window: Duration,
@@ -574,6 +595,7 @@ pub async fn up(
             &egress_settings,
             ingress_settings.dedupe_window,
             resolver.clone(),
+            Some(auth.issuer.clone()),
         ),
         &mut registry,
         committed,
@@ -584,8 +606,14 @@ pub async fn up(
     drop(feed);
     let sources = kinetic_sources::Sources::new(
         store_handle.clone(),
-        source_sink(&resolver, &egress_settings),
-        Arc::new(move |destination, namespace| resolver.resolve(destination, namespace)),
+        source_sink(&resolver, &egress_settings, auth.issuer.clone()),
+        Arc::new(move |destination, namespace| {
+            let url = resolver.resolve(destination, namespace)?;
+            Ok((
+                url,
+                kinetic_api::policy::destination_audience(destination, namespace),
+            ))
+        }),
         kinetic_sources::metrics::Metrics::new(&mut registry),
     );
     let serving = serving(
@@ -786,6 +814,19 @@ pub async fn dispatcher_only(
     cancel_on_signal(cancel.clone());
     let kafka = kafka_log(&settings.kafka, &store.store);
     let tokens = admin_tokens(&settings.admin, &state_dir)?;
+    // The brokers' issuer, to sign tokens for deliveries to audiences: the same key (state
+    // directory) and URL as the brokers'.
+    let issuer = match &settings.issuer_url {
+        Some(url) => {
+            kinetic_api::meta::validate_absolute_url(url)
+                .map_err(|e| anyhow::anyhow!("--issuer-url: {e}"))?;
+            Some(Arc::new(
+                kinetic_auth::Issuer::load_or_create(&state_dir, url)
+                    .context("kinetic's token signing key")?,
+            ))
+        }
+        None => None,
+    };
     let listener = bind(listen).await?;
     let guard = admin_guard(
         tokens,
@@ -813,6 +854,7 @@ pub async fn dispatcher_only(
                 ingress_url,
                 gateway: None,
             },
+            issuer,
         ),
         &mut registry,
         committed,

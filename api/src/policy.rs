@@ -148,6 +148,18 @@ pub fn broker_audience(namespace: &str, name: &str) -> String {
     format!("{}/broker/{namespace}/{name}", group(EVENTING_API_VERSION)).to_ascii_lowercase()
 }
 
+/// The audience of a destination (Knative's rule): its own `audience`, or, for a `ref` to a
+/// Broker, the Broker's. kinetic sends a token for it with every event to that destination.
+pub fn destination_audience(destination: &crate::Destination, namespace: &str) -> Option<String> {
+    destination.audience.clone().or_else(|| {
+        destination
+            .reference
+            .as_ref()
+            .filter(|r| r.kind == "Broker")
+            .map(|r| broker_audience(r.namespace.as_deref().unwrap_or(namespace), &r.name))
+    })
+}
+
 impl EventPolicy {
     /// The subjects of `spec.from`, refs resolved to their sources' subjects (what Knative shows as
     /// `status.from`).

@@ -2,8 +2,10 @@
 //! subject and an audience (`kinetic token create`, sources posting to brokers, deliveries to
 //! destinations with an `audience`), and the discovery document and JWKS any OIDC library reads.
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::rand::SystemRandom;
@@ -15,6 +17,11 @@ use serde::{Deserialize, Serialize};
 
 /// The file in the state directory that holds the signing key (PKCS#8 PEM, mode 0600).
 pub const KEY_FILE: &str = "oidc-signing-key.pem";
+/// How long the tokens kinetic signs for its own senders live.
+const OWN_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// Such a token is signed again when it has less than this left.
+const OWN_TOKEN_RENEW: Duration = Duration::from_secs(300);
+
 /// Where the public listener serves the key set.
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 /// Where the public listener serves the discovery document.
@@ -54,6 +61,8 @@ pub struct Issuer {
     encoding: EncodingKey,
     decoding: DecodingKey,
     jwk: Jwk,
+    /// Tokens of kinetic's own senders, by (subject, audience), with their expiry.
+    minted: Mutex<HashMap<(String, String), (String, u64)>>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -113,7 +122,36 @@ impl Issuer {
             encoding,
             decoding,
             jwk,
+            minted: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// A token for one of kinetic's own senders (a source posting to a broker, a delivery to a
+    /// destination with an `audience`): signed once and reused until it nears its expiry.
+    pub fn token_for(&self, subject: &str, audience: &str) -> Option<String> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let key = (subject.to_owned(), audience.to_owned());
+        if let Ok(minted) = self.minted.lock()
+            && let Some((token, expires)) = minted.get(&key)
+            && *expires > now + OWN_TOKEN_RENEW.as_secs()
+        {
+            return Some(token.clone());
+        }
+        let token = self
+            .sign(subject, audience, OWN_TOKEN_TTL)
+            .inspect_err(|error| tracing::error!(%error, "Signing a sender's token failed."))
+            .ok()?;
+        if let Ok(mut minted) = self.minted.lock() {
+            // Bounded by the senders and audiences that exist; forget the expired ones now and then.
+            if minted.len() > 10_000 {
+                minted.retain(|_, (_, expires)| *expires > now);
+            }
+            minted.insert(key, (token.clone(), now + OWN_TOKEN_TTL.as_secs()));
+        }
+        Some(token)
     }
 
     /// The issuer URL (`iss` of its tokens).

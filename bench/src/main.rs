@@ -5,6 +5,9 @@
 //! load generator; for the Kafka class, a plain rdkafka consumer reading the broker's topic (and a
 //! plain producer → consumer pair for latency) on the same Kafka-protocol broker.
 //!
+//! The `auth` engine measures the ingress (SQLite, 1 trigger) three ways in one run, each as a ratio
+//! to the first: open (`allow-all`), behind an EventPolicy with a JWT on every request, and over TLS.
+//!
 //! A third reference, measured first: a relay without a store (in the benchmark's process) that
 //! forwards each POST to the subscriber before answering. An event through kinetic costs the same two
 //! HTTP exchanges, so the relay's rate is about the ceiling of any end-to-end row on this machine.
@@ -35,13 +38,18 @@ struct Args {
     kinetic: PathBuf,
     /// Engines to measure: sqlite, postgres, kafka (the Kafka broker class, SQLite for state, on a
     /// nisshi broker started for the run; install it with scripts/ensure-kafka.sh), kafka-source
-    /// (a KafkaSource sending straight to the subscriber, ordered and unordered).
+    /// (a KafkaSource sending straight to the subscriber, ordered and unordered), auth (SQLite, 1
+    /// trigger: open, behind an EventPolicy with a JWT per request, over TLS).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "sqlite,postgres,kafka,kafka-source"
+        default_value = "sqlite,postgres,kafka,kafka-source,auth"
     )]
     engines: Vec<String>,
+    /// The Python with `cryptography` that makes the TLS rows' certificates
+    /// (scripts/ensure-pyjwt.sh installs it).
+    #[arg(long, env = "KINETIC_PYJWT_PYTHON")]
+    crypto_python: Option<PathBuf>,
     /// PostgreSQL admin URL (a database is created and dropped per run).
     #[arg(
         long,
@@ -294,8 +302,32 @@ async fn latency(
 struct Server {
     child: Child,
     base: String,
-    _dir: tempfile::TempDir,
+    /// The admin listener.
+    admin: String,
+    dir: tempfile::TempDir,
     database: Option<(String, String)>,
+}
+
+/// How a measured kinetic differs from the plain one.
+#[derive(Default)]
+struct Variant {
+    /// More flags for `kinetic up`.
+    flags: Vec<String>,
+    /// Serve both listeners over TLS with this certificate and key; clients trust `ca`.
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
+}
+
+/// A client that trusts the PEM CA certificates of `ca`, pooled like the load generator's.
+fn client_trusting(ca: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true);
+    if let Some(ca) = ca {
+        for certificate in reqwest::Certificate::from_pem_bundle(&std::fs::read(ca)?)? {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    Ok(builder.build()?)
 }
 
 impl Drop for Server {
@@ -408,6 +440,17 @@ async fn start_kinetic_with(
     yaml: &str,
     kafka: Option<&str>,
 ) -> anyhow::Result<Server> {
+    start_variant(args, engine, yaml, kafka, &Variant::default()).await
+}
+
+/// [`start_kinetic_with`], changed by `variant`.
+async fn start_variant(
+    args: &Args,
+    engine: &str,
+    yaml: &str,
+    kafka: Option<&str>,
+    variant: &Variant,
+) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
     let mut database = None;
     let store = match engine {
@@ -432,10 +475,13 @@ async fn start_kinetic_with(
     };
     let file = dir.path().join("bench.yaml");
     std::fs::write(&file, yaml)?;
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-        probe.local_addr()?.port()
+    let free = || -> anyhow::Result<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
     };
+    let port = free()?;
+    let admin_port = free()?;
     let mut command = Command::new(&args.kinetic);
     command.args([
         "up",
@@ -444,7 +490,7 @@ async fn start_kinetic_with(
         "--gateway-listen",
         "127.0.0.1:0",
         "--admin-listen",
-        "127.0.0.1:0",
+        &format!("127.0.0.1:{admin_port}"),
         "--store",
         &store,
         // The subscriber is on loopback, which the egress guard refuses by default.
@@ -453,6 +499,14 @@ async fn start_kinetic_with(
         "-f",
     ]);
     command.arg(&file).arg("--state-dir").arg(dir.path());
+    command.args(&variant.flags);
+    if let Some((cert, key, _)) = &variant.tls {
+        command
+            .arg("--tls-cert")
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key);
+    }
     if let Some(bootstrap) = kafka {
         command.args([
             "--kafka-bootstrap-servers",
@@ -476,14 +530,20 @@ async fn start_kinetic_with(
                 args.kinetic.display()
             )
         })?;
-    let base = format!("http://127.0.0.1:{port}");
+    let scheme = if variant.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let base = format!("{scheme}://127.0.0.1:{port}");
     let server = Server {
         child,
         base: base.clone(),
-        _dir: dir,
+        admin: format!("{scheme}://127.0.0.1:{admin_port}"),
+        dir,
         database,
     };
-    let client = reqwest::Client::new();
+    let client = client_trusting(variant.tls.as_ref().map(|(_, _, ca)| ca.as_path()))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(response) = client.get(format!("{base}/readyz")).send().await
@@ -518,6 +578,123 @@ async fn stop(server: Server) {
         .execute(&mut connection)
         .await;
     }
+}
+
+/// The ingress (SQLite, 1 trigger) open, behind an EventPolicy with a JWT on every request, and
+/// over TLS: three kinetic processes measured in turn, `repeat` rounds, medians, ratios to the open
+/// one.
+async fn auth_rows(args: &Args, sink_address: SocketAddr, sink: &Arc<Sink>) -> anyhow::Result<()> {
+    let trigger = format!(
+        "---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: t0}}\nspec:\n  broker: bench\n  filters: [{{exact: {{type: dev.kinetic.bench}}}}]\n  subscriber: {{uri: 'http://{sink_address}/t0'}}\n"
+    );
+    let broker = "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: bench}\n";
+    let open_yaml = format!("{broker}{trigger}");
+    let policy_yaml = format!(
+        "{open_yaml}---\napiVersion: eventing.knative.dev/v1alpha1\nkind: EventPolicy\nmetadata: {{name: bench}}\nspec:\n  to: [{{ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: bench}}}}]\n  from: [{{sub: 'system:serviceaccount:default:bench-*'}}]\n  filters: [{{prefix: {{type: dev.kinetic.}}}}]\n"
+    );
+    // A test CA and a certificate for 127.0.0.1, made with Python's `cryptography`.
+    let certs = tempfile::tempdir()?;
+    let python = args.crypto_python.clone().unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_default())
+            .join(".cache/kinetic-pyjwt/bin/python")
+    });
+    let made = Command::new(&python)
+        .arg("tests/support/crypto_tool.py")
+        .arg("tls")
+        .arg(certs.path())
+        .arg("server")
+        .output()
+        .with_context(|| {
+            format!(
+                "running {} (scripts/ensure-pyjwt.sh installs it)",
+                python.display()
+            )
+        })?;
+    if !made.status.success() {
+        bail!(
+            "making the TLS certificate: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
+    let tls = Variant {
+        flags: Vec::new(),
+        tls: Some((
+            certs.path().join("server.pem"),
+            certs.path().join("server.key"),
+            certs.path().join("ca.pem"),
+        )),
+    };
+    let open = start_variant(args, "sqlite", &open_yaml, None, &Variant::default()).await?;
+    let guarded = start_variant(args, "sqlite", &policy_yaml, None, &Variant::default()).await?;
+    let secure = start_variant(args, "sqlite", &open_yaml, None, &tls).await?;
+    // The sender's token, from kinetic's own issuer.
+    let token = Command::new(&args.kinetic)
+        .args([
+            "token",
+            "create",
+            "--sub",
+            "system:serviceaccount:default:bench-sender",
+        ])
+        .args([
+            "--audience",
+            "eventing.knative.dev/broker/default/bench",
+            "--ttl",
+            "1h",
+        ])
+        .args(["--server", &guarded.admin])
+        .arg("--state-dir")
+        .arg(guarded.dir.path())
+        .output()?;
+    if !token.status.success() {
+        bail!(
+            "kinetic token create: {}",
+            String::from_utf8_lossy(&token.stderr)
+        );
+    }
+    let token = String::from_utf8(token.stdout)?.trim().to_owned();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse()?,
+    );
+    let plain = client_trusting(None)?;
+    let with_token = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        .default_headers(headers)
+        .build()?;
+    let over_tls = client_trusting(tls.tls.as_ref().map(|(_, _, ca)| ca.as_path()))?;
+    let rows = [
+        ("auth: events/s → 2xx, open (allow-all)", &open, &plain),
+        (
+            "auth: … EventPolicy, a JWT per request",
+            &guarded,
+            &with_token,
+        ),
+        ("auth: … over TLS (both listeners)", &secure, &over_tls),
+    ];
+    let mut runs: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
+    for _ in 0..args.repeat {
+        for (index, (_, server, client)) in rows.iter().enumerate() {
+            let url = format!("{}/default/bench", server.base);
+            runs[index]
+                .push(throughput(client, &url, sink, args.events, args.concurrency, 1).await?);
+        }
+    }
+    let medians: Vec<f64> = runs.into_iter().map(median).collect();
+    for (index, (what, _, _)) in rows.iter().enumerate() {
+        println!(
+            "{:<44} {:>14} {:>14} {:>8}",
+            what,
+            format!("{:.0}", medians[index]),
+            format!("{:.0}", medians[0]),
+            format!("{:.2}", medians[index] / medians[0])
+        );
+    }
+    stop(open).await;
+    stop(guarded).await;
+    stop(secure).await;
+    Ok(())
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -589,6 +766,10 @@ async fn main() -> anyhow::Result<()> {
     };
     let bootstrap = kafka_broker.as_ref().map(|b| b.bootstrap_servers.clone());
     for engine in &args.engines {
+        if engine == "auth" {
+            auth_rows(&args, sink_address, &sink).await?;
+            continue;
+        }
         if engine == "kafka-source" {
             let bootstrap = bootstrap
                 .as_deref()

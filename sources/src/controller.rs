@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::metrics::{Metrics, SourceLabels};
 use crate::ping::{self, Due, PingPayload, Schedule};
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Sink, SinkError, Target};
 use crate::webhook::{self, Webhook};
 
 mod kafka_sources;
@@ -42,8 +42,10 @@ const WEBHOOK_SINK_WAIT: Duration = Duration::from_secs(20);
 /// Longest a PingSource task sleeps before looking at the clock again.
 const PING_MAX_SLEEP: Duration = Duration::from_secs(60);
 
-/// Resolves a sink (a `Destination`) in a namespace to a URL; provided by the process wiring.
-pub type Resolve = Arc<dyn Fn(&Destination, &str) -> Result<String, String> + Send + Sync>;
+/// Resolves a sink (a `Destination`) in a namespace to its URL and audience (the Destination's
+/// `audience`, or a Broker's); provided by the process wiring.
+pub type Resolve =
+    Arc<dyn Fn(&Destination, &str) -> Result<(String, Option<String>), String> + Send + Sync>;
 
 /// What users see of a source.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -75,7 +77,7 @@ pub(crate) type Key = (String, String, String);
 
 struct Hook {
     webhook: Arc<Webhook>,
-    sink: String,
+    sink: Target,
 }
 
 /// A running per-source task (PingSource, pulling S3Source, KafkaSource).
@@ -198,6 +200,27 @@ impl Sources {
         });
     }
 
+    /// Where source `kind` `namespace/name` sends: its sink resolved, and its identity.
+    pub(crate) fn target(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        sink: &Destination,
+    ) -> Result<Target, String> {
+        let (url, audience) = (self.resolve)(sink, namespace)?;
+        let api_version = kinetic_api::sources::SOURCE_KINDS
+            .iter()
+            .find(|k| k.kind == kind)
+            .map(|k| k.api_version)
+            .unwrap_or_default();
+        Ok(Target {
+            url,
+            sender: kinetic_api::policy::subject_of(api_version, kind, namespace, name),
+            audience,
+        })
+    }
+
     /// Marks a source not ready, e.g. when its task cannot start.
     pub(crate) fn not_ready(&self, key: &Key, problem: String) {
         self.update(key, |s| {
@@ -272,14 +295,19 @@ impl Sources {
                 .and_then(|source| {
                     let webhook = Webhook::compile(&source.spec, webhook::read_secret)
                         .map_err(|e| e.to_string())?;
-                    let sink = (self.resolve)(&source.spec.sink, &stored.namespace)?;
+                    let sink = self.target(
+                        "WebhookSource",
+                        &stored.namespace,
+                        &stored.name,
+                        &source.spec.sink,
+                    )?;
                     Ok((Arc::new(webhook), sink))
                 });
             match compiled {
                 Ok((webhook, sink)) => {
                     self.update(&key, |s| {
                         s.ready = true;
-                        s.sink = Some(sink.clone());
+                        s.sink = Some(sink.url.clone());
                         if s.last_error
                             .as_deref()
                             .is_some_and(|e| e.starts_with("not ready"))
@@ -332,7 +360,7 @@ impl Sources {
                     .and_then(|source| {
                         let (zone, cron) = source.spec.schedule_parts();
                         let schedule = Schedule::parse(cron, zone).map_err(|e| e.to_string())?;
-                        let sink = (self.resolve)(&source.spec.sink, &id.0)?;
+                        let sink = self.target("PingSource", &id.0, &id.1, &source.spec.sink)?;
                         Ok((source, schedule, sink))
                     });
                 match started {
@@ -340,7 +368,7 @@ impl Sources {
                         let cancel = self.cancel.child_token();
                         self.update(&key, |s| {
                             s.ready = true;
-                            s.sink = Some(sink.clone());
+                            s.sink = Some(sink.url.clone());
                             s.last_error = None;
                         });
                         self.tracker.spawn(run_ping(
@@ -511,7 +539,7 @@ async fn run_ping(
     source: PingSource,
     uid: String,
     schedule: Schedule,
-    sink: String,
+    sink: Target,
     cancel: CancellationToken,
 ) {
     let (namespace, name) = (key.1.clone(), key.2.clone());

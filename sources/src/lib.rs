@@ -28,7 +28,7 @@ pub mod sink;
 pub mod webhook;
 
 pub use controller::{Resolve, SourceStatus, Sources};
-pub use sink::Sink;
+pub use sink::{Signer, Sink, Target};
 
 /// Removes what a deleted source kept in the store (a PingSource's last tick, a polling
 /// S3Source's listing), so that a source created again under the name starts afresh. Kinds that

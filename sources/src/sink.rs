@@ -50,10 +50,35 @@ impl SinkError {
 /// says why the URL may not be reached.
 pub type Route = Arc<dyn Fn(&reqwest::Url) -> Result<reqwest::Client, String> + Send + Sync>;
 
+/// Signs a token for a sender (a source's identity) and an audience; provided by the process
+/// wiring (kinetic's own issuer). `None` when it cannot.
+pub type Signer = Arc<dyn Fn(&str, &str) -> Option<String> + Send + Sync>;
+
+/// Where a source's events go, and who sends them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The sink's URL.
+    pub url: String,
+    /// The source's identity, Knative's OIDC subject
+    /// (`system:serviceaccount:{namespace}:{name}-oidc-{group}-{kind}`): an EventPolicy names it
+    /// with `from.ref` to the source.
+    pub sender: String,
+    /// The sink's audience (a Broker's, or the Destination's `audience`): events go with a token
+    /// for it, signed for `sender`.
+    pub audience: Option<String>,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
 /// Sends events to sink URLs. Cheap to clone.
 #[derive(Clone)]
 pub struct Sink {
     route: Route,
+    signer: Option<Signer>,
 }
 
 impl std::fmt::Debug for Sink {
@@ -66,7 +91,16 @@ impl Sink {
     /// Every URL through `route`; the wiring builds it from the dispatcher's clients so that a
     /// source's sink is held to the same egress rules as a trigger's subscriber.
     pub fn new(route: Route) -> Sink {
-        Sink { route }
+        Sink {
+            route,
+            signer: None,
+        }
+    }
+
+    /// Events to a sink with an audience go with a token from `signer`.
+    pub fn with_signer(mut self, signer: Signer) -> Sink {
+        self.signer = Some(signer);
+        self
     }
 
     /// Every URL through one client, unguarded.
@@ -84,19 +118,24 @@ impl Sink {
 
     /// Whether the egress rules let kinetic reach `url` at all. A webhook handler asks first, so
     /// that its sender hears at once why nothing can be accepted instead of waiting for retries.
-    pub fn reachable(&self, url: &str) -> Result<(), SinkError> {
-        self.client(url).map(|_| ())
+    pub fn reachable(&self, target: &Target) -> Result<(), SinkError> {
+        self.client(&target.url).map(|_| ())
     }
 
     /// One attempt. Cancellation safe.
-    pub async fn send(&self, url: &str, event: &Event) -> Result<(), SinkError> {
-        let (client, url) = self.client(url)?;
+    pub async fn send(&self, target: &Target, event: &Event) -> Result<(), SinkError> {
+        let (client, url) = self.client(&target.url)?;
         let (headers, body) = encode_binary(event);
-        let request = client
+        let mut request = client
             .post(url)
             .timeout(ATTEMPT_TIMEOUT)
             .headers(headers)
             .body(body);
+        if let (Some(audience), Some(signer)) = (&target.audience, &self.signer)
+            && let Some(token) = signer(&target.sender, audience)
+        {
+            request = request.bearer_auth(token);
+        }
         let response = request.send().await.map_err(SinkError::Unreachable)?;
         let status = response.status();
         if status.is_success() {
@@ -139,7 +178,7 @@ impl Sink {
     /// wrong for this sink, and the caller decides what to tell its own sender.
     pub async fn send_until_accepted(
         &self,
-        url: &str,
+        url: &Target,
         event: &Event,
         cancel: &CancellationToken,
     ) -> Result<(), SinkError> {

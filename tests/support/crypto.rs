@@ -55,3 +55,9 @@ pub fn served_serial(address: std::net::SocketAddr, ca: &Path) -> String {
         ca.to_str().unwrap(),
     ])
 }
+
+/// Verifies `token` as an outside OIDC client would (PyJWT reading `issuer`'s discovery document
+/// and key set over HTTP); its claims.
+pub fn jwt_verify(issuer: &str, audience: &str, token: &str) -> serde_json::Value {
+    serde_json::from_str(&tool(&["jwt-verify", issuer, audience, token])).unwrap()
+}

@@ -7,6 +7,9 @@
   crypto_tool.py tls DIR NAME               DIR/ca.pem and a server certificate NAME.pem / NAME.key
                                             for 127.0.0.1 and localhost, signed by the CA (made once)
   crypto_tool.py serial HOST PORT CA        the serial number of the certificate HOST:PORT serves
+  crypto_tool.py jwt-verify ISSUER AUD JWT  verifies JWT as any OIDC client would: the issuer's
+                                            discovery document, its jwks_uri, the audience; prints
+                                            the claims
 """
 
 import datetime
@@ -137,6 +140,23 @@ def serial(host, port, ca):
     print(x509.load_der_x509_certificate(der).serial_number)
 
 
+def jwt_verify(issuer, audience, token):
+    import urllib.request
+
+    with urllib.request.urlopen(issuer.rstrip("/") + "/.well-known/openid-configuration", timeout=10) as r:
+        discovery = json.load(r)
+    assert discovery["issuer"] == issuer, discovery
+    key = jwt.PyJWKClient(discovery["jwks_uri"]).get_signing_key_from_jwt(token)
+    claims = jwt.decode(
+        token,
+        key.key,
+        algorithms=discovery["id_token_signing_alg_values_supported"],
+        audience=audience,
+        issuer=issuer,
+    )
+    print(json.dumps(claims))
+
+
 if __name__ == "__main__":
     command = sys.argv[1]
     if command == "jwt-keys":
@@ -145,6 +165,8 @@ if __name__ == "__main__":
         jwt_sign(sys.argv[2], sys.argv[3], sys.argv[4])
     elif command == "tls":
         tls(sys.argv[2], sys.argv[3])
+    elif command == "jwt-verify":
+        jwt_verify(sys.argv[2], sys.argv[3], sys.argv[4])
     elif command == "serial":
         serial(sys.argv[2], sys.argv[3], sys.argv[4])
     else:

@@ -525,6 +525,71 @@ impl Receiver {
         format!("http://{}{path}", self.address)
     }
 
+    /// A receiver that serves HTTPS with the PEM certificate `cert` and key `key` (e.g. from
+    /// [`crypto::tls`]); its URLs are [`Receiver::https_url`].
+    pub async fn start_tls(cert: &Path, key: &Path) -> Self {
+        use rustls_pki_types::pem::PemObject as _;
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(cert)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let state = Arc::new(Mutex::new(ReceiverState::default()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let address = listener.local_addr().expect("address");
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let shared = state.clone();
+        let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
+            let state = shared.clone();
+            async move { answer(state, uri, headers, body).await }
+        });
+        tokio::spawn(async move {
+            loop {
+                let stream = tokio::select! {
+                    _ = &mut stopped => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(_) => continue,
+                    },
+                };
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    // A client that does not trust the certificate ends here.
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+                });
+            }
+        });
+        Self {
+            address,
+            state,
+            _stop: Arc::new(stop),
+        }
+    }
+
+    /// A URL of a receiver made by [`Receiver::start_tls`].
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.address)
+    }
+
     /// Answers the next requests to `path` with `answers`, in order.
     pub fn script(&self, path: &str, answers: Vec<Answer>) {
         self.state

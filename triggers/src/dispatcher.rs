@@ -54,6 +54,9 @@ pub struct Config {
     pub dedupe_window: Duration,
     /// Which internal address classes deliveries to outside URLs may reach (none by default).
     pub egress: Egress,
+    /// Signs the tokens of deliveries to destinations with an audience (Broker refs, Knative's
+    /// `Destination.audience`); without it they go without one.
+    pub tokens: Option<crate::sender::TokenSigner>,
 }
 
 impl Config {
@@ -70,6 +73,7 @@ impl Config {
             poll_interval: Duration::from_secs(1),
             dedupe_window: Duration::from_secs(24 * 3600),
             egress: Egress::default(),
+            tokens: None,
         }
     }
 
@@ -128,11 +132,14 @@ impl Dispatcher {
         replies: Option<Committer>,
     ) -> Self {
         let log = Arc::new(LogCache::new(store.clone(), metrics.corrupt_events.clone()));
-        let sender = Sender::new(
+        let mut sender = Sender::new(
             config.resolver.gateway.as_ref(),
             Some(&config.resolver.ingress_url),
             config.egress.clone(),
         );
+        if let Some(tokens) = &config.tokens {
+            sender = sender.with_tokens(tokens.clone());
+        }
         Self {
             context: Arc::new(Context {
                 store,

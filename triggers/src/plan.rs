@@ -162,7 +162,22 @@ fn plan_of(
         broker.spec.delivery.as_ref(),
         defaults,
     );
-    let subscriber = Target::new(resolver.resolve(&trigger.spec.subscriber, namespace)?);
+    // The trigger's identity (Knative's OIDC subject): what its deliveries' tokens say.
+    let identity = kinetic_api::policy::subject_of(
+        &trigger.api_version,
+        "Trigger",
+        namespace,
+        &trigger.metadata.name,
+    );
+    let target = |destination: &Destination| -> Result<Target, String> {
+        Target::new(resolver.resolve(destination, namespace)?)
+            .with_identity(
+                kinetic_api::policy::destination_audience(destination, namespace),
+                &identity,
+            )
+            .with_ca_certs(destination.ca_certs.as_deref())
+    };
+    let subscriber = target(&trigger.spec.subscriber)?;
     let sink = trigger
         .spec
         .delivery
@@ -176,7 +191,7 @@ fn plan_of(
                 .and_then(|d| d.dead_letter_sink.as_ref())
         });
     let dead_letter_sink = sink
-        .map(|sink| resolver.resolve(sink, namespace).map(Target::new))
+        .map(target)
         .transpose()
         .map_err(|error| format!("deadLetterSink: {error}"))?;
     let signer = policy

@@ -12,7 +12,7 @@
 //! delivery, which never follows redirects, does not need. Sources reach their sinks with reqwest
 //! clients that follow the same routing ([`Sender::client_for`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -58,6 +58,12 @@ pub struct Target {
     url: String,
     /// The URL as the client takes it, or why it is not a valid URL.
     uri: Result<Uri, String>,
+    /// The destination's audience and the sender's identity: each attempt carries a token for
+    /// them (Knative's `Destination.audience`; a Broker ref's audience).
+    identity: Option<(String, String)>,
+    /// PEM CA certificates trusted for this destination besides the system's
+    /// (`Destination.CACerts`).
+    ca_certs: Option<Arc<str>>,
 }
 
 impl Target {
@@ -70,7 +76,27 @@ impl Target {
                 other => Err(format!("the scheme `{other}` is not http or https")),
             })
             .map_err(|error| format!("`{url}` is not a valid URL: {error}"));
-        Self { url, uri }
+        Self {
+            url,
+            uri,
+            identity: None,
+            ca_certs: None,
+        }
+    }
+
+    /// Attempts carry a token for `audience` signed for `sender` (see [`Sender::with_tokens`]).
+    pub fn with_identity(mut self, audience: Option<String>, sender: &str) -> Self {
+        self.identity = audience.map(|audience| (audience, sender.to_owned()));
+        self
+    }
+
+    /// Trusts the PEM certificates `ca_certs` (besides the system's roots); they are checked now.
+    pub fn with_ca_certs(mut self, ca_certs: Option<&str>) -> Result<Self, String> {
+        if let Some(pem) = ca_certs {
+            roots_with(pem)?;
+            self.ca_certs = Some(Arc::from(pem));
+        }
+        Ok(self)
     }
 
     pub fn as_str(&self) -> &str {
@@ -85,7 +111,7 @@ impl std::fmt::Display for Target {
 }
 
 /// Where a URL is reached from: kinetic's own destinations directly, the rest through the guard.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Route {
     Internal,
     Outside,
@@ -106,6 +132,56 @@ pub struct Sender {
     ingress: Option<(String, String, u16)>,
     /// `.{domain}`: Services, reached through the gateway.
     service_suffix: Option<String>,
+    /// Signs the token of a [`Target`] with an identity: (sender, audience) → token.
+    tokens: Option<TokenSigner>,
+    /// Clients that trust a destination's `CACerts`, by (certificates, route); made when first used.
+    trusting: Arc<Mutex<Trusting>>,
+}
+
+/// The clients that trust a destination's own CA certificates, by (certificates, route).
+type Trusting = HashMap<(Arc<str>, Route), Delivery>;
+
+/// (sender, audience) → a token.
+type Sign = dyn Fn(&str, &str) -> Option<String> + Send + Sync;
+
+/// Signs a token for a sender and an audience; kinetic's own issuer, given by the wiring.
+#[derive(Clone)]
+pub struct TokenSigner(Arc<Sign>);
+
+impl TokenSigner {
+    pub fn new(sign: impl Fn(&str, &str) -> Option<String> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(sign))
+    }
+
+    fn sign(&self, sender: &str, audience: &str) -> Option<String> {
+        (self.0)(sender, audience)
+    }
+}
+
+impl std::fmt::Debug for TokenSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenSigner")
+    }
+}
+
+/// The system's roots and the PEM certificates `pem`, or why `pem` holds none.
+fn roots_with(pem: &str) -> Result<rustls::RootCertStore, String> {
+    use rustls_pki_types::pem::PemObject as _;
+    let extra = rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| format!("CACerts is not PEM certificates: {error}"))?;
+    if extra.is_empty() {
+        return Err(
+            "CACerts holds no certificate (expected PEM `BEGIN CERTIFICATE` blocks)".into(),
+        );
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    let (added, _) = roots.add_parsable_certificates(extra);
+    if added == 0 {
+        return Err("CACerts holds no usable CA certificate".into());
+    }
+    Ok(roots)
 }
 
 fn client_builder() -> reqwest::ClientBuilder {
@@ -225,11 +301,15 @@ fn tls_config() -> rustls::ClientConfig {
 }
 
 fn delivery_client(resolve: Resolve) -> Delivery {
+    delivery_client_with(resolve, tls_config())
+}
+
+fn delivery_client_with(resolve: Resolve, tls: rustls::ClientConfig) -> Delivery {
     let mut http = HttpConnector::new_with_resolver(resolve);
     http.enforce_http(false);
     http.set_nodelay(true);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls_config())
+        .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
@@ -284,7 +364,40 @@ impl Sender {
                     Some((u.scheme().to_owned(), host, u.port_or_known_default()?))
                 }),
             service_suffix: gateway.map(|g| format!(".{}", g.domain.to_ascii_lowercase())),
+            tokens: None,
+            trusting: Arc::default(),
         }
+    }
+
+    /// Targets with an identity get a token from `signer` on every attempt.
+    pub fn with_tokens(mut self, signer: TokenSigner) -> Self {
+        self.tokens = Some(signer);
+        self
+    }
+
+    /// The client for a route that also trusts `ca_certs`.
+    fn trusting(&self, ca_certs: &Arc<str>, route: Route) -> Result<Delivery, String> {
+        let mut clients = self
+            .trusting
+            .lock()
+            .map_err(|_| "the client table is poisoned".to_owned())?;
+        if let Some(client) = clients.get(&(ca_certs.clone(), route)) {
+            return Ok(client.clone());
+        }
+        let roots = roots_with(ca_certs)?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|error| error.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let resolve = match route {
+            Route::Internal => Resolve::Internal(self.gateway.as_ref().map(GatewayDns::new)),
+            Route::Outside => Resolve::Guarded(self.egress.clone()),
+        };
+        let client = delivery_client_with(resolve, tls);
+        clients.insert((ca_certs.clone(), route), client.clone());
+        Ok(client)
     }
 
     /// Whether a URL of `scheme`, `host` and `port` is one of kinetic's own destinations: the
@@ -353,10 +466,21 @@ impl Sender {
             Ok(uri) => uri.clone(),
             Err(error) => return Attempt::failed(Verdict::Permanent, error.clone()),
         };
-        let client = match self.route(&uri) {
-            Ok(Route::Internal) => &self.internal,
-            Ok(Route::Outside) => &self.outside,
+        let route = match self.route(&uri) {
+            Ok(route) => route,
             Err(refused) => return Attempt::refused(&refused),
+        };
+        let trusting;
+        let client = match (&target.ca_certs, route) {
+            (Some(ca_certs), route) => match self.trusting(ca_certs, route) {
+                Ok(client) => {
+                    trusting = client;
+                    &trusting
+                }
+                Err(error) => return Attempt::failed(Verdict::Permanent, error),
+            },
+            (None, Route::Internal) => &self.internal,
+            (None, Route::Outside) => &self.outside,
         };
         let (mut headers, body) = match format {
             DeliveryFormat::Binary => {
@@ -385,6 +509,23 @@ impl Sender {
             HeaderValue::from_static(USER_AGENT),
         );
         headers.insert("prefer", HeaderValue::from_static("reply"));
+        if let (Some((audience, sender)), Some(tokens)) = (&target.identity, &self.tokens) {
+            match tokens
+                .sign(sender, audience)
+                .and_then(|t| HeaderValue::try_from(format!("Bearer {t}")).ok())
+            {
+                Some(mut value) => {
+                    value.set_sensitive(true);
+                    headers.insert(http::header::AUTHORIZATION, value);
+                }
+                None => {
+                    return Attempt::failed(
+                        Verdict::Retryable,
+                        format!("no token could be signed for audience `{audience}`"),
+                    );
+                }
+            }
+        }
         if let Some(signer) = signer {
             let timestamp = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)

@@ -42,7 +42,7 @@ impl Sources {
             let started = serde_json::from_value::<KafkaSource>(stored.body.clone())
                 .map_err(|e| format!("stored resource is unreadable: {e}"))
                 .and_then(|source| {
-                    let sink = (self.resolve)(&source.spec.sink, &id.0)?;
+                    let sink = self.target("KafkaSource", &id.0, &id.1, &source.spec.sink)?;
                     Ok((source, sink))
                 });
             let (source, sink) = match started {
@@ -54,7 +54,7 @@ impl Sources {
             };
             self.update(&key, |s| {
                 s.ready = true;
-                s.sink = Some(sink.clone());
+                s.sink = Some(sink.url.clone());
                 s.last_error = None;
                 s.backlog = None;
             });

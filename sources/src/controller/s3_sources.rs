@@ -15,7 +15,7 @@ use serde_json::json;
 use super::{Key, Sources, Task, WEBHOOK_SINK_WAIT, answer, lock, retry_later};
 use crate::s3;
 use crate::s3::sns_signature::SnsVerifier;
-use crate::sink::SinkError;
+use crate::sink::{SinkError, Target};
 use crate::webhook::{self, Verifier};
 
 /// An S3Source whose bucket pushes its notifications to kinetic.
@@ -24,7 +24,7 @@ pub(super) struct Bucket {
     verifier: Option<Arc<Verifier>>,
     /// With `sns.topicArns`: requests must be SNS messages of those topics, signed by AWS.
     sns: Option<Arc<SnsVerifier>>,
-    sink: String,
+    sink: Target,
 }
 
 /// What an S3Source needs, by mode.
@@ -34,7 +34,7 @@ enum S3Task {
     /// A task of this process pulls.
     Pull {
         spec: Arc<S3SourceSpec>,
-        sink: String,
+        sink: Target,
         mode: Pull,
     },
 }
@@ -93,7 +93,12 @@ impl Sources {
                         ),
                         S3Mode::Sqs(sqs) => {
                             let mode = Pull::Sqs(sqs.queue_url.clone());
-                            let sink = (self.resolve)(&source.spec.sink, &stored.namespace)?;
+                            let sink = self.target(
+                                "S3Source",
+                                &stored.namespace,
+                                &stored.name,
+                                &source.spec.sink,
+                            )?;
                             return Ok(S3Task::Pull {
                                 spec: Arc::new(source.spec),
                                 sink,
@@ -102,7 +107,12 @@ impl Sources {
                         }
                         S3Mode::Poll(poll) => {
                             let mode = Pull::Poll(poll.clone());
-                            let sink = (self.resolve)(&source.spec.sink, &stored.namespace)?;
+                            let sink = self.target(
+                                "S3Source",
+                                &stored.namespace,
+                                &stored.name,
+                                &source.spec.sink,
+                            )?;
                             return Ok(S3Task::Pull {
                                 spec: Arc::new(source.spec),
                                 sink,
@@ -110,7 +120,12 @@ impl Sources {
                             });
                         }
                     };
-                    let sink = (self.resolve)(&source.spec.sink, &stored.namespace)?;
+                    let sink = self.target(
+                        "S3Source",
+                        &stored.namespace,
+                        &stored.name,
+                        &source.spec.sink,
+                    )?;
                     Ok(S3Task::Push(Bucket {
                         spec: Arc::new(source.spec),
                         verifier,
@@ -122,7 +137,7 @@ impl Sources {
                 Ok(S3Task::Push(bucket)) => {
                     self.update(&key, |s| {
                         s.ready = true;
-                        s.sink = Some(bucket.sink.clone());
+                        s.sink = Some(bucket.sink.url.clone());
                         if s.last_error
                             .as_deref()
                             .is_some_and(|e| e.starts_with("not ready"))
@@ -135,7 +150,7 @@ impl Sources {
                 Ok(S3Task::Pull { spec, sink, mode }) => {
                     self.update(&key, |s| {
                         s.ready = true;
-                        s.sink = Some(sink.clone());
+                        s.sink = Some(sink.url.clone());
                         s.last_error = None;
                     });
                     let cancel = self.cancel.child_token();

@@ -37,6 +37,7 @@ use super::partition::{self, Shared};
 use super::{KafkaSourceError, consumer_settings, read_secret};
 use crate::controller::{Key, Sources, sleep_or_cancel};
 use crate::metrics::PartitionLabels;
+use crate::sink::Target;
 
 /// Pauses between attempts to run a consumer that failed: doubling from the first to the last.
 const FIRST_RESTART: Duration = Duration::from_secs(1);
@@ -218,7 +219,7 @@ pub(crate) async fn run(
     key: Key,
     source: KafkaSource,
     uid: String,
-    sink: String,
+    sink: Target,
     cancel: CancellationToken,
 ) {
     let (namespace, name) = (key.1.clone(), key.2.clone());

@@ -28,7 +28,7 @@ use super::consumer::{PartitionQueue, SourceContext, mark_healthy};
 use super::mapping::{self, Emitter, Record};
 use super::offsets::OffsetTracker;
 use crate::controller::{Key, Sources};
-use crate::sink::SinkError;
+use crate::sink::{SinkError, Target};
 
 /// Records of one partition in flight at once in unordered mode.
 pub const UNORDERED_IN_FLIGHT: usize = 32;
@@ -42,7 +42,7 @@ pub(super) struct Shared {
     pub sources: Arc<Sources>,
     pub key: Key,
     pub emitter: Emitter,
-    pub sink: String,
+    pub sink: Target,
     pub consumer: Arc<StreamConsumer<SourceContext>>,
     pub ordering: KafkaOrdering,
     /// False while librdkafka reports every broker down; the first record read again clears it.

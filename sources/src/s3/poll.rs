@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::controller::{Key, Sources, sleep_or_cancel};
 use crate::s3::client::Clients;
 use crate::s3::{self, ListedObject};
-use crate::sink::SinkError;
+use crate::sink::{SinkError, Target};
 
 /// Objects per state checkpoint.
 pub const CHUNK: usize = 1000;
@@ -194,7 +194,7 @@ pub(crate) async fn run(
     spec: Arc<S3SourceSpec>,
     poll: S3Poll,
     uid: String,
-    sink: String,
+    sink: Target,
     cancel: CancellationToken,
 ) {
     let (namespace, name) = (key.1.clone(), key.2.clone());
@@ -248,7 +248,7 @@ struct Pass<'a> {
     spec: &'a S3SourceSpec,
     poll: &'a S3Poll,
     uid: &'a str,
-    sink: &'a str,
+    sink: &'a Target,
     s3: &'a aws_sdk_s3::Client,
     cancel: &'a CancellationToken,
     /// This task's name in the lease.

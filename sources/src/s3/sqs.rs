@@ -25,6 +25,7 @@ use crate::controller::{Key, Sources, sleep_or_cancel};
 use crate::s3::client::Clients;
 use crate::s3::{self, Parsed};
 use crate::sink::SinkError;
+use crate::sink::Target;
 
 /// Long-polling wait of one ReceiveMessage (SQS allows at most 20 s).
 const WAIT_SECONDS: i32 = 10;
@@ -52,7 +53,7 @@ pub(crate) async fn run(
     key: Key,
     spec: Arc<S3SourceSpec>,
     queue_url: String,
-    sink: String,
+    sink: Target,
     cancel: CancellationToken,
 ) {
     let (namespace, name) = (key.1.clone(), key.2.clone());
@@ -182,7 +183,7 @@ async fn deliver(
     sources: &Sources,
     key: &Key,
     spec: &S3SourceSpec,
-    sink: &str,
+    sink: &Target,
     message: &Message,
     cancel: &CancellationToken,
 ) -> Outcome {
