@@ -227,6 +227,24 @@ async fn policies_decide_who_may_send(engine: Engine) {
         );
         assert!(body.contains(reason), "{case}: {body}");
     }
+    // The outside issuer rotates its keys: a token under a key id kinetic has not seen makes it
+    // read the key set again (at most every few seconds), and then it verifies.
+    crypto::jwt_rotate(keys.path(), "next-");
+    let rotated = crypto::jwt_sign(keys.path(), "ES256", &claims(json!({})));
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (status, _, body) = post(&kinetic, "guarded", "rotated", "x", Some(&rotated)).await;
+        if status == 202 {
+            accepted.push("rotated");
+            break;
+        }
+        assert!(
+            status == 401 && body.contains("kid `next-ec`"),
+            "{status} {body}"
+        );
+        assert!(std::time::Instant::now() < deadline, "never read again");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let (status, challenge, body) = post(&kinetic, "guarded", "none", "anything", None).await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(challenge.as_deref(), Some("Bearer"));

@@ -35,6 +35,11 @@ pub fn jwt_keys(dir: &Path) {
     tool(&["jwt-keys", dir.to_str().unwrap()]);
 }
 
+/// New keys in `dir` under key ids starting with `prefix`, replacing `dir/jwks.json` (a rotation).
+pub fn jwt_rotate(dir: &Path, prefix: &str) {
+    tool(&["jwt-keys", dir.to_str().unwrap(), prefix]);
+}
+
 /// A token signed with `dir`'s key for `alg`.
 pub fn jwt_sign(dir: &Path, alg: &str, claims: &serde_json::Value) -> String {
     tool(&["jwt-sign", dir.to_str().unwrap(), alg, &claims.to_string()])

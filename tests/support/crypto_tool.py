@@ -1,7 +1,8 @@
 """Keys, tokens and certificates for kinetic's end-to-end tests, made with PyJWT and `cryptography`
 (implementations kinetic shares no code with).
 
-  crypto_tool.py jwt-keys DIR               RSA, P-256 and Ed25519 keys in DIR, and DIR/jwks.json
+  crypto_tool.py jwt-keys DIR [PREFIX]      RSA, P-256 and Ed25519 keys in DIR, and DIR/jwks.json
+                                            (key ids PREFIX + rsa, ec, ed)
   crypto_tool.py jwt-sign DIR ALG CLAIMS    a token signed with DIR's key for ALG (RS256, ES256,
                                             EdDSA); CLAIMS is JSON; `kid` names the key
   crypto_tool.py tls DIR NAME               DIR/ca.pem and a server certificate NAME.pem / NAME.key
@@ -43,9 +44,12 @@ def load(path):
         return serialization.load_pem_private_key(f.read(), password=None)
 
 
-def jwt_keys(directory):
+def jwt_keys(directory, prefix=""):
     keys = []
-    for alg, (kid, make) in KEYS.items():
+    kids = {}
+    for alg, (name, make) in KEYS.items():
+        kid = prefix + name
+        kids[alg] = kid
         key = make()
         with open(os.path.join(directory, kid + ".pem"), "wb") as f:
             f.write(pem(key))
@@ -53,12 +57,17 @@ def jwt_keys(directory):
         jwk = algorithm.to_jwk(key.public_key(), as_dict=True)
         jwk.update({"kid": kid, "alg": alg, "use": "sig"})
         keys.append(jwk)
-    with open(os.path.join(directory, "jwks.json"), "w") as f:
+    with open(os.path.join(directory, "kids.json"), "w") as f:
+        json.dump(kids, f)
+    # Renamed into place: a reader never sees half a key set.
+    with open(os.path.join(directory, "jwks.json.tmp"), "w") as f:
         json.dump({"keys": keys}, f)
+    os.replace(os.path.join(directory, "jwks.json.tmp"), os.path.join(directory, "jwks.json"))
 
 
 def jwt_sign(directory, alg, claims):
-    kid = KEYS[alg][0]
+    with open(os.path.join(directory, "kids.json")) as f:
+        kid = json.load(f)[alg]
     key = load(os.path.join(directory, kid + ".pem"))
     print(jwt.encode(json.loads(claims), key, algorithm=alg, headers={"kid": kid}))
 
@@ -160,7 +169,7 @@ def jwt_verify(issuer, audience, token):
 if __name__ == "__main__":
     command = sys.argv[1]
     if command == "jwt-keys":
-        jwt_keys(sys.argv[2])
+        jwt_keys(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "")
     elif command == "jwt-sign":
         jwt_sign(sys.argv[2], sys.argv[3], sys.argv[4])
     elif command == "tls":
