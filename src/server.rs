@@ -206,6 +206,48 @@ impl AdminSocket {
     }
 }
 
+/// The two listeners of `up` and `broker`, bound, with what serving them needs.
+struct Listeners {
+    public: tokio::net::TcpListener,
+    /// `http(s)://ADDRESS` of the public listener.
+    public_url: String,
+    admin: AdminSocket,
+    admin_url: String,
+    guard: Arc<admin::Guard>,
+    tls: Option<Tls>,
+}
+
+impl Listeners {
+    /// Reads the admin tokens and TLS files and checks the exposure before binding anything, so
+    /// a mistake fails fast.
+    async fn bind(
+        listen: SocketAddr,
+        admin_listen: &AdminListen,
+        admin_settings: &AdminSettings,
+        auth_settings: &AuthSettings,
+        tls_settings: &TlsSettings,
+        state_dir: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let tokens = admin_tokens(admin_settings, state_dir)?;
+        auth_settings.check_exposure(listen)?;
+        let tls = tls_settings.load()?;
+        let public = bind(listen).await?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let public_url = format!("{scheme}://{}", public.local_addr()?);
+        let admin = AdminSocket::bind(admin_listen).await?;
+        let guard = admin_guard(tokens, admin_settings, admin.bound()?, tls.is_some());
+        let admin_url = admin.url(tls.is_some())?;
+        Ok(Self {
+            public,
+            public_url,
+            admin,
+            admin_url,
+            guard,
+            tls,
+        })
+    }
+}
+
 /// The admin tokens: `--admin-tokens`, or the state directory's own admin token. Read before any
 /// port is bound, so a mistake fails fast.
 fn admin_tokens(settings: &AdminSettings, state_dir: &std::path::Path) -> anyhow::Result<Tokens> {
@@ -517,23 +559,23 @@ pub async fn up(
         .iter()
         .map(|file| read_resources(file, &autoscaler_defaults))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let tokens = admin_tokens(&admin_settings, &state_dir)?;
-    auth_settings.check_exposure(listen)?;
-    let tls = tls_settings.load()?;
-    let listener = bind(listen).await?;
-    let address = listener.local_addr()?;
-    let base_url = format!(
-        "{}://{address}",
-        if tls.is_some() { "https" } else { "http" }
-    );
-    let admin_socket = AdminSocket::bind(&admin_listen).await?;
-    let admin_guard = admin_guard(
-        tokens,
+    let Listeners {
+        public: listener,
+        public_url: base_url,
+        admin: admin_socket,
+        admin_url,
+        guard: admin_guard,
+        tls,
+    } = Listeners::bind(
+        listen,
+        &admin_listen,
         &admin_settings,
-        admin_socket.bound()?,
-        tls.is_some(),
-    );
-    let admin_url = admin_socket.url(tls.is_some())?;
+        &auth_settings,
+        &tls_settings,
+        &state_dir,
+    )
+    .await?;
+    let address = listener.local_addr()?;
     let gateway_listener = tokio::net::TcpListener::bind(serving_settings.gateway_listen)
         .await
         .with_context(|| {
@@ -727,23 +769,22 @@ pub async fn broker(store: OpenedStore, settings: BrokerSettings) -> anyhow::Res
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
     let kafka = kafka_log(&kafka_settings, &store.store);
-    let tokens = admin_tokens(&admin_settings, &state_dir)?;
-    auth_settings.check_exposure(listen)?;
-    let tls = tls_settings.load()?;
-    let listener = bind(listen).await?;
-    let public_url = format!(
-        "{}://{}",
-        if tls.is_some() { "https" } else { "http" },
-        listener.local_addr()?
-    );
-    let admin_socket = AdminSocket::bind(&admin_listen).await?;
-    let admin_guard = admin_guard(
-        tokens,
+    let Listeners {
+        public: listener,
+        public_url,
+        admin: admin_socket,
+        admin_url,
+        guard: admin_guard,
+        tls,
+    } = Listeners::bind(
+        listen,
+        &admin_listen,
         &admin_settings,
-        admin_socket.bound()?,
-        tls.is_some(),
-    );
-    let admin_url = admin_socket.url(tls.is_some())?;
+        &auth_settings,
+        &tls_settings,
+        &state_dir,
+    )
+    .await?;
     let tracker = TaskTracker::new();
     let auth = auth(
         &auth_settings,

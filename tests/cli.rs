@@ -34,6 +34,11 @@ fn ok(args: &[&str]) -> String {
     stdout(&output)
 }
 
+/// `args` against a running kinetic's admin listener, with the local token of its state directory.
+fn at<'a>(args: &[&'a str], server: &'a str, state: &'a str) -> Vec<&'a str> {
+    [args, &["--server", server, "--state-dir", state]].concat()
+}
+
 /// Runs the CLI and requires failure; returns stderr.
 fn fails(args: &[&str]) -> String {
     let output = cli(args);
@@ -202,15 +207,7 @@ async fn apply_refuses_mistakes_naming_file_document_path_and_hint() {
     let dir = store.dir();
     for (name, trigger, path, message) in &cases {
         let file = bad_file(dir, name, trigger);
-        let error = fails(&[
-            "apply",
-            "-f",
-            &file,
-            "--server",
-            &server,
-            "--state-dir",
-            &state,
-        ]);
+        let error = fails(&at(&["apply", "-f", &file], &server, &state));
         for part in [
             file.as_str(),
             "document 2",
@@ -225,17 +222,11 @@ async fn apply_refuses_mistakes_naming_file_document_path_and_hint() {
         }
     }
     // A file with a mistake changes nothing, not even its valid documents.
-    let brokers: Value = serde_json::from_str(&ok(&[
-        "get",
-        "brokers",
-        "-A",
-        "-o",
-        "json",
-        "--server",
+    let brokers: Value = serde_json::from_str(&ok(&at(
+        &["get", "brokers", "-A", "-o", "json"],
         &server,
-        "--state-dir",
         &state,
-    ]))
+    )))
     .unwrap();
     assert_eq!(brokers, json!([]), "{brokers}");
     // The server checks too, for clients that skip the CLI.
@@ -275,15 +266,7 @@ async fn get_delete_and_send() {
     ]);
     let file = write_yaml(store.dir(), "resources.yaml", &yaml);
     let file = file.to_str().unwrap();
-    let applied = ok(&[
-        "apply",
-        "-f",
-        file,
-        "--server",
-        &server,
-        "--state-dir",
-        &state,
-    ]);
+    let applied = ok(&at(&["apply", "-f", file], &server, &state));
     assert_eq!(
         applied.lines().collect::<Vec<_>>(),
         [
@@ -293,28 +276,15 @@ async fn get_delete_and_send() {
         ],
         "{applied}"
     );
-    let again = ok(&[
-        "apply",
-        "-f",
-        file,
-        "--server",
-        &server,
-        "--state-dir",
-        &state,
-    ]);
+    let again = ok(&at(&["apply", "-f", file], &server, &state));
     assert_eq!(again.matches("unchanged").count(), 3, "{again}");
 
     // get, in the three formats.
-    let json: Value = serde_json::from_str(&ok(&[
-        "get",
-        "triggers",
-        "-o",
-        "json",
-        "--server",
+    let json: Value = serde_json::from_str(&ok(&at(
+        &["get", "triggers", "-o", "json"],
         &server,
-        "--state-dir",
         &state,
-    ]))
+    )))
     .unwrap();
     let names: Vec<&str> = json
         .as_array()
@@ -327,27 +297,11 @@ async fn get_delete_and_send() {
         json[1]["spec"]["subscriber"]["uri"],
         receiver.url("/orders")
     );
-    let yaml_out = ok(&[
-        "get",
-        "triggers",
-        "-o",
-        "yaml",
-        "--server",
-        &server,
-        "--state-dir",
-        &state,
-    ]);
+    let yaml_out = ok(&at(&["get", "triggers", "-o", "yaml"], &server, &state));
     let documents: Vec<Value> = serde_saphyr::from_multiple(&yaml_out).unwrap();
     assert_eq!(documents.len(), 2, "{yaml_out}");
     assert_eq!(documents[1]["metadata"]["name"], "orders", "{yaml_out}");
-    let table = ok(&[
-        "get",
-        "triggers",
-        "--server",
-        &server,
-        "--state-dir",
-        &state,
-    ]);
+    let table = ok(&at(&["get", "triggers"], &server, &state));
     let rows: Vec<Vec<&str>> = table
         .lines()
         .map(|line| line.split_whitespace().collect())
@@ -368,30 +322,16 @@ async fn get_delete_and_send() {
         ],
         "{table}"
     );
-    let one: Value = serde_json::from_str(&ok(&[
-        "get",
-        "trigger",
-        "blue",
-        "-o",
-        "json",
-        "--server",
+    let one: Value = serde_json::from_str(&ok(&at(
+        &["get", "trigger", "blue", "-o", "json"],
         &server,
-        "--state-dir",
         &state,
-    ]))
+    )))
     .unwrap();
     assert_eq!(one["spec"]["filter"]["attributes"]["color"], "blue");
-    let error = fails(&[
-        "get",
-        "trigger",
-        "nosuch",
-        "--server",
-        &server,
-        "--state-dir",
-        &state,
-    ]);
+    let error = fails(&at(&["get", "trigger", "nosuch"], &server, &state));
     assert!(error.contains("default/nosuch does not exist"), "{error}");
-    let error = fails(&["get", "widgets", "--server", &server, "--state-dir", &state]);
+    let error = fails(&at(&["get", "widgets"], &server, &state));
     assert!(error.contains("unknown resource type `widgets`"), "{error}");
 
     // send, with an extension and data, reaches the subscribers.
@@ -480,82 +420,32 @@ async fn get_delete_and_send() {
     );
 
     // delete by kind and name, then by file.
-    let deleted = ok(&[
-        "delete",
-        "trigger",
-        "blue",
-        "--server",
-        &server,
-        "--state-dir",
-        &state,
-    ]);
+    let deleted = ok(&at(&["delete", "trigger", "blue"], &server, &state));
     assert!(
         deleted.contains("trigger default/blue deleted"),
         "{deleted}"
     );
-    let json: Value = serde_json::from_str(&ok(&[
-        "get",
-        "triggers",
-        "-o",
-        "json",
-        "--server",
+    let json: Value = serde_json::from_str(&ok(&at(
+        &["get", "triggers", "-o", "json"],
         &server,
-        "--state-dir",
         &state,
-    ]))
+    )))
     .unwrap();
     assert_eq!(json.as_array().unwrap().len(), 1, "{json}");
-    let error = fails(&[
-        "delete",
-        "trigger",
-        "blue",
-        "--server",
-        &server,
-        "--state-dir",
-        &state,
-    ]);
+    let error = fails(&at(&["delete", "trigger", "blue"], &server, &state));
     assert!(error.contains("default/blue does not exist"), "{error}");
-    let error = fails(&[
-        "delete",
-        "trigger",
-        "--server",
-        &server,
-        "--state-dir",
-        &state,
-    ]);
+    let error = fails(&at(&["delete", "trigger"], &server, &state));
     assert!(error.contains("give KIND and NAME"), "{error}");
     // Re-created, then everything the file names is deleted.
-    ok(&[
-        "apply",
-        "-f",
-        file,
-        "--server",
-        &server,
-        "--state-dir",
-        &state,
-    ]);
-    let deleted = ok(&[
-        "delete",
-        "-f",
-        file,
-        "--server",
-        &server,
-        "--state-dir",
-        &state,
-    ]);
+    ok(&at(&["apply", "-f", file], &server, &state));
+    let deleted = ok(&at(&["delete", "-f", file], &server, &state));
     assert_eq!(deleted.lines().count(), 3, "{deleted}");
     for kind in ["brokers", "triggers"] {
-        let left: Value = serde_json::from_str(&ok(&[
-            "get",
-            kind,
-            "-A",
-            "-o",
-            "json",
-            "--server",
+        let left: Value = serde_json::from_str(&ok(&at(
+            &["get", kind, "-A", "-o", "json"],
             &server,
-            "--state-dir",
             &state,
-        ]))
+        )))
         .unwrap();
         assert_eq!(left, json!([]), "{kind}");
     }
