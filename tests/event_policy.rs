@@ -253,6 +253,19 @@ async fn policies_decide_who_may_send(engine: Engine) {
         "the answer names the audience: {body}"
     );
 
+    // The webhook validation handshake (OPTIONS) of a guarded broker needs a token too.
+    let options = |token: Option<String>| {
+        let mut request = reqwest::Client::new()
+            .request(reqwest::Method::OPTIONS, kinetic.url("/default/guarded"))
+            .header("webhook-request-origin", "sender.example");
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(options(None).await, 401);
+    assert_eq!(options(Some(checkout.clone())).await, 200);
+
     // A broker no policy names, under the default allow-all: no token needed.
     let (status, _, body) = post(&kinetic, "open", "open-1", "anything", None).await;
     assert_eq!(status, 202, "{body}");
@@ -311,6 +324,13 @@ async fn default_modes(engine: Engine) {
         let same = tokio::task::block_in_place(|| {
             own_token(&kinetic, "system:serviceaccount:default:app", &plain)
         });
+        let ghost_token = tokio::task::block_in_place(|| {
+            own_token(
+                &kinetic,
+                "system:serviceaccount:default:app",
+                &audience("ghost"),
+            )
+        });
         let other = tokio::task::block_in_place(|| {
             own_token(&kinetic, "system:serviceaccount:elsewhere:app", &plain)
         });
@@ -335,6 +355,26 @@ async fn default_modes(engine: Engine) {
             _ => (202, 202, 202),
         };
         assert_eq!((none, same, other), expected, "{mode}");
+        // An unknown broker answers a caller without a token as a guarded one would: whether a
+        // broker exists is for authenticated callers only (unless everything is open).
+        let ghost_none = post(&kinetic, "ghost", &format!("{mode}-ghost"), "t", None)
+            .await
+            .0;
+        let ghost_same = post(
+            &kinetic,
+            "ghost",
+            &format!("{mode}-ghost"),
+            "t",
+            Some(&ghost_token),
+        )
+        .await
+        .0;
+        let expected = match mode {
+            "deny-all" => (401, 403),
+            "allow-same-namespace" => (401, 404),
+            _ => (404, 404),
+        };
+        assert_eq!((ghost_none, ghost_same), expected, "{mode}: unknown broker");
         delivered += [none, same, other].iter().filter(|s| **s == 202).count();
         let got = receiver.wait_for("/plain", delivered, WAIT).await;
         assert_eq!(got.len(), delivered, "{mode}: log:\n{}", kinetic.log());

@@ -179,7 +179,24 @@ async fn accept(
     broker: &str,
     request: Request,
 ) -> Result<Response, Refusal> {
+    // A broker that needs a token tells a caller without one nothing: not whether it exists (an
+    // unknown broker answers like a guarded one until the caller authenticates), and no handshake.
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let authenticate = async |ingress: &Ingress| -> Result<(), Refusal> {
+        match &ingress.admission {
+            Some(admission) => admission
+                .admit(namespace, broker, authorization.as_deref(), &[])
+                .await
+                .map_err(Refusal::denied),
+            None => Ok(()),
+        }
+    };
     if request.method() == Method::OPTIONS {
+        authenticate(ingress).await?;
         return Ok(handshake(request.headers()));
     }
     if request.method() != Method::POST {
@@ -208,6 +225,7 @@ async fn accept(
     let class = match ingress.directory.class(namespace, broker).await {
         Ok(Some(class)) => class,
         Ok(None) => {
+            authenticate(ingress).await?;
             return Err(Refusal::new(
                 StatusCode::NOT_FOUND,
                 "unknown_broker",
