@@ -322,6 +322,12 @@ async fn deliver_batch(
     let Some(plan) = context.plans.get(&trigger.uid) else {
         return false;
     };
+    // Moved to another broker (or class) since this consumer started: its records are no longer
+    // the trigger's. It stops here, before delivering them, rather than at the next pass of
+    // [`run`] (up to a plan interval later, while the new broker may already deliver).
+    if plan.trigger.broker != trigger.broker || plan.class != BrokerClass::Kafka {
+        return false;
+    }
     if context.is_disabled(&plan) {
         // Not stored: the batch is read again once the trigger is enabled.
         return false;
