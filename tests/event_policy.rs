@@ -55,6 +55,19 @@ async fn post(
     (status, challenge, response.text().await.unwrap_or_default())
 }
 
+/// The dead letters of trigger `default/{trigger}`, as the API's JSON text.
+async fn dead_letters(kinetic: &Kinetic, trigger: &str) -> String {
+    kinetic
+        .api()
+        .get(kinetic.admin(&format!("/api/v1/deadletters?trigger=default/{trigger}")))
+        .send()
+        .await
+        .expect("GET dead letters")
+        .text()
+        .await
+        .expect("dead letters")
+}
+
 /// `kinetic token create` against `kinetic`.
 fn own_token(kinetic: &Kinetic, sub: &str, audience: &str) -> String {
     let output = kinetic.cli(&[
@@ -519,15 +532,7 @@ async fn kinetic_senders_carry_their_identity(engine: Engine) {
     let got = receiver.wait_for("/guarded", 2, WAIT).await;
     let ids: Vec<&str> = got.iter().filter_map(|r| r.header("ce-id")).collect();
     assert!(ids.contains(&"fwd-1") && !ids.contains(&"unl-1"), "{ids:?}");
-    let letters = kinetic
-        .api()
-        .get(kinetic.admin("/api/v1/deadletters?trigger=default/unlisted"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let letters = dead_letters(&kinetic, "unlisted").await;
     assert!(letters.contains("403"), "{letters}");
 
     // A destination's audience: a token kinetic signed for the trigger, verified by PyJWT from
@@ -553,15 +558,7 @@ async fn kinetic_senders_carry_their_identity(engine: Engine) {
     assert!(secure.received("/insecure").is_empty());
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let letters = kinetic
-            .api()
-            .get(kinetic.admin("/api/v1/deadletters?trigger=default/insecure"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let letters = dead_letters(&kinetic, "insecure").await;
         if letters.contains("certificate") || letters.contains("Certificate") {
             break;
         }

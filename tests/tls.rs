@@ -18,6 +18,20 @@ fn client(ca: &std::path::Path) -> reqwest::Client {
     builder.build().unwrap()
 }
 
+/// Posts event `tls-{n}` over HTTPS and waits until it is the `n`th the receiver got.
+async fn send_and_receive(
+    https: &reqwest::Client,
+    kinetic: &Kinetic,
+    receiver: &Receiver,
+    n: usize,
+) {
+    let url = kinetic.url("/default/default");
+    let status = support::send_event(https, &url, &format!("tls-{n}"), "t", &[], "{}").await;
+    assert_eq!(status, 202);
+    let got = receiver.wait_for("/all", n, Duration::from_secs(15)).await;
+    assert_eq!(got.len(), n, "log:\n{}", kinetic.log());
+}
+
 fn address_of(url: &str) -> std::net::SocketAddr {
     url.rsplit("//").next().unwrap().parse().unwrap()
 }
@@ -64,25 +78,7 @@ async fn both_listeners_serve_https_and_pick_up_a_renewed_certificate() {
     let https = client(&ca);
 
     // The public listener: an event in over HTTPS, delivered.
-    let status = support::send_event(
-        &https,
-        &kinetic.url("/default/default"),
-        "tls-1",
-        "t",
-        &[],
-        "{}",
-    )
-    .await;
-    assert_eq!(status, 202);
-    assert_eq!(
-        receiver
-            .wait_for("/all", 1, Duration::from_secs(15))
-            .await
-            .len(),
-        1,
-        "log:\n{}",
-        kinetic.log()
-    );
+    send_and_receive(&https, &kinetic, &receiver, 1).await;
     // Plain HTTP to a TLS port gets no HTTP answer.
     let plain = reqwest::Client::new()
         .get(kinetic.url("/healthz").replace("https://", "http://"))
@@ -142,23 +138,7 @@ async fn both_listeners_serve_https_and_pick_up_a_renewed_certificate() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let status = support::send_event(
-        &https,
-        &kinetic.url("/default/default"),
-        "tls-2",
-        "t",
-        &[],
-        "{}",
-    )
-    .await;
-    assert_eq!(status, 202);
-    assert_eq!(
-        receiver
-            .wait_for("/all", 2, Duration::from_secs(15))
-            .await
-            .len(),
-        2
-    );
+    send_and_receive(&https, &kinetic, &receiver, 2).await;
 }
 
 #[tokio::test]

@@ -5,8 +5,9 @@
 //! load generator; for the Kafka class, a plain rdkafka consumer reading the broker's topic (and a
 //! plain producer → consumer pair for latency) on the same Kafka-protocol broker.
 //!
-//! The `auth` engine measures the ingress (SQLite, 1 trigger) three ways in one run, each as a ratio
-//! to the first: open (`allow-all`), behind an EventPolicy with a JWT on every request, and over TLS.
+//! The `auth` engine measures the ingress (SQLite, 1 trigger) in one run, each as a ratio to the
+//! first: open (`allow-all`); behind an EventPolicy with the sender's JWT on every request (verified
+//! once, then a cache hit); with a new JWT on every request (a signature check each); over TLS.
 //!
 //! A third reference, measured first: a relay without a store (in the benchmark's process) that
 //! forwards each POST to the subscriber before answering. An event through kinetic costs the same two
@@ -39,7 +40,8 @@ struct Args {
     /// Engines to measure: sqlite, postgres, kafka (the Kafka broker class, SQLite for state, on a
     /// nisshi broker started for the run; install it with scripts/ensure-kafka.sh), kafka-source
     /// (a KafkaSource sending straight to the subscriber, ordered and unordered), auth (SQLite, 1
-    /// trigger: open, behind an EventPolicy with a JWT per request, over TLS).
+    /// trigger: open, behind an EventPolicy with the sender's JWT or a new one per request, over
+    /// TLS).
     #[arg(
         long,
         value_delimiter = ',',
@@ -159,12 +161,27 @@ async fn blast(
     ids: &[String],
     concurrency: usize,
 ) -> anyhow::Result<()> {
+    blast_with(client, url, ids, None, concurrency).await
+}
+
+/// [`blast`], the i-th request with `Authorization: Bearer tokens[i]` when given.
+async fn blast_with(
+    client: &reqwest::Client,
+    url: &str,
+    ids: &[String],
+    tokens: Option<&[String]>,
+    concurrency: usize,
+) -> anyhow::Result<()> {
     let failures = AtomicU64::new(0);
-    futures::stream::iter(ids)
-        .for_each_concurrent(concurrency, |id| {
+    futures::stream::iter(ids.iter().enumerate())
+        .for_each_concurrent(concurrency, |(index, id)| {
             let failures = &failures;
             async move {
-                match event_request(client, url, id).send().await {
+                let mut request = event_request(client, url, id);
+                if let Some(tokens) = tokens {
+                    request = request.bearer_auth(&tokens[index]);
+                }
+                match request.send().await {
                     Ok(response) if response.status().is_success() => {}
                     _ => {
                         failures.fetch_add(1, Ordering::Relaxed);
@@ -203,12 +220,33 @@ async fn throughput(
     concurrency: usize,
     per_event: u64,
 ) -> anyhow::Result<f64> {
+    throughput_signed(client, url, sink, events, concurrency, per_event, None).await
+}
+
+/// [`throughput`], each request with a token of its own from `sign` (made before the clock starts).
+async fn throughput_signed(
+    client: &reqwest::Client,
+    url: &str,
+    sink: &Sink,
+    events: usize,
+    concurrency: usize,
+    per_event: u64,
+    sign: Option<&dyn Fn() -> anyhow::Result<String>>,
+) -> anyhow::Result<f64> {
     let ids: Vec<String> = (0..events)
         .map(|_| uuid::Uuid::new_v4().to_string())
         .collect();
+    let tokens = match sign {
+        Some(sign) => Some(
+            (0..events)
+                .map(|_| sign())
+                .collect::<anyhow::Result<Vec<_>>>()?,
+        ),
+        None => None,
+    };
     let before = sink.count.load(Ordering::Relaxed);
     let start = Instant::now();
-    blast(client, url, &ids, concurrency).await?;
+    blast_with(client, url, &ids, tokens.as_deref(), concurrency).await?;
     wait_count(
         sink,
         before + events as u64 * per_event,
@@ -664,25 +702,59 @@ async fn auth_rows(args: &Args, sink_address: SocketAddr, sink: &Arc<Sink>) -> a
         .default_headers(headers)
         .build()?;
     let over_tls = client_trusting(tls.tls.as_ref().map(|(_, _, ca)| ca.as_path()))?;
+    // Fresh tokens, one per request, signed with the guarded kinetic's own key: every request
+    // pays a signature verification (no cache hit).
+    let issuer = kinetic_auth::Issuer::load_or_create(guarded.dir.path(), &guarded.base)?;
+    let fresh = || -> anyhow::Result<String> {
+        Ok(issuer.sign(
+            &format!(
+                "system:serviceaccount:default:bench-{}",
+                uuid::Uuid::new_v4().simple()
+            ),
+            "eventing.knative.dev/broker/default/bench",
+            Duration::from_secs(3600),
+        )?)
+    };
     let rows = [
-        ("auth: events/s → 2xx, open (allow-all)", &open, &plain),
         (
-            "auth: … EventPolicy, a JWT per request",
+            "auth: events/s → 2xx, open (allow-all)",
+            &open,
+            &plain,
+            false,
+        ),
+        (
+            "auth: … EventPolicy, the sender's JWT",
             &guarded,
             &with_token,
+            false,
         ),
-        ("auth: … over TLS (both listeners)", &secure, &over_tls),
+        (
+            "auth: … EventPolicy, a new JWT each request",
+            &guarded,
+            &plain,
+            true,
+        ),
+        (
+            "auth: … over TLS (both listeners)",
+            &secure,
+            &over_tls,
+            false,
+        ),
     ];
     let mut runs: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
     for _ in 0..args.repeat {
-        for (index, (_, server, client)) in rows.iter().enumerate() {
+        for (index, (_, server, client, new_tokens)) in rows.iter().enumerate() {
             let url = format!("{}/default/bench", server.base);
-            runs[index]
-                .push(throughput(client, &url, sink, args.events, args.concurrency, 1).await?);
+            let sign: Option<&dyn Fn() -> anyhow::Result<String>> =
+                if *new_tokens { Some(&fresh) } else { None };
+            runs[index].push(
+                throughput_signed(client, &url, sink, args.events, args.concurrency, 1, sign)
+                    .await?,
+            );
         }
     }
     let medians: Vec<f64> = runs.into_iter().map(median).collect();
-    for (index, (what, _, _)) in rows.iter().enumerate() {
+    for (index, (what, _, _, _)) in rows.iter().enumerate() {
         println!(
             "{:<44} {:>14} {:>14} {:>8}",
             what,
