@@ -292,6 +292,46 @@ fn parse_issuer(text: &str) -> Result<kinetic_auth::IssuerSpec, String> {
     text.parse()
 }
 
+/// What the listeners allow each client (every listener of the process).
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionSettings {
+    /// How long a client may take to send a request's headers, and how long a keep-alive
+    /// connection may sit idle between requests, ISO-8601.
+    #[arg(long, env = "KINETIC_HEADER_READ_TIMEOUT", default_value = "PT10S", value_parser = parse_positive_duration)]
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send a request's body, ISO-8601 (the gateway to Services
+    /// allows up to an hour, the longest `timeoutSeconds`).
+    #[arg(long, env = "KINETIC_BODY_READ_TIMEOUT", default_value = "PT60S", value_parser = parse_positive_duration)]
+    pub body_read_timeout: Duration,
+    /// Connections served at once per listener; further ones wait to be accepted.
+    #[arg(long, env = "KINETIC_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+    /// On SIGTERM, how long requests in flight may take before their connections are closed,
+    /// ISO-8601.
+    #[arg(long, env = "KINETIC_SHUTDOWN_GRACE", default_value = "PT30S", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl ConnectionSettings {
+    pub fn limits(&self) -> crate::serve::Limits {
+        crate::serve::Limits {
+            header_read: self.header_read_timeout,
+            body_read: self.body_read_timeout,
+            max_connections: self.max_connections as usize,
+            shutdown_grace: self.shutdown_grace,
+        }
+    }
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        duration if duration.is_zero() => Err(format!(
+            "`{text}` is zero; give a duration above zero, e.g. PT10S"
+        )),
+        duration => Ok(duration),
+    }
+}
+
 /// TLS on the public and admin listeners.
 #[derive(Debug, Clone, Args)]
 pub struct TlsSettings {

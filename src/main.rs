@@ -19,8 +19,8 @@ mod serve;
 mod server;
 
 use config::{
-    AdminListen, AdminSettings, AuthSettings, DispatcherSettings, EgressSettings, IngressSettings,
-    KafkaSettings, ServingSettings, StoreSettings, TlsSettings,
+    AdminListen, AdminSettings, AuthSettings, ConnectionSettings, DispatcherSettings,
+    EgressSettings, IngressSettings, KafkaSettings, ServingSettings, StoreSettings, TlsSettings,
 };
 
 // Every event allocates on its way through HTTP, JSON and the store; glibc's allocator spends a
@@ -62,6 +62,8 @@ enum Command {
         #[command(flatten)]
         tls: TlsSettings,
         #[command(flatten)]
+        connections: ConnectionSettings,
+        #[command(flatten)]
         store: StoreSettings,
         #[command(flatten)]
         ingress: IngressSettings,
@@ -90,6 +92,8 @@ enum Command {
         #[command(flatten)]
         tls: TlsSettings,
         #[command(flatten)]
+        connections: ConnectionSettings,
+        #[command(flatten)]
         store: StoreSettings,
         #[command(flatten)]
         ingress: IngressSettings,
@@ -104,6 +108,8 @@ enum Command {
         listen: SocketAddr,
         #[command(flatten)]
         admin: AdminSettings,
+        #[command(flatten)]
+        connections: ConnectionSettings,
         /// Base URL of the broker ingress, for destinations that reference a Broker.
         #[arg(
             long,
@@ -123,6 +129,9 @@ enum Command {
         /// Dedupe window used for replies, ISO-8601.
         #[arg(long, env = "KINETIC_DEDUPE_WINDOW", default_value = "PT24H", value_parser = config::parse_duration)]
         dedupe_window: std::time::Duration,
+        /// Largest reply read back from a subscriber, in bytes: the brokers' --max-body-bytes.
+        #[arg(long, env = "KINETIC_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+        max_body_bytes: usize,
         #[command(flatten)]
         kafka: KafkaSettings,
         #[command(flatten)]
@@ -376,6 +385,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             admin,
             auth,
             tls,
+            connections,
             store,
             ingress,
             dispatcher,
@@ -387,6 +397,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let store = server::open_store(&store).await?;
             let settings = server::UpSettings {
                 tls,
+                connections,
                 admin_listen,
                 admin,
                 auth,
@@ -432,6 +443,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             admin,
             auth,
             tls,
+            connections,
             store,
             ingress,
             kafka,
@@ -442,6 +454,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 store,
                 server::BrokerSettings {
                     tls,
+                    connections,
                     listen,
                     admin_listen,
                     admin,
@@ -456,11 +469,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Dispatcher {
             listen,
             admin,
+            connections,
             issuer_url,
             ingress_url,
             store,
             dispatcher,
             dedupe_window,
+            max_body_bytes,
             kafka,
             egress,
         } => {
@@ -475,9 +490,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ingress_url,
                 server::DispatchSettings {
                     admin,
+                    connections,
                     issuer_url,
                     dispatcher,
                     dedupe_window,
+                    max_body_bytes,
                     kafka,
                     egress,
                 },

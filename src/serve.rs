@@ -1,17 +1,19 @@
-//! Serving a router on a TCP listener, in plain HTTP or over TLS (`--tls-cert`/`--tls-key`), with
-//! graceful shutdown. The certificate files are watched: a renewed certificate (e.g. by
-//! cert-manager or certbot) is served from the next handshake on, without a restart; files that do
-//! not load leave the previous certificate in place, with a warning.
+//! Serving a router on a listener (TCP or a Unix socket), in plain HTTP or over TLS
+//! (`--tls-cert`/`--tls-key`), within [`Limits`]: header, body and idle timeouts, a connection cap,
+//! and a graceful shutdown with a hard deadline.
+//!
+//! The certificate files are watched: a renewed certificate (e.g. by cert-manager or certbot) is
+//! served from the next handshake on, without a restart; files that do not load leave the previous
+//! certificate in place, with a warning.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject as _;
@@ -22,8 +24,6 @@ use tokio_util::sync::CancellationToken;
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a client may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long in-flight requests may take to finish after the shutdown signal.
-const DRAIN: Duration = Duration::from_secs(30);
 
 /// `--tls-cert` and `--tls-key`.
 #[derive(Debug, Clone)]
@@ -147,44 +147,131 @@ impl Tls {
     }
 }
 
-/// Serves `router` on `listener` (over TLS when `tls` is given) until `cancel`, then lets requests
-/// in flight finish (bounded).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+/// What every listener allows a client, so that slow or idle clients cannot hold connections, file
+/// descriptors or shutdown.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How long a client may take to send a request's headers, and how long a keep-alive
+    /// connection may sit idle waiting for its next request.
+    pub header_read: Duration,
+    /// How long a client may take to send a request's whole body, from its headers on.
+    pub body_read: Duration,
+    /// Connections served at once; further ones wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// After the shutdown signal, how long requests in flight may take; then their connections are
+    /// closed.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_read: Duration::from_secs(10),
+            body_read: Duration::from_secs(60),
+            max_connections: 4096,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A request body that fails once its deadline has passed: a client sending a body slowly (or
+/// not at all after its headers) is cut off instead of holding its connection.
+struct Deadline {
+    body: hyper::body::Incoming,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    limit: Duration,
+}
+
+/// The error a [`Deadline`] body ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {}", kinetic_api::duration::format(*.0))]
+pub struct BodyTimedOut(Duration);
+
+impl http_body::Body for Deadline {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::future::Future as _;
+        let this = &mut *self;
+        if let std::task::Poll::Ready(frame) = std::pin::Pin::new(&mut this.body).poll_frame(cx) {
+            return std::task::Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        if this.sleep.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(Some(Err(Box::new(BodyTimedOut(this.limit)))));
+        }
+        std::task::Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Serves `router` on `listener` (over TLS when `tls` is given) within `limits` until `cancel`,
+/// then lets requests in flight finish for the grace period and closes what is left.
+pub async fn serve<L: axum::serve::Listener>(
+    mut listener: L,
     router: axum::Router,
     tls: Option<Tls>,
+    limits: Limits,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(limits.header_read))
+        .keep_alive_timeout(limits.header_read);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let (stream, _peer) = tokio::select! {
+        // Finished connections leave the set as they go, so it holds only live ones.
+        while connections.try_join_next().is_some() {}
+        let permit = tokio::select! {
             () = cancel.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors, or a connection reset before it was accepted.
-                    tracing::warn!(%error, "Accepting a connection failed.");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            permit = slots.clone().acquire_owned() => permit.context("the connection slots closed")?,
         };
-        let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let stream = tokio::select! {
+            () = cancel.cancelled() => break,
+            (stream, _peer) = listener.accept() => stream,
+        };
+        let service = hyper::service::service_fn({
+            let router = router.clone();
+            let limit = limits.body_read;
+            move |request: http::Request<hyper::body::Incoming>| {
+                let request = request.map(|body| Deadline {
+                    body,
+                    sleep: Box::pin(tokio::time::sleep(limit)),
+                    limit,
+                });
+                tower::ServiceExt::oneshot(router.clone(), request)
+            }
+        });
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        match &tls {
-            None => {
-                tokio::spawn(async move {
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor.clone());
+        connections.spawn(async move {
+            let _permit = permit;
+            match acceptor {
+                None => {
                     let connection =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     let _ = watcher.watch(connection.into_owned()).await;
-                });
-            }
-            Some(tls) => {
-                let acceptor = tls.acceptor.clone();
-                tokio::spawn(async move {
+                }
+                Some(acceptor) => {
                     let stream = match tokio::time::timeout(
                         HANDSHAKE_TIMEOUT,
                         acceptor.accept(stream),
@@ -201,18 +288,20 @@ pub async fn serve(
                     let connection =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     let _ = watcher.watch(connection.into_owned()).await;
-                });
+                }
             }
-        }
+        });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!(
+            connections = connections.len(),
             "Requests still in flight after the grace period; closing their connections."
         );
     }
+    connections.shutdown().await;
     Ok(())
 }

@@ -25,10 +25,10 @@ use crate::admin::{self, Tokens};
 use crate::api::{self, ApiState};
 use crate::apply;
 use crate::config::{
-    AdminListen, AdminSettings, AuthSettings, DispatcherSettings, EgressSettings, IngressSettings,
-    KafkaSettings, ServingSettings, StoreSettings, TlsSettings,
+    AdminListen, AdminSettings, AuthSettings, ConnectionSettings, DispatcherSettings,
+    EgressSettings, IngressSettings, KafkaSettings, ServingSettings, StoreSettings, TlsSettings,
 };
-use crate::serve::Tls;
+use crate::serve::{Limits, Tls};
 
 /// How often delivered events and expired dedupe entries are removed; often, so each removal is small.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(2);
@@ -120,6 +120,14 @@ pub fn cancel_on_signal(token: CancellationToken) {
     });
 }
 
+/// `listener`, its connections sending small answers at once (no Nagle delay).
+fn nodelay(listener: tokio::net::TcpListener) -> impl axum::serve::Listener {
+    use axum::serve::ListenerExt as _;
+    listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    })
+}
+
 async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.with_context(|| {
         format!("listening on {addr} (is another process using it? choose another with --listen)")
@@ -183,20 +191,22 @@ impl AdminSocket {
         })
     }
 
-    /// Runs `router` behind `guard` until `cancel`, finishing in-flight requests.
+    /// Runs `router` behind `guard` within `limits` until `cancel`, finishing in-flight requests.
     async fn serve(
         self,
         router: axum::Router,
         guard: Arc<admin::Guard>,
         tls: Option<Tls>,
+        limits: Limits,
         cancel: CancellationToken,
     ) -> anyhow::Result<()> {
         let router = router.layer(axum::middleware::from_fn_with_state(guard, admin::guard));
         match self {
-            Self::Tcp(listener) => crate::serve::serve(listener, router, tls, cancel).await,
+            Self::Tcp(listener) => {
+                crate::serve::serve(nodelay(listener), router, tls, limits, cancel).await
+            }
             Self::Unix(listener, path) => {
-                let served = axum::serve(listener, router)
-                    .with_graceful_shutdown(async move { cancel.cancelled().await })
+                let served = crate::serve::serve(listener, router, None, limits, cancel)
                     .await
                     .context("serving the admin API");
                 let _ = std::fs::remove_file(&path);
@@ -215,6 +225,7 @@ struct Listeners {
     admin_url: String,
     guard: Arc<admin::Guard>,
     tls: Option<Tls>,
+    limits: Limits,
 }
 
 impl Listeners {
@@ -226,6 +237,7 @@ impl Listeners {
         admin_settings: &AdminSettings,
         auth_settings: &AuthSettings,
         tls_settings: &TlsSettings,
+        connections: &ConnectionSettings,
         state_dir: &std::path::Path,
     ) -> anyhow::Result<Self> {
         let tokens = admin_tokens(admin_settings, state_dir)?;
@@ -244,6 +256,7 @@ impl Listeners {
             admin_url,
             guard,
             tls,
+            limits: connections.limits(),
         })
     }
 }
@@ -421,7 +434,7 @@ struct DispatcherLogs {
 fn dispatcher_config(
     settings: &DispatcherSettings,
     egress: &EgressSettings,
-    dedupe_window: Duration,
+    (dedupe_window, max_reply_bytes): (Duration, usize),
     resolver: Resolver,
     issuer: Option<Arc<kinetic_auth::Issuer>>,
 ) -> kinetic_triggers::Config {
@@ -431,6 +444,7 @@ fn dispatcher_config(
     config.batch_size = settings.delivery_batch as usize;
     config.poll_interval = settings.poll_interval.max(Duration::from_millis(10));
     config.dedupe_window = dedupe_window;
+    config.max_reply_bytes = max_reply_bytes;
     config.egress = egress.egress();
     config.tokens = issuer.map(|issuer| {
         kinetic_triggers::sender::TokenSigner::new(move |subject, audience| {
@@ -488,14 +502,16 @@ fn dispatcher(
 async fn serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,
+    limits: Limits,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    crate::serve::serve(listener, router, None, cancel).await
+    crate::serve::serve(nodelay(listener), router, None, limits, cancel).await
 }
 
 /// The components' settings of `kinetic up`.
 pub struct UpSettings {
     pub tls: TlsSettings,
+    pub connections: ConnectionSettings,
     pub admin_listen: AdminListen,
     pub admin: AdminSettings,
     pub auth: AuthSettings,
@@ -509,6 +525,7 @@ pub struct UpSettings {
 /// The settings of `kinetic broker`.
 pub struct BrokerSettings {
     pub tls: TlsSettings,
+    pub connections: ConnectionSettings,
     pub listen: SocketAddr,
     pub admin_listen: AdminListen,
     pub admin: AdminSettings,
@@ -521,11 +538,14 @@ pub struct BrokerSettings {
 /// The delivery settings of `kinetic dispatcher`.
 pub struct DispatchSettings {
     pub admin: AdminSettings,
+    pub connections: ConnectionSettings,
     /// kinetic's issuer URL, as the brokers' `--issuer-url`.
     pub issuer_url: Option<String>,
     pub dispatcher: DispatcherSettings,
     /// For replies.
     pub dedupe_window: Duration,
+    /// Largest reply read back.
+    pub max_body_bytes: usize,
     pub kafka: KafkaSettings,
     pub egress: EgressSettings,
 }
@@ -540,6 +560,7 @@ pub async fn up(
 ) -> anyhow::Result<()> {
     let UpSettings {
         tls: tls_settings,
+        connections,
         admin_listen,
         admin: admin_settings,
         auth: auth_settings,
@@ -566,12 +587,14 @@ pub async fn up(
         admin_url,
         guard: admin_guard,
         tls,
+        limits,
     } = Listeners::bind(
         listen,
         &admin_listen,
         &admin_settings,
         &auth_settings,
         &tls_settings,
+        &connections,
         &state_dir,
     )
     .await?;
@@ -635,7 +658,10 @@ pub async fn up(
         dispatcher_config(
             &dispatcher_settings,
             &egress_settings,
-            ingress_settings.dedupe_window,
+            (
+                ingress_settings.dedupe_window,
+                ingress_settings.max_body_bytes,
+            ),
             resolver.clone(),
             Some(auth.issuer.clone()),
         ),
@@ -683,6 +709,7 @@ pub async fn up(
         api::router(api_state),
         admin_guard,
         tls.clone(),
+        limits,
         cancel.clone(),
     ));
     if let Some(tls) = &tls {
@@ -697,6 +724,11 @@ pub async fn up(
     let gateway_task = tokio::spawn(serve(
         gateway_listener,
         kinetic_serving::gateway::router(serving.gateway().clone()),
+        Limits {
+            // A request to a Service may stream its body for as long as the longest timeoutSeconds.
+            body_read: limits.body_read.max(Duration::from_secs(3600)),
+            ..limits
+        },
         cancel.clone(),
     ));
     if !files.is_empty() {
@@ -722,7 +754,7 @@ pub async fn up(
         &files,
     );
     tracing::info!(listen = %address, admin = %admin_url, gateway = %gateway_address, store = %redact(&store.url), "kinetic is up.");
-    let served = crate::serve::serve(listener, router, tls, cancel.clone()).await;
+    let served = crate::serve::serve(nodelay(listener), router, tls, limits, cancel.clone()).await;
     cancel.cancel();
     let admin_served = tokio::time::timeout(SHUTDOWN_GRACE, admin_task).await;
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, gateway_task).await;
@@ -758,6 +790,7 @@ pub async fn up(
 pub async fn broker(store: OpenedStore, settings: BrokerSettings) -> anyhow::Result<()> {
     let BrokerSettings {
         tls: tls_settings,
+        connections,
         listen,
         admin_listen,
         admin: admin_settings,
@@ -776,12 +809,14 @@ pub async fn broker(store: OpenedStore, settings: BrokerSettings) -> anyhow::Res
         admin_url,
         guard: admin_guard,
         tls,
+        limits,
     } = Listeners::bind(
         listen,
         &admin_listen,
         &admin_settings,
         &auth_settings,
         &tls_settings,
+        &connections,
         &state_dir,
     )
     .await?;
@@ -823,6 +858,7 @@ pub async fn broker(store: OpenedStore, settings: BrokerSettings) -> anyhow::Res
         api::router(api_state),
         admin_guard,
         tls.clone(),
+        limits,
         cancel.clone(),
     ));
     if let Some(tls) = &tls {
@@ -834,7 +870,7 @@ pub async fn broker(store: OpenedStore, settings: BrokerSettings) -> anyhow::Res
         cancel.clone(),
     ));
     tracing::info!(listen = %listener.local_addr()?, admin = %admin_url, store = %redact(&store.url), "kinetic broker is up.");
-    let served = crate::serve::serve(listener, router, tls, cancel.clone()).await;
+    let served = crate::serve::serve(nodelay(listener), router, tls, limits, cancel.clone()).await;
     cancel.cancel();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, admin_task).await;
     drain(parts.committer_tasks).await;
@@ -890,7 +926,7 @@ pub async fn dispatcher_only(
         dispatcher_config(
             &settings.dispatcher,
             &settings.egress,
-            settings.dedupe_window,
+            (settings.dedupe_window, settings.max_body_bytes),
             Resolver {
                 ingress_url,
                 gateway: None,
@@ -921,7 +957,13 @@ pub async fn dispatcher_only(
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, replies_task).await;
     });
     tracing::info!(listen = %listener.local_addr()?, store = %redact(&store.url), "kinetic dispatcher is up.");
-    let served = serve(listener, router, cancel.clone()).await;
+    let served = serve(
+        listener,
+        router,
+        settings.connections.limits(),
+        cancel.clone(),
+    )
+    .await;
     cancel.cancel();
     tracker.close();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await;

@@ -165,6 +165,12 @@ fn event(id: &str, extra: Value) -> Value {
     event
 }
 
+/// An id of exactly the longest length accepted.
+fn long_id() -> &'static str {
+    static ID: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| "L".repeat(1024));
+    &ID
+}
+
 fn table() -> Vec<Row> {
     let exactly_at_limit = {
         // Binary mode: the body alone is what is limited.
@@ -318,6 +324,44 @@ fn table() -> Vec<Row> {
                 .answer_header("webhook-allowed-rate", "*")
                 .answer_header("allow", "POST, OPTIONS")
         },
+        // ----- what a string attribute may hold (one bad event must not reach the store)
+        row("binary ce-id with a percent-encoded NUL")
+            .binary("r-nul")
+            .header("ce-id", "a%00b")
+            .refused(400, Some("id"), "U+0000"),
+        row("structured id with a NUL")
+            .structured(event("r-nul-structured\u{0}", json!({})))
+            .refused(400, Some("id"), "U+0000"),
+        row("binary ce-type with a line feed")
+            .binary("r-lf")
+            .header("ce-type", "com.example%0Aevil")
+            .refused(400, Some("type"), "U+000A"),
+        row("structured extension with a C1 control character")
+            .structured(event("r-c1", json!({"note": "a\u{85}b"})))
+            .refused(400, Some("note"), "U+0085"),
+        row("ce-id one byte over 1024")
+            .binary("r-long-id")
+            .header("ce-id", &"i".repeat(1025))
+            .refused(400, Some("id"), "at most 1024"),
+        row("ce-id of exactly 1024 bytes")
+            .binary(long_id())
+            .delivers(&[long_id()]),
+        row("partitionkey over 1024 bytes")
+            .binary("r-long-lane")
+            .header("ce-partitionkey", &"k".repeat(1025))
+            .refused(400, Some("partitionkey"), "at most 1024"),
+        row("ce-subject over 4096 bytes")
+            .binary("r-long-subject")
+            .header("ce-subject", &"s".repeat(4097))
+            .refused(400, Some("subject"), "at most 4096"),
+        row("knativebrokerttl at the smallest integer")
+            .binary("r-ttl-min")
+            .header("ce-knativebrokerttl", &i64::MIN.to_string())
+            .refused(400, Some("knativebrokerttl"), "too many brokers"),
+        row("knativebrokerttl at the largest integer is clamped")
+            .binary("ok-ttl-max")
+            .header("ce-knativebrokerttl", &i64::MAX.to_string())
+            .delivers(&["ok-ttl-max"]),
         // ----- batch mode
         row("batch that is an empty array")
             .batch(json!([]))

@@ -16,14 +16,12 @@ pub const ERROR_DATA: &str = "knativeerrordata";
 /// Longest `knativeerrordata` value, in base64 characters.
 pub const ERROR_DATA_MAX: usize = 1024;
 
-/// What the broker does with an incoming TTL: absent → the default, present → decremented; an
-/// event whose TTL would drop to zero or below is refused (`None`).
+/// What the broker does with an incoming TTL: absent → the default, present → clamped to the
+/// default (a sender cannot buy itself more hops than a fresh event has) and decremented; an event
+/// whose TTL would drop to zero or below is refused (`None`).
 pub fn next_ttl(incoming: Option<i64>) -> Option<i64> {
-    match incoming {
-        None => Some(DEFAULT_BROKER_TTL),
-        Some(ttl) if ttl - 1 > 0 => Some(ttl - 1),
-        Some(_) => None,
-    }
+    let ttl = incoming.map_or(DEFAULT_BROKER_TTL + 1, |ttl| ttl.min(DEFAULT_BROKER_TTL));
+    (ttl > 1).then(|| ttl - 1)
 }
 
 /// Applies the broker's acceptance rules to an event entering a broker's log (from a client or as a
@@ -66,5 +64,8 @@ mod tests {
         assert_eq!(next_ttl(Some(1)), None);
         assert_eq!(next_ttl(Some(0)), None);
         assert_eq!(next_ttl(Some(-5)), None);
+        assert_eq!(next_ttl(Some(256)), Some(254));
+        assert_eq!(next_ttl(Some(i64::MAX)), Some(254));
+        assert_eq!(next_ttl(Some(i64::MIN)), None);
     }
 }

@@ -29,6 +29,9 @@ pub enum BrokerClass {
 
 /// Trigger annotation selecting ordered delivery (Knative's Kafka broker annotation).
 pub const DELIVERY_ORDER_ANNOTATION: &str = "kafka.eventing.knative.dev/delivery.order";
+/// Whether a Trigger's subscriber may reply with an event published to the broker (`"true"`, the
+/// default as in Knative, or `"false"`).
+pub const REPLIES_ANNOTATION: &str = "kinetic.dev/replies";
 
 /// A Broker receives events at `POST /{namespace}/{name}` and keeps them durably until every
 /// matching Trigger has delivered them.
@@ -178,11 +181,30 @@ impl Trigger {
         }
     }
 
+    /// Whether the subscriber's answers may be replies ([`REPLIES_ANNOTATION`]).
+    pub fn replies(&self) -> Result<bool, Error> {
+        match self
+            .metadata
+            .annotations
+            .get(REPLIES_ANNOTATION)
+            .map(String::as_str)
+        {
+            None | Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            Some(other) => Err(Error::new(
+                format!("metadata.annotations[{REPLIES_ANNOTATION}]"),
+                format!("`{other}` is not a boolean"),
+            )
+            .with_hint("use \"true\" (replies are published to the broker, the default) or \"false\" (answers are never replies)")),
+        }
+    }
+
     /// Structural validation. CESQL expressions are only checked for presence here; the filter
     /// compiler (which owns the CESQL engine) checks their syntax, see [`Self::cesql_expressions`].
     pub fn validate(&self) -> Result<(), Error> {
         self.metadata.validate()?;
         self.delivery_order()?;
+        self.replies()?;
         crate::meta::validate_dns_label(&self.spec.broker).map_err(|e| e.under("spec.broker"))?;
         if let Some(filter) = &self.spec.filter {
             for name in filter.attributes.keys() {

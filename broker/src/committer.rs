@@ -145,32 +145,86 @@ async fn run(
             .iter_mut()
             .flat_map(|r| std::mem::take(&mut r.parsed))
             .collect();
+        let replies: Vec<Reply> = pending.drain(..).map(|r| r.reply).collect();
+        let group = Group {
+            log: log.as_ref(),
+            window,
+            committed: &committed,
+            metrics: &metrics,
+            feed: feed.get(),
+        };
+        match group.append(events, parsed).await {
+            Ok(outcomes) => {
+                let mut outcomes = outcomes.into_iter();
+                for (reply, size) in replies.into_iter().zip(sizes) {
+                    let mine: Vec<Appended> = outcomes.by_ref().take(size).collect();
+                    let _ = reply.send(Ok(mine));
+                }
+            }
+            Err((error, _, _)) if replies.len() == 1 || error.is_outage() => {
+                tracing::warn!(error = %error, requests = replies.len(), "Commit to the broker's log failed.");
+                let error = Arc::new(error);
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+            // Perhaps one request's events made the store refuse the transaction: commit each
+            // request alone, so only the one at fault fails.
+            Err((error, events, parsed)) => {
+                tracing::debug!(error = %error, requests = replies.len(), "A group commit failed; committing its requests one by one.");
+                let mut events = events.into_iter();
+                let mut parsed = parsed.into_iter();
+                for (reply, size) in replies.into_iter().zip(sizes) {
+                    let mine = events.by_ref().take(size).collect();
+                    let mine_parsed = parsed.by_ref().take(size).collect();
+                    let answer = group.append(mine, mine_parsed).await.map_err(|(error, _, _)| {
+                        tracing::warn!(error = %error, events = size, "A request's events were refused by the broker's log.");
+                        Arc::new(error)
+                    });
+                    let _ = reply.send(answer);
+                }
+            }
+        }
+    }
+}
+
+/// One transaction's worth of work of the commit task.
+struct Group<'a> {
+    log: &'a dyn Log,
+    window: i64,
+    committed: &'a watch::Sender<u64>,
+    metrics: &'a Metrics,
+    feed: Option<&'a Arc<dyn Feed>>,
+}
+
+impl Group<'_> {
+    /// Appends `events` in one transaction, hands what was stored to the feed and signals the
+    /// commit. On failure the events come back, to be tried again in smaller groups.
+    async fn append(
+        &self,
+        events: Vec<NewEvent>,
+        parsed: Vec<Event>,
+    ) -> Result<Vec<Appended>, (LogError, Vec<NewEvent>, Vec<Event>)> {
         let now = chrono::Utc::now().timestamp_millis();
-        metrics.batch_size.observe(events.len() as f64);
+        self.metrics.batch_size.observe(events.len() as f64);
         let started = std::time::Instant::now();
-        let appended = log.append(&events, now, now.saturating_sub(window)).await;
-        metrics
+        let appended = self
+            .log
+            .append(&events, now, now.saturating_sub(self.window))
+            .await;
+        self.metrics
             .commit_duration
             .observe(started.elapsed().as_secs_f64());
         match appended {
             Ok(outcomes) => {
-                if let Some(feed) = feed.get() {
+                if let Some(feed) = self.feed {
                     feed.stored(stored(events, parsed, &outcomes, now));
                 }
-                committed.send_modify(|count| *count = count.wrapping_add(1));
-                let mut outcomes = outcomes.into_iter();
-                for (request, size) in pending.drain(..).zip(sizes) {
-                    let mine: Vec<Appended> = outcomes.by_ref().take(size).collect();
-                    let _ = request.reply.send(Ok(mine));
-                }
+                self.committed
+                    .send_modify(|count| *count = count.wrapping_add(1));
+                Ok(outcomes)
             }
-            Err(error) => {
-                tracing::warn!(error = %error, events = events.len(), "Commit to the broker's log failed.");
-                let error = Arc::new(error);
-                for request in pending.drain(..) {
-                    let _ = request.reply.send(Err(error.clone()));
-                }
-            }
+            Err(error) => Err((error, events, parsed)),
         }
     }
 }
@@ -199,4 +253,99 @@ fn stored(
             Appended::Duplicate => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+
+    /// A log that refuses any transaction holding an event with id `poison`, or every one while
+    /// `down`, the way a database refuses a bad row or is out of reach.
+    #[derive(Default)]
+    struct Picky {
+        next: AtomicI64,
+        transactions: AtomicUsize,
+        down: bool,
+    }
+
+    #[async_trait]
+    impl Log for Picky {
+        async fn append(
+            &self,
+            events: &[NewEvent],
+            _now: i64,
+            _since: i64,
+        ) -> Result<Vec<Appended>, LogError> {
+            self.transactions.fetch_add(1, Ordering::SeqCst);
+            // Let the other requests queue behind this transaction.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if self.down {
+                return Err(LogError::KafkaNotConfigured);
+            }
+            if events.iter().any(|e| e.id == "poison") {
+                return Err(LogError::Store(kinetic_store::Error::Corrupt(
+                    "invalid byte sequence for encoding \"UTF8\": 0x00".into(),
+                )));
+            }
+            Ok(events
+                .iter()
+                .map(|_| Appended::Accepted(self.next.fetch_add(1, Ordering::SeqCst)))
+                .collect())
+        }
+    }
+
+    fn request(id: &str) -> Vec<(NewEvent, Event)> {
+        let event = cloudevents::EventBuilderV10::new()
+            .id(id)
+            .source("/s")
+            .ty("t")
+            .build()
+            .unwrap();
+        let record = NewEvent {
+            broker: "default/b".into(),
+            source: "/s".into(),
+            id: id.into(),
+            payload: b"{}".to_vec(),
+        };
+        vec![(record, event)]
+    }
+
+    async fn commit_concurrently(log: Arc<Picky>, ids: &[&str]) -> Vec<bool> {
+        let (committed, _) = watch::channel(0);
+        let metrics = Metrics::new(&mut Default::default());
+        let (committer, _task) = Committer::start(log, Duration::from_secs(60), committed, metrics);
+        let answers = ids.iter().map(|id| {
+            let committer = committer.clone();
+            let events = request(id);
+            async move { committer.commit(events).await.is_ok() }
+        });
+        futures::future::join_all(answers).await
+    }
+
+    use cloudevents::EventBuilder as _;
+
+    #[tokio::test]
+    async fn one_bad_request_fails_alone() {
+        let log = Arc::new(Picky::default());
+        let ids = ["a", "b", "poison", "c", "d"];
+        let answers = commit_concurrently(log.clone(), &ids).await;
+        assert_eq!(answers, [true, true, false, true, true]);
+        // Grouped, failed, then one transaction per request of the failed group.
+        assert!(log.transactions.load(Ordering::SeqCst) <= 1 + 1 + ids.len());
+        assert_eq!(log.next.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn an_outage_fails_the_group_at_once() {
+        let log = Arc::new(Picky {
+            down: true,
+            ..Picky::default()
+        });
+        let answers = commit_concurrently(log.clone(), &["a", "b", "c"]).await;
+        assert_eq!(answers, [false, false, false]);
+        // No request is retried alone against a store that is out of reach.
+        assert!(log.transactions.load(Ordering::SeqCst) <= 2);
+    }
 }

@@ -240,7 +240,19 @@ async fn accept(
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(Body::new(body), limit)
         .await
-        .map_err(|_| too_large())?;
+        .map_err(|error| {
+            let error = error.into_inner();
+            if error.is::<http_body_util::LengthLimitError>() {
+                too_large()
+            } else {
+                // Cut off by the listener's body timeout, or the client went away.
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    format!("the request body could not be read: {error}"),
+                )
+            }
+        })?;
     let (mode, events) = cloudevent::decode(&parts.headers, &body).map_err(|error| Refusal {
         status: match error.kind {
             EventErrorKind::Invalid => StatusCode::BAD_REQUEST,

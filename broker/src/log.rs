@@ -24,6 +24,19 @@ pub enum LogError {
     Commit(String),
 }
 
+impl LogError {
+    /// The log as a whole failed (unreachable store, no cluster), so every append would fail
+    /// alike. Otherwise the failure may be caused by one of the events appended, and appending
+    /// the others without it may succeed.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            LogError::Store(error) => error.is_connection_lost(),
+            LogError::KafkaNotConfigured | LogError::KafkaConfig(_) | LogError::Commit(_) => true,
+            LogError::Kafka(_) => false,
+        }
+    }
+}
+
 /// Appends accepted events durably.
 #[async_trait]
 pub trait Log: Send + Sync {

@@ -32,4 +32,19 @@ impl Error {
             _ => false,
         }
     }
+
+    /// The database as a whole is out of reach (connection, pool, TLS), as opposed to refusing
+    /// one statement: the same work sent again now would fail the same way.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(
+            self,
+            Error::Database(
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+                    | sqlx::Error::Tls(_)
+            )
+        )
+    }
 }

@@ -57,6 +57,9 @@ pub struct Config {
     /// Signs the tokens of deliveries to destinations with an audience (Broker refs, Knative's
     /// `Destination.audience`); without it they go without one.
     pub tokens: Option<crate::sender::TokenSigner>,
+    /// Largest reply read back from a subscriber (the ingress's `--max-body-bytes`: a reply is
+    /// held to what a sender may post).
+    pub max_reply_bytes: usize,
 }
 
 impl Config {
@@ -74,6 +77,7 @@ impl Config {
             dedupe_window: Duration::from_secs(24 * 3600),
             egress: Egress::default(),
             tokens: None,
+            max_reply_bytes: crate::sender::MAX_REPLY_BYTES,
         }
     }
 
@@ -136,7 +140,8 @@ impl Dispatcher {
             config.resolver.gateway.as_ref(),
             Some(&config.resolver.ingress_url),
             config.egress.clone(),
-        );
+        )
+        .with_max_reply_bytes(config.max_reply_bytes);
         if let Some(tokens) = &config.tokens {
             sender = sender.with_tokens(tokens.clone());
         }

@@ -177,7 +177,8 @@ fn plan_of(
             )
             .with_ca_certs(destination.ca_certs.as_deref())
     };
-    let subscriber = target(&trigger.spec.subscriber)?;
+    let replies = trigger.replies().map_err(|error| error.to_string())?;
+    let subscriber = target(&trigger.spec.subscriber)?.with_replies(replies);
     let sink = trigger
         .spec
         .delivery

@@ -39,7 +39,7 @@ use crate::signing::Signer;
 
 /// Most bytes of a response body kept for the dead letter (`knativeerrordata` uses at most 768).
 pub const RESPONSE_KEEP: usize = 4096;
-/// Largest reply read back from a subscriber.
+/// Largest reply read back from a subscriber, unless configured ([`Sender::with_max_reply_bytes`]).
 pub const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
 /// Idle connections kept per destination.
 const IDLE_PER_HOST: usize = 512;
@@ -64,6 +64,8 @@ pub struct Target {
     /// PEM CA certificates trusted for this destination besides the system's
     /// (`Destination.CACerts`).
     ca_certs: Option<Arc<str>>,
+    /// Whether an answer's CloudEvent is a reply (asked for with `Prefer: reply`).
+    replies: bool,
 }
 
 impl Target {
@@ -81,7 +83,15 @@ impl Target {
             uri,
             identity: None,
             ca_certs: None,
+            replies: true,
         }
+    }
+
+    /// Whether this destination's answers may carry a reply; without, no `Prefer: reply` is sent
+    /// and an answer's body is only kept for dead letters.
+    pub fn with_replies(mut self, replies: bool) -> Self {
+        self.replies = replies;
+        self
     }
 
     /// Attempts carry a token for `audience` signed for `sender` (see [`Sender::with_tokens`]).
@@ -136,6 +146,8 @@ pub struct Sender {
     tokens: Option<TokenSigner>,
     /// Clients that trust a destination's `CACerts`, by (certificates, route); made when first used.
     trusting: Arc<Mutex<Trusting>>,
+    /// Largest reply read back.
+    max_reply_bytes: usize,
 }
 
 /// The clients that trust a destination's own CA certificates, by (certificates, route).
@@ -340,6 +352,8 @@ struct Answer {
     status: u16,
     headers: HeaderMap,
     body: Result<Bytes, hyper::Error>,
+    /// The body was longer than what is read of it.
+    cut: bool,
 }
 
 impl Sender {
@@ -366,7 +380,14 @@ impl Sender {
             service_suffix: gateway.map(|g| format!(".{}", g.domain.to_ascii_lowercase())),
             tokens: None,
             trusting: Arc::default(),
+            max_reply_bytes: MAX_REPLY_BYTES,
         }
+    }
+
+    /// Replies longer than `bytes` are not read (and so not published).
+    pub fn with_max_reply_bytes(mut self, bytes: usize) -> Self {
+        self.max_reply_bytes = bytes;
+        self
     }
 
     /// Targets with an identity get a token from `signer` on every attempt.
@@ -508,7 +529,9 @@ impl Sender {
             http::header::USER_AGENT,
             HeaderValue::from_static(USER_AGENT),
         );
-        headers.insert("prefer", HeaderValue::from_static("reply"));
+        if target.replies {
+            headers.insert("prefer", HeaderValue::from_static("reply"));
+        }
         if let (Some((audience, sender)), Some(tokens)) = (&target.identity, &self.tokens) {
             match tokens
                 .sign(sender, audience)
@@ -549,16 +572,22 @@ impl Sender {
             let response = client.request(request).await?;
             let status = response.status().as_u16();
             let (parts, body) = response.into_parts();
-            let limit = if policy::classify(Some(status)) == Verdict::Delivered && status != 202 {
-                MAX_REPLY_BYTES
+            let limit = if target.replies
+                && policy::classify(Some(status)) == Verdict::Delivered
+                && status != 202
+            {
+                self.max_reply_bytes
             } else {
                 RESPONSE_KEEP
             };
-            let body = read_body(body, limit).await;
+            // One byte more than the limit tells a body that was cut from one that fits.
+            let body = read_body(body, limit.saturating_add(1)).await;
+            let cut = body.as_ref().is_ok_and(|body| body.len() > limit);
             Ok::<_, hyper_util::client::legacy::Error>(Answer {
                 status,
                 headers: parts.headers,
                 body,
+                cut,
             })
         };
         match tokio::time::timeout(timeout, exchange).await {
@@ -586,6 +615,7 @@ fn answered(answer: Answer, target: &Target) -> Attempt {
         status,
         headers,
         body,
+        cut,
     } = answer;
     let url = target.as_str();
     let verdict = policy::classify(Some(status));
@@ -597,7 +627,7 @@ fn answered(answer: Answer, target: &Target) -> Attempt {
     } else {
         None
     };
-    let wants_reply = verdict == Verdict::Delivered && status != 202;
+    let wants_reply = target.replies && verdict == Verdict::Delivered && status != 202;
     let body = match body {
         Ok(body) => body,
         Err(error) if verdict == Verdict::Delivered => {
@@ -606,7 +636,10 @@ fn answered(answer: Answer, target: &Target) -> Attempt {
         }
         Err(_) => Bytes::new(),
     };
-    let reply = if wants_reply {
+    let reply = if wants_reply && cut {
+        tracing::warn!(%url, bytes = body.len() - 1, "The subscriber's answer is longer than the largest reply kinetic reads (--max-body-bytes); it is not published as a reply.");
+        None
+    } else if wants_reply {
         reply_of(&headers, &body, url)
     } else {
         None

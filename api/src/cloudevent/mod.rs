@@ -17,6 +17,7 @@ use http::header::CONTENT_TYPE;
 use serde_json::{Map, Value};
 
 mod encode;
+pub mod limits;
 pub use encode::{data_bytes, encode_binary, encode_structured, encode_structured_inline};
 
 pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
@@ -63,8 +64,20 @@ pub enum Mode {
     Batch,
 }
 
-/// Decodes a request (or response) carrying one or more CloudEvents.
+/// Decodes a request (or response) carrying one or more CloudEvents, each checked against the
+/// CloudEvents type system and kinetic's [`limits`].
 pub fn decode(headers: &HeaderMap, body: &Bytes) -> Result<(Mode, Vec<Event>), EventError> {
+    let (mode, events) = decode_unchecked(headers, body)?;
+    for (index, event) in events.iter().enumerate() {
+        limits::check(event).map_err(|error| match mode {
+            Mode::Batch => error.at_index(index),
+            Mode::Binary | Mode::Structured => error,
+        })?;
+    }
+    Ok((mode, events))
+}
+
+fn decode_unchecked(headers: &HeaderMap, body: &Bytes) -> Result<(Mode, Vec<Event>), EventError> {
     let content_type = headers
         .get(CONTENT_TYPE)
         .map(|value| {
@@ -200,6 +213,16 @@ fn decode_batch(body: &Bytes) -> Result<Vec<Event>, EventError> {
         return Err(EventError::invalid(
             None,
             "the batch is empty; send at least one event",
+        ));
+    }
+    if items.len() > limits::MAX_BATCH_EVENTS {
+        return Err(EventError::invalid(
+            None,
+            format!(
+                "the batch holds {} events; kinetic accepts at most {} per request, so split it",
+                items.len(),
+                limits::MAX_BATCH_EVENTS
+            ),
         ));
     }
     items

@@ -1,0 +1,406 @@
+//! Attacks on a running `kinetic up` as an outsider or a user would send them, each with the exact
+//! answer expected: poison events among valid senders (on SQLite and PostgreSQL), oversized
+//! batches, subscribers' replies (opt-out and size cap), and clients that hold connections open
+//! (slow headers, slow bodies, more connections than allowed, a half-sent request at shutdown).
+
+mod support;
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{
+    Answer, Engine, Kinetic, Receiver, TestStore, broker_yaml, documents, send_event, trigger_yaml,
+    write_yaml,
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A request of the poison sender: what it is, and how it is sent.
+fn poison(n: usize) -> (&'static str, reqwest::header::HeaderMap, Vec<u8>) {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut set = |name: &'static str, value: &str| {
+        headers.insert(name, value.parse().unwrap());
+    };
+    set("ce-specversion", "1.0");
+    set("ce-source", "/poison");
+    set("ce-type", "com.example.poison");
+    set("content-type", "application/json");
+    let what = match n % 4 {
+        0 => {
+            set("ce-id", &format!("p{n}%00"));
+            "id"
+        }
+        1 => {
+            set("ce-id", &"x".repeat(3840));
+            "id"
+        }
+        2 => {
+            set("ce-id", &format!("p{n}"));
+            set("ce-partitionkey", &"k".repeat(4000));
+            "partitionkey"
+        }
+        _ => {
+            set("ce-id", &format!("p{n}"));
+            set("ce-note", "a%00b");
+            "note"
+        }
+    };
+    (what, headers, b"{}".to_vec())
+}
+
+/// Four senders of valid events and one of poison ones at the same time: every valid event is
+/// accepted (202) and delivered once, every poison one is refused (400, naming the attribute).
+async fn poison_among_valid_senders(engine: Engine) {
+    let store = TestStore::new(engine).await;
+    let receiver = Receiver::start().await;
+    let file = write_yaml(
+        store.dir(),
+        "resources.yaml",
+        &documents(&[
+            store.broker_yaml("default"),
+            trigger_yaml("all", "default", &receiver.url("/all"), ""),
+        ]),
+    );
+    let kinetic = tokio::task::block_in_place(|| Kinetic::up(&store, &[&file]));
+    let url = kinetic.url("/default/default");
+    let client = reqwest::Client::new();
+    const SENDERS: usize = 4;
+    const EACH: usize = 25;
+    let valid = (0..SENDERS).map(|sender| {
+        let client = client.clone();
+        let url = url.clone();
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for n in 0..EACH {
+                let id = format!("v{sender}-{n}");
+                statuses.push(send_event(&client, &url, &id, "com.example.ok", &[], "{}").await);
+            }
+            statuses
+        })
+    });
+    let valid: Vec<_> = valid.collect();
+    let poisoner = {
+        let client = client.clone();
+        let url = url.clone();
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            for n in 0..EACH * 2 {
+                let (what, headers, body) = poison(n);
+                let response = client
+                    .post(&url)
+                    .headers(headers)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                let answer: Value = response.json().await.unwrap_or_default();
+                answers.push((what, status, answer));
+            }
+            answers
+        })
+    };
+    for sender in valid {
+        let statuses = sender.await.unwrap();
+        assert!(
+            statuses.iter().all(|s| *s == 202),
+            "a valid sender got {statuses:?}; log:\n{}",
+            kinetic.log()
+        );
+    }
+    for (what, status, answer) in poisoner.await.unwrap() {
+        assert_eq!(status, 400, "{what}: {answer}");
+        assert_eq!(answer["attribute"], what, "{answer}");
+    }
+    let got = receiver.wait_for("/all", SENDERS * EACH, WAIT).await;
+    assert_eq!(got.len(), SENDERS * EACH);
+    assert!(
+        got.iter()
+            .all(|r| r.header("ce-type") == Some("com.example.ok"))
+    );
+
+    // A batch holds at most 1,000 events.
+    let batch = |count: usize| -> Vec<Value> {
+        (0..count)
+            .map(|n| json!({"specversion": "1.0", "id": format!("b{count}-{n}"), "source": "/b", "type": "com.example.batch"}))
+            .collect()
+    };
+    let refused = client
+        .post(&url)
+        .header("content-type", "application/cloudevents-batch+json")
+        .json(&batch(1001))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 400);
+    let answer: Value = refused.json().await.unwrap();
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("holds 1001 events; kinetic accepts at most 1000"),
+        "{answer}"
+    );
+    let accepted = client
+        .post(&url)
+        .header("content-type", "application/cloudevents-batch+json")
+        .json(&batch(1000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status().as_u16(), 202);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_among_valid_senders_sqlite() {
+    poison_among_valid_senders(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_among_valid_senders_postgres() {
+    poison_among_valid_senders(Engine::Postgres).await;
+}
+
+/// A reply in binary mode: a CloudEvent `id` of type `com.example.reply`, with `data`.
+fn reply(id: &str, data: Vec<u8>) -> Answer {
+    Answer::status(200)
+        .header("ce-specversion", "1.0")
+        .header("ce-id", id)
+        .header("ce-source", "/subscriber")
+        .header("ce-type", "com.example.reply")
+        .header("content-type", "application/octet-stream")
+        .body(data)
+}
+
+/// Replies are published unless the trigger says `kinetic.dev/replies: "false"`, and only up to
+/// `--max-body-bytes`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_can_be_refused_and_are_capped() {
+    let store = TestStore::new(Engine::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let typed = |name: &str, ty: &str, annotations: &str| {
+        format!(
+            "apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata:\n  name: {name}\n{annotations}spec:\n  broker: default\n  filter: {{attributes: {{type: {ty}}}}}\n  subscriber:\n    uri: '{}'\n",
+            receiver.url(&format!("/{name}"))
+        )
+    };
+    let file = write_yaml(
+        store.dir(),
+        "resources.yaml",
+        &documents(&[
+            broker_yaml("default"),
+            typed("echo", "com.example.echo", ""),
+            typed(
+                "quiet",
+                "com.example.quiet",
+                "  annotations: {kinetic.dev/replies: \"false\"}\n",
+            ),
+            typed("big", "com.example.big", ""),
+            typed("replies", "com.example.reply", ""),
+        ]),
+    );
+    receiver.default_answer("/echo", reply("from-echo", b"small".to_vec()));
+    receiver.default_answer("/quiet", reply("from-quiet", b"small".to_vec()));
+    receiver.default_answer("/big", reply("from-big", vec![b'x'; 64 * 1024 + 1]));
+    let kinetic = tokio::task::block_in_place(|| {
+        Kinetic::up_with(&store, &[&file], &["--max-body-bytes", "65536"])
+    });
+    let client = reqwest::Client::new();
+    let url = kinetic.url("/default/default");
+    for (id, ty) in [
+        ("e1", "com.example.quiet"),
+        ("e2", "com.example.big"),
+        ("e3", "com.example.echo"),
+    ] {
+        assert_eq!(send_event(&client, &url, id, ty, &[], "{}").await, 202);
+    }
+    let got = receiver.wait_for("/replies", 1, WAIT).await;
+    assert_eq!(got[0].header("ce-id"), Some("from-echo"));
+    for path in ["/quiet", "/big"] {
+        assert_eq!(receiver.wait_for(path, 1, WAIT).await.len(), 1, "{path}");
+    }
+    // The echo's reply was delivered after the other two were answered: theirs would be there.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ids: Vec<_> = receiver
+        .received("/replies")
+        .iter()
+        .filter_map(|r| r.header("ce-id").map(str::to_owned))
+        .collect();
+    assert_eq!(ids, ["from-echo"], "log:\n{}", kinetic.log());
+    assert_eq!(
+        receiver.received("/echo")[0].header("prefer"),
+        Some("reply")
+    );
+    assert_eq!(receiver.received("/quiet")[0].header("prefer"), None);
+    assert!(
+        kinetic
+            .log()
+            .contains("longer than the largest reply kinetic reads"),
+        "{}",
+        kinetic.log()
+    );
+
+    // A wrong value is refused at apply, naming the annotation.
+    let bad = write_yaml(
+        store.dir(),
+        "bad.yaml",
+        &typed(
+            "odd",
+            "com.example.odd",
+            "  annotations: {kinetic.dev/replies: \"maybe\"}\n",
+        ),
+    );
+    let output = kinetic.cli(&["apply", "-f", bad.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("metadata.annotations[kinetic.dev/replies]")
+            && stderr.contains("`maybe` is not a boolean"),
+        "{stderr}"
+    );
+}
+
+/// A TCP connection to `kinetic`'s public listener.
+fn connect(kinetic: &Kinetic) -> TcpStream {
+    let address = kinetic.base_url.trim_start_matches("http://");
+    let stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    stream
+}
+
+/// Reads until the server closes the connection (or the read timeout); returns what it said and
+/// how long that took.
+fn read_to_close(stream: &mut TcpStream) -> (String, Duration) {
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buffer = [0_u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buffer[..n]),
+        }
+    }
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        started.elapsed(),
+    )
+}
+
+fn up_bare(store: &TestStore, extra: &[&str]) -> Kinetic {
+    let file = write_yaml(store.dir(), "broker.yaml", &broker_yaml("default"));
+    Kinetic::up_with(store, &[&file], extra)
+}
+
+/// Slowloris: a client that never finishes its headers is cut off by the header timeout, and one
+/// that never finishes its body by the body timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off() {
+    let store = TestStore::new(Engine::Sqlite).await;
+    let kinetic = tokio::task::block_in_place(|| {
+        up_bare(
+            &store,
+            &[
+                "--header-read-timeout",
+                "PT1S",
+                "--body-read-timeout",
+                "PT2S",
+            ],
+        )
+    });
+    tokio::task::block_in_place(|| {
+        let mut headers = connect(&kinetic);
+        headers
+            .write_all(b"POST /default/default HTTP/1.1\r\nHost: 127.0.0.1\r\nce-id: 1\r\n")
+            .unwrap();
+        let (_, took) = read_to_close(&mut headers);
+        assert!(
+            took >= Duration::from_millis(800) && took < Duration::from_secs(6),
+            "headers: closed after {took:?}"
+        );
+
+        let mut body = connect(&kinetic);
+        body.write_all(
+            b"POST /default/default HTTP/1.1\r\nHost: 127.0.0.1\r\nce-specversion: 1.0\r\nce-id: slow\r\nce-source: /s\r\nce-type: t\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"n\":",
+        )
+        .unwrap();
+        let (answer, took) = read_to_close(&mut body);
+        assert!(
+            took >= Duration::from_millis(1500) && took < Duration::from_secs(8),
+            "body: closed after {took:?}: {answer}"
+        );
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
+            "{answer}"
+        );
+
+        // An idle keep-alive connection is closed after the same time as headers.
+        let mut idle = connect(&kinetic);
+        idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .unwrap();
+        let (answer, took) = read_to_close(&mut idle);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(took < Duration::from_secs(6), "idle: closed after {took:?}");
+    });
+    // The server is still there for everyone else.
+    let health = reqwest::get(kinetic.url("/healthz")).await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+}
+
+/// Past `--max-connections`, a new connection waits until one of the others goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped() {
+    let store = TestStore::new(Engine::Sqlite).await;
+    let kinetic = tokio::task::block_in_place(|| {
+        up_bare(
+            &store,
+            &["--max-connections", "2", "--header-read-timeout", "PT30S"],
+        )
+    });
+    let first = connect(&kinetic);
+    let second = connect(&kinetic);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    let held = client.get(kinetic.url("/healthz")).send().await;
+    assert!(held.is_err(), "a third connection was served: {held:?}");
+    drop(first);
+    let served = reqwest::Client::new()
+        .get(kinetic.url("/healthz"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status().as_u16(), 200);
+    drop(second);
+}
+
+/// SIGTERM ends kinetic within the grace period even while a client holds a half-sent request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_not_held_by_a_half_sent_request() {
+    let store = TestStore::new(Engine::Sqlite).await;
+    tokio::task::block_in_place(|| {
+        let mut kinetic = up_bare(
+            &store,
+            &["--shutdown-grace", "PT1S", "--header-read-timeout", "PT60S"],
+        );
+        let mut half = connect(&kinetic);
+        half.write_all(b"POST /default/default HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let started = Instant::now();
+        let status = kinetic.terminate();
+        let took = started.elapsed();
+        assert!(status.is_some(), "kinetic did not stop: {}", kinetic.log());
+        assert!(took < Duration::from_secs(10), "stopping took {took:?}");
+        assert!(
+            kinetic.log().contains("closing their connections"),
+            "{}",
+            kinetic.log()
+        );
+    });
+}
