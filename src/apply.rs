@@ -43,6 +43,15 @@ pub fn parse_and_validate(
                     .in_resource(resource.key().to_string())
             })?;
         }
+        // The secrets a resource names must be ones this process may read.
+        if let Some(scope) = kinetic_api::secret::scope() {
+            scope.check_resource(&resource.to_json()).map_err(|error| {
+                error
+                    .in_file(file)
+                    .in_document(index + 1)
+                    .in_resource(resource.key().to_string())
+            })?;
+        }
         let compiled = match resource {
             Resource::Trigger(trigger) => Some(Filter::compile(trigger)),
             Resource::EventPolicy(policy) => {

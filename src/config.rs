@@ -292,6 +292,73 @@ fn parse_issuer(text: &str) -> Result<kinetic_auth::IssuerSpec, String> {
     text.parse()
 }
 
+/// Which secrets resources may name (`{file: PATH}`, `{env: NAME}`).
+#[derive(Debug, Clone, Args)]
+pub struct SecretSettings {
+    /// Directory whose files resources may name as secrets (repeatable); a relative `file` is
+    /// taken inside the first. Default: `secrets` in the state directory, created 0700.
+    #[arg(
+        long = "secrets-dir",
+        env = "KINETIC_SECRETS_DIR",
+        value_delimiter = ','
+    )]
+    pub secrets_dirs: Vec<PathBuf>,
+    /// Environment variables resources may name as secrets: names, or patterns `PREFIX*`
+    /// (repeatable, or comma separated). None by default.
+    #[arg(long = "secret-env", env = "KINETIC_SECRET_ENV", value_delimiter = ',', value_parser = parse_secret_env)]
+    pub secret_env: Vec<String>,
+}
+
+impl SecretSettings {
+    /// The scope, made for `state_dir`: its default secrets directory is created (0700).
+    pub fn scope(
+        &self,
+        state_dir: &std::path::Path,
+    ) -> anyhow::Result<kinetic_api::secret::SecretScope> {
+        let dirs = if self.secrets_dirs.is_empty() {
+            let dir = state_dir.join("secrets");
+            private_dir(&dir)?;
+            vec![dir]
+        } else {
+            self.secrets_dirs.clone()
+        };
+        Ok(kinetic_api::secret::SecretScope::new(
+            dirs,
+            self.secret_env.clone(),
+        ))
+    }
+}
+
+/// Creates `dir` (and its parents) readable by kinetic's user only, if it does not exist.
+pub fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}
+
+fn parse_secret_env(text: &str) -> Result<String, String> {
+    if text == "*" {
+        return Err("`*` would let resources read every variable of kinetic (its database URL, its keys); name the variables, or a prefix such as `KINETIC_SECRET_*`".into());
+    }
+    let name = text.strip_suffix('*').unwrap_or(text);
+    let valid = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "`{text}` is not a variable name or a pattern `PREFIX*` (letters, digits and `_`)"
+        ))
+    }
+}
+
 /// What the listeners allow each client (every listener of the process).
 #[derive(Debug, Clone, Args)]
 pub struct ConnectionSettings {
@@ -354,5 +421,26 @@ impl TlsSettings {
             })?)),
             _ => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_secret_env;
+
+    #[test]
+    fn secret_env_names_and_patterns() {
+        assert_eq!(parse_secret_env("GITHUB_SECRET").unwrap(), "GITHUB_SECRET");
+        assert_eq!(
+            parse_secret_env("KINETIC_SECRET_*").unwrap(),
+            "KINETIC_SECRET_*"
+        );
+        assert!(
+            parse_secret_env("*")
+                .unwrap_err()
+                .contains("every variable")
+        );
+        assert!(parse_secret_env("A-B").is_err());
+        assert!(parse_secret_env("1X").is_err());
     }
 }

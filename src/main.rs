@@ -20,7 +20,8 @@ mod server;
 
 use config::{
     AdminListen, AdminSettings, AuthSettings, ConnectionSettings, DispatcherSettings,
-    EgressSettings, IngressSettings, KafkaSettings, ServingSettings, StoreSettings, TlsSettings,
+    EgressSettings, IngressSettings, KafkaSettings, SecretSettings, ServingSettings, StoreSettings,
+    TlsSettings,
 };
 
 // Every event allocates on its way through HTTP, JSON and the store; glibc's allocator spends a
@@ -64,6 +65,8 @@ enum Command {
         #[command(flatten)]
         connections: ConnectionSettings,
         #[command(flatten)]
+        secrets: SecretSettings,
+        #[command(flatten)]
         store: StoreSettings,
         #[command(flatten)]
         ingress: IngressSettings,
@@ -94,6 +97,8 @@ enum Command {
         #[command(flatten)]
         connections: ConnectionSettings,
         #[command(flatten)]
+        secrets: SecretSettings,
+        #[command(flatten)]
         store: StoreSettings,
         #[command(flatten)]
         ingress: IngressSettings,
@@ -110,6 +115,8 @@ enum Command {
         admin: AdminSettings,
         #[command(flatten)]
         connections: ConnectionSettings,
+        #[command(flatten)]
+        secrets: SecretSettings,
         /// Base URL of the broker ingress, for destinations that reference a Broker.
         #[arg(
             long,
@@ -386,6 +393,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             auth,
             tls,
             connections,
+            secrets,
             store,
             ingress,
             dispatcher,
@@ -394,6 +402,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             egress,
         } => {
             let state_dir = store.state_dir.clone();
+            config::private_dir(&state_dir)?;
+            kinetic_api::secret::confine(secrets.scope(&state_dir)?);
             let store = server::open_store(&store).await?;
             let settings = server::UpSettings {
                 tls,
@@ -444,11 +454,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             auth,
             tls,
             connections,
+            secrets,
             store,
             ingress,
             kafka,
         } => {
             let state_dir = store.state_dir.clone();
+            config::private_dir(&state_dir)?;
+            kinetic_api::secret::confine(secrets.scope(&state_dir)?);
             let store = server::open_store(&store).await?;
             server::broker(
                 store,
@@ -470,6 +483,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             listen,
             admin,
             connections,
+            secrets,
             issuer_url,
             ingress_url,
             store,
@@ -482,6 +496,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             kinetic_api::meta::validate_absolute_url(&ingress_url)
                 .map_err(|e| anyhow::anyhow!("--ingress-url: {e}"))?;
             let state_dir = store.state_dir.clone();
+            config::private_dir(&state_dir)?;
+            kinetic_api::secret::confine(secrets.scope(&state_dir)?);
             let store = server::open_store(&store).await?;
             server::dispatcher_only(
                 store,

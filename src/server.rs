@@ -69,6 +69,17 @@ pub async fn open_store(settings: &StoreSettings) -> anyhow::Result<OpenedStore>
     let store = kinetic_store::open(&url)
         .await
         .with_context(|| format!("opening the store {}", redact(&url)))?;
+    if let Some(path) = url.strip_prefix("sqlite://").filter(|p| !p.is_empty()) {
+        // Every event and resource is in these files: kinetic's user alone reads them.
+        use std::os::unix::fs::PermissionsExt as _;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = format!("{path}{suffix}");
+            if std::path::Path::new(&file).exists() {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("restricting {file} to kinetic's user"))?;
+            }
+        }
+    }
     if store.engine() == "sqlite" {
         // The file lock proves no other process uses this store: leases left are from a previous run.
         store
@@ -83,9 +94,10 @@ pub async fn open_store(settings: &StoreSettings) -> anyhow::Result<OpenedStore>
     })
 }
 
-/// The URL without a password, for messages.
+/// The URL without a password, for messages: userinfo's password and a `password=` query value
+/// (libpq's form) are masked.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
+    let mut text = match (url.find("://"), url.find('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let credentials = &url[scheme + 3..at];
             match credentials.split_once(':') {
@@ -94,7 +106,19 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
+    };
+    if let Some(query) = text.find('?') {
+        let (base, rest) = text.split_at(query + 1);
+        let masked: Vec<String> = rest
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        text = format!("{base}{}", masked.join("&"));
     }
+    text
 }
 
 /// Resolves when SIGINT or SIGTERM arrives, then cancels `token`.
@@ -1110,4 +1134,22 @@ fn print_banner(
         redact(store_url),
         port = gateway_url.rsplit(':').next().unwrap_or("8081"),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_are_masked_in_store_urls() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/kinetic"),
+            "postgres://app:***@db:5432/kinetic"
+        );
+        assert_eq!(
+            redact("postgres://db/kinetic?user=app&password=s3cret&sslmode=verify-full"),
+            "postgres://db/kinetic?user=app&password=***&sslmode=verify-full"
+        );
+        assert_eq!(redact("sqlite:///tmp/state.db"), "sqlite:///tmp/state.db");
+    }
 }

@@ -404,3 +404,95 @@ async fn shutdown_is_not_held_by_a_half_sent_request() {
         );
     });
 }
+
+/// Resources name only the secrets kinetic was told they may read, and never see their values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_stay_confined() {
+    let store = TestStore::new(Engine::Sqlite).await;
+    let secrets = store.dir().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("sasl-type"), "super-secret-value\n").unwrap();
+    let kinetic = tokio::task::block_in_place(|| {
+        Kinetic::up_with_env(
+            &store,
+            &[],
+            &[],
+            &[
+                ("KINETIC_SECRET_ENV", "HOOK_*"),
+                ("HOOK_TOKEN", "t0ken"),
+                ("KINETIC_STORE_PASSWORD_FOR_TEST", "not-for-resources"),
+            ],
+        )
+    });
+    let hook = |secret: &str| {
+        format!(
+            "apiVersion: sources.kinetic.dev/v1alpha1\nkind: WebhookSource\nmetadata: {{name: hook}}\nspec:\n  verify: {{bearer: {{token: {secret}}}}}\n  sink: {{uri: 'http://127.0.0.1:1/'}}\n"
+        )
+    };
+    let cases = [
+        (
+            hook("{file: /etc/passwd}"),
+            "spec.verify.bearer.token.file: `/etc/passwd` is outside the secrets directory",
+        ),
+        (
+            hook("{file: ../state.db}"),
+            "spec.verify.bearer.token.file: `../state.db` is outside the secrets directory",
+        ),
+        (
+            hook("{env: KINETIC_STORE_PASSWORD_FOR_TEST}"),
+            "start kinetic with `--secret-env KINETIC_STORE_PASSWORD_FOR_TEST`",
+        ),
+    ];
+    for (yaml, message) in cases {
+        let file = write_yaml(store.dir(), "secret.yaml", &yaml);
+        let output = kinetic.cli(&["apply", "-f", file.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{yaml} was applied");
+        assert!(stderr.contains(message), "{stderr}");
+    }
+    // Allowed: a variable the flag names, a file in the secrets directory.
+    for yaml in [hook("{env: HOOK_TOKEN}"), hook("{file: sasl-type}")] {
+        let file = write_yaml(store.dir(), "secret.yaml", &yaml);
+        let output = kinetic.cli(&["apply", "-f", file.to_str().unwrap()]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    // A secret that does not parse is not echoed back: not by the API, not in the log.
+    let kafka = write_yaml(
+        store.dir(),
+        "kafka.yaml",
+        "apiVersion: sources.knative.dev/v1beta1\nkind: KafkaSource\nmetadata: {name: orders}\nspec:\n  bootstrapServers: ['127.0.0.1:1']\n  topics: [orders]\n  net: {sasl: {enable: true, type: {file: sasl-type}, user: {file: sasl-type}, password: {file: sasl-type}}}\n  sink: {uri: 'http://127.0.0.1:1/'}\n",
+    );
+    let output = kinetic.cli(&["apply", "-f", kafka.to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let deadline = Instant::now() + WAIT;
+    let sources = loop {
+        let sources = kinetic
+            .api()
+            .get(kinetic.admin("/api/v1/sources"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if sources.contains("sasl.type") || Instant::now() > deadline {
+            break sources;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        sources.contains("is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
+        "{sources}"
+    );
+    assert!(!sources.contains("super-secret-value"), "{sources}");
+    assert!(!kinetic.log().contains("super-secret-value"));
+}

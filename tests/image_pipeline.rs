@@ -119,6 +119,10 @@ async fn uploaded_images_become_thumbnails(engine: Engine) {
     let env = [
         ("AWS_ACCESS_KEY_ID", moto::ACCESS_KEY),
         ("AWS_SECRET_ACCESS_KEY", moto::SECRET_KEY),
+        (
+            "KINETIC_SECRET_ENV",
+            "AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY",
+        ),
     ];
     let kinetic = tokio::task::block_in_place(|| {
         Kinetic::up_with_env(

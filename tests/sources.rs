@@ -85,6 +85,10 @@ async fn webhooks_become_events(engine: Engine) {
         &[
             ("GITHUB_WEBHOOK_SECRET", GITHUB_SECRET),
             ("STANDARD_WEBHOOK_SECRET", STANDARD_SECRET),
+            (
+                "KINETIC_SECRET_ENV",
+                "GITHUB_WEBHOOK_SECRET,STANDARD_WEBHOOK_SECRET",
+            ),
         ],
     );
     let client = reqwest::Client::new();
@@ -262,8 +266,13 @@ async fn a_webhook_source_without_its_secret_is_not_ready_and_says_why() {
     let store = TestStore::new(Engine::Sqlite).await;
     let receiver = Receiver::start().await;
     let file = write_yaml(store.dir(), "hooks.yaml", &resources(&receiver));
-    // No secrets in the environment.
-    let kinetic = Kinetic::up(&store, &[&file]);
+    // The secrets may be read, but are not in the environment.
+    let kinetic = Kinetic::up_with_env(
+        &store,
+        &[&file],
+        &[],
+        &[("KINETIC_SECRET_ENV", "GITHUB_*,STANDARD_*")],
+    );
     let mut answer = (0, String::new());
     for _ in 0..50 {
         let response = reqwest::Client::new()
@@ -428,7 +437,15 @@ spec:
         receiver.url("/uploads")
     );
     let file = write_yaml(store.dir(), "s3.yaml", &yaml);
-    let kinetic = Kinetic::up_with_env(&store, &[&file], &[], &[("BUCKET_TOKEN", "t0ken")]);
+    let kinetic = Kinetic::up_with_env(
+        &store,
+        &[&file],
+        &[],
+        &[
+            ("BUCKET_TOKEN", "t0ken"),
+            ("KINETIC_SECRET_ENV", "BUCKET_TOKEN"),
+        ],
+    );
     let client = reqwest::Client::new();
     let url = kinetic.url("/sources/default/photos");
     // `a+b.jpg` is how S3 writes the key `a b.jpg`.
@@ -545,7 +562,11 @@ spec:
         &store,
         &[&file],
         &[],
-        &[("HOOK_TOKEN", "t0ken"), ("KINETIC_EGRESS_ALLOW", "none")],
+        &[
+            ("HOOK_TOKEN", "t0ken"),
+            ("KINETIC_SECRET_ENV", "HOOK_TOKEN"),
+            ("KINETIC_EGRESS_ALLOW", "none"),
+        ],
     );
     let mut answer = (0, String::new());
     for _ in 0..50 {
@@ -578,7 +599,15 @@ spec:
     assert!(receiver.received("/confirm").is_empty());
     drop(kinetic);
 
-    let kinetic = Kinetic::up_with_env(&store, &[&file], &[], &[("HOOK_TOKEN", "t0ken")]);
+    let kinetic = Kinetic::up_with_env(
+        &store,
+        &[&file],
+        &[],
+        &[
+            ("HOOK_TOKEN", "t0ken"),
+            ("KINETIC_SECRET_ENV", "HOOK_TOKEN"),
+        ],
+    );
     let mut status = 0;
     for _ in 0..50 {
         status = post(kinetic.url("/webhooks/default/hooks"), "{}".into())
@@ -620,7 +649,15 @@ spec:
         receiver.url("/all")
     );
     let file = write_yaml(store.dir(), "base.yaml", &base);
-    let kinetic = Kinetic::up_with_env(&store, &[&file], &[], &[("HOOK_TOKEN", "t0ken")]);
+    let kinetic = Kinetic::up_with_env(
+        &store,
+        &[&file],
+        &[],
+        &[
+            ("HOOK_TOKEN", "t0ken"),
+            ("KINETIC_SECRET_ENV", "HOOK_TOKEN"),
+        ],
+    );
     let hooks = write_yaml(
         store.dir(),
         "later.yaml",
@@ -670,7 +707,9 @@ spec:
 async fn a_rotated_secret_file_takes_effect_without_applying_again() {
     let store = TestStore::new(Engine::Sqlite).await;
     let receiver = Receiver::start().await;
-    let token = store.dir().join("token");
+    // In the secrets directory kinetic makes in its state directory.
+    std::fs::create_dir_all(store.dir().join("secrets")).unwrap();
+    let token = store.dir().join("secrets/token");
     std::fs::write(&token, "first-token\n").unwrap();
     let yaml = format!(
         "{}---

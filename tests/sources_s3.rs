@@ -215,6 +215,7 @@ spec:
     let env = [
         ("MOTO_ACCESS_KEY", moto::ACCESS_KEY),
         ("MOTO_SECRET_KEY", moto::SECRET_KEY),
+        ("KINETIC_SECRET_ENV", "MOTO_*"),
     ];
     let mut kinetic = Kinetic::up_with_env(&store, &[&file], &[], &env);
 
@@ -435,6 +436,7 @@ spec:
     let env = [
         ("MOTO_ACCESS_KEY", moto::ACCESS_KEY),
         ("MOTO_SECRET_KEY", moto::SECRET_KEY),
+        ("KINETIC_SECRET_ENV", "MOTO_*"),
     ];
     let mut kinetic = Kinetic::up_with_env(&store, &[&file], &[], &env);
     wait_for_log(&kinetic, "Took a polled bucket's baseline.").await;
@@ -550,6 +552,7 @@ spec:
     let env = [
         ("MOTO_ACCESS_KEY", moto::ACCESS_KEY),
         ("MOTO_SECRET_KEY", moto::SECRET_KEY),
+        ("KINETIC_SECRET_ENV", "MOTO_*"),
     ];
     let mut kinetic = Kinetic::up_with_env(&store, &[&file], &[], &env);
     wait_for_log(&kinetic, "Took a polled bucket's baseline.").await;
@@ -720,6 +723,7 @@ spec:
     let env = [
         ("MOTO_ACCESS_KEY", moto::ACCESS_KEY),
         ("MOTO_SECRET_KEY", moto::SECRET_KEY),
+        ("KINETIC_SECRET_ENV", "MOTO_*"),
     ];
     let kinetic = Kinetic::up_with_env(&store, &[&file], &[], &env);
     put(&s3, &bucket, "uploads/one.jpg", "1").await;

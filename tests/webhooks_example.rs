@@ -124,6 +124,10 @@ async fn webhooks_in_and_out(engine: Engine) {
             &[
                 ("GITHUB_WEBHOOK_SECRET", GITHUB_SECRET),
                 ("OUTBOUND_WEBHOOK_SECRET", OUTBOUND_SECRET),
+                (
+                    "KINETIC_SECRET_ENV",
+                    "GITHUB_WEBHOOK_SECRET,OUTBOUND_WEBHOOK_SECRET",
+                ),
             ],
         )
     });

@@ -4,7 +4,8 @@
 //! WebhookSource, Knative's `sources.knative.dev/v1` PingSource).
 //!
 //! This crate parses multi-document YAML ([`parse_documents`]), fills in defaults and validates, and
-//! every [`Error`] names the file, document, field path and a hint. It does no I/O. Start reading at
+//! every [`Error`] names the file, document, field path and a hint. It does no I/O, but for
+//! reading the secrets a resource names ([`secret`], the one place they are read). Start reading at
 //! [`resource`]; the kinds live in [`eventing`], shared metadata in [`meta`].
 
 pub mod cloudevent;
@@ -16,6 +17,7 @@ pub mod eventing;
 pub mod meta;
 pub mod policy;
 pub mod resource;
+pub mod secret;
 pub mod serving;
 pub mod sources;
 

@@ -167,7 +167,11 @@ impl KafkaLog {
             };
             if let Some(servers) = data(BOOTSTRAP_SERVERS_KEY) {
                 let mut from_config = Settings::new(servers);
-                if let Some(process) = &self.defaults {
+                // The process's own properties (its credentials) go only to its own cluster, never
+                // to servers a ConfigMap names.
+                if let Some(process) = &self.defaults
+                    && same_servers(&process.bootstrap_servers, servers)
+                {
                     from_config.properties = process.properties.clone();
                 }
                 settings = Some(from_config);
@@ -297,6 +301,21 @@ fn partition_key(payload: &[u8]) -> Option<String> {
         .map(Cow::into_owned)
 }
 
+/// Whether two `host:port` lists name the same servers, in any order.
+fn same_servers(a: &str, b: &str) -> bool {
+    let set = |list: &str| {
+        let mut servers: Vec<String> = list
+            .split(',')
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| !s.is_empty())
+            .collect();
+        servers.sort();
+        servers.dedup();
+        servers
+    };
+    set(a) == set(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,5 +333,12 @@ mod tests {
         assert_eq!(partition_key(without), None);
         // A partitionkey that is not text is no key.
         assert_eq!(partition_key(br#"{"partitionkey":7}"#), None);
+    }
+
+    #[test]
+    fn credentials_stay_with_their_cluster() {
+        assert!(same_servers("a:9092,b:9092", " B:9092 , a:9092"));
+        assert!(!same_servers("a:9092", "a:9092,evil:9092"));
+        assert!(!same_servers("a:9092", "evil:9092"));
     }
 }

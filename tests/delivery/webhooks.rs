@@ -108,6 +108,7 @@ async fn signed_deliveries_verify_with_the_reference_library(engine: Engine) {
     let (new, old, json_secret, sink_secret) = (secret(), secret(), secret(), secret());
     let dir = tempfile::tempdir().expect("temp dir");
     let old_file = dir.path().join("old-secret");
+    let secrets = dir.path().display().to_string();
     std::fs::write(&old_file, format!("{old}\n")).expect("write the old secret");
     // The structured-mode subscriber fails once: the retry is signed again, with the same id.
     receiver.script("/json", vec![Answer::status(503)]);
@@ -153,6 +154,8 @@ async fn signed_deliveries_verify_with_the_reference_library(engine: Engine) {
             ("WEBHOOK_SECRET", &new),
             ("WEBHOOK_SECRET_JSON", &json_secret),
             ("WEBHOOK_SECRET_SINK", &sink_secret),
+            ("KINETIC_SECRET_ENV", "WEBHOOK_SECRET*"),
+            ("KINETIC_SECRETS_DIR", &secrets),
         ],
     )
     .await;
@@ -236,7 +239,8 @@ async fn an_unreadable_signing_secret_holds_the_trigger_until_it_can_be_read(eng
             signing(&format!("{{file: '{}'}}", file.display()))
         ),
     )];
-    let world = World::start(engine, &docs).await;
+    let secrets = dir.path().display().to_string();
+    let world = World::start_with_env(engine, &docs, &[("KINETIC_SECRETS_DIR", &secrets)]).await;
     let trigger = world
         .wait_trigger("held", |t| t["status"]["ready"] == false)
         .await;

@@ -53,6 +53,8 @@ pub enum SigningError {
     NotBase64 { index: usize, origin: String },
     #[error("signing secret {index} ({origin}) is empty")]
     Empty { index: usize, origin: String },
+    #[error("signing secret {index}: {why}")]
+    Outside { index: usize, why: String },
 }
 
 /// The signing keys of one trigger. Keys never appear in `Debug` output or errors.
@@ -78,27 +80,20 @@ impl Signer {
             .iter()
             .enumerate()
             .map(|(index, secret)| {
-                let (text, origin) = match secret {
-                    SecretRef::Env(name) => (
-                        std::env::var(name).map(String::into_bytes).map_err(|_| {
-                            SigningError::MissingEnv {
-                                index,
-                                name: name.clone(),
-                            }
-                        })?,
-                        format!("env {name}"),
-                    ),
-                    SecretRef::File(path) => (
-                        std::fs::read(path)
-                            .map(|bytes| bytes.trim_ascii().to_vec())
-                            .map_err(|source| SigningError::File {
-                                index,
-                                path: path.into(),
-                                source,
-                            })?,
-                        format!("file {path}"),
-                    ),
+                use kinetic_api::secret::ReadError;
+                let origin = match secret {
+                    SecretRef::Env(name) => format!("env {name}"),
+                    SecretRef::File(path) => format!("file {path}"),
                 };
+                let text = kinetic_api::secret::read(secret).map_err(|error| match error {
+                    ReadError::MissingEnv(name) => SigningError::MissingEnv { index, name },
+                    ReadError::File { path, source } => SigningError::File {
+                        index,
+                        path,
+                        source,
+                    },
+                    ReadError::Outside(why) => SigningError::Outside { index, why },
+                })?;
                 decode_secret(&text).map_err(|problem| match problem {
                     KeyProblem::NotBase64 => SigningError::NotBase64 { index, origin },
                     KeyProblem::Empty => SigningError::Empty { index, origin },

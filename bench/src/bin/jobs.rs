@@ -203,6 +203,7 @@ async fn start_kinetic_with(
             "BENCH_WEBHOOK_SECRET",
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
         )
+        .env("KINETIC_SECRET_ENV", "BENCH_WEBHOOK_SECRET,AWS_*")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("kinetic.log"))?)
         .spawn()

@@ -53,8 +53,9 @@ pub enum KafkaSourceError {
         #[source]
         source: SetupError,
     },
-    #[error("`spec.net.sasl.type` holds `{0}`, not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")]
-    SaslType(String),
+    /// The secret's value is not kept: it may be anything the reference pointed at.
+    #[error("the secret of `spec.net.sasl.type` is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")]
+    SaslType,
     #[error("the Kafka consumer failed: {0}")]
     Client(#[from] kinetic_kafka::rdkafka::error::KafkaError),
     #[error("the task delivering {topic} partition {partition} stopped")]
@@ -133,7 +134,7 @@ fn security(
             Some(SaslType::Mechanism(mechanism)) => *mechanism,
             Some(SaslType::Secret(reference)) => {
                 let text = read("sasl.type", reference)?;
-                SaslMechanism::parse(&text).ok_or(KafkaSourceError::SaslType(text))?
+                SaslMechanism::parse(&text).ok_or(KafkaSourceError::SaslType)?
             }
         };
         properties.insert("sasl.mechanism".into(), mechanism.as_str().into());

@@ -66,6 +66,8 @@ pub enum SetupError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Outside(String),
     #[error("secret at `{field}`: {source}")]
     Key {
         field: &'static str,
@@ -79,20 +81,15 @@ pub enum SetupError {
     },
 }
 
-/// Reads a secret from the process environment or a file; a file's surrounding white space (its
-/// trailing newline, usually) is removed.
+/// Reads a secret from the process environment or a file, within the process's secret scope
+/// ([`kinetic_api::secret::read`]).
 pub fn read_secret(secret: &SecretRef) -> Result<Vec<u8>, SetupError> {
-    match secret {
-        SecretRef::Env(name) => std::env::var(name)
-            .map(String::into_bytes)
-            .map_err(|_| SetupError::MissingEnv(name.clone())),
-        SecretRef::File(path) => std::fs::read(path)
-            .map(|bytes| bytes.trim_ascii().to_vec())
-            .map_err(|source| SetupError::SecretFile {
-                path: path.into(),
-                source,
-            }),
-    }
+    use kinetic_api::secret::ReadError;
+    kinetic_api::secret::read(secret).map_err(|error| match error {
+        ReadError::MissingEnv(name) => SetupError::MissingEnv(name),
+        ReadError::File { path, source } => SetupError::SecretFile { path, source },
+        ReadError::Outside(why) => SetupError::Outside(why),
+    })
 }
 
 /// A WebhookSource ready to take requests: secrets read, templates parsed.
