@@ -79,7 +79,8 @@ pub fn required_role(method: &Method, path: &str) -> Role {
         return Role::Viewer;
     }
     let dead_letters = path == "/api/v1/deadletters/replay"
-        || (method == Method::DELETE && path.starts_with("/api/v1/deadletters/"));
+        || (method == Method::DELETE
+            && (path == "/api/v1/deadletters" || path.starts_with("/api/v1/deadletters/")));
     if dead_letters {
         Role::Operator
     } else {
@@ -607,6 +608,10 @@ mod tests {
         );
         assert_eq!(
             required_role(&Method::DELETE, "/api/v1/deadletters/abc"),
+            Role::Operator
+        );
+        assert_eq!(
+            required_role(&Method::DELETE, "/api/v1/deadletters"),
             Role::Operator
         );
         assert_eq!(required_role(&Method::POST, "/api/v1/apply"), Role::Admin);

@@ -6,8 +6,11 @@
 //!   `GET|DELETE /api/v1/{kind}/{namespace}/{name}`; services, revisions and triggers carry a live
 //!   `status`
 //! - `GET /api/v1/services/{namespace}/{name}/logs?limit=N` → recent output of its instances
-//! - `GET /api/v1/deadletters` (`?trigger=NS/NAME&unreplayed=true&limit=N`), `GET /api/v1/deadletters/{id}`
+//! - `GET /api/v1/deadletters` (`?trigger=NS/NAME&unreplayed=true&limit=N&continue=TOKEN`, pages of
+//!   500 by default, `metadata.continue` for the next), `GET /api/v1/deadletters/{id}`
+//! - `DELETE /api/v1/deadletters/{id}`, `DELETE /api/v1/deadletters?trigger=NS/NAME` or `?all=true`
 //! - `POST /api/v1/deadletters/replay` with `{"ids": [...]}` or `{"trigger": "NS/NAME", "all": true}`
+//!   (at most `limit`, default 1,000, per request; `more` says whether any are left)
 //! - `/metrics` (Prometheus)
 //!
 //! `/healthz` and `/readyz` ([`health_router`]) are served on the public listener.
@@ -23,7 +26,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
-use kinetic_store::{DeadLetter, DeadLetterFilter, Store, StoredResource, TriggerRef};
+use kinetic_store::{
+    DeadLetter, DeadLetterFilter, DeadLetterSelection, Store, StoredResource, TriggerRef,
+};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -64,9 +69,15 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/api/v1/apply", post(apply_documents))
-        .route("/api/v1/deadletters", get(list_dead_letters))
+        .route(
+            "/api/v1/deadletters",
+            get(list_dead_letters).delete(delete_dead_letters),
+        )
         .route("/api/v1/deadletters/replay", post(replay))
-        .route("/api/v1/deadletters/{id}", get(get_dead_letter))
+        .route(
+            "/api/v1/deadletters/{id}",
+            get(get_dead_letter).delete(delete_dead_letter),
+        )
         .route("/api/v1/services/{namespace}/{name}/logs", get(logs))
         .route("/api/v1/sources", get(list_sources))
         .route("/api/v1/tokens", post(create_token))
@@ -530,12 +541,46 @@ async fn delete_one(
     }
 }
 
+/// Dead letters per page unless `limit` says otherwise, and the most a page holds.
+const PAGE_DEFAULT: usize = 500;
+const PAGE_MOST: usize = 1000;
+
 #[derive(Deserialize)]
 struct DeadLetterQuery {
     trigger: Option<String>,
     #[serde(default)]
     unreplayed: bool,
     limit: Option<usize>,
+    /// The `metadata.continue` of the previous page.
+    #[serde(rename = "continue")]
+    after: Option<String>,
+}
+
+fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit.unwrap_or(PAGE_DEFAULT) {
+        0 => Err(bad_request("`limit` must be at least 1".to_owned())),
+        limit if limit > PAGE_MOST => Err(bad_request(format!(
+            "`limit` is at most {PAGE_MOST}; follow `metadata.continue` for the next page"
+        ))),
+        limit => Ok(limit),
+    }
+}
+
+/// The continue token after `letter`: where the next page starts.
+fn continue_token(letter: &DeadLetter) -> String {
+    format!("{}.{}", letter.dead_at, letter.id)
+}
+
+fn parse_continue(token: &str) -> Result<(i64, String), ApiError> {
+    token
+        .split_once('.')
+        .and_then(|(at, id)| Some((at.parse().ok()?, id.to_owned())))
+        .filter(|(_, id)| !id.is_empty())
+        .ok_or_else(|| {
+            bad_request(format!(
+                "`continue` `{token}` is not a token of this API; pass `metadata.continue` of the previous page as it is"
+            ))
+        })
 }
 
 fn parse_trigger(text: &str) -> Result<(String, String), ApiError> {
@@ -553,14 +598,63 @@ async fn list_dead_letters(
     State(state): State<ApiState>,
     Query(query): Query<DeadLetterQuery>,
 ) -> Result<Response, ApiError> {
+    let limit = page_limit(query.limit)?;
     let filter = DeadLetterFilter {
         trigger: query.trigger.as_deref().map(parse_trigger).transpose()?,
         unreplayed_only: query.unreplayed,
-        limit: query.limit,
+        limit: Some(limit),
+        after: query.after.as_deref().map(parse_continue).transpose()?,
     };
     let letters = state.store.list_dead_letters(&filter).await?;
     let items: Vec<Value> = letters.iter().map(dead_letter_json).collect();
-    Ok(axum::Json(json!({ "items": items })).into_response())
+    // A full page may have a next one.
+    let next = (letters.len() == limit)
+        .then(|| letters.last().map(continue_token))
+        .flatten();
+    Ok(axum::Json(json!({ "items": items, "metadata": {"continue": next} })).into_response())
+}
+
+#[derive(Deserialize)]
+struct DeleteQuery {
+    trigger: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+/// `DELETE /api/v1/deadletters?trigger=NS/NAME` or `?all=true`.
+async fn delete_dead_letters(
+    State(state): State<ApiState>,
+    Query(query): Query<DeleteQuery>,
+) -> Result<Response, ApiError> {
+    let which = match (query.trigger.as_deref(), query.all) {
+        (Some(trigger), false) => {
+            let (namespace, name) = parse_trigger(trigger)?;
+            DeadLetterSelection::Trigger(namespace, name)
+        }
+        (None, true) => DeadLetterSelection::All,
+        _ => {
+            return Err(bad_request(
+                "say which dead letters to delete: `?trigger=NAMESPACE/NAME`, or `?all=true` for every one (one id: DELETE /api/v1/deadletters/ID)".to_owned(),
+            ));
+        }
+    };
+    let deleted = state.store.delete_dead_letters(&which).await?;
+    Ok(axum::Json(json!({ "deleted": deleted })).into_response())
+}
+
+/// `DELETE /api/v1/deadletters/{id}`.
+async fn delete_dead_letter(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    match state
+        .store
+        .delete_dead_letters(&DeadLetterSelection::Ids(vec![id.clone()]))
+        .await?
+    {
+        0 => Err(not_found(format!("dead letter `{id}` does not exist"))),
+        deleted => Ok(axum::Json(json!({ "deleted": deleted })).into_response()),
+    }
 }
 
 async fn get_dead_letter(
@@ -608,27 +702,38 @@ struct ReplayRequest {
     trigger: Option<String>,
     #[serde(default)]
     all: bool,
+    /// With `trigger`: the most replayed by this request (default and most: 1,000); the answer's
+    /// `more` says whether unreplayed ones are left.
+    limit: Option<usize>,
 }
 
 async fn replay(State(state): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
     let request: ReplayRequest = serde_json::from_slice(&body).map_err(|error| {
         bad_request(format!("the body must be {{\"ids\": [...]}} or {{\"trigger\": \"NS/NAME\", \"all\": true}}: {error}"))
     })?;
+    let mut more = false;
     let ids = match (&request.trigger, request.all, request.ids.is_empty()) {
         (None, false, false) => request.ids,
         (Some(trigger), true, true) => {
+            let limit = request.limit.unwrap_or(PAGE_MOST);
+            let limit = page_limit(Some(limit))?;
+            // One more than the page tells whether another page is left.
             let filter = DeadLetterFilter {
                 trigger: Some(parse_trigger(trigger)?),
                 unreplayed_only: true,
-                limit: None,
+                limit: Some(limit + 1),
+                after: None,
             };
-            state
+            let mut ids: Vec<String> = state
                 .store
                 .list_dead_letters(&filter)
                 .await?
                 .into_iter()
                 .map(|l| l.id)
-                .collect()
+                .collect();
+            more = ids.len() > limit;
+            ids.truncate(limit);
+            ids
         }
         (Some(_), false, _) => {
             return Err(bad_request(
@@ -662,5 +767,8 @@ async fn replay(State(state): State<ApiState>, body: Bytes) -> Result<Response, 
         .replay_dead_letters(&ids, &triggers, now)
         .await?;
     let skipped: Vec<&String> = ids.iter().filter(|id| !replayed.contains(id)).collect();
-    Ok(axum::Json(json!({ "replayed": replayed, "notReplayed": skipped })).into_response())
+    Ok(
+        axum::Json(json!({ "replayed": replayed, "notReplayed": skipped, "more": more }))
+            .into_response(),
+    )
 }

@@ -628,17 +628,29 @@ pub fn cesql_eval(expression: &str, event: Option<&Path>) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
+/// `kinetic dlq list`: one page, `(limit, continue token)`; the token of the next page, if any,
+/// is said on stderr.
 pub async fn dlq_list(
     server: &ServerArg,
     trigger: Option<&str>,
+    (limit, after): (u32, Option<&str>),
     output: Output,
 ) -> anyhow::Result<()> {
-    let mut request = server.client()?.get(server.url("/api/v1/deadletters"));
+    let mut request = server
+        .client()?
+        .get(server.url("/api/v1/deadletters"))
+        .query(&[("limit", limit.to_string())]);
     if let Some(trigger) = trigger {
         request = request.query(&[("trigger", trigger)]);
     }
+    if let Some(after) = after {
+        request = request.query(&[("continue", after)]);
+    }
     let answer = call(&server.server, request).await?;
     let items = answer["items"].as_array().cloned().unwrap_or_default();
+    if let Some(next) = answer["metadata"]["continue"].as_str() {
+        eprintln!("More dead letters follow: add --continue {next}");
+    }
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&items)?),
         Output::Yaml => print!("{}", serde_saphyr::to_string(&items)?),
@@ -696,6 +708,9 @@ fn error_summary(item: &Value) -> String {
     }
 }
 
+/// Most pages `dlq replay --trigger --all` asks for (each replays up to 1,000).
+const REPLAY_PAGES: usize = 10_000;
+
 pub async fn dlq_replay(
     server: &ServerArg,
     ids: Vec<String>,
@@ -710,22 +725,78 @@ pub async fn dlq_replay(
         }
         _ => bail!("give dead-letter IDs, or --trigger NAMESPACE/NAME --all"),
     };
-    let answer = call(
-        &server.server,
-        server
-            .client()?
-            .post(server.url("/api/v1/deadletters/replay"))
-            .json(&body),
-    )
-    .await?;
-    let replayed = answer["replayed"].as_array().map(Vec::len).unwrap_or(0);
-    println!("{replayed} dead letter(s) queued for delivery.");
-    for id in answer["notReplayed"].as_array().into_iter().flatten() {
-        println!(
-            "not replayed (unknown id, or its trigger is gone): {}",
-            id.as_str().unwrap_or("?")
-        );
+    // A trigger's dead letters are replayed a page per request, until none is left.
+    let mut replayed = 0;
+    for _ in 0..REPLAY_PAGES {
+        let answer = call(
+            &server.server,
+            server
+                .client()?
+                .post(server.url("/api/v1/deadletters/replay"))
+                .json(&body),
+        )
+        .await?;
+        replayed += answer["replayed"].as_array().map(Vec::len).unwrap_or(0);
+        for id in answer["notReplayed"].as_array().into_iter().flatten() {
+            println!(
+                "not replayed (unknown id, or its trigger is gone): {}",
+                id.as_str().unwrap_or("?")
+            );
+        }
+        if answer["more"] != Value::Bool(true) {
+            break;
+        }
     }
+    println!("{replayed} dead letter(s) queued for delivery.");
+    Ok(())
+}
+
+pub async fn dlq_delete(
+    server: &ServerArg,
+    ids: Vec<String>,
+    trigger: Option<String>,
+    all: bool,
+) -> anyhow::Result<()> {
+    let client = server.client()?;
+    let mut deleted = 0;
+    match (ids.is_empty(), trigger, all) {
+        (false, None, false) => {
+            let mut failed = 0;
+            for id in &ids {
+                let url = server.url(&format!("/api/v1/deadletters/{id}"));
+                match call(&server.server, client.delete(url)).await {
+                    Ok(answer) => deleted += answer["deleted"].as_u64().unwrap_or(0),
+                    Err(error) => {
+                        failed += 1;
+                        eprintln!("{id}: {error:#}");
+                    }
+                }
+            }
+            if failed > 0 {
+                bail!("{deleted} dead letter(s) deleted; {failed} could not be");
+            }
+        }
+        (true, Some(trigger), false) => {
+            let request = client
+                .delete(server.url("/api/v1/deadletters"))
+                .query(&[("trigger", trigger)]);
+            deleted = call(&server.server, request).await?["deleted"]
+                .as_u64()
+                .unwrap_or(0);
+        }
+        (true, None, true) => {
+            let request = client
+                .delete(server.url("/api/v1/deadletters"))
+                .query(&[("all", "true")]);
+            deleted = call(&server.server, request).await?["deleted"]
+                .as_u64()
+                .unwrap_or(0);
+        }
+        _ => bail!(
+            "say which dead letters to delete: --id ID (repeatable), --trigger NAMESPACE/NAME, or --all"
+        ),
+    }
+    println!("{deleted} dead letter(s) deleted.");
     Ok(())
 }
 

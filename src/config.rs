@@ -43,6 +43,17 @@ pub struct IngressSettings {
     pub dedupe_window: Duration,
 }
 
+/// How long the store keeps what no one needs to deliver any more.
+#[derive(Debug, Clone, Args)]
+pub struct RetentionSettings {
+    /// Dead letters older than this are deleted, ISO-8601 (e.g. P30D).
+    #[arg(long, env = "KINETIC_DEAD_LETTER_RETENTION", default_value = "P14D", value_parser = parse_duration)]
+    pub dead_letter_retention: Duration,
+    /// Each trigger keeps at most this many dead letters, the newest.
+    #[arg(long, env = "KINETIC_DEAD_LETTERS_PER_TRIGGER", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub dead_letters_per_trigger: u64,
+}
+
 /// Settings of the dispatcher.
 #[derive(Debug, Clone, Args)]
 pub struct DispatcherSettings {

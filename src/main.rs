@@ -20,8 +20,8 @@ mod server;
 
 use config::{
     AdminListen, AdminSettings, AuthSettings, ConnectionSettings, DispatcherSettings,
-    EgressSettings, IngressSettings, KafkaSettings, SecretSettings, ServingSettings, StoreSettings,
-    TlsSettings,
+    EgressSettings, IngressSettings, KafkaSettings, RetentionSettings, SecretSettings,
+    ServingSettings, StoreSettings, TlsSettings,
 };
 
 // Every event allocates on its way through HTTP, JSON and the store; glibc's allocator spends a
@@ -67,6 +67,8 @@ enum Command {
         #[command(flatten)]
         secrets: SecretSettings,
         #[command(flatten)]
+        retention: RetentionSettings,
+        #[command(flatten)]
         store: StoreSettings,
         #[command(flatten)]
         ingress: IngressSettings,
@@ -98,6 +100,8 @@ enum Command {
         connections: ConnectionSettings,
         #[command(flatten)]
         secrets: SecretSettings,
+        #[command(flatten)]
+        retention: RetentionSettings,
         #[command(flatten)]
         store: StoreSettings,
         #[command(flatten)]
@@ -308,11 +312,17 @@ enum CesqlCommand {
 
 #[derive(Debug, Subcommand)]
 enum DlqCommand {
-    /// List dead letters, oldest first.
+    /// List dead letters, oldest first, a page at a time.
     List {
         /// Only this trigger, as NAMESPACE/NAME.
         #[arg(long)]
         trigger: Option<String>,
+        /// Dead letters per page (at most 1000).
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Where the page starts: the token the previous page printed.
+        #[arg(long = "continue")]
+        after: Option<String>,
         #[arg(short = 'o', long, value_enum, default_value_t = client::Output::Table)]
         output: client::Output,
         #[command(flatten)]
@@ -325,6 +335,20 @@ enum DlqCommand {
         /// Every dead letter of this trigger (NAMESPACE/NAME) not replayed yet; needs --all.
         #[arg(long)]
         trigger: Option<String>,
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        server: client::ServerArg,
+    },
+    /// Delete dead letters: by id, every one of a trigger, or all.
+    Delete {
+        /// Dead-letter ids.
+        #[arg(long = "id", conflicts_with_all = ["trigger", "all"])]
+        ids: Vec<String>,
+        /// Every dead letter of this trigger (NAMESPACE/NAME).
+        #[arg(long, conflicts_with = "all")]
+        trigger: Option<String>,
+        /// Every dead letter of every trigger.
         #[arg(long)]
         all: bool,
         #[command(flatten)]
@@ -394,6 +418,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             tls,
             connections,
             secrets,
+            retention,
             store,
             ingress,
             dispatcher,
@@ -408,6 +433,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let settings = server::UpSettings {
                 tls,
                 connections,
+                retention,
                 admin_listen,
                 admin,
                 auth,
@@ -455,6 +481,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             tls,
             connections,
             secrets,
+            retention,
             store,
             ingress,
             kafka,
@@ -468,6 +495,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 server::BrokerSettings {
                     tls,
                     connections,
+                    retention,
                     listen,
                     admin_listen,
                     admin,
@@ -567,10 +595,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             command:
                 DlqCommand::List {
                     trigger,
+                    limit,
+                    after,
                     output,
                     server,
                 },
-        } => client::dlq_list(&server, trigger.as_deref(), output).await?,
+        } => {
+            client::dlq_list(
+                &server,
+                trigger.as_deref(),
+                (limit, after.as_deref()),
+                output,
+            )
+            .await?
+        }
         Command::Dlq {
             command:
                 DlqCommand::Replay {
@@ -580,6 +618,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     server,
                 },
         } => client::dlq_replay(&server, ids, trigger, all).await?,
+        Command::Dlq {
+            command:
+                DlqCommand::Delete {
+                    ids,
+                    trigger,
+                    all,
+                    server,
+                },
+        } => client::dlq_delete(&server, ids, trigger, all).await?,
         Command::Token {
             command:
                 TokenCommand::Create {

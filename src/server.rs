@@ -26,7 +26,8 @@ use crate::api::{self, ApiState};
 use crate::apply;
 use crate::config::{
     AdminListen, AdminSettings, AuthSettings, ConnectionSettings, DispatcherSettings,
-    EgressSettings, IngressSettings, KafkaSettings, ServingSettings, StoreSettings, TlsSettings,
+    EgressSettings, IngressSettings, KafkaSettings, RetentionSettings, ServingSettings,
+    StoreSettings, TlsSettings,
 };
 use crate::serve::{Limits, Tls};
 
@@ -536,6 +537,7 @@ async fn serve(
 pub struct UpSettings {
     pub tls: TlsSettings,
     pub connections: ConnectionSettings,
+    pub retention: RetentionSettings,
     pub admin_listen: AdminListen,
     pub admin: AdminSettings,
     pub auth: AuthSettings,
@@ -550,6 +552,7 @@ pub struct UpSettings {
 pub struct BrokerSettings {
     pub tls: TlsSettings,
     pub connections: ConnectionSettings,
+    pub retention: RetentionSettings,
     pub listen: SocketAddr,
     pub admin_listen: AdminListen,
     pub admin: AdminSettings,
@@ -585,6 +588,7 @@ pub async fn up(
     let UpSettings {
         tls: tls_settings,
         connections,
+        retention,
         admin_listen,
         admin: admin_settings,
         auth: auth_settings,
@@ -766,6 +770,7 @@ pub async fn up(
     tracker.spawn(prune_loop(
         store_handle.clone(),
         ingress_settings.dedupe_window,
+        retention,
         cancel.clone(),
     ));
     let gateway_url = format!("http://{gateway_address}");
@@ -815,6 +820,7 @@ pub async fn broker(store: OpenedStore, settings: BrokerSettings) -> anyhow::Res
     let BrokerSettings {
         tls: tls_settings,
         connections,
+        retention,
         listen,
         admin_listen,
         admin: admin_settings,
@@ -891,6 +897,7 @@ pub async fn broker(store: OpenedStore, settings: BrokerSettings) -> anyhow::Res
     tracker.spawn(prune_loop(
         store.store.clone(),
         settings.dedupe_window,
+        retention,
         cancel.clone(),
     ));
     tracing::info!(listen = %listener.local_addr()?, admin = %admin_url, store = %redact(&store.url), "kinetic broker is up.");
@@ -1096,18 +1103,46 @@ async fn watch_files(
 }
 
 /// Trims the dedupe window and the event log behind every cursor.
-async fn prune_loop(store: Arc<dyn Store>, dedupe_window: Duration, cancel: CancellationToken) {
+/// How often dead letters past their retention are deleted: ten times per retention period, at
+/// most once a minute (and at least every [`PRUNE_INTERVAL`]).
+fn dead_letter_prune_interval(retention: Duration) -> Duration {
+    (retention / 10).clamp(PRUNE_INTERVAL, Duration::from_secs(60))
+}
+
+async fn prune_loop(
+    store: Arc<dyn Store>,
+    dedupe_window: Duration,
+    retention: RetentionSettings,
+    cancel: CancellationToken,
+) {
     let window = i64::try_from(dedupe_window.as_millis()).unwrap_or(i64::MAX);
+    let kept = i64::try_from(retention.dead_letter_retention.as_millis()).unwrap_or(i64::MAX);
+    // The first pass at start, then once a minute.
+    let mut dead_letters_due = tokio::time::Instant::now();
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(PRUNE_INTERVAL) => {}
         }
-        let since = chrono::Utc::now().timestamp_millis().saturating_sub(window);
-        match store.prune(since).await {
+        let now = chrono::Utc::now().timestamp_millis();
+        match store.prune(now.saturating_sub(window)).await {
             Ok(deleted) if deleted > 0 => tracing::debug!(deleted, "Pruned delivered events."),
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "Pruning the event log failed."),
+        }
+        if tokio::time::Instant::now() >= dead_letters_due {
+            dead_letters_due = tokio::time::Instant::now()
+                + dead_letter_prune_interval(retention.dead_letter_retention);
+            match store
+                .prune_dead_letters(now.saturating_sub(kept), retention.dead_letters_per_trigger)
+                .await
+            {
+                Ok(deleted) if deleted > 0 => {
+                    tracing::info!(deleted, "Deleted dead letters past their retention.")
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "Deleting old dead letters failed."),
+            }
         }
     }
 }
@@ -1138,7 +1173,24 @@ fn print_banner(
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{Duration, dead_letter_prune_interval, redact};
+
+    #[test]
+    fn dead_letters_are_pruned_ten_times_per_retention() {
+        let days = |n: u64| Duration::from_secs(n * 86_400);
+        assert_eq!(
+            dead_letter_prune_interval(days(14)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            dead_letter_prune_interval(Duration::from_secs(300)),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            dead_letter_prune_interval(Duration::from_secs(3)),
+            Duration::from_secs(2)
+        );
+    }
 
     #[test]
     fn passwords_are_masked_in_store_urls() {

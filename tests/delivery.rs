@@ -61,6 +61,8 @@ mod ordering;
 mod replay;
 #[path = "delivery/replies.rs"]
 mod replies;
+#[path = "delivery/retention.rs"]
+mod retention;
 #[path = "delivery/retries.rs"]
 mod retries;
 #[path = "delivery/shutdown.rs"]

@@ -467,6 +467,17 @@ pub struct DeadLetterFilter {
     /// Only those never replayed.
     pub unreplayed_only: bool,
     pub limit: Option<usize>,
+    /// Only those after this `(dead_at, id)`: the last of the previous page.
+    pub after: Option<(Millis, String)>,
+}
+
+/// Which dead letters to delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadLetterSelection {
+    Ids(Vec<String>),
+    /// `(namespace, name)` of a trigger.
+    Trigger(String, String),
+    All,
 }
 
 #[async_trait]
@@ -483,6 +494,12 @@ pub trait DeadLetters {
         triggers: &[TriggerRef],
         now: Millis,
     ) -> Result<Vec<String>>;
+    /// Deletes the selected dead letters; returns how many there were.
+    async fn delete_dead_letters(&self, which: &DeadLetterSelection) -> Result<u64>;
+    /// Retention: deletes the dead letters that died before `dead_before`, and each trigger's
+    /// beyond its newest `keep_per_trigger`. Those still on their way to a dead-letter sink stay.
+    /// Returns how many were deleted.
+    async fn prune_dead_letters(&self, dead_before: Millis, keep_per_trigger: u64) -> Result<u64>;
 }
 
 // ---------------------------------------------------------------- checkpoints

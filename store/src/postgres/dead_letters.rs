@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use super::{PostgresStore, deliveries};
 use crate::{
-    DeadLetter, DeadLetterFilter, DeadLetters, Millis, NewDeadLetter, NewDelivery, Result,
-    SinkState, TriggerRef, codec,
+    DeadLetter, DeadLetterFilter, DeadLetterSelection, DeadLetters, Millis, NewDeadLetter,
+    NewDelivery, Result, SinkState, TriggerRef, codec,
 };
 
 macro_rules! columns {
@@ -118,6 +118,18 @@ impl DeadLetters for PostgresStore {
         if filter.unreplayed_only {
             query.push(" AND replay_count = 0");
         }
+        if let Some((dead_at, id)) = &filter.after {
+            // Not a UUID: nothing comes after it.
+            let Ok(id) = Uuid::parse_str(id) else {
+                return Ok(Vec::new());
+            };
+            query
+                .push(" AND (dead_at, id) > (")
+                .push_bind(*dead_at)
+                .push(", ")
+                .push_bind(id)
+                .push(")");
+        }
         query.push(" ORDER BY dead_at, id");
         if let Some(limit) = filter.limit {
             query
@@ -210,5 +222,56 @@ impl DeadLetters for PostgresStore {
             .await?;
         tx.commit().await?;
         Ok(replayed.iter().map(Uuid::to_string).collect())
+    }
+
+    async fn delete_dead_letters(&self, which: &DeadLetterSelection) -> Result<u64> {
+        let result =
+            match which {
+                DeadLetterSelection::Ids(ids) => {
+                    let ids: Vec<Uuid> = codec::distinct(ids)
+                        .into_iter()
+                        .filter_map(|id| Uuid::parse_str(id).ok())
+                        .collect();
+                    sqlx::query("DELETE FROM dead_letters WHERE id = ANY($1)")
+                        .bind(&ids)
+                        .execute(&self.pool)
+                        .await?
+                }
+                DeadLetterSelection::Trigger(namespace, name) => sqlx::query(
+                    "DELETE FROM dead_letters WHERE trigger_namespace = $1 AND trigger_name = $2",
+                )
+                .bind(namespace)
+                .bind(name)
+                .execute(&self.pool)
+                .await?,
+                DeadLetterSelection::All => {
+                    sqlx::query("DELETE FROM dead_letters")
+                        .execute(&self.pool)
+                        .await?
+                }
+            };
+        Ok(result.rows_affected())
+    }
+
+    async fn prune_dead_letters(&self, dead_before: Millis, keep_per_trigger: u64) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let old =
+            sqlx::query("DELETE FROM dead_letters WHERE dead_at < $1 AND sink_state <> 'pending'")
+                .bind(dead_before)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        let beyond = sqlx::query(
+            "DELETE FROM dead_letters WHERE id IN (\
+               SELECT id FROM (SELECT id, sink_state, ROW_NUMBER() OVER \
+                 (PARTITION BY trigger_uid ORDER BY dead_at DESC, id DESC) AS newest \
+               FROM dead_letters) AS ranked WHERE newest > $1 AND sink_state <> 'pending')",
+        )
+        .bind(i64::try_from(keep_per_trigger).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(old + beyond)
     }
 }

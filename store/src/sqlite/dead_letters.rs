@@ -6,8 +6,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::{SqliteStore, deliveries};
 use crate::{
-    DeadLetter, DeadLetterFilter, DeadLetters, Millis, NewDeadLetter, NewDelivery, Result,
-    SinkState, TriggerRef, codec,
+    DeadLetter, DeadLetterFilter, DeadLetterSelection, DeadLetters, Millis, NewDeadLetter,
+    NewDelivery, Result, SinkState, TriggerRef, codec,
 };
 
 macro_rules! columns {
@@ -106,6 +106,16 @@ impl DeadLetters for SqliteStore {
         if filter.unreplayed_only {
             query.push(" AND replay_count = 0");
         }
+        if let Some((dead_at, id)) = &filter.after {
+            query
+                .push(" AND (dead_at > ")
+                .push_bind(*dead_at)
+                .push(" OR (dead_at = ")
+                .push_bind(*dead_at)
+                .push(" AND id > ")
+                .push_bind(id)
+                .push("))");
+        }
         query.push(" ORDER BY dead_at, id");
         if let Some(limit) = filter.limit {
             query
@@ -182,5 +192,58 @@ impl DeadLetters for SqliteStore {
         }
         tx.commit().await?;
         Ok(replayed)
+    }
+
+    async fn delete_dead_letters(&self, which: &DeadLetterSelection) -> Result<u64> {
+        let mut tx = self.write().await?;
+        let deleted = match which {
+            DeadLetterSelection::Ids(ids) => {
+                let mut deleted = 0;
+                for id in codec::distinct(ids) {
+                    deleted += sqlx::query("DELETE FROM dead_letters WHERE id = ?1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                }
+                deleted
+            }
+            DeadLetterSelection::Trigger(namespace, name) => sqlx::query(
+                "DELETE FROM dead_letters WHERE trigger_namespace = ?1 AND trigger_name = ?2",
+            )
+            .bind(namespace)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(),
+            DeadLetterSelection::All => sqlx::query("DELETE FROM dead_letters")
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
+        };
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn prune_dead_letters(&self, dead_before: Millis, keep_per_trigger: u64) -> Result<u64> {
+        let mut tx = self.write().await?;
+        let old =
+            sqlx::query("DELETE FROM dead_letters WHERE dead_at < ?1 AND sink_state <> 'pending'")
+                .bind(dead_before)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        let beyond = sqlx::query(
+            "DELETE FROM dead_letters WHERE id IN (\
+               SELECT id FROM (SELECT id, sink_state, ROW_NUMBER() OVER \
+                 (PARTITION BY trigger_uid ORDER BY dead_at DESC, id DESC) AS newest \
+               FROM dead_letters) WHERE newest > ?1 AND sink_state <> 'pending')",
+        )
+        .bind(i64::try_from(keep_per_trigger).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(old + beyond)
     }
 }

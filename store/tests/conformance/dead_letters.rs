@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use kinetic_store::{DeadLetter, DeadLetterFilter, DeliveryUpdate, Phase, Store, TriggerRef};
+use kinetic_store::{
+    DeadLetter, DeadLetterFilter, DeadLetterSelection, DeliveryUpdate, Phase, Store, TriggerRef,
+};
 
 use crate::fixtures::{T0, claim, dead, record, retry, seqs, trigger};
 
@@ -48,6 +50,7 @@ fn filter(
         trigger: trigger.map(|(namespace, name)| (namespace.to_owned(), name.to_owned())),
         unreplayed_only,
         limit,
+        after: None,
     }
 }
 
@@ -267,5 +270,83 @@ pub async fn replay_goes_to_the_end_of_its_lane(store: Arc<dyn Store>) -> anyhow
                 .await?
         );
     }
+    Ok(())
+}
+
+pub async fn pages_follow_each_other(store: Arc<dyn Store>) -> anyhow::Result<()> {
+    let t = trigger("default/b", "t");
+    // Two at the same millisecond: the id orders them.
+    for (seq, at) in [(1, T0), (2, T0 + 5), (3, T0 + 5), (4, T0 + 9), (5, T0 + 20)] {
+        kill(&store, &t, seq, None, at).await?;
+    }
+    let mut pages = Vec::new();
+    let mut after = None;
+    for _ in 0..10 {
+        let page = store
+            .list_dead_letters(&DeadLetterFilter {
+                limit: Some(2),
+                after: after.clone(),
+                ..DeadLetterFilter::default()
+            })
+            .await?;
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|l| (l.dead_at, l.id.clone()));
+        pages.push(page.iter().map(|l| l.event_seq).collect::<Vec<_>>());
+    }
+    assert_eq!(pages, [vec![1, 2], vec![3, 4], vec![5]]);
+    // A token that names no dead letter still pages by its position.
+    let tail = store
+        .list_dead_letters(&DeadLetterFilter {
+            after: Some((T0 + 9, "ffffffff-ffff-7fff-bfff-ffffffffffff".to_owned())),
+            ..DeadLetterFilter::default()
+        })
+        .await?;
+    assert_eq!(tail.iter().map(|l| l.event_seq).collect::<Vec<_>>(), [5]);
+    Ok(())
+}
+
+pub async fn delete_by_id_trigger_and_all(store: Arc<dyn Store>) -> anyhow::Result<()> {
+    let (t1, t2) = (trigger("default/b", "t1"), trigger("default/b", "t2"));
+    let first = kill(&store, &t1, 1, None, T0).await?;
+    kill(&store, &t1, 2, None, T0 + 1).await?;
+    kill(&store, &t2, 3, None, T0 + 2).await?;
+    kill(&store, &t2, 4, None, T0 + 3).await?;
+    let ids = [first.id.clone(), first.id.clone(), "garbage".to_owned()];
+    assert_eq!(
+        store
+            .delete_dead_letters(&DeadLetterSelection::Ids(ids.to_vec()))
+            .await?,
+        1
+    );
+    assert_eq!(store.get_dead_letter(&first.id).await?, None);
+    assert_eq!(
+        store
+            .delete_dead_letters(&DeadLetterSelection::Trigger("default".into(), "t2".into()))
+            .await?,
+        2
+    );
+    assert_eq!(listed(&store, filter(None, false, None)).await?, [2]);
+    assert_eq!(
+        store.delete_dead_letters(&DeadLetterSelection::All).await?,
+        1
+    );
+    assert!(listed(&store, filter(None, false, None)).await?.is_empty());
+    Ok(())
+}
+
+pub async fn retention_by_age_and_count(store: Arc<dyn Store>) -> anyhow::Result<()> {
+    let (busy, quiet) = (trigger("default/b", "busy"), trigger("default/b", "quiet"));
+    for seq in 1..=5 {
+        kill(&store, &busy, seq, None, T0 + seq * 10).await?;
+    }
+    kill(&store, &quiet, 6, None, T0 + 1).await?;
+    kill(&store, &quiet, 7, None, T0 + 100).await?;
+    // Older than T0 + 15 goes (busy 1, quiet 6); then each trigger keeps its newest 2.
+    let pruned = store.prune_dead_letters(T0 + 15, 2).await?;
+    assert_eq!(pruned, 4);
+    assert_eq!(listed(&store, filter(None, false, None)).await?, [4, 5, 7]);
+    assert_eq!(store.prune_dead_letters(T0 + 15, 2).await?, 0, "idempotent");
     Ok(())
 }
