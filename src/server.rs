@@ -495,10 +495,7 @@ fn source_sink(
         egress.egress(),
     );
     kinetic_sources::Sink::new(Arc::new(move |url: &reqwest::Url| {
-        sender
-            .client_for(url)
-            .cloned()
-            .map_err(|refused| refused.to_string())
+        sender.client_for(url).cloned()
     }))
     .with_signer(Arc::new(move |subject, audience| {
         issuer.token_for(subject, audience)

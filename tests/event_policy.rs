@@ -477,7 +477,7 @@ async fn kinetic_senders_carry_their_identity(engine: Engine) {
         "    ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: guarded}\n";
     let hook = |name: &str| {
         format!(
-            "apiVersion: sources.kinetic.dev/v1alpha1\nkind: WebhookSource\nmetadata: {{name: {name}}}\nspec:\n  type: com.example.hook\n  sink:\n    ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: guarded}}\n"
+            "apiVersion: sources.kinetic.dev/v1alpha1\nkind: WebhookSource\nmetadata: {{name: {name}}}\nspec:\n  insecure: true\n  type: com.example.hook\n  sink:\n    ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: guarded}}\n"
         )
     };
     let file = write_yaml(
@@ -530,10 +530,23 @@ async fn kinetic_senders_carry_their_identity(engine: Engine) {
     let status = refused.status().as_u16();
     let body = refused.text().await.unwrap();
     assert!(
-        status >= 400
-            && body.contains("403")
-            && body.contains("stranger-oidc-sources.kinetic.dev-webhooksource"),
+        status >= 400 && body.contains("HTTP 403"),
         "{status} {body}"
+    );
+    // Why, in the source's status, not to the webhook's sender.
+    assert!(!body.contains("stranger-oidc"), "{body}");
+    let sources = kinetic
+        .api()
+        .get(kinetic.admin("/api/v1/sources"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        sources.contains("stranger-oidc-sources.kinetic.dev-webhooksource"),
+        "{sources}"
     );
     let got = receiver.wait_for("/guarded", 1, WAIT).await;
     assert_eq!(got.len(), 1, "log:\n{}", kinetic.log());

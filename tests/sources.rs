@@ -475,7 +475,6 @@ spec:
     let bad = push("t0ken", "{\"Records\": [{}]}".into()).await.unwrap();
     assert_eq!(bad.status(), 400);
     assert!(bad.text().await.unwrap().contains("bucket"));
-    // An SNS subscription is confirmed by fetching its SubscribeURL.
     let confirmation = serde_json::json!({
         "Type": "SubscriptionConfirmation",
         "MessageId": "m1",
@@ -483,11 +482,20 @@ spec:
         "TopicArn": "arn:aws:sns:us-east-1:123456789012:photos",
         "Message": "You have chosen to subscribe",
         "SubscribeURL": receiver.url("/confirm"),
-        "Timestamp": "2026-11-27T10:00:00.000Z"
+        "Timestamp": chrono::Utc::now().to_rfc3339()
     });
-    let confirmed = push("t0ken", confirmation.to_string()).await.unwrap();
-    assert_eq!(confirmed.status(), 200, "{:?}", confirmed.text().await);
-    assert_eq!(receiver.received("/confirm").len(), 1);
+    // An SNS subscription confirmation makes kinetic fetch its SubscribeURL: only a source that
+    // checks SNS signatures (`sns.topicArns`) acts on one.
+    let unconfirmed = push("t0ken", confirmation.to_string()).await.unwrap();
+    assert_eq!(unconfirmed.status(), 400);
+    assert!(
+        unconfirmed
+            .text()
+            .await
+            .unwrap()
+            .contains("only acted on by an S3Source with `notifications.webhook.sns`")
+    );
+    assert!(receiver.received("/confirm").is_empty());
 
     let got = receiver
         .wait_for("/uploads", 1, Duration::from_secs(10))
@@ -507,10 +515,11 @@ spec:
     assert_eq!(record["s3"]["object"]["size"], 1024);
 }
 
-/// A source's sink `uri` and an SNS subscription's confirmation URL are outside addresses like a
-/// trigger's subscriber: without `--egress-allow loopback`, kinetic neither posts events to a
-/// loopback sink nor fetches a loopback SubscribeURL (a forged confirmation must not make it call
-/// internal services), and the sender hears why at once. Allowing loopback, the same sink works.
+/// A source's sink `uri` is an outside address like a trigger's subscriber: without
+/// `--egress-allow loopback`, kinetic does not post events to a loopback sink, and the sender hears
+/// why at once. Allowing loopback, the same sink works. An SNS subscription confirmation is never
+/// acted on by a source that does not check SNS signatures (a forged one must not make kinetic call
+/// internal services), and its SubscribeURL must be SNS's own.
 #[tokio::test]
 async fn source_sinks_and_sns_confirmations_pass_the_egress_guard() {
     let store = TestStore::new(Engine::Sqlite).await;
@@ -554,7 +563,7 @@ spec:
         "TopicArn": "arn:aws:sns:us-east-1:123456789012:photos",
         "Message": "You have chosen to subscribe",
         "SubscribeURL": receiver.url("/confirm"),
-        "Timestamp": "2026-11-27T10:00:00.000Z"
+        "Timestamp": chrono::Utc::now().to_rfc3339()
     })
     .to_string();
 
@@ -590,8 +599,8 @@ spec:
         .unwrap();
     let status = confirmed.status().as_u16();
     let text = confirmed.text().await.unwrap();
-    assert_ne!(status, 200, "{text}");
-    assert!(text.contains("--egress-allow loopback"), "{text}");
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("notifications.webhook.sns"), "{text}");
     let sources = kinetic.cli(&["get", "sources"]);
     let table = String::from_utf8_lossy(&sources.stdout);
     assert!(table.contains("egress-allow"), "{table}");
@@ -622,11 +631,12 @@ spec:
     }
     assert_eq!(status, 202, "{}", kinetic.log());
     assert_eq!(receiver.received("/sink").len(), 1);
+    // Even then, a confirmation whose signature nothing checks makes kinetic fetch nothing.
     let confirmed = post(kinetic.url("/sources/default/photos"), confirmation)
         .await
         .unwrap();
-    assert_eq!(confirmed.status(), 200);
-    assert_eq!(receiver.received("/confirm").len(), 1);
+    assert_eq!(confirmed.status(), 400);
+    assert!(receiver.received("/confirm").is_empty());
 }
 
 /// A webhook sent right after its source was applied (before the controller's next pass) is
@@ -818,7 +828,7 @@ spec:
         "TopicArn": "arn:aws:sns:us-east-1:123456789012:photos",
         "Message": "You have chosen to subscribe",
         "SubscribeURL": receiver.url("/confirm"),
-        "Timestamp": "2026-11-27T10:00:00.000Z",
+        "Timestamp": chrono::Utc::now().to_rfc3339(),
         "SignatureVersion": "2",
         "Signature": "AAAA",
         "SigningCertURL": receiver.url("/cert.pem"),
@@ -828,7 +838,7 @@ spec:
         "MessageId": "m2",
         "TopicArn": "arn:aws:sns:us-east-1:999999999999:theirs",
         "Message": s3_notification(&["uploads/a.jpg"]),
-        "Timestamp": "2026-11-27T10:00:00.000Z",
+        "Timestamp": chrono::Utc::now().to_rfc3339(),
         "SignatureVersion": "1",
         "Signature": "AAAA",
         "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-x.pem",

@@ -352,7 +352,11 @@ spec:
         let cases = [
             S3.replace(
                 "  notifications:\n    sqs: {queueUrl: \"http://127.0.0.1:9000/123456789012/photos-events\"}\n",
-                "  notifications: {webhook: {}}\n",
+                "  notifications: {webhook: {verify: {bearer: {token: {env: MINIO_TOKEN}}}}}\n",
+            ),
+            S3.replace(
+                "  notifications:\n    sqs: {queueUrl: \"http://127.0.0.1:9000/123456789012/photos-events\"}\n",
+                "  notifications: {webhook: {insecure: true}}\n",
             ),
             S3.replace(
                 "  notifications:\n    sqs: {queueUrl: \"http://127.0.0.1:9000/123456789012/photos-events\"}\n",
@@ -376,7 +380,7 @@ spec:
         for text in &cases {
             parse_documents("ok.yaml", text).unwrap_or_else(|e| panic!("{text}\n{e}"));
         }
-        let poll = parse_documents("ok.yaml", &cases[1]).unwrap();
+        let poll = parse_documents("ok.yaml", &cases[2]).unwrap();
         let Resource::S3Source(s3) = &poll[0] else {
             panic!()
         };
@@ -384,7 +388,7 @@ spec:
             panic!()
         };
         assert_eq!(poll.interval(), std::time::Duration::from_secs(5));
-        let ping = parse_documents("ok.yaml", &cases[4]).unwrap();
+        let ping = parse_documents("ok.yaml", &cases[5]).unwrap();
         let Resource::PingSource(ping) = &ping[0] else {
             panic!()
         };
@@ -399,6 +403,27 @@ spec:
         const SQS: &str = "  notifications:\n    sqs: {queueUrl: \"http://127.0.0.1:9000/123456789012/photos-events\"}\n";
         // (document, replace, with, path, message)
         let cases: &[(&str, &str, &str, &str, &str)] = &[
+            (
+                S3,
+                SQS,
+                "  notifications: {webhook: {}}\n",
+                "spec.notifications.webhook",
+                "needs `verify` or `sns`",
+            ),
+            (
+                S3,
+                SQS,
+                "  notifications: {webhook: {insecure: true, sns: {topicArns: ['arn:aws:sns:us-east-1:1:t']}}}\n",
+                "spec.notifications.webhook.insecure",
+                "together with",
+            ),
+            (
+                WEBHOOK,
+                "  verify:\n    github: {secret: {env: GITHUB_WEBHOOK_SECRET}}\n",
+                "",
+                "spec.verify",
+                "is required",
+            ),
             (
                 S3,
                 "bucket: photos",

@@ -508,9 +508,17 @@ async fn receive(
             )
                 .into_response()
         }
-        Ok(Err(error @ SinkError::Refused { .. })) => {
+        // What the sink answered stays in the source's status: the webhook's sender is told only
+        // that it was refused.
+        Ok(Err(error @ SinkError::Refused { status, .. })) => {
             sources.failed(&key, error.to_string());
-            answer(StatusCode::BAD_REQUEST, "sink-refused", &error.to_string())
+            answer(
+                StatusCode::BAD_REQUEST,
+                "sink-refused",
+                &format!(
+                    "the source's sink refused the event (HTTP {status}); see `kinetic get sources`"
+                ),
+            )
         }
         Ok(Err(error)) => {
             sources.failed(&key, error.to_string());

@@ -14,6 +14,24 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long one attempt may take.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Most bytes of an answer's body read, to say why it refused.
+const BODY_KEPT: usize = 512;
+
+/// The start of an answer's body (at most [`BODY_KEPT`] bytes, the rest never read), as text.
+async fn start_of(mut response: reqwest::Response) -> String {
+    let mut kept = Vec::new();
+    while kept.len() < BODY_KEPT {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = BODY_KEPT - kept.len();
+                kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
 /// The sink did not accept an event.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -141,10 +159,9 @@ impl Sink {
         if status.is_success() {
             return Ok(());
         }
-        let body = response.text().await.unwrap_or_default();
         Err(SinkError::Refused {
             status: status.as_u16(),
-            body: body.chars().take(512).collect(),
+            body: start_of(response).await,
         })
     }
 
@@ -163,13 +180,7 @@ impl Sink {
         }
         Err(SinkError::Refused {
             status: status.as_u16(),
-            body: response
-                .text()
-                .await
-                .unwrap_or_default()
-                .chars()
-                .take(512)
-                .collect(),
+            body: start_of(response).await,
         })
     }
 

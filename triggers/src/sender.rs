@@ -134,8 +134,8 @@ pub struct Sender {
     internal: Delivery,
     /// Deliveries everywhere else, resolved through the egress guard.
     outside: Delivery,
-    /// The sources' clients, built when first asked for.
-    sources: Arc<OnceLock<(reqwest::Client, reqwest::Client)>>,
+    /// The sources' clients (kinetic's own, guarded), built when first asked for.
+    sources: Arc<OnceLock<Result<(reqwest::Client, reqwest::Client), String>>>,
     gateway: Option<GatewayAddress>,
     egress: Arc<Egress>,
     /// The broker ingress (scheme, host, port): Broker refs resolve under it.
@@ -196,22 +196,28 @@ fn roots_with(pem: &str) -> Result<rustls::RootCertStore, String> {
     Ok(roots)
 }
 
+/// kinetic's reqwest clients connect to destinations themselves: a proxy from `HTTP(S)_PROXY`
+/// would be what the egress guard checks while it reaches anything.
 fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(IDLE_PER_HOST)
         .tcp_nodelay(true)
         .user_agent(USER_AGENT)
 }
 
-/// kinetic's outbound HTTP client: no redirects, pooled, and, given the gateway, resolving
-/// `*.{domain}` (Services) to it.
-pub fn http_client(gateway: Option<&GatewayAddress>) -> reqwest::Client {
+/// kinetic's outbound HTTP client for its own destinations: no redirects, pooled, and, given the
+/// gateway, resolving `*.{domain}` (Services) to it. Fails rather than fall back to a client
+/// without these rules.
+fn http_client(gateway: Option<&GatewayAddress>) -> Result<reqwest::Client, String> {
     let mut builder = client_builder();
     if let Some(gateway) = gateway {
         builder = builder.dns_resolver(GatewayDns::new(gateway));
     }
-    builder.build().unwrap_or_default()
+    builder
+        .build()
+        .map_err(|error| format!("kinetic's HTTP client could not be built: {error}"))
 }
 
 /// Where Services are served: names under `domain` resolve to the gateway's `address`.
@@ -423,13 +429,15 @@ impl Sender {
 
     /// Whether a URL of `scheme`, `host` and `port` is one of kinetic's own destinations: the
     /// broker ingress, or a Service.
-    fn is_internal(&self, scheme: &str, host: &str, port: Option<u16>) -> bool {
+    /// Whether a URL is one of kinetic's own destinations: a broker's ingress (`/{namespace}/{name}`
+    /// on the ingress origin, nothing else served there), or a Service.
+    fn is_internal(&self, scheme: &str, host: &str, port: Option<u16>, path: &str) -> bool {
         if let Some((ingress_scheme, ingress_host, ingress_port)) = &self.ingress
             && scheme.eq_ignore_ascii_case(ingress_scheme)
             && host.eq_ignore_ascii_case(ingress_host)
             && port.or_else(|| default_port(scheme)) == Some(*ingress_port)
         {
-            return true;
+            return is_broker_path(path);
         }
         match &self.service_suffix {
             Some(suffix) if host.parse::<IpAddr>().is_err() && !host.starts_with('[') => host
@@ -443,7 +451,12 @@ impl Sender {
     /// Which client reaches `uri`, or why the guard refuses it.
     fn route(&self, uri: &Uri) -> Result<Route, Refused> {
         let host = uri.host().unwrap_or("");
-        if self.is_internal(uri.scheme_str().unwrap_or(""), host, uri.port_u16()) {
+        if self.is_internal(
+            uri.scheme_str().unwrap_or(""),
+            host,
+            uri.port_u16(),
+            uri.path(),
+        ) {
             return Ok(Route::Internal);
         }
         // Names are checked when resolved; an IP literal is never resolved, so here.
@@ -455,20 +468,26 @@ impl Sender {
 
     /// The reqwest client that may reach `url`: kinetic's own for its destinations, the guarded
     /// one for the rest, or why the guard refuses it. Sources reach their sinks through it.
-    pub fn client_for(&self, url: &url::Url) -> Result<&reqwest::Client, Refused> {
-        let (internal, outside) = self.sources.get_or_init(|| {
+    pub fn client_for(&self, url: &url::Url) -> Result<&reqwest::Client, String> {
+        let clients = self.sources.get_or_init(|| {
             let outside = client_builder()
                 .dns_resolver(GuardedDns {
                     egress: self.egress.clone(),
                 })
                 .build()
-                .unwrap_or_default();
-            (http_client(self.gateway.as_ref()), outside)
+                .map_err(|error| format!("kinetic's HTTP client could not be built: {error}"))?;
+            Ok((http_client(self.gateway.as_ref())?, outside))
         });
-        if self.is_internal(url.scheme(), url.host_str().unwrap_or(""), url.port()) {
+        let (internal, outside) = clients.as_ref().map_err(Clone::clone)?;
+        if self.is_internal(
+            url.scheme(),
+            url.host_str().unwrap_or(""),
+            url.port(),
+            url.path(),
+        ) {
             return Ok(internal);
         }
-        self.egress.check_url(url)?;
+        self.egress.check_url(url).map_err(|r| r.to_string())?;
         Ok(outside)
     }
 
@@ -598,6 +617,21 @@ impl Sender {
             Ok(Err(error)) => transport_failure(&error),
             Ok(Ok(answer)) => answered(answer, target),
         }
+    }
+}
+
+/// `/{namespace}/{name}`: two DNS labels, the path of a broker's ingress.
+fn is_broker_path(path: &str) -> bool {
+    let label = |part: &str| {
+        !part.is_empty()
+            && part.len() <= 63
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    match path.strip_prefix('/').and_then(|rest| rest.split_once('/')) {
+        Some((namespace, name)) => label(namespace) && label(name),
+        None => false,
     }
 }
 
@@ -973,5 +1007,37 @@ mod tests {
         // Another port on the same address is not the ingress.
         let attempt = post(&sender, &format!("http://{other}/"), &event()).await;
         assert_eq!(attempt.verdict, Verdict::Permanent, "{:?}", attempt.error);
+        // Nor is anything but a broker's path on the ingress origin: the guard decides.
+        for path in [
+            "/webhooks/default/hook",
+            "/healthz",
+            "/default/a/b",
+            "/Default/b",
+            "/default/../../x",
+        ] {
+            let attempt = post(&sender, &format!("{ingress}{path}"), &event()).await;
+            assert_eq!(attempt.verdict, Verdict::Permanent, "{path}");
+            assert!(attempt.error.unwrap().starts_with("refused: "), "{path}");
+        }
+        assert_eq!(seen.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_sources_clients_follow_the_same_routes() {
+        let ingress = "http://127.0.0.1:8080";
+        let sender = Sender::new(None, Some(ingress), Egress::default());
+        let route = |url: &str| {
+            sender
+                .client_for(&url::Url::parse(url).unwrap())
+                .map(|_| ())
+        };
+        route(&format!("{ingress}/default/orders")).unwrap();
+        let refused = route(&format!("{ingress}/sources/default/s3")).unwrap_err();
+        assert!(refused.contains("loopback"), "{refused}");
+        let refused = route("http://169.254.169.254/latest/meta-data").unwrap_err();
+        assert!(
+            refused.contains("metadata") || refused.contains("link-local"),
+            "{refused}"
+        );
     }
 }

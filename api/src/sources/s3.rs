@@ -87,9 +87,14 @@ pub struct SqsNotifications {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct S3WebhookNotifications {
-    /// How pushed notifications are authenticated (MinIO sends a bearer token); none when absent.
+    /// How pushed notifications are authenticated (MinIO sends a bearer token). Either this or
+    /// `sns` is required unless `insecure` says otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<WebhookVerify>,
+    /// Accept every notification without verification (anyone who can reach the URL can forge
+    /// object events).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
     /// Notifications come from AWS SNS: every request must be an SNS message signed by AWS and
     /// published to one of these topics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -216,6 +221,21 @@ impl S3Source {
             S3Mode::Sqs(sqs) => validate_absolute_url(&sqs.queue_url)
                 .map_err(|e| e.under("spec.notifications.sqs.queueUrl"))?,
             S3Mode::Webhook(webhook) => {
+                let verified = webhook.verify.is_some() || webhook.sns.is_some();
+                if verified && webhook.insecure {
+                    return Err(Error::new(
+                        "spec.notifications.webhook.insecure",
+                        "is set together with `verify` or `sns`",
+                    )
+                    .with_hint("remove `insecure: true`: notifications are verified"));
+                }
+                if !verified && !webhook.insecure {
+                    return Err(Error::new(
+                        "spec.notifications.webhook",
+                        "needs `verify` or `sns`: without them, anyone who can reach the URL can forge object events",
+                    )
+                    .with_hint("MinIO: `verify: {bearer: {token: {env: NAME}}}` with the token of its webhook target; AWS: `sns: {topicArns: [ARN]}`; or `insecure: true` to accept every notification"));
+                }
                 if let Some(verify) = &webhook.verify {
                     verify
                         .validate()
@@ -259,7 +279,7 @@ impl S3Source {
         if let Some(poll) = &spec.poll {
             modes.push(("poll", S3Mode::Poll(poll)));
         }
-        let hint = "set exactly one of `notifications: {sqs: {queueUrl: URL}}`, `notifications: {webhook: {}}` or `poll: {interval: PT10S}`";
+        let hint = "set exactly one of `notifications: {sqs: {queueUrl: URL}}`, `notifications: {webhook: {verify: {bearer: {token: {env: NAME}}}}}` or `poll: {interval: PT10S}`";
         match modes.as_slice() {
             [(_, mode)] => Ok(*mode),
             [] if notifications.is_some() => {

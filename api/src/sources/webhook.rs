@@ -26,9 +26,12 @@ pub struct WebhookSource {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebhookSourceSpec {
-    /// How requests are authenticated; every request is accepted when absent.
+    /// How requests are authenticated. Required unless `insecure` says otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<WebhookVerify>,
+    /// Accept every request without verification (anyone who can reach the URL can send events).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
     /// Template of the event's `type`, e.g. `com.github.{header:X-GitHub-Event}`;
     /// `dev.kinetic.webhook` when absent.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
@@ -162,8 +165,17 @@ impl WebhookSource {
     pub fn validate(&self) -> Result<(), Error> {
         let spec = &self.spec;
         validate_common(&self.metadata, &spec.sink, spec.ce_overrides.as_ref())?;
-        if let Some(verify) = &spec.verify {
-            verify.validate().map_err(|e| e.under("spec.verify"))?;
+        match (&spec.verify, spec.insecure) {
+            (Some(verify), false) => verify.validate().map_err(|e| e.under("spec.verify"))?,
+            (Some(_), true) => {
+                return Err(Error::new("spec.insecure", "is set together with `verify`")
+                    .with_hint("remove `insecure: true`: requests are verified"));
+            }
+            (None, false) => {
+                return Err(Error::new("spec.verify", "is required: without it, anyone who can reach the webhook URL can send events")
+                    .with_hint("set `verify` (`github: {secret: {env: NAME}}`, `standardWebhooks: {secrets: [{env: NAME}]}` or `bearer: {token: {env: NAME}}`), or `insecure: true` to accept every request"));
+            }
+            (None, true) => {}
         }
         for (name, text) in [
             ("type", &spec.event_type),

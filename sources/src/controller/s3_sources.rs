@@ -255,7 +255,7 @@ pub(super) async fn notified(
         return answer(StatusCode::UNAUTHORIZED, "unauthorized", &error.to_string());
     }
     if let Some(sns) = &sns
-        && let Err(error) = sns.verify(&body).await
+        && let Err(error) = sns.verify(&body, arrived).await
     {
         sources.update(&key, |s| s.last_error = Some(error.to_string()));
         return if error.is_transient() {
@@ -266,8 +266,15 @@ pub(super) async fn notified(
     }
     let events = match s3::to_events(&spec, &body) {
         Ok(s3::Parsed::Events(events)) => events,
-        Ok(s3::Parsed::SubscriptionConfirmation { subscribe_url }) => {
+        // Only a signed message from a topic of the source's `sns` is acted on: it makes kinetic
+        // fetch a URL.
+        Ok(s3::Parsed::SubscriptionConfirmation { subscribe_url }) if sns.is_some() => {
             return confirm_subscription(&sources, &key, &subscribe_url).await;
+        }
+        Ok(s3::Parsed::SubscriptionConfirmation { .. }) => {
+            let why = "an SNS subscription confirmation is only acted on by an S3Source with `notifications.webhook.sns` (its topicArns), which checks the message's signature";
+            sources.update(&key, |s| s.last_error = Some(why.to_owned()));
+            return answer(StatusCode::BAD_REQUEST, "invalid", why);
         }
         Err(error) => {
             sources.update(&key, |s| s.last_error = Some(error.to_string()));
@@ -294,9 +301,17 @@ pub(super) async fn notified(
             axum::Json(json!({ "events": events.len() })),
         )
             .into_response(),
-        Ok(Err(error @ SinkError::Refused { .. })) => {
+        // What the sink answered stays in the source's status: the sender of the notification
+        // is told only that it was refused.
+        Ok(Err(error @ SinkError::Refused { status, .. })) => {
             sources.failed(&key, error.to_string());
-            answer(StatusCode::BAD_REQUEST, "sink-refused", &error.to_string())
+            answer(
+                StatusCode::BAD_REQUEST,
+                "sink-refused",
+                &format!(
+                    "the source's sink refused the events (HTTP {status}); see `kinetic get sources`"
+                ),
+            )
         }
         Ok(Err(error)) => {
             sources.failed(&key, error.to_string());
@@ -311,6 +326,10 @@ pub(super) async fn notified(
 
 /// Confirms an SNS subscription by fetching its `SubscribeURL`, as SNS asks.
 async fn confirm_subscription(sources: &Sources, key: &Key, url: &str) -> Response {
+    if let Err(error) = s3::sns_signature::check_subscribe_url(url) {
+        sources.update(key, |s| s.last_error = Some(error.to_string()));
+        return answer(StatusCode::BAD_REQUEST, "invalid", &error.to_string());
+    }
     let confirmed = sources.sink.get(url).await;
     match confirmed {
         Ok(()) => {
@@ -324,7 +343,7 @@ async fn confirm_subscription(sources: &Sources, key: &Key, url: &str) -> Respon
             answer(
                 StatusCode::BAD_GATEWAY,
                 "subscription-unconfirmed",
-                &format!("fetching the SubscribeURL failed: {error}"),
+                "fetching the SubscribeURL failed; see `kinetic get sources`",
             )
         }
     }

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use base64::Engine as _;
+use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde_json::Value;
 
@@ -39,6 +40,14 @@ pub enum SnsSignatureError {
         "`SigningCertURL` {0} is not an SNS certificate URL (https://sns.REGION.amazonaws.com/….pem)"
     )]
     CertificateUrl(String),
+    #[error(
+        "`SubscribeURL` {0} is not an SNS URL (https://sns.REGION.amazonaws.com/…); the subscription is not confirmed"
+    )]
+    SubscribeUrl(String),
+    #[error(
+        "the SNS message's `Timestamp` {0} is more than 23 hours old, in the future, or not a time: a message is not accepted long after it was sent"
+    )]
+    Stale(String),
     #[error("fetching the signing certificate {url}: {reason}")]
     Fetch { url: String, reason: String },
     #[error("the signing certificate {0} is not a PEM X.509 certificate with an RSA key")]
@@ -101,10 +110,10 @@ pub fn string_to_sign(message: &Value) -> Result<String, SnsSignatureError> {
     Ok(text)
 }
 
-/// Checks that `url` is where SNS keeps its signing certificates.
-pub fn check_certificate_url(url: &str) -> Result<(), SnsSignatureError> {
-    let refused = || SnsSignatureError::CertificateUrl(url.to_owned());
-    let parsed = reqwest::Url::parse(url).map_err(|_| refused())?;
+/// `url` parsed, if it is an HTTPS URL of SNS itself: `https://sns.REGION.amazonaws.com[.cn]/…`
+/// on the default port, without credentials.
+fn sns_url(url: &str) -> Option<reqwest::Url> {
+    let parsed = reqwest::Url::parse(url).ok()?;
     let host = parsed.host_str().unwrap_or_default();
     let region = host
         .strip_prefix("sns.")
@@ -120,9 +129,43 @@ pub fn check_certificate_url(url: &str) -> Result<(), SnsSignatureError> {
         && !region.is_empty()
         && region
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && parsed.path().ends_with(".pem");
-    if valid { Ok(()) } else { Err(refused()) }
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    valid.then_some(parsed)
+}
+
+/// Checks that `url` is where SNS keeps its signing certificates.
+pub fn check_certificate_url(url: &str) -> Result<(), SnsSignatureError> {
+    match sns_url(url) {
+        Some(parsed) if parsed.path().ends_with(".pem") => Ok(()),
+        _ => Err(SnsSignatureError::CertificateUrl(url.to_owned())),
+    }
+}
+
+/// Checks that a subscription's `SubscribeURL` is SNS's own, so that confirming it fetches nothing
+/// else.
+pub fn check_subscribe_url(url: &str) -> Result<(), SnsSignatureError> {
+    match sns_url(url) {
+        Some(_) => Ok(()),
+        None => Err(SnsSignatureError::SubscribeUrl(url.to_owned())),
+    }
+}
+
+/// How old a signed SNS message may be: below kinetic's default dedupe window (24 hours), so that a
+/// captured message sent again is either dropped as a duplicate or refused.
+pub const MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(23);
+/// How far in the future a `Timestamp` may be (clock skew).
+const SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// Checks a message's `Timestamp` against `now`.
+fn check_timestamp(message: &Value, now: DateTime<Utc>) -> Result<(), SnsSignatureError> {
+    let text = field(message, "Timestamp")?;
+    let at = DateTime::parse_from_rfc3339(text)
+        .map_err(|_| SnsSignatureError::Stale(text.to_owned()))?
+        .with_timezone(&Utc);
+    if at < now - MAX_AGE || at > now + SKEW {
+        return Err(SnsSignatureError::Stale(text.to_owned()));
+    }
+    Ok(())
 }
 
 /// Checks `message`'s signature with the PEM certificate `certificate`.
@@ -237,14 +280,16 @@ impl SnsVerifier {
         }
     }
 
-    /// Checks the raw request `body`: an SNS message of one of the topics, signed by AWS.
-    pub async fn verify(&self, body: &[u8]) -> Result<(), SnsSignatureError> {
+    /// Checks the raw request `body`, arrived at `now`: a recent SNS message of one of the
+    /// topics, signed by AWS.
+    pub async fn verify(&self, body: &[u8], now: DateTime<Utc>) -> Result<(), SnsSignatureError> {
         let message: Value =
             serde_json::from_slice(body).map_err(|e| SnsSignatureError::NotSns(e.to_string()))?;
         let topic = field(&message, "TopicArn")?;
         if !self.topics.iter().any(|t| t == topic) {
             return Err(SnsSignatureError::Topic(topic.to_owned()));
         }
+        check_timestamp(&message, now)?;
         // The signature covers SubscribeURL: once it verifies, that URL is AWS's own.
         let url = field(&message, "SigningCertURL")?;
         check_certificate_url(url)?;
@@ -284,6 +329,11 @@ mod tests {
         (SnsVerifier::new(topics, certificates), fetches)
     }
 
+    /// A moment after the test vectors were sent.
+    fn sent() -> DateTime<Utc> {
+        "2026-11-27T10:05:00Z".parse().unwrap()
+    }
+
     fn edited(text: &str, name: &str, value: &str) -> Vec<u8> {
         let mut message: Value = serde_json::from_str(text).expect("test vector");
         message[name] = Value::String(value.to_owned());
@@ -294,11 +344,11 @@ mod tests {
     async fn signed_messages_of_the_topics_pass_once_the_certificate_is_fetched() {
         let (verifier, fetches) = verifier(&[TOPIC]);
         verifier
-            .verify(NOTIFICATION.as_bytes())
+            .verify(NOTIFICATION.as_bytes(), sent())
             .await
             .expect("version 1 (SHA-1)");
         verifier
-            .verify(CONFIRMATION.as_bytes())
+            .verify(CONFIRMATION.as_bytes(), sent())
             .await
             .expect("version 2 (SHA-256)");
         assert_eq!(fetches.load(Ordering::SeqCst), 1, "the certificate is kept");
@@ -358,14 +408,58 @@ mod tests {
             ),
         ];
         for (body, expected) in cases {
-            let got = ours.verify(&body).await;
+            let got = ours.verify(&body, sent()).await;
             assert_eq!(got, Err(expected), "{}", String::from_utf8_lossy(&body));
         }
         let (other_topic, _) = verifier(&["arn:aws:sns:us-east-1:123456789012:other"]);
         assert_eq!(
-            other_topic.verify(NOTIFICATION.as_bytes()).await,
+            other_topic.verify(NOTIFICATION.as_bytes(), sent()).await,
             Err(SnsSignatureError::Topic(TOPIC.into()))
         );
+    }
+
+    #[tokio::test]
+    async fn old_or_future_messages_are_refused() {
+        let (verifier, fetches) = verifier(&[TOPIC]);
+        let day_later = sent() + chrono::TimeDelta::hours(24);
+        assert_eq!(
+            verifier.verify(NOTIFICATION.as_bytes(), day_later).await,
+            Err(SnsSignatureError::Stale("2026-11-27T10:00:01.000Z".into()))
+        );
+        let long_before = sent() - chrono::TimeDelta::hours(1);
+        assert!(matches!(
+            verifier.verify(NOTIFICATION.as_bytes(), long_before).await,
+            Err(SnsSignatureError::Stale(_))
+        ));
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            0,
+            "refused before any fetch"
+        );
+        verifier
+            .verify(
+                NOTIFICATION.as_bytes(),
+                sent() + chrono::TimeDelta::hours(22),
+            )
+            .await
+            .expect("within 23 hours");
+    }
+
+    #[test]
+    fn subscribe_urls_must_be_snss() {
+        assert_eq!(
+            check_subscribe_url(
+                "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&Token=x"
+            ),
+            Ok(())
+        );
+        for bad in [
+            "http://127.0.0.1:8070/api/v1/apply",
+            "https://sns.us-east-1.amazonaws.com.evil.example/",
+            "http://sns.us-east-1.amazonaws.com/",
+        ] {
+            assert!(check_subscribe_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[tokio::test]
@@ -376,7 +470,10 @@ mod tests {
             "SigningCertURL",
             "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-x.pem",
         );
-        let error = verifier.verify(&body).await.expect_err("not fetched");
+        let error = verifier
+            .verify(&body, sent())
+            .await
+            .expect_err("not fetched");
         assert!(error.is_transient(), "{error}");
     }
 
