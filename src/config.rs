@@ -37,6 +37,10 @@ pub struct IngressSettings {
     /// Largest event (or batch) accepted, in bytes.
     #[arg(long, env = "KINETIC_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Request bytes the ingress holds at once, from reading a body until its events are stored;
+    /// past it a request waits up to 2 s, then gets 503.
+    #[arg(long, env = "KINETIC_MAX_INFLIGHT_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_inflight_bytes: usize,
     /// How long an event's (source, id) is remembered to drop duplicates, ISO-8601 (e.g. PT24H).
     /// On SQLite the window's keys are also indexed in memory, about 32 bytes per key.
     #[arg(long, env = "KINETIC_DEDUPE_WINDOW", default_value = "PT24H", value_parser = parse_duration)]

@@ -1,8 +1,10 @@
 //! Which brokers exist, and of which class. The ingress asks on every request, so answers come
 //! from memory, refreshed from the store every second; a name not in memory is looked up in the
-//! store once before a 404, so a broker applied a moment ago is served at once.
+//! store once before a 404, so a broker applied a moment ago is served at once. A name found
+//! missing is remembered until the next refresh, so requests to brokers that do not exist (a scan,
+//! a typo in a loop) cost the store one read per name per second, not one per request.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -14,7 +16,12 @@ use tokio_util::sync::CancellationToken;
 pub struct BrokerDirectory {
     store: Arc<dyn Store>,
     known: Arc<RwLock<HashMap<String, BrokerClass>>>,
+    /// Names looked up and not found since the last refresh (at most [`MISSING_MOST`]).
+    missing: Arc<RwLock<HashSet<String>>>,
 }
+
+/// Most missing names remembered between refreshes; past it, the set starts over.
+const MISSING_MOST: usize = 10_000;
 
 /// The class of a stored broker; one that cannot be read (stored by a newer kinetic) is served by
 /// the store-backed class, which loses nothing.
@@ -30,6 +37,7 @@ impl BrokerDirectory {
         Self {
             store,
             known: Arc::new(RwLock::new(HashMap::new())),
+            missing: Arc::default(),
         }
     }
 
@@ -48,7 +56,20 @@ impl BrokerDirectory {
         {
             return Ok(Some(class));
         }
+        if self
+            .missing
+            .read()
+            .is_ok_and(|missing| missing.contains(&key))
+        {
+            return Ok(None);
+        }
         let Some(stored) = self.store.get_resource("Broker", namespace, name).await? else {
+            if let Ok(mut missing) = self.missing.write() {
+                if missing.len() >= MISSING_MOST {
+                    missing.clear();
+                }
+                missing.insert(key);
+            }
             return Ok(None);
         };
         let class = class_of(&stored);
@@ -68,6 +89,9 @@ impl BrokerDirectory {
         if let Ok(mut known) = self.known.write() {
             *known = map;
         }
+        if let Ok(mut missing) = self.missing.write() {
+            missing.clear();
+        }
         Ok(())
     }
 
@@ -82,5 +106,35 @@ impl BrokerDirectory {
                 () = tokio::time::sleep(period) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_missing_name_is_remembered_until_the_next_refresh() {
+        let store = kinetic_store::open("sqlite::memory:").await.unwrap();
+        let directory = BrokerDirectory::new(store.clone());
+        assert_eq!(directory.class("default", "late").await.unwrap(), None);
+        let broker = serde_json::json!({
+            "apiVersion": "eventing.knative.dev/v1",
+            "kind": "Broker",
+            "metadata": {"name": "late", "namespace": "default"},
+            "spec": {}
+        });
+        store
+            .apply_resource("Broker", "default", "late", &broker, 0)
+            .await
+            .unwrap();
+        // Not read again from the store until the refresh.
+        assert_eq!(directory.class("default", "late").await.unwrap(), None);
+        directory.refresh().await.unwrap();
+        assert_eq!(
+            directory.class("default", "late").await.unwrap(),
+            Some(BrokerClass::Store)
+        );
+        assert_eq!(directory.class("default", "other").await.unwrap(), None);
     }
 }

@@ -25,13 +25,51 @@ use kinetic_api::eventing::BrokerClass;
 pub struct IngressConfig {
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Request bytes held at once, from reading a body until its events are committed: past it,
+    /// a request waits (briefly, then 503) instead of growing memory.
+    pub max_inflight_bytes: usize,
 }
 
 impl Default for IngressConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: 4 * 1024 * 1024,
+            max_inflight_bytes: 256 * 1024 * 1024,
         }
+    }
+}
+
+/// How long a request waits for room among the in-flight bytes before it is refused with 503.
+const INFLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Request bytes in flight, counted in KiB (a semaphore's permits are `u32`).
+#[derive(Clone)]
+struct Inflight {
+    kib: Arc<tokio::sync::Semaphore>,
+    most: u32,
+}
+
+impl Inflight {
+    fn new(bytes: usize) -> Self {
+        let most = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .max(1);
+        Self {
+            kib: Arc::new(tokio::sync::Semaphore::new(most as usize)),
+            most,
+        }
+    }
+
+    /// Room for `bytes`, held until dropped; `None` if none was free within [`INFLIGHT_WAIT`]. A
+    /// request larger than the whole budget takes all of it.
+    async fn hold(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.most);
+        tokio::time::timeout(INFLIGHT_WAIT, self.kib.clone().acquire_many_owned(kib))
+            .await
+            .ok()?
+            .ok()
     }
 }
 
@@ -56,6 +94,7 @@ impl Committers {
 #[derive(Clone)]
 struct Ingress {
     config: IngressConfig,
+    inflight: Inflight,
     committers: Committers,
     directory: BrokerDirectory,
     metrics: Metrics,
@@ -74,6 +113,7 @@ pub fn router(
     admission: Option<Arc<dyn Admission>>,
 ) -> Router {
     let state = Arc::new(Ingress {
+        inflight: Inflight::new(config.max_inflight_bytes),
         config,
         committers,
         directory,
@@ -214,12 +254,11 @@ async fn accept(
             format!("the request body is larger than the limit of {limit} bytes"),
         )
     };
-    if let Some(length) = request
+    let length = request
         .headers()
         .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        && length > limit
-    {
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if length.is_some_and(|length| length > limit) {
         return Err(too_large());
     }
     let class = match ingress.directory.class(namespace, broker).await {
@@ -237,6 +276,14 @@ async fn accept(
         Err(error) => return Err(store_unavailable(&error)),
     };
     let committer = ingress.committers.of(class);
+    // A body without a length may be as large as the limit.
+    let Some(_room) = ingress.inflight.hold(length.unwrap_or(limit)).await else {
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "kinetic holds as many request bytes as it may (--max-inflight-bytes); retry later",
+        ));
+    };
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(Body::new(body), limit)
         .await
@@ -371,6 +418,25 @@ fn handshake(headers: &HeaderMap) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn in_flight_bytes_wait_then_give_up() {
+        let inflight = Inflight::new(8 * 1024);
+        let first = inflight.hold(6 * 1024).await.expect("room");
+        // 3 KiB more do not fit: the wait is bounded.
+        let started = tokio::time::Instant::now();
+        assert!(inflight.hold(3 * 1024).await.is_none());
+        assert_eq!(started.elapsed(), INFLIGHT_WAIT);
+        // A request larger than the whole budget takes all of it once the rest is free.
+        drop(first);
+        let all = inflight
+            .hold(100 * 1024 * 1024)
+            .await
+            .expect("the whole budget");
+        assert!(inflight.hold(1).await.is_none());
+        drop(all);
+        assert!(inflight.hold(1).await.is_some());
+    }
     use tower::ServiceExt as _;
 
     async fn ingress() -> Router {

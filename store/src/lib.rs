@@ -177,7 +177,8 @@ pub trait EventLog {
     /// Undoes [`EventLog::remember`] for `keys` stamped at `stamped_at` (their write elsewhere
     /// failed, so a retry must not count as a duplicate). Keys stamped at another time are untouched.
     async fn forget(&self, keys: &[NewEvent], stamped_at: Millis) -> Result<()>;
-    /// Events of `broker` with `seq > after`, oldest first, at most `limit`.
+    /// Events of `broker` with `seq > after`, oldest first, at most `limit`, and no further event
+    /// once those read hold [`READ_BYTES`] of payload (at least one is read).
     async fn read(&self, broker: &str, after: i64, limit: usize) -> Result<Vec<StoredEvent>>;
     /// The highest position of `broker`'s log (0 when empty).
     async fn head(&self, broker: &str) -> Result<i64>;
@@ -385,6 +386,15 @@ pub trait Deliveries {
     async fn backlog(&self) -> Result<Vec<Backlog>>;
     /// The earliest `next_attempt_at` of rows not leased, to know how long to sleep.
     async fn next_due(&self) -> Result<Option<Millis>>;
+}
+
+/// Payload bytes past which [`EventLog::read`] stops adding events: a batch of large events stays
+/// a bounded amount of memory.
+pub const READ_BYTES: usize = 32 * 1024 * 1024;
+
+/// Whether a read holding `bytes` of payload already may take another event.
+pub(crate) fn read_has_room(bytes: usize) -> bool {
+    bytes < READ_BYTES
 }
 
 // ---------------------------------------------------------------- dead letters

@@ -18,10 +18,52 @@ use prometheus_client::metrics::counter::Counter;
 
 /// Events kept per broker: ten batches of headroom between the fastest and slowest trigger.
 const WINDOW: usize = 5_000;
+/// Bytes kept per broker, counting each event's stored payload and its parsed form: large events
+/// shorten the window instead of growing memory (5,000 events of 4 MiB would be 40 GiB).
+const WINDOW_BYTES: usize = 64 * 1024 * 1024;
 
 /// The recent events of one broker, contiguous by position; the lock also makes one reader at a
 /// time fetch from the store.
-type Window = tokio::sync::Mutex<VecDeque<Arc<Logged>>>;
+type Window = tokio::sync::Mutex<Ring>;
+
+/// A window's events and what they weigh; the oldest go first when either bound is passed.
+struct Ring {
+    events: VecDeque<Arc<Logged>>,
+    bytes: usize,
+    max_events: usize,
+    max_bytes: usize,
+}
+
+impl Default for Ring {
+    fn default() -> Self {
+        Self {
+            events: VecDeque::new(),
+            bytes: 0,
+            max_events: WINDOW,
+            max_bytes: WINDOW_BYTES,
+        }
+    }
+}
+
+impl Ring {
+    fn push_back(&mut self, logged: Arc<Logged>) {
+        self.bytes += logged.weight();
+        self.events.push_back(logged);
+        // The newest event stays even alone over the bound: readers need the window's end.
+        while self.events.len() > self.max_events
+            || (self.bytes > self.max_bytes && self.events.len() > 1)
+        {
+            if let Some(old) = self.events.pop_front() {
+                self.bytes -= old.weight();
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.events.clear();
+        self.bytes = 0;
+    }
+}
 
 /// An event of the log, read and parsed.
 #[derive(Debug)]
@@ -29,6 +71,14 @@ pub struct Logged {
     pub stored: StoredEvent,
     /// `None` when the stored payload cannot be read back (counted, logged, skipped).
     pub event: Option<Event>,
+}
+
+impl Logged {
+    /// Memory it holds, about: the payload, and the parsed event (its data and attributes are at
+    /// most as large again).
+    fn weight(&self) -> usize {
+        2 * self.stored.payload.len() + 256
+    }
 }
 
 pub struct LogCache {
@@ -54,6 +104,7 @@ impl Feed for LogCache {
             let mut next = |stored: Stored| {
                 if let Some(window) = window.as_mut() {
                     let follows = window
+                        .events
                         .back()
                         .is_none_or(|last| last.stored.seq + 1 == stored.stored.seq);
                     if follows {
@@ -61,9 +112,6 @@ impl Feed for LogCache {
                             stored: stored.stored,
                             event: Some(stored.event),
                         }));
-                        if window.len() > WINDOW {
-                            window.pop_front();
-                        }
                     }
                 }
             };
@@ -104,13 +152,13 @@ impl LogCache {
             brokers.entry(broker.to_owned()).or_default().clone()
         };
         let mut window = window.lock().await;
-        let first = window.front().map(|e| e.stored.seq);
-        let last = window.back().map(|e| e.stored.seq);
+        let first = window.events.front().map(|e| e.stored.seq);
+        let last = window.events.back().map(|e| e.stored.seq);
         match (first, last) {
             // Inside the window: serve from memory.
             (Some(first), Some(last)) if first <= after.saturating_add(1) && after < last => {
-                let start = window.partition_point(|e| e.stored.seq <= after);
-                Ok(window.range(start..).take(limit).cloned().collect())
+                let start = window.events.partition_point(|e| e.stored.seq <= after);
+                Ok(window.events.range(start..).take(limit).cloned().collect())
             }
             // At the window's end (or no window yet): fetch the next events and keep them.
             (_, last) if last.is_none_or(|last| after >= last) => {
@@ -119,9 +167,8 @@ impl LogCache {
                     // A worker ahead of the window: start the window anew, so it stays contiguous.
                     window.clear();
                 }
-                window.extend(fetched.iter().cloned());
-                while window.len() > WINDOW {
-                    window.pop_front();
+                for logged in &fetched {
+                    window.push_back(logged.clone());
                 }
                 Ok(fetched)
             }
@@ -302,5 +349,39 @@ mod tests {
         assert_eq!(read.len(), 1);
         assert!(read[0].event.is_none());
         assert_eq!(corrupt.get(), 1);
+    }
+
+    #[test]
+    fn the_window_is_bounded_by_bytes_as_well_as_events() {
+        let logged = |seq: i64, size: usize| {
+            Arc::new(Logged {
+                stored: StoredEvent {
+                    seq,
+                    payload: vec![b'x'; size],
+                    accepted_at: 0,
+                },
+                event: None,
+            })
+        };
+        let mut ring = Ring {
+            max_events: 4,
+            max_bytes: 10_000,
+            ..Ring::default()
+        };
+        for seq in 1..=6 {
+            ring.push_back(logged(seq, 10));
+        }
+        assert_eq!(ring.events.len(), 4, "by count");
+        // Each weighs 2 * 3000 + 256: one fits, two do not.
+        ring.push_back(logged(7, 3000));
+        ring.push_back(logged(8, 3000));
+        let seqs: Vec<i64> = ring.events.iter().map(|l| l.stored.seq).collect();
+        assert_eq!(seqs, [8]);
+        assert_eq!(ring.bytes, 6256);
+        // Alone over the bound, the newest stays.
+        ring.push_back(logged(9, 20_000));
+        assert_eq!(ring.events.len(), 1);
+        ring.clear();
+        assert_eq!((ring.events.len(), ring.bytes), (0, 0));
     }
 }

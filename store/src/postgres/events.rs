@@ -208,23 +208,29 @@ impl EventLog for PostgresStore {
     }
 
     async fn read(&self, broker: &str, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {
-        let rows = sqlx::query(
+        use futures::TryStreamExt as _;
+        let mut rows = sqlx::query(
             "SELECT seq, payload, accepted_at FROM events WHERE broker = $1 AND seq > $2 ORDER BY seq LIMIT $3",
         )
         .bind(broker)
         .bind(after)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(StoredEvent {
-                    seq: row.try_get(0)?,
-                    payload: row.try_get(1)?,
-                    accepted_at: row.try_get(2)?,
-                })
-            })
-            .collect()
+        .fetch(&self.pool);
+        let mut events = Vec::new();
+        let mut bytes = 0;
+        // Rows are taken as they come, so the ones not kept are never held.
+        while crate::read_has_room(bytes)
+            && let Some(row) = rows.try_next().await?
+        {
+            let event = StoredEvent {
+                seq: row.try_get(0)?,
+                payload: row.try_get(1)?,
+                accepted_at: row.try_get(2)?,
+            };
+            bytes += event.payload.len();
+            events.push(event);
+        }
+        Ok(events)
     }
 
     async fn head(&self, broker: &str) -> Result<i64> {

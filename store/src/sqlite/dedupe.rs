@@ -14,6 +14,10 @@
 //! write reuses for another key), which the confirmation reads as "not there". Memory: about 32
 //! bytes per key within the window. One process owns a SQLite file; a second handle on the same
 //! file does not see the first one's keys in memory.
+//!
+//! The index holds at most [`MAX_KEYS`] keys (about 320 MB). Past it, new keys are still written to
+//! the table but not indexed, so a duplicate of one of them is accepted again (delivered twice, as
+//! at-least-once allows) until pruning the window makes room; a warning says so.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
@@ -42,6 +46,9 @@ static INSERT_SQL: LazyLock<[Arc<str>; 4]> = LazyLock::new(|| {
 /// Rows removed per pruning transaction.
 const PRUNE_CHUNK: i64 = 1000;
 
+/// Most keys the index holds.
+pub(super) const MAX_KEYS: usize = 10_000_000;
+
 /// Hashes of the keys are already uniformly distributed: the map uses them as they are.
 #[derive(Default)]
 struct Prehashed(u64);
@@ -68,6 +75,10 @@ pub(super) struct Index {
     /// Keyed per process, so nobody can choose ids that collide.
     hasher: RandomState,
     rows: HashMap<u64, i64, BuildHasherDefault<Prehashed>>,
+    /// Most keys held (see [`MAX_KEYS`]).
+    max_keys: usize,
+    /// Whether keys were left out since the index was last under its bound (warned once).
+    full: bool,
 }
 
 pub(super) type SharedIndex = Arc<Mutex<Index>>;
@@ -83,6 +94,20 @@ impl std::fmt::Debug for Index {
 impl Index {
     fn hash(&self, broker: &str, source: &str, id: &str) -> u64 {
         self.hasher.hash_one((broker, source, id))
+    }
+
+    /// Points `hash` at `seq`, unless the index is full and `hash` is not in it already.
+    fn insert(&mut self, hash: u64, seq: i64) {
+        if self.rows.len() < self.max_keys || self.rows.contains_key(&hash) {
+            self.rows.insert(hash, seq);
+            self.full = false;
+        } else if !self.full {
+            self.full = true;
+            tracing::warn!(
+                keys = self.rows.len(),
+                "The SQLite dedupe index is full; until the dedupe window prunes old keys, new ones are not remembered and their duplicates are delivered again. Shorten --dedupe-window or move to PostgreSQL."
+            );
+        }
     }
 
     /// Forgets `seq` under `hash` unless a later row took its place.
@@ -102,6 +127,8 @@ pub(super) async fn load(pool: &SqlitePool) -> Result<SharedIndex> {
     let mut index = Index {
         hasher: RandomState::new(),
         rows: HashMap::default(),
+        max_keys: MAX_KEYS,
+        full: false,
     };
     let mut rows = sqlx::query_as::<_, (i64, String, String, String)>(
         "SELECT seq, broker, source, id FROM dedupe_log ORDER BY seq",
@@ -109,7 +136,7 @@ pub(super) async fn load(pool: &SqlitePool) -> Result<SharedIndex> {
     .fetch(pool);
     while let Some((seq, broker, source, id)) = rows.try_next().await? {
         let hash = index.hash(&broker, &source, &id);
-        index.rows.insert(hash, seq);
+        index.insert(hash, seq);
     }
     Ok(Arc::new(Mutex::new(index)))
 }
@@ -195,7 +222,7 @@ pub(super) async fn stamp_new_keys(
     }
     let mut index = lock(index);
     for (&(_, hash), seq) in fresh.iter().zip(seqs) {
-        index.rows.insert(hash, seq);
+        index.insert(hash, seq);
     }
     Ok(fresh.into_iter().map(|(i, _)| i).collect())
 }
@@ -294,6 +321,8 @@ mod tests {
         let mut index = Index {
             hasher: RandomState::new(),
             rows: HashMap::default(),
+            max_keys: MAX_KEYS,
+            full: false,
         };
         let hash = index.hash("ns/b", "/s", "1");
         assert_ne!(hash, index.hash("ns/b", "/s", "2"));
@@ -312,5 +341,26 @@ mod tests {
         );
         index.remove(hash, 9);
         assert!(index.rows.is_empty());
+    }
+
+    #[test]
+    fn a_full_index_keeps_what_it_has_and_leaves_new_keys_out() {
+        let mut index = Index {
+            hasher: RandomState::new(),
+            rows: HashMap::default(),
+            max_keys: 2,
+            full: false,
+        };
+        let [a, b, c] = ["a", "b", "c"].map(|id| index.hash("ns/b", "/s", id));
+        index.insert(a, 1);
+        index.insert(b, 2);
+        index.insert(c, 3);
+        assert!(index.full && !index.rows.contains_key(&c), "left out");
+        index.insert(a, 4);
+        assert_eq!(index.rows.get(&a), Some(&4), "a known key still moves");
+        index.remove(b, 2);
+        index.insert(c, 5);
+        assert_eq!(index.rows.get(&c), Some(&5), "room again");
+        assert!(!index.full);
     }
 }

@@ -385,3 +385,30 @@ pub async fn remember_and_forget_keep_the_window_without_a_log(
     store.forget(&[], T0).await?;
     Ok(())
 }
+
+pub async fn a_read_stops_once_it_holds_enough_bytes(store: Arc<dyn Store>) -> anyhow::Result<()> {
+    let third = kinetic_store::READ_BYTES / 3 + 1;
+    let big = vec![b'x'; third];
+    let batch: Vec<_> = (1..=4)
+        .map(|n| event("default/big", "s", &n.to_string(), &big))
+        .collect();
+    let seqs = accepted(&store.append(&batch, T0, LONG_AGO).await?);
+    // Three of a third each pass the bound: the third is the last one read.
+    let read = store.read("default/big", 0, 100).await?;
+    assert_eq!(
+        read.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        seqs[..3],
+        "bounded by bytes"
+    );
+    // The limit still applies, and a single event larger than the bound is read alone.
+    assert_eq!(store.read("default/big", 0, 2).await?.len(), 2);
+    let huge = vec![b'y'; kinetic_store::READ_BYTES + 1];
+    let huge_seq = accepted(
+        &store
+            .append(&[event("default/huge", "s", "1", &huge)], T0, LONG_AGO)
+            .await?,
+    );
+    let read = store.read("default/huge", 0, 100).await?;
+    assert_eq!(read.iter().map(|e| e.seq).collect::<Vec<_>>(), huge_seq);
+    Ok(())
+}
