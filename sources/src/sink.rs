@@ -68,6 +68,11 @@ impl SinkError {
 /// says why the URL may not be reached.
 pub type Route = Arc<dyn Fn(&reqwest::Url) -> Result<reqwest::Client, String> + Send + Sync>;
 
+/// Checks that a host a source connects to by itself (an S3 endpoint, an SQS queue, Kafka brokers)
+/// is one the egress rules let kinetic reach; the error says why not.
+pub type EndpointCheck =
+    Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
 /// Signs a token for a sender (a source's identity) and an audience; provided by the process
 /// wiring (kinetic's own issuer). `None` when it cannot.
 pub type Signer = Arc<dyn Fn(&str, &str) -> Option<String> + Send + Sync>;
@@ -97,6 +102,7 @@ impl std::fmt::Display for Target {
 pub struct Sink {
     route: Route,
     signer: Option<Signer>,
+    endpoints: Option<EndpointCheck>,
 }
 
 impl std::fmt::Debug for Sink {
@@ -112,7 +118,37 @@ impl Sink {
         Sink {
             route,
             signer: None,
+            endpoints: None,
         }
+    }
+
+    /// Hosts sources connect to by themselves are checked by `check` first.
+    pub fn with_endpoint_check(mut self, check: EndpointCheck) -> Sink {
+        self.endpoints = Some(check);
+        self
+    }
+
+    /// Whether the egress rules let a source connect to `endpoint` (a URL or `host:port`) itself;
+    /// every endpoint may be reached without a check.
+    pub async fn check_endpoint(&self, endpoint: &str) -> Result<(), String> {
+        let Some(check) = &self.endpoints else {
+            return Ok(());
+        };
+        let host = match reqwest::Url::parse(endpoint) {
+            Ok(url) if url.has_host() => url.host_str().unwrap_or_default().to_owned(),
+            // `host:port`, as Kafka's bootstrap servers are written.
+            _ => endpoint
+                .rsplit_once(':')
+                .map_or(endpoint, |(host, _)| host)
+                .to_owned(),
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        check(host)
+            .await
+            .map_err(|why| format!("`{endpoint}` may not be reached: {why}"))
     }
 
     /// Events to a sink with an audience go with a token from `signer`.

@@ -1,5 +1,7 @@
 //! The grammar of the templates a `WebhookSource` names an event's `type`, `source` and `id` with:
-//! literal text, `{header:NAME}`, `{json:/json/pointer}`, and `{{` / `}}` for literal braces.
+//! literal text, `{header:NAME}`, `{json:/json/pointer}`, `{body:sha256}` (the hex SHA-256 of the
+//! raw body: an id that stays the same for the same body, whatever unsigned headers say), and
+//! `{{` / `}}` for literal braces.
 //!
 //! Parsing lives here so that applying a resource refuses a broken template; rendering against a
 //! request lives in the sources crate.
@@ -14,6 +16,8 @@ pub enum Part {
     Header(String),
     /// The value at an RFC 6901 JSON pointer into the request body.
     Json(String),
+    /// The hex SHA-256 of the raw request body.
+    BodySha256,
 }
 
 impl fmt::Display for Part {
@@ -23,6 +27,7 @@ impl fmt::Display for Part {
             Part::Literal(text) => write!(f, "{}", text.replace('{', "{{").replace('}', "}}")),
             Part::Header(name) => write!(f, "{{header:{name}}}"),
             Part::Json(pointer) => write!(f, "{{json:{pointer}}}"),
+            Part::BodySha256 => write!(f, "{{body:sha256}}"),
         }
     }
 }
@@ -99,7 +104,7 @@ fn parse_placeholder(placeholder: &str) -> Result<Part, String> {
     }
     let unknown = || {
         format!(
-            "`{{{placeholder}}}` is not a placeholder; use `{{header:NAME}}` or `{{json:/pointer}}`"
+            "`{{{placeholder}}}` is not a placeholder; use `{{header:NAME}}`, `{{json:/pointer}}` or `{{body:sha256}}`"
         )
     };
     let (kind, argument) = placeholder.split_once(':').ok_or_else(unknown)?;
@@ -126,6 +131,10 @@ fn parse_placeholder(placeholder: &str) -> Result<Part, String> {
             }
             Ok(Part::Json(argument.to_owned()))
         }
+        "body" if argument == "sha256" => Ok(Part::BodySha256),
+        "body" => Err(format!(
+            "`{{{placeholder}}}`: the body's only placeholder is `{{body:sha256}}`"
+        )),
         _ => Err(unknown()),
     }
 }

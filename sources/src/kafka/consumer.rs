@@ -223,6 +223,21 @@ pub(crate) async fn run(
     cancel: CancellationToken,
 ) {
     let (namespace, name) = (key.1.clone(), key.2.clone());
+    // Each entry may list several servers, comma separated.
+    let servers: Vec<String> = source
+        .spec
+        .bootstrap_servers
+        .iter()
+        .flat_map(|entry| entry.split(','))
+        .map(|server| server.trim().to_owned())
+        .filter(|server| !server.is_empty())
+        .collect();
+    for server in &servers {
+        if let Err(error) = sources.sink.check_endpoint(server).await {
+            sources.not_ready(&key, error);
+            return;
+        }
+    }
     let settings = match consumer_settings(&source, &uid, read_secret) {
         Ok(settings) => settings,
         Err(error) => {

@@ -198,6 +198,12 @@ pub(crate) async fn run(
     cancel: CancellationToken,
 ) {
     let (namespace, name) = (key.1.clone(), key.2.clone());
+    if let Some(endpoint) = &spec.endpoint
+        && let Err(error) = sources.sink.check_endpoint(endpoint).await
+    {
+        sources.not_ready(&key, error);
+        return;
+    }
     let clients = tokio::select! {
         () = cancel.cancelled() => return,
         built = Clients::new(&spec) => built,

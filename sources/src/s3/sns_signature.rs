@@ -213,11 +213,16 @@ pub fn fetch_with(client: reqwest::Client) -> FetchCertificate {
             if !response.status().is_success() {
                 return Err(format!("HTTP {}", response.status().as_u16()));
             }
-            let body = response.bytes().await.map_err(|e| e.to_string())?;
-            if body.len() > MAX_CERTIFICATE_BYTES {
-                return Err(format!("larger than {MAX_CERTIFICATE_BYTES} bytes"));
+            // Read no further than the largest certificate accepted.
+            let mut response = response;
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+                body.extend_from_slice(&chunk);
+                if body.len() > MAX_CERTIFICATE_BYTES {
+                    return Err(format!("larger than {MAX_CERTIFICATE_BYTES} bytes"));
+                }
             }
-            Ok(body.to_vec())
+            Ok(body)
         })
     })
 }

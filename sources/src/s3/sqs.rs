@@ -57,6 +57,12 @@ pub(crate) async fn run(
     cancel: CancellationToken,
 ) {
     let (namespace, name) = (key.1.clone(), key.2.clone());
+    for endpoint in spec.endpoint.iter().chain(std::iter::once(&queue_url)) {
+        if let Err(error) = sources.sink.check_endpoint(endpoint).await {
+            sources.not_ready(&key, error);
+            return;
+        }
+    }
     let clients = tokio::select! {
         () = cancel.cancelled() => return,
         built = Clients::new(&spec) => built,

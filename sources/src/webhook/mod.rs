@@ -181,6 +181,7 @@ pub fn to_event(
     let request = Request {
         headers,
         json: json.as_ref(),
+        body,
     };
     let rendered = |template: &Option<Template>, attribute, default: String| {
         let value = match template {
@@ -319,7 +320,7 @@ mod tests {
 
     #[test]
     fn defaults_without_templates() {
-        let webhook = Webhook::compile(&spec(""), secrets).unwrap();
+        let webhook = Webhook::compile(&spec("  insecure: true\n"), secrets).unwrap();
         let event = to_event(
             &webhook,
             "ns",

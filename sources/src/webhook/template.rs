@@ -28,6 +28,8 @@ pub struct MissingValue {
 pub struct Request<'a> {
     pub headers: &'a HeaderMap,
     pub json: Option<&'a Value>,
+    /// The raw body, for `{body:sha256}`.
+    pub body: &'a [u8],
 }
 
 impl fmt::Debug for Request<'_> {
@@ -59,6 +61,10 @@ pub fn render(template: &Template, request: Request<'_>) -> Result<String, Missi
                     .to_str()
                     .map_err(|_| missing("the header is not ASCII text"))?;
                 out.push_str(text);
+            }
+            Part::BodySha256 => {
+                use sha2::Digest as _;
+                out.push_str(&hex::encode(sha2::Sha256::digest(request.body)));
             }
             Part::Json(pointer) => {
                 let json = request
@@ -130,6 +136,7 @@ mod tests {
         let request = Request {
             headers: &headers,
             json: Some(&body),
+            body: b"",
         };
         let cases = [
             ("com.github.{header:X-GitHub-Event}", "com.github.push"),
@@ -158,10 +165,12 @@ mod tests {
         let with_json = Request {
             headers: &headers,
             json: Some(&body),
+            body: b"",
         };
         let without_json = Request {
             headers: &headers,
             json: None,
+            body: b"",
         };
         let cases = [
             (
@@ -218,6 +227,7 @@ mod tests {
             let request = Request {
                 headers: &headers,
                 json: None,
+                body: b"",
             };
             assert_eq!(
                 event_id(None, request),
@@ -229,7 +239,18 @@ mod tests {
         let request = Request {
             headers: &headers,
             json: None,
+            body: b"",
         };
+        let by_body = Request {
+            body: b"{\"n\": 1}",
+            ..request
+        };
+        assert_eq!(
+            event_id(Some(&template("gh-{body:sha256}")), by_body),
+            Ok(Some(
+                "gh-e5d5f7c1d225fd6b13623ebb1b5b9d075c705659f81868b1e37005a0923b0346".into()
+            ))
+        );
         let custom = template("hook-{header:X-Delivery}");
         assert_eq!(
             event_id(Some(&custom), request),
