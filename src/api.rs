@@ -165,7 +165,16 @@ async fn apply_documents(
         .as_ref()
         .map(|serving| serving.config().autoscaler.clone())
         .unwrap_or_default();
-    let resources = apply::parse_and_validate(&file, text, Some(&defaults)).map_err(|error| {
+    // Parsing YAML can cost tens of MB for a small document full of aliases (the parser's budgets
+    // stop worse): a few at a time.
+    static PARSING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+    let parsing = PARSING
+        .acquire()
+        .await
+        .map_err(|_| bad_request("kinetic is shutting down".to_owned()))?;
+    let parsed = apply::parse_and_validate(&file, text, Some(&defaults));
+    drop(parsing);
+    let resources = parsed.map_err(|error| {
         ApiError(
             StatusCode::BAD_REQUEST,
             json!({

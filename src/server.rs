@@ -430,6 +430,7 @@ fn ingress(
     let router = kinetic_broker::router(
         IngressConfig {
             max_body_bytes: settings.max_body_bytes,
+            max_inflight_bytes: settings.max_inflight_bytes,
         },
         Committers {
             store: committer.clone(),
@@ -483,7 +484,9 @@ fn dispatcher_config(
 /// outside URLs (and an SNS subscription's confirmation URL) only within `--egress-allow`.
 ///
 /// Events to a broker (or a destination with an `audience`) go with a token kinetic's issuer signs
-/// for the source's identity, so EventPolicies can name sources with `from.ref`.
+/// for the source's identity, so EventPolicies can name sources with `from.ref`. The hosts sources
+/// connect to by themselves (S3 endpoints, SQS queues, Kafka brokers) are held to the same egress
+/// rules, checked when the source starts.
 fn source_sink(
     resolver: &Resolver,
     egress: &EgressSettings,
@@ -500,6 +503,25 @@ fn source_sink(
     .with_signer(Arc::new(move |subject, audience| {
         issuer.token_for(subject, audience)
     }))
+    .with_endpoint_check({
+        let egress = Arc::new(egress.egress());
+        Arc::new(move |host: String| {
+            let egress = egress.clone();
+            Box::pin(async move {
+                match host.parse::<std::net::IpAddr>() {
+                    Ok(address) => egress.check_ip(address).map_err(|r| r.to_string()),
+                    // A name that does not resolve now is the client's to retry; only the
+                    // guard's refusal stops the source.
+                    Err(_) => match egress.resolve(&host).await {
+                        Err(error) if error.is::<kinetic_triggers::egress::Refused>() => {
+                            Err(error.to_string())
+                        }
+                        _ => Ok(()),
+                    },
+                }
+            })
+        })
+    })
 }
 
 fn dispatcher(

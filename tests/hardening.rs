@@ -496,3 +496,69 @@ async fn secrets_stay_confined() {
     assert!(!sources.contains("super-secret-value"), "{sources}");
     assert!(!kinetic.log().contains("super-secret-value"));
 }
+
+/// Sources that connect to hosts by themselves (an S3 endpoint, an SQS queue, Kafka brokers) are
+/// held to the egress rules: loopback is refused unless allowed, and the source says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_endpoints_pass_the_egress_guard() {
+    let store = TestStore::new(Engine::Sqlite).await;
+    let secrets = store.dir().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("key"), "test").unwrap();
+    let file = write_yaml(
+        store.dir(),
+        "sources.yaml",
+        "apiVersion: sources.kinetic.dev/v1alpha1
+kind: S3Source
+metadata: {name: photos}
+spec:
+  bucket: photos
+  endpoint: http://127.0.0.1:9
+  region: us-east-1
+  forcePathStyle: true
+  credentials: {accessKeyId: {file: key}, secretAccessKey: {file: key}}
+  notifications: {sqs: {queueUrl: 'http://127.0.0.1:9/123456789012/photos-events'}}
+  sink: {uri: 'https://example.com/'}
+---
+apiVersion: sources.knative.dev/v1beta1
+kind: KafkaSource
+metadata: {name: orders}
+spec:
+  bootstrapServers: ['localhost:9']
+  topics: [orders]
+  sink: {uri: 'https://example.com/'}
+",
+    );
+    let kinetic = tokio::task::block_in_place(|| {
+        Kinetic::up_with_env(&store, &[&file], &[], &[("KINETIC_EGRESS_ALLOW", "none")])
+    });
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let sources: Value = kinetic
+            .api()
+            .get(kinetic.admin("/api/v1/sources"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let errors: Vec<String> = sources["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["lastError"].as_str().unwrap_or("").to_owned())
+            .collect();
+        let refused = |endpoint: &str| {
+            errors.iter().any(|e| {
+                e.contains(&format!("`{endpoint}` may not be reached"))
+                    && e.contains("--egress-allow loopback")
+            })
+        };
+        if refused("http://127.0.0.1:9") && refused("localhost:9") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{errors:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

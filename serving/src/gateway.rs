@@ -37,12 +37,10 @@ struct Destination {
 struct Compiled {
     /// By `{service}.{namespace}` and `{tag}-{service}.{namespace}`.
     hosts: HashMap<String, Destination>,
-    /// Service hosts, sorted, for the answer to an unknown host.
-    known: Vec<String>,
 }
 
 impl Compiled {
-    fn of(table: &RouteTable, domain: &str) -> Compiled {
+    fn of(table: &RouteTable) -> Compiled {
         let proxy = |namespace: &str, revision: &str| {
             table
                 .revisions
@@ -50,7 +48,6 @@ impl Compiled {
                 .cloned()
         };
         let mut hosts = HashMap::new();
-        let mut known = Vec::new();
         // Tags first: a service whose name looks like `{tag}-{service}` wins over the tag.
         for route in table.routes.values() {
             for (tag, revision) in &route.tags {
@@ -82,10 +79,8 @@ impl Compiled {
                     split,
                 },
             );
-            known.push(format!("{}.{}.{domain}", route.service, route.namespace));
         }
-        known.sort();
-        Compiled { hosts, known }
+        Compiled { hosts }
     }
 }
 
@@ -125,7 +120,7 @@ impl Gateway {
 
     /// Replaces the routes.
     pub fn set_table(&self, table: RouteTable) {
-        let compiled = Arc::new(Compiled::of(&table, &self.domain));
+        let compiled = Arc::new(Compiled::of(&table));
         *self
             .table
             .write()
@@ -135,17 +130,12 @@ impl Gateway {
     /// The revision's data path a request for `host` goes to, or why there is none.
     fn select(&self, host: &str) -> Result<Arc<RevisionProxy>, Response<Body>> {
         let table = self.compiled();
+        // Which services exist is not told to whoever asks: the admin API lists them.
         let not_found = |why: String| {
-            let known = &table.known[..table.known.len().min(20)];
-            let hint = if known.is_empty() {
-                "no services exist yet; apply one with `kinetic apply -f service.yaml`".to_owned()
-            } else {
-                format!(
-                    "send requests with `Host: SERVICE.NAMESPACE.{}` (known: {}); list them with `kinetic get services`",
-                    self.domain,
-                    known.join(", ")
-                )
-            };
+            let hint = format!(
+                "send requests with `Host: SERVICE.NAMESPACE.{}`; list the services with `kinetic get services`",
+                self.domain
+            );
             refusal(
                 StatusCode::NOT_FOUND,
                 "unknown-host",

@@ -62,6 +62,9 @@ pub enum ParseErrorKind {
     /// Parentheses, unary operators or LIKE/IN chains nested beyond the engine's limit.
     #[error("expression is nested more than {0} levels deep")]
     TooDeep(usize),
+    /// The expression's text is longer than the engine takes.
+    #[error("expression is longer than {0} bytes; split the filter (`all`, `any`) or simplify it")]
+    TooLong(usize),
 }
 
 /// The error types every CESQL engine supports (specification section 3.3).

@@ -26,10 +26,21 @@ use super::value::Value;
 /// stay far below it.
 pub(super) const MAX_DEPTH: usize = 64;
 
+/// The longest expression text: every node of an expression costs evaluation on every event of
+/// the trigger's broker, so a filter stays a filter, not a program.
+pub(super) const MAX_LENGTH: usize = 16 * 1024;
+
 /// The binary operator levels, loosest first.
 const LEVELS: usize = 4;
 
 pub(super) fn parse(text: &str) -> Result<Node, ParseError> {
+    if text.len() > MAX_LENGTH {
+        return Err(ParseError::at(
+            text,
+            MAX_LENGTH,
+            ParseErrorKind::TooLong(MAX_LENGTH),
+        ));
+    }
     let mut parser = Parser {
         text,
         tokens: tokenize(text)?,
@@ -443,6 +454,10 @@ mod tests {
         );
         let likes = format!("'a'{}", " LIKE 'a'".repeat(MAX_DEPTH));
         assert_eq!(error(&likes).kind, ParseErrorKind::TooDeep(MAX_DEPTH));
+        let long = format!("type = '{}'", "x".repeat(MAX_LENGTH));
+        assert_eq!(error(&long).kind, ParseErrorKind::TooLong(MAX_LENGTH));
+        let fits = format!("type = '{}'", "x".repeat(MAX_LENGTH - 20));
+        assert!(parse(&fits).is_ok());
         // Long flat chains are fine: they do not nest.
         let chain = vec!["type = 'a'"; 10_000].join(" OR ");
         assert!(parse(&chain).is_ok());
