@@ -56,6 +56,10 @@ pub struct RetentionSettings {
     /// Each trigger keeps at most this many dead letters, the newest.
     #[arg(long, env = "KINETIC_DEAD_LETTERS_PER_TRIGGER", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub dead_letters_per_trigger: u64,
+    /// A trigger disabled (its subscriber answered 410 Gone) longer than this no longer holds its
+    /// broker's events: they are released, and it starts from the newest when enabled again.
+    #[arg(long, env = "KINETIC_DISABLED_TRIGGER_RETENTION", default_value = "P7D", value_parser = parse_duration)]
+    pub disabled_trigger_retention: Duration,
 }
 
 /// Settings of the dispatcher.

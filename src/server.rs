@@ -1162,6 +1162,15 @@ async fn prune_loop(
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "Deleting old dead letters failed."),
             }
+            if let Err(error) = kinetic_triggers::disable::release_expired(
+                &*store,
+                retention.disabled_trigger_retention,
+                now,
+            )
+            .await
+            {
+                tracing::warn!(%error, "Releasing the events of long-disabled triggers failed.");
+            }
         }
     }
 }

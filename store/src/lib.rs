@@ -383,6 +383,10 @@ pub trait Deliveries {
     async fn release_cursors(&self, owner: &str, trigger_uids: &[String]) -> Result<()>;
     /// Removes a deleted trigger's cursor and delivery rows (its dead letters stay).
     async fn drop_trigger(&self, trigger_uid: &str) -> Result<()>;
+    /// Moves `trigger_uid`'s cursor to its broker's head, unless a lease on it is live at `now`:
+    /// the events behind it are no longer kept for that trigger, and pruning may remove them.
+    /// Returns the position it moved from, or `None` when it did not move.
+    async fn skip_to_head(&self, trigger_uid: &str, now: Millis) -> Result<Option<i64>>;
     async fn backlog(&self) -> Result<Vec<Backlog>>;
     /// The earliest `next_attempt_at` of rows not leased, to know how long to sleep.
     async fn next_due(&self) -> Result<Option<Millis>>;

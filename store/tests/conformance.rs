@@ -205,6 +205,7 @@ conformance! {
         dead_letters::replay_queues_found_letters_of_live_triggers,
         dead_letters::replay_goes_to_the_end_of_its_lane,
         dead_letters::pages_follow_each_other,
+        cursors::skipping_to_the_head_releases_a_free_cursor,
         events::a_read_stops_once_it_holds_enough_bytes,
         dead_letters::delete_by_id_trigger_and_all,
         dead_letters::retention_by_age_and_count,

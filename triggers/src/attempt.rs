@@ -72,6 +72,7 @@ async fn disable(context: &Context, plan: &Plan, event: &Event) {
         url: plan.subscriber.to_string(),
         at: now,
         event_id: event.id().to_owned(),
+        released_at: None,
     };
     if context
         .disabled

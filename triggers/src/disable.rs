@@ -50,6 +50,9 @@ pub struct Disabled {
     pub at: Millis,
     /// The event whose delivery got the answer (it is dead-lettered).
     pub event_id: String,
+    /// When the events waiting for it were released (see [`release_expired`]), if they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<Millis>,
 }
 
 impl Disabled {
@@ -59,8 +62,14 @@ impl Disabled {
     }
 
     pub fn reason(&self) -> String {
+        let released = self.released_at.map_or(String::new(), |at| {
+            format!(
+                "; the events that waited for it were released at {} (it was disabled longer than the retention)",
+                rfc3339(at)
+            )
+        });
         format!(
-            "delivery is disabled: {} answered {} Gone at {} (event {}); apply the trigger again with a change to enable it",
+            "delivery is disabled: {} answered {} Gone at {} (event {}); apply the trigger again with a change to enable it{released}",
             self.url,
             self.status,
             rfc3339(self.at),
@@ -84,6 +93,43 @@ impl Disabled {
     pub fn from_checkpoint(value: &serde_json::Value) -> Option<Disabled> {
         serde_json::from_value(value.clone()).ok()
     }
+}
+
+/// Releases the events waiting for triggers disabled longer than `retention` at `now`: their
+/// cursors move to their broker's head, so pruning removes what no other trigger needs, and the
+/// record says when. A trigger enabled again later starts from there. Returns how many triggers
+/// were released.
+pub async fn release_expired(
+    store: &dyn Store,
+    retention: Duration,
+    now: Millis,
+) -> Result<usize, kinetic_store::Error> {
+    let retention = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let mut released = 0;
+    for trigger in store.list_resources("Trigger", None).await? {
+        let Some(mut disabled) = read(
+            store,
+            &trigger.namespace,
+            &trigger.name,
+            &trigger.uid,
+            trigger.generation,
+        )
+        .await?
+        else {
+            continue;
+        };
+        if disabled.released_at.is_some() || disabled.at > now.saturating_sub(retention) {
+            continue;
+        }
+        let Some(from) = store.skip_to_head(&trigger.uid, now).await? else {
+            continue;
+        };
+        tracing::warn!(trigger = %format!("{}/{}", trigger.namespace, trigger.name), from, "A trigger disabled longer than the retention no longer holds its broker's events; they were released.");
+        disabled.released_at = Some(now);
+        self::store(store, &trigger.namespace, &trigger.name, &disabled, now).await?;
+        released += 1;
+    }
+    Ok(released)
 }
 
 fn rfc3339(ms: Millis) -> String {
@@ -265,6 +311,7 @@ mod tests {
             url: "https://hooks.example/in".into(),
             at: 1_700_000_000_000,
             event_id: "e-1".into(),
+            released_at: None,
         }
     }
 
@@ -302,5 +349,71 @@ mod tests {
             key("default", "hooks"),
             "trigger/default/hooks/delivery/disabled"
         );
+    }
+
+    #[tokio::test]
+    async fn a_long_disabled_trigger_releases_the_events_it_held() {
+        let store = kinetic_store::open("sqlite::memory:").await.unwrap();
+        let trigger = serde_json::json!({
+            "apiVersion": "eventing.knative.dev/v1", "kind": "Trigger",
+            "metadata": {"name": "gone", "namespace": "default"},
+            "spec": {"broker": "b", "subscriber": {"uri": "https://hooks.example/in"}}
+        });
+        let (_, stored) = store
+            .apply_resource("Trigger", "default", "gone", &trigger, 0)
+            .await
+            .unwrap();
+        let reference = kinetic_store::TriggerRef {
+            uid: stored.uid.clone(),
+            namespace: "default".into(),
+            name: "gone".into(),
+            broker: "default/b".into(),
+        };
+        store
+            .claim_cursors("a", std::slice::from_ref(&reference), 0, 1)
+            .await
+            .unwrap();
+        let events: Vec<kinetic_store::NewEvent> = (0..3)
+            .map(|n| kinetic_store::NewEvent {
+                broker: "default/b".into(),
+                source: "/s".into(),
+                id: n.to_string(),
+                payload: b"{}".to_vec(),
+            })
+            .collect();
+        store.append(&events, 0, 0).await.unwrap();
+        let day = 86_400_000;
+        let record = Disabled {
+            uid: stored.uid.clone(),
+            generation: stored.generation,
+            at: 10 * day,
+            ..disabled("", 0)
+        };
+        self::store(&*store, "default", "gone", &record, 10 * day)
+            .await
+            .unwrap();
+        let retention = Duration::from_secs(7 * 86_400);
+        // Not yet past the retention.
+        assert_eq!(
+            release_expired(&*store, retention, 16 * day).await.unwrap(),
+            0
+        );
+        assert_eq!(
+            release_expired(&*store, retention, 18 * day).await.unwrap(),
+            1
+        );
+        let now = read(&*store, "default", "gone", &stored.uid, stored.generation)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(now.released_at, Some(18 * day));
+        assert!(now.reason().contains("released"), "{}", now.reason());
+        // Once.
+        assert_eq!(
+            release_expired(&*store, retention, 19 * day).await.unwrap(),
+            0
+        );
+        store.prune(0).await.unwrap();
+        assert!(store.read("default/b", 0, 10).await.unwrap().is_empty());
     }
 }

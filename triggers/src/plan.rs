@@ -426,6 +426,7 @@ mod tests {
             url: "https://hooks.example/in".into(),
             at: 0,
             event_id: "e".into(),
+            released_at: None,
         });
         let plans = build_plans(
             &[missing, absent_file, gone.clone()],

@@ -398,6 +398,29 @@ impl Deliveries for SqliteStore {
         Ok(())
     }
 
+    async fn skip_to_head(&self, trigger_uid: &str, now: Millis) -> Result<Option<i64>> {
+        let mut tx = self.write().await?;
+        let found: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT c.position, COALESCE(h.head, c.position) FROM cursors c \
+             LEFT JOIN log_heads h ON h.broker = c.broker \
+             WHERE c.trigger_uid = ?1 AND (c.owner IS NULL OR c.lease_until IS NULL OR c.lease_until <= ?2)",
+        )
+        .bind(trigger_uid)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((from, head)) = found.filter(|(from, head)| head > from) else {
+            return Ok(None);
+        };
+        sqlx::query("UPDATE cursors SET position = ?2 WHERE trigger_uid = ?1")
+            .bind(trigger_uid)
+            .bind(head)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(from))
+    }
+
     async fn drop_trigger(&self, trigger_uid: &str) -> Result<()> {
         let mut tx = self.write().await?;
         sqlx::query("DELETE FROM deliveries WHERE trigger_uid = ?1")

@@ -348,3 +348,35 @@ pub async fn record_outcomes_without_a_cursor(store: Arc<dyn Store>) -> anyhow::
     assert_eq!(dead_seqs, [8, 10]);
     Ok(())
 }
+
+pub async fn skipping_to_the_head_releases_a_free_cursor(
+    store: Arc<dyn Store>,
+) -> anyhow::Result<()> {
+    let t = crate::fixtures::trigger("default/b", "idle");
+    let start = crate::fixtures::claim(&store, "a", &t, T0).await?;
+    let appended = store
+        .append(&crate::fixtures::events("default/b", "e", 3), T0, 0)
+        .await?;
+    assert_eq!(appended.len(), 3);
+    // Leased: it stays.
+    assert_eq!(store.skip_to_head(&t.uid, T0 + 1).await?, None);
+    store
+        .release_cursors("a", std::slice::from_ref(&t.uid))
+        .await?;
+    assert_eq!(store.skip_to_head(&t.uid, T0 + 1).await?, Some(start));
+    let head = store.head("default/b").await?;
+    assert_eq!(crate::fixtures::claim(&store, "b", &t, T0 + 2).await?, head);
+    // Nothing behind it is kept for it: pruning removes the events.
+    store
+        .release_cursors("b", std::slice::from_ref(&t.uid))
+        .await?;
+    assert_eq!(
+        store.skip_to_head(&t.uid, T0 + 3).await?,
+        None,
+        "at the head"
+    );
+    store.prune(0).await?;
+    assert!(store.read("default/b", 0, 10).await?.is_empty());
+    assert_eq!(store.skip_to_head("uid-unknown", T0).await?, None);
+    Ok(())
+}
