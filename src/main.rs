@@ -549,7 +549,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let opened = server::open_store(&store).await?;
             println!(
                 "The store {} is migrated ({}).",
-                server::redact(&opened.url),
+                kinetic_api::meta::redact_url(&opened.url),
                 opened.store.engine()
             );
         }

@@ -69,7 +69,7 @@ pub async fn open_store(settings: &StoreSettings) -> anyhow::Result<OpenedStore>
     }
     let store = kinetic_store::open(&url)
         .await
-        .with_context(|| format!("opening the store {}", redact(&url)))?;
+        .with_context(|| format!("opening the store {}", kinetic_api::meta::redact_url(&url)))?;
     if let Some(path) = url.strip_prefix("sqlite://").filter(|p| !p.is_empty()) {
         // Every event and resource is in these files: kinetic's user alone reads them.
         use std::os::unix::fs::PermissionsExt as _;
@@ -93,33 +93,6 @@ pub async fn open_store(settings: &StoreSettings) -> anyhow::Result<OpenedStore>
         url,
         _lock: lock,
     })
-}
-
-/// The URL without a password, for messages: userinfo's password and a `password=` query value
-/// (libpq's form) are masked.
-pub fn redact(url: &str) -> String {
-    let mut text = match (url.find("://"), url.find('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    };
-    if let Some(query) = text.find('?') {
-        let (base, rest) = text.split_at(query + 1);
-        let masked: Vec<String> = rest
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
-                _ => pair.to_owned(),
-            })
-            .collect();
-        text = format!("{base}{}", masked.join("&"));
-    }
-    text
 }
 
 /// Resolves when SIGINT or SIGTERM arrives, then cancels `token`.
@@ -801,7 +774,7 @@ pub async fn up(
         &store.url,
         &files,
     );
-    tracing::info!(listen = %address, admin = %admin_url, gateway = %gateway_address, store = %redact(&store.url), "kinetic is up.");
+    tracing::info!(listen = %address, admin = %admin_url, gateway = %gateway_address, store = %kinetic_api::meta::redact_url(&store.url), "kinetic is up.");
     let served = crate::serve::serve(nodelay(listener), router, tls, limits, cancel.clone()).await;
     cancel.cancel();
     let admin_served = tokio::time::timeout(SHUTDOWN_GRACE, admin_task).await;
@@ -919,7 +892,7 @@ pub async fn broker(store: OpenedStore, settings: BrokerSettings) -> anyhow::Res
         retention,
         cancel.clone(),
     ));
-    tracing::info!(listen = %listener.local_addr()?, admin = %admin_url, store = %redact(&store.url), "kinetic broker is up.");
+    tracing::info!(listen = %listener.local_addr()?, admin = %admin_url, store = %kinetic_api::meta::redact_url(&store.url), "kinetic broker is up.");
     let served = crate::serve::serve(nodelay(listener), router, tls, limits, cancel.clone()).await;
     cancel.cancel();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, admin_task).await;
@@ -1006,7 +979,7 @@ pub async fn dispatcher_only(
         // The dispatcher held the last handle: the reply committer drains and ends.
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, replies_task).await;
     });
-    tracing::info!(listen = %listener.local_addr()?, store = %redact(&store.url), "kinetic dispatcher is up.");
+    tracing::info!(listen = %listener.local_addr()?, store = %kinetic_api::meta::redact_url(&store.url), "kinetic dispatcher is up.");
     let served = serve(
         listener,
         router,
@@ -1194,14 +1167,14 @@ fn print_banner(
     };
     eprintln!(
         "kinetic is up\n  listening   {base_url}  (public: brokers at {base_url}/NAMESPACE/BROKER, /webhooks, /sources)\n  admin       {admin_url}  (API and /metrics; token in the state directory's admin-token)\n  gateway     {gateway_url}  (services at http://SERVICE.NAMESPACE.{domain}:{port})\n  store       {}\n  resources   {applied}\n  next        kinetic get triggers   |   kinetic send --broker default/default --type demo --source /me --data '{{\"hello\":\"world\"}}'\n              kinetic dlq list       |   kinetic get services",
-        redact(store_url),
+        kinetic_api::meta::redact_url(store_url),
         port = gateway_url.rsplit(':').next().unwrap_or("8081"),
     );
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Duration, dead_letter_prune_interval, redact};
+    use super::{Duration, dead_letter_prune_interval};
 
     #[test]
     fn dead_letters_are_pruned_ten_times_per_retention() {
@@ -1218,18 +1191,5 @@ mod tests {
             dead_letter_prune_interval(Duration::from_secs(3)),
             Duration::from_secs(2)
         );
-    }
-
-    #[test]
-    fn passwords_are_masked_in_store_urls() {
-        assert_eq!(
-            redact("postgres://app:s3cret@db:5432/kinetic"),
-            "postgres://app:***@db:5432/kinetic"
-        );
-        assert_eq!(
-            redact("postgres://db/kinetic?user=app&password=s3cret&sslmode=verify-full"),
-            "postgres://db/kinetic?user=app&password=***&sslmode=verify-full"
-        );
-        assert_eq!(redact("sqlite:///tmp/state.db"), "sqlite:///tmp/state.db");
     }
 }

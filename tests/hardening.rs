@@ -562,3 +562,58 @@ spec:
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Capability URLs (a token in the path or the query) are masked wherever kinetic shows a URL: in
+/// a trigger's status and in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capability_urls_are_masked_in_status_and_logs() {
+    let store = TestStore::new(Engine::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let path = "/services/T0/B0/abcdefghij1234567890XYZ";
+    receiver.default_answer(path, Answer::status(410));
+    let subscriber = format!("{}?token=s3cr3t-value", receiver.url(path));
+    let file = write_yaml(
+        store.dir(),
+        "resources.yaml",
+        &documents(&[
+            broker_yaml("default"),
+            trigger_yaml("hook", "default", &subscriber, ""),
+        ]),
+    );
+    let kinetic = tokio::task::block_in_place(|| Kinetic::up(&store, &[&file]));
+    let client = reqwest::Client::new();
+    let sent = send_event(
+        &client,
+        &kinetic.url("/default/default"),
+        "c1",
+        "t",
+        &[],
+        "{}",
+    )
+    .await;
+    assert_eq!(sent, 202);
+    let deadline = Instant::now() + WAIT;
+    let disabled = loop {
+        let triggers: Value = kinetic
+            .api()
+            .get(kinetic.admin("/api/v1/triggers"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let disabled = triggers["items"][0]["status"]["disabled"].clone();
+        if !disabled.is_null() {
+            break disabled;
+        }
+        assert!(Instant::now() < deadline, "{triggers}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let shown = disabled.to_string();
+    assert!(shown.contains("/services/T0/B0/***"), "{shown}");
+    for secret in ["s3cr3t-value", "abcdefghij1234567890XYZ"] {
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(!kinetic.log().contains(secret), "{}", kinetic.log());
+    }
+}

@@ -152,9 +152,103 @@ pub fn validate_absolute_url(uri: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// `url` as logs and status show it: a password in its userinfo, the values of query parameters
+/// that name a credential (`password`, `token`, `key`, `secret`, `sig`, `auth`, `code`, …) and path
+/// segments that look like a capability (20 or more letters, digits, `-` or `_`, with both letters
+/// and digits, as Slack's and Discord's webhook URLs carry) become `***`. Text that is not a URL
+/// is returned as it is.
+pub fn redact_url(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_owned();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
+    }
+    if parsed.query().is_some() {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(key, value)| {
+                let lower = key.to_ascii_lowercase();
+                let secret = [
+                    "pass",
+                    "pwd",
+                    "token",
+                    "secret",
+                    "sig",
+                    "key",
+                    "auth",
+                    "credential",
+                    "code",
+                ]
+                .iter()
+                .any(|word| lower.contains(word));
+                let value = if secret {
+                    "***".to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (key.into_owned(), value)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    if let Some(segments) = parsed.path_segments() {
+        let capability = |segment: &str| {
+            segment.len() >= 20
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && segment.bytes().any(|b| b.is_ascii_digit())
+                && segment.bytes().any(|b| b.is_ascii_alphabetic())
+        };
+        let masked: Vec<String> = segments
+            .map(|segment| {
+                if capability(segment) {
+                    "***".to_owned()
+                } else {
+                    segment.to_owned()
+                }
+            })
+            .collect();
+        parsed.set_path(&masked.join("/"));
+    }
+    parsed.to_string().replace("%2A%2A%2A", "***")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_lose_their_secrets_in_logs() {
+        let cases = [
+            (
+                "postgres://app:s3cret@db:5432/kinetic",
+                "postgres://app:***@db:5432/kinetic",
+            ),
+            (
+                "postgres://db/kinetic?user=app&password=s3cret&sslmode=verify-full",
+                "postgres://db/kinetic?user=app&password=***&sslmode=verify-full",
+            ),
+            (
+                "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX1",
+                "https://hooks.slack.com/services/T00000000/B00000000/***",
+            ),
+            (
+                "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&Token=2336412f37fb687f",
+                "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&Token=***",
+            ),
+            (
+                "http://billing.example/hooks/orders-shipped-v2",
+                "http://billing.example/hooks/orders-shipped-v2",
+            ),
+            ("sqlite:///tmp/state.db", "sqlite:///tmp/state.db"),
+            ("not a url", "not a url"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
 
     #[test]
     fn dns_labels() {

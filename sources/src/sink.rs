@@ -91,9 +91,10 @@ pub struct Target {
     pub audience: Option<String>,
 }
 
+/// The URL as logs and status show it: secrets in it masked.
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.url)
+        f.write_str(&kinetic_api::meta::redact_url(&self.url))
     }
 }
 
@@ -190,7 +191,10 @@ impl Sink {
         {
             request = request.bearer_auth(token);
         }
-        let response = request.send().await.map_err(SinkError::Unreachable)?;
+        let response = request
+            .send()
+            .await
+            .map_err(|error| SinkError::Unreachable(error.without_url()))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -209,7 +213,7 @@ impl Sink {
             .timeout(ATTEMPT_TIMEOUT)
             .send()
             .await
-            .map_err(SinkError::Unreachable)?;
+            .map_err(|error| SinkError::Unreachable(error.without_url()))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());

@@ -114,9 +114,10 @@ impl Target {
     }
 }
 
+/// The URL as logs and status show it: secrets in it masked ([`kinetic_api::meta::redact_url`]).
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.url)
+        f.write_str(&kinetic_api::meta::redact_url(&self.url))
     }
 }
 
@@ -651,7 +652,8 @@ fn answered(answer: Answer, target: &Target) -> Attempt {
         body,
         cut,
     } = answer;
-    let url = target.as_str();
+    let url = target.to_string();
+    let url = url.as_str();
     let verdict = policy::classify(Some(status));
     let retry_after = if status == 429 || status == 503 {
         headers

@@ -333,6 +333,7 @@ async fn confirm_subscription(sources: &Sources, key: &Key, url: &str) -> Respon
     let confirmed = sources.sink.get(url).await;
     match confirmed {
         Ok(()) => {
+            let url = kinetic_api::meta::redact_url(url);
             tracing::info!(namespace = %key.1, name = %key.2, %url, "Confirmed an SNS subscription.");
             (StatusCode::OK, axum::Json(json!({ "confirmed": url }))).into_response()
         }
