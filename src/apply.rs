@@ -193,6 +193,19 @@ pub async fn apply(
                     name: revision.metadata.name.clone(),
                     outcome: "created".to_owned(),
                 });
+                // As Knative: a Service keeps its newest unrouted revisions, not all of them.
+                let mut all = existing;
+                all.push(*revision);
+                for gone in revision::collectable(service, &all, revision::KEPT_UNROUTED) {
+                    if store.delete_resource("Revision", &namespace, &gone).await? {
+                        applied.push(Applied {
+                            kind: "Revision".to_owned(),
+                            namespace: namespace.clone(),
+                            name: gone,
+                            outcome: "deleted".to_owned(),
+                        });
+                    }
+                }
             }
         }
         if let Resource::Trigger(trigger) = resource {

@@ -377,8 +377,11 @@ async fn unknown_hosts_and_bad_traffic_are_explained() {
     let gateway = Gateway::of(&kinetic);
     let (code, body) = gateway.get("nope.default.kinetic.localhost", "/").await;
     assert_eq!(code, 404);
+    // It says how to address a service, and names none: which services exist is the admin API's.
+    let error = body["error"].as_str().unwrap();
     assert!(
-        body["error"].as_str().unwrap().contains("kinetic apply"),
+        error.contains("Host: SERVICE.NAMESPACE.kinetic.localhost")
+            && error.contains("kinetic get services"),
         "{body}"
     );
     let bad = service_yaml("bad", &[], "", "")

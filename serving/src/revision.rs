@@ -95,10 +95,60 @@ pub fn next(service: &Service, existing: &[Revision]) -> Result<Next, NameTaken>
     })))
 }
 
+/// Revisions of a Service kept without traffic, as Knative's `min-non-active-revisions`.
+pub const KEPT_UNROUTED: usize = 20;
+
+/// The revisions of `service` to delete: those no traffic target names, other than the latest,
+/// beyond the newest `keep` of them (oldest first).
+pub fn collectable(service: &Service, revisions: &[Revision], keep: usize) -> Vec<String> {
+    let name = &service.metadata.name;
+    let own: Vec<&Revision> = revisions.iter().filter(|r| r.service() == name).collect();
+    let latest = own.iter().map(|r| generation(r)).max();
+    let routed: Vec<&str> = service
+        .spec
+        .traffic
+        .iter()
+        .filter_map(|target| target.revision_name.as_deref())
+        .collect();
+    let mut unrouted: Vec<&Revision> = own
+        .into_iter()
+        .filter(|r| Some(generation(r)) != latest && !routed.contains(&r.metadata.name.as_str()))
+        .collect();
+    // Newest first; those past `keep` go.
+    unrouted.sort_by_key(|r| std::cmp::Reverse(generation(r)));
+    let mut gone: Vec<String> = unrouted
+        .into_iter()
+        .skip(keep)
+        .map(|r| r.metadata.name.clone())
+        .collect();
+    gone.reverse();
+    gone
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use kinetic_api::Resource;
+
+    #[test]
+    fn unrouted_revisions_beyond_the_kept_ones_are_collected() {
+        let mut revisions = Vec::new();
+        for n in 1..=6 {
+            let template = format!("{{template: {{spec: {{containers: [{{command: [v{n}]}}]}}}}}}");
+            let revision = created(next(&service(&template), &revisions).unwrap());
+            revisions.push(revision);
+        }
+        // hello-00002 takes traffic; hello-00006 is the latest.
+        let routed = service(
+            "{template: {spec: {containers: [{command: [v6]}]}}, traffic: [{revisionName: hello-00002, percent: 50}, {latestRevision: true, percent: 50}]}",
+        );
+        assert_eq!(
+            collectable(&routed, &revisions, 2),
+            ["hello-00001", "hello-00003"]
+        );
+        assert!(collectable(&routed, &revisions, KEPT_UNROUTED).is_empty());
+        assert_eq!(collectable(&routed, &revisions, 0).len(), 4);
+    }
 
     fn service(yaml_spec: &str) -> Service {
         let text = format!(
