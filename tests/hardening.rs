@@ -1,7 +1,21 @@
 //! Attacks on a running `kinetic up` as an outsider or a user would send them, each with the exact
 //! answer expected: poison events among valid senders (on SQLite and PostgreSQL), oversized
-//! batches, subscribers' replies (opt-out and size cap), and clients that hold connections open
-//! (slow headers, slow bodies, more connections than allowed, a half-sent request at shutdown).
+//! batches, subscribers' replies (opt-out and size cap), clients that hold connections open (slow
+//! headers, slow bodies, more connections than allowed, a half-sent request at shutdown), secrets
+//! outside what the process allows, sources' endpoints refused by the egress guard, capability URLs
+//! in status and logs.
+//!
+//! The other attacks have their case beside the feature they test:
+//! - the admin API's tokens, roles, Host/Origin checks and content types: `tests/admin.rs`;
+//! - malformed events, control characters, lengths and `knativebrokerttl` extremes, one row each:
+//!   `tests/ingress.rs` (`bad_input_table`);
+//! - unverified push sources and forged SNS confirmations: `tests/sources.rs` and the
+//!   `kinetic_api::sources` unit tests; stale SNS messages: `sources::s3::sns_signature` tests;
+//! - dead-letter retention, deletion and paging on both engines: `tests/delivery/retention.rs`;
+//! - TLS and EventPolicy: `tests/tls.rs`, `tests/event_policy.rs`;
+//! - bounded memory (log window, in-flight bytes, store reads, dedupe index, unknown brokers), the
+//!   egress routes of outbound clients, CESQL length and URL masking: the owning crates' unit
+//!   tests and the store conformance suite.
 
 mod support;
 
@@ -449,6 +463,32 @@ async fn secrets_stay_confined() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{yaml} was applied");
         assert!(stderr.contains(message), "{stderr}");
+    }
+    // What kinetic keeps on disk is its user's alone.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode =
+            |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&store.dir().join("state.db")), 0o600);
+        let made = store.dir().join("made-by-kinetic");
+        let other = tokio::task::block_in_place(|| {
+            Kinetic::spawn(
+                &[
+                    "up".into(),
+                    "--listen".into(),
+                    "127.0.0.1:0".into(),
+                    "--gateway-listen".into(),
+                    "127.0.0.1:0".into(),
+                    "--state-dir".into(),
+                    made.display().to_string(),
+                ],
+                &[],
+            )
+        });
+        assert_eq!(mode(&made), 0o700);
+        assert_eq!(mode(&made.join("secrets")), 0o700);
+        assert_eq!(mode(&made.join("state.db")), 0o600);
+        drop(other);
     }
     // Allowed: a variable the flag names, a file in the secrets directory.
     for yaml in [hook("{env: HOOK_TOKEN}"), hook("{file: sasl-type}")] {

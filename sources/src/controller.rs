@@ -138,8 +138,9 @@ impl Sources {
                 crate::s3::sns_signature::fetch_with(
                     reqwest::Client::builder()
                         .redirect(reqwest::redirect::Policy::none())
+                        .no_proxy()
                         .build()
-                        .unwrap_or_default(),
+                        .map_err(|error| format!("the HTTP client could not be built: {error}")),
                 ),
             )),
         })
