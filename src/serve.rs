@@ -273,7 +273,11 @@ impl Drop for Busy {
 /// Runs a connection until it ends, or until it has waited longer than `header_read` for a
 /// request's headers (a slow client, or an idle keep-alive connection): then it is dropped,
 /// which closes it. Checked a few times per `header_read`, not per request.
-async fn watched<F: std::future::Future>(connection: F, activity: &Activity, header_read: Duration) {
+async fn watched<F: std::future::Future>(
+    connection: F,
+    activity: &Activity,
+    header_read: Duration,
+) {
     activity.born();
     let every = (header_read / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut connection = std::pin::pin!(connection);
@@ -340,10 +344,13 @@ pub async fn serve<L: axum::serve::Listener>(
                 async move {
                     let response = response.await?;
                     Ok::<_, std::convert::Infallible>(response.map(move |body| {
-                        axum::body::Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
-                            let _ = &busy;
-                            frame
-                        }))
+                        axum::body::Body::new(http_body_util::BodyExt::map_frame(
+                            body,
+                            move |frame| {
+                                let _ = &busy;
+                                frame
+                            },
+                        ))
                     }))
                 }
             }
