@@ -149,12 +149,15 @@ async fn apply_documents(
     let file = query.file.unwrap_or_else(|| "request body".to_owned());
     let text = std::str::from_utf8(&body)
         .map_err(|_| bad_request(format!("{file}: is not UTF-8 text")))?;
-    let defaults = state
+    let checks = state
         .serving
         .as_ref()
-        .map(|serving| serving.config().autoscaler.clone())
+        .map(|serving| apply::ServiceChecks {
+            autoscaler: serving.config().autoscaler.clone(),
+            exec_allow: serving.config().exec_allow.clone(),
+        })
         .unwrap_or_default();
-    let resources = apply::parse_and_validate(&file, text, Some(&defaults)).map_err(|error| {
+    let resources = apply::parse_and_validate(&file, text, Some(&checks)).map_err(|error| {
         ApiError(
             StatusCode::BAD_REQUEST,
             json!({

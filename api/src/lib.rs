@@ -15,6 +15,7 @@ pub mod event;
 pub mod eventing;
 pub mod meta;
 pub mod policy;
+pub mod quantity;
 pub mod resource;
 pub mod serving;
 pub mod sources;
