@@ -160,10 +160,13 @@ async fn apply_documents(
     let file = query.file.unwrap_or_else(|| "request body".to_owned());
     let text = std::str::from_utf8(&body)
         .map_err(|_| bad_request(format!("{file}: is not UTF-8 text")))?;
-    let defaults = state
+    let checks = state
         .serving
         .as_ref()
-        .map(|serving| serving.config().autoscaler.clone())
+        .map(|serving| apply::ServiceChecks {
+            autoscaler: serving.config().autoscaler.clone(),
+            exec_allow: serving.config().exec_allow.clone(),
+        })
         .unwrap_or_default();
     // Parsing YAML can cost tens of MB for a small document full of aliases (the parser's budgets
     // stop worse): a few at a time.
@@ -172,7 +175,7 @@ async fn apply_documents(
         .acquire()
         .await
         .map_err(|_| bad_request("kinetic is shutting down".to_owned()))?;
-    let parsed = apply::parse_and_validate(&file, text, Some(&defaults));
+    let parsed = apply::parse_and_validate(&file, text, Some(&checks));
     drop(parsing);
     let resources = parsed.map_err(|error| {
         ApiError(

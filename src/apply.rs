@@ -8,6 +8,7 @@ use std::sync::Arc;
 use kinetic_api::{Resource, ResourceKey, Revision};
 use kinetic_serving::autoscaler::Defaults;
 use kinetic_serving::revision::{self, Next};
+use kinetic_serving::runtime::ExecAllow;
 use kinetic_store::{ApplyOutcome, Store, TriggerRef};
 use kinetic_triggers::Filter;
 use serde::Serialize;
@@ -16,32 +17,46 @@ use serde::Serialize;
 /// created expired so any dispatcher takes it at once.
 const CONTROL_PLANE: &str = "control-plane";
 
+/// What the serving process checks of a Service beyond its own validation.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceChecks {
+    /// Autoscaling annotations must make sense with these settings.
+    pub autoscaler: Defaults,
+    /// The program must be one these prefixes allow (`--exec-allow`).
+    pub exec_allow: ExecAllow,
+}
+
 /// Parses and validates one file's text. Errors name the file, document, resource and field path.
-/// With the process's `autoscaler` settings, autoscaling annotations are checked against them (the
+/// With the process's `checks`, autoscaling annotations and programs are checked against them (the
 /// CLI, which does not know them, leaves that to the server).
 pub fn parse_and_validate(
     file: &str,
     text: &str,
-    autoscaler: Option<&Defaults>,
+    checks: Option<&ServiceChecks>,
 ) -> Result<Vec<Resource>, kinetic_api::Error> {
     let resources = kinetic_api::parse_documents(file, text)?;
     for (index, resource) in resources.iter().enumerate() {
         if let Resource::Service(service) = resource
-            && let Some(defaults) = autoscaler
+            && let Some(checks) = checks
         {
             let template = &service.spec.template;
-            kinetic_serving::autoscaler::revision_config(
-                defaults,
-                &template.metadata.annotations,
-                template.spec.container_concurrency(),
-            )
-            .map_err(|error| {
+            let located = |error: kinetic_api::Error, under: &str| {
                 error
-                    .under("spec.template")
+                    .under(under)
                     .in_file(file)
                     .in_document(index + 1)
                     .in_resource(resource.key().to_string())
-            })?;
+            };
+            kinetic_serving::autoscaler::revision_config(
+                &checks.autoscaler,
+                &template.metadata.annotations,
+                template.spec.container_concurrency(),
+            )
+            .map_err(|error| located(error, "spec.template"))?;
+            checks
+                .exec_allow
+                .check_container(template.spec.container())
+                .map_err(|error| located(error, "spec.template.spec.containers[0]"))?;
         }
         // The secrets a resource names must be ones this process may read.
         if let Some(scope) = kinetic_api::secret::scope() {

@@ -316,7 +316,9 @@ pub async fn get(
                             text("/status/desired"),
                             text("/status/ready"),
                             text("/status/coldStarts"),
+                            text("/status/lastTerminationReason"),
                             text("/status/problem"),
+                            revision_conditions(item),
                         ],
                         "Broker" => vec![
                             namespace.clone(),
@@ -387,7 +389,9 @@ pub async fn get(
                     "DESIRED",
                     "READY",
                     "COLD STARTS",
+                    "LAST EXIT",
                     "PROBLEM",
+                    "CONDITIONS",
                 ],
                 _ => &["NAMESPACE", "NAME", "BROKER", "SUBSCRIBER", "READY"],
             };
@@ -402,6 +406,28 @@ pub async fn get(
 
 /// Under the triggers' table: every trigger that does not deliver, and why (disabled by a `410`
 /// answer, an unresolvable subscriber, an unreadable signing secret, …).
+/// A revision's conditions that are not as asked: `Type=False(Reason): message`, joined by ` | `.
+fn revision_conditions(item: &Value) -> String {
+    item.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .map(|conditions| {
+            conditions
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}={}({}): {}",
+                        c["type"].as_str().unwrap_or(""),
+                        c["status"].as_str().unwrap_or(""),
+                        c["reason"].as_str().unwrap_or(""),
+                        c["message"].as_str().unwrap_or("")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" | ")
+        })
+        .unwrap_or_default()
+}
+
 fn print_trigger_problems(items: &[Value]) {
     let problems: Vec<String> = items
         .iter()

@@ -158,14 +158,32 @@ pub struct ServingSettings {
     /// How long a request waits for an instance (e.g. during a cold start) before 503/504, ISO-8601.
     #[arg(long, env = "KINETIC_ACTIVATION_TIMEOUT", default_value = "PT60S", value_parser = parse_duration)]
     pub activation_timeout: Duration,
-    /// Requests one revision may hold while it has no free instance.
-    #[arg(long, env = "KINETIC_ACTIVATOR_CAPACITY", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    /// Requests one revision may hold while it has no free instance; more are refused with 503 at
+    /// once.
+    #[arg(long, env = "KINETIC_ACTIVATOR_CAPACITY", default_value_t = kinetic_serving::activator::DEFAULT_CAPACITY as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub activator_capacity: u32,
+    /// Function instances (local processes) that may run at once, across all revisions. A revision
+    /// that wants more waits, and says so in `kinetic get revisions`.
+    #[arg(long, env = "KINETIC_MAX_INSTANCES", default_value_t = kinetic_serving::runtime::DEFAULT_MAX_INSTANCES, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_instances: u32,
+    /// A directory (or file) whose programs Services may run; repeat for several. A Service whose
+    /// program (found in PATH, links resolved) lies elsewhere is refused when applied. Without
+    /// it, any program may run.
+    #[arg(long = "exec-allow", env = "KINETIC_EXEC_ALLOW", value_delimiter = ',')]
+    pub exec_allow: Vec<PathBuf>,
+    /// A function's log file (state directory's `logs/`) is rotated when it reaches this many
+    /// bytes.
+    #[arg(long, env = "KINETIC_FUNCTION_LOG_MAX_BYTES", default_value_t = 10 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub function_log_max_bytes: u64,
+    /// Rotated log files kept per function instance.
+    #[arg(long, env = "KINETIC_FUNCTION_LOG_FILES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub function_log_files: u32,
     /// How long a stopping instance may finish its requests, and then exit after SIGTERM, ISO-8601.
     #[arg(long, env = "KINETIC_TERMINATION_GRACE", default_value = "PT30S", value_parser = parse_duration)]
     pub termination_grace: Duration,
     /// Process configuration file (YAML); its `autoscaler:` map sets Knative's `config-autoscaler`
-    /// keys (`stable-window`, `scale-to-zero-grace-period`, …).
+    /// keys (`stable-window`, `scale-to-zero-grace-period`, …). Functions run as local processes,
+    /// so `max-scale` defaults to 10 rather than Knative's unbounded 0; set it to change that.
     #[arg(long = "config", env = "KINETIC_CONFIG")]
     pub config_file: Option<PathBuf>,
 }
@@ -201,7 +219,10 @@ impl ServingSettings {
     /// Reads the configuration file, if any, and the autoscaler defaults in it.
     pub fn autoscaler_defaults(&self) -> anyhow::Result<kinetic_serving::autoscaler::Defaults> {
         let Some(path) = &self.config_file else {
-            return Ok(kinetic_serving::autoscaler::Defaults::default());
+            return kinetic_serving::autoscaler::Defaults::from_map_for_processes(
+                &serde_json::Map::new(),
+            )
+            .map_err(|error| anyhow::anyhow!("{error}"));
         };
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path)
@@ -211,8 +232,13 @@ impl ServingSettings {
                 "--config {name}: {error} (hint: the file holds a top-level `autoscaler:` map of Knative config-autoscaler keys)"
             )
         })?;
-        kinetic_serving::autoscaler::Defaults::from_map(&file.autoscaler)
+        kinetic_serving::autoscaler::Defaults::from_map_for_processes(&file.autoscaler)
             .map_err(|error| anyhow::anyhow!("--config {}", error.in_file(name)))
+    }
+
+    /// The `--exec-allow` prefixes, checked (absolute) before any port is bound.
+    pub fn exec_allow(&self) -> anyhow::Result<kinetic_serving::runtime::ExecAllow> {
+        kinetic_serving::runtime::ExecAllow::new(&self.exec_allow).map_err(anyhow::Error::msg)
     }
 }
 

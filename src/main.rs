@@ -41,6 +41,7 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // Parsed once at start and moved once; its size costs nothing.
 enum Command {
     /// Run everything in one process: broker ingress, dispatcher, serving gateway and functions,
     /// control-plane API.
@@ -229,7 +230,8 @@ enum Command {
         #[arg(long, env = "REVISION_TIMEOUT_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
         timeout_seconds: u64,
     },
-    /// Internal: start a function's process so that it dies with kinetic (parent-death signal).
+    /// Internal: start a function's process so that it dies with kinetic (parent-death signal), in
+    /// its cgroups and as its user.
     #[command(name = "__exec", hide = true)]
     Exec {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
@@ -375,10 +377,6 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Exec { argv } = &cli.command {
         // Replaces this process; returns only when the program could not be started.
-        let argv = match argv.first().map(|a| a == "--") {
-            Some(true) => &argv[1..],
-            _ => &argv[..],
-        };
         let error = kinetic_serving::runtime::exec_shim(argv);
         eprintln!("error: {error}");
         return ExitCode::from(if error.kind() == std::io::ErrorKind::NotFound {

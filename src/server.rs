@@ -594,11 +594,14 @@ pub async fn up(
     cancel_on_signal(cancel.clone());
     // Resource files and configuration are read and validated before any port is bound: a mistake
     // fails fast.
-    let autoscaler_defaults = serving_settings.autoscaler_defaults()?;
+    let checks = apply::ServiceChecks {
+        autoscaler: serving_settings.autoscaler_defaults()?,
+        exec_allow: serving_settings.exec_allow()?,
+    };
     let files = apply::expand_paths(&files).context("reading -f")?;
     let resources = files
         .iter()
-        .map(|file| read_resources(file, &autoscaler_defaults))
+        .map(|file| read_resources(file, &checks))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let Listeners {
         public: listener,
@@ -707,7 +710,7 @@ pub async fn up(
     let serving = serving(
         &store_handle,
         &serving_settings,
-        autoscaler_defaults.clone(),
+        checks.clone(),
         gateway_address.port(),
         &state_dir,
         &mut registry,
@@ -754,7 +757,7 @@ pub async fn up(
     if !files.is_empty() {
         tracker.spawn(watch_files(
             store_handle.clone(),
-            autoscaler_defaults.clone(),
+            checks.clone(),
             files.clone(),
             cancel.clone(),
         ));
@@ -997,7 +1000,7 @@ pub async fn dispatcher_only(
 fn serving(
     store: &Arc<dyn Store>,
     settings: &ServingSettings,
-    autoscaler: kinetic_serving::autoscaler::Defaults,
+    checks: apply::ServiceChecks,
     gateway_port: u16,
     state_dir: &std::path::Path,
     registry: &mut Registry,
@@ -1008,6 +1011,13 @@ fn serving(
             shim: std::env::current_exe().ok(),
             grace_period: settings.termination_grace,
             log_dir: Some(state_dir.join("logs")),
+            log_rotation: kinetic_serving::runtime::Rotation {
+                max_bytes: settings.function_log_max_bytes,
+                keep: settings.function_log_files as usize,
+            },
+            max_instances: settings.max_instances,
+            exec_allow: checks.exec_allow.clone(),
+            cgroups: true,
             ..kinetic_serving::runtime::ProcessConfig::default()
         });
     let gateway = kinetic_serving::Gateway::new(settings.domain.clone());
@@ -1020,7 +1030,8 @@ fn serving(
             gateway_port,
             activation_timeout: settings.activation_timeout,
             activator_capacity: settings.activator_capacity as usize,
-            autoscaler,
+            autoscaler: checks.autoscaler,
+            exec_allow: checks.exec_allow,
         },
         kinetic_serving::metrics::Metrics::new(registry),
     )
@@ -1029,11 +1040,11 @@ fn serving(
 /// Reads and validates one resource file.
 fn read_resources(
     file: &std::path::Path,
-    autoscaler: &kinetic_serving::autoscaler::Defaults,
+    checks: &apply::ServiceChecks,
 ) -> anyhow::Result<Vec<kinetic_api::Resource>> {
     let name = file.display().to_string();
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {name}"))?;
-    apply::parse_and_validate(&name, &text, Some(autoscaler))
+    apply::parse_and_validate(&name, &text, Some(checks))
         .map_err(|error| anyhow::anyhow!("{error}"))
 }
 
@@ -1060,9 +1071,9 @@ async fn apply_resources(
 async fn apply_file(
     store: &Arc<dyn Store>,
     file: &std::path::Path,
-    autoscaler: &kinetic_serving::autoscaler::Defaults,
+    checks: &apply::ServiceChecks,
 ) -> anyhow::Result<()> {
-    let resources = read_resources(file, autoscaler)?;
+    let resources = read_resources(file, checks)?;
     apply_resources(store, file, &resources).await
 }
 
@@ -1070,7 +1081,7 @@ async fn apply_file(
 /// left as it was last applied.
 async fn watch_files(
     store: Arc<dyn Store>,
-    autoscaler: kinetic_serving::autoscaler::Defaults,
+    checks: apply::ServiceChecks,
     files: Vec<PathBuf>,
     cancel: CancellationToken,
 ) {
@@ -1087,7 +1098,7 @@ async fn watch_files(
                 continue;
             }
             *last = now;
-            if let Err(error) = apply_file(&store, file, &autoscaler).await {
+            if let Err(error) = apply_file(&store, file, &checks).await {
                 tracing::error!(file = %file.display(), error = %format!("{error:#}"), "Re-applying a changed file failed; the previous version stays applied.");
             }
         }

@@ -16,6 +16,7 @@ pub mod event;
 pub mod eventing;
 pub mod meta;
 pub mod policy;
+pub mod quantity;
 pub mod resource;
 pub mod secret;
 pub mod serving;

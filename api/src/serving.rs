@@ -119,12 +119,77 @@ pub struct Container {
     /// Accepted for compatibility with Kubernetes manifests; not used by the local runtime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub liveness_probe: Option<serde_json::Value>,
+    /// `limits.memory` and `limits.cpu` are enforced by the local runtime where the machine lets it
+    /// (a cgroup per instance); `requests` are accepted and have no local meaning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<serde_json::Value>,
+    pub resources: Option<ResourceRequirements>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<String>,
+    /// `runAsUser`, `runAsGroup` and `runAsNonRoot` are honoured by the local runtime; the other
+    /// fields are accepted, and a revision that sets them is marked as not enforcing them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub security_context: Option<serde_json::Value>,
+    pub security_context: Option<SecurityContext>,
+}
+
+/// `resources`: Kubernetes quantities by resource name (`memory: 256Mi`, `cpu: 500m`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceRequirements {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, serde_json::Value>,
+}
+
+/// `securityContext` (Kubernetes' container SecurityContext, the fields Knative allows).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecurityContext {
+    /// The uid the program runs as; honoured when kinetic runs as root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as_user: Option<i64>,
+    /// The gid the program runs as (default: `runAsUser`'s primary group, or kinetic's group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as_group: Option<i64>,
+    /// `true` refuses to start an instance that would run as uid 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as_non_root: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_privilege_escalation: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only_root_filesystem: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp_profile: Option<serde_json::Value>,
+}
+
+impl SecurityContext {
+    /// The fields set here that the local runtime does not enforce, by their YAML names.
+    pub fn unenforced(&self) -> Vec<&'static str> {
+        let mut fields = Vec::new();
+        // `false` asks for nothing the local runtime would have to do.
+        if self.allow_privilege_escalation == Some(false) {
+            fields.push("allowPrivilegeEscalation");
+        }
+        if self.read_only_root_filesystem == Some(true) {
+            fields.push("readOnlyRootFilesystem");
+        }
+        if self.capabilities.is_some() {
+            fields.push("capabilities");
+        }
+        if self.seccomp_profile.is_some() {
+            fields.push("seccompProfile");
+        }
+        fields
+    }
+}
+
+/// A container's `resources.limits` in the units the runtime applies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_bytes: Option<u64>,
+    pub cpu_millis: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -331,6 +396,25 @@ impl Container {
                     .with_hint("give the value inline with `value:`; secret and config references need the Kubernetes runtime"));
             }
         }
+        if let Some(resources) = &self.resources {
+            resources.validate().map_err(|e| e.under("resources"))?;
+        }
+        if let Some(security) = &self.security_context {
+            for (field, value) in [
+                ("runAsUser", security.run_as_user),
+                ("runAsGroup", security.run_as_group),
+            ] {
+                if let Some(id) = value
+                    && !(0..=i64::from(u32::MAX - 1)).contains(&id)
+                {
+                    return Err(Error::new(
+                        format!("securityContext.{field}"),
+                        format!("{id} is not a valid id"),
+                    )
+                    .with_hint("give a numeric id from 0 to 4294967294, e.g. 65534"));
+                }
+            }
+        }
         if self.ports.len() > 1 {
             return Err(Error::new("ports", "lists more than one port")
                 .with_hint("a revision serves on one port; keep only the HTTP port"));
@@ -353,12 +437,58 @@ impl Container {
         self.command.iter().chain(&self.args).cloned().collect()
     }
 
+    /// `resources.limits` in bytes and millicores (validated: every value present parses).
+    pub fn limits(&self) -> Limits {
+        let limit = |name: &str| {
+            self.resources
+                .as_ref()
+                .and_then(|r| r.limits.get(name))
+                .and_then(crate::quantity::text_of)
+        };
+        Limits {
+            memory_bytes: limit("memory").and_then(|t| crate::quantity::memory_bytes(&t)),
+            cpu_millis: limit("cpu").and_then(|t| crate::quantity::cpu_millis(&t)),
+        }
+    }
+
     pub fn readiness_path(&self) -> Option<&str> {
         self.readiness_probe
             .as_ref()?
             .http_get
             .as_ref()
             .map(|g| g.path.as_str())
+    }
+}
+
+impl ResourceRequirements {
+    fn validate(&self) -> Result<(), Error> {
+        for (section, map) in [("limits", &self.limits), ("requests", &self.requests)] {
+            for (name, value) in map {
+                let path = format!("{section}.{name}");
+                let text = crate::quantity::text_of(value).ok_or_else(|| {
+                    Error::new(&path, format!("`{value}` is not a quantity"))
+                        .with_hint("write a quantity such as `256Mi` or `500m`")
+                })?;
+                let valid = match name.as_str() {
+                    "memory" => crate::quantity::memory_bytes(&text).is_some(),
+                    "cpu" => crate::quantity::cpu_millis(&text).is_some(),
+                    _ => true,
+                };
+                if !valid {
+                    let hint = if name == "memory" {
+                        "write bytes with a suffix: Ki, Mi, Gi (binary) or k, M, G (decimal), e.g. `256Mi`"
+                    } else {
+                        "write cores (`1`, `0.5`) or millicores (`500m`), at least `1m`"
+                    };
+                    return Err(Error::new(
+                        &path,
+                        format!("`{text}` is not a positive {name} quantity"),
+                    )
+                    .with_hint(hint));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -526,6 +656,8 @@ spec:
         assert_eq!(spec.container_concurrency(), 1);
         assert_eq!(spec.timeout().as_secs(), 30);
         assert_eq!(service.traffic().len(), 2);
+        let limits = spec.container().limits();
+        assert_eq!((limits.memory_bytes, limits.cpu_millis), (None, Some(1000)));
         let again = Resource::from_value(resources[0].to_json()).expect("round trip");
         assert_eq!(again, resources[0]);
     }
@@ -610,6 +742,26 @@ spec:
                 "spec: {template: {spec: {containers: [{command: [a], readinessProbe: {httpGet: {path: healthz}}}]}}}",
                 "spec.template.spec.containers[0].readinessProbe.httpGet.path",
                 "must start with `/`",
+            ),
+            (
+                "spec: {template: {spec: {containers: [{command: [a], resources: {limits: {memory: 12MB}}}]}}}",
+                "spec.template.spec.containers[0].resources.limits.memory",
+                "`12MB` is not a positive memory quantity",
+            ),
+            (
+                "spec: {template: {spec: {containers: [{command: [a], resources: {limits: {cpu: 0}}}]}}}",
+                "spec.template.spec.containers[0].resources.limits.cpu",
+                "`0` is not a positive cpu quantity",
+            ),
+            (
+                "spec: {template: {spec: {containers: [{command: [a], securityContext: {runAsUser: -1}}]}}}",
+                "spec.template.spec.containers[0].securityContext.runAsUser",
+                "not a valid id",
+            ),
+            (
+                "spec: {template: {spec: {containers: [{command: [a], securityContext: {runAsUsr: 1}}]}}}",
+                "spec.template.spec.containers[0].securityContext.runAsUsr",
+                "unknown field `runAsUsr`",
             ),
         ];
         for (spec, path, message) in cases {

@@ -7,7 +7,7 @@
 //!
 //! In `kinetic up` it is always in the path, in front of the per-instance queue-proxy pieces; the
 //! autoscaler's target-burst-capacity decision only sets how many requests it may hold: up to the
-//! activator's capacity (10,000 by default) while it is "in the path", otherwise up to the
+//! activator's capacity (`--activator-capacity`, 1,000 by default) while it is "in the path", otherwise up to the
 //! instances' own queues (10 × containerConcurrency each), as Knative's queue-proxies would.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -27,8 +27,9 @@ use crate::queue_proxy::{self, Forward};
 use crate::runtime::Instance;
 use http::uri::Authority;
 
-/// Requests one revision may hold while it has no capacity (Knative's activator capacity).
-pub const DEFAULT_CAPACITY: usize = 10_000;
+/// Requests one revision may hold while it has no capacity (Knative's activator capacity). Each
+/// holds a connection and its request head; past this the caller gets 503 at once.
+pub const DEFAULT_CAPACITY: usize = 1_000;
 
 /// Why the activator gave up on a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,8 +38,20 @@ pub enum ActivationError {
         "revision `{revision}` had no instance free to take the request after {waited:?}; it may be failing to start (see `kinetic logs`)"
     )]
     Timeout { revision: String, waited: Duration },
-    #[error("revision `{revision}` already holds {limit} waiting requests; retry later")]
-    QueueFull { revision: String, limit: usize },
+    #[error(
+        "revision `{revision}` already holds {limit} requests waiting for an instance, {}; retry later",
+        if *activator {
+            "the most one revision may hold (--activator-capacity); raise --activator-capacity, or the revision's max-scale (autoscaling.knative.dev/max-scale), if it should take more at once"
+        } else {
+            "the queue its instances may hold (10 per containerConcurrency slot); raise containerConcurrency or the revision's max-scale (autoscaling.knative.dev/max-scale) if it should take more at once"
+        }
+    )]
+    QueueFull {
+        revision: String,
+        limit: usize,
+        /// The activator's own capacity was the bound (not the instances' queues).
+        activator: bool,
+    },
     #[error("revision `{revision}` is no longer served")]
     Gone { revision: String },
 }
@@ -281,11 +294,12 @@ impl RevisionProxy {
             if queued.is_none() {
                 let position = self.waiting.fetch_add(1, Ordering::AcqRel);
                 queued = Some(Queued(&self.waiting));
-                let limit = self.queue_limit(backends.len());
+                let (limit, activator) = self.queue_limit(backends.len());
                 if position >= limit {
                     return Err(ActivationError::QueueFull {
                         revision: self.settings.revision.clone(),
                         limit,
+                        activator,
                     });
                 }
             }
@@ -293,12 +307,13 @@ impl RevisionProxy {
         }
     }
 
-    fn queue_limit(&self, ready: usize) -> usize {
+    /// How many requests may wait, and whether that is the activator's own capacity.
+    fn queue_limit(&self, ready: usize) -> (usize, bool) {
         let cc = self.settings.container_concurrency;
         if ready == 0 || cc == 0 || self.in_path.load(Ordering::Acquire) {
-            self.settings.capacity
+            (self.settings.capacity, true)
         } else {
-            ready * cc * QUEUE_DEPTH_PER_SLOT
+            (ready * cc * QUEUE_DEPTH_PER_SLOT, false)
         }
     }
 
@@ -459,7 +474,18 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(10)).await;
         let refused = cold.acquire(Instant::now()).await.err().unwrap();
         assert!(
-            matches!(refused, ActivationError::QueueFull { limit: 2, .. }),
+            matches!(
+                refused,
+                ActivationError::QueueFull {
+                    limit: 2,
+                    activator: true,
+                    ..
+                }
+            ),
+            "{refused}"
+        );
+        assert!(
+            refused.to_string().contains("--activator-capacity"),
             "{refused}"
         );
         cold.close();
@@ -480,7 +506,18 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(10)).await;
         let refused = warm.acquire(Instant::now()).await.err().unwrap();
         assert!(
-            matches!(refused, ActivationError::QueueFull { limit: 10, .. }),
+            matches!(
+                refused,
+                ActivationError::QueueFull {
+                    limit: 10,
+                    activator: false,
+                    ..
+                }
+            ),
+            "{refused}"
+        );
+        assert!(
+            refused.to_string().contains("containerConcurrency"),
             "{refused}"
         );
         for task in queued {

@@ -39,6 +39,8 @@ pub struct ServingConfig {
     pub activator_capacity: usize,
     /// `config-autoscaler` defaults.
     pub autoscaler: Defaults,
+    /// Programs Services may run (`--exec-allow`), checked when a Service is applied.
+    pub exec_allow: crate::runtime::ExecAllow,
 }
 
 /// What users see of a revision.
@@ -58,6 +60,14 @@ pub struct RevisionView {
     pub last_startup_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// Why the last instance that ended unasked ended, as Kubernetes' `lastState.terminated`:
+    /// `OOMKilled`, `Error`, or why it could not start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_termination_reason: Option<&'static str>,
+    /// Conditions that are not as asked (all "False"): limits or security settings this machine
+    /// does not enforce, instances held back by the process-wide cap.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<crate::runtime::Condition>,
 }
 
 /// What users see of a service.
@@ -325,6 +335,7 @@ impl Serving {
         )
         .map_err(|error| error.to_string())?;
         let container = spec.container();
+        let security = container.security_context.as_ref();
         let namespace = revision.metadata.namespace.clone();
         let instance_spec = Arc::new(InstanceSpec {
             namespace: namespace.clone(),
@@ -340,6 +351,17 @@ impl Serving {
             working_dir: container.working_dir.as_ref().map(Into::into),
             readiness_path: container.readiness_path().map(str::to_owned),
             container_port: container.ports.first().map(|p| p.container_port),
+            limits: container.limits(),
+            run_as_user: security
+                .and_then(|s| s.run_as_user)
+                .and_then(|id| u32::try_from(id).ok()),
+            run_as_group: security
+                .and_then(|s| s.run_as_group)
+                .and_then(|id| u32::try_from(id).ok()),
+            run_as_non_root: security.and_then(|s| s.run_as_non_root) == Some(true),
+            unenforced_security: security
+                .map(|s| s.unenforced().into_iter().map(str::to_owned).collect())
+                .unwrap_or_default(),
         });
         let proxy = RevisionProxy::new(
             RevisionSettings {
@@ -422,7 +444,9 @@ impl Serving {
                     last_startup_ms: status
                         .last_startup
                         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                    last_termination_reason: status.last_error.as_ref().map(|e| e.reason()),
                     problem: status.last_error.map(|e| e.to_string()),
+                    conditions: status.conditions,
                 }
             })
             .collect();

@@ -6,7 +6,9 @@
 //! With `MAX_CONCURRENCY=N` set, a request that finds more than N requests in flight answers 500 and
 //! prints `concurrency exceeded` on stderr. A CloudEvent (binary mode) is logged as
 //! `hello-fn: event ID of type TYPE` on stdout and answered without a body (no reply event).
-//! `STARTUP_DELAY_MS` delays listening (a slow cold start).
+//! `STARTUP_DELAY_MS` delays listening (a slow cold start). `GET /env` answers the process's whole
+//! environment and its uid and gid, to check what a function is given. `alloc_mb=N` allocates and
+//! touches N MiB and holds it for the request (a function over its memory limit).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{any, post};
+use axum::routing::{any, get, post};
 
 struct Function {
     revision: String,
@@ -48,6 +50,7 @@ async fn main() {
     });
     let app = Router::new()
         .route("/crash", post(crash))
+        .route("/env", get(environment))
         .route("/", any(hello))
         .fallback(hello)
         .with_state(function);
@@ -72,6 +75,28 @@ async fn main() {
         eprintln!("hello-fn: {error}");
         std::process::exit(1);
     }
+}
+
+async fn environment() -> String {
+    let env: serde_json::Map<String, serde_json::Value> = std::env::vars_os()
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned().into(),
+            )
+        })
+        .collect();
+    // `Uid:` and `Gid:` of /proc/self/status: real, effective, saved, filesystem.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let id = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    let body = serde_json::json!({ "env": env, "uid": id("Uid:"), "gid": id("Gid:") });
+    format!("{body}\n")
 }
 
 async fn crash() -> StatusCode {
@@ -117,6 +142,18 @@ async fn hello(
     if let Some(ms) = number("sleep_ms") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
+    let mut held = Vec::new();
+    if let Some(mb) = number("alloc_mb") {
+        let size = usize::try_from(mb)
+            .unwrap_or(usize::MAX / 2)
+            .saturating_mul(1 << 20);
+        // Touched page by page so the memory is really used, not only reserved.
+        held = vec![0u8; size];
+        for page in held.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        std::hint::black_box(&held);
+    }
     if let Some(us) = number("work_us") {
         let until = Instant::now() + Duration::from_micros(us);
         let mut x = 0u64;
@@ -128,6 +165,7 @@ async fn hello(
         .and_then(|s| u16::try_from(s).ok())
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::OK);
+    drop(held);
     if event.is_some() {
         return (status, String::new());
     }

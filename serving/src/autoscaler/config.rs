@@ -140,6 +140,13 @@ impl Defaults {
     /// numbers and booleans. Missing keys keep Knative's defaults; unknown keys are refused, except
     /// Knative's `_example` documentation block. Errors name the key as `autoscaler.<key>`.
     pub fn from_map(map: &Map<String, Value>) -> Result<Defaults, Error> {
+        let defaults = Self::read_map(map)?;
+        defaults.validate()?;
+        Ok(defaults)
+    }
+
+    /// The settings of `map` over Knative's defaults, not yet validated together.
+    fn read_map(map: &Map<String, Value>) -> Result<Defaults, Error> {
         let mut defaults = Defaults::default();
         for (key, value) in map {
             if key == "_example" {
@@ -187,6 +194,25 @@ impl Defaults {
         // For legacy reasons Knative accepts the percentage as a fraction in (0, 1] too.
         if defaults.container_concurrency_target_fraction > 1.0 {
             defaults.container_concurrency_target_fraction /= 100.0;
+        }
+        Ok(defaults)
+    }
+
+    /// [`Defaults::from_map`] for revisions run as local processes: without a `max-scale` key, a
+    /// revision may have at most [`crate::runtime::DEFAULT_MAX_SCALE`] instances (or the
+    /// configured min-scale, initial-scale or activation-scale if higher; never above
+    /// max-scale-limit) instead of Knative's unbounded 0. `max-scale: 0` still means unbounded.
+    pub fn from_map_for_processes(map: &Map<String, Value>) -> Result<Defaults, Error> {
+        let mut defaults = Self::read_map(map)?;
+        if !map.contains_key("max-scale") {
+            let mut max = crate::runtime::DEFAULT_MAX_SCALE
+                .max(defaults.min_scale)
+                .max(defaults.initial_scale)
+                .max(defaults.activation_scale);
+            if defaults.max_scale_limit > 0 {
+                max = max.min(defaults.max_scale_limit);
+            }
+            defaults.max_scale = max;
         }
         defaults.validate()?;
         Ok(defaults)
@@ -705,5 +731,27 @@ mod tests {
         assert_eq!(parse_float("NaN"), None);
         assert_eq!(parse_bool("T"), Some(true));
         assert_eq!(parse_bool("no"), None);
+    }
+
+    #[test]
+    fn local_processes_get_a_bounded_max_scale_unless_configured() {
+        let map = |pairs: &[(&str, &str)]| -> Map<String, Value> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+                .collect()
+        };
+        let max = |pairs: &[(&str, &str)]| {
+            Defaults::from_map_for_processes(&map(pairs))
+                .unwrap()
+                .max_scale
+        };
+        assert_eq!(Defaults::default().max_scale, 0, "Knative's own default");
+        assert_eq!(max(&[]), crate::runtime::DEFAULT_MAX_SCALE);
+        assert_eq!(max(&[("max-scale", "0")]), 0, "explicitly unbounded");
+        assert_eq!(max(&[("max-scale", "3")]), 3);
+        assert_eq!(max(&[("min-scale", "25")]), 25);
+        assert_eq!(max(&[("max-scale-limit", "4"), ("max-scale", "4")]), 4);
+        assert_eq!(max(&[("max-scale-limit", "4")]), 4);
     }
 }

@@ -2,7 +2,6 @@
 //! and stop. Each instance runs as one task that tells its revision's supervisor when it became
 //! ready and when it is gone.
 
-use std::ffi::OsString;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,10 +16,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::cgroup::InstanceCgroup;
 use super::logs::{self, Sink};
 use super::probe;
-use super::process::{Inner, PARENT_PID_ENV, SHIM_SUBCOMMAND};
-use super::{Error, Instance, InstanceSpec, LogStream};
+use super::process::{Inner, PARENT_PID_ENV};
+use super::shim::ShimOptions;
+use super::{Error, Instance, InstanceSpec, LogStream, env};
 
 /// What an instance task reports to its supervisor.
 #[derive(Debug)]
@@ -120,26 +121,56 @@ fn spawn(inner: &Arc<Inner>, launch: &Launch) -> Result<Process, Error> {
             }
         }
     }
+    let path_var = env::path_of(spec, |name| std::env::var_os(name));
+    inner
+        .config
+        .exec_allow
+        .check(program, &path_var, spec.working_dir.as_deref())
+        .map_err(Error::NotAllowed)?;
+    let identity = identity(inner, spec)?;
+    let cgroup = inner
+        .cgroups
+        .create(
+            &format!("{}-{}", spec.revision, launch.instance.id),
+            spec.limits,
+        )
+        .map_err(Error::Cgroup)?
+        .map(Arc::new);
+    let environment = env::build(
+        spec,
+        launch.instance.address.port(),
+        |name| std::env::var_os(name),
+        identity.home.clone(),
+    );
     let mut command = match &inner.config.shim {
         Some(shim) => {
+            let options = ShimOptions {
+                cgroups: cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default(),
+                uid: identity.uid,
+                gid: identity.gid,
+            };
             let mut command = Command::new(shim);
             command
-                .args(shim_args(&spec.command))
+                .args(options.args(&spec.command))
+                .env_clear()
+                .envs(&environment)
+                // For the shim only; it removes it before the program starts.
                 .env(PARENT_PID_ENV, std::process::id().to_string());
             command
         }
         None => {
             let mut command = Command::new(program);
-            command.args(args);
+            command.args(args).env_clear().envs(&environment);
+            if let Some(gid) = identity.gid {
+                command.gid(gid);
+            }
+            if let Some(uid) = identity.uid {
+                command.uid(uid);
+            }
             command
         }
     };
     command
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .env("PORT", launch.instance.address.port().to_string())
-        .env("K_SERVICE", &spec.service)
-        .env("K_REVISION", &spec.revision)
-        .env("K_CONFIGURATION", &spec.configuration)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -149,28 +180,50 @@ fn spawn(inner: &Arc<Inner>, launch: &Launch) -> Result<Process, Error> {
     if let Some(dir) = &spec.working_dir {
         command.current_dir(dir);
     }
-    let mut child = command.spawn().map_err(|source| Error::Spawn {
-        program: program.clone(),
-        source,
-    })?;
+    let spawned_child = command.spawn();
+    let mut child = match spawned_child {
+        Ok(child) => child,
+        Err(source) => {
+            if let Some(cgroup) = &cgroup {
+                cgroup.remove();
+            }
+            return Err(Error::Spawn {
+                program: program.clone(),
+                source,
+            });
+        }
+    };
+    // Without the shim the program joins its cgroups a moment after it started.
+    if inner.config.shim.is_none()
+        && let (Some(cgroup), Some(pid)) = (&cgroup, child.id())
+        && let Err(error) = cgroup.join(pid)
+    {
+        let _ = child.start_kill();
+        cgroup.remove();
+        return Err(Error::Cgroup(error));
+    }
     let spawned = Instant::now();
     let pid = child
         .id()
         .and_then(|pid| i32::try_from(pid).ok())
         .map(Pid::from_raw)
         .expect("a child just spawned has not been reaped");
-    let group = Group::new(Arc::clone(inner), launch.instance.id, pid);
+    let group = Group::new(Arc::clone(inner), launch.instance.id, pid, cgroup);
 
     let revision: Arc<str> = Arc::from(spec.revision.as_str());
     let ring = inner.logs.ring(&spec.namespace, &spec.service);
     let file = inner.config.log_dir.as_deref().map(|dir| {
-        logs::file_path(
+        let path = logs::file_path(
             dir,
             &spec.namespace,
             &spec.service,
             &spec.revision,
             launch.instance.id,
-        )
+        );
+        Arc::new(tokio::sync::Mutex::new(logs::LogFile::new(
+            path,
+            inner.config.log_rotation,
+        )))
     });
     let last_stderr = Arc::new(Mutex::new(None));
     let sink = |stream, last_line| Sink {
@@ -271,11 +324,17 @@ impl Process {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
+        let oom_killed = self
+            .group
+            .cgroup
+            .as_ref()
+            .is_some_and(|cgroup| cgroup.oom_killed());
         let error = match status {
             Ok(status) => Error::Exited {
                 status,
                 ready,
                 stderr,
+                oom_killed,
             },
             Err(source) => Error::Wait(source),
         };
@@ -332,17 +391,30 @@ struct Group {
     inner: Arc<Inner>,
     id: u64,
     pgid: Pid,
+    /// The instance's cgroups, when it has any: killing them reaches processes that left the
+    /// process group.
+    cgroup: Option<Arc<InstanceCgroup>>,
 }
 
 impl Group {
-    fn new(inner: Arc<Inner>, id: u64, pgid: Pid) -> Self {
-        inner.register_group(id, pgid);
-        Self { inner, id, pgid }
+    fn new(inner: Arc<Inner>, id: u64, pgid: Pid, cgroup: Option<Arc<InstanceCgroup>>) -> Self {
+        inner.register_group(id, pgid, cgroup.clone());
+        Self {
+            inner,
+            id,
+            pgid,
+            cgroup,
+        }
     }
 
     fn signal(&self, signal: Signal) {
         // ESRCH: the group is already empty.
         let _ = killpg(self.pgid, signal);
+        if signal == Signal::SIGKILL
+            && let Some(cgroup) = &self.cgroup
+        {
+            cgroup.kill();
+        }
     }
 
     /// SIGKILLs the group and waits until nothing in it runs, so that a stopped instance leaves
@@ -361,6 +433,15 @@ impl Group {
     /// Whether a member of the group still runs. Members that were orphaned stay zombies until
     /// init reaps them, which some inits do only every few seconds; those do not count.
     async fn runs(&self) -> bool {
+        if let Some(cgroup) = &self.cgroup {
+            let cgroup = Arc::clone(cgroup);
+            if tokio::task::spawn_blocking(move || cgroup.populated())
+                .await
+                .unwrap_or(true)
+            {
+                return true;
+            }
+        }
         if killpg(self.pgid, None) == Err(Errno::ESRCH) {
             return false;
         }
@@ -406,12 +487,55 @@ impl Drop for Group {
     fn drop(&mut self) {
         self.signal(Signal::SIGKILL);
         self.inner.unregister_group(self.id);
+        if let Some(cgroup) = &self.cgroup {
+            // Empty by now unless a process ignored the kill for longer than the wait; then the
+            // directory stays until kinetic's own group is removed at shutdown.
+            cgroup.remove();
+        }
     }
 }
 
-/// The arguments the runtime gives the shim: `__exec -- PROGRAM ARGS...`.
-pub(crate) fn shim_args(program_and_args: &[String]) -> Vec<OsString> {
-    let mut args = vec![OsString::from(SHIM_SUBCOMMAND), OsString::from("--")];
-    args.extend(program_and_args.iter().map(OsString::from));
-    args
+/// Who an instance runs as: the uid and gid to switch to (none: stay kinetic's), and its `HOME`.
+struct Identity {
+    uid: Option<u32>,
+    gid: Option<u32>,
+    home: Option<std::ffi::OsString>,
+}
+
+/// The Service's `runAsUser`/`runAsGroup` when kinetic can switch to them (as root), and the
+/// `runAsNonRoot` check against the uid the program would really run as.
+fn identity(inner: &Inner, spec: &InstanceSpec) -> Result<Identity, Error> {
+    let switch = inner.cgroups.capabilities().switch_user;
+    let uid = spec.run_as_user.filter(|_| switch);
+    let effective = uid.unwrap_or(inner.uid);
+    if spec.run_as_non_root && effective == 0 {
+        return Err(Error::RunsAsRoot {
+            kinetic_is_root: inner.uid == 0 && spec.run_as_user.is_none(),
+        });
+    }
+    let Some(uid) = uid.filter(|u| *u != inner.uid) else {
+        let gid = spec.run_as_group.filter(|g| switch && *g != inner.gid);
+        return Ok(Identity {
+            uid: None,
+            gid,
+            home: None,
+        });
+    };
+    // The user's primary group and home from the password database; a uid it does not know gets
+    // its own number as group and `/` as home, never root's.
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten();
+    let gid = spec
+        .run_as_group
+        .or_else(|| user.as_ref().map(|u| u.gid.as_raw()))
+        .unwrap_or(uid);
+    let home = user
+        .map(|u| u.dir.into_os_string())
+        .unwrap_or_else(|| "/".into());
+    Ok(Identity {
+        uid: Some(uid),
+        gid: Some(gid),
+        home: Some(home),
+    })
 }

@@ -1,5 +1,6 @@
 //! Instance output: split into bounded lines, kept in a bounded ring per service, and optionally
-//! appended to one file per instance.
+//! appended to one file per instance, rotated by size (`{file}.1` is the newest old one) with only
+//! the last few kept. Files are created 0600 and directories 0700: output may hold secrets.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -148,13 +149,107 @@ impl LogStore {
     }
 }
 
+/// When an instance's log file is rotated, and how many rotated files are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// A file is rotated once it holds this many bytes.
+    pub max_bytes: u64,
+    /// Rotated files kept besides the current one (`.1` … `.{keep}`); 0 keeps none.
+    pub keep: usize,
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Self {
+            max_bytes: 10 * 1024 * 1024,
+            keep: 3,
+        }
+    }
+}
+
+/// One instance's log file, shared by its stdout and stderr pumps so that rotation moves both.
+#[derive(Debug)]
+pub(crate) struct LogFile {
+    path: PathBuf,
+    rotation: Rotation,
+    /// `None` until the first write, and after a failure (output then stays in memory only).
+    file: Option<tokio::fs::File>,
+    written: u64,
+    failed: bool,
+}
+
+impl LogFile {
+    pub fn new(path: PathBuf, rotation: Rotation) -> Self {
+        Self {
+            path,
+            rotation,
+            file: None,
+            written: 0,
+            failed: false,
+        }
+    }
+
+    /// Appends `text`, rotating first if the file would go past its size. Errors are logged once
+    /// and the file given up.
+    async fn write(&mut self, text: &[u8], instance: u64) {
+        if self.failed || text.is_empty() {
+            return;
+        }
+        let result = async {
+            if self.file.is_some()
+                && self.written > 0
+                && self.written + text.len() as u64 > self.rotation.max_bytes
+            {
+                self.file = None;
+                rotate(&self.path, self.rotation.keep).await?;
+                self.written = 0;
+            }
+            if self.file.is_none() {
+                let file = open_append(&self.path).await?;
+                self.written = file.metadata().await?.len();
+                self.file = Some(file);
+            }
+            let file = self.file.as_mut().expect("opened above");
+            file.write_all(text).await?;
+            file.flush().await?;
+            self.written += text.len() as u64;
+            std::io::Result::Ok(())
+        };
+        if let Err(error) = result.await {
+            warn!(instance, path = %self.path.display(), %error, "Could not write an instance's log file; its output stays in memory only.");
+            self.failed = true;
+            self.file = None;
+        }
+    }
+}
+
+/// Shifts `{path}.{n}` to `{path}.{n+1}` (dropping what passes `keep`) and `path` to `{path}.1`.
+async fn rotate(path: &Path, keep: usize) -> std::io::Result<()> {
+    let numbered = |n: usize| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(format!(".{n}"));
+        PathBuf::from(name)
+    };
+    if keep == 0 {
+        return tokio::fs::remove_file(path).await;
+    }
+    let _ = tokio::fs::remove_file(numbered(keep)).await;
+    for n in (1..keep).rev() {
+        match tokio::fs::rename(numbered(n), numbered(n + 1)).await {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+    }
+    tokio::fs::rename(path, numbered(1)).await
+}
+
 /// Where one stream of one instance goes.
 pub(crate) struct Sink {
     pub revision: Arc<str>,
     pub instance: u64,
     pub stream: LogStream,
     pub ring: Arc<Mutex<LogRing>>,
-    pub file: Option<PathBuf>,
+    pub file: Option<Arc<tokio::sync::Mutex<LogFile>>>,
     pub max_line: usize,
     /// Receives the last non-empty line, for the crash message.
     pub last_line: Option<Arc<Mutex<Option<String>>>>,
@@ -175,10 +270,6 @@ pub(crate) fn file_path(
 
 /// Reads one output stream to its end. Cancel safe: lines read so far are kept.
 pub(crate) async fn pump(mut reader: impl AsyncRead + Unpin, sink: Sink) {
-    let mut file = match &sink.file {
-        Some(path) => open_append(path).await,
-        None => None,
-    };
     let mut splitter = LineSplitter::new(sink.max_line);
     let mut buffer = vec![0u8; 8192];
     let mut formatted = String::new();
@@ -199,15 +290,11 @@ pub(crate) async fn pump(mut reader: impl AsyncRead + Unpin, sink: Sink) {
         if !lines.is_empty() {
             formatted.clear();
             record(&sink, now, lines, &mut formatted);
-            if let Some(f) = &mut file {
-                let written = async {
-                    f.write_all(formatted.as_bytes()).await?;
-                    f.flush().await
-                };
-                if let Err(error) = written.await {
-                    warn!(instance = sink.instance, %error, "Could not write an instance's log file; its output stays in memory only.");
-                    file = None;
-                }
+            if let Some(file) = &sink.file {
+                file.lock()
+                    .await
+                    .write(formatted.as_bytes(), sink.instance)
+                    .await;
             }
         }
         if read.is_none() {
@@ -266,24 +353,21 @@ fn rfc3339(time: SystemTime) -> String {
     )
 }
 
-async fn open_append(path: &Path) -> Option<tokio::fs::File> {
-    let opened = async {
-        if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent).await?;
-        }
-        tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .await
-    };
-    match opened.await {
-        Ok(file) => Some(file),
-        Err(error) => {
-            warn!(path = %path.display(), %error, "Could not open an instance's log file; its output stays in memory only.");
-            None
-        }
+/// Opens `path` for appending, creating it 0600 and missing directories 0700.
+async fn open_append(path: &Path) -> std::io::Result<tokio::fs::File> {
+    if let Some(parent) = path.parent() {
+        tokio::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .await?;
     }
+    tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .await
 }
 
 #[cfg(test)]
@@ -384,6 +468,32 @@ mod tests {
         assert_eq!(texts(store.tail("ns", "svc", 10)), ["2", "3", "4"]);
         assert_eq!(texts(store.tail("ns", "svc", 2)), ["3", "4"]);
         assert!(store.tail("ns", "other", 10).is_empty());
+    }
+
+    #[tokio::test]
+    async fn files_rotate_by_size_and_keep_the_last_few_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ns/svc/rev-1.log");
+        let rotation = Rotation {
+            max_bytes: 10,
+            keep: 2,
+        };
+        let mut file = LogFile::new(path.clone(), rotation);
+        for line in ["aaaaaa\n", "bbbbbb\n", "cccccc\n", "dddddd\n"] {
+            file.write(line.as_bytes(), 1).await;
+        }
+        let read = |suffix: &str| {
+            std::fs::read_to_string(format!("{}{suffix}", path.display())).unwrap_or_default()
+        };
+        assert_eq!(read(""), "dddddd\n");
+        assert_eq!(read(".1"), "cccccc\n");
+        assert_eq!(read(".2"), "bbbbbb\n");
+        assert_eq!(read(".3"), "", "only two rotated files are kept");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        assert_eq!(mode(path.parent().unwrap().parent().unwrap()), 0o700);
     }
 
     proptest! {

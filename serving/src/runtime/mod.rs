@@ -7,15 +7,22 @@
 //! ([`Runtime::logs`]).
 //!
 //! [`ProcessRuntime`] runs instances as local processes (start in `process.rs`, one instance's life
-//! in `lifecycle.rs`); a Kubernetes runtime will implement the same trait. The decisions (which
-//! instance to stop, how long to wait before a restart, how often to probe) are plain functions in
-//! `plan.rs` and `probe.rs`.
+//! in `lifecycle.rs`, what happens in the new process before the program in `shim.rs`); a
+//! Kubernetes runtime will implement the same trait. The decisions (which instance to stop, how
+//! long to wait before a restart, how often to probe, what a function's environment is, what the
+//! machine cannot enforce) are plain functions in `plan.rs`, `probe.rs`, `env.rs` and
+//! `enforce.rs`; limits are applied through `cgroup.rs`, allowed programs checked in `allow.rs`.
 
+pub mod allow;
+pub mod cgroup;
+pub mod enforce;
+pub mod env;
 mod lifecycle;
 mod logs;
 mod plan;
 mod probe;
 pub mod process;
+pub mod shim;
 
 use std::io;
 use std::net::SocketAddr;
@@ -28,11 +35,15 @@ use std::time::{Duration, SystemTime};
 use futures::future::BoxFuture;
 use tokio::sync::{Notify, watch};
 
-pub use process::{ProcessConfig, ProcessRuntime, exec_shim};
+pub use allow::ExecAllow;
+pub use cgroup::Capabilities;
+pub use logs::Rotation;
+pub use process::{DEFAULT_MAX_INSTANCES, DEFAULT_MAX_SCALE, ProcessConfig, ProcessRuntime};
+pub use shim::exec_shim;
 
 /// One revision's container, shared by all of its instances. A revision is immutable, so the
 /// runtime keeps whichever spec it was last given for a revision and starts new instances from it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InstanceSpec {
     pub namespace: String,
     pub service: String,
@@ -40,8 +51,8 @@ pub struct InstanceSpec {
     pub revision: String,
     /// Program then arguments: the container's `command` and `args`, joined by the caller.
     pub command: Vec<String>,
-    /// The user's environment. The runtime adds `PORT`, `K_SERVICE`, `K_REVISION` and
-    /// `K_CONFIGURATION`, which win over a user value of the same name.
+    /// The Service's environment: with `PATH`, `HOME`, `LANG`, `TZ` from kinetic's and Knative's
+    /// `PORT`, `K_SERVICE`, `K_REVISION`, `K_CONFIGURATION`, all an instance gets (see `env.rs`).
     pub env: Vec<(String, String)>,
     pub working_dir: Option<PathBuf>,
     /// `readinessProbe.httpGet.path`: any 2xx answer means ready. `None` probes with a TCP connect.
@@ -49,6 +60,26 @@ pub struct InstanceSpec {
     /// The container's declared port. The process runtime only documents it: each instance gets a
     /// free loopback port in `PORT`, since instances of one revision cannot share a port.
     pub container_port: Option<u16>,
+    /// `resources.limits`.
+    pub limits: kinetic_api::serving::Limits,
+    /// `securityContext.runAsUser` and `runAsGroup`.
+    pub run_as_user: Option<u32>,
+    pub run_as_group: Option<u32>,
+    /// `securityContext.runAsNonRoot`.
+    pub run_as_non_root: bool,
+    /// `securityContext` fields that were set and that no runtime of kinetic enforces locally.
+    pub unenforced_security: Vec<String>,
+}
+
+/// A condition of a revision, as Knative's status conditions: `status` is "True" or "False",
+/// `reason` a stable code, `message` for people.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub status: &'static str,
+    pub reason: &'static str,
+    pub message: String,
 }
 
 /// Bit of [`Instance::state`] set once the instance stops taking requests.
@@ -175,6 +206,9 @@ pub struct RevisionStatus {
     pub last_startup: Option<Duration>,
     /// Why the last crash happened, for the revision's status message.
     pub last_error: Option<Arc<Error>>,
+    /// What is not as the revision asked: limits or security settings this machine cannot
+    /// enforce, instances held back by the process-wide cap.
+    pub conditions: Vec<Condition>,
 }
 
 /// Which of an instance's output streams a line came from.
@@ -263,8 +297,21 @@ pub enum Error {
     #[error("no free loopback port for an instance: {0}")]
     NoPort(#[source] io::Error),
 
+    #[error("{0} (hint: {hint})", hint = .0.hint())]
+    NotAllowed(#[source] allow::NotAllowed),
+
     #[error(
-        "instance exited {} with {status}{}",
+        "securityContext.runAsNonRoot is true but the instance would run as uid 0{} (hint: set securityContext.runAsUser to a non-zero uid)",
+        if *kinetic_is_root { " (kinetic runs as root and no runAsUser is set)" } else { "" }
+    )]
+    RunsAsRoot { kinetic_is_root: bool },
+
+    #[error("cannot create the instance's cgroup for its limits: {0}")]
+    Cgroup(#[source] io::Error),
+
+    #[error(
+        "{}instance exited {} with {status}{}",
+        if *oom_killed { "OOMKilled: the instance went over resources.limits.memory and the kernel killed it; " } else { "" },
         if *ready { "after becoming ready" } else { "before becoming ready" },
         match stderr { Some(line) => format!("; last stderr line: {line}"), None => String::new() }
     )]
@@ -274,7 +321,29 @@ pub enum Error {
         ready: bool,
         /// Its last non-empty line on stderr, which usually says why.
         stderr: Option<String>,
+        /// The kernel's OOM killer ended it (its cgroup went over the memory limit).
+        oom_killed: bool,
     },
+}
+
+impl Error {
+    /// Why the instance ended, as Kubernetes' `lastState.terminated.reason` says it: `OOMKilled`,
+    /// `Error` (it exited or was killed), or why it could not start.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Exited {
+                oom_killed: true, ..
+            } => "OOMKilled",
+            Error::Exited { .. } | Error::Wait(_) => "Error",
+            Error::NotAllowed(_) => "ProgramNotAllowed",
+            Error::RunsAsRoot { .. } => "RunAsNonRoot",
+            Error::EmptyCommand
+            | Error::Spawn { .. }
+            | Error::WorkingDir { .. }
+            | Error::NoPort(_)
+            | Error::Cgroup(_) => "StartError",
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -341,10 +410,20 @@ mod tests {
             status: ExitStatus::from_raw(3 << 8),
             ready: false,
             stderr: Some("boom".into()),
+            oom_killed: false,
         };
         assert_eq!(
             exited.to_string(),
             "instance exited before becoming ready with exit status: 3; last stderr line: boom"
         );
+        assert_eq!(exited.reason(), "Error");
+        let oom = Error::Exited {
+            status: ExitStatus::from_raw(9),
+            ready: true,
+            stderr: None,
+            oom_killed: true,
+        };
+        assert!(oom.to_string().starts_with("OOMKilled: "), "{oom}");
+        assert_eq!(oom.reason(), "OOMKilled");
     }
 }

@@ -14,37 +14,52 @@
 //! - [`Runtime::shutdown`] stops everything gracefully and waits. Dropping the [`ProcessRuntime`]
 //!   SIGKILLs every group at once, and a torn-down instance task SIGKILLs its group.
 //! - If kinetic itself is SIGKILLed nothing of the above runs. Then the shim does it: with
-//!   [`ProcessConfig::shim`] set, instances start as `SHIM __exec -- PROGRAM ARGS...` and the shim
-//!   ([`exec_shim`]) asks Linux for SIGKILL when its parent dies, then execs the program. Other
-//!   systems have no such signal; there the shim only execs.
+//!   [`ProcessConfig::shim`] set, instances start as `SHIM __exec [OPTIONS] -- PROGRAM ARGS...`
+//!   and the shim ([`super::exec_shim`]) asks Linux for SIGKILL when its parent dies, then execs
+//!   the program. Other systems have no such signal; there the shim only execs.
+//! - Where a cgroup per instance is available (`cgroup.rs`), stopping also kills the cgroup, which
+//!   reaches processes that left the group with `setsid()`. Without one such a process survives
+//!   its instance (it still dies with kinetic only if it keeps the parent-death signal).
+//!
+//! # Bounds
+//! - At most [`ProcessConfig::max_instances`] instances run at once across all revisions; a
+//!   revision that wants more waits for others to stop and says so in its conditions.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ffi::OsString;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use super::allow::ExecAllow;
+use super::cgroup::{Capabilities, Cgroups, InstanceCgroup};
 use super::lifecycle::{self, Crash, Event, Launch};
-use super::logs::LogStore;
+use super::logs::{LogStore, Rotation};
 use super::plan::{self, Backoff, BackoffConfig, Phase, SlotView};
 use super::probe::ProbeConfig;
-use super::{Error, Instance, InstanceSpec, LogLine, RevisionStatus, Runtime};
+use super::{Condition, Error, Instance, InstanceSpec, LogLine, RevisionStatus, Runtime};
 
-/// The hidden subcommand of the kinetic binary that runs [`exec_shim`].
-pub const SHIM_SUBCOMMAND: &str = "__exec";
+/// Instances that may run at once across all revisions, unless configured.
+pub const DEFAULT_MAX_INSTANCES: u32 = 100;
+
+/// `max-scale` of a revision that sets none, for local processes (Knative's default, 0, is
+/// unbounded, which on one machine lets a burst of requests start processes without end).
+pub const DEFAULT_MAX_SCALE: u32 = 10;
+
+/// How often a revision held back by the instance cap looks again, besides being woken when an
+/// instance ends.
+const CAPPED_RETRY: Duration = Duration::from_millis(500);
 
 /// Environment variable carrying kinetic's PID to the shim, which checks it is still its parent.
 pub const PARENT_PID_ENV: &str = "KINETIC_PARENT_PID";
@@ -77,6 +92,15 @@ pub struct ProcessConfig {
     /// If set, each instance's output is also appended to
     /// `<log_dir>/<namespace>/<service>/<revision>-<instance>.log`.
     pub log_dir: Option<PathBuf>,
+    /// When a log file is rotated and how many old ones are kept.
+    pub log_rotation: Rotation,
+    /// Instances that may run at once across all revisions.
+    pub max_instances: u32,
+    /// Programs instances may run; checked again before every start.
+    pub exec_allow: ExecAllow,
+    /// Put each instance in cgroups for its limits and for a complete kill, where the machine
+    /// allows it. Off, limits are not enforced (and revisions say so).
+    pub cgroups: bool,
 }
 
 impl Default for ProcessConfig {
@@ -93,6 +117,10 @@ impl Default for ProcessConfig {
             restart_backoff_max: Duration::from_secs(10),
             restart_backoff_reset: Duration::from_secs(60),
             log_dir: None,
+            log_rotation: Rotation::default(),
+            max_instances: DEFAULT_MAX_INSTANCES,
+            exec_allow: ExecAllow::default(),
+            cgroups: false,
         }
     }
 }
@@ -121,6 +149,9 @@ pub struct ProcessRuntime {
     inner: Arc<Inner>,
 }
 
+/// A live instance's process group and cgroups, by instance id.
+type LiveGroups = HashMap<u64, (Pid, Option<Arc<InstanceCgroup>>)>;
+
 /// State shared by the runtime, its supervisors and its instance tasks.
 #[derive(Debug)]
 pub(crate) struct Inner {
@@ -131,8 +162,18 @@ pub(crate) struct Inner {
     /// Cancelled at shutdown; every instance's stop token is a child.
     cancel: CancellationToken,
     revisions: Mutex<HashMap<(String, String), Revision>>,
-    /// Live process groups by instance id, for [`Drop`] to kill without any task running.
-    groups: Mutex<HashMap<u64, Pid>>,
+    /// Live process groups (and cgroups) by instance id, for [`Drop`] to kill without any task
+    /// running.
+    groups: Mutex<LiveGroups>,
+    /// Where instances' cgroups go, found at start.
+    pub cgroups: Cgroups,
+    /// Instances started and not yet exited, across all revisions.
+    instances: AtomicU32,
+    /// Notified when an instance exits, for revisions waiting under the cap.
+    freed: Notify,
+    /// kinetic's own uid and gid.
+    pub uid: u32,
+    pub gid: u32,
     /// Ports handed to live instances, so two starting at once never share one.
     ports: Mutex<HashSet<u16>>,
     next_id: AtomicU64,
@@ -154,12 +195,24 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl ProcessRuntime {
+    /// A runtime with `config`. With [`ProcessConfig::cgroups`], looks for usable cgroups first
+    /// (a few blocking file-system calls).
     pub fn new(config: ProcessConfig) -> Self {
         let logs = LogStore::new(config.log_lines);
+        let cgroups = if config.cgroups {
+            Cgroups::detect()
+        } else {
+            Cgroups::none()
+        };
         Self {
             inner: Arc::new(Inner {
                 config,
                 logs,
+                cgroups,
+                instances: AtomicU32::new(0),
+                freed: Notify::new(),
+                uid: nix::unistd::getuid().as_raw(),
+                gid: nix::unistd::getgid().as_raw(),
                 tracker: TaskTracker::new(),
                 cancel: CancellationToken::new(),
                 revisions: Mutex::default(),
@@ -168,6 +221,11 @@ impl ProcessRuntime {
                 next_id: AtomicU64::new(1),
             }),
         }
+    }
+
+    /// What this runtime can enforce on this machine.
+    pub fn capabilities(&self) -> Capabilities {
+        self.inner.cgroups.capabilities()
     }
 
     fn with_revision<T>(
@@ -235,6 +293,7 @@ impl Runtime for ProcessRuntime {
             self.inner.cancel.cancel();
             self.inner.tracker.close();
             self.inner.tracker.wait().await;
+            self.inner.cgroups.remove();
         })
     }
 }
@@ -244,17 +303,37 @@ impl Drop for ProcessRuntime {
     /// [`Runtime::shutdown`]. The tasks then wind down on their own if their Tokio runtime lives on.
     fn drop(&mut self) {
         self.inner.cancel.cancel();
-        for pgid in lock(&self.inner.groups).values() {
+        for (pgid, cgroup) in lock(&self.inner.groups).values() {
             let _ = killpg(*pgid, Signal::SIGKILL);
+            if let Some(cgroup) = cgroup {
+                cgroup.kill();
+            }
         }
     }
 }
 
 impl Inner {
-    pub(crate) fn register_group(&self, id: u64, pgid: Pid) {
+    pub(crate) fn register_group(&self, id: u64, pgid: Pid, cgroup: Option<Arc<InstanceCgroup>>) {
         // A group spawned while the runtime was being dropped is missed by `Drop`; its task sees
         // the cancelled stop token and stops it instead.
-        lock(&self.groups).insert(id, pgid);
+        lock(&self.groups).insert(id, (pgid, cgroup));
+    }
+
+    /// Counts one more instance, unless the process-wide cap is reached.
+    fn reserve_instance(&self) -> bool {
+        let max = self.config.max_instances;
+        self.instances
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn release_instance(&self) {
+        let _ = self
+            .instances
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        self.freed.notify_waiters();
     }
 
     pub(crate) fn unregister_group(&self, id: u64) {
@@ -304,6 +383,10 @@ struct Supervisor {
     backoff: Backoff,
     /// Crashed instances not yet replaced.
     owed_restarts: u32,
+    /// Starts are held back by the process-wide instance cap.
+    capped: bool,
+    /// What the spec asks for that this machine cannot enforce.
+    unenforced: Vec<Condition>,
     /// Counters carried from event to event; the instance counts are recomputed from `slots`.
     status: RevisionStatus,
     ready_tx: watch::Sender<Vec<Arc<Instance>>>,
@@ -323,6 +406,7 @@ impl Supervisor {
         let desired = desired_rx.borrow_and_update().1;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let status = status_tx.borrow().clone();
+        let unenforced = Self::unenforced_of(&inner, &spec);
         Self {
             inner,
             spec,
@@ -331,12 +415,18 @@ impl Supervisor {
             slots: BTreeMap::new(),
             backoff: Backoff::default(),
             owed_restarts: 0,
+            capped: false,
+            unenforced,
             status,
             ready_tx,
             status_tx,
             events_tx,
             events_rx,
         }
+    }
+
+    fn unenforced_of(inner: &Inner, spec: &InstanceSpec) -> Vec<Condition> {
+        super::enforce::unenforced(spec, inner.cgroups.capabilities(), inner.uid, inner.gid)
     }
 
     /// Runs until shutdown has stopped every instance. Events are bounded by the instances
@@ -354,12 +444,19 @@ impl Supervisor {
             let wake = self
                 .backoff
                 .not_before()
-                .filter(|at| *at > now && self.live() < self.desired);
+                .filter(|at| *at > now && self.live() < self.desired)
+                .or_else(|| {
+                    (self.capped && self.live() < self.desired).then(|| now + CAPPED_RETRY)
+                });
+            let freed = self.inner.freed.notified();
             tokio::select! {
                 changed = self.desired_rx.changed(), if desired_open && !cancel.is_cancelled() => {
                     match changed {
                         Ok(()) => {
                             let (spec, desired) = self.desired_rx.borrow_and_update().clone();
+                            if spec != self.spec {
+                                self.unenforced = Self::unenforced_of(&self.inner, &spec);
+                            }
                             self.spec = spec;
                             self.desired = desired;
                         }
@@ -368,6 +465,7 @@ impl Supervisor {
                 }
                 Some(event) = self.events_rx.recv() => self.on_event(event, Instant::now()),
                 () = tokio::time::sleep_until(wake.unwrap_or(now)), if wake.is_some() => {}
+                () = freed, if self.capped => {}
                 () = cancel.cancelled(), if !cancel.is_cancelled() => {}
             }
         }
@@ -400,6 +498,7 @@ impl Supervisor {
             .collect();
         let may_start = !shutting_down && self.backoff.may_start(now);
         let plan = plan::plan(self.desired, &views, may_start);
+        self.capped = false;
         for id in plan.stop {
             if let Some(slot) = self.slots.get_mut(&id) {
                 debug!(revision = %self.spec.revision, instance = id, "Stopping instance.");
@@ -416,11 +515,17 @@ impl Supervisor {
         }
     }
 
-    /// Starts one instance; false if even that failed (then counted as a crash).
+    /// Starts one instance; false if even that failed (then counted as a crash) or the
+    /// process-wide cap is reached.
     fn start(&mut self, now: Instant) -> bool {
+        if !self.inner.reserve_instance() {
+            self.capped = true;
+            return false;
+        }
         let port = match self.inner.take_port() {
             Ok(port) => port,
             Err(source) => {
+                self.inner.release_instance();
                 self.crashed(
                     Crash {
                         error: Error::NoPort(source),
@@ -485,6 +590,7 @@ impl Supervisor {
                     return;
                 };
                 self.inner.release_port(slot.instance.address.port());
+                self.inner.release_instance();
                 // An instance asked to stop may die of anything on the way out.
                 if let Some(crash) = crash
                     && slot.phase != Phase::Stopping
@@ -523,54 +629,20 @@ impl Supervisor {
         self.status.starting = count(Phase::Starting);
         self.status.ready = count(Phase::Ready);
         self.status.draining = count(Phase::Stopping);
+        self.status.conditions = self.unenforced.clone();
+        if self.capped && self.live() < self.desired {
+            self.status.conditions.push(Condition {
+                kind: "ResourcesAvailable",
+                status: "False",
+                reason: "InstanceLimit",
+                message: format!(
+                    "{} of {} instances run; kinetic runs at most {} instances at once (--max-instances), so the rest wait for others to stop",
+                    self.live(),
+                    self.desired,
+                    self.inner.config.max_instances
+                ),
+            });
+        }
         self.status_tx.send_replace(self.status.clone());
     }
-}
-
-/// The `kinetic __exec -- PROGRAM ARGS...` subcommand: arranges for SIGKILL when its parent
-/// (kinetic) dies, checks kinetic did not die already, and becomes the program.
-///
-/// The parent-death signal fires when the *thread* that spawned this process exits, not the whole
-/// parent process. The runtime therefore spawns instances from Tokio worker tasks, which live as
-/// long as the runtime, and never from `spawn_blocking`, whose threads exit when idle.
-///
-/// Returns only on failure: the caller prints the error on stderr (which the runtime records as
-/// the instance's last error) and exits, with 127 when the program was not found, like a shell:
-///
-/// ```text
-/// // kinetic's main, for `kinetic __exec -- PROGRAM ARGS...`:
-/// let error = kinetic_serving::runtime::exec_shim(&program_and_args);
-/// eprintln!("{error}");
-/// std::process::exit(if error.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 });
-/// ```
-///
-/// and the runtime is built with `ProcessConfig { shim: Some(std::env::current_exe()?), .. }`.
-pub fn exec_shim(program_and_args: &[OsString]) -> io::Error {
-    let Some((program, args)) = program_and_args.split_first() else {
-        return io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "usage: kinetic __exec -- PROGRAM [ARGS...]",
-        );
-    };
-    // Linux only; elsewhere instances outlive a SIGKILLed kinetic.
-    #[cfg(target_os = "linux")]
-    if let Err(errno) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
-        return io::Error::from(errno);
-    }
-    // kinetic may have died between spawning us and the line above, when the signal was not yet
-    // asked for; then we are someone else's child and must not run.
-    if let Some(expected) = std::env::var_os(PARENT_PID_ENV) {
-        let expected = expected.to_str().and_then(|pid| pid.parse::<i32>().ok());
-        if expected != Some(nix::unistd::getppid().as_raw()) {
-            return io::Error::other("kinetic exited before the instance could start");
-        }
-    }
-    let error = std::process::Command::new(program)
-        .args(args)
-        .env_remove(PARENT_PID_ENV)
-        .exec();
-    io::Error::new(
-        error.kind(),
-        format!("cannot start `{}`: {error}", program.to_string_lossy()),
-    )
 }

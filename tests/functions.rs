@@ -1,0 +1,583 @@
+//! What a function is given, end to end: the real `kinetic up` runs the example function
+//! (`examples/hello-fn`) as local processes. Its environment holds only what its Service names;
+//! its memory limit is enforced (or, where this machine cannot, the revision says so); it runs as
+//! `runAsUser`; programs outside `--exec-allow` are refused at apply; and the number of processes
+//! and of waiting requests is bounded.
+
+mod support;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Engine, Kinetic, TestStore, write_yaml};
+
+const DOMAIN: &str = "kinetic.localhost";
+
+fn function_binary() -> PathBuf {
+    let path = support::binary()
+        .parent()
+        .expect("target directory")
+        .join("hello-fn");
+    assert!(
+        path.exists(),
+        "{} is missing; build it with `cargo build -p hello-fn`",
+        path.display()
+    );
+    path
+}
+
+/// A Service running hello-fn; `container_extra` goes into its container, `annotations` on its
+/// template, `spec_extra` into its template spec.
+fn service(name: &str, annotations: &str, spec_extra: &str, container_extra: &str) -> String {
+    let annotations = if annotations.is_empty() {
+        String::new()
+    } else {
+        format!("    metadata:\n      annotations: {annotations}\n")
+    };
+    format!(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  template:\n{annotations}    spec:\n{spec_extra}      containers:\n        - command: [\"{}\"]\n          readinessProbe: {{httpGet: {{path: /}}}}\n{container_extra}",
+        function_binary().display()
+    )
+}
+
+fn up(store: &TestStore, files: &[&Path], extra: &[&str], env: &[(&str, &str)]) -> Kinetic {
+    let mut flags = vec!["--termination-grace", "PT2S"];
+    flags.extend_from_slice(extra);
+    Kinetic::up_with_env(store, files, &flags, env)
+}
+
+fn gateway(kinetic: &Kinetic) -> String {
+    format!("http://{}", kinetic.gateway.expect("gateway address"))
+}
+
+async fn get(kinetic: &Kinetic, service: &str, path: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .get(format!("{}{path}", gateway(kinetic)))
+        .header("host", format!("{service}.default.{DOMAIN}"))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("the gateway answers");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn revision_status(kinetic: &Kinetic, revision: &str) -> Value {
+    let body: Value = kinetic
+        .api()
+        .get(kinetic.admin(&format!("/api/v1/revisions/default/{revision}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["status"].clone()
+}
+
+async fn wait_for_revision(
+    kinetic: &Kinetic,
+    revision: &str,
+    timeout: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = revision_status(kinetic, revision).await;
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "revision {revision} never reached the state; last status {status}\nkinetic log:\n{}",
+            kinetic.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// This test process's effective uid (the owner of its `/proc/self`).
+fn euid() -> u32 {
+    std::fs::metadata("/proc/self").expect("/proc").uid()
+}
+
+fn condition<'a>(status: &'a Value, kind: &str) -> Option<&'a Value> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_gets_only_the_environment_its_service_names() {
+    let store = TestStore::new(Engine::Sqlite).await;
+    let file = write_yaml(
+        store.dir(),
+        "env.yaml",
+        &service(
+            "envfn",
+            "",
+            "",
+            "          env: [{name: GREETING, value: hi}, {name: LANG, value: C.UTF-8}]\n",
+        ),
+    );
+    // Secrets kinetic holds in its environment must not reach the function.
+    let kinetic = up(
+        &store,
+        &[&file],
+        &[],
+        &[
+            ("AWS_SECRET_ACCESS_KEY", "kinetic-secret-marker"),
+            (
+                "KINETIC_STORE",
+                "postgres://user:kinetic-secret-marker@127.0.0.1/db",
+            ),
+            ("KINETIC_GITHUB_SECRET", "kinetic-secret-marker"),
+            ("TZ", "Etc/UTC"),
+        ],
+    );
+    let (code, body) = get(&kinetic, "envfn", "/env").await;
+    assert_eq!(code, 200, "{body}\n{}", kinetic.log());
+    let env = body["env"].as_object().expect("an environment").clone();
+    let names: Vec<&String> = env.keys().collect();
+    for (name, value) in &env {
+        assert!(
+            !name.starts_with("KINETIC_") && !name.starts_with("AWS_"),
+            "kinetic's variable {name} reached the function: {names:?}"
+        );
+        assert!(
+            !value
+                .as_str()
+                .unwrap_or("")
+                .contains("kinetic-secret-marker"),
+            "{name} carries a secret"
+        );
+    }
+    assert_eq!(env["GREETING"], "hi");
+    assert_eq!(env["LANG"], "C.UTF-8", "the Service's value wins");
+    assert_eq!(env["TZ"], "Etc/UTC", "TZ passes through");
+    assert_eq!(env["K_SERVICE"], "envfn");
+    assert_eq!(env["K_REVISION"], "envfn-00001");
+    assert_eq!(env["K_CONFIGURATION"], "envfn");
+    assert!(env["PORT"].as_str().unwrap().parse::<u16>().is_ok());
+    assert!(!env["PATH"].as_str().unwrap().is_empty());
+    assert!(env.contains_key("HOME"));
+    let mut allowed = vec![
+        "GREETING",
+        "LANG",
+        "TZ",
+        "K_SERVICE",
+        "K_REVISION",
+        "K_CONFIGURATION",
+        "PORT",
+        "PATH",
+        "HOME",
+    ];
+    allowed.sort();
+    let mut seen: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+    seen.sort();
+    assert_eq!(seen, allowed, "exactly these, nothing inherited");
+
+    // Its output is kept in files only kinetic's user can read.
+    let logs = store.dir().join("logs/default/envfn");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let file = loop {
+        let found = std::fs::read_dir(&logs)
+            .ok()
+            .and_then(|mut entries| entries.next())
+            .and_then(Result::ok)
+            .map(|e| e.path());
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log file in {}",
+            logs.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&file), 0o600, "{}", file.display());
+    assert_eq!(mode(&logs), 0o700);
+}
+
+/// Whether this machine lets kinetic (run by this test, as the same user) limit memory with a
+/// cgroup: a v2 hierarchy with the memory controller, or a v1 memory hierarchy, writable.
+fn cgroup_memory_writable() -> bool {
+    let v2 = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .iter()
+        .any(|dir| {
+            std::fs::read_to_string(format!("{dir}/cgroup.controllers"))
+                .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"))
+                && euid() == 0
+        });
+    let v1 = Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists() && euid() == 0;
+    v2 || v1
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_over_its_memory_limit_is_killed_and_restarted_with_the_reason() {
+    let store = TestStore::new(Engine::Sqlite).await;
+    let file = write_yaml(
+        store.dir(),
+        "memory.yaml",
+        &service(
+            "memfn",
+            "{autoscaling.knative.dev/min-scale: \"1\"}",
+            "",
+            "          resources: {limits: {memory: 64Mi, cpu: 500m}}\n",
+        ),
+    );
+    let kinetic = up(&store, &[&file], &[], &[]);
+    let status = wait_for_revision(&kinetic, "memfn-00001", Duration::from_secs(30), |s| {
+        s["ready"] == 1
+    })
+    .await;
+    if !cgroup_memory_writable() {
+        // Nothing can enforce the limit here: the revision must say so rather than ignore it.
+        println!("skipping the OOM kill: no writable memory cgroup here; checking the warning");
+        let warning = condition(&status, "ResourcesEnforced").expect("a warning condition");
+        assert_eq!(warning["status"], "False");
+        assert!(
+            warning["message"]
+                .as_str()
+                .unwrap()
+                .contains("resources.limits.memory"),
+            "{warning}"
+        );
+        return;
+    }
+    assert!(
+        condition(&status, "ResourcesEnforced").is_none(),
+        "the limits are enforced here: {status}"
+    );
+    let (code, body) = get(&kinetic, "memfn", "/?alloc_mb=256").await;
+    assert_eq!(code, 502, "the instance died mid-request: {body}");
+    let status = wait_for_revision(&kinetic, "memfn-00001", Duration::from_secs(30), |s| {
+        s["lastTerminationReason"] == "OOMKilled" && s["ready"] == 1
+    })
+    .await;
+    assert!(status["crashes"].as_u64().unwrap() >= 1, "{status}");
+    assert!(
+        status["problem"].as_str().unwrap().starts_with("OOMKilled"),
+        "{status}"
+    );
+    let listed = kinetic.cli_in_place(&["get", "revisions"]);
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(text.contains("OOMKilled"), "{text}");
+    // The replacement serves within its limit.
+    let (code, body) = get(&kinetic, "memfn", "/?alloc_mb=8").await;
+    assert_eq!(code, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_runs_as_its_user_and_run_as_non_root_refuses_root() {
+    if euid() != 0 {
+        println!("skipping: runAsUser needs kinetic to run as root, and these tests do not");
+        return;
+    }
+    let store = TestStore::new(Engine::Sqlite).await;
+    let file = write_yaml(
+        store.dir(),
+        "users.yaml",
+        &[
+            service(
+                "nobodyfn",
+                "",
+                "",
+                "          securityContext: {runAsUser: 65534, runAsNonRoot: true}\n",
+            ),
+            service(
+                "rootfn",
+                "",
+                "",
+                "          securityContext: {runAsNonRoot: true}\n",
+            ),
+        ]
+        .join("---\n"),
+    );
+    let mut kinetic = up(&store, &[&file], &[], &[]);
+    let (code, body) = get(&kinetic, "nobodyfn", "/env").await;
+    assert_eq!(code, 200, "{body}\n{}", kinetic.log());
+    assert_eq!(body["uid"], 65534, "{body}");
+    assert_ne!(body["gid"], 0, "never root's group: {body}");
+    assert_ne!(body["env"]["HOME"], "/root", "{body}");
+
+    let status = wait_for_revision(&kinetic, "rootfn-00001", Duration::from_secs(30), |s| {
+        s["lastTerminationReason"] == "RunAsNonRoot"
+    })
+    .await;
+    assert_eq!(status["ready"], 0, "{status}");
+    let problem = status["problem"].as_str().unwrap();
+    assert!(
+        problem.contains("runAsNonRoot is true but the instance would run as uid 0")
+            && problem.contains("set securityContext.runAsUser"),
+        "{problem}"
+    );
+
+    // Switching users must not cost the parent-death signal: the function dies with kinetic.
+    let (_, body) = get(&kinetic, "nobodyfn", "/").await;
+    let pid = body["pid"].as_u64().expect("a pid");
+    kinetic.kill9();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.contains(") Z "))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the function {pid} outlived a SIGKILLed kinetic"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn programs_outside_exec_allow_are_refused_at_apply() {
+    let store = TestStore::new(Engine::Sqlite).await;
+    let allowed = function_binary().parent().unwrap().canonicalize().unwrap();
+    let kinetic = up(
+        &store,
+        &[],
+        &["--exec-allow", allowed.to_str().unwrap()],
+        &[],
+    );
+    let refused = write_yaml(
+        store.dir(),
+        "shell.yaml",
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: shell\nspec:\n  template:\n    spec:\n      containers:\n        - command: [/bin/sh, -c, \"echo hi\"]\n",
+    );
+    let output = kinetic.cli_in_place(&["apply", "-f", refused.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let sh = std::fs::canonicalize("/bin/sh").unwrap();
+    let expected = format!(
+        "program `/bin/sh` is `{}`, which is outside the directories kinetic may run programs from (`{}`)",
+        sh.display(),
+        allowed.display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(
+        stderr.contains("spec.template.spec.containers[0].command[0]"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "start kinetic with `--exec-allow {}`",
+            sh.parent().unwrap().display()
+        )),
+        "{stderr}"
+    );
+    let listed = kinetic.cli_in_place(&["get", "revisions"]);
+    assert!(
+        !String::from_utf8_lossy(&listed.stdout).contains("shell-00001"),
+        "nothing was stored"
+    );
+    // A program under the prefix applies and runs.
+    let ok = write_yaml(store.dir(), "ok.yaml", &service("okfn", "", "", ""));
+    let output = kinetic.cli_in_place(&["apply", "-f", ok.to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The controller picks the new Service up within its next pass.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, body) = get(&kinetic, "okfn", "/").await;
+        if code == 200 {
+            break;
+        }
+        assert!(
+            code == 404 && Instant::now() < deadline,
+            "{code} {body}\n{}",
+            kinetic.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revision_gets_at_most_ten_instances_unless_configured() {
+    let store = TestStore::new(Engine::Sqlite).await;
+    let file = write_yaml(
+        store.dir(),
+        "burst.yaml",
+        &service(
+            "burstfn",
+            "{autoscaling.knative.dev/initial-scale: \"0\"}",
+            "      containerConcurrency: 1\n",
+            "",
+        ),
+    );
+    let config = write_yaml(
+        store.dir(),
+        "config.yaml",
+        "autoscaler:\n  allow-zero-initial-scale: true\n",
+    );
+    let kinetic = up(
+        &store,
+        &[&file],
+        &["--config", config.to_str().unwrap()],
+        &[],
+    );
+    let gateway = gateway(&kinetic);
+    let client = reqwest::Client::new();
+    let requests: Vec<_> = (0..40)
+        .map(|_| {
+            let request = client
+                .get(format!("{gateway}/?sleep_ms=1500"))
+                .header("host", format!("burstfn.default.{DOMAIN}"))
+                .timeout(Duration::from_secs(60))
+                .send();
+            tokio::spawn(async move { request.await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    let mut most_desired = 0;
+    let mut most_ready = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while requests.iter().any(|r| !r.is_finished()) && Instant::now() < deadline {
+        let status = revision_status(&kinetic, "burstfn-00001").await;
+        most_desired = most_desired.max(status["desired"].as_u64().unwrap_or(0));
+        most_ready = most_ready.max(status["ready"].as_u64().unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for request in requests {
+        assert_eq!(request.await.unwrap().unwrap(), 200);
+    }
+    assert_eq!(
+        most_desired, 10,
+        "40 requests at containerConcurrency 1 want more than the default max-scale"
+    );
+    assert!(most_ready <= 10, "{most_ready} instances ran");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn instances_are_capped_across_revisions_and_the_cap_is_visible() {
+    let store = TestStore::new(Engine::Sqlite).await;
+    let file = write_yaml(
+        store.dir(),
+        "pair.yaml",
+        &[
+            service("capa", "{autoscaling.knative.dev/min-scale: \"2\"}", "", ""),
+            service("capb", "{autoscaling.knative.dev/min-scale: \"2\"}", "", ""),
+        ]
+        .join("---\n"),
+    );
+    let kinetic = up(&store, &[&file], &["--max-instances", "3"], &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (a, b) = loop {
+        let a = revision_status(&kinetic, "capa-00001").await;
+        let b = revision_status(&kinetic, "capb-00001").await;
+        let ready = a["ready"].as_u64().unwrap_or(0) + b["ready"].as_u64().unwrap_or(0);
+        let capped = [&a, &b]
+            .iter()
+            .any(|s| condition(s, "ResourcesAvailable").is_some());
+        if ready == 3 && capped {
+            break (a, b);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never 3 ready with one revision capped: {a}\n{b}\n{}",
+            kinetic.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let capped = condition(&a, "ResourcesAvailable")
+        .or_else(|| condition(&b, "ResourcesAvailable"))
+        .unwrap();
+    assert_eq!(capped["reason"], "InstanceLimit");
+    assert!(
+        capped["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 3 instances at once (--max-instances)"),
+        "{capped}"
+    );
+    // It stays at the cap.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let a = revision_status(&kinetic, "capa-00001").await;
+    let b = revision_status(&kinetic, "capb-00001").await;
+    let running = a["ready"].as_u64().unwrap() + b["ready"].as_u64().unwrap();
+    assert_eq!(running, 3, "{a}\n{b}");
+    let listed = kinetic.cli_in_place(&["get", "revisions"]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("ResourcesAvailable=False(InstanceLimit)"),
+        "{}",
+        String::from_utf8_lossy(&listed.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_activator_queue_answers_503_saying_what_to_change() {
+    let store = TestStore::new(Engine::Sqlite).await;
+    let file = write_yaml(
+        store.dir(),
+        "slow.yaml",
+        &service(
+            "slowfn",
+            "{autoscaling.knative.dev/initial-scale: \"0\"}",
+            "      containerConcurrency: 1\n",
+            "          env: [{name: STARTUP_DELAY_MS, value: \"3000\"}]\n",
+        ),
+    );
+    let config = write_yaml(
+        store.dir(),
+        "config.yaml",
+        "autoscaler:\n  allow-zero-initial-scale: true\n  max-scale: 1\n",
+    );
+    let kinetic = up(
+        &store,
+        &[&file],
+        &[
+            "--activator-capacity",
+            "3",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let gateway = gateway(&kinetic);
+    let client = reqwest::Client::new();
+    let requests: Vec<_> = (0..8)
+        .map(|_| {
+            let request = client
+                .get(format!("{gateway}/"))
+                .header("host", format!("slowfn.default.{DOMAIN}"))
+                .timeout(Duration::from_secs(60))
+                .send();
+            tokio::spawn(async move {
+                let response = request.await.unwrap();
+                let code = response.status().as_u16();
+                (code, response.text().await.unwrap_or_default())
+            })
+        })
+        .collect();
+    let mut served = 0;
+    let mut refused = Vec::new();
+    for request in requests {
+        let (code, body) = request.await.unwrap();
+        match code {
+            200 => served += 1,
+            503 => refused.push(body),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(served, 3, "the activator holds 3 while the instance starts");
+    assert_eq!(refused.len(), 5);
+    let body: Value = serde_json::from_str(&refused[0]).unwrap();
+    assert_eq!(body["reason"], "overloaded");
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.contains("already holds 3 requests waiting for an instance")
+            && message.contains("raise --activator-capacity"),
+        "{message}"
+    );
+}
