@@ -214,10 +214,7 @@ async fn scale_from_zero_to_two_gives_distinct_ports_and_the_environment() {
         assert_eq!(env["K_REVISION"], spec.revision);
         assert_eq!(env["K_CONFIGURATION"], spec.configuration);
         assert_eq!(env["GREETING"], "hello");
-        assert!(
-            env.contains_key("PATH"),
-            "PATH is passed on"
-        );
+        assert!(env.contains_key("PATH"), "PATH is passed on");
         assert!(
             !env.contains_key("CARGO_MANIFEST_DIR"),
             "nothing else of the parent's environment is"
