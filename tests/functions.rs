@@ -248,6 +248,50 @@ fn cgroup_memory_writable() -> bool {
     v2 || v1
 }
 
+/// The memory limit (bytes) and CPU quota (µs per 100 ms) of the cgroups process `pid` is in, as
+/// `memory=N` / `cpu=N`, read from v2 (`memory.max`, `cpu.max`) or v1 files.
+fn cgroup_limits(pid: u64) -> Vec<String> {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let mut found = Vec::new();
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let read = |dir: &str, file: &str| {
+            std::fs::read_to_string(format!("/sys/fs/cgroup{dir}{path}/{file}"))
+                .ok()
+                .map(|t| t.split_whitespace().next().unwrap_or("").to_owned())
+        };
+        let candidates: &[(&str, &str, &str)] = match controllers {
+            "" => &[
+                ("", "memory.max", "memory"),
+                ("/unified", "memory.max", "memory"),
+                ("", "cpu.max", "cpu"),
+                ("/unified", "cpu.max", "cpu"),
+            ],
+            c if c.split(',').any(|c| c == "memory") => {
+                &[("/memory", "memory.limit_in_bytes", "memory")]
+            }
+            c if c.split(',').any(|c| c == "cpu") => &[
+                ("/cpu", "cpu.cfs_quota_us", "cpu"),
+                ("/cpu,cpuacct", "cpu.cfs_quota_us", "cpu"),
+            ],
+            _ => &[],
+        };
+        for (dir, file, name) in candidates {
+            if let Some(value) = read(dir, file)
+                && value != "max"
+                && value != "-1"
+            {
+                found.push(format!("{name}={value}"));
+            }
+        }
+    }
+    found
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_function_over_its_memory_limit_is_killed_and_restarted_with_the_reason() {
     let store = TestStore::new(Engine::Sqlite).await;
@@ -284,6 +328,13 @@ async fn a_function_over_its_memory_limit_is_killed_and_restarted_with_the_reaso
         condition(&status, "ResourcesEnforced").is_none(),
         "the limits are enforced here: {status}"
     );
+    // The function's own process is in groups with both limits.
+    let (_, hello) = get(&kinetic, "memfn", "/").await;
+    let pid = hello["pid"].as_u64().expect("a pid");
+    let limits = cgroup_limits(pid);
+    assert!(limits.contains(&"memory=67108864".to_owned()), "{limits:?}");
+    assert!(limits.contains(&"cpu=50000".to_owned()), "{limits:?}");
+
     let (code, body) = get(&kinetic, "memfn", "/?alloc_mb=256").await;
     assert_eq!(code, 502, "the instance died mid-request: {body}");
     let status = wait_for_revision(&kinetic, "memfn-00001", Duration::from_secs(30), |s| {
