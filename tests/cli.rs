@@ -499,6 +499,17 @@ fn up_refuses_bad_flags_and_files_before_binding() {
             &["missing.yaml does not exist"],
         ),
         (
+            &["--listen", &address, "--exec-allow", "functions/bin"],
+            &[
+                "--exec-allow `functions/bin` is not an absolute path",
+                "--exec-allow /opt/functions",
+            ],
+        ),
+        (
+            &["--listen", &address, "--max-instances", "0"],
+            &["--max-instances"],
+        ),
+        (
             &["--listen", &address, "-f", bad_yaml],
             &["bad.yaml, document 1", "spec.subscriber.uri", "(hint: "],
         ),

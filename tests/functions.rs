@@ -102,6 +102,31 @@ async fn wait_for_revision(
     }
 }
 
+/// Waits until the gateway routes to `service` (the controller publishes routes within a second
+/// of an apply; the service's status turns ready after its route is in the gateway).
+async fn wait_for_route(kinetic: &Kinetic, service: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let body: Value = kinetic
+            .api()
+            .get(kinetic.admin(&format!("/api/v1/services/default/{service}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if body["status"]["ready"] == true {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "service {service} never became routable: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// This test process's effective uid (the owner of its `/proc/self`).
 fn euid() -> u32 {
     std::fs::metadata("/proc/self").expect("/proc").uid()
@@ -142,6 +167,7 @@ async fn a_function_gets_only_the_environment_its_service_names() {
             ("TZ", "Etc/UTC"),
         ],
     );
+    wait_for_route(&kinetic, "envfn").await;
     let (code, body) = get(&kinetic, "envfn", "/env").await;
     assert_eq!(code, 200, "{body}\n{}", kinetic.log());
     let env = body["env"].as_object().expect("an environment").clone();
@@ -222,6 +248,50 @@ fn cgroup_memory_writable() -> bool {
     v2 || v1
 }
 
+/// The memory limit (bytes) and CPU quota (µs per 100 ms) of the cgroups process `pid` is in, as
+/// `memory=N` / `cpu=N`, read from v2 (`memory.max`, `cpu.max`) or v1 files.
+fn cgroup_limits(pid: u64) -> Vec<String> {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let mut found = Vec::new();
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let read = |dir: &str, file: &str| {
+            std::fs::read_to_string(format!("/sys/fs/cgroup{dir}{path}/{file}"))
+                .ok()
+                .map(|t| t.split_whitespace().next().unwrap_or("").to_owned())
+        };
+        let candidates: &[(&str, &str, &str)] = match controllers {
+            "" => &[
+                ("", "memory.max", "memory"),
+                ("/unified", "memory.max", "memory"),
+                ("", "cpu.max", "cpu"),
+                ("/unified", "cpu.max", "cpu"),
+            ],
+            c if c.split(',').any(|c| c == "memory") => {
+                &[("/memory", "memory.limit_in_bytes", "memory")]
+            }
+            c if c.split(',').any(|c| c == "cpu") => &[
+                ("/cpu", "cpu.cfs_quota_us", "cpu"),
+                ("/cpu,cpuacct", "cpu.cfs_quota_us", "cpu"),
+            ],
+            _ => &[],
+        };
+        for (dir, file, name) in candidates {
+            if let Some(value) = read(dir, file)
+                && value != "max"
+                && value != "-1"
+            {
+                found.push(format!("{name}={value}"));
+            }
+        }
+    }
+    found
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_function_over_its_memory_limit_is_killed_and_restarted_with_the_reason() {
     let store = TestStore::new(Engine::Sqlite).await;
@@ -258,6 +328,13 @@ async fn a_function_over_its_memory_limit_is_killed_and_restarted_with_the_reaso
         condition(&status, "ResourcesEnforced").is_none(),
         "the limits are enforced here: {status}"
     );
+    // The function's own process is in groups with both limits.
+    let (_, hello) = get(&kinetic, "memfn", "/").await;
+    let pid = hello["pid"].as_u64().expect("a pid");
+    let limits = cgroup_limits(pid);
+    assert!(limits.contains(&"memory=67108864".to_owned()), "{limits:?}");
+    assert!(limits.contains(&"cpu=50000".to_owned()), "{limits:?}");
+
     let (code, body) = get(&kinetic, "memfn", "/?alloc_mb=256").await;
     assert_eq!(code, 502, "the instance died mid-request: {body}");
     let status = wait_for_revision(&kinetic, "memfn-00001", Duration::from_secs(30), |s| {
@@ -304,6 +381,7 @@ async fn a_function_runs_as_its_user_and_run_as_non_root_refuses_root() {
         .join("---\n"),
     );
     let mut kinetic = up(&store, &[&file], &[], &[]);
+    wait_for_route(&kinetic, "nobodyfn").await;
     let (code, body) = get(&kinetic, "nobodyfn", "/env").await;
     assert_eq!(code, 200, "{body}\n{}", kinetic.log());
     assert_eq!(body["uid"], 65534, "{body}");
@@ -388,20 +466,9 @@ async fn programs_outside_exec_allow_are_refused_at_apply() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    // The controller picks the new Service up within its next pass.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (code, body) = get(&kinetic, "okfn", "/").await;
-        if code == 200 {
-            break;
-        }
-        assert!(
-            code == 404 && Instant::now() < deadline,
-            "{code} {body}\n{}",
-            kinetic.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_route(&kinetic, "okfn").await;
+    let (code, body) = get(&kinetic, "okfn", "/").await;
+    assert_eq!(code, 200, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -428,6 +495,7 @@ async fn a_revision_gets_at_most_ten_instances_unless_configured() {
         &["--config", config.to_str().unwrap()],
         &[],
     );
+    wait_for_route(&kinetic, "burstfn").await;
     let gateway = gateway(&kinetic);
     let client = reqwest::Client::new();
     let requests: Vec<_> = (0..40)
@@ -544,6 +612,7 @@ async fn a_full_activator_queue_answers_503_saying_what_to_change() {
         ],
         &[],
     );
+    wait_for_route(&kinetic, "slowfn").await;
     let gateway = gateway(&kinetic);
     let client = reqwest::Client::new();
     let requests: Vec<_> = (0..8)
@@ -556,6 +625,8 @@ async fn a_full_activator_queue_answers_503_saying_what_to_change() {
             tokio::spawn(async move {
                 let response = request.await.unwrap();
                 let code = response.status().as_u16();
+                let retry = response.headers().contains_key("retry-after");
+                assert_eq!(code == 503, retry, "a refusal says when to retry");
                 (code, response.text().await.unwrap_or_default())
             })
         })
@@ -580,4 +651,60 @@ async fn a_full_activator_queue_answers_503_saying_what_to_change() {
             && message.contains("raise --activator-capacity"),
         "{message}"
     );
+}
+
+/// Whether this machine gives kinetic a cgroup v2 hierarchy it can create groups in (it then kills
+/// an instance's whole cgroup).
+fn cgroup_v2_writable() -> bool {
+    euid() == 0
+        && ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+            .iter()
+            .any(|dir| {
+                Path::new(&format!("{dir}/cgroup.kill")).exists() || {
+                    std::fs::read_to_string("/proc/self/mountinfo")
+                        .is_ok_and(|m| m.contains(&format!(" {dir} ")) && m.contains("cgroup2"))
+                }
+            })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_process_that_left_the_group_goes_with_its_instance() {
+    if !cgroup_v2_writable() {
+        println!(
+            "skipping: no writable cgroup v2 here; a process that calls setsid() outlives its instance"
+        );
+        return;
+    }
+    let store = TestStore::new(Engine::Sqlite).await;
+    let pid_file = store.dir().join("escaped.pid");
+    let yaml = format!(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: escape\nspec:\n  template:\n    metadata:\n      annotations: {{autoscaling.knative.dev/min-scale: \"1\"}}\n    spec:\n      containers:\n        - command: [/bin/sh, -c, 'setsid sleep 3000 & echo $! > {}; exec \"$0\"', \"{}\"]\n          readinessProbe: {{httpGet: {{path: /}}}}\n",
+        pid_file.display(),
+        function_binary().display()
+    );
+    let file = write_yaml(store.dir(), "escape.yaml", &yaml);
+    let mut kinetic = up(&store, &[&file], &[], &[]);
+    wait_for_revision(&kinetic, "escape-00001", Duration::from_secs(30), |s| {
+        s["ready"] == 1
+    })
+    .await;
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .expect("the function wrote its child's pid")
+        .trim()
+        .parse()
+        .unwrap();
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.contains(") Z ") && stat.contains("(sleep)"))
+    };
+    assert!(alive(pid), "the escaped child runs");
+    assert!(kinetic.terminate().is_some(), "kinetic stops gracefully");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} left its process group with setsid() and outlived its instance"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -54,7 +54,13 @@ pub fn error_response(error: &tower::BoxError) -> Response<Body> {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         };
-        return refusal(status, activation.reason(), &activation.to_string());
+        let mut response = refusal(status, activation.reason(), &activation.to_string());
+        if matches!(activation, ActivationError::QueueFull { .. }) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        return response;
     }
     if let Some(error) = error.downcast_ref::<hyper_util::client::legacy::Error>() {
         tracing::debug!(%error, "Forwarding to an instance failed.");
