@@ -4,7 +4,7 @@
 # SQLite over real HTTP, the S3Source tests against moto's S3/SQS emulator, the Kafka tests
 # against nisshi, a Kafka-protocol broker, and signed deliveries against the Standard Webhooks
 # reference library), then the quickstart. Installs or starts what it needs. Arguments go to
-# `cargo test` (e.g. a test name), and then the quickstart is skipped.
+# `cargo test` (e.g. a test name), and then the quickstart and the fuzzing smoke pass are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,4 +36,7 @@ if [ "$#" -eq 0 ]; then
   echo "==> scripts/quickstart.sh"
   free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
   KINETIC_PORT=$(free_port) ADMIN_PORT=$(free_port) GATEWAY_PORT=$(free_port) DISPLAY_PORT=$(free_port) bash scripts/quickstart.sh
+  # A short pass of every fuzz target (its seeds and past findings already ran in `cargo test`).
+  echo "==> scripts/fuzz.sh (smoke pass)"
+  KINETIC_FUZZ_SEED=1 bash scripts/fuzz.sh "${KINETIC_FUZZ_SECONDS:-20}"
 fi

@@ -24,6 +24,9 @@ pub const MAX_KEY_BYTES: usize = 1024;
 pub const MAX_PARTITION_KEY_BYTES: usize = 1024;
 /// Longest `subject`, `dataschema`, `datacontenttype` or extension value, in bytes.
 pub const MAX_VALUE_BYTES: usize = 4096;
+/// Names no extension attribute may have: structured JSON, how kinetic stores events, uses them for
+/// the data, so such an event could not be read back.
+pub const RESERVED_NAMES: [&str; 2] = ["data", "data_base64"];
 /// Most extension attributes on one event.
 pub const MAX_EXTENSIONS: usize = 64;
 /// Most events in one batch-mode request.
@@ -80,6 +83,14 @@ pub fn check(event: &Event) -> Result<(), EventError> {
                 None,
                 format!(
                     "the event has more than {MAX_EXTENSIONS} extension attributes; move the rest into its data"
+                ),
+            ));
+        }
+        if RESERVED_NAMES.contains(&name) {
+            return Err(EventError::invalid(
+                Some(name),
+                format!(
+                    "`{name}` cannot be an extension attribute: the JSON event format reserves it for the event's data; rename the `ce-{name}` header"
                 ),
             ));
         }
@@ -159,5 +170,13 @@ mod tests {
             many.set_extension(&format!("e{n}"), 1_i64);
         }
         assert!(check(&many).unwrap_err().message.contains("extension"));
+        for name in RESERVED_NAMES {
+            let mut reserved = event("1");
+            reserved.set_extension(name, "x");
+            assert_eq!(
+                check(&reserved).unwrap_err().attribute.as_deref(),
+                Some(name)
+            );
+        }
     }
 }

@@ -497,6 +497,16 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Checks an event kinetic made itself (a source's) by the rules an event sent to the broker is
+/// judged by: the CloudEvents type system as structured JSON reads it, and [`limits`]. An event that
+/// passes can be sent, stored and read back.
+pub fn validate(event: &Event) -> Result<(), EventError> {
+    let value: Value = serde_json::from_slice(&encode_structured(event))
+        .map_err(|error| EventError::invalid(None, format!("the event is not JSON: {error}")))?;
+    structured_value(value)?;
+    limits::check(event)
+}
+
 /// Reads an event written by [`encode_structured`]. Unlike the SDK's reader, `data_base64` stays
 /// bytes even when the content type is JSON, so the data is delivered as it was accepted.
 pub fn from_json(payload: &[u8]) -> Result<Event, serde_json::Error> {

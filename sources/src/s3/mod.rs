@@ -107,6 +107,12 @@ pub enum MappingError {
         #[source]
         source: EventBuilderError,
     },
+    #[error("record {index} makes an event the broker would refuse: {source}")]
+    Invalid {
+        index: usize,
+        #[source]
+        source: kinetic_api::cloudevent::EventError,
+    },
 }
 
 /// Reads a notification body: an S3/MinIO/COS `Records` document, `s3:TestEvent`, or either
@@ -166,9 +172,11 @@ pub fn to_events(spec: &S3SourceSpec, body: &[u8]) -> Result<Parsed, MappingErro
             record.region.clone_from(region);
         }
         if selects(spec, &record) {
-            events.push(
-                to_event(spec, &record).map_err(|source| MappingError::Event { index, source })?,
-            );
+            let event =
+                to_event(spec, &record).map_err(|source| MappingError::Event { index, source })?;
+            kinetic_api::cloudevent::validate(&event)
+                .map_err(|source| MappingError::Invalid { index, source })?;
+            events.push(event);
         }
     }
     Ok(Parsed::Events(events))

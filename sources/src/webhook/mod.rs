@@ -43,6 +43,8 @@ pub enum WebhookError {
     EmptyAttribute(&'static str),
     #[error("the event is not valid: {0}")]
     Event(#[from] EventBuilderError),
+    #[error("the event would be refused: {0}")]
+    Invalid(#[from] kinetic_api::cloudevent::EventError),
 }
 
 impl WebhookError {
@@ -217,7 +219,9 @@ pub fn to_event(
     for (extension, value) in &webhook.extensions {
         builder = builder.extension(extension, value.as_str());
     }
-    Ok(builder.build()?)
+    let event = builder.build()?;
+    kinetic_api::cloudevent::validate(&event)?;
+    Ok(event)
 }
 
 #[cfg(test)]
