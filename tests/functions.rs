@@ -127,6 +127,99 @@ async fn wait_for_route(kinetic: &Kinetic, service: &str) {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_reads_its_secrets_and_kinetic_never_shows_them() {
+    const VALUE: &str = "s3cr3t-marker-7f1d";
+    let store = TestStore::new(Engine::Sqlite).await;
+    // A Kubernetes-style secret `db` with the key `password`, in the default secrets directory.
+    let secrets = store.dir().join("secrets");
+    std::fs::create_dir_all(secrets.join("db")).unwrap();
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(secrets.join("db/password"), format!("{VALUE}\n")).unwrap();
+    let file = write_yaml(
+        store.dir(),
+        "secrets.yaml",
+        &[
+            service(
+                "secretfn",
+                "",
+                "",
+                "          env:\n            - {name: DB_PASSWORD, valueFrom: {secretKeyRef: {name: db, key: password}}}\n            - {name: API_TOKEN, valueFrom: {secretKeyRef: {name: api, key: token, optional: true}}}\n",
+            ),
+            service(
+                "missingfn",
+                "",
+                "",
+                "          env: [{name: API_TOKEN, valueFrom: {secretKeyRef: {name: api, key: token}}}]\n",
+            ),
+        ]
+        .join("---\n"),
+    );
+    let kinetic = up(&store, &[&file], &[], &[]);
+    wait_for_route(&kinetic, "secretfn").await;
+    let (code, body) = get(&kinetic, "secretfn", "/env").await;
+    assert_eq!(code, 200, "{body}\n{}", kinetic.log());
+    assert_eq!(
+        body["env"]["DB_PASSWORD"], VALUE,
+        "the file's value, newline trimmed"
+    );
+    assert!(
+        body["env"].get("API_TOKEN").is_none(),
+        "a missing optional secret leaves the variable unset: {body}"
+    );
+
+    // A required secret that is missing keeps the revision from starting, saying which.
+    let status = wait_for_revision(&kinetic, "missingfn-00001", Duration::from_secs(30), |s| {
+        s["lastTerminationReason"] == "CreateContainerConfigError"
+    })
+    .await;
+    assert_eq!(status["ready"], 0, "{status}");
+    let problem = status["problem"].as_str().unwrap_or_default();
+    assert!(
+        problem.contains("env `API_TOKEN` reads secret api key token")
+            && problem.contains("optional: true"),
+        "{problem}"
+    );
+
+    // The value is in no answer of the API or the CLI, and in no line kinetic logged.
+    for path in [
+        "/api/v1/services",
+        "/api/v1/services/default/secretfn",
+        "/api/v1/revisions",
+        "/api/v1/revisions/default/secretfn-00001",
+    ] {
+        let text = kinetic
+            .api()
+            .get(kinetic.admin(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            text.contains("secretKeyRef") || !path.contains("services"),
+            "{path}: {text}"
+        );
+        assert!(!text.contains(VALUE), "{path} shows the secret: {text}");
+    }
+    for args in [
+        &["get", "services", "-o", "yaml"][..],
+        &["get", "revisions", "-o", "json"],
+        &["get", "revisions"],
+    ] {
+        let out = kinetic.cli_in_place(args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.contains(VALUE), "{args:?} shows the secret: {text}");
+    }
+    assert!(!kinetic.log().contains(VALUE), "kinetic logged the secret");
+}
+
 /// This test process's effective uid (the owner of its `/proc/self`).
 fn euid() -> u32 {
     std::fs::metadata("/proc/self").expect("/proc").uid()

@@ -1,6 +1,7 @@
 //! Which secrets a resource may name, and the one place their values are read.
 //!
-//! A [`SecretRef`] names an environment variable or a file of the kinetic process. Unconfined, any
+//! A [`SecretRef`] names an environment variable or a file of the kinetic process (a
+//! `secretKeyRef` `{name, key}` is the file `{name}/{key}` in the first secrets directory). Unconfined, any
 //! caller of the API could read any file kinetic can (`{file: /proc/self/environ}`) or any of its
 //! variables, and send it to a server of their choosing as a password. So the process sets a
 //! [`SecretScope`] at start ([`confine`]): files must lie in one of its directories
@@ -105,6 +106,17 @@ impl SecretScope {
                 name.split('_').next().unwrap_or(name),
                 self.dirs_text()
             ))),
+            SecretRef::SecretKeyRef(selector) => {
+                selector.validate().map_err(|e| e.under("secretKeyRef"))?;
+                if self.dirs.is_empty() {
+                    return Err(Error::new(
+                        "secretKeyRef",
+                        "is read from the secrets directory, and none is set",
+                    )
+                    .with_hint("start kinetic with `--secrets-dir DIR`"));
+                }
+                Ok(())
+            }
             SecretRef::File(file) => {
                 let path = self.path_of(file);
                 if normalized(&path).is_some_and(|path| self.dirs.iter().any(|dir| path.starts_with(dir))) {
@@ -156,7 +168,8 @@ fn normalized(path: &Path) -> Option<PathBuf> {
 }
 
 /// Every secret reference in a resource's JSON, with its field path: the objects of exactly one
-/// key, `env` or `file`, holding a string (how a [`SecretRef`] is written).
+/// key, `env` or `file` holding a string, or `secretKeyRef` holding `{name, key}` (how a
+/// [`SecretRef`] is written, and a function's `env[].valueFrom`).
 pub fn references(value: &Value) -> Vec<(String, SecretRef)> {
     let mut found = Vec::new();
     walk(value, String::new(), &mut found);
@@ -175,6 +188,12 @@ fn walk(value: &Value, path: String, found: &mut Vec<(String, SecretRef)>) {
                     Some((key, Value::String(file))) if key == "file" => {
                         found.push((path, SecretRef::File(file.clone())));
                         return;
+                    }
+                    Some((key, selector @ Value::Object(_))) if key == "secretKeyRef" => {
+                        if let Ok(selector) = serde_json::from_value(selector.clone()) {
+                            found.push((path, SecretRef::SecretKeyRef(selector)));
+                            return;
+                        }
                     }
                     _ => {}
                 }
@@ -207,34 +226,36 @@ pub fn read(reference: &SecretRef) -> Result<Vec<u8>, ReadError> {
     {
         return Err(ReadError::Outside(error.to_string()));
     }
-    match reference {
-        SecretRef::Env(name) => std::env::var(name)
-            .map(String::into_bytes)
-            .map_err(|_| ReadError::MissingEnv(name.clone())),
-        SecretRef::File(file) => {
-            let path = scope.map_or_else(|| PathBuf::from(file), |s| s.path_of(file));
-            let file_error = |source| ReadError::File {
-                path: path.clone(),
-                source,
-            };
-            if let Some(scope) = scope {
-                let real = std::fs::canonicalize(&path).map_err(file_error)?;
-                let inside = scope
-                    .dirs
-                    .iter()
-                    .any(|dir| std::fs::canonicalize(dir).is_ok_and(|dir| real.starts_with(dir)));
-                if !inside {
-                    return Err(ReadError::Outside(format!(
-                        "`{file}` leads to {} (a link?), outside the secrets directory",
-                        real.display()
-                    )));
-                }
-            }
-            std::fs::read(&path)
-                .map(|bytes| bytes.trim_ascii().to_vec())
-                .map_err(file_error)
+    let file = match reference {
+        SecretRef::Env(name) => {
+            return std::env::var(name)
+                .map(String::into_bytes)
+                .map_err(|_| ReadError::MissingEnv(name.clone()));
+        }
+        SecretRef::File(file) => file.clone(),
+        SecretRef::SecretKeyRef(selector) => selector.relative_path(),
+    };
+    let path = scope.map_or_else(|| PathBuf::from(&file), |s| s.path_of(&file));
+    let file_error = |source| ReadError::File {
+        path: path.clone(),
+        source,
+    };
+    if let Some(scope) = scope {
+        let real = std::fs::canonicalize(&path).map_err(file_error)?;
+        let inside = scope
+            .dirs
+            .iter()
+            .any(|dir| std::fs::canonicalize(dir).is_ok_and(|dir| real.starts_with(dir)));
+        if !inside {
+            return Err(ReadError::Outside(format!(
+                "`{file}` leads to {} (a link?), outside the secrets directory",
+                real.display()
+            )));
         }
     }
+    std::fs::read(&path)
+        .map(|bytes| bytes.trim_ascii().to_vec())
+        .map_err(file_error)
 }
 
 #[cfg(test)]
@@ -248,6 +269,14 @@ mod tests {
         )
     }
 
+    fn key(name: &str, key: &str) -> SecretRef {
+        SecretRef::SecretKeyRef(crate::sources::SecretKeySelector {
+            name: name.into(),
+            key: key.into(),
+            optional: None,
+        })
+    }
+
     #[test]
     fn what_the_scope_allows() {
         let scope = scope();
@@ -257,6 +286,8 @@ mod tests {
             SecretRef::File("github".into()),
             SecretRef::File("./team/github".into()),
             SecretRef::File("/var/lib/kinetic/secrets/github".into()),
+            key("db", "password"),
+            key("kafka.prod", "ca.crt"),
         ] {
             scope.check(&allowed).unwrap();
         }
@@ -282,6 +313,10 @@ mod tests {
                 SecretRef::File("/var/lib/kinetic/secrets-other/x".into()),
                 "outside",
             ),
+            (key("..", "x"), "not a secret name"),
+            (key("db", ".."), "not a secret key"),
+            (key("db", "a/b"), "not a secret key"),
+            (key("db/x", "k"), "not a secret name"),
         ] {
             let error = scope.check(&refused).unwrap_err().to_string();
             assert!(error.contains(says), "{refused:?}: {error}");
@@ -294,7 +329,10 @@ mod tests {
             "spec": {
                 "verify": {"github": {"secret": {"env": "GH"}}},
                 "delivery": {"signing": {"standardWebhooks": {"secrets": [{"file": "a"}, {"env": "B"}]}}},
-                "template": {"spec": {"containers": [{"env": [{"name": "env", "value": "file"}]}]}},
+                "template": {"spec": {"containers": [{"env": [
+                    {"name": "env", "value": "file"},
+                    {"name": "DB", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}},
+                ]}]}},
                 "other": {"env": "X", "also": 1},
             }
         });
@@ -311,6 +349,10 @@ mod tests {
                     SecretRef::Env("B".into())
                 ),
                 (
+                    "spec.template.spec.containers[0].env[1].valueFrom".to_owned(),
+                    key("db", "password")
+                ),
+                (
                     "spec.verify.github.secret".to_owned(),
                     SecretRef::Env("GH".into())
                 ),
@@ -324,11 +366,21 @@ mod tests {
         let secrets = dir.path().join("secrets");
         std::fs::create_dir(&secrets).unwrap();
         std::fs::write(secrets.join("token"), "t0ken\n").unwrap();
+        // A mounted Kubernetes secret: `db/password` links to `db/..data/password`.
+        std::fs::create_dir_all(secrets.join("db/..2026_12_06")).unwrap();
+        std::fs::write(secrets.join("db/..2026_12_06/password"), "hunter2").unwrap();
+        std::os::unix::fs::symlink("..2026_12_06", secrets.join("db/..data")).unwrap();
+        std::os::unix::fs::symlink("..data/password", secrets.join("db/password")).unwrap();
         std::fs::write(dir.path().join("outside"), "private").unwrap();
         std::os::unix::fs::symlink(dir.path().join("outside"), secrets.join("link")).unwrap();
         // The scope is process-wide once set: this test module's reads only.
         confine(SecretScope::new(vec![secrets.clone()], vec![]));
         assert_eq!(read(&SecretRef::File("token".into())).unwrap(), b"t0ken");
+        assert_eq!(read(&key("db", "password")).unwrap(), b"hunter2");
+        assert!(matches!(
+            read(&key("db", "user")).unwrap_err(),
+            ReadError::File { .. }
+        ));
         let linked = read(&SecretRef::File("link".into())).unwrap_err();
         assert!(matches!(linked, ReadError::Outside(_)), "{linked}");
         let absolute = read(&SecretRef::File(

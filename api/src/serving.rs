@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::meta::{ObjectMeta, validate_dns_label};
+use crate::sources::SecretKeySelector;
 
 pub const SERVING_API_VERSION: &str = "serving.knative.dev/v1";
 /// Prefix of the annotations that tune a revision's autoscaling.
@@ -198,9 +199,53 @@ pub struct EnvVar {
     pub name: String,
     #[serde(default)]
     pub value: String,
-    /// Secret and config references need the Kubernetes runtime.
+    /// Where the value comes from instead: a `secretKeyRef`, read when each instance starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value_from: Option<serde_json::Value>,
+    pub value_from: Option<EnvVarSource>,
+}
+
+/// `env[].valueFrom`, as Kubernetes writes it. kinetic reads `secretKeyRef`: the file
+/// `{name}/{key}` in its secrets directory (`--secrets-dir`), the layout of a mounted Kubernetes
+/// secret. The other sources are refused when applied, with a hint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvVarSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeySelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_ref: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_field_ref: Option<serde_json::Value>,
+}
+
+impl EnvVarSource {
+    fn validate(&self) -> Result<&SecretKeySelector, Error> {
+        let unsupported = [
+            ("configMapKeyRef", self.config_map_key_ref.is_some()),
+            ("fieldRef", self.field_ref.is_some()),
+            ("resourceFieldRef", self.resource_field_ref.is_some()),
+        ];
+        let set = unsupported.iter().filter(|(_, set)| *set).count()
+            + usize::from(self.secret_key_ref.is_some());
+        if set != 1 {
+            return Err(Error::new("", format!("sets {set} sources")).with_hint(
+                "give exactly one, e.g. `valueFrom: {secretKeyRef: {name: db, key: password}}`",
+            ));
+        }
+        if let Some((field, _)) = unsupported.iter().find(|(_, set)| *set) {
+            return Err(Error::new(*field, "is not read by kinetic").with_hint(
+                "give the value inline with `value:`, or keep it in a secret: `valueFrom: {secretKeyRef: {name: NAME, key: KEY}}` reads the file NAME/KEY in the secrets directory",
+            ));
+        }
+        let selector = self
+            .secret_key_ref
+            .as_ref()
+            .ok_or_else(|| Error::new("secretKeyRef", "is missing"))?;
+        selector.validate().map_err(|e| e.under("secretKeyRef"))?;
+        Ok(selector)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -391,9 +436,17 @@ impl Container {
                 )
                 .with_hint("remove it; every instance gets PORT, K_SERVICE, K_REVISION and K_CONFIGURATION"));
             }
-            if var.value_from.is_some() {
-                return Err(Error::new(format!("{path}.valueFrom"), "is not supported by the local runtime")
-                    .with_hint("give the value inline with `value:`; secret and config references need the Kubernetes runtime"));
+            if let Some(source) = &var.value_from {
+                if !var.value.is_empty() {
+                    return Err(Error::new(
+                        format!("{path}.valueFrom"),
+                        "is set together with `value`",
+                    )
+                    .with_hint("keep one: `value` for a literal, `valueFrom` to read a secret"));
+                }
+                source
+                    .validate()
+                    .map_err(|e| e.under(&format!("{path}.valueFrom")))?;
             }
         }
         if let Some(resources) = &self.resources {
@@ -663,6 +716,33 @@ spec:
     }
 
     #[test]
+    fn env_reads_a_secret_key() {
+        let yaml = format!(
+            "{HEAD}spec: {{template: {{spec: {{containers: [{{command: [x], env: [{{name: DB_PASSWORD, valueFrom: {{secretKeyRef: {{name: db, key: password, optional: true}}}}}}]}}]}}}}}}\n"
+        );
+        let resources = parse_documents("f", &yaml).unwrap();
+        let Resource::Service(service) = &resources[0] else {
+            panic!()
+        };
+        let var = &service.spec.template.spec.container().env[0];
+        let selector = var
+            .value_from
+            .as_ref()
+            .and_then(|s| s.secret_key_ref.as_ref())
+            .unwrap();
+        assert_eq!(
+            (
+                selector.name.as_str(),
+                selector.key.as_str(),
+                selector.optional
+            ),
+            ("db", "password", Some(true))
+        );
+        let again = Resource::from_value(resources[0].to_json()).expect("round trip");
+        assert_eq!(again, resources[0]);
+    }
+
+    #[test]
     fn default_traffic_follows_the_latest_revision() {
         let yaml =
             format!("{HEAD}spec: {{template: {{spec: {{containers: [{{command: [x]}}]}}}}}}\n");
@@ -709,9 +789,29 @@ spec:
                 "set by kinetic",
             ),
             (
-                "spec: {template: {spec: {containers: [{command: [a], env: [{name: X, valueFrom: {secretKeyRef: {name: s, key: k}}}]}]}}}",
+                "spec: {template: {spec: {containers: [{command: [a], env: [{name: X, valueFrom: {configMapKeyRef: {name: s, key: k}}}]}]}}}",
+                "spec.template.spec.containers[0].env[0].valueFrom.configMapKeyRef",
+                "not read by kinetic",
+            ),
+            (
+                "spec: {template: {spec: {containers: [{command: [a], env: [{name: X, valueFrom: {}}]}]}}}",
                 "spec.template.spec.containers[0].env[0].valueFrom",
-                "not supported",
+                "sets 0 sources",
+            ),
+            (
+                "spec: {template: {spec: {containers: [{command: [a], env: [{name: X, value: v, valueFrom: {secretKeyRef: {name: s, key: k}}}]}]}}}",
+                "spec.template.spec.containers[0].env[0].valueFrom",
+                "together with `value`",
+            ),
+            (
+                "spec: {template: {spec: {containers: [{command: [a], env: [{name: X, valueFrom: {secretKeyRef: {name: s, key: ../k}}}]}]}}}",
+                "spec.template.spec.containers[0].env[0].valueFrom.secretKeyRef.key",
+                "not a secret key",
+            ),
+            (
+                "spec: {template: {spec: {containers: [{command: [a], env: [{name: X, valueFrom: {secretKeyRef: {name: s}}}]}]}}}",
+                "spec.template.spec.containers[0].env[0].valueFrom.secretKeyRef",
+                "missing field `key`",
             ),
             (
                 "spec: {template: {spec: {containers: [{command: [a], cmd: [b]}]}}}",

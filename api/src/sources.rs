@@ -2,8 +2,9 @@
 //! `sources.knative.dev/v1` PingSource and `sources.knative.dev/v1beta1` KafkaSource. Each turns
 //! something outside kinetic into CloudEvents for its `spec.sink`.
 //!
-//! Secrets are never written inline: a [`SecretRef`] names an environment variable or a file, so
-//! resource files can be committed and stored without the secrets in them.
+//! Secrets are never written inline: a [`SecretRef`] names an environment variable, a file, or a
+//! Kubernetes-style `secretKeyRef` (a file `{name}/{key}` in the secrets directory), so resource
+//! files can be committed and stored without the secrets in them.
 
 use std::collections::BTreeMap;
 
@@ -101,7 +102,8 @@ pub const RESERVED_ATTRIBUTES: &[&str] = &[
     "data_base64",
 ];
 
-/// Where a secret comes from: `{env: NAME}` or `{file: PATH}`. Inline values are refused.
+/// Where a secret comes from: `{env: NAME}`, `{file: PATH}` or `{secretKeyRef: {name, key}}`.
+/// Inline values are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum SecretRef {
@@ -109,39 +111,107 @@ pub enum SecretRef {
     Env(String),
     /// The contents of a file, surrounding white space removed (a trailing newline is common).
     File(String),
+    /// Kubernetes' form: key `key` of the secret `name`, kept as the file `{name}/{key}` in the
+    /// secrets directory (the layout of a Kubernetes secret mounted as a volume).
+    SecretKeyRef(SecretKeySelector),
+}
+
+/// `secretKeyRef`: one key of a named secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretKeySelector {
+    pub name: String,
+    pub key: String,
+    /// For a function's `env`: a missing secret leaves the variable unset instead of failing the
+    /// instance's start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
+}
+
+impl SecretKeySelector {
+    /// The file, relative to the secrets directory, that holds this key.
+    pub fn relative_path(&self) -> String {
+        format!("{}/{}", self.name, self.key)
+    }
+
+    /// `name` is a Kubernetes object name and `key` a Kubernetes secret key, so the pair is a
+    /// path of two plain components inside the secrets directory.
+    pub fn validate(&self) -> Result<(), Error> {
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 253
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && self.name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && self.name.ends_with(|c: char| c.is_ascii_alphanumeric());
+        if !name_ok {
+            return Err(Error::new(
+                "name",
+                format!("`{}` is not a secret name", self.name),
+            )
+            .with_hint("use lower-case letters, digits, `-` and `.`, starting and ending with a letter or digit (at most 253)"));
+        }
+        let key_ok = !self.key.is_empty()
+            && self.key.len() <= 253
+            && self.key != "."
+            && self.key != ".."
+            && self
+                .key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if !key_ok {
+            return Err(
+                Error::new("key", format!("`{}` is not a secret key", self.key)).with_hint(
+                    "use letters, digits, `-`, `_` and `.` (not `.` or `..`, at most 253)",
+                ),
+            );
+        }
+        Ok(())
+    }
 }
 
 impl<'de> Deserialize<'de> for SecretRef {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error as _;
         #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
+        #[serde(deny_unknown_fields, rename_all = "camelCase")]
         struct Fields {
             env: Option<String>,
             file: Option<String>,
+            secret_key_ref: Option<SecretKeySelector>,
         }
         let value = serde_json::Value::deserialize(deserializer)?;
-        if value.get("secretKeyRef").is_some() {
-            return Err(D::Error::custom(
-                "a Kubernetes `secretKeyRef` is not read by kinetic; write `{file: PATH}` where the secret's key is mounted, or `{env: NAME}` for an environment variable holding it",
-            ));
-        }
         if value.is_string() {
             return Err(D::Error::custom(
-                "an inline secret is not accepted; write `{env: NAME}` or `{file: PATH}` so the secret stays out of the resource",
+                "an inline secret is not accepted; write `{env: NAME}`, `{file: PATH}` or `{secretKeyRef: {name: NAME, key: KEY}}` so the secret stays out of the resource",
             ));
         }
         let fields: Fields = serde_json::from_value(value).map_err(|error| {
             D::Error::custom(format!(
-                "a secret is `{{env: NAME}}` or `{{file: PATH}}`: {error}"
+                "a secret is `{{env: NAME}}`, `{{file: PATH}}` or `{{secretKeyRef: {{name: NAME, key: KEY}}}}`: {error}"
             ))
         })?;
-        match (fields.env, fields.file) {
-            (Some(env), None) => Ok(SecretRef::Env(env)),
-            (None, Some(file)) => Ok(SecretRef::File(file)),
+        match (fields.env, fields.file, fields.secret_key_ref) {
+            (Some(env), None, None) => Ok(SecretRef::Env(env)),
+            (None, Some(file), None) => Ok(SecretRef::File(file)),
+            (None, None, Some(selector)) => Ok(SecretRef::SecretKeyRef(selector)),
             _ => Err(D::Error::custom(
-                "a secret needs exactly one of `env` or `file`",
+                "a secret needs exactly one of `env`, `file` or `secretKeyRef`",
             )),
+        }
+    }
+}
+
+impl std::fmt::Display for SecretRef {
+    /// Where the secret is, never its value: `env NAME`, `file PATH`, `secret NAME key KEY`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretRef::Env(name) => write!(f, "env {name}"),
+            SecretRef::File(path) => write!(f, "file {path}"),
+            SecretRef::SecretKeyRef(selector) => {
+                write!(f, "secret {} key {}", selector.name, selector.key)
+            }
         }
     }
 }
@@ -169,6 +239,14 @@ impl SecretRef {
                 Err(Error::new("file", "is empty").with_hint("give the path of the secret's file"))
             }
             SecretRef::File(_) => Ok(()),
+            SecretRef::SecretKeyRef(selector) => {
+                selector.validate().map_err(|e| e.under("secretKeyRef"))?;
+                if selector.optional == Some(true) {
+                    return Err(Error::new("secretKeyRef.optional", "is true for a secret kinetic needs")
+                        .with_hint("remove `optional`; only a function's `env` may name a secret that is missing"));
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -472,7 +550,7 @@ spec:
                 "{env: AWS_ACCESS_KEY_ID}",
                 "{env: A, file: /b}",
                 "spec.credentials.accessKeyId",
-                "exactly one of `env` or `file`",
+                "exactly one of `env`, `file` or `secretKeyRef`",
             ),
             (
                 S3,

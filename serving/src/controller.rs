@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::queue_proxy::Forward;
 use crate::revision;
 use crate::route::Route;
-use crate::runtime::{InstanceSpec, Runtime};
+use crate::runtime::{EnvValue, InstanceSpec, Runtime};
 
 /// How often stored resources are read again.
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
@@ -346,7 +346,13 @@ impl Serving {
             env: container
                 .env
                 .iter()
-                .map(|v| (v.name.clone(), v.value.clone()))
+                .map(|v| {
+                    let value = match v.value_from.as_ref().and_then(|f| f.secret_key_ref.clone()) {
+                        Some(selector) => EnvValue::Secret(selector),
+                        None => EnvValue::Value(v.value.clone()),
+                    };
+                    (v.name.clone(), value)
+                })
                 .collect(),
             working_dir: container.working_dir.as_ref().map(Into::into),
             readiness_path: container.readiness_path().map(str::to_owned),

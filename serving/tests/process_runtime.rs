@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
 use kinetic_serving::runtime::{
-    Error, Instance, InstanceSpec, LogLine, LogStream, ProcessConfig, ProcessRuntime, Runtime,
+    EnvValue, Error, Instance, InstanceSpec, LogLine, LogStream, ProcessConfig, ProcessRuntime,
+    Runtime,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
@@ -78,7 +79,7 @@ fn spec(test: &str, command: Vec<String>, env: &[(&str, &str)]) -> Arc<InstanceS
         command,
         env: env
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| (k.to_string(), EnvValue::from(*v)))
             .collect(),
         ..InstanceSpec::default()
     })

@@ -81,10 +81,7 @@ impl Signer {
             .enumerate()
             .map(|(index, secret)| {
                 use kinetic_api::secret::ReadError;
-                let origin = match secret {
-                    SecretRef::Env(name) => format!("env {name}"),
-                    SecretRef::File(path) => format!("file {path}"),
-                };
+                let origin = secret.to_string();
                 let text = kinetic_api::secret::read(secret).map_err(|error| match error {
                     ReadError::MissingEnv(name) => SigningError::MissingEnv { index, name },
                     ReadError::File { path, source } => SigningError::File {

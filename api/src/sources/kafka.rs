@@ -1,8 +1,9 @@
 //! Knative's `KafkaSource` (`sources.knative.dev/v1beta1`): records of Kafka topics as CloudEvents.
 //!
-//! The fields are Knative's. One difference: secrets (`net.sasl.*`, `net.tls.*`) are
-//! [`SecretRef`]s, `{env: NAME}` or `{file: PATH}`, where Knative has a Kubernetes `secretKeyRef`;
-//! a secret mounted at a path becomes `{file: PATH}`.
+//! The fields are Knative's. Secrets (`net.sasl.*`, `net.tls.*`) are [`SecretRef`]s: Knative's
+//! `{secretKeyRef: {name, key}}` reads the file `{name}/{key}` in kinetic's secrets directory (the
+//! layout of a mounted Kubernetes secret), and `{env: NAME}` or `{file: PATH}` name a variable or
+//! a file directly.
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -429,6 +430,49 @@ spec:
     }
 
     #[test]
+    fn knatives_secret_key_refs_are_read_from_the_secrets_directory() {
+        // As Knative's documentation writes a KafkaSource with SASL and TLS.
+        let knative = KAFKA
+            .replace(
+                "user: {env: KAFKA_USER}",
+                "user: {secretKeyRef: {name: kafka-creds, key: user}}",
+            )
+            .replace(
+                "password: {file: /run/secrets/kafka/password}",
+                "password:\n        secretKeyRef:\n          name: kafka-creds\n          key: password",
+            )
+            .replace(
+                "type: SCRAM-SHA-512",
+                "type: {secretKeyRef: {name: kafka-creds, key: saslType}}",
+            )
+            .replace(
+                "caCert: {file: /run/secrets/kafka/ca.crt}",
+                "caCert: {secretKeyRef: {name: kafka-tls, key: ca.crt}}",
+            );
+        let source = kafka(&knative);
+        let net = source.spec.net.as_ref().unwrap();
+        let sasl = net.sasl.as_ref().unwrap();
+        let Some(SecretRef::SecretKeyRef(user)) = &sasl.user else {
+            panic!("{:?}", sasl.user)
+        };
+        assert_eq!(user.relative_path(), "kafka-creds/user");
+        assert!(
+            matches!(&sasl.mechanism, Some(SaslType::Secret(SecretRef::SecretKeyRef(t))) if t.key == "saslType")
+        );
+        let ca = net.tls.as_ref().unwrap().ca_cert.as_ref().unwrap();
+        assert_eq!(ca.to_string(), "secret kafka-tls key ca.crt");
+        let resource = Resource::KafkaSource(source);
+        assert_eq!(Resource::from_value(resource.to_json()).unwrap(), resource);
+        // `optional` is for a function's environment; a source needs its credentials.
+        let optional = KAFKA.replace(
+            "user: {env: KAFKA_USER}",
+            "user: {secretKeyRef: {name: kafka-creds, key: user, optional: true}}",
+        );
+        let error = parse_documents("kafka.yaml", &optional).unwrap_err();
+        assert_eq!(error.path, "spec.net.sasl.user.secretKeyRef.optional");
+    }
+
+    #[test]
     fn defaults_are_knatives() {
         let source = kafka(MINIMAL);
         assert_eq!(source.ordering().unwrap(), KafkaOrdering::Ordered);
@@ -550,9 +594,9 @@ spec:
             ),
             (
                 "user: {env: KAFKA_USER}",
-                "user: {secretKeyRef: {name: kafka, key: user}}",
-                "spec.net.sasl.user",
-                "secretKeyRef",
+                "user: {secretKeyRef: {name: Kafka, key: user}}",
+                "spec.net.sasl.user.secretKeyRef.name",
+                "not a secret name",
             ),
             (
                 "      user: {env: KAFKA_USER}\n",

@@ -127,7 +127,7 @@ impl ExecAllow {
             .env
             .iter()
             .rev()
-            .find(|v| v.name == "PATH")
+            .find(|v| v.name == "PATH" && v.value_from.is_none())
             .map(|v| OsString::from(&v.value))
             .or_else(|| std::env::var_os("PATH"))
             .unwrap_or_else(|| OsString::from(super::env::DEFAULT_PATH));

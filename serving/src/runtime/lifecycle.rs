@@ -136,12 +136,21 @@ fn spawn(inner: &Arc<Inner>, launch: &Launch) -> Result<Process, Error> {
         )
         .map_err(Error::Cgroup)?
         .map(Arc::new);
-    let environment = env::build(
+    let environment = match env::build(
         spec,
         launch.instance.address.port(),
         |name| std::env::var_os(name),
         identity.home.clone(),
-    );
+        kinetic_api::secret::read,
+    ) {
+        Ok(environment) => environment,
+        Err(error) => {
+            if let Some(cgroup) = &cgroup {
+                cgroup.remove();
+            }
+            return Err(error);
+        }
+    };
     let mut command = match &inner.config.shim {
         Some(shim) => {
             let options = ShimOptions {

@@ -53,7 +53,7 @@ pub struct InstanceSpec {
     pub command: Vec<String>,
     /// The Service's environment: with `PATH`, `HOME`, `LANG`, `TZ` from kinetic's and Knative's
     /// `PORT`, `K_SERVICE`, `K_REVISION`, `K_CONFIGURATION`, all an instance gets (see `env.rs`).
-    pub env: Vec<(String, String)>,
+    pub env: Vec<(String, EnvValue)>,
     pub working_dir: Option<PathBuf>,
     /// `readinessProbe.httpGet.path`: any 2xx answer means ready. `None` probes with a TCP connect.
     pub readiness_path: Option<String>,
@@ -69,6 +69,21 @@ pub struct InstanceSpec {
     pub run_as_non_root: bool,
     /// `securityContext` fields that were set and that no runtime of kinetic enforces locally.
     pub unenforced_security: Vec<String>,
+}
+
+/// The value of one of a Service's variables: written in the Service, or read from a secret each
+/// time an instance starts (so a rotated secret reaches new instances, and the value is never
+/// stored, shown or logged).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvValue {
+    Value(String),
+    Secret(kinetic_api::sources::SecretKeySelector),
+}
+
+impl From<&str> for EnvValue {
+    fn from(value: &str) -> Self {
+        EnvValue::Value(value.to_owned())
+    }
 }
 
 /// A condition of a revision, as Knative's status conditions: `status` is "True" or "False",
@@ -309,6 +324,15 @@ pub enum Error {
     #[error("cannot create the instance's cgroup for its limits: {0}")]
     Cgroup(#[source] io::Error),
 
+    #[error("env `{variable}` reads {secret}: {problem} (hint: {hint})")]
+    Secret {
+        variable: String,
+        /// Where the value is (`secret NAME key KEY`), never the value.
+        secret: String,
+        problem: String,
+        hint: &'static str,
+    },
+
     #[error(
         "{}instance exited {} with {status}{}",
         if *oom_killed { "OOMKilled: the instance went over resources.limits.memory and the kernel killed it; " } else { "" },
@@ -337,6 +361,8 @@ impl Error {
             Error::Exited { .. } | Error::Wait(_) => "Error",
             Error::NotAllowed(_) => "ProgramNotAllowed",
             Error::RunsAsRoot { .. } => "RunAsNonRoot",
+            // Kubernetes' reason for a pod whose secret is missing.
+            Error::Secret { .. } => "CreateContainerConfigError",
             Error::EmptyCommand
             | Error::Spawn { .. }
             | Error::WorkingDir { .. }

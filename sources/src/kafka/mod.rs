@@ -187,6 +187,9 @@ mod tests {
             SecretRef::Env(name) | SecretRef::File(name) => {
                 Ok(format!("value-of-{name}").into_bytes())
             }
+            SecretRef::SecretKeyRef(selector) => {
+                Ok(format!("value-of-{}", selector.relative_path()).into_bytes())
+            }
         }
     }
 

@@ -247,7 +247,7 @@ mod tests {
             SecretRef::Env(name) if name == "GH" => Ok(b"It's a Secret to Everybody".to_vec()),
             SecretRef::Env(name) if name == "TOKEN" => Ok(b"t0ken".to_vec()),
             SecretRef::Env(name) => Err(SetupError::MissingEnv(name.clone())),
-            SecretRef::File(path) => panic!("no file {path}"),
+            other => panic!("no {other}"),
         }
     }
 
