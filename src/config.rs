@@ -80,10 +80,11 @@ pub struct DispatcherSettings {
 /// Where deliveries to outside URLs may go.
 #[derive(Debug, Clone, Args)]
 pub struct EgressSettings {
-    /// Address classes that deliveries to subscriber and dead-letter-sink URLs may reach, comma
-    /// separated: loopback, private, link-local, metadata, cgnat, multicast, unspecified, reserved;
-    /// `all` turns the guard off, `none` (the default) allows public addresses only. A Broker's
-    /// ingress and Services are always reachable.
+    /// Address classes that deliveries to subscriber and dead-letter-sink URLs, sources'
+    /// endpoints and the Kafka servers a Broker's ConfigMap names may reach, comma separated:
+    /// loopback, private, link-local, metadata, cgnat, multicast, unspecified, reserved; `all`
+    /// turns the guard off, `none` (the default) allows public addresses only. A Broker's ingress,
+    /// Services and the process's own `--kafka-bootstrap-servers` are always reachable.
     #[arg(long, env = "KINETIC_EGRESS_ALLOW", value_delimiter = ',', value_parser = parse_egress)]
     pub egress_allow: Vec<kinetic_triggers::egress::Allow>,
 }

@@ -109,6 +109,8 @@ enum Command {
         ingress: IngressSettings,
         #[command(flatten)]
         kafka: KafkaSettings,
+        #[command(flatten)]
+        egress: EgressSettings,
     },
     /// Run delivery only (scale-out; several dispatchers share the work of one PostgreSQL store).
     Dispatcher {
@@ -483,6 +485,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             store,
             ingress,
             kafka,
+            egress,
         } => {
             let state_dir = store.state_dir.clone();
             config::private_dir(&state_dir)?;
@@ -501,6 +504,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     state_dir,
                     ingress,
                     kafka,
+                    egress,
                 },
             )
             .await?;

@@ -287,13 +287,43 @@ fn admin_guard(
 }
 
 /// The Kafka class's log: the process's cluster, if configured, for brokers whose `spec.config`
-/// names none.
-fn kafka_log(settings: &KafkaSettings, store: &Arc<dyn Store>) -> Arc<KafkaLog> {
+/// names none; servers a ConfigMap names are held to the egress rules.
+fn kafka_log(
+    settings: &KafkaSettings,
+    store: &Arc<dyn Store>,
+    egress: &EgressSettings,
+) -> Arc<KafkaLog> {
     let topics = TopicSettings {
         partitions: settings.kafka_topic_partitions,
         replication_factor: settings.kafka_topic_replication_factor,
     };
-    Arc::new(KafkaLog::new(settings.client(), topics, store.clone()))
+    Arc::new(
+        KafkaLog::new(settings.client(), topics, store.clone())
+            .with_server_check(host_check(egress)),
+    )
+}
+
+/// Checks a host kinetic is asked to connect to by a resource (a source's endpoint, a ConfigMap's
+/// Kafka servers) against the egress rules. A name that does not resolve now is the client's to
+/// retry; only the guard's refusal stops the connection.
+fn host_check(
+    egress: &EgressSettings,
+) -> Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync> {
+    let egress = Arc::new(egress.egress());
+    Arc::new(move |host: String| {
+        let egress = egress.clone();
+        Box::pin(async move {
+            match host.parse::<std::net::IpAddr>() {
+                Ok(address) => egress.check_ip(address).map_err(|r| r.to_string()),
+                Err(_) => match egress.resolve(&host).await {
+                    Err(error) if error.is::<kinetic_triggers::egress::Refused>() => {
+                        Err(error.to_string())
+                    }
+                    _ => Ok(()),
+                },
+            }
+        })
+    })
 }
 
 /// Pieces of the ingress side, shared by `up` and `broker`.
@@ -476,25 +506,7 @@ fn source_sink(
     .with_signer(Arc::new(move |subject, audience| {
         issuer.token_for(subject, audience)
     }))
-    .with_endpoint_check({
-        let egress = Arc::new(egress.egress());
-        Arc::new(move |host: String| {
-            let egress = egress.clone();
-            Box::pin(async move {
-                match host.parse::<std::net::IpAddr>() {
-                    Ok(address) => egress.check_ip(address).map_err(|r| r.to_string()),
-                    // A name that does not resolve now is the client's to retry; only the
-                    // guard's refusal stops the source.
-                    Err(_) => match egress.resolve(&host).await {
-                        Err(error) if error.is::<kinetic_triggers::egress::Refused>() => {
-                            Err(error.to_string())
-                        }
-                        _ => Ok(()),
-                    },
-                }
-            })
-        })
-    })
+    .with_endpoint_check(host_check(egress))
 }
 
 fn dispatcher(
@@ -552,6 +564,8 @@ pub struct BrokerSettings {
     pub state_dir: PathBuf,
     pub ingress: IngressSettings,
     pub kafka: KafkaSettings,
+    /// For the Kafka servers a broker's ConfigMap names.
+    pub egress: EgressSettings,
 }
 
 /// The delivery settings of `kinetic dispatcher`.
@@ -639,7 +653,7 @@ pub async fn up(
     // No prefix: an empty one would still be joined with `_` (`_kinetic_...`).
     let mut registry = Registry::default();
     let (committed, _) = watch::channel(0u64);
-    let kafka = kafka_log(&kafka_settings, &store_handle);
+    let kafka = kafka_log(&kafka_settings, &store_handle, &egress_settings);
     let auth = auth(
         &auth_settings,
         &state_dir,
@@ -823,10 +837,11 @@ pub async fn broker(store: OpenedStore, settings: BrokerSettings) -> anyhow::Res
         state_dir,
         ingress: settings,
         kafka: kafka_settings,
+        egress,
     } = settings;
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
-    let kafka = kafka_log(&kafka_settings, &store.store);
+    let kafka = kafka_log(&kafka_settings, &store.store, &egress);
     let Listeners {
         public: listener,
         public_url,
@@ -915,7 +930,7 @@ pub async fn dispatcher_only(
 ) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
-    let kafka = kafka_log(&settings.kafka, &store.store);
+    let kafka = kafka_log(&settings.kafka, &store.store, &settings.egress);
     let tokens = admin_tokens(&settings.admin, &state_dir)?;
     // The brokers' issuer, to sign tokens for deliveries to audiences: the same key (state
     // directory) and URL as the brokers'.

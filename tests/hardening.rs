@@ -537,10 +537,11 @@ async fn secrets_stay_confined() {
     assert!(!kinetic.log().contains("super-secret-value"));
 }
 
-/// Sources that connect to hosts by themselves (an S3 endpoint, an SQS queue, Kafka brokers) are
-/// held to the egress rules: loopback is refused unless allowed, and the source says why.
+/// Hosts a resource makes kinetic connect to by itself (an S3 endpoint, an SQS queue, Kafka
+/// brokers of a source or of a Broker's ConfigMap) are held to the egress rules: loopback is
+/// refused unless allowed, and the answer or the source's status says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn source_endpoints_pass_the_egress_guard() {
+async fn resource_endpoints_pass_the_egress_guard() {
     let store = TestStore::new(Engine::Sqlite).await;
     let secrets = store.dir().join("secrets");
     std::fs::create_dir_all(&secrets).unwrap();
@@ -567,6 +568,19 @@ spec:
   bootstrapServers: ['localhost:9']
   topics: [orders]
   sink: {uri: 'https://example.com/'}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: kafka-broker-config}
+data: {bootstrap.servers: '127.0.0.1:9'}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata:
+  name: kafka
+  annotations: {eventing.knative.dev/broker.class: Kafka}
+spec:
+  config: {apiVersion: v1, kind: ConfigMap, name: kafka-broker-config}
 ",
     );
     let kinetic = tokio::task::block_in_place(|| {
@@ -601,6 +615,26 @@ spec:
         assert!(Instant::now() < deadline, "{errors:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // A Kafka-class broker's ConfigMap may not point kinetic's Kafka clients where the rules
+    // refuse: the ingress answers 503, naming the server and the flag, before any connection.
+    let response = reqwest::Client::new()
+        .post(kinetic.url("/default/kafka"))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "1")
+        .header("ce-source", "/s")
+        .header("ce-type", "t")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    let body: Value = response.json().await.unwrap();
+    let message = body["error"].as_str().unwrap_or_default();
+    assert!(
+        message
+            .contains("`bootstrap.servers` names `127.0.0.1:9`, which kinetic may not connect to")
+            && message.contains("--egress-allow loopback"),
+        "{message}"
+    );
 }
 
 /// Capability URLs (a token in the path or the query) are masked wherever kinetic shows a URL: in

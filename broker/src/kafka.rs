@@ -55,6 +55,12 @@ const BOOTSTRAP_SERVERS_KEY: &str = "bootstrap.servers";
 const PARTITIONS_KEY: &str = "default.topic.partitions";
 const REPLICATION_KEY: &str = "default.topic.replication.factor";
 
+/// Checks a host a ConfigMap names before kinetic connects to it: the process's egress rules, so
+/// that whoever may apply a ConfigMap cannot point kinetic's Kafka clients at a host those rules
+/// refuse (an internal address, the cloud metadata service).
+pub type ServerCheck =
+    Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
 /// One Kafka cluster: its settings, a producer, and the topics known to exist there.
 pub struct Cluster {
     pub settings: Settings,
@@ -81,6 +87,8 @@ pub struct KafkaLog {
     topics: TopicSettings,
     clusters: Mutex<HashMap<Settings, Arc<Cluster>>>,
     resolved: Mutex<HashMap<String, (Instant, Target)>>,
+    /// Checks the servers a ConfigMap names (not the process's own).
+    server_check: Option<ServerCheck>,
 }
 
 impl KafkaLog {
@@ -91,7 +99,14 @@ impl KafkaLog {
             topics,
             clusters: Mutex::new(HashMap::new()),
             resolved: Mutex::new(HashMap::new()),
+            server_check: None,
         }
+    }
+
+    /// Servers a broker's ConfigMap names are checked by `check` before any client connects.
+    pub fn with_server_check(mut self, check: ServerCheck) -> Self {
+        self.server_check = Some(check);
+        self
     }
 
     /// The cluster and topic of `broker` (`namespace/name`), its topic created if missing.
@@ -173,6 +188,14 @@ impl KafkaLog {
                     && same_servers(&process.bootstrap_servers, servers)
                 {
                     from_config.properties = process.properties.clone();
+                } else if let Some(check) = &self.server_check {
+                    for server in servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                        check(host_of(server).to_owned()).await.map_err(|why| {
+                            LogError::KafkaConfig(format!(
+                                "ConfigMap `{config_namespace}/{config_name}`: `{BOOTSTRAP_SERVERS_KEY}` names `{server}`, which kinetic may not connect to ({why})"
+                            ))
+                        })?;
+                    }
                 }
                 settings = Some(from_config);
             }
@@ -301,6 +324,15 @@ fn partition_key(payload: &[u8]) -> Option<String> {
         .map(Cow::into_owned)
 }
 
+/// The host of a bootstrap server `host:port` (`[v6]:port`, or a host alone), brackets removed.
+fn host_of(server: &str) -> &str {
+    let host = match server.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or(rest, |(host, _)| host),
+        None => server.rsplit_once(':').map_or(server, |(host, _)| host),
+    };
+    host.trim()
+}
+
 /// Whether two `host:port` lists name the same servers, in any order.
 fn same_servers(a: &str, b: &str) -> bool {
     let set = |list: &str| {
@@ -340,5 +372,13 @@ mod tests {
         assert!(same_servers("a:9092,b:9092", " B:9092 , a:9092"));
         assert!(!same_servers("a:9092", "a:9092,evil:9092"));
         assert!(!same_servers("a:9092", "evil:9092"));
+    }
+
+    #[test]
+    fn hosts_of_bootstrap_servers() {
+        assert_eq!(host_of("kafka-1.internal:9092"), "kafka-1.internal");
+        assert_eq!(host_of("[::1]:9093"), "::1");
+        assert_eq!(host_of("169.254.169.254"), "169.254.169.254");
+        assert_eq!(host_of("[fd00::1]"), "fd00::1");
     }
 }
