@@ -649,7 +649,7 @@ pub fn cesql_eval(expression: &str, event: Option<&Path>) -> anyhow::Result<Exit
             .build()
             .map_err(|error| anyhow::anyhow!("{error}"))?,
     };
-    let report = kinetic_triggers::cesql::eval_report(expression, &event);
+    let report = kinetic_cesql::eval_report(expression, &event);
     println!("{report}");
     Ok(ExitCode::SUCCESS)
 }

@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
-use kinetic_broker::kafka::{KafkaLog, TopicSettings};
-use kinetic_broker::{BrokerDirectory, Committer, Committers, IngressConfig, StoreLog};
+use kinetic_broker::{BrokerDirectory, Committers, IngressConfig};
+use kinetic_log::kafka::{KafkaLog, TopicSettings};
+use kinetic_log::{CommitMetrics, Committer, StoreLog};
 use kinetic_store::Store;
 use kinetic_triggers::plan::Resolver;
 use prometheus_client::registry::Registry;
@@ -413,16 +414,16 @@ fn ingress(
     cancel: &CancellationToken,
 ) -> IngressParts {
     let metrics = kinetic_broker::metrics::Metrics::new(registry);
+    let commits = CommitMetrics::new(registry);
     let (committer, committer_task) = Committer::start(
         Arc::new(StoreLog(store.clone())),
         settings.dedupe_window,
         committed,
-        metrics.clone(),
+        commits.clone(),
     );
     // Kafka-class triggers read their topics, not the store's log: nothing to wake.
     let (produced, _) = watch::channel(0u64);
-    let (kafka, kafka_task) =
-        Committer::start(kafka, settings.dedupe_window, produced, metrics.clone());
+    let (kafka, kafka_task) = Committer::start(kafka, settings.dedupe_window, produced, commits);
     let committer_tasks = vec![committer_task, kafka_task];
     let directory = BrokerDirectory::new(store.clone());
     tracker.spawn(
@@ -959,7 +960,7 @@ pub async fn dispatcher_only(
         Arc::new(StoreLog(store.store.clone())),
         settings.dedupe_window,
         committed.clone(),
-        kinetic_broker::metrics::Metrics::new(&mut registry),
+        CommitMetrics::new(&mut registry),
     );
     let dispatcher = dispatcher(
         &store.store,

@@ -11,12 +11,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use cloudevents::AttributesReader;
 use kinetic_api::cloudevent::{self, EventErrorKind};
+use kinetic_log::{CommitError, Committer, LogError};
 use kinetic_store::{Appended, NewEvent};
 
 use crate::admission::{Admission, Denied};
-use crate::committer::{CommitError, Committer};
 use crate::directory::BrokerDirectory;
-use crate::log::LogError;
 use crate::metrics::{BrokerLabels, Metrics, RejectLabels};
 use kinetic_api::eventing::BrokerClass;
 
@@ -450,10 +449,10 @@ mod tests {
         let metrics = Metrics::new(&mut registry);
         let (committed, _) = tokio::sync::watch::channel(0);
         let (committer, _) = Committer::start(
-            Arc::new(crate::log::StoreLog(store.clone())),
+            Arc::new(kinetic_log::StoreLog(store.clone())),
             std::time::Duration::from_secs(60),
             committed,
-            metrics.clone(),
+            kinetic_log::CommitMetrics::new(&mut registry),
         );
         router(
             IngressConfig::default(),

@@ -2,20 +2,15 @@
 //! structured and batch modes), applies the acceptance rules (attribute checks, reply-loop TTL,
 //! arrival time, size limit) and answers 202 only once the event is committed to the store's log.
 //!
-//! Concurrent requests are committed together ([`committer::Committer`], group commit), so a
+//! Concurrent requests are committed together (`kinetic_log::Committer`, group commit), so a
 //! transaction carries many events. This crate does not deliver: the dispatcher (`kinetic-triggers`)
 //! reads the log. Start reading at [`ingress::router`].
 
 pub mod admission;
-pub mod committer;
 pub mod directory;
 pub mod ingress;
-pub mod kafka;
-pub mod log;
 pub mod metrics;
 
 pub use admission::{Admission, Denied};
-pub use committer::Committer;
 pub use directory::BrokerDirectory;
 pub use ingress::{Committers, IngressConfig, router};
-pub use log::{Log, LogError, StoreLog};

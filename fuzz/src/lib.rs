@@ -140,7 +140,7 @@ pub fn cesql(data: &[u8]) {
         return;
     };
     let (expression, event) = text.split_once('\n').unwrap_or((text, ""));
-    let Ok(expression) = kinetic_triggers::cesql::Expression::parse(expression) else {
+    let Ok(expression) = kinetic_cesql::Expression::parse(expression) else {
         return;
     };
     let events = match cloudevent::from_json(event.as_bytes()) {
@@ -149,8 +149,8 @@ pub fn cesql(data: &[u8]) {
     };
     for event in &events {
         let evaluation = expression.evaluate(event);
-        let matched = evaluation.error.is_none()
-            && evaluation.value == kinetic_triggers::cesql::Value::Boolean(true);
+        let matched =
+            evaluation.error.is_none() && evaluation.value == kinetic_cesql::Value::Boolean(true);
         assert_eq!(
             expression.matches(event),
             matched,

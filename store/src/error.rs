@@ -5,9 +5,9 @@ pub enum Error {
         "store URL `{0}` is not supported: use sqlite:///path/state.db, sqlite::memory: or postgres://user@host:port/db"
     )]
     InvalidUrl(String),
-    #[error("database error")]
+    #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("migration failed")]
+    #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

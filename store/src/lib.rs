@@ -576,4 +576,53 @@ mod tests {
         assert_eq!(created_at(&uuid::Uuid::new_v4().to_string()), None);
         assert_eq!(created_at("not a uid"), None);
     }
+
+    /// Every file of `migrations/{engine}` is in that engine's migrator, in order and with the
+    /// name sqlx would give it, and nothing else is: a new file cannot be forgotten.
+    #[test]
+    fn every_migration_file_is_applied() {
+        for (engine, migrator) in [
+            ("sqlite", crate::sqlite::migrator()),
+            ("postgres", crate::postgres::migrator()),
+        ] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../migrations")
+                .join(engine);
+            let mut files: Vec<(i64, String, String)> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+                .map(|name| {
+                    let stem = name
+                        .strip_suffix(".sql")
+                        .unwrap_or_else(|| panic!("{engine}/{name}: a migration is a `.sql` file"));
+                    let (version, description) = stem.split_once('_').unwrap();
+                    let sql = std::fs::read_to_string(dir.join(&name)).unwrap();
+                    (version.parse().unwrap(), description.replace('_', " "), sql)
+                })
+                .collect();
+            files.sort();
+            let listed: Vec<(i64, String, String)> = migrator
+                .iter()
+                .map(|m| {
+                    (
+                        m.version,
+                        m.description.replace('_', " "),
+                        m.sql.as_str().to_owned(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                files.iter().map(|f| (f.0, &f.1)).collect::<Vec<_>>(),
+                listed.iter().map(|f| (f.0, &f.1)).collect::<Vec<_>>(),
+                "migrations/{engine} and its migrator differ"
+            );
+            assert!(
+                files
+                    .iter()
+                    .zip(&listed)
+                    .all(|(file, listed)| file.2 == listed.2),
+                "a migration's SQL is not its file's"
+            );
+        }
+    }
 }

@@ -67,7 +67,7 @@ impl Store for PostgresStore {
 }
 
 /// The migrations of `migrations/postgres`, compiled into the binary so it runs from any directory.
-fn migrator() -> Migrator {
+pub(crate) fn migrator() -> Migrator {
     Migrator::with_migrations(vec![
         Migration::new(
             1,

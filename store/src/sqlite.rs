@@ -197,7 +197,7 @@ fn checkpoint_in_background(writer: &SqlitePool) {
 }
 
 /// The migrations of `migrations/sqlite`, compiled into the binary so it runs from any directory.
-fn migrator() -> Migrator {
+pub(crate) fn migrator() -> Migrator {
     Migrator::with_migrations(vec![
         Migration::new(
             1,

@@ -7,8 +7,8 @@ use std::time::Instant;
 use cloudevents::Event;
 use kinetic_api::event::{self as rules, BROKER_TTL};
 use kinetic_api::eventing::BrokerClass;
-use kinetic_broker::LogError;
-use kinetic_broker::committer::CommitError;
+use kinetic_log::CommitError;
+use kinetic_log::LogError;
 use kinetic_store::NewEvent;
 
 use crate::disable::{self, Disabled};
@@ -137,7 +137,7 @@ async fn publish_reply(
             }
         },
         BrokerClass::Kafka => {
-            use kinetic_broker::Log as _;
+            use kinetic_log::Log as _;
             let log = context.kafka.as_ref().ok_or(LogError::KafkaNotConfigured)?;
             log.append(&[record], now, since).await?;
         }

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use kinetic_api::eventing::BrokerClass;
-use kinetic_broker::Committer;
-use kinetic_broker::kafka::KafkaLog;
+use kinetic_log::Committer;
+use kinetic_log::kafka::KafkaLog;
 use kinetic_store::{Store, TriggerRef};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -168,7 +168,7 @@ impl Dispatcher {
     }
 
     /// Where an in-process group commit hands what it stored (see [`crate::log_cache`]).
-    pub fn log_feed(&self) -> Arc<dyn kinetic_broker::committer::Feed> {
+    pub fn log_feed(&self) -> Arc<dyn kinetic_log::Feed> {
         self.context.log.clone()
     }
 

@@ -8,7 +8,7 @@ use cloudevents::{AttributesReader, Event};
 use kinetic_api::Trigger;
 use kinetic_api::eventing::SubscriptionsApiFilter;
 
-use crate::cesql::Expression;
+use kinetic_cesql::Expression;
 
 /// A compiled filter.
 #[derive(Debug, Clone)]

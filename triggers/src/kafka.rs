@@ -19,10 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kinetic_api::eventing::BrokerClass;
-use kinetic_broker::kafka::KafkaLog;
 use kinetic_kafka::rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use kinetic_kafka::rdkafka::message::Message as _;
 use kinetic_kafka::rdkafka::{Offset, TopicPartitionList};
+use kinetic_log::kafka::KafkaLog;
 use kinetic_store::{Millis, StoredEvent, TriggerRef};
 use tokio_util::sync::CancellationToken;
 

@@ -1,8 +1,8 @@
 //! Triggers: which events a trigger selects and how they reach its subscriber.
 //!
 //! - [`filter`]: Knative's filter dialects (`filter.attributes`; `filters`: exact, prefix, suffix,
-//!   all, any, not, cesql), compiled once per trigger, evaluated per event.
-//! - [`cesql`]: the CloudEvents SQL v1 engine behind the `cesql` dialect.
+//!   all, any, not, and `cesql` through the `kinetic-cesql` crate), compiled once per trigger,
+//!   evaluated per event.
 //! - [`policy`]: the effective delivery spec, backoff schedules (Knative's linear and exponential,
 //!   and the webhook schedule), retry classification, `Retry-After`.
 //! - [`dispatcher`]: at-least-once delivery; start reading there. It runs [`cursor`] workers (first
@@ -14,8 +14,6 @@
 //!   disables the trigger until it is applied again).
 //!
 //! This crate does not know what a revision is: subscribers are URLs.
-pub mod cesql;
-
 pub mod attempt;
 pub mod cursor;
 pub mod dead_letter;

@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use cloudevents::Event;
-use kinetic_broker::committer::{Feed, Stored};
+use kinetic_log::{Feed, Stored};
 use kinetic_store::{Store, StoredEvent};
 use prometheus_client::metrics::counter::Counter;
 

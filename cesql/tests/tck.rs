@@ -1,4 +1,4 @@
-//! Runs every case of the CloudEvents SQL v1 TCK against `kinetic_triggers::cesql`.
+//! Runs every case of the CloudEvents SQL v1 TCK against `kinetic_cesql`.
 //!
 //! The cases are the YAML files in `tests/tck/cesql/` (copied unchanged from cloudevents/spec,
 //! see ORIGIN.md there; the format is in README.md there). Every failing case is collected
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail, ensure};
 use chrono::DateTime;
 use cloudevents::Event;
-use kinetic_triggers::cesql::{Expression, Value, eval_report};
+use kinetic_cesql::{Expression, Value, eval_report};
 use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
 

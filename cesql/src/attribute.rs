@@ -103,7 +103,7 @@ impl Attribute {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cesql::Value;
+    use crate::Value;
     use cloudevents::{EventBuilder, EventBuilderV10};
 
     fn event() -> Event {

@@ -1,6 +1,18 @@
-//! Where a broker class keeps accepted events. The ingress's group commit ([`crate::Committer`])
-//! and the dispatcher's replies append through a [`Log`]: the store's event log for the store-backed
-//! classes, a Kafka topic per broker for the Kafka class ([`crate::kafka::KafkaLog`]).
+//! The event log: where a broker class keeps accepted events, below both the broker's ingress
+//! (`kinetic-broker`) and the dispatcher (`kinetic-triggers`), which never call each other.
+//!
+//! - [`Log`]: appends accepted events durably: the store's event log for the store-backed classes
+//!   ([`StoreLog`]), a Kafka topic per broker for the Kafka class ([`kafka::KafkaLog`]).
+//! - [`committer`]: the group commit the ingress and the dispatcher's replies append through, and
+//!   the [`committer::Feed`] that hands what each commit stored to the in-process dispatcher.
+//! - [`metrics`]: the group commit's batch sizes and durations.
+
+pub mod committer;
+pub mod kafka;
+pub mod metrics;
+
+pub use committer::{CommitError, Committer, Feed, Stored};
+pub use metrics::CommitMetrics;
 
 use std::sync::Arc;
 

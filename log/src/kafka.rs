@@ -19,7 +19,7 @@ use kinetic_kafka::Settings;
 use kinetic_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use kinetic_store::{Appended, Millis, NewEvent, Store};
 
-use crate::log::{Log, LogError};
+use crate::{Log, LogError};
 
 /// Topic settings for new broker topics.
 #[derive(Debug, Clone)]

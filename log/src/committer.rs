@@ -13,8 +13,8 @@ use cloudevents::Event;
 use kinetic_store::{Appended, NewEvent, StoredEvent};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::log::{Log, LogError};
-use crate::metrics::Metrics;
+use crate::metrics::CommitMetrics as Metrics;
+use crate::{Log, LogError};
 
 /// Most events in one transaction.
 const MAX_BATCH: usize = 1000;
