@@ -86,16 +86,16 @@ pub struct EgressSettings {
     /// turns the guard off, `none` (the default) allows public addresses only. A Broker's ingress,
     /// Services and the process's own `--kafka-bootstrap-servers` are always reachable.
     #[arg(long, env = "KINETIC_EGRESS_ALLOW", value_delimiter = ',', value_parser = parse_egress)]
-    pub egress_allow: Vec<kinetic_triggers::egress::Allow>,
+    pub egress_allow: Vec<kinetic_outbound::egress::Allow>,
 }
 
 impl EgressSettings {
-    pub fn egress(&self) -> kinetic_triggers::egress::Egress {
-        kinetic_triggers::egress::Egress::new(&self.egress_allow)
+    pub fn egress(&self) -> kinetic_outbound::egress::Egress {
+        kinetic_outbound::egress::Egress::new(&self.egress_allow)
     }
 }
 
-fn parse_egress(text: &str) -> Result<kinetic_triggers::egress::Allow, String> {
+fn parse_egress(text: &str) -> Result<kinetic_outbound::egress::Allow, String> {
     text.parse().map_err(|error| format!("{error}"))
 }
 

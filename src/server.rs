@@ -15,8 +15,8 @@ use anyhow::Context as _;
 use kinetic_broker::{BrokerDirectory, Committers, IngressConfig};
 use kinetic_log::kafka::{KafkaLog, TopicSettings};
 use kinetic_log::{CommitMetrics, Committer, StoreLog};
+use kinetic_outbound::destination::Resolver;
 use kinetic_store::Store;
-use kinetic_triggers::plan::Resolver;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -317,7 +317,7 @@ fn host_check(
             match host.parse::<std::net::IpAddr>() {
                 Ok(address) => egress.check_ip(address).map_err(|r| r.to_string()),
                 Err(_) => match egress.resolve(&host).await {
-                    Err(error) if error.is::<kinetic_triggers::egress::Refused>() => {
+                    Err(error) if error.is::<kinetic_outbound::egress::Refused>() => {
                         Err(error.to_string())
                     }
                     _ => Ok(()),
@@ -477,7 +477,7 @@ fn dispatcher_config(
     config.max_reply_bytes = max_reply_bytes;
     config.egress = egress.egress();
     config.tokens = issuer.map(|issuer| {
-        kinetic_triggers::sender::TokenSigner::new(move |subject, audience| {
+        kinetic_outbound::sender::TokenSigner::new(move |subject, audience| {
             issuer.token_for(subject, audience)
         })
     });
@@ -496,7 +496,7 @@ fn source_sink(
     egress: &EgressSettings,
     issuer: Arc<kinetic_auth::Issuer>,
 ) -> kinetic_sources::Sink {
-    let sender = kinetic_triggers::sender::Sender::new(
+    let sender = kinetic_outbound::sender::Sender::new(
         resolver.gateway.as_ref(),
         Some(&resolver.ingress_url),
         egress.egress(),
@@ -678,7 +678,7 @@ pub async fn up(
         &tracker,
         &cancel,
     );
-    let gateway = kinetic_triggers::sender::GatewayAddress {
+    let gateway = kinetic_outbound::sender::GatewayAddress {
         domain: serving_settings.domain.clone(),
         address: gateway_address,
     };

@@ -102,6 +102,22 @@ pub struct Destination {
 /// Resource kinds a destination `ref` may name.
 pub const DESTINATION_KINDS: &[&str] = &["Broker", "Service"];
 
+/// The URL at which the gateway serves a Service (or one of its traffic tags):
+/// `http://{tag-}{service}.{namespace}.{domain}:{port}`. The dispatcher and sources resolve a
+/// Service destination to it; the serving controller shows it.
+pub fn service_url(
+    service: &str,
+    namespace: &str,
+    tag: Option<&str>,
+    domain: &str,
+    port: u16,
+) -> String {
+    match tag {
+        Some(tag) => format!("http://{tag}-{service}.{namespace}.{domain}:{port}"),
+        None => format!("http://{service}.{namespace}.{domain}:{port}"),
+    }
+}
+
 impl Destination {
     pub fn validate(&self) -> Result<(), Error> {
         match (&self.reference, &self.uri) {

@@ -104,11 +104,7 @@ impl Gateway {
 
     /// The URL of a service (or of one of its tags).
     pub fn url(&self, namespace: &str, service: &str, tag: Option<&str>, port: u16) -> String {
-        let label = match tag {
-            Some(tag) => format!("{tag}-{service}"),
-            None => service.to_owned(),
-        };
-        format!("http://{label}.{namespace}.{}:{port}", self.domain)
+        kinetic_api::meta::service_url(service, namespace, tag, &self.domain, port)
     }
 
     fn compiled(&self) -> Arc<Compiled> {

@@ -6,11 +6,16 @@ use std::time::Duration;
 
 use cloudevents::Event;
 use kinetic_api::cloudevent::encode_binary;
+use kinetic_outbound::retry::{self, Backoff, Verdict};
 use tokio_util::sync::CancellationToken;
 
-/// First pause before sending again; it doubles up to [`MAX_BACKOFF`].
-pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Pauses before sending again: 100 ms, doubling up to 5 s.
+pub const BACKOFF: Backoff = Backoff::Doubling {
+    first: Duration::from_millis(100),
+    max: Duration::from_secs(5),
+};
+/// Longest a sink's `Retry-After` holds a source before its next attempt.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 /// How long one attempt may take.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -32,11 +37,32 @@ async fn start_of(mut response: reqwest::Response) -> String {
     String::from_utf8_lossy(&kept).into_owned()
 }
 
+/// The error for an answer that is not 2xx: its status, `Retry-After` and the start of its body.
+async fn refused(response: reqwest::Response) -> SinkError {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .filter(|_| retry::honours_retry_after(status))
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| retry::parse_retry_after(value, std::time::SystemTime::now()));
+    SinkError::Refused {
+        status,
+        body: start_of(response).await,
+        retry_after,
+    }
+}
+
 /// The sink did not accept an event.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("the sink answered HTTP {status}: {body}")]
-    Refused { status: u16, body: String },
+    Refused {
+        status: u16,
+        body: String,
+        /// The answer's `Retry-After` (read on 429 and 503).
+        retry_after: Option<Duration>,
+    },
     #[error("the sink could not be reached: {0}")]
     Unreachable(#[source] reqwest::Error),
     /// The egress guard does not let kinetic reach this URL (`--egress-allow`), or it is not a URL.
@@ -47,12 +73,12 @@ pub enum SinkError {
 }
 
 impl SinkError {
-    /// Whether sending again may succeed: connection problems, timeouts, 404 (a broker not yet
-    /// created), 408, 409, 429 and 5xx, as the dispatcher retries.
+    /// Whether sending again may succeed: connection problems, timeouts, and the answers the
+    /// dispatcher retries ([`retry::classify`]: 404, a broker not yet created, 408, 409, 429, 5xx).
     pub fn is_retryable(&self) -> bool {
         match self {
             SinkError::Refused { status, .. } => {
-                matches!(status, 404 | 408 | 409 | 429) || *status >= 500
+                retry::classify(Some(*status)) == Verdict::Retryable
             }
             SinkError::Unreachable(_) => true,
             // A process setting: the source keeps its input until the operator allows the address
@@ -158,11 +184,6 @@ impl Sink {
         self
     }
 
-    /// Every URL through one client, unguarded.
-    pub fn with_client(client: reqwest::Client) -> Sink {
-        Sink::new(Arc::new(move |_: &reqwest::Url| Ok(client.clone())))
-    }
-
     fn client(&self, url: &str) -> Result<(reqwest::Client, reqwest::Url), SinkError> {
         let parsed = reqwest::Url::parse(url).map_err(|error| {
             SinkError::Forbidden(format!("`{url}` is not a valid URL: {error}"))
@@ -195,14 +216,10 @@ impl Sink {
             .send()
             .await
             .map_err(|error| SinkError::Unreachable(error.without_url()))?;
-        let status = response.status();
-        if status.is_success() {
+        if response.status().is_success() {
             return Ok(());
         }
-        Err(SinkError::Refused {
-            status: status.as_u16(),
-            body: start_of(response).await,
-        })
+        Err(refused(response).await)
     }
 
     /// A GET that must answer 2xx (e.g. confirming an SNS subscription).
@@ -214,26 +231,23 @@ impl Sink {
             .send()
             .await
             .map_err(|error| SinkError::Unreachable(error.without_url()))?;
-        let status = response.status();
-        if status.is_success() {
+        if response.status().is_success() {
             return Ok(());
         }
-        Err(SinkError::Refused {
-            status: status.as_u16(),
-            body: start_of(response).await,
-        })
+        Err(refused(response).await)
     }
 
-    /// Sends until the sink accepts, backing off between attempts, or until `cancel`. A refusal
-    /// that cannot succeed later (a 4xx other than 404/408/409/429) ends it at once: the event is
-    /// wrong for this sink, and the caller decides what to tell its own sender.
+    /// Sends until the sink accepts, backing off between attempts ([`BACKOFF`], or the sink's
+    /// `Retry-After` when longer, up to [`MAX_RETRY_AFTER`]), or until `cancel`. A refusal that
+    /// cannot succeed later (a 4xx other than 404/408/409/429) ends it at once: the event is wrong
+    /// for this sink, and the caller decides what to tell its own sender.
     pub async fn send_until_accepted(
         &self,
         url: &Target,
         event: &Event,
         cancel: &CancellationToken,
     ) -> Result<(), SinkError> {
-        let mut backoff = FIRST_BACKOFF;
+        let mut failures = 0u32;
         loop {
             let error = tokio::select! {
                 () = cancel.cancelled() => return Err(SinkError::Cancelled),
@@ -245,12 +259,20 @@ impl Sink {
             if !error.is_retryable() {
                 return Err(error);
             }
+            failures = failures.saturating_add(1);
+            let asked = match &error {
+                SinkError::Refused {
+                    retry_after: Some(after),
+                    ..
+                } => (*after).min(MAX_RETRY_AFTER),
+                _ => Duration::ZERO,
+            };
+            let backoff = BACKOFF.exact(failures).max(asked);
             tracing::warn!(%url, %error, retry_in = ?backoff, "The sink did not accept an event; sending it again.");
             tokio::select! {
                 () = cancel.cancelled() => return Err(SinkError::Cancelled),
                 () = tokio::time::sleep(backoff) => {}
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 }

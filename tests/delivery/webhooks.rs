@@ -265,7 +265,7 @@ async fn an_unreadable_signing_secret_holds_the_trigger_until_it_can_be_read(eng
     let got = receiver.wait_for("/held", 1, WAIT).await;
     assert_eq!(ids(&got), ["held-1"], "log:\n{}", world.log());
     let signature = got[0].header("webhook-signature").expect("signed");
-    let expected = kinetic_triggers::signing::Signer::from_secrets(&[key.as_str()])
+    let expected = kinetic_outbound::signing::Signer::from_secrets(&[key.as_str()])
         .expect("a valid secret")
         .signature(
             "held-1",

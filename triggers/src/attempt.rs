@@ -14,8 +14,8 @@ use kinetic_store::NewEvent;
 use crate::disable::{self, Disabled};
 use crate::dispatcher::Context;
 use crate::plan::Plan;
-use crate::policy::Verdict;
-use crate::sender::Attempt;
+use kinetic_outbound::retry::Verdict;
+use kinetic_outbound::sender::Attempt;
 
 /// Delivers `event` to the plan's subscriber. A reply is appended to the broker's log (with the
 /// original's TTL, decremented) before this returns `Delivered`; if storing it fails the attempt is

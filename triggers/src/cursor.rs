@@ -24,7 +24,7 @@ use crate::attempt::{deliver, kept_body};
 use crate::dispatcher::Context;
 use crate::log_cache::Logged;
 use crate::plan::Plan;
-use crate::policy::Verdict;
+use kinetic_outbound::retry::Verdict;
 
 /// Batches delivered but not yet committed, at most.
 const UNCOMMITTED_BATCHES: usize = 4;

@@ -24,12 +24,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::disable::DisabledTable;
-use crate::egress::Egress;
 use crate::log_cache::LogCache;
 use crate::metrics::{BacklogLabels, Metrics};
-use crate::plan::{Plan, PlanTable, Plans, ProblemTable, Resolver, build_plans};
+use crate::plan::{Plan, PlanTable, Plans, ProblemTable, build_plans};
 use crate::policy::Defaults;
-use crate::sender::Sender;
+use kinetic_outbound::destination::Resolver;
+use kinetic_outbound::egress::Egress;
+use kinetic_outbound::sender::Sender;
 
 /// Settings of a dispatcher process.
 #[derive(Debug, Clone)]
@@ -56,7 +57,7 @@ pub struct Config {
     pub egress: Egress,
     /// Signs the tokens of deliveries to destinations with an audience (Broker refs, Knative's
     /// `Destination.audience`); without it they go without one.
-    pub tokens: Option<crate::sender::TokenSigner>,
+    pub tokens: Option<kinetic_outbound::sender::TokenSigner>,
     /// Largest reply read back from a subscriber (the ingress's `--max-body-bytes`: a reply is
     /// held to what a sender may post).
     pub max_reply_bytes: usize,
@@ -77,7 +78,7 @@ impl Config {
             dedupe_window: Duration::from_secs(24 * 3600),
             egress: Egress::default(),
             tokens: None,
-            max_reply_bytes: crate::sender::MAX_REPLY_BYTES,
+            max_reply_bytes: kinetic_outbound::sender::MAX_REPLY_BYTES,
         }
     }
 

@@ -6,13 +6,14 @@ use std::sync::{Arc, RwLock};
 
 use kinetic_api::eventing::{BrokerClass, DeliveryOrder};
 use kinetic_api::{Broker, Destination, Trigger};
+use kinetic_outbound::destination::Resolver;
 use kinetic_store::{StoredResource, TriggerRef};
 
 use crate::disable::DisabledTable;
 use crate::filter::Filter;
 use crate::policy::{Defaults, DeliveryPolicy};
-use crate::sender::Target;
-use crate::signing::Signer;
+use kinetic_outbound::sender::Target;
+use kinetic_outbound::signing::Signer;
 
 /// Everything needed to deliver one trigger's events.
 #[derive(Debug)]
@@ -34,61 +35,6 @@ pub struct Plan {
     /// When the trigger was created: a Kafka-class trigger delivers events accepted from then on
     /// (0 when unknown: everything the topic holds).
     pub created_at: kinetic_store::Millis,
-}
-
-/// Resolves destinations to URLs.
-#[derive(Debug, Clone)]
-pub struct Resolver {
-    /// Base URL of the broker ingress, e.g. `http://127.0.0.1:8080`.
-    pub ingress_url: String,
-    /// The serving gateway, when this process can reach Services.
-    pub gateway: Option<crate::sender::GatewayAddress>,
-}
-
-impl Resolver {
-    pub fn resolve(&self, destination: &Destination, namespace: &str) -> Result<String, String> {
-        match (&destination.reference, &destination.uri) {
-            (None, Some(uri)) => Ok(uri.clone()),
-            (Some(reference), uri) => {
-                let namespace = reference.namespace.as_deref().unwrap_or(namespace);
-                let base = match reference.kind.as_str() {
-                    "Broker" => format!(
-                        "{}/{namespace}/{}",
-                        self.ingress_url.trim_end_matches('/'),
-                        reference.name
-                    ),
-                    "Service" => match &self.gateway {
-                        Some(gateway) => format!(
-                            "http://{}.{namespace}.{}:{}",
-                            reference.name,
-                            gateway.domain,
-                            gateway.address.port()
-                        ),
-                        None => {
-                            return Err(
-                                "a Service destination needs the serving gateway, which runs in `kinetic up`"
-                                    .to_owned(),
-                            );
-                        }
-                    },
-                    other => {
-                        return Err(format!(
-                            "a `{other}` destination cannot be resolved; use `uri:`, a Broker or a Service ref"
-                        ));
-                    }
-                };
-                Ok(match uri {
-                    Some(path) => format!(
-                        "{}/{}",
-                        base.trim_end_matches('/'),
-                        path.trim_start_matches('/')
-                    ),
-                    None => base,
-                })
-            }
-            (None, None) => Err("the destination has neither `ref` nor `uri`".to_owned()),
-        }
-    }
 }
 
 /// The plans built from the stored resources.
@@ -304,7 +250,7 @@ mod tests {
                 .unwrap_err()
                 .contains("gateway")
         );
-        resolver.gateway = Some(crate::sender::GatewayAddress {
+        resolver.gateway = Some(kinetic_outbound::sender::GatewayAddress {
             domain: "kinetic.localhost".into(),
             address: "127.0.0.1:8081".parse().unwrap(),
         });

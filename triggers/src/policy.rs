@@ -1,27 +1,15 @@
 //! Delivery policy: the effective `DeliverySpec` of a trigger (trigger over broker over process
-//! defaults, field by field), the backoff schedule, which answers are retried, and `Retry-After`.
-//! All pure: no clock, no I/O.
+//! defaults, field by field), and when a retry is due given its backoff schedule and the answer's
+//! `Retry-After`. Which answers are retried, the schedules themselves and `Retry-After` parsing
+//! are `kinetic_outbound::retry`, shared with the sources. All pure: no clock, no I/O.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
+
+use kinetic_outbound::retry::{Backoff, WEBHOOK_SCHEDULE};
 
 use kinetic_api::DeliverySpec;
 use kinetic_api::duration;
 use kinetic_api::eventing::{BackoffPolicy, DeliveryFormat, StandardWebhooksSigning};
-
-/// The `webhook` backoff policy's waits before retries 1, 2, …: the schedule webhook senders use
-/// (the first attempt is immediate); retries past the end wait as long as the last.
-pub const WEBHOOK_SCHEDULE: [Duration; 7] = [
-    Duration::from_secs(5),
-    Duration::from_secs(5 * 60),
-    Duration::from_secs(30 * 60),
-    Duration::from_secs(2 * 3600),
-    Duration::from_secs(5 * 3600),
-    Duration::from_secs(10 * 3600),
-    Duration::from_secs(10 * 3600),
-];
-/// How far the `webhook` policy moves each wait at random, either way, so that subscribers coming
-/// back after an outage are not hit by every retry at once.
-pub const WEBHOOK_JITTER: f64 = 0.2;
 
 /// Process-wide defaults, used for every field neither the trigger nor its broker sets (like
 /// Knative's `config-br-defaults`).
@@ -99,37 +87,23 @@ impl DeliveryPolicy {
         }
     }
 
-    /// Backoff before retry `k` (1-based): linear `delay × k`, exponential `delay × 2^k`, webhook
-    /// the k-th step of [`WEBHOOK_SCHEDULE`] (before jitter, see [`Self::jittered_backoff`]).
-    pub fn backoff(&self, k: u32) -> Duration {
+    /// The backoff schedule this policy names, with its delay.
+    pub fn schedule(&self) -> Backoff {
         match self.backoff_policy {
-            BackoffPolicy::Linear => self.backoff_delay.saturating_mul(k),
-            BackoffPolicy::Exponential => {
-                let factor = 1u32.checked_shl(k.min(31)).unwrap_or(u32::MAX);
-                self.backoff_delay.saturating_mul(factor)
-            }
-            BackoffPolicy::Webhook => match k {
-                0 => Duration::ZERO,
-                k => WEBHOOK_SCHEDULE[(k as usize).min(WEBHOOK_SCHEDULE.len()) - 1],
-            },
+            BackoffPolicy::Linear => Backoff::Linear(self.backoff_delay),
+            BackoffPolicy::Exponential => Backoff::Exponential(self.backoff_delay),
+            BackoffPolicy::Webhook => Backoff::Webhook,
         }
     }
 
+    /// Backoff before retry `k` (1-based), before jitter (see [`Backoff::exact`]).
+    pub fn backoff(&self, k: u32) -> Duration {
+        self.schedule().exact(k)
+    }
+
     /// The backoff with this policy's jitter: `roll` is uniform in `[0, 1)`, drawn by the caller.
-    /// Only the webhook policy has jitter (±[`WEBHOOK_JITTER`]); Knative's policies are exact.
     pub fn jittered_backoff(&self, k: u32, roll: f64) -> Duration {
-        let backoff = self.backoff(k);
-        match self.backoff_policy {
-            BackoffPolicy::Webhook => {
-                let roll = if roll.is_finite() {
-                    roll.clamp(0.0, 1.0)
-                } else {
-                    0.5
-                };
-                backoff.mul_f64(1.0 - WEBHOOK_JITTER + 2.0 * WEBHOOK_JITTER * roll)
-            }
-            BackoffPolicy::Linear | BackoffPolicy::Exponential => backoff,
-        }
+        self.schedule().wait(k, roll)
     }
 
     /// Whether another attempt follows `made` failed attempts (the first attempt plus `retry`
@@ -158,37 +132,6 @@ impl DeliveryPolicy {
         };
         backoff.max(honoured)
     }
-}
-
-/// How an attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Delivered,
-    /// Worth another attempt: 404, 408, 409, 429, 5xx, connection errors, timeouts.
-    Retryable,
-    /// Other answers: straight to the dead letters.
-    Permanent,
-}
-
-/// Classifies an HTTP status; `None` means no answer (connection error or timeout).
-pub fn classify(status: Option<u16>) -> Verdict {
-    match status {
-        None => Verdict::Retryable,
-        Some(200..=299) => Verdict::Delivered,
-        Some(404 | 408 | 409 | 429 | 500..=599) => Verdict::Retryable,
-        Some(_) => Verdict::Permanent,
-    }
-}
-
-/// Parses a `Retry-After` value (delta-seconds or an HTTP-date) relative to `now`. A date in the past
-/// is zero; garbage is `None`.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let when = httpdate::parse_http_date(value).ok()?;
-    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]
@@ -273,37 +216,6 @@ mod tests {
             3_000
         );
         assert_eq!(p.retry_at(1, None, i64::MAX - 1, 0.5), i64::MAX);
-    }
-
-    #[test]
-    fn classification() {
-        for status in [200, 201, 202, 204, 299] {
-            assert_eq!(classify(Some(status)), Verdict::Delivered);
-        }
-        for status in [404, 408, 409, 429, 500, 502, 503, 504, 599] {
-            assert_eq!(classify(Some(status)), Verdict::Retryable, "{status}");
-        }
-        for status in [300, 301, 400, 401, 403, 405, 410, 413, 415, 422] {
-            assert_eq!(classify(Some(status)), Verdict::Permanent, "{status}");
-        }
-        assert_eq!(classify(None), Verdict::Retryable);
-    }
-
-    #[test]
-    fn retry_after_parsing() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
-        assert_eq!(
-            parse_retry_after("120", now),
-            Some(Duration::from_secs(120))
-        );
-        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(
-            parse_retry_after(&later, now),
-            Some(Duration::from_secs(30))
-        );
-        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
-        assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("soon", now), None);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::dead_letter;
 use crate::dispatcher::Context;
 use crate::metrics::TriggerLabels;
 use crate::plan::Plan;
-use crate::policy::Verdict;
+use kinetic_outbound::retry::Verdict;
 
 /// Rows leased per round.
 const LEASE_BATCH: usize = 128;

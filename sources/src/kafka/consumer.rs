@@ -13,6 +13,7 @@
 //! partition to fetch. A partition's task instead stops reading its queue, and librdkafka stops
 //! fetching that partition once its queue holds `queued.min.messages` records.
 
+use kinetic_outbound::retry::Backoff;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -39,9 +40,11 @@ use crate::controller::{Key, Sources, sleep_or_cancel};
 use crate::metrics::PartitionLabels;
 use crate::sink::Target;
 
-/// Pauses between attempts to run a consumer that failed: doubling from the first to the last.
-const FIRST_RESTART: Duration = Duration::from_secs(1);
-const MAX_RESTART: Duration = Duration::from_secs(30);
+/// Pauses between attempts to run a consumer that failed: 1 s, doubling up to 30 s.
+const RESTART: Backoff = Backoff::Doubling {
+    first: Duration::from_secs(1),
+    max: Duration::from_secs(30),
+};
 
 /// One partition's own queue of records.
 pub(super) type PartitionQueue = StreamPartitionQueue<SourceContext>;
@@ -257,7 +260,7 @@ pub(crate) async fn run(
             .unwrap_or_default(),
     };
     let ordering = source.ordering().unwrap_or(KafkaOrdering::Ordered);
-    let mut backoff = FIRST_RESTART;
+    let mut failures = 0u32;
     let lag_series = LagSeries::default();
     loop {
         let (events, receiver) = mpsc::unbounded_channel();
@@ -296,14 +299,15 @@ pub(crate) async fn run(
         match outcome {
             Ok(()) => return,
             Err(error) => {
+                failures = failures.saturating_add(1);
+                let backoff = RESTART.exact(failures);
                 tracing::warn!(%namespace, %name, %error, retry_in = ?backoff, "A KafkaSource's consumer stopped; starting it again.");
                 sources.update(&key, |s| s.last_error = Some(error.to_string()));
             }
         }
-        if sleep_or_cancel(backoff, &cancel).await {
+        if sleep_or_cancel(RESTART.exact(failures), &cancel).await {
             return;
         }
-        backoff = (backoff * 2).min(MAX_RESTART);
     }
 }
 

@@ -13,6 +13,7 @@
 //! (`maxReceiveCount` of 3 or more, and a dead-letter queue) so such messages end there: a message
 //! in flight to a process that crashed has been received once already.
 
+use kinetic_outbound::retry::Backoff;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,9 +32,11 @@ use crate::sink::Target;
 const WAIT_SECONDS: i32 = 10;
 /// Messages per ReceiveMessage (SQS allows at most 10).
 const MAX_MESSAGES: i32 = 10;
-/// Pauses after a failed ReceiveMessage: doubling from the first, up to the last.
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Pauses after failed ReceiveMessages: 200 ms, doubling up to 30 s.
+const BACKOFF: Backoff = Backoff::Doubling {
+    first: Duration::from_millis(200),
+    max: Duration::from_secs(30),
+};
 
 /// What became of one message.
 #[derive(Debug, PartialEq, Eq)]
@@ -76,7 +79,7 @@ pub(crate) async fn run(
         }
     };
     tracing::info!(%namespace, %name, queue = %queue_url, "Reading S3 notifications from SQS.");
-    let mut backoff = FIRST_BACKOFF;
+    let mut failures = 0u32;
     let mut backlog_read: Option<tokio::time::Instant> = None;
     loop {
         if backlog_read.is_none_or(|at| at.elapsed() >= BACKLOG_INTERVAL) {
@@ -96,7 +99,7 @@ pub(crate) async fn run(
         };
         let messages = match received {
             Ok(output) => {
-                backoff = FIRST_BACKOFF;
+                failures = 0;
                 output.messages.unwrap_or_default()
             }
             Err(error) => {
@@ -105,10 +108,10 @@ pub(crate) async fn run(
                 sources.update(&key, |s| {
                     s.last_error = Some(format!("receiving from {queue_url}: {error}"))
                 });
-                if sleep_or_cancel(backoff, &cancel).await {
+                failures = failures.saturating_add(1);
+                if sleep_or_cancel(BACKOFF.exact(failures), &cancel).await {
                     return;
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };

@@ -13,17 +13,17 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::prelude::BASE64_STANDARD;
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, KeyInit, Mac};
 use http::HeaderMap;
+use kinetic_outbound::signing::{self, KeyProblem, hmac_sha256};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 pub const GITHUB_SIGNATURE_HEADER: &str = "x-hub-signature-256";
-pub const WEBHOOK_ID_HEADER: &str = "webhook-id";
-pub const WEBHOOK_TIMESTAMP_HEADER: &str = "webhook-timestamp";
-pub const WEBHOOK_SIGNATURE_HEADER: &str = "webhook-signature";
-/// The prefix of Standard Webhooks secrets; the rest is the base64 key.
-pub const STANDARD_WEBHOOKS_SECRET_PREFIX: &str = "whsec_";
+/// Standard Webhooks' headers, as kinetic's own deliveries send them.
+pub use kinetic_outbound::signing::{
+    WEBHOOK_ID as WEBHOOK_ID_HEADER, WEBHOOK_SIGNATURE as WEBHOOK_SIGNATURE_HEADER,
+    WEBHOOK_TIMESTAMP as WEBHOOK_TIMESTAMP_HEADER,
+};
 
 /// Why a request was not authenticated. Every variant is a 401 for the sender.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,8 +104,8 @@ impl Verifier {
         Ok(Verifier::Bearer { token })
     }
 
-    /// Standard Webhooks secrets as written (`whsec_<base64>`); like the reference libraries, the
-    /// prefix is optional and the rest is always base64.
+    /// Standard Webhooks secrets as written (`whsec_<base64>`), read as kinetic's signed
+    /// deliveries read them ([`signing::decode_secret`]).
     pub fn standard_webhooks<S: AsRef<[u8]>>(
         secrets: &[S],
         tolerance: Duration,
@@ -113,17 +113,10 @@ impl Verifier {
         let keys = secrets
             .iter()
             .map(|secret| {
-                let secret = secret.as_ref();
-                let encoded = secret
-                    .strip_prefix(STANDARD_WEBHOOKS_SECRET_PREFIX.as_bytes())
-                    .unwrap_or(secret);
-                let key = BASE64_STANDARD
-                    .decode(encoded)
-                    .map_err(|_| KeyError::NotBase64)?;
-                if key.is_empty() {
-                    return Err(KeyError::Empty);
-                }
-                Ok(key)
+                signing::decode_secret(secret.as_ref()).map_err(|problem| match problem {
+                    KeyProblem::NotBase64 => KeyError::NotBase64,
+                    KeyProblem::Empty => KeyError::Empty,
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         if keys.is_empty() {
@@ -155,15 +148,6 @@ fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, Ver
         header: name,
         reason: "it is not ASCII text",
     })
-}
-
-fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    // HMAC takes keys of any length, so this cannot fail.
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC accepts any key");
-    for part in parts {
-        mac.update(part);
-    }
-    mac.finalize().into_bytes().into()
 }
 
 fn verify_github(secret: &[u8], headers: &HeaderMap, body: &[u8]) -> Result<(), VerifyError> {
@@ -223,10 +207,7 @@ fn verify_standard(
     }
     let mut matched = subtle::Choice::from(0);
     for key in keys {
-        let expected = hmac_sha256(
-            key,
-            &[id.as_bytes(), b".", timestamp.as_bytes(), b".", body],
-        );
+        let expected = signing::hmac(key, id, timestamp, body);
         for signature in &given {
             matched |= expected.as_slice().ct_eq(signature);
         }
@@ -514,6 +495,27 @@ mod tests {
         assert_eq!(
             Verifier::standard_webhooks::<&str>(&[], tolerance),
             Err(KeyError::Empty)
+        );
+    }
+
+    /// A secret without base64 padding signs kinetic's deliveries, so it verifies here too: both
+    /// read secrets with `kinetic_outbound::signing::decode_secret`.
+    #[test]
+    fn a_secret_kinetic_signs_with_verifies_here() {
+        let padded = BASE64_STANDARD.encode(b"sixteen byte key");
+        assert!(padded.ends_with("=="), "{padded}");
+        let unpadded = format!("whsec_{}", padded.trim_end_matches('='));
+        let signer = kinetic_outbound::signing::Signer::from_secrets(&[unpadded.as_str()]).unwrap();
+        let signature = signer.signature(SW_ID, SW_TIMESTAMP, SW_BODY);
+        let verifier =
+            Verifier::standard_webhooks(&[unpadded.as_str()], Duration::from_secs(300)).unwrap();
+        assert_eq!(
+            verifier.verify(
+                &standard(&signature, SW_TIMESTAMP),
+                SW_BODY,
+                at(SW_TIMESTAMP)
+            ),
+            Ok(())
         );
     }
 

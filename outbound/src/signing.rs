@@ -114,19 +114,11 @@ impl Signer {
         let timestamp = timestamp.to_string();
         let mut value = String::with_capacity(self.keys.len() * 48);
         for key in &self.keys {
-            // HMAC takes keys of any length, so this cannot fail.
-            let mut mac =
-                <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC accepts any key");
-            mac.update(id.as_bytes());
-            mac.update(b".");
-            mac.update(timestamp.as_bytes());
-            mac.update(b".");
-            mac.update(body);
             if !value.is_empty() {
                 value.push(' ');
             }
             value.push_str("v1,");
-            BASE64_STANDARD.encode_string(mac.finalize().into_bytes(), &mut value);
+            BASE64_STANDARD.encode_string(hmac(key, id, &timestamp, body), &mut value);
         }
         value
     }
@@ -141,12 +133,35 @@ impl Signer {
     }
 }
 
-enum KeyProblem {
+/// The `v1` signature of a message under one key: HMAC-SHA256 of `{id}.{timestamp}.{body}`,
+/// `timestamp` as it is written in the `webhook-timestamp` header.
+pub fn hmac(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> [u8; 32] {
+    hmac_sha256(
+        key,
+        &[id.as_bytes(), b".", timestamp.as_bytes(), b".", body],
+    )
+}
+
+/// HMAC-SHA256 of the concatenated `parts`.
+pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    // HMAC takes keys of any length, so this cannot fail.
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC accepts any key");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// Why a secret as written is not a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyProblem {
     NotBase64,
     Empty,
 }
 
-fn decode_secret(secret: &[u8]) -> Result<Vec<u8>, KeyProblem> {
+/// The HMAC key of a secret as written (`whsec_<base64>`): as the reference libraries read it,
+/// the prefix is optional and the rest is base64, its padding optional.
+pub fn decode_secret(secret: &[u8]) -> Result<Vec<u8>, KeyProblem> {
     let encoded = secret
         .strip_prefix(SECRET_PREFIX.as_bytes())
         .unwrap_or(secret);

@@ -34,7 +34,7 @@ use kinetic_api::event::BROKER_TTL;
 use kinetic_api::eventing::DeliveryFormat;
 
 use crate::egress::{BoxError, Egress, GuardedDns, Refused};
-use crate::policy::{self, Verdict};
+use crate::retry::{self, Verdict};
 use crate::signing::Signer;
 
 /// Most bytes of a response body kept for the dead letter (`knativeerrordata` uses at most 768).
@@ -593,7 +593,7 @@ impl Sender {
             let status = response.status().as_u16();
             let (parts, body) = response.into_parts();
             let limit = if target.replies
-                && policy::classify(Some(status)) == Verdict::Delivered
+                && retry::classify(Some(status)) == Verdict::Delivered
                 && status != 202
             {
                 self.max_reply_bytes
@@ -654,12 +654,12 @@ fn answered(answer: Answer, target: &Target) -> Attempt {
     } = answer;
     let url = target.to_string();
     let url = url.as_str();
-    let verdict = policy::classify(Some(status));
+    let verdict = retry::classify(Some(status));
     let retry_after = if status == 429 || status == 503 {
         headers
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| policy::parse_retry_after(v, SystemTime::now()))
+            .and_then(|v| retry::parse_retry_after(v, SystemTime::now()))
     } else {
         None
     };
