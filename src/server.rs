@@ -364,7 +364,8 @@ async fn auth(
         kinetic_auth::Issuer::load_or_create(state_dir, url)
             .context("kinetic's token signing key")?,
     );
-    let verifier = kinetic_auth::Verifier::new(Some(&issuer), &settings.oidc_issuers);
+    let verifier = kinetic_auth::Verifier::new(Some(&issuer), &settings.oidc_issuers)
+        .map_err(|e| anyhow::anyhow!("verifying senders' tokens: {e}"))?;
     if let Err(error) = verifier.preload().await {
         // A file is the operator's to fix now; a URL may come back (it is fetched again later).
         let files = settings
@@ -495,19 +496,25 @@ fn source_sink(
     resolver: &Resolver,
     egress: &EgressSettings,
     issuer: Arc<kinetic_auth::Issuer>,
-) -> kinetic_sources::Sink {
+) -> anyhow::Result<kinetic_sources::Sink> {
     let sender = kinetic_outbound::sender::Sender::new(
         resolver.gateway.as_ref(),
         Some(&resolver.ingress_url),
         egress.egress(),
     );
-    kinetic_sources::Sink::new(Arc::new(move |url: &reqwest::Url| {
-        sender.client_for(url).cloned()
-    }))
-    .with_signer(Arc::new(move |subject, audience| {
-        issuer.token_for(subject, audience)
-    }))
-    .with_endpoint_check(host_check(egress))
+    // Fail closed now: no source runs without its guarded client.
+    sender
+        .ready_clients()
+        .map_err(|e| anyhow::anyhow!("sources' HTTP clients: {e}"))?;
+    Ok(
+        kinetic_sources::Sink::new(Arc::new(move |url: &reqwest::Url| {
+            sender.client_for(url).cloned()
+        }))
+        .with_signer(Arc::new(move |subject, audience| {
+            issuer.token_for(subject, audience)
+        }))
+        .with_endpoint_check(host_check(egress)),
+    )
 }
 
 fn dispatcher(
@@ -712,7 +719,7 @@ pub async fn up(
     drop(feed);
     let sources = kinetic_sources::Sources::new(
         store_handle.clone(),
-        source_sink(&resolver, &egress_settings, auth.issuer.clone()),
+        source_sink(&resolver, &egress_settings, auth.issuer.clone())?,
         Arc::new(move |destination, namespace| {
             let url = resolver.resolve(destination, namespace)?;
             Ok((
@@ -721,7 +728,8 @@ pub async fn up(
             ))
         }),
         kinetic_sources::metrics::Metrics::new(&mut registry),
-    );
+    )
+    .map_err(|e| anyhow::anyhow!("sources: {e}"))?;
     let serving = serving(
         &store_handle,
         &serving_settings,

@@ -120,8 +120,9 @@ pub struct Verifier {
 
 impl Verifier {
     /// Trusts kinetic's own `issuer` (if any) and the `outside` ones. Key sets of files and URLs are
-    /// read at the first token that needs them.
-    pub fn new(issuer: Option<&Issuer>, outside: &[IssuerSpec]) -> Self {
+    /// read at the first token that needs them. Fails only when the HTTP client for key sets
+    /// cannot be built: there is no fallback client, which would honour proxy variables.
+    pub fn new(issuer: Option<&Issuer>, outside: &[IssuerSpec]) -> Result<Self, String> {
         let mut trusted = Vec::new();
         if let Some(issuer) = issuer {
             trusted.push(Trusted {
@@ -147,12 +148,12 @@ impl Verifier {
             .timeout(Duration::from_secs(10))
             .no_proxy()
             .build()
-            .unwrap_or_default();
-        Self {
+            .map_err(|error| format!("the HTTP client for issuers' key sets: {error}"))?;
+        Ok(Self {
             trusted,
             http,
             cache: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// Reads every file or URL key set now, so a mistake shows at start.
@@ -372,7 +373,7 @@ mod tests {
     async fn own_tokens_verify_and_mistakes_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let issuer = Issuer::load_or_create(dir.path(), "http://127.0.0.1:1").unwrap();
-        let verifier = Verifier::new(Some(&issuer), &[]);
+        let verifier = Verifier::new(Some(&issuer), &[]).unwrap();
         let token = issuer
             .sign("system:serviceaccount:a:b", "aud", Duration::from_secs(60))
             .unwrap();

@@ -467,9 +467,13 @@ impl Sender {
         Ok(Route::Outside)
     }
 
-    /// The reqwest client that may reach `url`: kinetic's own for its destinations, the guarded
-    /// one for the rest, or why the guard refuses it. Sources reach their sinks through it.
-    pub fn client_for(&self, url: &url::Url) -> Result<&reqwest::Client, String> {
+    /// Builds the reqwest clients [`Self::client_for`] hands out, so that a process that will
+    /// need them fails at start-up, not at its first request, when they cannot be built.
+    pub fn ready_clients(&self) -> Result<(), String> {
+        self.reqwest_clients().map(|_| ())
+    }
+
+    fn reqwest_clients(&self) -> Result<&(reqwest::Client, reqwest::Client), String> {
         let clients = self.sources.get_or_init(|| {
             let outside = client_builder()
                 .dns_resolver(GuardedDns {
@@ -479,7 +483,13 @@ impl Sender {
                 .map_err(|error| format!("kinetic's HTTP client could not be built: {error}"))?;
             Ok((http_client(self.gateway.as_ref())?, outside))
         });
-        let (internal, outside) = clients.as_ref().map_err(Clone::clone)?;
+        clients.as_ref().map_err(Clone::clone)
+    }
+
+    /// The reqwest client that may reach `url`: kinetic's own for its destinations, the guarded
+    /// one for the rest, or why the guard refuses it. Sources reach their sinks through it.
+    pub fn client_for(&self, url: &url::Url) -> Result<&reqwest::Client, String> {
+        let (internal, outside) = self.reqwest_clients()?;
         if self.is_internal(
             url.scheme(),
             url.host_str().unwrap_or(""),

@@ -116,8 +116,16 @@ impl Sources {
         sink: Sink,
         resolve: Resolve,
         metrics: Metrics,
-    ) -> Arc<Sources> {
-        Arc::new(Sources {
+    ) -> Result<Arc<Sources>, String> {
+        // The certificate URL is checked to be SNS's own (https, sns.REGION.amazonaws.com)
+        // before anything is fetched; redirects are not followed. Built now, so a process whose
+        // client cannot be built stops at start-up instead of failing each verification.
+        let sns_client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .map_err(|error| format!("the HTTP client for SNS certificates: {error}"))?;
+        Ok(Arc::new(Sources {
             metrics,
             store,
             sink,
@@ -132,18 +140,10 @@ impl Sources {
             cancel: CancellationToken::new(),
             wake: tokio::sync::Notify::new(),
             passes: tokio::sync::watch::Sender::new(0),
-            // The certificate URL is checked to be SNS's own (https, sns.REGION.amazonaws.com)
-            // before anything is fetched; redirects are not followed.
             sns_certificates: Arc::new(crate::s3::sns_signature::Certificates::new(
-                crate::s3::sns_signature::fetch_with(
-                    reqwest::Client::builder()
-                        .redirect(reqwest::redirect::Policy::none())
-                        .no_proxy()
-                        .build()
-                        .map_err(|error| format!("the HTTP client could not be built: {error}")),
-                ),
+                crate::s3::sns_signature::fetch_with(sns_client),
             )),
-        })
+        }))
     }
 
     /// Reconciles until `cancel`, then stops every source task (a tick being sent is given up

@@ -199,13 +199,11 @@ pub fn verify_with(
 pub type FetchCertificate =
     Arc<dyn Fn(String) -> BoxFuture<'static, Result<Vec<u8>, String>> + Send + Sync>;
 
-/// GETs certificates with `client` (redirects are not followed). Without one (it could not be
-/// built), every fetch fails: a client that follows redirects or proxies is never used instead.
-pub fn fetch_with(client: Result<reqwest::Client, String>) -> FetchCertificate {
+/// GETs certificates with `client`, built by the caller not to follow redirects or proxies.
+pub fn fetch_with(client: reqwest::Client) -> FetchCertificate {
     Arc::new(move |url: String| {
         let client = client.clone();
         Box::pin(async move {
-            let client = client?;
             let response = client
                 .get(&url)
                 .timeout(FETCH_TIMEOUT)
