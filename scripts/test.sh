@@ -27,6 +27,11 @@ echo "==> cargo fmt --check"
 cargo fmt --all --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Every dependency a crate declares is used (names resolved through cargo's metadata, so renamed
+# libraries such as cloudevents-sdk's `cloudevents` count).
+echo "==> cargo machete (unused dependencies)"
+machete=$(bash scripts/ensure-machete.sh)
+"$machete" --with-metadata
 echo "==> cargo build (binaries the end-to-end tests run: kinetic, the example functions)"
 cargo build --workspace --bins --locked
 echo "==> cargo test"
