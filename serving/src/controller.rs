@@ -508,7 +508,6 @@ async fn scale_loop(
         revision: spec.revision.clone(),
     };
     let mut instances = runtime.instances(&spec.namespace, &spec.revision);
-    proxy.set_instances(&instances.borrow_and_update());
     let key = (spec.namespace.clone(), spec.revision.clone());
     let mark_ready = || {
         serving
@@ -517,8 +516,12 @@ async fn scale_loop(
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(key.clone());
     };
-    if config.initial_scale == 0 {
-        // A revision that starts at zero is ready without an instance, as in Knative.
+    let already = instances.borrow_and_update().clone();
+    proxy.set_instances(&already);
+    // A revision that starts at zero is ready without an instance, as in Knative; one whose
+    // instances the runtime already has (served again after a pause) is ready now, not at their
+    // next change.
+    if config.initial_scale == 0 || !already.is_empty() {
         mark_ready();
     }
     let start = Instant::now();
