@@ -1,0 +1,174 @@
+//! The dispatcher in process: stored brokers and triggers in an in-memory SQLite store, events
+//! appended to the store's log, and a subscriber on a loopback port. It checks the dispatcher's
+//! decisions: which triggers it runs and delivers for, and why the others wait.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use kinetic_outbound::destination::Resolver;
+use kinetic_outbound::egress::{AddressClass, Allow, Egress};
+use kinetic_store::{NewEvent, Store, TriggerRef};
+use kinetic_triggers::{Config, Dispatcher};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// A subscriber that keeps the `ce-id` of every request.
+async fn subscriber() -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    let app = Router::new().route(
+        "/",
+        post(move |headers: HeaderMap| {
+            let kept = kept.clone();
+            async move {
+                if let Some(id) = headers.get("ce-id").and_then(|v| v.to_str().ok()) {
+                    kept.lock().unwrap().push(id.to_owned());
+                }
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+async fn apply(store: &Arc<dyn Store>, yaml: &str) {
+    for resource in kinetic_api::parse_documents("resources.yaml", yaml).unwrap() {
+        let key = resource.key();
+        let (_, stored) = store
+            .apply_resource(&key.kind, &key.namespace, &key.name, &resource.to_json(), 0)
+            .await
+            .unwrap();
+        if let kinetic_api::Resource::Trigger(trigger) = &resource {
+            // As applying a trigger does: its cursor starts at the broker's head.
+            let reference = TriggerRef {
+                uid: stored.uid.clone(),
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+                broker: format!("{}/{}", key.namespace, trigger.spec.broker),
+            };
+            store
+                .claim_cursors("control-plane", &[reference], 0, 0)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+fn trigger(name: &str, broker: &str, subscriber: &str, filter: &str) -> String {
+    format!(
+        "apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: {name}}}\nspec:\n  broker: {broker}\n  subscriber: {subscriber}\n{filter}"
+    )
+}
+
+fn event(id: &str, kind: &str) -> NewEvent {
+    NewEvent {
+        broker: "default/default".into(),
+        source: "/test".into(),
+        id: id.into(),
+        payload: format!(r#"{{"specversion":"1.0","id":"{id}","source":"/test","type":"{kind}"}}"#)
+            .into_bytes(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn it_delivers_for_ready_triggers_and_says_why_the_others_wait() {
+    let store = kinetic_store::open("sqlite::memory:").await.unwrap();
+    let (url, seen) = subscriber().await;
+    let (other_url, other_seen) = subscriber().await;
+    apply(
+        &store,
+        &[
+            "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: default}\n"
+                .to_owned(),
+            trigger("all", "default", &format!("{{uri: '{url}'}}"), ""),
+            trigger(
+                "orders",
+                "default",
+                &format!("{{uri: '{other_url}'}}"),
+                "  filter: {attributes: {type: order.created}}\n",
+            ),
+            trigger("lost", "nosuch", &format!("{{uri: '{url}'}}"), ""),
+            trigger(
+                "function",
+                "default",
+                "{ref: {apiVersion: serving.knative.dev/v1, kind: Service, name: fn}}",
+                "",
+            ),
+        ]
+        .join("---\n"),
+    )
+    .await;
+    let now = chrono::Utc::now().timestamp_millis();
+    store
+        .append(
+            &[event("1", "order.created"), event("2", "order.paid")],
+            now,
+            now - 60_000,
+        )
+        .await
+        .unwrap();
+
+    let mut config = Config::new(
+        "test-dispatcher".into(),
+        Resolver {
+            ingress_url: "http://127.0.0.1:9".into(),
+            gateway: None,
+        },
+    );
+    config.egress = Egress::new(&[Allow::Class(AddressClass::Loopback)]);
+    config.poll_interval = Duration::from_millis(50);
+    config.claim_interval = Duration::from_millis(100);
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        config,
+        kinetic_triggers::metrics::Metrics::new(&mut Default::default()),
+        watch::channel(0).0,
+        None,
+        None,
+    );
+    let problems = dispatcher.problems();
+    let cancel = CancellationToken::new();
+    let running = tokio::spawn(dispatcher.run(cancel.clone()));
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let all = seen.lock().unwrap().len();
+        let orders = other_seen.lock().unwrap().len();
+        if all >= 2 && orders >= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "deliveries: all {:?}, orders {:?}",
+            seen.lock().unwrap(),
+            other_seen.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The filter let only the order.created event through.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(*other_seen.lock().unwrap(), ["1"]);
+    let mut all = seen.lock().unwrap().clone();
+    all.sort();
+    assert_eq!(all, ["1", "2"], "`lost` must not deliver to the same URL");
+
+    let lost = problems.get("default/lost").expect("`lost` is not ready");
+    assert!(lost.contains("nosuch"), "{lost}");
+    let function = problems
+        .get("default/function")
+        .expect("`function` is not ready");
+    assert!(function.contains("gateway"), "{function}");
+    assert_eq!(problems.get("default/all"), None);
+
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the dispatcher stops when cancelled")
+        .unwrap();
+}
