@@ -31,7 +31,10 @@ use crate::webhook::{self, Webhook};
 
 mod kafka_sources;
 mod s3_sources;
+mod tasks;
+
 use s3_sources::Bucket;
+use tasks::TaskSet;
 
 /// How often stored sources are read again.
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
@@ -80,13 +83,6 @@ struct Hook {
     sink: Target,
 }
 
-/// A running per-source task (PingSource, pulling S3Source, KafkaSource).
-struct Task {
-    generation: i64,
-    uid: String,
-    cancel: CancellationToken,
-}
-
 /// Every source of one process.
 pub struct Sources {
     pub(crate) store: Arc<dyn Store>,
@@ -94,10 +90,10 @@ pub struct Sources {
     resolve: Resolve,
     hooks: Mutex<HashMap<(String, String), Hook>>,
     buckets: Mutex<HashMap<(String, String), Bucket>>,
-    pings: Mutex<HashMap<(String, String), Task>>,
+    pings: TaskSet,
     /// S3Sources that pull (SQS, polling).
-    pulls: Mutex<HashMap<(String, String), Task>>,
-    kafkas: Mutex<HashMap<(String, String), Task>>,
+    pulls: TaskSet,
+    kafkas: TaskSet,
     status: Mutex<HashMap<Key, SourceStatus>>,
     tracker: TaskTracker,
     cancel: CancellationToken,
@@ -132,9 +128,9 @@ impl Sources {
             resolve,
             hooks: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
-            pings: Mutex::new(HashMap::new()),
-            pulls: Mutex::new(HashMap::new()),
-            kafkas: Mutex::new(HashMap::new()),
+            pings: TaskSet::default(),
+            pulls: TaskSet::default(),
+            kafkas: TaskSet::default(),
             status: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
             cancel: CancellationToken::new(),
@@ -330,71 +326,47 @@ impl Sources {
         *lock(&self.hooks) = hooks;
         self.reconcile_s3(&mut seen).await?;
         self.reconcile_kafka(&mut seen).await?;
-        let mut wanted = HashMap::new();
-        for stored in pings {
-            let key: Key = (
+        for stored in &pings {
+            seen.push((
                 "PingSource".into(),
                 stored.namespace.clone(),
                 stored.name.clone(),
-            );
-            seen.push(key.clone());
-            wanted.insert((stored.namespace.clone(), stored.name.clone()), stored);
+            ));
         }
-        {
-            let mut tasks = lock(&self.pings);
-            tasks.retain(|id, task| {
-                let keep = wanted
-                    .get(id)
-                    .is_some_and(|s| s.generation == task.generation && s.uid == task.uid);
-                if !keep {
-                    task.cancel.cancel();
-                }
-                keep
-            });
-            for (id, stored) in wanted {
-                if tasks.contains_key(&id) {
-                    continue;
-                }
-                let key: Key = ("PingSource".into(), id.0.clone(), id.1.clone());
-                let started = serde_json::from_value::<PingSource>(stored.body.clone())
-                    .map_err(|e| format!("stored resource is unreadable: {e}"))
-                    .and_then(|source| {
-                        let (zone, cron) = source.spec.schedule_parts();
-                        let schedule = Schedule::parse(cron, zone).map_err(|e| e.to_string())?;
-                        let sink = self.target("PingSource", &id.0, &id.1, &source.spec.sink)?;
-                        Ok((source, schedule, sink))
+        for stored in self.pings.sync(&pings) {
+            let id = (stored.namespace.clone(), stored.name.clone());
+            let key: Key = ("PingSource".into(), id.0.clone(), id.1.clone());
+            let started = serde_json::from_value::<PingSource>(stored.body.clone())
+                .map_err(|e| format!("stored resource is unreadable: {e}"))
+                .and_then(|source| {
+                    let (zone, cron) = source.spec.schedule_parts();
+                    let schedule = Schedule::parse(cron, zone).map_err(|e| e.to_string())?;
+                    let sink = self.target("PingSource", &id.0, &id.1, &source.spec.sink)?;
+                    Ok((source, schedule, sink))
+                });
+            match started {
+                Ok((source, schedule, sink)) => {
+                    let cancel = self.cancel.child_token();
+                    self.update(&key, |s| {
+                        s.ready = true;
+                        s.sink = Some(sink.url.clone());
+                        s.last_error = None;
                     });
-                match started {
-                    Ok((source, schedule, sink)) => {
-                        let cancel = self.cancel.child_token();
-                        self.update(&key, |s| {
-                            s.ready = true;
-                            s.sink = Some(sink.url.clone());
-                            s.last_error = None;
-                        });
-                        self.tracker.spawn(run_ping(
-                            self.clone(),
-                            key,
-                            source,
-                            stored.uid.clone(),
-                            schedule,
-                            sink,
-                            cancel.clone(),
-                        ));
-                        tasks.insert(
-                            id,
-                            Task {
-                                generation: stored.generation,
-                                uid: stored.uid,
-                                cancel,
-                            },
-                        );
-                    }
-                    Err(problem) => self.update(&key, |s| {
-                        s.ready = false;
-                        s.last_error = Some(format!("not ready: {problem}"));
-                    }),
+                    self.tracker.spawn(run_ping(
+                        self.clone(),
+                        key,
+                        source,
+                        stored.uid.clone(),
+                        schedule,
+                        sink,
+                        cancel.clone(),
+                    ));
+                    self.pings.started(stored, cancel);
                 }
+                Err(problem) => self.update(&key, |s| {
+                    s.ready = false;
+                    s.last_error = Some(format!("not ready: {problem}"));
+                }),
             }
         }
         lock(&self.status).retain(|key, _| seen.contains(key));

@@ -1,12 +1,11 @@
 //! KafkaSources in the controller: one consumer task per source, started when the source appears,
 //! started anew when its generation (or uid) changes, stopped when it is deleted.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use kinetic_api::sources::KafkaSource;
 
-use super::{Key, Sources, Task, lock};
+use super::{Key, Sources};
 use crate::kafka;
 
 impl Sources {
@@ -15,29 +14,16 @@ impl Sources {
         self: &Arc<Self>,
         seen: &mut Vec<Key>,
     ) -> kinetic_store::Result<()> {
-        let mut wanted = HashMap::new();
-        for stored in self.store.list_resources("KafkaSource", None).await? {
+        let stored = self.store.list_resources("KafkaSource", None).await?;
+        for source in &stored {
             seen.push((
                 "KafkaSource".into(),
-                stored.namespace.clone(),
-                stored.name.clone(),
+                source.namespace.clone(),
+                source.name.clone(),
             ));
-            wanted.insert((stored.namespace.clone(), stored.name.clone()), stored);
         }
-        let mut tasks = lock(&self.kafkas);
-        tasks.retain(|id, task| {
-            let keep = wanted
-                .get(id)
-                .is_some_and(|s| s.generation == task.generation && s.uid == task.uid);
-            if !keep {
-                task.cancel.cancel();
-            }
-            keep
-        });
-        for (id, stored) in wanted {
-            if tasks.contains_key(&id) {
-                continue;
-            }
+        for stored in self.kafkas.sync(&stored) {
+            let id = (stored.namespace.clone(), stored.name.clone());
             let key: Key = ("KafkaSource".into(), id.0.clone(), id.1.clone());
             let started = serde_json::from_value::<KafkaSource>(stored.body.clone())
                 .map_err(|e| format!("stored resource is unreadable: {e}"))
@@ -67,14 +53,7 @@ impl Sources {
                 sink,
                 cancel.clone(),
             ));
-            tasks.insert(
-                id,
-                Task {
-                    generation: stored.generation,
-                    uid: stored.uid,
-                    cancel,
-                },
-            );
+            self.kafkas.started(stored, cancel);
         }
         Ok(())
     }

@@ -12,7 +12,7 @@ use http::{HeaderMap, StatusCode};
 use kinetic_api::sources::{S3Mode, S3Poll, S3Source, S3SourceSpec};
 use serde_json::json;
 
-use super::{Key, Sources, Task, WEBHOOK_SINK_WAIT, answer, lock, retry_later};
+use super::{Key, Sources, WEBHOOK_SINK_WAIT, answer, lock, retry_later};
 use crate::s3;
 use crate::s3::sns_signature::SnsVerifier;
 use crate::sink::{SinkError, Target};
@@ -54,8 +54,15 @@ impl Sources {
         seen: &mut Vec<Key>,
     ) -> kinetic_store::Result<()> {
         let mut buckets = HashMap::new();
-        let mut pulling = Vec::new();
-        for stored in self.store.list_resources("S3Source", None).await? {
+        let stored_sources = self.store.list_resources("S3Source", None).await?;
+        // Pull tasks of sources gone or changed stop here; the others keep running.
+        let without_task: Vec<String> = self
+            .pulls
+            .sync(&stored_sources)
+            .into_iter()
+            .map(|s| s.uid.clone())
+            .collect();
+        for stored in &stored_sources {
             let key: Key = (
                 "S3Source".into(),
                 stored.namespace.clone(),
@@ -63,11 +70,7 @@ impl Sources {
             );
             seen.push(key.clone());
             let id = (stored.namespace.clone(), stored.name.clone());
-            let running = lock(&self.pulls)
-                .get(&id)
-                .is_some_and(|t| t.generation == stored.generation && t.uid == stored.uid);
-            if running {
-                pulling.push(id);
+            if !without_task.contains(&stored.uid) {
                 continue;
             }
             // Pushed sources are compiled on every pass, so a rotated verification secret (a
@@ -177,15 +180,7 @@ impl Sources {
                             ));
                         }
                     }
-                    let task = Task {
-                        generation: stored.generation,
-                        uid: stored.uid.clone(),
-                        cancel,
-                    };
-                    if let Some(old) = lock(&self.pulls).insert(id.clone(), task) {
-                        old.cancel.cancel();
-                    }
-                    pulling.push(id);
+                    self.pulls.started(stored, cancel);
                 }
                 Err(problem) => self.update(&key, |s| {
                     s.ready = false;
@@ -194,13 +189,6 @@ impl Sources {
             }
         }
         *lock(&self.buckets) = buckets;
-        lock(&self.pulls).retain(|id, task| {
-            let keep = pulling.contains(id);
-            if !keep {
-                task.cancel.cancel();
-            }
-            keep
-        });
         Ok(())
     }
 }
