@@ -461,45 +461,70 @@ async fn receive(
             return answer(status, reason, &error.to_string());
         }
     };
-    if let Err(error) = sources.sink.reachable(&sink) {
-        sources.failed(&key, error.to_string());
+    let id = event.id().to_owned();
+    push_to_sink(
+        &sources,
+        &key,
+        &sink,
+        &[event],
+        arrived,
+        json!({ "id": id }),
+        "send it again",
+    )
+    .await
+}
+
+/// Sends what one pushed request (a webhook, a bucket notification) carried to the source's sink,
+/// within [`WEBHOOK_SINK_WAIT`], and answers the request's sender: 202 with `accepted` once the
+/// sink took every event; 400 when the sink refused one for good (what it answered stays in the
+/// source's status, the sender is told only that it was refused); otherwise 503 with
+/// `Retry-After`, so the sender sends again (`again` says what to send) and the repeats dedupe
+/// at the broker on their ids.
+pub(crate) async fn push_to_sink(
+    sources: &Sources,
+    key: &Key,
+    sink: &Target,
+    events: &[Event],
+    arrived: DateTime<Utc>,
+    accepted: serde_json::Value,
+    again: &str,
+) -> Response {
+    if let Err(error) = sources.sink.reachable(sink) {
+        sources.failed(key, error.to_string());
         return retry_later(&error.to_string());
     }
-    let sent = tokio::time::timeout(
-        WEBHOOK_SINK_WAIT,
-        sources
-            .sink
-            .send_until_accepted(&sink, &event, &sources.cancel),
-    )
-    .await;
-    match sent {
-        Ok(Ok(())) => {
-            sources.accepted(&key, arrived);
-            (
-                StatusCode::ACCEPTED,
-                axum::Json(json!({ "id": event.id() })),
-            )
-                .into_response()
+    let noun = if events.len() == 1 { "event" } else { "events" };
+    let all = async {
+        for event in events {
+            sources
+                .sink
+                .send_until_accepted(sink, event, &sources.cancel)
+                .await?;
+            sources.accepted(key, arrived);
         }
-        // What the sink answered stays in the source's status: the webhook's sender is told only
-        // that it was refused.
+        Ok::<(), SinkError>(())
+    };
+    match tokio::time::timeout(WEBHOOK_SINK_WAIT, all).await {
+        Ok(Ok(())) => (StatusCode::ACCEPTED, axum::Json(accepted)).into_response(),
         Ok(Err(error @ SinkError::Refused { status, .. })) => {
-            sources.failed(&key, error.to_string());
+            sources.failed(key, error.to_string());
             answer(
                 StatusCode::BAD_REQUEST,
                 "sink-refused",
                 &format!(
-                    "the source's sink refused the event (HTTP {status}); see `kinetic get sources`"
+                    "the source's sink refused the {noun} (HTTP {status}); see `kinetic get sources`"
                 ),
             )
         }
         Ok(Err(error)) => {
-            sources.failed(&key, error.to_string());
+            sources.failed(key, error.to_string());
             retry_later(&error.to_string())
         }
         Err(_) => {
-            sources.failed(&key, "the sink did not accept the event in time".into());
-            retry_later("the sink did not accept the event in time; send it again")
+            sources.failed(key, format!("the sink did not accept the {noun} in time"));
+            retry_later(&format!(
+                "the sink did not accept the {noun} in time; {again}"
+            ))
         }
     }
 }

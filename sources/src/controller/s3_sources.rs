@@ -12,10 +12,10 @@ use http::{HeaderMap, StatusCode};
 use kinetic_api::sources::{S3Mode, S3Poll, S3Source, S3SourceSpec};
 use serde_json::json;
 
-use super::{Key, Sources, WEBHOOK_SINK_WAIT, answer, lock, retry_later};
+use super::{Key, Sources, answer, lock, retry_later};
 use crate::s3;
 use crate::s3::sns_signature::SnsVerifier;
-use crate::sink::{SinkError, Target};
+use crate::sink::Target;
 use crate::webhook::{self, Verifier};
 
 /// An S3Source whose bucket pushes its notifications to kinetic.
@@ -269,47 +269,17 @@ pub(super) async fn notified(
             return answer(StatusCode::BAD_REQUEST, "invalid", &error.to_string());
         }
     };
-    if let Err(error) = sources.sink.reachable(&sink) {
-        sources.failed(&key, error.to_string());
-        return retry_later(&error.to_string());
-    }
-    let all = async {
-        for event in &events {
-            sources
-                .sink
-                .send_until_accepted(&sink, event, &sources.cancel)
-                .await?;
-            sources.accepted(&key, arrived);
-        }
-        Ok::<(), SinkError>(())
-    };
-    match tokio::time::timeout(WEBHOOK_SINK_WAIT, all).await {
-        Ok(Ok(())) => (
-            StatusCode::ACCEPTED,
-            axum::Json(json!({ "events": events.len() })),
-        )
-            .into_response(),
-        // What the sink answered stays in the source's status: the sender of the notification
-        // is told only that it was refused.
-        Ok(Err(error @ SinkError::Refused { status, .. })) => {
-            sources.failed(&key, error.to_string());
-            answer(
-                StatusCode::BAD_REQUEST,
-                "sink-refused",
-                &format!(
-                    "the source's sink refused the events (HTTP {status}); see `kinetic get sources`"
-                ),
-            )
-        }
-        Ok(Err(error)) => {
-            sources.failed(&key, error.to_string());
-            retry_later(&error.to_string())
-        }
-        Err(_) => {
-            sources.failed(&key, "the sink did not accept the events in time".into());
-            retry_later("the sink did not accept the events in time; send the notification again")
-        }
-    }
+    let accepted = json!({ "events": events.len() });
+    super::push_to_sink(
+        &sources,
+        &key,
+        &sink,
+        &events,
+        arrived,
+        accepted,
+        "send the notification again",
+    )
+    .await
 }
 
 /// Confirms an SNS subscription by fetching its `SubscribeURL`, as SNS asks.
