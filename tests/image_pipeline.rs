@@ -19,9 +19,9 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
 use aws_sdk_sqs::types::QueueAttributeName;
 use image::ImageFormat;
+use kinetic_testkit::moto::{self, Moto};
 use serde_json::{Value, json};
 use support::images::{decode, encode, photo, translucent};
-use support::moto::{self, Moto};
 use support::{Engine, Kinetic, Receiver, TestStore, write_yaml};
 
 /// Longest wait for something that should happen.

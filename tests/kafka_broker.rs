@@ -277,7 +277,7 @@ async fn knatives_kafka_broker_config_map_names_the_cluster() {
     if !support::kafka_available() {
         return;
     }
-    let kafka = kinetic_kafka::testing::TestBroker::start().expect("nisshi");
+    let kafka = kinetic_testkit::nisshi::TestBroker::start().expect("nisshi");
     // Knative's own YAML: the ConfigMap in knative-eventing, referenced by the Broker. kinetic
     // runs without --kafka-bootstrap-servers.
     let store = TestStore::new(Engine::Sqlite).await;

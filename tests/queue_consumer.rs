@@ -43,7 +43,7 @@ async fn get(client: &reqwest::Client, url: &str) -> Value {
 }
 
 async fn orders_are_processed_in_order_and_the_refused_one_replayed(engine: Engine) {
-    let kafka = kinetic_kafka::testing::TestBroker::start().expect("nisshi");
+    let kafka = kinetic_testkit::nisshi::TestBroker::start().expect("nisshi");
     kinetic_kafka::ensure_topic(&kafka.settings(), "orders", 3, 1, Duration::from_secs(10))
         .await
         .expect("create the orders topic");

@@ -12,7 +12,7 @@ use aws_sdk_s3::types::{
     CompletedMultipartUpload, CompletedPart, Event, NotificationConfiguration, QueueConfiguration,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
-use support::moto::{self, Moto};
+use kinetic_testkit::moto::{self, Moto};
 use support::{Engine, Kinetic, Receiver, TestStore, broker_yaml, write_yaml};
 
 async fn queue_arn(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> String {

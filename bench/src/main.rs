@@ -29,6 +29,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use clap::Parser;
 use futures::StreamExt as _;
+use kinetic_testkit::postgres::ScratchDatabase;
 
 mod kafka;
 
@@ -343,7 +344,7 @@ struct Server {
     /// The admin listener.
     admin: String,
     dir: tempfile::TempDir,
-    database: Option<(String, String)>,
+    database: Option<ScratchDatabase>,
 }
 
 /// How a measured kinetic differs from the plain one.
@@ -494,20 +495,12 @@ async fn start_variant(
     let store = match engine {
         "sqlite" | "kafka" => format!("sqlite://{}", dir.path().join("state.db").display()),
         "postgres" => {
-            let name = format!("kinetic_bench_{}", uuid::Uuid::new_v4().simple());
-            let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&args.postgres)
+            let scratch = ScratchDatabase::create_on(&args.postgres, "kinetic_bench")
                 .await
-                .context("connecting to PostgreSQL")?;
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&mut connection)
-                .await?;
-            let base = args
-                .postgres
-                .rsplit_once('/')
-                .map(|(b, _)| b.to_owned())
-                .unwrap_or_default();
-            database = Some((args.postgres.clone(), name.clone()));
-            format!("{base}/{name}")
+                .context("creating a database on PostgreSQL")?;
+            let url = scratch.url.clone();
+            database = Some(scratch);
+            url
         }
         other => bail!("unknown engine `{other}`; use sqlite, postgres or kafka"),
     };
@@ -607,14 +600,8 @@ async fn start_variant(
 async fn stop(server: Server) {
     let database = server.database.clone();
     drop(server);
-    if let Some((admin, name)) = database
-        && let Ok(mut connection) = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await
-    {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&mut connection)
-        .await;
+    if let Some(database) = database {
+        let _ = database.drop_database().await;
     }
 }
 
@@ -830,7 +817,7 @@ async fn main() -> anyhow::Result<()> {
     // One Kafka-protocol broker for the run, when the Kafka class or KafkaSource is measured.
     let kafka_broker = if args.engines.iter().any(|e| e.starts_with("kafka")) {
         Some(
-            kinetic_kafka::testing::TestBroker::start()
+            kinetic_testkit::nisshi::TestBroker::start()
                 .context("the kafka engine needs nisshi: run scripts/ensure-kafka.sh")?,
         )
     } else {

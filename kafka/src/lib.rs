@@ -1,6 +1,6 @@
 //! Kafka plumbing shared by the Kafka broker class and KafkaSource: how a client is configured
-//! ([`Settings`]), topics created ([`ensure_topic`]), and, for tests, a real Kafka-protocol broker
-//! started on a loopback port ([`testing`]).
+//! ([`Settings`]) and topics created ([`ensure_topic`]). The Kafka-protocol broker tests run
+//! against is in `kinetic-testkit`.
 //!
 //! Everything talks to Kafka through librdkafka (`rdkafka`, vendored and linked statically).
 
@@ -11,8 +11,6 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
-
-pub mod testing;
 
 pub use rdkafka;
 

@@ -10,7 +10,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use kinetic_store::Store;
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use kinetic_testkit::postgres::ScratchDatabase;
+use sqlx::Connection;
 
 #[path = "conformance/checkpoints.rs"]
 mod checkpoints;
@@ -29,8 +30,6 @@ mod outcomes;
 #[path = "conformance/resources.rs"]
 mod resources;
 
-const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
 /// One engine's database for one test.
 struct Fixture {
     url: String,
@@ -41,10 +40,7 @@ struct Fixture {
 enum Cleanup {
     /// Removed with the directory.
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres {
-        admin_url: String,
-        database: String,
-    },
+    Postgres(ScratchDatabase),
 }
 
 impl Fixture {
@@ -62,28 +58,14 @@ impl Fixture {
     }
 
     async fn postgres() -> Fixture {
-        let admin_url = std::env::var("KINETIC_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
-        let database = format!("kinetic_test_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&admin_url).await.unwrap_or_else(|error| {
-            panic!("PostgreSQL at {admin_url} is needed by this test (set KINETIC_TEST_POSTGRES_URL): {error}")
-        });
-        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{database}\"")))
-            .execute(&mut admin)
-            .await
-            .expect("create the test database");
-        admin.close().await.ok();
-        let url = with_database(&admin_url, &database);
-        let store = kinetic_store::open(&url)
+        let database = ScratchDatabase::create("kinetic_test").await;
+        let store = kinetic_store::open(&database.url)
             .await
             .expect("open the PostgreSQL store");
         Fixture {
-            url,
+            url: database.url.clone(),
             store,
-            cleanup: Cleanup::Postgres {
-                admin_url,
-                database,
-            },
+            cleanup: Cleanup::Postgres(database),
         }
     }
 
@@ -99,44 +81,17 @@ impl Fixture {
         let outcome = tokio::spawn(body).await;
         let Fixture { store, cleanup, .. } = self;
         drop(store);
-        if let Cleanup::Postgres {
-            admin_url,
-            database,
-        } = cleanup
-        {
-            let mut admin = PgConnection::connect(&admin_url)
+        if let Cleanup::Postgres(database) = cleanup {
+            database
+                .drop_database()
                 .await
-                .expect("reconnect to drop the test database");
-            sqlx::raw_sql(AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
-            )))
-            .execute(&mut admin)
-            .await
-            .expect("drop the test database");
-            admin.close().await.ok();
+                .expect("drop the test database");
         }
         match outcome {
             Ok(Ok(())) => {}
             Ok(Err(error)) => panic!("{error:?}"),
             Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
         }
-    }
-}
-
-/// `url` with its database name replaced.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority = base.find("://").map_or(0, |index| index + 3);
-    let base = match base[authority..].find('/') {
-        Some(index) => &base[..authority + index],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{base}/{database}?{query}"),
-        None => format!("{base}/{database}"),
     }
 }
 
@@ -356,22 +311,6 @@ async fn unknown_url_scheme_is_rejected() {
         .err()
         .expect("not a supported URL");
     assert!(matches!(error, kinetic_store::Error::InvalidUrl(_)));
-}
-
-#[test]
-fn database_name_is_replaced_in_urls() {
-    assert_eq!(
-        with_database("postgres://u@h:5432/postgres", "t"),
-        "postgres://u@h:5432/t"
-    );
-    assert_eq!(
-        with_database("postgres://u@h:5432", "t"),
-        "postgres://u@h:5432/t"
-    );
-    assert_eq!(
-        with_database("postgres://u@h/p?sslmode=disable", "t"),
-        "postgres://u@h/t?sslmode=disable"
-    );
 }
 
 // ---------------------------------------------------------------- throughput (not asserted)

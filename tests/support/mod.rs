@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 pub mod crypto;
 pub mod images;
-pub mod moto;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -34,7 +33,7 @@ pub enum Engine {
 /// Whether Kafka-class tests can run here: nisshi is installed (under `CI=true` a missing one
 /// fails the test instead).
 pub fn kafka_available() -> bool {
-    kinetic_kafka::testing::TestBroker::installed()
+    kinetic_testkit::nisshi::TestBroker::installed()
 }
 
 /// A store for one test: a SQLite file in a temp dir, or a PostgreSQL database created for the test
@@ -43,14 +42,13 @@ pub struct TestStore {
     pub engine: Engine,
     pub url: String,
     dir: tempfile::TempDir,
-    database: Option<String>,
+    database: Option<kinetic_testkit::postgres::ScratchDatabase>,
     /// The Kafka-protocol broker of [`Engine::Kafka`].
-    pub kafka: Option<kinetic_kafka::testing::TestBroker>,
+    pub kafka: Option<kinetic_testkit::nisshi::TestBroker>,
 }
 
 pub fn postgres_admin_url() -> String {
-    std::env::var("KINETIC_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    kinetic_testkit::postgres::admin_url()
 }
 
 impl TestStore {
@@ -60,7 +58,7 @@ impl TestStore {
             Engine::Sqlite | Engine::Kafka => {
                 let url = format!("sqlite://{}", dir.path().join("state.db").display());
                 let kafka = (engine == Engine::Kafka).then(|| {
-                    kinetic_kafka::testing::TestBroker::start()
+                    kinetic_testkit::nisshi::TestBroker::start()
                         .expect("nisshi is needed for Kafka-class tests (scripts/ensure-kafka.sh)")
                 });
                 Self {
@@ -72,24 +70,13 @@ impl TestStore {
                 }
             }
             Engine::Postgres => {
-                let admin = postgres_admin_url();
-                let name = format!("kinetic_e2e_{}", uuid::Uuid::new_v4().simple());
-                let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
-                    .await
-                    .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is needed for this test (run scripts/ensure-postgres.sh): {e}"));
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .execute(&mut connection)
-                    .await
-                    .expect("create database");
-                let base = admin
-                    .rsplit_once('/')
-                    .map(|(base, _)| base.to_owned())
-                    .unwrap_or(admin);
+                let database =
+                    kinetic_testkit::postgres::ScratchDatabase::create("kinetic_e2e").await;
                 Self {
                     engine,
-                    url: format!("{base}/{name}"),
+                    url: database.url.clone(),
                     dir,
-                    database: Some(name),
+                    database: Some(database),
                     kafka: None,
                 }
             }
@@ -102,7 +89,7 @@ impl TestStore {
 
     /// The PostgreSQL database's name (`None` on SQLite).
     pub fn database(&self) -> Option<&str> {
-        self.database.as_deref()
+        self.database.as_ref().map(|d| d.name.as_str())
     }
 
     /// A broker named `name` of this store's class: the Kafka class on [`Engine::Kafka`].
@@ -118,29 +105,9 @@ impl TestStore {
 
 impl Drop for TestStore {
     fn drop(&mut self) {
-        let Some(name) = self.database.take() else {
-            return;
-        };
-        let admin = postgres_admin_url();
-        // Drop runs outside the test's runtime: use a small one of our own.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
-                    .await
-                    .ok()?;
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&mut connection)
-                .await
-                .ok()
-            })
-        })
-        .join();
+        if let Some(database) = self.database.take() {
+            database.drop_blocking();
+        }
     }
 }
 

@@ -39,8 +39,7 @@ use futures::StreamExt as _;
 #[allow(dead_code)]
 #[path = "../kafka.rs"]
 mod kafka;
-#[path = "../moto.rs"]
-mod moto;
+use kinetic_testkit::moto;
 #[path = "jobs/photos.rs"]
 mod photos;
 #[path = "jobs/thumbnails.rs"]
@@ -422,7 +421,7 @@ async fn main() -> anyhow::Result<()> {
     );
     if args.wants(Job::Orders) {
         // Without nisshi, TestBroker::start says so on stderr and gives None.
-        match kinetic_kafka::testing::TestBroker::start() {
+        match kinetic_testkit::nisshi::TestBroker::start() {
             Some(broker) => {
                 for binary in [&args.order_fn, &args.orders_produce] {
                     if !binary.exists() {

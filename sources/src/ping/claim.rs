@@ -167,35 +167,18 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn each_tick_fires_once_on_postgres() {
-        use sqlx::{AssertSqlSafe, Connection, PgConnection};
-
-        let admin_url = std::env::var("KINETIC_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-        let database = format!("kinetic_test_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&admin_url).await.unwrap_or_else(|error| {
-            panic!("PostgreSQL at {admin_url} is needed by this test (set KINETIC_TEST_POSTGRES_URL): {error}")
-        });
-        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{database}\"")))
-            .execute(&mut admin)
-            .await
-            .expect("create the test database");
-        let url = match admin_url.rsplit_once('/') {
-            Some((base, _)) => format!("{base}/{database}"),
-            None => panic!("KINETIC_TEST_POSTGRES_URL must name a database: {admin_url}"),
-        };
+        let database = kinetic_testkit::postgres::ScratchDatabase::create("kinetic_test").await;
+        let url = database.url.clone();
         let outcome = tokio::spawn(async move {
             let first = kinetic_store::open(&url).await.expect("open");
             let second = kinetic_store::open(&url).await.expect("open again");
             each_tick_fires_once(first, second).await;
         })
         .await;
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
-        )))
-        .execute(&mut admin)
-        .await
-        .expect("drop the test database");
-        admin.close().await.ok();
+        database
+            .drop_database()
+            .await
+            .expect("drop the test database");
         if let Err(join_error) = outcome {
             std::panic::resume_unwind(join_error.into_panic());
         }

@@ -32,9 +32,9 @@ use aws_sdk_s3::primitives::ByteStream;
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 
-use crate::moto::{self, Moto};
 use crate::photos::Upload;
 use crate::{Args, Kinetic, start_counter, start_kinetic_with};
+use kinetic_testkit::moto::{self, Moto};
 
 const PIPELINE: &str = include_str!("../../../../examples/image-pipeline/pipeline.yaml");
 const AUTOSCALER: &str = include_str!("../../../../examples/image-pipeline/config/autoscaler.yaml");
@@ -229,7 +229,7 @@ async fn api(_client: &reqwest::Client, kinetic: &Kinetic, path: &str) -> anyhow
 /// Images per second through the pipeline: from the first upload until the receiver counted one
 /// reply per upload.
 async fn pipeline_run(args: &Args, uploads: &[Upload], thumbnailer: &Path) -> anyhow::Result<f64> {
-    let moto = Moto::start()?;
+    let moto = Moto::launch()?;
     let (receiver, replies) = start_counter().await?;
     let receiver = format!("http://{receiver}/thumbnails");
     let layout = example(&moto.endpoint, thumbnailer, &receiver)?;
@@ -661,7 +661,7 @@ async fn baseline_run(
     uploads: &[Upload],
     thumbnailer: &Path,
 ) -> anyhow::Result<(f64, usize)> {
-    let moto = Moto::start()?;
+    let moto = Moto::launch()?;
     // Nothing is delivered to the receiver here.
     let layout = example(&moto.endpoint, thumbnailer, "http://127.0.0.1:9/")?;
     bucket_and_queue(&moto, &layout).await?;

@@ -1,8 +1,9 @@
-//! moto's S3 and SQS emulator for the benchmarks: one `moto_server` per measurement on a free
-//! loopback port, so every run starts from an empty store, killed by its PID when dropped.
+//! moto's S3/SQS/SNS emulator: one `moto_server` per test or measurement on a free loopback port
+//! (so each starts from an empty store), killed by its PID on drop, and AWS SDK clients pointed
+//! at it.
 //!
-//! `scripts/ensure-moto.sh` installs it. It is found at `$KINETIC_MOTO_SERVER`, at
-//! `~/.cache/kinetic-moto/bin/moto_server` (the script's default), or on `PATH`.
+//! `scripts/ensure-moto.sh` installs it; it is found at `$KINETIC_MOTO_SERVER`, in the script's
+//! virtualenv (`$KINETIC_MOTO_VENV`, default `~/.cache/kinetic-moto`), or on `PATH`.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -13,18 +14,33 @@ use anyhow::{Context as _, bail};
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_s3::config::Credentials;
 
-/// Credentials moto accepts (any would do), given to every client and process of a run.
+/// The static credentials moto accepts (any would do); kinetic reads them from these variables.
 pub const ACCESS_KEY: &str = "test";
 pub const SECRET_KEY: &str = "test";
 pub const REGION: &str = "us-east-1";
 
+/// A running `moto_server`.
+pub struct Moto {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+}
+
 /// Where `moto_server` is, if it is installed.
 pub fn server_path() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("KINETIC_MOTO_SERVER") {
+    if let Ok(path) = std::env::var("KINETIC_MOTO_SERVER") {
         return Some(PathBuf::from(path));
     }
-    if let Some(home) = std::env::var_os("HOME") {
-        let path = PathBuf::from(home).join(".cache/kinetic-moto/bin/moto_server");
+    let venv = std::env::var("KINETIC_MOTO_VENV")
+        .map(PathBuf::from)
+        .ok()
+        .or_else(|| {
+            std::env::var("HOME")
+                .ok()
+                .map(|home| PathBuf::from(home).join(".cache/kinetic-moto"))
+        });
+    if let Some(venv) = venv {
+        let path = venv.join("bin/moto_server");
         if path.exists() {
             return Some(path);
         }
@@ -34,20 +50,23 @@ pub fn server_path() -> Option<PathBuf> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|status| status.success());
+        .is_ok_and(|s| s.success());
     on_path.then(|| PathBuf::from("moto_server"))
 }
 
-/// A running `moto_server`.
-pub struct Moto {
-    child: Child,
-    /// `http://127.0.0.1:PORT`.
-    pub endpoint: String,
-}
-
 impl Moto {
+    /// Starts moto for a test, or `None` (the test is skipped) when it is not installed, except
+    /// under `CI=true`, where that fails the test.
+    pub fn start() -> Option<Moto> {
+        if server_path().is_none() && !crate::required() {
+            eprintln!("skipped: moto_server is not installed (run scripts/ensure-moto.sh)");
+            return None;
+        }
+        Some(Moto::launch().unwrap_or_else(|error| panic!("{error:#}")))
+    }
+
     /// Starts `moto_server` (found by [`server_path`]) and waits, at most 30 s, until it listens.
-    pub fn start() -> anyhow::Result<Moto> {
+    pub fn launch() -> anyhow::Result<Moto> {
         let path = server_path()
             .context("moto_server is not installed: run `bash scripts/ensure-moto.sh`")?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -55,7 +74,7 @@ impl Moto {
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            // moto logs every request.
+            // moto logs every request; only its exit at start matters here.
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", path.display()))?;
@@ -83,9 +102,7 @@ impl Moto {
     async fn config(&self) -> aws_config::SdkConfig {
         aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(REGION))
-            .credentials_provider(Credentials::new(
-                ACCESS_KEY, SECRET_KEY, None, None, "bench",
-            ))
+            .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
             .endpoint_url(&self.endpoint)
             .load()
             .await

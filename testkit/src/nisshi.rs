@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::Settings;
+use kinetic_kafka::Settings;
 
 pub struct TestBroker {
     child: Child,
@@ -52,7 +52,7 @@ impl TestBroker {
         if binary().is_some() {
             return true;
         }
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
+        if crate::required() {
             return true;
         }
         eprintln!("skipped: nisshi is not installed (run scripts/ensure-kafka.sh)");
@@ -62,7 +62,7 @@ impl TestBroker {
     /// Starts a broker, or `None` (the test is skipped) when nisshi is not installed outside CI.
     pub fn start() -> Option<TestBroker> {
         let Some(path) = binary() else {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
+            if crate::required() {
                 panic!("nisshi is not installed; run scripts/ensure-kafka.sh");
             }
             eprintln!("skipped: nisshi is not installed (run scripts/ensure-kafka.sh)");
