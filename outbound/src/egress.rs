@@ -4,7 +4,7 @@
 //!
 //! A trigger's subscriber is whatever URL a user applied, so without a guard anyone who can apply a
 //! trigger can make kinetic POST to the metadata service or an admin port on localhost (SSRF). The
-//! check runs on the addresses a name resolves to ([`GuardedDns`], so a name that resolves to a
+//! check runs on the addresses a name resolves to (the clients' resolver, so a name that resolves to a
 //! private address is caught, and only allowed addresses are connected to) and on IP-literal URLs
 //! ([`Egress::check_url`]; the HTTP client does not ask a resolver for those). Redirects are never
 //! followed, so an allowed address cannot bounce a delivery elsewhere.
@@ -16,7 +16,6 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
-use std::sync::Arc;
 
 /// An error a resolver hands to the HTTP client.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -316,21 +315,6 @@ impl fmt::Display for Refused {
 }
 
 impl std::error::Error for Refused {}
-
-/// Resolves names for `reqwest` (the sources' clients) through [`Egress::resolve`].
-pub struct GuardedDns {
-    pub egress: Arc<Egress>,
-}
-
-impl reqwest::dns::Resolve for GuardedDns {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let egress = self.egress.clone();
-        Box::pin(async move {
-            let allowed = egress.resolve(name.as_str()).await?;
-            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
 
 #[cfg(test)]
 mod tests {

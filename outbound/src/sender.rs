@@ -33,7 +33,7 @@ use kinetic_api::cloudevent;
 use kinetic_api::event::BROKER_TTL;
 use kinetic_api::eventing::DeliveryFormat;
 
-use crate::egress::{BoxError, Egress, GuardedDns, Refused};
+use crate::egress::{BoxError, Egress, Refused};
 use crate::retry::{self, Verdict};
 use crate::signing::Signer;
 
@@ -214,7 +214,7 @@ fn client_builder() -> reqwest::ClientBuilder {
 fn http_client(gateway: Option<&GatewayAddress>) -> Result<reqwest::Client, String> {
     let mut builder = client_builder();
     if let Some(gateway) = gateway {
-        builder = builder.dns_resolver(GatewayDns::new(gateway));
+        builder = builder.dns_resolver(Resolve::Internal(Some(GatewayDns::new(gateway))));
     }
     builder
         .build()
@@ -228,8 +228,7 @@ pub struct GatewayAddress {
     pub address: SocketAddr,
 }
 
-/// Resolves Service host names (`{service}.{namespace}.{domain}`) to the gateway and every other
-/// name through the system resolver.
+/// Service host names (`{service}.{namespace}.{domain}`), which resolve to the gateway.
 #[derive(Clone)]
 struct GatewayDns {
     suffix: String,
@@ -243,33 +242,32 @@ impl GatewayDns {
             address: gateway.address,
         }
     }
-
-    async fn resolve(&self, name: &str) -> Result<Vec<SocketAddr>, BoxError> {
-        let host = name.trim_end_matches('.').to_ascii_lowercase();
-        if host.ends_with(&self.suffix) {
-            return Ok(vec![self.address]);
-        }
-        Ok(tokio::net::lookup_host((host.as_str(), 0)).await?.collect())
-    }
 }
 
-impl reqwest::dns::Resolve for GatewayDns {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let dns = self.clone();
-        Box::pin(async move {
-            let found = GatewayDns::resolve(&dns, name.as_str()).await?;
-            Ok(Box::new(found.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
-
-/// How the delivery clients resolve names.
+/// How kinetic's HTTP clients (hyper for deliveries, reqwest for the sources) resolve names: one
+/// resolver for both, so a name is treated alike whichever client asks. A trailing dot is
+/// removed and the name lower-cased first.
 #[derive(Clone)]
 enum Resolve {
     /// Services to the gateway (when there is one), the rest through the system resolver.
     Internal(Option<GatewayDns>),
     /// Through the egress guard.
     Guarded(Arc<Egress>),
+}
+
+impl Resolve {
+    async fn resolve(&self, name: &str) -> Result<Vec<SocketAddr>, BoxError> {
+        let host = name.trim_end_matches('.').to_ascii_lowercase();
+        match self {
+            Resolve::Internal(Some(gateway)) if host.ends_with(&gateway.suffix) => {
+                Ok(vec![gateway.address])
+            }
+            Resolve::Internal(_) => {
+                Ok(tokio::net::lookup_host((host.as_str(), 0)).await?.collect())
+            }
+            Resolve::Guarded(egress) => egress.resolve(&host).await,
+        }
+    }
 }
 
 impl tower::Service<Name> for Resolve {
@@ -283,17 +281,16 @@ impl tower::Service<Name> for Resolve {
 
     fn call(&mut self, name: Name) -> Self::Future {
         let resolve = self.clone();
+        Box::pin(async move { Ok(resolve.resolve(name.as_str()).await?.into_iter()) })
+    }
+}
+
+impl reqwest::dns::Resolve for Resolve {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let resolve = self.clone();
         Box::pin(async move {
-            let found = match &resolve {
-                Resolve::Internal(Some(gateway)) => gateway.resolve(name.as_str()).await?,
-                Resolve::Internal(None) => {
-                    tokio::net::lookup_host((name.as_str().trim_end_matches('.'), 0))
-                        .await?
-                        .collect()
-                }
-                Resolve::Guarded(egress) => egress.resolve(name.as_str()).await?,
-            };
-            Ok(found.into_iter())
+            let found = Resolve::resolve(&resolve, name.as_str()).await?;
+            Ok(Box::new(found.into_iter()) as reqwest::dns::Addrs)
         })
     }
 }
@@ -476,9 +473,7 @@ impl Sender {
     fn reqwest_clients(&self) -> Result<&(reqwest::Client, reqwest::Client), String> {
         let clients = self.sources.get_or_init(|| {
             let outside = client_builder()
-                .dns_resolver(GuardedDns {
-                    egress: self.egress.clone(),
-                })
+                .dns_resolver(Resolve::Guarded(self.egress.clone()))
                 .build()
                 .map_err(|error| format!("kinetic's HTTP client could not be built: {error}"))?;
             Ok((http_client(self.gateway.as_ref())?, outside))
