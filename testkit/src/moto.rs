@@ -55,11 +55,13 @@ pub fn server_path() -> Option<PathBuf> {
 }
 
 impl Moto {
-    /// Starts moto for a test, or `None` (the test is skipped) when it is not installed, except
-    /// under `CI=true`, where that fails the test.
+    /// Starts moto for a test, or `None` (the test is skipped, see [`crate::required`]) when it is
+    /// not installed.
     pub fn start() -> Option<Moto> {
         if server_path().is_none() && !crate::required() {
-            eprintln!("skipped: moto_server is not installed (run scripts/ensure-moto.sh)");
+            eprintln!(
+                "skipped (KINETIC_TEST_SKIP_MISSING=1): moto_server is not installed (run scripts/ensure-moto.sh)"
+            );
             return None;
         }
         Some(Moto::launch().unwrap_or_else(|error| panic!("{error:#}")))

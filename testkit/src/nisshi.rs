@@ -2,8 +2,8 @@
 //! test on a free loopback port with in-memory storage, killed by PID on drop.
 //!
 //! `scripts/ensure-kafka.sh` installs it; tests find it at `$KINETIC_NISSHI`, in the script's
-//! default root (`~/.cache/kinetic-nisshi/bin/nisshi`), or on `PATH`. Without it a test is skipped,
-//! except under `CI=true` where it fails.
+//! default root (`~/.cache/kinetic-nisshi/bin/nisshi`), or on `PATH`. Without it a test fails,
+//! or is skipped with `KINETIC_TEST_SKIP_MISSING=1` (see [`crate::required`]).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -46,8 +46,8 @@ fn binary() -> Option<PathBuf> {
 }
 
 impl TestBroker {
-    /// Whether tests that need a broker can run: nisshi is installed, or `CI=true` (where
-    /// [`TestBroker::start`] then fails loudly if it is missing).
+    /// Whether tests that need a broker run: nisshi is installed, or a missing one fails them
+    /// ([`TestBroker::start`] then panics saying how to install it).
     pub fn installed() -> bool {
         if binary().is_some() {
             return true;
@@ -55,17 +55,22 @@ impl TestBroker {
         if crate::required() {
             return true;
         }
-        eprintln!("skipped: nisshi is not installed (run scripts/ensure-kafka.sh)");
+        eprintln!(
+            "skipped (KINETIC_TEST_SKIP_MISSING=1): nisshi is not installed (run scripts/ensure-kafka.sh)"
+        );
         false
     }
 
-    /// Starts a broker, or `None` (the test is skipped) when nisshi is not installed outside CI.
+    /// Starts a broker, or `None` (the test is skipped, see [`crate::required`]) when nisshi is not
+    /// installed.
     pub fn start() -> Option<TestBroker> {
         let Some(path) = binary() else {
             if crate::required() {
                 panic!("nisshi is not installed; run scripts/ensure-kafka.sh");
             }
-            eprintln!("skipped: nisshi is not installed (run scripts/ensure-kafka.sh)");
+            eprintln!(
+                "skipped (KINETIC_TEST_SKIP_MISSING=1): nisshi is not installed (run scripts/ensure-kafka.sh)"
+            );
             return None;
         };
         let port = {
