@@ -61,6 +61,21 @@ fn text(attribute: &str, value: &str, max: usize) -> Result<(), EventError> {
     Ok(())
 }
 
+/// `datacontenttype` is a media type (RFC 2046), which is ASCII, and it is sent as the
+/// `Content-Type` header of every binary-mode delivery, which cannot carry anything else.
+fn media_type(value: &str) -> Result<(), EventError> {
+    match value.char_indices().find(|(_, c)| !c.is_ascii()) {
+        None => Ok(()),
+        Some((at, c)) => Err(EventError::invalid(
+            Some("datacontenttype"),
+            format!(
+                "`datacontenttype` holds the character U+{:04X} at byte {at}; a media type is ASCII (RFC 2046), and binary-mode deliveries send it as the Content-Type header. Write e.g. `application/json` or `text/plain; charset=utf-8`",
+                u32::from(c)
+            ),
+        )),
+    }
+}
+
 /// Checks an event's attributes against the rules above.
 pub fn check(event: &Event) -> Result<(), EventError> {
     text("id", event.id(), MAX_KEY_BYTES)?;
@@ -71,6 +86,7 @@ pub fn check(event: &Event) -> Result<(), EventError> {
     }
     if let Some(content_type) = event.datacontenttype() {
         text("datacontenttype", content_type, MAX_VALUE_BYTES)?;
+        media_type(content_type)?;
     }
     if let Some(schema) = event.dataschema() {
         text("dataschema", schema.as_str(), MAX_VALUE_BYTES)?;
@@ -110,6 +126,7 @@ pub fn check(event: &Event) -> Result<(), EventError> {
 mod tests {
     use super::*;
     use cloudevents::EventBuilder as _;
+    use cloudevents::event::AttributesWriter as _;
 
     fn event(id: &str) -> Event {
         cloudevents::EventBuilderV10::new()
@@ -138,6 +155,21 @@ mod tests {
         for good in ["a b", "ü-€-😀", "%00", "\u{fdcf}", "\u{fffd}"] {
             check(&event(good)).unwrap();
         }
+    }
+
+    /// Found by the fuzzer: an event whose media type was not ASCII was accepted, then could not
+    /// be delivered in binary mode, whose Content-Type header it is.
+    #[test]
+    fn the_media_type_is_ascii() {
+        let typed = |content_type: &str| {
+            let mut event = event("1");
+            event.set_datacontenttype(Some(content_type));
+            check(&event)
+        };
+        typed("text/plain; charset=utf-8").unwrap();
+        let error = typed("text/pl\u{1be}ain").unwrap_err();
+        assert_eq!(error.attribute.as_deref(), Some("datacontenttype"));
+        assert!(error.message.contains("U+01BE at byte 7"), "{error}");
     }
 
     #[test]
