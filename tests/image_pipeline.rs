@@ -16,8 +16,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
-use aws_sdk_sqs::types::QueueAttributeName;
 use image::ImageFormat;
 use kinetic_testkit::moto::{self, Moto};
 use serde_json::{Value, json};
@@ -108,7 +106,10 @@ async fn uploaded_images_become_thumbnails(engine: Engine) {
     let Some(moto) = Moto::start() else { return };
     let started = Instant::now();
     let bucket = format!("photos-{}", uuid::Uuid::new_v4().simple());
-    let queue_url = bucket_notifying_queue(&moto, &bucket).await;
+    let queue_url = moto
+        .bucket_notifying_queue(&bucket)
+        .await
+        .expect("a bucket notifying a queue");
     let s3 = moto.s3().await;
 
     let store = TestStore::new(engine).await;
@@ -438,45 +439,6 @@ fn pipeline_yaml(bucket: &str, endpoint: &str, queue_url: &str, receiver: &Recei
         .map(|document| serde_saphyr::to_string(document).expect("YAML"))
         .collect::<Vec<_>>()
         .join("---\n")
-}
-
-/// A fresh bucket notifying a fresh queue of every created object; returns the queue's URL.
-async fn bucket_notifying_queue(moto: &Moto, bucket: &str) -> String {
-    let s3 = moto.s3().await;
-    let sqs = moto.sqs().await;
-    s3.create_bucket().bucket(bucket).send().await.unwrap();
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(format!("{bucket}-events"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let attributes = sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap();
-    let arn = attributes.attributes().unwrap()[&QueueAttributeName::QueueArn].clone();
-    let notify = QueueConfiguration::builder()
-        .queue_arn(arn)
-        .events(Event::from("s3:ObjectCreated:*"))
-        .build()
-        .unwrap();
-    s3.put_bucket_notification_configuration()
-        .bucket(bucket)
-        .notification_configuration(
-            NotificationConfiguration::builder()
-                .queue_configurations(notify)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    queue_url
 }
 
 async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, body: Vec<u8>) {

@@ -12,6 +12,39 @@ pub mod moto;
 pub mod nisshi;
 pub mod postgres;
 
+/// Where an installed tool is: `$path_var` when set, else `bin/{name}` under `$root_var` (default
+/// `~/.cache/{default_root}`, where the project's `scripts/ensure-*.sh` install it) when it
+/// exists, else `name` when it runs from `PATH` (`probe` is an argument it answers with success).
+pub fn find_tool(
+    name: &str,
+    path_var: &str,
+    root_var: &str,
+    default_root: &str,
+    probe: &str,
+) -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    if let Ok(path) = std::env::var(path_var) {
+        return Some(PathBuf::from(path));
+    }
+    let root = std::env::var(root_var).map(PathBuf::from).ok().or_else(|| {
+        std::env::var("HOME")
+            .ok()
+            .map(|home| PathBuf::from(home).join(".cache").join(default_root))
+    });
+    if let Some(path) = root.map(|root| root.join("bin").join(name))
+        && path.exists()
+    {
+        return Some(path);
+    }
+    let on_path = std::process::Command::new(name)
+        .arg(probe)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    on_path.then(|| PathBuf::from(name))
+}
+
 /// Whether a missing service fails the test instead of skipping it: unless
 /// `KINETIC_TEST_SKIP_MISSING=1` (never under `CI=true`).
 pub fn required() -> bool {

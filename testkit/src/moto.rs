@@ -28,30 +28,13 @@ pub struct Moto {
 
 /// Where `moto_server` is, if it is installed.
 pub fn server_path() -> Option<PathBuf> {
-    if let Ok(path) = std::env::var("KINETIC_MOTO_SERVER") {
-        return Some(PathBuf::from(path));
-    }
-    let venv = std::env::var("KINETIC_MOTO_VENV")
-        .map(PathBuf::from)
-        .ok()
-        .or_else(|| {
-            std::env::var("HOME")
-                .ok()
-                .map(|home| PathBuf::from(home).join(".cache/kinetic-moto"))
-        });
-    if let Some(venv) = venv {
-        let path = venv.join("bin/moto_server");
-        if path.exists() {
-            return Some(path);
-        }
-    }
-    let on_path = Command::new("moto_server")
-        .arg("--help")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    on_path.then(|| PathBuf::from("moto_server"))
+    crate::find_tool(
+        "moto_server",
+        "KINETIC_MOTO_SERVER",
+        "KINETIC_MOTO_VENV",
+        "kinetic-moto",
+        "--help",
+    )
 }
 
 impl Moto {

@@ -19,30 +19,13 @@ pub struct TestBroker {
 }
 
 fn binary() -> Option<PathBuf> {
-    if let Ok(path) = std::env::var("KINETIC_NISSHI") {
-        return Some(PathBuf::from(path));
-    }
-    let root = std::env::var("KINETIC_NISSHI_ROOT")
-        .map(PathBuf::from)
-        .ok()
-        .or_else(|| {
-            std::env::var("HOME")
-                .ok()
-                .map(|home| PathBuf::from(home).join(".cache/kinetic-nisshi"))
-        });
-    if let Some(root) = root {
-        let path = root.join("bin/nisshi");
-        if path.exists() {
-            return Some(path);
-        }
-    }
-    let on_path = Command::new("nisshi")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    on_path.then(|| PathBuf::from("nisshi"))
+    crate::find_tool(
+        "nisshi",
+        "KINETIC_NISSHI",
+        "KINETIC_NISSHI_ROOT",
+        "kinetic-nisshi",
+        "--version",
+    )
 }
 
 impl TestBroker {
