@@ -13,10 +13,6 @@ use kinetic_store::{ApplyOutcome, Store, TriggerRef};
 use kinetic_triggers::Filter;
 use serde::Serialize;
 
-/// The lease owner name used when the control plane creates a cursor for a new trigger; the lease is
-/// created expired so any dispatcher takes it at once.
-const CONTROL_PLANE: &str = "control-plane";
-
 /// What the serving process checks of a Service beyond its own validation.
 #[derive(Debug, Clone, Default)]
 pub struct ServiceChecks {
@@ -225,11 +221,6 @@ pub async fn apply(
         }
         if let Resource::Trigger(trigger) = resource {
             let moved = previous_broker.is_some_and(|previous| previous != trigger.spec.broker);
-            if moved {
-                // A trigger moved to another broker starts over at that broker's head: its cursor
-                // and pending deliveries belonged to the old broker's log.
-                store.drop_trigger(&stored.uid).await?;
-            }
             if moved || outcome == ApplyOutcome::Created {
                 let reference = TriggerRef {
                     uid: stored.uid.clone(),
@@ -237,9 +228,7 @@ pub async fn apply(
                     name: name.clone(),
                     broker: format!("{namespace}/{}", trigger.spec.broker),
                 };
-                store
-                    .claim_cursors(CONTROL_PLANE, &[reference], now, 0)
-                    .await?;
+                kinetic_triggers::lifecycle::bound(&**store, &reference, moved, now).await?;
             }
         }
         applied.push(Applied {
@@ -270,11 +259,7 @@ pub async fn delete(
         && kind == "Trigger"
         && let Some(existing) = existing
     {
-        store.drop_trigger(&existing.uid).await?;
-        // Where a Kafka-class trigger's consumption began.
-        store
-            .delete_checkpoints(&kinetic_triggers::kafka::checkpoint_prefix(namespace, name))
-            .await?;
+        kinetic_triggers::lifecycle::deleted(&**store, &existing.uid, namespace, name).await?;
     }
     if deleted && kinetic_api::sources::source_kind(kind).is_some() {
         kinetic_sources::forget(&**store, kind, namespace, name).await?;

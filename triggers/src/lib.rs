@@ -21,6 +21,7 @@ pub mod disable;
 pub mod dispatcher;
 pub mod filter;
 pub mod kafka;
+pub mod lifecycle;
 pub mod log_cache;
 pub mod metrics;
 pub mod plan;

@@ -52,8 +52,7 @@ async fn apply(store: &Arc<dyn Store>, yaml: &str) {
                 name: key.name.clone(),
                 broker: format!("{}/{}", key.namespace, trigger.spec.broker),
             };
-            store
-                .claim_cursors("control-plane", &[reference], 0, 0)
+            kinetic_triggers::lifecycle::bound(store.as_ref(), &reference, false, 0)
                 .await
                 .unwrap();
         }
