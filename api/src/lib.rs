@@ -17,6 +17,7 @@ pub mod eventing;
 pub mod meta;
 pub mod policy;
 pub mod quantity;
+pub mod reconcile;
 pub mod resource;
 pub mod secret;
 pub mod serving;

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use kinetic_api::reconcile::{Changes, plan};
 use kinetic_api::{Revision, Service};
 use kinetic_store::Store;
 use tokio::time::Instant;
@@ -90,6 +91,8 @@ pub struct ServiceView {
 
 /// A revision being served: its data path and the task that scales it.
 struct Running {
+    /// The revision's uid: a revision created again under its name is started anew.
+    uid: String,
     proxy: Arc<RevisionProxy>,
     spec: Arc<InstanceSpec>,
     service: String,
@@ -190,8 +193,14 @@ impl Serving {
         cancel: &CancellationToken,
     ) -> kinetic_store::Result<()> {
         let services: Vec<Service> = parse_all(self.store.list_resources("Service", None).await?);
-        let revisions: Vec<Revision> =
-            parse_all(self.store.list_resources("Revision", None).await?);
+        let stored_revisions = self.store.list_resources("Revision", None).await?;
+        // A revision's spec never changes, but a Service deleted and created again has revisions
+        // of the same names: its uid tells them apart.
+        let uids: HashMap<(String, String), String> = stored_revisions
+            .iter()
+            .map(|r| ((r.namespace.clone(), r.name.clone()), r.uid.clone()))
+            .collect();
+        let revisions: Vec<Revision> = parse_all(stored_revisions);
         let mut routes = HashMap::new();
         let mut views = Vec::new();
         let mut wanted: HashMap<(String, String), &Revision> = HashMap::new();
@@ -269,31 +278,39 @@ impl Serving {
         };
         {
             let mut running = self.lock_running();
-            let stale: Vec<(String, String)> = running
-                .keys()
-                .filter(|key| !wanted.contains_key(*key))
-                .cloned()
-                .collect();
-            for key in stale {
+            let Changes { stop, start } = plan(
+                &running
+                    .iter()
+                    .map(|(key, run)| (key.clone(), run.uid.as_str()))
+                    .collect(),
+                &wanted
+                    .keys()
+                    .map(|key| (key.clone(), uids.get(key).map_or("", String::as_str)))
+                    .collect(),
+            );
+            for key in stop {
                 if let Some(stopped) = running.remove(&key) {
-                    tracing::info!(namespace = %key.0, revision = %key.1, "Revision no longer receives traffic; stopping it.");
+                    tracing::info!(namespace = %key.0, revision = %key.1, "Revision no longer receives traffic, or was created again; stopping it.");
                     stopped.cancel.cancel();
                     stopped.proxy.close();
                     self.runtime.scale(stopped.spec, 0);
                 }
             }
-            for (key, revision) in &wanted {
-                if !running.contains_key(key) {
-                    match self.start(revision, cancel) {
-                        Ok(started) => {
-                            running.insert(key.clone(), started);
-                        }
-                        Err(problem) => {
-                            problems.insert(key.clone(), problem);
-                            continue;
-                        }
+            for key in start {
+                let Some(revision) = wanted.get(&key) else {
+                    continue;
+                };
+                let uid = uids.get(&key).cloned().unwrap_or_default();
+                match self.start(revision, uid, cancel) {
+                    Ok(started) => {
+                        running.insert(key, started);
+                    }
+                    Err(problem) => {
+                        problems.insert(key, problem);
                     }
                 }
+            }
+            for key in wanted.keys() {
                 if let Some(run) = running.get(key) {
                     table.revisions.insert(key.clone(), run.proxy.clone());
                 }
@@ -325,6 +342,7 @@ impl Serving {
     fn start(
         self: &Arc<Self>,
         revision: &Revision,
+        uid: String,
         cancel: &CancellationToken,
     ) -> Result<Running, String> {
         let spec = &revision.spec;
@@ -393,6 +411,7 @@ impl Serving {
             token.clone(),
         ));
         Ok(Running {
+            uid,
             proxy,
             spec: instance_spec,
             service: revision.service().to_owned(),

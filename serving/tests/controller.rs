@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 /// sets with [`FakeRuntime::ready`].
 #[derive(Default)]
 struct FakeRuntime {
-    scaled: Mutex<Vec<(String, u32)>>,
+    scaled: Mutex<Vec<(Arc<InstanceSpec>, u32)>>,
     instances: Mutex<HashMap<String, watch::Sender<Vec<Arc<Instance>>>>>,
 }
 
@@ -49,17 +49,33 @@ impl FakeRuntime {
             .unwrap()
             .iter()
             .rev()
-            .find(|(name, _)| name == revision)
+            .find(|(spec, _)| spec.revision == revision)
             .map(|(_, desired)| *desired)
+    }
+
+    /// Every `scale` of `revision`, in order: the `GREETING` its spec sets, and `desired`.
+    fn scales(&self, revision: &str) -> Vec<(String, u32)> {
+        self.scaled
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(spec, _)| spec.revision == revision)
+            .map(|(spec, desired)| {
+                let greeting = spec
+                    .env
+                    .iter()
+                    .find(|(name, _)| name == "GREETING")
+                    .map(|(_, value)| format!("{value:?}"))
+                    .unwrap_or_default();
+                (greeting, *desired)
+            })
+            .collect()
     }
 }
 
 impl Runtime for FakeRuntime {
     fn scale(&self, spec: Arc<InstanceSpec>, desired: u32) {
-        self.scaled
-            .lock()
-            .unwrap()
-            .push((spec.revision.clone(), desired));
+        self.scaled.lock().unwrap().push((spec, desired));
     }
 
     fn instances(&self, _namespace: &str, revision: &str) -> watch::Receiver<Vec<Arc<Instance>>> {
@@ -288,4 +304,37 @@ async fn a_revision_that_cannot_start_says_why_and_its_service_is_not_ready() {
     let problem = revision.problem.unwrap_or_default();
     assert!(problem.contains("target"), "{problem}");
     assert!(world.runtime.last_scale("broken-00001").is_none());
+}
+
+#[tokio::test]
+async fn a_service_created_again_under_its_name_runs_its_new_revision() {
+    let world = World::new().await;
+    world.apply(&service("hello", "hi", "")).await;
+    world.reconcile().await;
+    world.settle().await;
+    assert_eq!(world.served(), ["hello-00001"]);
+    // Deleted and created again with another template between two passes: its first revision
+    // has the old one's name, and another uid.
+    for (kind, name) in [("Service", "hello"), ("Revision", "hello-00001")] {
+        world
+            .store
+            .delete_resource(kind, "default", name)
+            .await
+            .unwrap();
+    }
+    world.apply(&service("hello", "bye", "")).await;
+    world.reconcile().await;
+    world.settle().await;
+    assert_eq!(world.served(), ["hello-00001"]);
+    let scales = world.runtime.scales("hello-00001");
+    let stopped = scales
+        .iter()
+        .position(|(greeting, desired)| greeting.contains("hi") && *desired == 0)
+        .unwrap_or_else(|| panic!("the old revision was not stopped: {scales:?}"));
+    assert!(
+        scales[stopped..]
+            .iter()
+            .any(|(greeting, desired)| greeting.contains("bye") && *desired > 0),
+        "the new revision did not start: {scales:?}"
+    );
 }

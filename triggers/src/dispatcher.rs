@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use kinetic_api::eventing::BrokerClass;
+use kinetic_api::reconcile::{self, Changes};
 use kinetic_log::Committer;
 use kinetic_log::kafka::KafkaLog;
 use kinetic_store::{Store, TriggerRef};
@@ -334,21 +335,29 @@ async fn claim_loop(context: Arc<Context>, cancel: CancellationToken, tracker: &
                     }
                     tracing::debug!(share, dispatchers, "Handing cursors to other dispatchers.");
                 }
-                let held: HashSet<&str> = cursors.iter().map(|c| c.trigger_uid.as_str()).collect();
-                // Stop workers whose trigger is gone (or moved to a Kafka-class broker, or
-                // disabled) or whose lease was lost.
-                running.retain(|uid, (token, _)| {
-                    let keep = held.contains(uid.as_str())
-                        && context.plans.get(uid).is_some_and(|p| {
+                // Workers run for the cursors held whose trigger reads from the store and is not
+                // disabled; the others stop (the trigger gone, moved to a Kafka-class broker, or
+                // disabled, or the lease lost).
+                let wanted: HashMap<String, ()> = cursors
+                    .iter()
+                    .filter(|c| {
+                        context.plans.get(&c.trigger_uid).is_some_and(|p| {
                             p.class == BrokerClass::Store && !context.is_disabled(&p)
-                        });
-                    if !keep {
+                        })
+                    })
+                    .map(|c| (c.trigger_uid.clone(), ()))
+                    .collect();
+                let Changes { stop, start } = reconcile::plan(
+                    &running.keys().map(|uid| (uid.clone(), ())).collect(),
+                    &wanted,
+                );
+                for uid in stop {
+                    if let Some((token, _)) = running.remove(&uid) {
                         token.cancel();
                     }
-                    keep
-                });
+                }
                 for cursor in cursors {
-                    if running.contains_key(&cursor.trigger_uid) {
+                    if !start.contains(&cursor.trigger_uid) {
                         continue;
                     }
                     let token = cancel.child_token();
