@@ -728,6 +728,7 @@ pub async fn up(
             ))
         }),
         kinetic_sources::metrics::Metrics::new(&mut registry),
+        kinetic_sources::Clock::system(),
     )
     .map_err(|e| anyhow::anyhow!("sources: {e}"))?;
     let serving = serving(

@@ -1,8 +1,8 @@
-//! Running sources: reads WebhookSource, PingSource, S3Source and KafkaSource resources from the
-//! store every second, serves `POST /webhooks/{namespace}/{name}` and
-//! `POST /sources/{namespace}/{name}`, runs one task per PingSource, per pulling S3Source (SQS,
-//! polling) and per KafkaSource, and keeps each source's status (sink, last event, counts, last
-//! error) for `kinetic get sources`.
+//! Running sources: reads the resources of every kind in the [`kind`] registry from the store
+//! every second, runs one task per source that runs as a task (a PingSource, a pulling S3Source,
+//! a KafkaSource), serves the pushed requests of the others at their kind's route
+//! (`POST /webhooks/{namespace}/{name}`, `POST /sources/{namespace}/{name}`), and keeps each
+//! source's status (sink, last event, counts, last error) for `kinetic get sources`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,26 +14,23 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chrono::{DateTime, Utc};
-use cloudevents::{AttributesReader as _, Event, EventBuilder, EventBuilderV10};
+use cloudevents::Event;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use kinetic_api::Destination;
-use kinetic_api::sources::{PingSource, WebhookSource};
 use kinetic_store::Store;
 use serde::Serialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::Clock;
 use crate::metrics::{Metrics, SourceLabels};
-use crate::ping::{self, Due, PingPayload, Schedule};
 use crate::sink::{Sink, SinkError, Target};
-use crate::webhook::{self, Webhook};
 
-mod kafka_sources;
-mod s3_sources;
+pub(crate) mod kind;
 mod tasks;
 
-use s3_sources::Bucket;
+use kind::{Endpoint, Kind, Prepared, Route};
 use tasks::TaskSet;
 
 /// How often stored sources are read again.
@@ -42,8 +39,6 @@ const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
 const CATCH_UP_WAIT: Duration = Duration::from_secs(3);
 /// Longest a webhook's sender waits for the sink; then it gets 503 and sends again later.
 const WEBHOOK_SINK_WAIT: Duration = Duration::from_secs(20);
-/// Longest a PingSource task sleeps before looking at the clock again.
-const PING_MAX_SLEEP: Duration = Duration::from_secs(60);
 
 /// Resolves a sink (a `Destination`) in a namespace to its URL and audience (the Destination's
 /// `audience`, or a Broker's); provided by the process wiring.
@@ -78,9 +73,10 @@ pub struct SourceStatus {
 /// A source's kind, namespace and name.
 pub(crate) type Key = (String, String, String);
 
-struct Hook {
-    webhook: Arc<Webhook>,
-    sink: Target,
+/// A kind the controller runs, and the tasks of its sources.
+struct Registered {
+    kind: Box<dyn Kind>,
+    tasks: TaskSet,
 }
 
 /// Every source of one process.
@@ -88,12 +84,10 @@ pub struct Sources {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) sink: Sink,
     resolve: Resolve,
-    hooks: Mutex<HashMap<(String, String), Hook>>,
-    buckets: Mutex<HashMap<(String, String), Bucket>>,
-    pings: TaskSet,
-    /// S3Sources that pull (SQS, polling).
-    pulls: TaskSet,
-    kafkas: TaskSet,
+    pub(crate) clock: Clock,
+    kinds: Vec<Registered>,
+    /// The sources that serve pushed requests, prepared by the last pass.
+    endpoints: Mutex<HashMap<Key, Arc<dyn Endpoint>>>,
     status: Mutex<HashMap<Key, SourceStatus>>,
     tracker: TaskTracker,
     cancel: CancellationToken,
@@ -103,7 +97,7 @@ pub struct Sources {
     /// Completed reconcile passes.
     passes: tokio::sync::watch::Sender<u64>,
     /// SNS signing certificates, for pushed S3Sources with `sns.topicArns`.
-    sns_certificates: Arc<crate::s3::sns_signature::Certificates>,
+    pub(crate) sns_certificates: Arc<crate::s3::sns_signature::Certificates>,
 }
 
 impl Sources {
@@ -112,6 +106,7 @@ impl Sources {
         sink: Sink,
         resolve: Resolve,
         metrics: Metrics,
+        clock: Clock,
     ) -> Result<Arc<Sources>, String> {
         // The certificate URL is checked to be SNS's own (https, sns.REGION.amazonaws.com)
         // before anything is fetched; redirects are not followed. Built now, so a process whose
@@ -126,11 +121,15 @@ impl Sources {
             store,
             sink,
             resolve,
-            hooks: Mutex::new(HashMap::new()),
-            buckets: Mutex::new(HashMap::new()),
-            pings: TaskSet::default(),
-            pulls: TaskSet::default(),
-            kafkas: TaskSet::default(),
+            clock,
+            kinds: kind::registry()
+                .into_iter()
+                .map(|kind| Registered {
+                    kind,
+                    tasks: TaskSet::default(),
+                })
+                .collect(),
+            endpoints: Mutex::new(HashMap::new()),
             status: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
             cancel: CancellationToken::new(),
@@ -230,8 +229,9 @@ impl Sources {
     /// a moment ago, maybe by another process), reconciles at once and waits, at most
     /// [`CATCH_UP_WAIT`], until `served` says the source is there. Whether it is.
     pub(crate) async fn catch_up(&self, key: &Key, served: impl Fn(&Sources) -> bool) -> bool {
-        if lock(&self.status).contains_key(key) {
-            // Seen by a pass already: not ready, and waiting would not change that.
+        if lock(&self.status).get(key).is_some_and(|s| !s.ready) {
+            // Seen by a pass already and not ready: waiting would not change that. (Seen and
+            // ready: the pass that prepared it may not have finished.)
             return false;
         }
         let (kind, namespace, name) = key;
@@ -270,117 +270,130 @@ impl Sources {
         change(entry);
     }
 
-    /// One pass: start, restart (on a new generation) and stop sources.
+    /// One pass: start, restart (on a new generation) and stop sources, and prepare again the
+    /// ones that serve pushed requests.
     ///
     /// Idempotent; cancelling it between awaits leaves the previous state in place.
     pub async fn reconcile(self: &Arc<Self>) -> kinetic_store::Result<()> {
-        let webhooks = self.store.list_resources("WebhookSource", None).await?;
-        let pings = self.store.list_resources("PingSource", None).await?;
         let mut seen: Vec<Key> = Vec::new();
-        let mut hooks = HashMap::new();
-        for stored in webhooks {
-            let key: Key = (
-                "WebhookSource".into(),
-                stored.namespace.clone(),
-                stored.name.clone(),
+        let mut endpoints: HashMap<Key, Arc<dyn Endpoint>> = HashMap::new();
+        for registered in &self.kinds {
+            let kind = registered.kind.kind();
+            let stored = self.store.list_resources(kind, None).await?;
+            seen.extend(
+                stored
+                    .iter()
+                    .map(|s| (kind.to_owned(), s.namespace.clone(), s.name.clone())),
             );
-            seen.push(key.clone());
-            // Compiled on every pass, so a rotated secret (a file replaced, as Kubernetes does
-            // with mounted secrets) takes effect within a pass, without applying again.
-            let compiled = serde_json::from_value::<WebhookSource>(stored.body.clone())
-                .map_err(|e| format!("stored resource is unreadable: {e}"))
-                .and_then(|source| {
-                    let webhook = Webhook::compile(&source.spec, webhook::read_secret)
-                        .map_err(|e| e.to_string())?;
-                    let sink = self.target(
-                        "WebhookSource",
-                        &stored.namespace,
-                        &stored.name,
-                        &source.spec.sink,
-                    )?;
-                    Ok((Arc::new(webhook), sink))
-                });
-            match compiled {
-                Ok((webhook, sink)) => {
-                    self.update(&key, |s| {
-                        s.ready = true;
-                        s.sink = Some(sink.url.clone());
-                        if s.last_error
-                            .as_deref()
-                            .is_some_and(|e| e.starts_with("not ready"))
-                        {
+            // Tasks of sources gone or changed stop here; the others keep running.
+            for stored in registered.tasks.sync(&stored) {
+                let key: Key = (
+                    kind.to_owned(),
+                    stored.namespace.clone(),
+                    stored.name.clone(),
+                );
+                match registered.kind.prepare(self, stored) {
+                    Ok(Prepared::Task { sink, run }) => {
+                        self.update(&key, |s| {
+                            s.ready = true;
+                            s.sink = Some(sink.url.clone());
                             s.last_error = None;
-                        }
-                    });
-                    hooks.insert(
-                        (stored.namespace.clone(), stored.name.clone()),
-                        Hook { webhook, sink },
-                    );
+                            s.backlog = None;
+                        });
+                        let cancel = self.cancel.child_token();
+                        self.tracker.spawn(run(self.clone(), key, cancel.clone()));
+                        registered.tasks.started(stored, cancel);
+                    }
+                    Ok(Prepared::Endpoint { sink, endpoint }) => {
+                        self.update(&key, |s| {
+                            s.ready = true;
+                            s.sink = Some(sink.url.clone());
+                            // What the last request got wrong stays until the next one.
+                            if s.last_error
+                                .as_deref()
+                                .is_some_and(|e| e.starts_with("not ready"))
+                            {
+                                s.last_error = None;
+                            }
+                        });
+                        endpoints.insert(key, endpoint);
+                    }
+                    Err(problem) => self.not_ready(&key, problem),
                 }
-                Err(problem) => self.update(&key, |s| {
-                    s.ready = false;
-                    s.last_error = Some(format!("not ready: {problem}"));
-                }),
             }
         }
-        *lock(&self.hooks) = hooks;
-        self.reconcile_s3(&mut seen).await?;
-        self.reconcile_kafka(&mut seen).await?;
-        for stored in &pings {
-            seen.push((
-                "PingSource".into(),
-                stored.namespace.clone(),
-                stored.name.clone(),
-            ));
-        }
-        for stored in self.pings.sync(&pings) {
-            let id = (stored.namespace.clone(), stored.name.clone());
-            let key: Key = ("PingSource".into(), id.0.clone(), id.1.clone());
-            let started = serde_json::from_value::<PingSource>(stored.body.clone())
-                .map_err(|e| format!("stored resource is unreadable: {e}"))
-                .and_then(|source| {
-                    let (zone, cron) = source.spec.schedule_parts();
-                    let schedule = Schedule::parse(cron, zone).map_err(|e| e.to_string())?;
-                    let sink = self.target("PingSource", &id.0, &id.1, &source.spec.sink)?;
-                    Ok((source, schedule, sink))
-                });
-            match started {
-                Ok((source, schedule, sink)) => {
-                    let cancel = self.cancel.child_token();
-                    self.update(&key, |s| {
-                        s.ready = true;
-                        s.sink = Some(sink.url.clone());
-                        s.last_error = None;
-                    });
-                    self.tracker.spawn(run_ping(
-                        self.clone(),
-                        key,
-                        source,
-                        stored.uid.clone(),
-                        schedule,
-                        sink,
-                        cancel.clone(),
-                    ));
-                    self.pings.started(stored, cancel);
-                }
-                Err(problem) => self.update(&key, |s| {
-                    s.ready = false;
-                    s.last_error = Some(format!("not ready: {problem}"));
-                }),
-            }
-        }
+        *lock(&self.endpoints) = endpoints;
         lock(&self.status).retain(|key, _| seen.contains(key));
         Ok(())
     }
 
-    /// The routes sources serve on the main listener: `POST /webhooks/{namespace}/{name}`
-    /// (WebhookSource) and `POST /sources/{namespace}/{name}` (S3Source push notifications).
+    /// The routes of the kinds that take pushed requests, on the main listener:
+    /// `POST /webhooks/{namespace}/{name}` (WebhookSource) and `POST /sources/{namespace}/{name}`
+    /// (S3Source bucket notifications).
     pub fn router(self: &Arc<Self>) -> Router {
-        Router::new()
-            .route("/webhooks/{namespace}/{name}", post(receive))
-            .route("/sources/{namespace}/{name}", post(s3_sources::notified))
-            .with_state(self.clone())
+        let mut router = Router::new();
+        for registered in &self.kinds {
+            let Some(route) = registered.kind.route() else {
+                continue;
+            };
+            let kind = registered.kind.kind();
+            router = router.route(
+                &format!("{}/{{namespace}}/{{name}}", route.prefix),
+                post(
+                    move |State(sources): State<Arc<Sources>>,
+                          Path((namespace, name)): Path<(String, String)>,
+                          headers: HeaderMap,
+                          body: Bytes| async move {
+                        let key: Key = (kind.to_owned(), namespace, name);
+                        receive(sources, route, key, headers, body).await
+                    },
+                ),
+            );
+        }
+        router.with_state(self.clone())
     }
+}
+
+/// Where `kind` keeps state for a source in the store, if it keeps any.
+pub(crate) fn state_key(kind: &str, namespace: &str, name: &str) -> Option<String> {
+    kind::registry()
+        .iter()
+        .find(|k| k.kind() == kind)
+        .and_then(|k| k.state_key(namespace, name))
+}
+
+/// One request pushed to a source: handed to the source's endpoint; `404` for a source that does
+/// not exist (or does not take pushed requests), `503` for one that is not ready.
+async fn receive(
+    sources: Arc<Sources>,
+    route: Route,
+    key: Key,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let find = |sources: &Sources| lock(&sources.endpoints).get(&key).cloned();
+    let mut endpoint = find(&sources);
+    if endpoint.is_none() && sources.catch_up(&key, |s| find(s).is_some()).await {
+        endpoint = find(&sources);
+    }
+    let Some(endpoint) = endpoint else {
+        let (kind, namespace, name) = &key;
+        let known_not_ready = lock(&sources.status).get(&key).is_some_and(|s| !s.ready);
+        return if known_not_ready {
+            answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not-ready",
+                &format!("{kind} {namespace}/{name} is not ready; see `kinetic get sources`"),
+            )
+        } else {
+            answer(
+                StatusCode::NOT_FOUND,
+                "unknown-source",
+                &(route.unknown)(namespace, name),
+            )
+        };
+    };
+    endpoint.receive(&sources, &key, &headers, body).await
 }
 
 fn labels(key: &Key) -> SourceLabels {
@@ -391,87 +404,18 @@ fn labels(key: &Key) -> SourceLabels {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn answer(status: StatusCode, reason: &str, message: &str) -> Response {
+pub(crate) fn answer(status: StatusCode, reason: &str, message: &str) -> Response {
     (
         status,
         axum::Json(json!({ "error": message, "reason": reason })),
     )
         .into_response()
-}
-
-/// One webhook delivery: verify, build the event, hand it to the sink; 202 only once the sink
-/// accepted it, so the sender retries anything not accepted.
-async fn receive(
-    State(sources): State<Arc<Sources>>,
-    Path((namespace, name)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let key: Key = ("WebhookSource".into(), namespace.clone(), name.clone());
-    let id = (namespace.clone(), name.clone());
-    let find = |sources: &Sources| {
-        lock(&sources.hooks)
-            .get(&id)
-            .map(|h| (h.webhook.clone(), h.sink.clone()))
-    };
-    let mut hook = find(&sources);
-    if hook.is_none() && sources.catch_up(&key, |s| find(s).is_some()).await {
-        hook = find(&sources);
-    }
-    let Some((webhook, sink)) = hook else {
-        let known = lock(&sources.status).contains_key(&key);
-        return if known {
-            answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not-ready",
-                &format!(
-                    "WebhookSource {namespace}/{name} is not ready; see `kinetic get sources`"
-                ),
-            )
-        } else {
-            answer(
-                StatusCode::NOT_FOUND,
-                "unknown-source",
-                &format!(
-                    "no WebhookSource {namespace}/{name}; apply one, or check the URL (`/webhooks/NAMESPACE/NAME`)"
-                ),
-            )
-        };
-    };
-    let arrived = Utc::now();
-    let event = match webhook::to_event(&webhook, &namespace, &name, &headers, &body, arrived) {
-        Ok(event) => event,
-        Err(error) => {
-            let status = error.status();
-            if status == StatusCode::UNAUTHORIZED {
-                tracing::info!(%namespace, %name, %error, "Refused an unauthenticated webhook request.");
-            }
-            sources.update(&key, |s| s.last_error = Some(error.to_string()));
-            let reason = if status == StatusCode::UNAUTHORIZED {
-                "unauthorized"
-            } else {
-                "invalid"
-            };
-            return answer(status, reason, &error.to_string());
-        }
-    };
-    let id = event.id().to_owned();
-    push_to_sink(
-        &sources,
-        &key,
-        &sink,
-        &[event],
-        arrived,
-        json!({ "id": id }),
-        "send it again",
-    )
-    .await
 }
 
 /// Sends what one pushed request (a webhook, a bucket notification) carried to the source's sink,
@@ -529,115 +473,12 @@ pub(crate) async fn push_to_sink(
     }
 }
 
-fn retry_later(message: &str) -> Response {
+pub(crate) fn retry_later(message: &str) -> Response {
     let mut response = answer(StatusCode::SERVICE_UNAVAILABLE, "sink-unavailable", message);
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     response
-}
-
-/// One PingSource: sleeps until its next tick, claims the tick in the store (so one process fires
-/// it, once, even with several processes on one PostgreSQL), and sends it until the sink accepts.
-async fn run_ping(
-    sources: Arc<Sources>,
-    key: Key,
-    source: PingSource,
-    uid: String,
-    schedule: Schedule,
-    sink: Target,
-    cancel: CancellationToken,
-) {
-    let (namespace, name) = (key.1.clone(), key.2.clone());
-    let checkpoint = ping::tick_key(&namespace, &name);
-    // Ticks before this task started are not fired unless a checkpoint says they were due.
-    let created = Utc::now();
-    loop {
-        let now = Utc::now();
-        let last = match sources.store.get_checkpoint(&checkpoint).await {
-            Ok(found) => ping::last_fired(found.as_ref()),
-            Err(error) => {
-                tracing::warn!(%namespace, %name, %error, "Reading a PingSource's checkpoint failed; retrying.");
-                if sleep_or_cancel(Duration::from_secs(1), &cancel).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        let last = match last {
-            Ok(last) => last,
-            Err(error) => {
-                tracing::warn!(%namespace, %name, %error, "A PingSource's checkpoint is unreadable; starting from now.");
-                None
-            }
-        };
-        match ping::due(&schedule, last, created, now) {
-            Due::Wait { next } => {
-                sources.update(&key, |s| s.next_at = next);
-                let wait = next
-                    .and_then(|next| (next - now).to_std().ok())
-                    .unwrap_or(PING_MAX_SLEEP)
-                    .min(PING_MAX_SLEEP);
-                if sleep_or_cancel(wait, &cancel).await {
-                    return;
-                }
-            }
-            Due::Fire { tick, skipped } => {
-                let claimed = ping::claim_tick(
-                    sources.store.as_ref(),
-                    &checkpoint,
-                    tick,
-                    now.timestamp_millis(),
-                )
-                .await;
-                match claimed {
-                    Ok(true) => {}
-                    Ok(false) => continue,
-                    Err(error) => {
-                        tracing::warn!(%namespace, %name, %error, "Claiming a tick failed; retrying.");
-                        if sleep_or_cancel(Duration::from_secs(1), &cancel).await {
-                            return;
-                        }
-                        continue;
-                    }
-                }
-                if skipped {
-                    tracing::info!(%namespace, %name, %tick, "Ticks were missed while kinetic was down; firing only the latest.");
-                }
-                let payload = PingPayload {
-                    data: source.spec.data.as_deref(),
-                    data_base64: source.spec.data_base64.as_deref(),
-                    content_type: source.spec.content_type.as_deref(),
-                    extensions: source.spec.ce_overrides.as_ref().map(|o| &o.extensions),
-                };
-                let event = ping::ping_event(&namespace, &name, &uid, tick, &payload)
-                    .map_err(|e| e.to_string())
-                    .and_then(|e| to_cloud_event(e).map_err(|e| e.to_string()));
-                let event = match event {
-                    Ok(event) => event,
-                    Err(error) => {
-                        sources.failed(&key, error);
-                        continue;
-                    }
-                };
-                match sources
-                    .sink
-                    .send_until_accepted(&sink, &event, &cancel)
-                    .await
-                {
-                    Ok(()) => {
-                        sources.accepted(&key, tick);
-                        sources.update(&key, |s| s.last_error = None);
-                    }
-                    Err(SinkError::Cancelled) => return,
-                    Err(error) => {
-                        tracing::warn!(%namespace, %name, %error, "The sink refused a tick; it is dropped.");
-                        sources.failed(&key, error.to_string());
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// `true` when cancelled.
@@ -646,27 +487,4 @@ pub(crate) async fn sleep_or_cancel(duration: Duration, cancel: &CancellationTok
         () = cancel.cancelled() => true,
         () = tokio::time::sleep(duration) => false,
     }
-}
-
-fn to_cloud_event(tick: ping::PingEvent) -> Result<Event, cloudevents::event::EventBuilderError> {
-    let mut builder = EventBuilderV10::new()
-        .id(tick.id)
-        .source(tick.source)
-        .ty(tick.ty)
-        .time(tick.time);
-    for (name, value) in tick.extensions {
-        builder = builder.extension(&name, value);
-    }
-    let mut event = builder.build()?;
-    if let Some(data) = tick.data {
-        match tick.datacontenttype {
-            Some(content_type) => {
-                event.set_data(content_type, cloudevents::Data::Binary(data));
-            }
-            None => {
-                event.set_data_unchecked(cloudevents::Data::Binary(data));
-            }
-        }
-    }
-    Ok(event)
 }

@@ -13,12 +13,17 @@
 //!   maps them, offsets committed only once the sink accepted (in order, also when delivery is
 //!   unordered).
 //! - [`sink`]: handing an event to a sink until it is accepted.
-//! - [`controller`]: runs the stored sources (a task per PingSource, per SQS or polling
-//!   S3Source and per KafkaSource), serves `POST /webhooks/{namespace}/{name}` and `POST /sources/{namespace}/{name}`,
-//!   keeps each source's status. Start reading at [`Sources`].
+//! - [`controller`]: runs the stored sources of every kind alike (a task per PingSource, per SQS
+//!   or polling S3Source and per KafkaSource; an endpoint per WebhookSource and pushed S3Source at
+//!   `POST /webhooks/{namespace}/{name}` and `POST /sources/{namespace}/{name}`), and keeps each
+//!   source's status. Start reading at [`Sources`]. Each kind tells the controller how its
+//!   sources run in a `kind` module of its own folder (`webhook/kind.rs`, `ping/kind.rs`, ...),
+//!   listed in the controller's registry.
+//! - [`clock`]: the time schedules read, which a test can set.
 //!
 //! This crate knows nothing about brokers or triggers: it hands events to a sink URL.
 
+pub mod clock;
 pub mod controller;
 pub mod kafka;
 pub mod metrics;
@@ -27,6 +32,7 @@ pub mod s3;
 pub mod sink;
 pub mod webhook;
 
+pub use clock::Clock;
 pub use controller::{Resolve, SourceStatus, Sources};
 pub use sink::{Signer, Sink, Target};
 
@@ -40,11 +46,8 @@ pub async fn forget(
     namespace: &str,
     name: &str,
 ) -> kinetic_store::Result<()> {
-    let key = match kind {
-        "PingSource" => ping::tick_key(namespace, name),
-        "S3Source" => s3::poll::state_key(namespace, name),
-        _ => return Ok(()),
-    };
-    store.delete_checkpoints(&key).await?;
+    if let Some(key) = controller::state_key(kind, namespace, name) {
+        store.delete_checkpoints(&key).await?;
+    }
     Ok(())
 }

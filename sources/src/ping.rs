@@ -13,6 +13,7 @@
 
 pub mod claim;
 pub mod event;
+pub(crate) mod kind;
 pub mod schedule;
 
 pub use claim::{TickCheckpoint, claim_tick, last_fired, tick_key};

@@ -1,50 +1,80 @@
 //! The sources controller's reconcile decisions, in process: stored sources (in an in-memory
 //! SQLite store) and what `kinetic get sources` shows of them after a pass. Sinks are resolved by
-//! a closure that knows one broker; nothing is sent.
+//! a closure that knows one broker: nothing is sent, or, for a world with a receiver, the broker is
+//! that receiver. Schedules run on a clock the test sets.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{Datelike, Timelike};
-use kinetic_sources::{SourceStatus, Sources};
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use kinetic_sources::{Clock, SourceStatus, Sources};
 use kinetic_store::Store;
+use kinetic_testkit::receiver::Receiver;
 
 struct World {
     store: Arc<dyn Store>,
     sources: Arc<Sources>,
+    clock: Clock,
 }
 
 impl World {
+    /// Sinks resolve but refuse every send; the system clock.
     async fn new() -> World {
         let store = kinetic_store::open("sqlite::memory:").await.unwrap();
+        World::on(store, None, Clock::system())
+    }
+
+    /// A controller of `store` (another process, when the store is shared) whose broker
+    /// `default/default` is `receiver` (else it refuses every send), on `clock`.
+    fn on(store: Arc<dyn Store>, receiver: Option<&Receiver>, clock: Clock) -> World {
+        let broker = receiver.map_or("http://127.0.0.1:9".to_owned(), |r| r.url(""));
         // Only the broker `default/default` resolves; everything else is refused with a reason.
-        let resolve: kinetic_sources::Resolve = Arc::new(
-            |destination, namespace| match destination.reference.as_ref() {
-                Some(r) if r.kind == "Broker" && r.name == "default" => Ok((
-                    format!("http://127.0.0.1:9/{namespace}/default"),
-                    Some(format!("eventing.knative.dev/broker/{namespace}/default")),
-                )),
-                _ => Err("no such destination in this test".to_owned()),
-            },
-        );
-        let sink = kinetic_sources::Sink::new(Arc::new(|_: &reqwest::Url| {
-            Err("nothing is sent in these tests".to_owned())
+        let resolve: kinetic_sources::Resolve =
+            Arc::new(
+                move |destination, namespace| match destination.reference.as_ref() {
+                    Some(r) if r.kind == "Broker" && r.name == "default" => Ok((
+                        format!("{broker}/{namespace}/default"),
+                        Some(format!("eventing.knative.dev/broker/{namespace}/default")),
+                    )),
+                    _ => Err("no such destination in this test".to_owned()),
+                },
+            );
+        let sends = receiver.is_some();
+        let sink = kinetic_sources::Sink::new(Arc::new(move |_: &reqwest::Url| {
+            if sends {
+                Ok(reqwest::Client::new())
+            } else {
+                Err("nothing is sent in these tests".to_owned())
+            }
         }));
         let sources = Sources::new(
             store.clone(),
             sink,
             resolve,
             kinetic_sources::metrics::Metrics::new(&mut Default::default()),
+            clock.clone(),
         )
         .unwrap();
-        World { store, sources }
+        World {
+            store,
+            sources,
+            clock,
+        }
     }
 
+    /// Applies resources as the control plane does, at the world's clock's time.
     async fn apply(&self, yaml: &str) {
+        let now = self.clock.now().timestamp_millis();
         for resource in kinetic_api::parse_documents("sources.yaml", yaml).unwrap() {
             let key = resource.key();
             self.store
-                .apply_resource(&key.kind, &key.namespace, &key.name, &resource.to_json(), 0)
+                .apply_resource(
+                    &key.kind,
+                    &key.namespace,
+                    &key.name,
+                    &resource.to_json(),
+                    now,
+                )
                 .await
                 .unwrap();
         }
@@ -160,4 +190,72 @@ async fn a_deleted_source_is_no_longer_listed() {
         "{:?}",
         world.sources.status()
     );
+}
+
+fn at(text: &str) -> DateTime<Utc> {
+    text.parse().unwrap()
+}
+
+/// The `ce-time` of every tick `receiver` got.
+fn tick_times(receiver: &Receiver) -> Vec<String> {
+    receiver
+        .received("/default/default")
+        .iter()
+        .map(|r| r.header("ce-time").unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_ping_source_fires_each_tick_once_across_controllers_sharing_a_store() {
+    let store = kinetic_store::open("sqlite::memory:").await.unwrap();
+    let receiver = Receiver::start().await;
+    let clock = Clock::manual(at("2026-03-01T10:00:30Z"));
+    let first = World::on(store.clone(), Some(&receiver), clock.clone());
+    first.apply(&ping("tick", "* * * * *", "Broker")).await;
+    first.reconcile().await;
+    first.settle().await;
+    assert_eq!(
+        first.status("tick").unwrap().next_at,
+        Some(at("2026-03-01T10:01:00Z"))
+    );
+    assert!(tick_times(&receiver).is_empty(), "fired before its tick");
+
+    // The minute comes: one tick, for that minute.
+    clock.set(at("2026-03-01T10:01:00Z"));
+    let got = receiver
+        .wait_for("/default/default", 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(tick_times(&receiver), ["2026-03-01T10:01:00Z"], "{got:?}");
+    let tick = &got[0];
+    assert_eq!(tick.header("ce-type"), Some("dev.knative.sources.ping"));
+    assert_eq!(
+        tick.header("ce-source"),
+        Some("/apis/v1/namespaces/default/pingsources/tick")
+    );
+
+    // A second controller on the same store (another process, or this one restarted) does not
+    // fire that minute again, and waits for the next.
+    let second = World::on(store.clone(), Some(&receiver), clock.clone());
+    second.reconcile().await;
+    second.settle().await;
+    assert_eq!(
+        second.status("tick").unwrap().next_at,
+        Some(at("2026-03-01T10:02:00Z"))
+    );
+
+    // Both were away for minutes: the latest missed tick fires, once, from one of them.
+    clock.set(at("2026-03-01T10:05:30Z"));
+    receiver
+        .wait_for("/default/default", 2, Duration::from_secs(10))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        tick_times(&receiver),
+        ["2026-03-01T10:01:00Z", "2026-03-01T10:05:00Z"]
+    );
+    let fired: u64 = [&first, &second]
+        .iter()
+        .map(|w| w.status("tick").unwrap().events)
+        .sum();
+    assert_eq!(fired, 2);
 }

@@ -1,6 +1,6 @@
 //! What kinetic's tests and benchmarks run against, in one place: a scratch PostgreSQL database
-//! ([`postgres`]), moto's S3/SQS/SNS emulator ([`moto`]) and nisshi, a Kafka-protocol broker
-//! ([`nisshi`]). Each is real: a database created and dropped per test, a process started per
+//! ([`postgres`]), moto's S3/SQS/SNS emulator ([`moto`]), nisshi, a Kafka-protocol broker
+//! ([`nisshi`]), and an HTTP receiver that records what it gets ([`receiver`]). Each is real: a database created and dropped per test, a process started per
 //! test on a loopback port and killed by its PID when dropped. Not part of kinetic itself
 //! (`publish = false`); nothing in a production crate depends on it.
 //!
@@ -11,6 +11,7 @@
 pub mod moto;
 pub mod nisshi;
 pub mod postgres;
+pub mod receiver;
 
 /// Where an installed tool is: `$path_var` when set, else `bin/{name}` under `$root_var` (default
 /// `~/.cache/{default_root}`, where the project's `scripts/ensure-*.sh` install it) when it

@@ -1,11 +1,13 @@
 //! One running task per source of a kind (a PingSource's ticks, a pulling S3Source, a
 //! KafkaSource's consumer): started when the source appears, started anew when its uid or
 //! generation changes (deleted and created again, or applied with another spec), stopped when it
-//! is gone. The decision is [`plan`], a pure function; [`TaskSet`] applies it.
+//! is gone. The decision is `kinetic_api::reconcile::plan`, the rule every controller shares;
+//! [`TaskSet`] applies it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use kinetic_api::reconcile::{Changes, plan};
 use kinetic_store::StoredResource;
 use tokio_util::sync::CancellationToken;
 
@@ -17,28 +19,6 @@ struct Task {
     generation: i64,
     uid: String,
     cancel: CancellationToken,
-}
-
-/// What to do given the running tasks' versions and the stored sources' versions (each
-/// `(generation, uid)`): the tasks to stop (their source is gone or changed) and the sources to
-/// start (no task, or one being stopped).
-pub(crate) fn plan(
-    running: &HashMap<Id, (i64, String)>,
-    stored: &HashMap<Id, (i64, String)>,
-) -> (Vec<Id>, Vec<Id>) {
-    let mut stop: Vec<Id> = running
-        .iter()
-        .filter(|(id, version)| stored.get(*id) != Some(*version))
-        .map(|(id, _)| id.clone())
-        .collect();
-    let mut start: Vec<Id> = stored
-        .iter()
-        .filter(|(id, version)| running.get(*id) != Some(*version))
-        .map(|(id, _)| id.clone())
-        .collect();
-    stop.sort();
-    start.sort();
-    (stop, start)
 }
 
 /// The running tasks of one source kind.
@@ -66,7 +46,7 @@ impl TaskSet {
             .iter()
             .map(|s| (id_of(s), (s.generation, s.uid.clone())))
             .collect();
-        let (stop, start) = plan(&running, &wanted);
+        let Changes { stop, start } = plan(&running, &wanted);
         for id in stop {
             if let Some(task) = tasks.remove(&id) {
                 task.cancel.cancel();
@@ -93,50 +73,4 @@ impl TaskSet {
 
 fn id_of(stored: &StoredResource) -> Id {
     (stored.namespace.clone(), stored.name.clone())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn versions(entries: &[(&str, i64, &str)]) -> HashMap<Id, (i64, String)> {
-        entries
-            .iter()
-            .map(|(name, generation, uid)| {
-                (
-                    ("ns".to_owned(), (*name).to_owned()),
-                    (*generation, (*uid).to_owned()),
-                )
-            })
-            .collect()
-    }
-
-    fn names(ids: Vec<Id>) -> Vec<String> {
-        ids.into_iter().map(|(_, name)| name).collect()
-    }
-
-    #[test]
-    fn new_sources_start_changed_ones_restart_gone_ones_stop() {
-        let running = versions(&[
-            ("same", 1, "u1"),
-            ("applied", 1, "u2"),
-            ("recreated", 1, "u3"),
-            ("gone", 1, "u4"),
-        ]);
-        let stored = versions(&[
-            ("same", 1, "u1"),
-            ("applied", 2, "u2"),
-            ("recreated", 1, "u5"),
-            ("new", 1, "u6"),
-        ]);
-        let (stop, start) = plan(&running, &stored);
-        assert_eq!(names(stop), ["applied", "gone", "recreated"]);
-        assert_eq!(names(start), ["applied", "new", "recreated"]);
-    }
-
-    #[test]
-    fn nothing_changes_when_everything_runs() {
-        let both = versions(&[("a", 3, "u1"), ("b", 1, "u2")]);
-        assert_eq!(plan(&both, &both), (vec![], vec![]));
-    }
 }

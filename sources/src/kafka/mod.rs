@@ -20,11 +20,10 @@ use kinetic_kafka::Settings;
 use crate::webhook::{self, SetupError};
 
 mod consumer;
+pub(crate) mod kind;
 pub mod mapping;
 pub mod offsets;
 mod partition;
-
-pub(crate) use consumer::run;
 
 /// Kafka's session timeout for KafkaSource consumers: how long a crashed consumer's partitions
 /// wait before another member of the group takes them.

@@ -163,12 +163,12 @@ pub enum Due {
 }
 
 /// Which tick to fire at `now`, given the last tick fired (from the checkpoint) and when the source
-/// was created.
+/// was created (or its spec last changed).
 ///
 /// Each tick fires once: a tick at or before `last_fired` never fires again. Ticks at or before
 /// `created` never fire, so a new source (no checkpoint yet) starts with the first tick after it
-/// was created, and a checkpoint left by an earlier source of the same name cannot hold a new one
-/// back. A tick exactly at `now` is due.
+/// was created, a changed schedule with its first tick after the change, and a checkpoint left by
+/// an earlier source of the same name cannot hold a new one back. A tick exactly at `now` is due.
 ///
 /// After downtime only the most recent missed tick fires, not one event per missed tick: a ping is
 /// a heartbeat ("it is time to run"), and a storm of stale ticks after an outage would make

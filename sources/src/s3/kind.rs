@@ -1,279 +1,173 @@
-//! S3Sources in the controller: which mode each one runs in, the tasks of the pulling modes
-//! (SQS, polling), and the pushed notifications at `POST /sources/{namespace}/{name}`.
+//! S3Source in the controller: which mode each source runs in. A pulling source (SQS, polling) is
+//! a task of this process; a pushed one is an endpoint at `POST /sources/{namespace}/{name}` for
+//! its bucket's notifications (S3, MinIO, COS, or SNS wrapping them).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use futures::future::BoxFuture;
 use http::{HeaderMap, StatusCode};
-use kinetic_api::sources::{S3Mode, S3Poll, S3Source, S3SourceSpec};
+use kinetic_api::sources::{S3Mode, S3Source, S3SourceSpec};
+use kinetic_store::StoredResource;
 use serde_json::json;
 
-use super::{Key, Sources, answer, lock, retry_later};
+use crate::controller::kind::{self, Endpoint, Kind, Prepared, Route};
+use crate::controller::{Key, Sources, answer, retry_later};
 use crate::s3;
 use crate::s3::sns_signature::SnsVerifier;
 use crate::sink::Target;
 use crate::webhook::{self, Verifier};
 
-/// An S3Source whose bucket pushes its notifications to kinetic.
-pub(super) struct Bucket {
-    spec: Arc<S3SourceSpec>,
-    verifier: Option<Arc<Verifier>>,
-    /// With `sns.topicArns`: requests must be SNS messages of those topics, signed by AWS.
-    sns: Option<Arc<SnsVerifier>>,
-    sink: Target,
-}
+pub(crate) struct S3Kind;
 
-/// What an S3Source needs, by mode.
-enum S3Task {
-    /// The bucket pushes to `/sources/{namespace}/{name}`.
-    Push(Bucket),
-    /// A task of this process pulls.
-    Pull {
-        spec: Arc<S3SourceSpec>,
-        sink: Target,
-        mode: Pull,
-    },
-}
+impl Kind for S3Kind {
+    fn kind(&self) -> &'static str {
+        "S3Source"
+    }
 
-enum Pull {
-    /// Reads the queue at this URL.
-    Sqs(String),
-    /// Lists the bucket.
-    Poll(S3Poll),
-}
-
-impl Sources {
-    /// The S3Source part of [`Sources::reconcile`]: serves pushing sources, starts, restarts (on a
-    /// new generation) and stops the tasks of pulling ones.
-    pub(super) async fn reconcile_s3(
-        self: &Arc<Self>,
-        seen: &mut Vec<Key>,
-    ) -> kinetic_store::Result<()> {
-        let mut buckets = HashMap::new();
-        let stored_sources = self.store.list_resources("S3Source", None).await?;
-        // Pull tasks of sources gone or changed stop here; the others keep running.
-        let without_task: Vec<String> = self
-            .pulls
-            .sync(&stored_sources)
-            .into_iter()
-            .map(|s| s.uid.clone())
-            .collect();
-        for stored in &stored_sources {
-            let key: Key = (
-                "S3Source".into(),
-                stored.namespace.clone(),
-                stored.name.clone(),
-            );
-            seen.push(key.clone());
-            let id = (stored.namespace.clone(), stored.name.clone());
-            if !without_task.contains(&stored.uid) {
-                continue;
-            }
-            // Pushed sources are compiled on every pass, so a rotated verification secret (a
-            // file replaced, as Kubernetes does with mounted secrets) takes effect within a pass.
-            let bucket = serde_json::from_value::<S3Source>(stored.body.clone())
-                .map_err(|e| format!("stored resource is unreadable: {e}"))
-                .and_then(|source| {
-                    let (verifier, sns) = match source.mode().map_err(|e| e.to_string())? {
-                        S3Mode::Webhook(push) => (
-                            match &push.verify {
-                                Some(verify) => Some(Arc::new(
-                                    webhook::compile_verifier(verify, &mut webhook::read_secret)
-                                        .map_err(|e| e.to_string())?,
-                                )),
-                                None => None,
-                            },
-                            push.sns.as_ref().map(|sns| {
-                                Arc::new(SnsVerifier::new(
-                                    sns.topic_arns.clone(),
-                                    self.sns_certificates.clone(),
-                                ))
-                            }),
-                        ),
-                        S3Mode::Sqs(sqs) => {
-                            let mode = Pull::Sqs(sqs.queue_url.clone());
-                            let sink = self.target(
-                                "S3Source",
-                                &stored.namespace,
-                                &stored.name,
-                                &source.spec.sink,
-                            )?;
-                            return Ok(S3Task::Pull {
-                                spec: Arc::new(source.spec),
-                                sink,
-                                mode,
-                            });
-                        }
-                        S3Mode::Poll(poll) => {
-                            let mode = Pull::Poll(poll.clone());
-                            let sink = self.target(
-                                "S3Source",
-                                &stored.namespace,
-                                &stored.name,
-                                &source.spec.sink,
-                            )?;
-                            return Ok(S3Task::Pull {
-                                spec: Arc::new(source.spec),
-                                sink,
-                                mode,
-                            });
-                        }
-                    };
-                    let sink = self.target(
-                        "S3Source",
-                        &stored.namespace,
-                        &stored.name,
-                        &source.spec.sink,
-                    )?;
-                    Ok(S3Task::Push(Bucket {
-                        spec: Arc::new(source.spec),
+    fn prepare(&self, sources: &Arc<Sources>, stored: &StoredResource) -> Result<Prepared, String> {
+        let source: S3Source = kind::read(stored)?;
+        let mode = source.mode().map_err(|e| e.to_string())?;
+        let sink = sources.target(
+            self.kind(),
+            &stored.namespace,
+            &stored.name,
+            &source.spec.sink,
+        )?;
+        let task_sink = sink.clone();
+        let run: kind::Task = match mode {
+            S3Mode::Webhook(push) => {
+                let verifier = match &push.verify {
+                    Some(verify) => Some(
+                        webhook::compile_verifier(verify, &mut webhook::read_secret)
+                            .map_err(|e| e.to_string())?,
+                    ),
+                    None => None,
+                };
+                let sns = push.sns.as_ref().map(|sns| {
+                    SnsVerifier::new(sns.topic_arns.clone(), sources.sns_certificates.clone())
+                });
+                return Ok(Prepared::Endpoint {
+                    sink: sink.clone(),
+                    endpoint: Arc::new(Bucket {
+                        spec: source.spec,
                         verifier,
                         sns,
                         sink,
-                    }))
+                    }),
                 });
-            match bucket {
-                Ok(S3Task::Push(bucket)) => {
-                    self.update(&key, |s| {
-                        s.ready = true;
-                        s.sink = Some(bucket.sink.url.clone());
-                        if s.last_error
-                            .as_deref()
-                            .is_some_and(|e| e.starts_with("not ready"))
-                        {
-                            s.last_error = None;
-                        }
-                    });
-                    buckets.insert(id, bucket);
-                }
-                Ok(S3Task::Pull { spec, sink, mode }) => {
-                    self.update(&key, |s| {
-                        s.ready = true;
-                        s.sink = Some(sink.url.clone());
-                        s.last_error = None;
-                    });
-                    let cancel = self.cancel.child_token();
-                    match mode {
-                        Pull::Sqs(queue_url) => {
-                            self.tracker.spawn(s3::sqs::run(
-                                self.clone(),
-                                key,
-                                spec,
-                                queue_url,
-                                sink,
-                                cancel.clone(),
-                            ));
-                        }
-                        Pull::Poll(poll) => {
-                            self.tracker.spawn(s3::poll::run(
-                                self.clone(),
-                                key,
-                                spec,
-                                poll,
-                                stored.uid.clone(),
-                                sink,
-                                cancel.clone(),
-                            ));
-                        }
-                    }
-                    self.pulls.started(stored, cancel);
-                }
-                Err(problem) => self.update(&key, |s| {
-                    s.ready = false;
-                    s.last_error = Some(format!("not ready: {problem}"));
-                }),
             }
-        }
-        *lock(&self.buckets) = buckets;
-        Ok(())
+            S3Mode::Sqs(sqs) => {
+                let queue_url = sqs.queue_url.clone();
+                let spec = Arc::new(source.spec);
+                Box::new(move |sources, key, cancel| {
+                    Box::pin(s3::sqs::run(
+                        sources, key, spec, queue_url, task_sink, cancel,
+                    ))
+                })
+            }
+            S3Mode::Poll(poll) => {
+                let poll = poll.clone();
+                let uid = stored.uid.clone();
+                let spec = Arc::new(source.spec);
+                Box::new(move |sources, key, cancel| {
+                    Box::pin(s3::poll::run(
+                        sources, key, spec, poll, uid, task_sink, cancel,
+                    ))
+                })
+            }
+        };
+        Ok(Prepared::Task { sink, run })
+    }
+
+    fn state_key(&self, namespace: &str, name: &str) -> Option<String> {
+        Some(s3::poll::state_key(namespace, name))
+    }
+
+    fn route(&self) -> Option<Route> {
+        Some(Route {
+            prefix: "/sources",
+            unknown: |namespace, name| {
+                format!(
+                    "no S3Source {namespace}/{name} with `notifications.webhook`; check the URL (`/sources/NAMESPACE/NAME`)"
+                )
+            },
+        })
+    }
+}
+
+/// An S3Source whose bucket pushes its notifications to kinetic.
+struct Bucket {
+    spec: S3SourceSpec,
+    verifier: Option<Verifier>,
+    /// With `sns.topicArns`: requests must be SNS messages of those topics, signed by AWS.
+    sns: Option<SnsVerifier>,
+    sink: Target,
+}
+
+impl Endpoint for Bucket {
+    fn receive<'a>(
+        &'a self,
+        sources: &'a Arc<Sources>,
+        key: &'a Key,
+        headers: &'a HeaderMap,
+        body: Bytes,
+    ) -> BoxFuture<'a, Response> {
+        Box::pin(notified(sources, key, self, headers, body))
     }
 }
 
 /// One push from a bucket (S3, MinIO, COS, or SNS wrapping them): every selected object becomes an
 /// event; `202` once the sink accepted all of them, so the store sends the notification again
 /// otherwise (a resent event keeps its id and dedupes at the broker).
-pub(super) async fn notified(
-    State(sources): State<Arc<Sources>>,
-    Path((namespace, name)): Path<(String, String)>,
-    headers: HeaderMap,
+async fn notified(
+    sources: &Arc<Sources>,
+    key: &Key,
+    bucket: &Bucket,
+    headers: &HeaderMap,
     body: Bytes,
 ) -> Response {
-    let key: Key = ("S3Source".into(), namespace.clone(), name.clone());
-    let id = (namespace.clone(), name.clone());
-    let find = |sources: &Sources| {
-        lock(&sources.buckets).get(&id).map(|b| {
-            (
-                b.spec.clone(),
-                b.verifier.clone(),
-                b.sns.clone(),
-                b.sink.clone(),
-            )
-        })
-    };
-    let mut bucket = find(&sources);
-    if bucket.is_none() && sources.catch_up(&key, |s| find(s).is_some()).await {
-        bucket = find(&sources);
-    }
-    let Some((spec, verifier, sns, sink)) = bucket else {
-        return if lock(&sources.status).contains_key(&key) {
-            answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not-ready",
-                &format!("S3Source {namespace}/{name} is not ready; see `kinetic get sources`"),
-            )
-        } else {
-            answer(
-                StatusCode::NOT_FOUND,
-                "unknown-source",
-                &format!(
-                    "no S3Source {namespace}/{name} with `notifications.webhook`; check the URL (`/sources/NAMESPACE/NAME`)"
-                ),
-            )
-        };
-    };
     let arrived = Utc::now();
-    if let Some(verifier) = &verifier
-        && let Err(error) = verifier.verify(&headers, &body, arrived)
+    if let Some(verifier) = &bucket.verifier
+        && let Err(error) = verifier.verify(headers, &body, arrived)
     {
-        sources.update(&key, |s| s.last_error = Some(error.to_string()));
+        sources.update(key, |s| s.last_error = Some(error.to_string()));
         return answer(StatusCode::UNAUTHORIZED, "unauthorized", &error.to_string());
     }
-    if let Some(sns) = &sns
+    if let Some(sns) = &bucket.sns
         && let Err(error) = sns.verify(&body, arrived).await
     {
-        sources.update(&key, |s| s.last_error = Some(error.to_string()));
+        sources.update(key, |s| s.last_error = Some(error.to_string()));
         return if error.is_transient() {
             retry_later(&error.to_string())
         } else {
             answer(StatusCode::UNAUTHORIZED, "unauthorized", &error.to_string())
         };
     }
-    let events = match s3::to_events(&spec, &body) {
+    let events = match s3::to_events(&bucket.spec, &body) {
         Ok(s3::Parsed::Events(events)) => events,
         // Only a signed message from a topic of the source's `sns` is acted on: it makes kinetic
         // fetch a URL.
-        Ok(s3::Parsed::SubscriptionConfirmation { subscribe_url }) if sns.is_some() => {
-            return confirm_subscription(&sources, &key, &subscribe_url).await;
+        Ok(s3::Parsed::SubscriptionConfirmation { subscribe_url }) if bucket.sns.is_some() => {
+            return confirm_subscription(sources, key, &subscribe_url).await;
         }
         Ok(s3::Parsed::SubscriptionConfirmation { .. }) => {
             let why = "an SNS subscription confirmation is only acted on by an S3Source with `notifications.webhook.sns` (its topicArns), which checks the message's signature";
-            sources.update(&key, |s| s.last_error = Some(why.to_owned()));
+            sources.update(key, |s| s.last_error = Some(why.to_owned()));
             return answer(StatusCode::BAD_REQUEST, "invalid", why);
         }
         Err(error) => {
-            sources.update(&key, |s| s.last_error = Some(error.to_string()));
+            sources.update(key, |s| s.last_error = Some(error.to_string()));
             return answer(StatusCode::BAD_REQUEST, "invalid", &error.to_string());
         }
     };
     let accepted = json!({ "events": events.len() });
-    super::push_to_sink(
-        &sources,
-        &key,
-        &sink,
+    crate::controller::push_to_sink(
+        sources,
+        key,
+        &bucket.sink,
         &events,
         arrived,
         accepted,

@@ -25,6 +25,7 @@ pub mod cos;
 #[cfg(test)]
 mod fixtures;
 pub mod key;
+pub(crate) mod kind;
 pub mod mapping;
 pub mod poll;
 pub mod sns;

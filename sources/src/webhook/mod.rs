@@ -16,6 +16,7 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderMap, StatusCode};
 use kinetic_api::sources::{SecretRef, WebhookSourceSpec, WebhookVerify};
 
+pub(crate) mod kind;
 pub mod template;
 pub mod verify;
 

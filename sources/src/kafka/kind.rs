@@ -1,0 +1,39 @@
+//! KafkaSource in the controller: one consumer task per source, started when the source appears,
+//! started anew when its generation (or uid) changes, stopped when it is deleted. Its offsets
+//! live in its consumer group, so it keeps nothing in kinetic's store.
+
+use std::sync::Arc;
+
+use kinetic_api::sources::KafkaSource;
+use kinetic_store::StoredResource;
+
+use crate::controller::Sources;
+use crate::controller::kind::{self, Kind, Prepared};
+
+pub(crate) struct KafkaKind;
+
+impl Kind for KafkaKind {
+    fn kind(&self) -> &'static str {
+        "KafkaSource"
+    }
+
+    fn prepare(&self, sources: &Arc<Sources>, stored: &StoredResource) -> Result<Prepared, String> {
+        let source: KafkaSource = kind::read(stored)?;
+        let sink = sources.target(
+            self.kind(),
+            &stored.namespace,
+            &stored.name,
+            &source.spec.sink,
+        )?;
+        let uid = stored.uid.clone();
+        let task_sink = sink.clone();
+        Ok(Prepared::Task {
+            sink,
+            run: Box::new(move |sources, key, cancel| {
+                Box::pin(super::consumer::run(
+                    sources, key, source, uid, task_sink, cancel,
+                ))
+            }),
+        })
+    }
+}
