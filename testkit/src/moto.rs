@@ -5,9 +5,10 @@
 //! `scripts/ensure-moto.sh` installs it; it is found at `$KINETIC_MOTO_SERVER`, in the script's
 //! virtualenv (`$KINETIC_MOTO_VENV`, default `~/.cache/kinetic-moto`), or on `PATH`.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -24,6 +25,17 @@ pub struct Moto {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
+}
+
+/// The port in moto's (werkzeug's) start-up line ` * Running on http://127.0.0.1:PORT`.
+fn listening_port(line: &str) -> Option<u16> {
+    let address = line.trim().strip_prefix("* Running on http://")?;
+    address
+        .rsplit_once(':')?
+        .1
+        .trim_end_matches('/')
+        .parse()
+        .ok()
 }
 
 /// Where `moto_server` is, if it is installed.
@@ -50,37 +62,61 @@ impl Moto {
         Some(Moto::launch().unwrap_or_else(|error| panic!("{error:#}")))
     }
 
-    /// Starts `moto_server` (found by [`server_path`]) and waits, at most 30 s, until it listens.
+    /// Starts `moto_server` (found by [`server_path`]) on a port it picks itself (port 0, so no
+    /// other process can take the port between choosing and binding it), and waits, at most 30 s,
+    /// until it says where it listens.
     pub fn launch() -> anyhow::Result<Moto> {
         let path = server_path()
             .context("moto_server is not installed: run `bash scripts/ensure-moto.sh`")?;
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let child = Command::new(&path)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let mut child = Command::new(&path)
+            .args(["-H", "127.0.0.1", "-p", "0"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            // moto logs every request; only its exit at start matters here.
-            .stderr(Stdio::null())
+            // moto says where it listens, then logs every request, on stderr.
+            .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {}", path.display()))?;
+        let stderr = child.stderr.take().context("moto_server's stderr")?;
+        // Kept by the Moto from here on, so the child is killed whatever happens below.
         let mut moto = Moto {
             child,
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: String::new(),
         };
-        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        let (found, port) = std::sync::mpsc::channel();
+        // Reads the port, then drains stderr until moto exits (a full pipe would stall it).
+        std::thread::spawn(move || {
+            let mut found = Some(found);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(port) = listening_port(&line)
+                    && let Some(found) = found.take()
+                {
+                    let _ = found.send(port);
+                }
+            }
+        });
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
-            if let Ok(Some(status)) = moto.child.try_wait() {
-                bail!(
-                    "moto_server exited at start ({status}); run {} -p {port} to see why",
-                    path.display()
-                );
+        let port = loop {
+            match port.recv_timeout(Duration::from_millis(200)) {
+                Ok(port) => break port,
+                Err(error) => {
+                    if let Ok(Some(status)) = moto.child.try_wait() {
+                        bail!(
+                            "moto_server exited at start ({status}); run {} -p 0 to see why",
+                            path.display()
+                        );
+                    }
+                    if Instant::now() > deadline {
+                        bail!("moto_server did not say where it listens within 30 s");
+                    }
+                    if error == RecvTimeoutError::Disconnected {
+                        // Its stderr closed: it is exiting.
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
             }
-            if Instant::now() > deadline {
-                bail!("moto_server did not listen on {address} within 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        };
+        moto.endpoint = format!("http://127.0.0.1:{port}");
         Ok(moto)
     }
 
@@ -160,5 +196,23 @@ impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listening_port;
+
+    #[test]
+    fn the_port_is_read_from_the_start_up_line_only() {
+        assert_eq!(
+            listening_port(" * Running on http://127.0.0.1:34895"),
+            Some(34895)
+        );
+        assert_eq!(listening_port("Press CTRL+C to quit"), None);
+        assert_eq!(
+            listening_port("127.0.0.1 - - [06/Dec/2026] \"GET / HTTP/1.1\" 200 -"),
+            None
+        );
     }
 }
