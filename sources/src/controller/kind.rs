@@ -7,6 +7,7 @@
 //! Adding a kind: its spec in `kinetic_api::sources` (with its entry in `SOURCE_KINDS`), then a
 //! module here with a [`Kind`], listed in [`registry`].
 
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -63,6 +64,23 @@ pub(crate) enum Prepared {
     },
 }
 
+impl Prepared {
+    /// A task that runs `run(sources, key, sink, cancel)`.
+    pub(crate) fn task<F, R>(sink: Target, run: F) -> Prepared
+    where
+        F: FnOnce(Arc<Sources>, Key, Target, CancellationToken) -> R + Send + 'static,
+        R: Future<Output = ()> + Send + 'static,
+    {
+        let task_sink = sink.clone();
+        Prepared::Task {
+            sink,
+            run: Box::new(move |sources, key, cancel| {
+                Box::pin(run(sources, key, task_sink, cancel))
+            }),
+        }
+    }
+}
+
 /// A source's task, given the controller, the source's key and its cancellation token.
 pub(crate) type Task =
     Box<dyn FnOnce(Arc<Sources>, Key, CancellationToken) -> BoxFuture<'static, ()> + Send>;
@@ -88,6 +106,16 @@ pub(crate) fn registry() -> Vec<Box<dyn Kind>> {
         Box::new(crate::s3::kind::S3Kind),
         Box::new(crate::kafka::kind::KafkaKind),
     ]
+}
+
+/// Where the stored source of `kind` sends: its `sink` resolved ([`Sources::target`]).
+pub(crate) fn sink_of(
+    sources: &Sources,
+    kind: &dyn Kind,
+    stored: &StoredResource,
+    sink: &kinetic_api::Destination,
+) -> Result<Target, String> {
+    sources.target(kind.kind(), &stored.namespace, &stored.name, sink)
 }
 
 /// Reads a stored source's body as its kind's resource.

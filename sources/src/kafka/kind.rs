@@ -19,21 +19,10 @@ impl Kind for KafkaKind {
 
     fn prepare(&self, sources: &Arc<Sources>, stored: &StoredResource) -> Result<Prepared, String> {
         let source: KafkaSource = kind::read(stored)?;
-        let sink = sources.target(
-            self.kind(),
-            &stored.namespace,
-            &stored.name,
-            &source.spec.sink,
-        )?;
+        let sink = kind::sink_of(sources, self, stored, &source.spec.sink)?;
         let uid = stored.uid.clone();
-        let task_sink = sink.clone();
-        Ok(Prepared::Task {
-            sink,
-            run: Box::new(move |sources, key, cancel| {
-                Box::pin(super::consumer::run(
-                    sources, key, source, uid, task_sink, cancel,
-                ))
-            }),
-        })
+        Ok(Prepared::task(sink, move |sources, key, sink, cancel| {
+            super::consumer::run(sources, key, source, uid, sink, cancel)
+        }))
     }
 }

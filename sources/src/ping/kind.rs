@@ -40,30 +40,21 @@ impl Kind for PingKind {
         let source: PingSource = kind::read(stored)?;
         let (zone, cron) = source.spec.schedule_parts();
         let schedule = Schedule::parse(cron, zone).map_err(|e| e.to_string())?;
-        let sink = sources.target(
-            self.kind(),
-            &stored.namespace,
-            &stored.name,
-            &source.spec.sink,
-        )?;
+        let sink = kind::sink_of(sources, self, stored, &source.spec.sink)?;
         let uid = stored.uid.clone();
         // Ticks before the source's spec was applied (its creation, or its last change) never
         // fire; a tick missed since then (kinetic was down) fires late, once.
         let applied = DateTime::from_timestamp_millis(stored.updated_at);
-        let task_sink = sink.clone();
-        Ok(Prepared::Task {
-            sink,
-            run: Box::new(move |sources, key, cancel| {
-                let task = Ping {
-                    source,
-                    uid,
-                    applied,
-                    schedule,
-                    sink: task_sink,
-                };
-                Box::pin(run(sources, key, task, cancel))
-            }),
-        })
+        Ok(Prepared::task(sink, move |sources, key, sink, cancel| {
+            let task = Ping {
+                source,
+                uid,
+                applied,
+                schedule,
+                sink,
+            };
+            run(sources, key, task, cancel)
+        }))
     }
 
     fn state_key(&self, namespace: &str, name: &str) -> Option<String> {

@@ -30,14 +30,8 @@ impl Kind for S3Kind {
     fn prepare(&self, sources: &Arc<Sources>, stored: &StoredResource) -> Result<Prepared, String> {
         let source: S3Source = kind::read(stored)?;
         let mode = source.mode().map_err(|e| e.to_string())?;
-        let sink = sources.target(
-            self.kind(),
-            &stored.namespace,
-            &stored.name,
-            &source.spec.sink,
-        )?;
-        let task_sink = sink.clone();
-        let run: kind::Task = match mode {
+        let sink = kind::sink_of(sources, self, stored, &source.spec.sink)?;
+        match mode {
             S3Mode::Webhook(push) => {
                 let verifier = match &push.verify {
                     Some(verify) => Some(
@@ -49,7 +43,7 @@ impl Kind for S3Kind {
                 let sns = push.sns.as_ref().map(|sns| {
                     SnsVerifier::new(sns.topic_arns.clone(), sources.sns_certificates.clone())
                 });
-                return Ok(Prepared::Endpoint {
+                Ok(Prepared::Endpoint {
                     sink: sink.clone(),
                     endpoint: Arc::new(Bucket {
                         spec: source.spec,
@@ -57,29 +51,24 @@ impl Kind for S3Kind {
                         sns,
                         sink,
                     }),
-                });
+                })
             }
             S3Mode::Sqs(sqs) => {
                 let queue_url = sqs.queue_url.clone();
                 let spec = Arc::new(source.spec);
-                Box::new(move |sources, key, cancel| {
-                    Box::pin(s3::sqs::run(
-                        sources, key, spec, queue_url, task_sink, cancel,
-                    ))
-                })
+                Ok(Prepared::task(sink, move |sources, key, sink, cancel| {
+                    s3::sqs::run(sources, key, spec, queue_url, sink, cancel)
+                }))
             }
             S3Mode::Poll(poll) => {
                 let poll = poll.clone();
                 let uid = stored.uid.clone();
                 let spec = Arc::new(source.spec);
-                Box::new(move |sources, key, cancel| {
-                    Box::pin(s3::poll::run(
-                        sources, key, spec, poll, uid, task_sink, cancel,
-                    ))
-                })
+                Ok(Prepared::task(sink, move |sources, key, sink, cancel| {
+                    s3::poll::run(sources, key, spec, poll, uid, sink, cancel)
+                }))
             }
-        };
-        Ok(Prepared::Task { sink, run })
+        }
     }
 
     fn state_key(&self, namespace: &str, name: &str) -> Option<String> {

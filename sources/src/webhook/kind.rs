@@ -30,12 +30,7 @@ impl Kind for WebhookKind {
         let source: WebhookSource = kind::read(stored)?;
         let webhook =
             Webhook::compile(&source.spec, super::read_secret).map_err(|e| e.to_string())?;
-        let sink = sources.target(
-            self.kind(),
-            &stored.namespace,
-            &stored.name,
-            &source.spec.sink,
-        )?;
+        let sink = kind::sink_of(sources, self, stored, &source.spec.sink)?;
         Ok(Prepared::Endpoint {
             sink: sink.clone(),
             endpoint: Arc::new(Hook { webhook, sink }),
