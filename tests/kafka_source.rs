@@ -16,7 +16,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
-use support::{Answer, ClosedPort, Engine, Kinetic, Receiver, TestStore, broker_yaml, write_yaml};
+use support::{
+    Answer, ClosedPort, Engine, Kinetic, Receiver, TO_DEFAULT_BROKER, TestStore, broker_yaml,
+    write_yaml,
+};
 
 /// Records of the crash test, over this many partitions and keys.
 const RECORDS: usize = 10_000;
@@ -181,9 +184,7 @@ spec:
   consumerGroup: {group}
   initialOffset: earliest
   ordering: ordered
-  sink:
-    ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}
-  ceOverrides: {{extensions: {{team: orders}}}}
+{TO_DEFAULT_BROKER}  ceOverrides: {{extensions: {{team: orders}}}}
 ",
         broker_yaml("default"),
         subscriber = receiver.url("/orders"),
@@ -336,9 +337,7 @@ spec:
   consumerGroup: {group}
   initialOffset: earliest
   ordering: unordered
-  sink:
-    ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}
-",
+{TO_DEFAULT_BROKER}",
         broker_yaml("default"),
         sink = receiver.url("/sink"),
         dead = receiver.url("/dead"),
@@ -437,9 +436,7 @@ metadata: {{name: nowhere}}
 spec:
   bootstrapServers: ['{server}']
   topics: [orders]
-  sink:
-    ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}
-",
+{TO_DEFAULT_BROKER}",
         broker_yaml("default"),
         server = closed.address,
     );
@@ -592,9 +589,7 @@ spec:
   topics: ['{topic}']
   consumerGroup: {group}
   initialOffset: earliest
-  sink:
-    ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}
-",
+{TO_DEFAULT_BROKER}",
         broker_yaml("default"),
         subscriber = receiver.url("/shared"),
         servers = kafka.bootstrap_servers,

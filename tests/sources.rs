@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use hmac::{KeyInit, Mac};
-use support::{Engine, Kinetic, Receiver, TestStore, broker_yaml, write_yaml};
+use support::{
+    Engine, Kinetic, Receiver, TO_DEFAULT_BROKER, TestStore, broker_with_trigger, broker_yaml,
+    write_yaml,
+};
 
 const GITHUB_SECRET: &str = "It's a Secret to Everybody";
 /// A Standard Webhooks secret: `whsec_` + base64 of the key bytes.
@@ -55,9 +58,7 @@ spec:
   verify:
     github: {{secret: {{env: GITHUB_WEBHOOK_SECRET}}}}
   type: \"com.github.{{header:X-GitHub-Event}}\"
-  sink:
-    ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}
----
+{TO_DEFAULT_BROKER}---
 apiVersion: sources.kinetic.dev/v1alpha1
 kind: WebhookSource
 metadata: {{name: standard}}
@@ -66,9 +67,7 @@ spec:
     standardWebhooks: {{secrets: [{{env: STANDARD_WEBHOOK_SECRET}}]}}
   type: \"com.example.{{json:/kind}}\"
   ceOverrides: {{extensions: {{team: payments}}}}
-  sink:
-    ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}
-",
+{TO_DEFAULT_BROKER}",
         broker = broker_yaml("default"),
         uri = receiver.url("/all"),
     )
@@ -299,13 +298,6 @@ async fn a_ping_source_fires_a_missed_tick_once_across_a_restart() {
     let receiver = Receiver::start().await;
     let yaml = format!(
         "{}---
-apiVersion: eventing.knative.dev/v1
-kind: Trigger
-metadata: {{name: ticks}}
-spec:
-  broker: default
-  subscriber: {{uri: '{}'}}
----
 apiVersion: sources.knative.dev/v1
 kind: PingSource
 metadata: {{name: every-minute}}
@@ -313,11 +305,8 @@ spec:
   schedule: '* * * * *'
   contentType: application/json
   data: '{{\"message\": \"hello\"}}'
-  sink:
-    ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}
-",
-        broker_yaml("default"),
-        receiver.url("/ticks")
+{TO_DEFAULT_BROKER}",
+        broker_with_trigger("ticks", &receiver.url("/ticks"))
     );
     let file = write_yaml(store.dir(), "ping.yaml", &yaml);
     // The restart below must land in the minute of the first tick: start early in a minute.
@@ -440,13 +429,6 @@ async fn bucket_notifications_pushed_to_an_s3_source_become_events() {
     let receiver = Receiver::start().await;
     let yaml = format!(
         "{}---
-apiVersion: eventing.knative.dev/v1
-kind: Trigger
-metadata: {{name: uploads}}
-spec:
-  broker: default
-  subscriber: {{uri: '{}'}}
----
 apiVersion: sources.kinetic.dev/v1alpha1
 kind: S3Source
 metadata: {{name: photos}}
@@ -459,11 +441,8 @@ spec:
   notifications:
     webhook:
       verify: {{bearer: {{token: {{env: BUCKET_TOKEN}}}}}}
-  sink:
-    ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}
-",
-        broker_yaml("default"),
-        receiver.url("/uploads")
+{TO_DEFAULT_BROKER}",
+        broker_with_trigger("uploads", &receiver.url("/uploads"))
     );
     let file = write_yaml(store.dir(), "s3.yaml", &yaml);
     let kinetic = Kinetic::up_with_env(
@@ -765,9 +744,7 @@ metadata: {{name: rotated}}
 spec:
   verify:
     bearer: {{token: {{file: '{}'}}}}
-  sink:
-    ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}
-",
+{TO_DEFAULT_BROKER}",
         broker_yaml("default"),
         receiver.url("/all"),
         token.display()
@@ -818,13 +795,6 @@ async fn an_sns_verified_s3_source_refuses_what_aws_did_not_sign() {
     let receiver = Receiver::start().await;
     let yaml = format!(
         "{}---
-apiVersion: eventing.knative.dev/v1
-kind: Trigger
-metadata: {{name: uploads}}
-spec:
-  broker: default
-  subscriber: {{uri: '{}'}}
----
 apiVersion: sources.kinetic.dev/v1alpha1
 kind: S3Source
 metadata: {{name: photos}}
@@ -834,11 +804,8 @@ spec:
   notifications:
     webhook:
       sns: {{topicArns: ['arn:aws:sns:us-east-1:123456789012:photos']}}
-  sink:
-    ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}
-",
-        broker_yaml("default"),
-        receiver.url("/uploads")
+{TO_DEFAULT_BROKER}",
+        broker_with_trigger("uploads", &receiver.url("/uploads"))
     );
     let file = write_yaml(store.dir(), "sns.yaml", &yaml);
     let kinetic = Kinetic::up(&store, &[&file]);

@@ -13,7 +13,9 @@ use aws_sdk_s3::types::{
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use kinetic_testkit::moto::{self, Moto};
-use support::{Engine, Kinetic, Receiver, TestStore, broker_yaml, write_yaml};
+use support::{
+    Engine, Kinetic, Receiver, TO_DEFAULT_BROKER, TestStore, broker_with_trigger, write_yaml,
+};
 
 async fn queue_arn(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> String {
     let attributes = sqs
@@ -180,13 +182,6 @@ async fn sqs_notifications_reach_a_trigger_once_across_a_crash(engine: Engine) {
     let receiver = Receiver::start().await;
     let yaml = format!(
         "{}---
-apiVersion: eventing.knative.dev/v1
-kind: Trigger
-metadata: {{name: uploads}}
-spec:
-  broker: default
-  subscriber: {{uri: '{}'}}
----
 apiVersion: sources.kinetic.dev/v1alpha1
 kind: S3Source
 metadata: {{name: photos}}
@@ -203,11 +198,8 @@ spec:
   suffix: .jpg
   notifications:
     sqs: {{queueUrl: '{queue_url}'}}
-  sink:
-    ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}
-",
-        broker_yaml("default"),
-        receiver.url("/uploads"),
+{TO_DEFAULT_BROKER}",
+        broker_with_trigger("uploads", &receiver.url("/uploads")),
         endpoint = moto.endpoint,
         region = moto::REGION,
     );
@@ -404,13 +396,6 @@ async fn a_polled_bucket_emits_each_change_once_across_a_crash() {
     let receiver = Receiver::start().await;
     let yaml = format!(
         "{}---
-apiVersion: eventing.knative.dev/v1
-kind: Trigger
-metadata: {{name: changes}}
-spec:
-  broker: default
-  subscriber: {{uri: '{}'}}
----
 apiVersion: sources.kinetic.dev/v1alpha1
 kind: S3Source
 metadata: {{name: polled}}
@@ -424,11 +409,8 @@ spec:
     secretAccessKey: {{env: MOTO_SECRET_KEY}}
   prefix: uploads/
   poll: {{interval: PT1S}}
-  sink:
-    ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}
-",
-        broker_yaml("default"),
-        receiver.url("/changes"),
+{TO_DEFAULT_BROKER}",
+        broker_with_trigger("changes", &receiver.url("/changes")),
         endpoint = moto.endpoint,
         region = moto::REGION,
     );
@@ -521,13 +503,6 @@ async fn polling_a_bucket_larger_than_a_page_emits_only_changes() {
     let receiver = Receiver::start().await;
     let yaml = format!(
         "{}---
-apiVersion: eventing.knative.dev/v1
-kind: Trigger
-metadata: {{name: changes}}
-spec:
-  broker: default
-  subscriber: {{uri: '{}'}}
----
 apiVersion: sources.kinetic.dev/v1alpha1
 kind: S3Source
 metadata: {{name: large}}
@@ -540,11 +515,8 @@ spec:
     accessKeyId: {{env: MOTO_ACCESS_KEY}}
     secretAccessKey: {{env: MOTO_SECRET_KEY}}
   poll: {{interval: PT1S}}
-  sink:
-    ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}
-",
-        broker_yaml("default"),
-        receiver.url("/changes"),
+{TO_DEFAULT_BROKER}",
+        broker_with_trigger("changes", &receiver.url("/changes")),
         endpoint = moto.endpoint,
         region = moto::REGION,
     );
@@ -691,13 +663,6 @@ async fn notifications_through_an_sns_topic_into_sqs_become_events() {
     let receiver = Receiver::start().await;
     let yaml = format!(
         "{}---
-apiVersion: eventing.knative.dev/v1
-kind: Trigger
-metadata: {{name: uploads}}
-spec:
-  broker: default
-  subscriber: {{uri: '{}'}}
----
 apiVersion: sources.kinetic.dev/v1alpha1
 kind: S3Source
 metadata: {{name: photos}}
@@ -711,11 +676,8 @@ spec:
     secretAccessKey: {{env: MOTO_SECRET_KEY}}
   notifications:
     sqs: {{queueUrl: '{queue_url}'}}
-  sink:
-    ref: {{apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}
-",
-        broker_yaml("default"),
-        receiver.url("/uploads"),
+{TO_DEFAULT_BROKER}",
+        broker_with_trigger("uploads", &receiver.url("/uploads")),
         endpoint = moto.endpoint,
         region = moto::REGION,
     );

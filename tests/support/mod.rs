@@ -432,6 +432,18 @@ pub fn broker_yaml(name: &str) -> String {
     format!("apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: {name}\n")
 }
 
+/// The Broker `default` and a Trigger `trigger` on it that delivers every event to `uri`.
+pub fn broker_with_trigger(trigger: &str, uri: &str) -> String {
+    format!(
+        "{}---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: {trigger}}}\nspec:\n  broker: default\n  subscriber: {{uri: '{uri}'}}\n",
+        broker_yaml("default")
+    )
+}
+
+/// A source's `spec.sink` (indented under `spec:`) to the Broker `default`.
+pub const TO_DEFAULT_BROKER: &str =
+    "  sink:\n    ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}\n";
+
 /// Posts one binary-mode CloudEvent; returns the status.
 pub async fn send_event(
     client: &reqwest::Client,
