@@ -304,26 +304,15 @@ fn kafka_log(
     )
 }
 
-/// Checks a host kinetic is asked to connect to by a resource (a source's endpoint, a ConfigMap's
-/// Kafka servers) against the egress rules. A name that does not resolve now is the client's to
-/// retry; only the guard's refusal stops the connection.
+/// The egress rules' check of a host kinetic is asked to connect to by a resource
+/// ([`kinetic_outbound::egress::Egress::check_host`]), as the sources and the Kafka log take it.
 fn host_check(
     egress: &EgressSettings,
 ) -> Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync> {
     let egress = Arc::new(egress.egress());
     Arc::new(move |host: String| {
         let egress = egress.clone();
-        Box::pin(async move {
-            match host.parse::<std::net::IpAddr>() {
-                Ok(address) => egress.check_ip(address).map_err(|r| r.to_string()),
-                Err(_) => match egress.resolve(&host).await {
-                    Err(error) if error.is::<kinetic_outbound::egress::Refused>() => {
-                        Err(error.to_string())
-                    }
-                    _ => Ok(()),
-                },
-            }
-        })
+        Box::pin(async move { egress.check_host(&host).await.map_err(|r| r.to_string()) })
     })
 }
 

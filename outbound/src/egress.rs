@@ -269,6 +269,22 @@ impl Egress {
         Ok(self.filter(host, found)?)
     }
 
+    /// Checks a host kinetic is asked to connect to by a resource with a client of its own (a
+    /// source's S3 endpoint or SQS queue, a ConfigMap's Kafka servers): an IP literal against
+    /// the rules, a name by resolving it. A name that does not resolve now is the client's to
+    /// retry; only the guard's refusal stops the connection.
+    pub async fn check_host(&self, host: &str) -> Result<(), Refused> {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(address) = host.parse::<IpAddr>() {
+            return self.check_ip(address);
+        }
+        let Ok(found) = tokio::net::lookup_host((host.trim_end_matches('.'), 0)).await else {
+            return Ok(());
+        };
+        self.filter(host.trim_end_matches('.'), found.collect())
+            .map(|_| ())
+    }
+
     /// Keeps the addresses `name` resolved to that may be reached; refuses when none is left.
     pub fn filter(&self, name: &str, found: Vec<SocketAddr>) -> Result<Vec<SocketAddr>, Refused> {
         let (allowed, refused): (Vec<_>, Vec<_>) = found
@@ -511,5 +527,22 @@ mod tests {
             "refused: api.example resolves to 10.0.0.5, a private address; allow it with --egress-allow private,metadata"
         );
         assert_eq!(egress.filter("nothing.example", vec![]), Ok(vec![]));
+    }
+
+    #[tokio::test]
+    async fn hosts_are_checked_as_literals_or_by_what_they_resolve_to() {
+        let guarded = Egress::default();
+        for refused in ["127.0.0.1", "[::1]", "::1", "localhost", "169.254.169.254"] {
+            assert!(
+                guarded.check_host(refused).await.is_err(),
+                "{refused} passed the guard"
+            );
+        }
+        // A name that does not resolve now is the client's to retry.
+        assert_eq!(guarded.check_host("kinetic-test.invalid").await, Ok(()));
+        let loopback = Egress::new(&[Allow::Class(Loopback)]);
+        for allowed in ["127.0.0.1", "[::1]", "localhost"] {
+            assert_eq!(loopback.check_host(allowed).await, Ok(()), "{allowed}");
+        }
     }
 }
