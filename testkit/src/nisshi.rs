@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use kinetic_kafka::Settings;
 
+/// How many times a broker is started before a test gives up.
+const ATTEMPTS: usize = 3;
+
 pub struct TestBroker {
     child: Child,
     /// `127.0.0.1:PORT`.
@@ -56,12 +59,29 @@ impl TestBroker {
             );
             return None;
         };
+        // nisshi advertises the port it listens on, so it cannot pick one itself (port 0): the
+        // port is chosen here, and another process may take it before nisshi binds it. Then
+        // nisshi exits at start, and is started again on another port.
+        for _ in 0..ATTEMPTS {
+            if let Some(broker) = TestBroker::launch(&path) {
+                return Some(broker);
+            }
+        }
+        panic!(
+            "nisshi exited at start {ATTEMPTS} times; run {} broker to see why",
+            path.display()
+        );
+    }
+
+    /// Starts nisshi on a free port and waits, at most 30 s, until it listens; `None` when it
+    /// exited at start (its port was taken).
+    fn launch(path: &std::path::Path) -> Option<TestBroker> {
         let port = {
             let listener = TcpListener::bind("127.0.0.1:0").expect("free port");
             listener.local_addr().expect("address").port()
         };
         let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(&path)
+        let child = Command::new(path)
             .args([
                 "broker",
                 "--listener-url",
@@ -86,11 +106,11 @@ impl TestBroker {
         let address = SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            if let Ok(Some(_)) = broker.child.try_wait() {
+                return None;
+            }
             if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
                 return Some(broker);
-            }
-            if let Ok(Some(status)) = broker.child.try_wait() {
-                panic!("nisshi exited at start: {status}");
             }
             assert!(
                 Instant::now() < deadline,
