@@ -37,6 +37,25 @@ pub(crate) enum First {
     Dead(NewDeadLetter, bool),
 }
 
+impl First {
+    /// What of a batch's first attempts the store records: the rows of attempts to retry, and
+    /// the dead letters (with whether each goes to the dead-letter sink).
+    pub(crate) fn to_record(
+        outcomes: Vec<First>,
+    ) -> (Vec<NewDelivery>, Vec<(NewDeadLetter, bool)>) {
+        let mut rows = Vec::new();
+        let mut dead = Vec::new();
+        for outcome in outcomes {
+            match outcome {
+                First::Delivered | First::NotMatched => {}
+                First::Row(row) => rows.push(row),
+                First::Dead(letter, to_sink) => dead.push((letter, to_sink)),
+            }
+        }
+        (rows, dead)
+    }
+}
+
 /// A delivered batch, to commit: the cursor moves to `to`.
 struct Progress {
     to: i64,
@@ -125,15 +144,7 @@ async fn read_and_deliver(
             .flat_map(|(_, lanes)| lanes.iter().cloned())
             .collect();
         let outcomes = process(context, &plan, events, &pending).await;
-        let mut rows = Vec::new();
-        let mut dead = Vec::new();
-        for outcome in outcomes {
-            match outcome {
-                First::Delivered | First::NotMatched => {}
-                First::Row(row) => rows.push(row),
-                First::Dead(letter, to_sink) => dead.push((letter, to_sink)),
-            }
-        }
+        let (rows, dead) = First::to_record(outcomes);
         let lanes: HashSet<String> = rows.iter().filter_map(|row| row.lane.clone()).collect();
         if !lanes.is_empty() {
             uncommitted_lanes.push((last, lanes));

@@ -356,15 +356,7 @@ async fn deliver_batch(
         return true;
     }
     let outcomes = process(context, &plan, events, &HashSet::new()).await;
-    let mut rows = Vec::new();
-    let mut dead = Vec::new();
-    for outcome in outcomes {
-        match outcome {
-            First::Delivered | First::NotMatched => {}
-            First::Row(row) => rows.push(row),
-            First::Dead(letter, to_sink) => dead.push((letter, to_sink)),
-        }
-    }
+    let (rows, dead) = First::to_record(outcomes);
     if rows.is_empty() && dead.is_empty() {
         return true;
     }
