@@ -75,6 +75,107 @@ fn event(id: &str, kind: &str) -> NewEvent {
     }
 }
 
+/// A dispatcher of `store` that reaches loopback subscribers, polling quickly.
+fn dispatcher(store: &Arc<dyn Store>) -> Dispatcher {
+    let mut config = Config::new(
+        "test-dispatcher".into(),
+        Resolver {
+            ingress_url: "http://127.0.0.1:9".into(),
+            gateway: None,
+        },
+    );
+    config.egress = Egress::new(&[Allow::Class(AddressClass::Loopback)]);
+    config.poll_interval = Duration::from_millis(50);
+    config.claim_interval = Duration::from_millis(100);
+    config.plan_interval = Duration::from_millis(100);
+    Dispatcher::new(
+        store.clone(),
+        config,
+        kinetic_triggers::metrics::Metrics::new(&mut Default::default()),
+        watch::channel(0).0,
+        None,
+        None,
+    )
+}
+
+/// Waits (at most 20 s) until `seen` holds `count` ids.
+async fn until_seen(seen: &Arc<Mutex<Vec<String>>>, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.lock().unwrap().len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "seen: {:?}",
+            seen.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn append(store: &Arc<dyn Store>, id: &str) {
+    let now = chrono::Utc::now().timestamp_millis();
+    store
+        .append(&[event(id, "order.created")], now, now - 60_000)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_trigger_stops_and_one_applied_while_running_starts() {
+    let store = kinetic_store::open("sqlite::memory:").await.unwrap();
+    let (first_url, first_seen) = subscriber().await;
+    let (second_url, second_seen) = subscriber().await;
+    apply(
+        &store,
+        &[
+            "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: default}\n"
+                .to_owned(),
+            trigger("first", "default", &format!("{{uri: '{first_url}'}}"), ""),
+        ]
+        .join("---\n"),
+    )
+    .await;
+    let cancel = CancellationToken::new();
+    let running = tokio::spawn(dispatcher(&store).run(cancel.clone()));
+    append(&store, "1").await;
+    until_seen(&first_seen, 1).await;
+
+    // `first` is deleted as the control plane deletes it, and `second` applied.
+    let stored = store
+        .get_resource("Trigger", "default", "first")
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .delete_resource("Trigger", "default", "first")
+        .await
+        .unwrap();
+    kinetic_triggers::lifecycle::deleted(store.as_ref(), &stored.uid, "default", "first")
+        .await
+        .unwrap();
+    apply(
+        &store,
+        &trigger("second", "default", &format!("{{uri: '{second_url}'}}"), ""),
+    )
+    .await;
+    // The new trigger's cursor starts at the broker's head: event 1 is not its.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    append(&store, "2").await;
+    until_seen(&second_seen, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(*second_seen.lock().unwrap(), ["2"]);
+    assert_eq!(
+        *first_seen.lock().unwrap(),
+        ["1"],
+        "a deleted trigger delivered"
+    );
+
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the dispatcher stops when cancelled")
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn it_delivers_for_ready_triggers_and_says_why_the_others_wait() {
     let store = kinetic_store::open("sqlite::memory:").await.unwrap();
@@ -113,24 +214,7 @@ async fn it_delivers_for_ready_triggers_and_says_why_the_others_wait() {
         .await
         .unwrap();
 
-    let mut config = Config::new(
-        "test-dispatcher".into(),
-        Resolver {
-            ingress_url: "http://127.0.0.1:9".into(),
-            gateway: None,
-        },
-    );
-    config.egress = Egress::new(&[Allow::Class(AddressClass::Loopback)]);
-    config.poll_interval = Duration::from_millis(50);
-    config.claim_interval = Duration::from_millis(100);
-    let dispatcher = Dispatcher::new(
-        store.clone(),
-        config,
-        kinetic_triggers::metrics::Metrics::new(&mut Default::default()),
-        watch::channel(0).0,
-        None,
-        None,
-    );
+    let dispatcher = dispatcher(&store);
     let problems = dispatcher.problems();
     let cancel = CancellationToken::new();
     let running = tokio::spawn(dispatcher.run(cancel.clone()));
