@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,6 +29,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use clap::Parser;
 use futures::StreamExt as _;
+use kinetic_testkit::kinetic::Process;
 use kinetic_testkit::postgres::ScratchDatabase;
 
 mod kafka;
@@ -339,7 +340,8 @@ async fn latency(
 }
 
 struct Server {
-    child: Child,
+    /// Stopped (by PID, when dropped) before the directory and the database go.
+    _process: Process,
     base: String,
     /// The admin listener.
     admin: String,
@@ -367,13 +369,6 @@ fn client_trusting(ca: Option<&std::path::Path>) -> anyhow::Result<reqwest::Clie
         }
     }
     Ok(builder.build()?)
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The KafkaSource rows: records produced to a topic and sent by a KafkaSource straight to the
@@ -506,22 +501,15 @@ async fn start_variant(
     };
     let file = dir.path().join("bench.yaml");
     std::fs::write(&file, yaml)?;
-    let free = || -> anyhow::Result<u16> {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    };
-    let port = free()?;
-    let admin_port = free()?;
     let mut command = Command::new(&args.kinetic);
     command.args([
         "up",
         "--listen",
-        &format!("127.0.0.1:{port}"),
+        "127.0.0.1:0",
         "--gateway-listen",
         "127.0.0.1:0",
         "--admin-listen",
-        &format!("127.0.0.1:{admin_port}"),
+        "127.0.0.1:0",
         "--store",
         &store,
         // The subscriber is on loopback, which the egress guard refuses by default.
@@ -550,27 +538,27 @@ async fn start_variant(
             "fetch.wait.max.ms=5",
         ]);
     }
-    let child = command
-        .env("KINETIC_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| {
-            format!(
-                "starting {} (build it with `cargo build --release`)",
-                args.kinetic.display()
-            )
-        })?;
+    // Warnings, and the line that says where it listens.
+    command.env("KINETIC_LOG", "warn,kinetic::server=info");
+    let process = Process::start(command, false).with_context(|| {
+        format!(
+            "starting {} (build it with `cargo build --release`)",
+            args.kinetic.display()
+        )
+    })?;
     let scheme = if variant.tls.is_some() {
         "https"
     } else {
         "http"
     };
-    let base = format!("{scheme}://127.0.0.1:{port}");
+    let base = format!("{scheme}://{}", process.address);
     let server = Server {
-        child,
+        admin: process
+            .admin_url
+            .clone()
+            .context("kinetic up did not say where its admin listener is")?,
+        _process: process,
         base: base.clone(),
-        admin: format!("{scheme}://127.0.0.1:{admin_port}"),
         dir,
         database,
     };

@@ -8,6 +8,7 @@
 //! (`scripts/test.sh` installs them all), so a missing service never passes as a green no-op.
 //! `KINETIC_TEST_SKIP_MISSING=1` skips those tests instead, each saying so on stderr.
 
+pub mod kinetic;
 pub mod moto;
 pub mod nisshi;
 pub mod postgres;

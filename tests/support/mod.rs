@@ -5,11 +5,9 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod crypto;
@@ -111,7 +109,7 @@ impl Drop for TestStore {
 
 /// A running `kinetic` process. Killed (SIGKILL) on drop if still running.
 pub struct Kinetic {
-    pub child: Child,
+    process: kinetic_testkit::kinetic::Process,
     /// The public listener (broker ingress, webhooks, health).
     pub base_url: String,
     pub address: SocketAddr,
@@ -122,7 +120,6 @@ pub struct Kinetic {
     pub token: String,
     /// The serving gateway's address (`kinetic up` only).
     pub gateway: Option<SocketAddr>,
-    log: Arc<Mutex<Vec<String>>>,
     /// The state directory, when the harness made one.
     _state: Option<tempfile::TempDir>,
 }
@@ -212,49 +209,16 @@ impl Kinetic {
                 "KINETIC_LOG",
                 std::env::var("KINETIC_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
-            .env("KINETIC_EGRESS_ALLOW", "loopback")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .env("KINETIC_EGRESS_ALLOW", "loopback");
         for (name, value) in env {
             command.env(name, value);
         }
-        let mut child = command.spawn().expect("start kinetic");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (found, wait) = std::sync::mpsc::channel();
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                let mut found = Some(found);
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Some(address) = listen_address(&line, "listen=")
-                        && let Some(sender) = found.take()
-                    {
-                        let _ = sender.send((
-                            address,
-                            listen_address(&line, "gateway="),
-                            field(&line, "admin=").map(str::to_owned),
-                        ));
-                    }
-                    if std::env::var("KINETIC_TEST_ECHO").is_ok() {
-                        eprintln!("[kinetic] {line}");
-                    }
-                    log.lock().unwrap().push(line);
-                }
-            });
-        }
-        let (address, gateway, admin) = match wait.recv_timeout(Duration::from_secs(60)) {
-            Ok(found) => found,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "kinetic did not start listening; its log:\n{}",
-                    log.lock().unwrap().join("\n")
-                );
-            }
-        };
+        let process = kinetic_testkit::kinetic::Process::start(
+            command,
+            std::env::var("KINETIC_TEST_ECHO").is_ok(),
+        )
+        .unwrap_or_else(|error| panic!("{error:#}"));
+        let address = process.address;
         let scheme = if has(&args, "--tls-cert") {
             "https"
         } else {
@@ -269,13 +233,15 @@ impl Kinetic {
                 .unwrap_or_default()
         };
         Self {
-            child,
-            admin_url: admin.unwrap_or_else(|| base_url.clone()),
+            admin_url: process
+                .admin_url
+                .clone()
+                .unwrap_or_else(|| base_url.clone()),
+            gateway: process.gateway,
+            process,
             base_url,
             address,
             token,
-            gateway,
-            log,
             _state: own_state,
         }
     }
@@ -322,28 +288,27 @@ impl Kinetic {
     }
 
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        self.process.log()
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// SIGKILL, as a crash.
     pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill9();
     }
 
     /// SIGTERM, then wait for a graceful exit (bounded).
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")
             .arg("-TERM")
-            .arg(self.child.id().to_string())
+            .arg(self.pid().to_string())
             .status();
         let deadline = Instant::now() + Duration::from_secs(40);
         while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Some(status) = self.process.try_wait() {
                 return Some(status);
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -354,29 +319,6 @@ impl Kinetic {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
-    }
-}
-
-/// Finds the address in the `listen=127.0.0.1:PORT` log line every serving subcommand prints (or
-/// another `key=` of the same line, such as `gateway=`).
-fn listen_address(line: &str, key: &str) -> Option<SocketAddr> {
-    field(line, key)?.parse().ok()
-}
-
-/// The value of `key` (e.g. `admin=`) in a log line.
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let start = line.find(key)? + key.len();
-    let rest = &line[start..];
-    let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
-    Some(rest[..end].trim_matches('"'))
-}
-
-impl Drop for Kinetic {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
     }
 }
 

@@ -26,7 +26,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -39,6 +39,7 @@ use futures::StreamExt as _;
 #[allow(dead_code)]
 #[path = "../kafka.rs"]
 mod kafka;
+use kinetic_testkit::kinetic::Process;
 use kinetic_testkit::moto;
 #[path = "jobs/photos.rs"]
 mod photos;
@@ -128,7 +129,7 @@ async fn start_counter() -> anyhow::Result<(SocketAddr, Arc<AtomicU64>)> {
 }
 
 struct Kinetic {
-    child: Child,
+    process: Process,
     /// The public listener.
     base: String,
     /// The admin listener, and a client that sends its token.
@@ -140,16 +141,9 @@ struct Kinetic {
 impl Kinetic {
     /// The last `lines` lines kinetic wrote to stderr.
     fn log_tail(&self, lines: usize) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("kinetic.log")).unwrap_or_default();
+        let log = self.process.log();
         let all: Vec<&str> = log.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
-    }
-}
-
-impl Drop for Kinetic {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -169,17 +163,10 @@ async fn start_kinetic_with(
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("job.yaml");
     std::fs::write(&file, yaml)?;
-    let free = || -> anyhow::Result<u16> {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    };
-    let port = free()?;
-    let admin_port = free()?;
     let mut command = Command::new(&args.kinetic);
     command
-        .args(["up", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+        .args(["up", "--listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0"])
         .arg("--state-dir")
         .arg(dir.path())
         .args(["--gateway-listen", "127.0.0.1:0", "--store"])
@@ -194,33 +181,33 @@ async fn start_kinetic_with(
         std::fs::write(&path, config)?;
         command.arg("--config").arg(path);
     }
-    let child = command
+    command
         .envs(env.iter().copied())
-        .env("KINETIC_LOG", "warn")
+        // Warnings, and the line that says where it listens.
+        .env("KINETIC_LOG", "warn,kinetic::server=info")
         .env("KINETIC_EGRESS_ALLOW", "loopback")
         .env(
             "BENCH_WEBHOOK_SECRET",
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
         )
-        .env("KINETIC_SECRET_ENV", "BENCH_WEBHOOK_SECRET,AWS_*")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("kinetic.log"))?)
-        .spawn()
+        .env("KINETIC_SECRET_ENV", "BENCH_WEBHOOK_SECRET,AWS_*");
+    let process = Process::start(command, false)
         .with_context(|| format!("starting {}", args.kinetic.display()))?;
+    let base = format!("http://{}", process.address);
     let mut kinetic = Kinetic {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        admin: format!("http://127.0.0.1:{admin_port}"),
+        admin: process
+            .admin_url
+            .clone()
+            .context("kinetic up did not say where its admin listener is")?,
+        process,
+        base: base.clone(),
         api: reqwest::Client::new(),
         dir,
     };
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(r) = client
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
             && r.status().is_success()
         {
             // The admin token kinetic made in its state directory.
