@@ -281,13 +281,15 @@ fn table() -> Vec<Row> {
             .binary("r-large")
             .header("content-type", "application/octet-stream")
             .body(vec![b'x'; LIMIT + 1])
-            .refused(413, None, "limit of 1024 bytes"),
+            .refused(413, None, "limit of 1024 bytes")
+            .answer_header("connection", "close"),
         row("body over the limit, chunked without Content-Length")
             .binary("r-large-chunked")
             .header("content-type", "application/octet-stream")
             .body(vec![b'x'; 4 * LIMIT])
             .chunked()
-            .refused(413, None, "limit of 1024 bytes"),
+            .refused(413, None, "limit of 1024 bytes")
+            .answer_header("connection", "close"),
         row("body exactly at the limit")
             .binary("ok-at-limit")
             .header("content-type", "application/octet-stream")
