@@ -2,9 +2,10 @@
 # The whole test suite, as CI runs it: formatting, lints, then every unit, conformance and
 # end-to-end test (the end-to-end tests drive the real `kinetic` binary against real PostgreSQL and
 # SQLite over real HTTP, the S3Source tests against moto's S3/SQS emulator, the Kafka tests
-# against nisshi, a Kafka-protocol broker, and signed deliveries against the Standard Webhooks
-# reference library), then the quickstart. Installs or starts what it needs. Arguments go to
-# `cargo test` (e.g. a test name), and then the quickstart and the fuzzing smoke pass are skipped.
+# against nisshi, a Kafka-protocol broker, signed deliveries against the Standard Webhooks
+# reference library, and the container engine tests against Docker Engine), then the quickstart.
+# Installs or starts what it needs. Arguments go to `cargo test` (e.g. a test name), and then the
+# quickstart and the fuzzing smoke pass are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,19 @@ bash scripts/ensure-standardwebhooks.sh
 export KINETIC_STANDARDWEBHOOKS_PYTHON=${KINETIC_STANDARDWEBHOOKS_PYTHON:-${KINETIC_STANDARDWEBHOOKS_VENV:-$HOME/.cache/kinetic-standardwebhooks}/bin/python}
 bash scripts/ensure-pyjwt.sh
 export KINETIC_PYJWT_PYTHON=${KINETIC_PYJWT_PYTHON:-${KINETIC_PYJWT_VENV:-$HOME/.cache/kinetic-pyjwt}/bin/python}
+# A Docker Engine for the container runtime's tests; stopped (by its PID) at the end when this
+# script started it.
+dockerd_pid=$(bash scripts/ensure-docker.sh)
+stop_dockerd() {
+  [ -n "$dockerd_pid" ] || return 0
+  kill "$dockerd_pid" 2>/dev/null || return 0
+  for _ in $(seq 1 150); do
+    kill -0 "$dockerd_pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -9 "$dockerd_pid" 2>/dev/null || true
+}
+trap stop_dockerd EXIT
 
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
   rustup component add rustfmt clippy

@@ -8,7 +8,9 @@
 //! `hello-fn: event ID of type TYPE` on stdout and answered without a body (no reply event).
 //! `STARTUP_DELAY_MS` delays listening (a slow cold start). `GET /env` answers the process's whole
 //! environment and its uid and gid, to check what a function is given. `alloc_mb=N` allocates and
-//! touches N MiB and holds it for the request (a function over its memory limit).
+//! touches N MiB and holds it for the request (a function over its memory limit). It listens on
+//! loopback, or on `BIND_ADDRESS` when set (`0.0.0.0` in its container image, where requests come
+//! through the engine's published port).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -54,14 +56,15 @@ async fn main() {
         .route("/", any(hello))
         .fallback(hello)
         .with_state(function);
-    let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+    let host = env("BIND_ADDRESS").unwrap_or_else(|| "127.0.0.1".to_owned());
+    let listener = match tokio::net::TcpListener::bind((host.as_str(), port)).await {
         Ok(listener) => listener,
         Err(error) => {
-            eprintln!("hello-fn: cannot listen on 127.0.0.1:{port}: {error}");
+            eprintln!("hello-fn: cannot listen on {host}:{port}: {error}");
             std::process::exit(1);
         }
     };
-    println!("hello-fn listening on 127.0.0.1:{port}");
+    println!("hello-fn listening on {host}:{port}");
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("installing a SIGTERM handler");

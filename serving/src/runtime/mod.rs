@@ -15,6 +15,7 @@
 
 pub mod allow;
 pub mod cgroup;
+pub mod container;
 pub mod enforce;
 pub mod env;
 mod lifecycle;

@@ -1,0 +1,268 @@
+//! The container engine image-based functions run on: a real Docker Engine (started by
+//! `scripts/ensure-docker.sh`) and the example function (`examples/hello-fn`) in an image built
+//! here from `debian:bookworm-slim`. An instance's container runs from its plan, answers on the
+//! loopback port the engine published with the environment and user it was given, is found by its
+//! owner's label, stops on SIGTERM and is removed; one over its memory limit is reported as
+//! OOM-killed.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kinetic_serving::runtime::container::{
+    ContainerRequest, Engine, OWNER_LABEL, Owner, Running, Security, plan,
+};
+
+/// The engine the tests use, or `None` (skipped, see `kinetic_testkit::required`).
+async fn engine() -> Option<Engine> {
+    match Engine::detect().await {
+        Some(engine) => Some(engine),
+        None if kinetic_testkit::required() => {
+            panic!("no container engine answers; run scripts/ensure-docker.sh")
+        }
+        None => {
+            eprintln!(
+                "skipped (KINETIC_TEST_SKIP_MISSING=1): no container engine answers (run scripts/ensure-docker.sh)"
+            );
+            None
+        }
+    }
+}
+
+/// hello-fn in an image from `debian:bookworm-slim`, built from this build's binary, once per run.
+fn hello_image() -> String {
+    static IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    IMAGE.get_or_init(build_hello_image).clone()
+}
+
+fn build_hello_image() -> String {
+    let binary = support::binary()
+        .parent()
+        .expect("target directory")
+        .join("hello-fn");
+    assert!(
+        binary.exists(),
+        "{} is missing; build it with `cargo build -p hello-fn`",
+        binary.display()
+    );
+    let context = tempfile::tempdir().unwrap();
+    std::fs::copy(&binary, context.path().join("hello-fn")).unwrap();
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        "FROM debian:bookworm-slim\nLABEL dev.kinetic.test=hello-fn\nCOPY hello-fn /usr/local/bin/hello-fn\nENV BIND_ADDRESS=0.0.0.0\nENTRYPOINT [\"/usr/local/bin/hello-fn\"]\n",
+    )
+    .unwrap();
+    let image = "kinetic-test/hello-fn:latest".to_owned();
+    let built = Command::new("docker")
+        .args(["build", "-q", "-t", &image])
+        .arg(context.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .expect("run docker build");
+    assert!(
+        built.status.success(),
+        "docker build failed: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    // The image of an earlier run's binary, untagged by this build, goes.
+    let _ = Command::new("docker")
+        .args([
+            "image",
+            "prune",
+            "-f",
+            "--filter",
+            "label=dev.kinetic.test=hello-fn",
+        ])
+        .output();
+    image
+}
+
+fn owner() -> Owner {
+    Owner {
+        id: uuid::Uuid::new_v4().to_string(),
+        state: std::env::temp_dir().display().to_string(),
+    }
+}
+
+fn request(image: &str, instance: u64) -> ContainerRequest {
+    ContainerRequest {
+        namespace: "default".into(),
+        revision: "hello-00001".into(),
+        instance,
+        image: image.to_owned(),
+        command: vec![],
+        args: vec![],
+        env: vec![
+            ("PORT".into(), "8080".into()),
+            ("K_REVISION".into(), "hello-00001".into()),
+            ("TARGET".into(), "containers".into()),
+        ],
+        working_dir: None,
+        container_port: 8080,
+        host_port: None,
+        memory_bytes: None,
+        cpu_millis: None,
+        security: Security::default(),
+    }
+}
+
+/// Waits (at most 20 s) until the container answers `path`; the answer's body.
+async fn until_answers(running: &Running, path: &str) -> String {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(response) = client
+            .get(format!("http://{}{path}", running.address))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            && response.status().is_success()
+        {
+            return response.text().await.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the container never answered on {}",
+            running.address
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Removes the containers left when a test fails half-way.
+struct Cleanup {
+    engine: Engine,
+    owner: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let (engine, owner) = (self.engine.clone(), self.owner.clone());
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                for (id, _) in engine
+                    .labelled(OWNER_LABEL, &owner)
+                    .await
+                    .unwrap_or_default()
+                {
+                    engine.remove(&id).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+#[tokio::test]
+async fn an_instance_container_answers_with_its_environment_and_is_removed() {
+    let Some(engine) = engine().await else { return };
+    let image = hello_image();
+    let owner = owner();
+    let _cleanup = Cleanup {
+        engine: engine.clone(),
+        owner: owner.id.clone(),
+    };
+    let running = engine
+        .run(&plan(&request(&image, 1), &owner))
+        .await
+        .unwrap();
+    assert!(running.address.ip().is_loopback(), "{running:?}");
+    let answer = until_answers(&running, "/env").await;
+    let environment: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(environment["env"]["TARGET"], "containers", "{environment}");
+    assert_eq!(environment["env"]["PORT"], "8080", "{environment}");
+    let names: Vec<&String> = environment["env"].as_object().unwrap().keys().collect();
+    assert!(
+        names.iter().all(|name| !name.starts_with("KINETIC_")),
+        "kinetic's own variables leaked: {names:?}"
+    );
+
+    let found = engine.labelled(OWNER_LABEL, &owner.id).await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, running.id);
+
+    // SIGTERM: hello-fn finishes and exits 0.
+    let waiting = tokio::spawn({
+        let (engine, id) = (engine.clone(), running.id.clone());
+        async move { engine.wait(&id).await }
+    });
+    engine
+        .stop(&running.id, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let exit = waiting.await.unwrap().unwrap();
+    assert_eq!((exit.code, exit.oom_killed), (0, false));
+    engine.remove(&running.id).await;
+    assert!(
+        engine
+            .labelled(OWNER_LABEL, &owner.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_container_runs_as_its_user_and_one_over_its_memory_limit_is_oom_killed() {
+    let Some(engine) = engine().await else { return };
+    let image = hello_image();
+    let owner = owner();
+    let _cleanup = Cleanup {
+        engine: engine.clone(),
+        owner: owner.id.clone(),
+    };
+    let mut limited = request(&image, 2);
+    limited.memory_bytes = Some(48 * 1024 * 1024);
+    limited.security = Security {
+        run_as_user: Some(65532),
+        run_as_group: Some(65532),
+        read_only_root: true,
+        drop_all_capabilities: true,
+        no_new_privileges: true,
+    };
+    let running = engine.run(&plan(&limited, &owner)).await.unwrap();
+    let environment: serde_json::Value =
+        serde_json::from_str(&until_answers(&running, "/env").await).unwrap();
+    assert_eq!(environment["uid"], 65532, "{environment}");
+    assert_eq!(environment["gid"], 65532, "{environment}");
+
+    let waiting = tokio::spawn({
+        let (engine, id) = (engine.clone(), running.id.clone());
+        async move { engine.wait(&id).await }
+    });
+    // 200 MiB touched against a 48 MiB limit: the kernel kills it.
+    let _ = reqwest::Client::new()
+        .get(format!("http://{}/?alloc_mb=200", running.address))
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await;
+    let exit = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the container did not end")
+        .unwrap()
+        .unwrap();
+    assert!(exit.oom_killed, "{exit:?}");
+    engine.remove(&running.id).await;
+}
+
+#[tokio::test]
+async fn an_image_that_is_not_there_says_so() {
+    let Some(engine) = engine().await else { return };
+    let owner = owner();
+    let missing = format!("kinetic-test/missing-{}:1", uuid::Uuid::new_v4().simple());
+    assert!(!engine.has_image(&missing).await.unwrap());
+    let error = engine
+        .run(&plan(&request(&missing, 3), &owner))
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains(&missing) && message.contains("not on this machine"),
+        "{message}"
+    );
+}
