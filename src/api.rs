@@ -166,6 +166,7 @@ async fn apply_documents(
         .map(|serving| apply::ServiceChecks {
             autoscaler: serving.config().autoscaler.clone(),
             exec_allow: serving.config().exec_allow.clone(),
+            containers: serving.config().containers,
         })
         .unwrap_or_default();
     // Parsing YAML can cost tens of MB for a small document full of aliases (the parser's budgets

@@ -20,6 +20,8 @@ pub struct ServiceChecks {
     pub autoscaler: Defaults,
     /// The program must be one these prefixes allow (`--exec-allow`).
     pub exec_allow: ExecAllow,
+    /// A container engine runs Services that name only an `image`.
+    pub containers: bool,
 }
 
 /// Parses and validates one file's text. Errors name the file, document, resource and field path.
@@ -53,6 +55,20 @@ pub fn parse_and_validate(
                 .exec_allow
                 .check_container(template.spec.container())
                 .map_err(|error| located(error, "spec.template.spec.containers[0]"))?;
+            if let Some(image) = template.spec.container().container_image()
+                && !checks.containers
+            {
+                return Err(located(
+                    kinetic_api::Error::new(
+                        "image",
+                        format!("`{image}` runs on a container engine, and this kinetic has none"),
+                    )
+                    .with_hint(
+                        "start Docker Engine (or Podman's socket) and restart kinetic, name it with --container-engine unix:///var/run/docker.sock, or give the container a `command` to run as a local process",
+                    ),
+                    "spec.template.spec.containers[0]",
+                ));
+            }
         }
         // The secrets a resource names must be ones this process may read.
         if let Some(scope) = kinetic_api::secret::scope() {

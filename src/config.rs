@@ -182,11 +182,27 @@ pub struct ServingSettings {
     /// How long a stopping instance may finish its requests, and then exit after SIGTERM, ISO-8601.
     #[arg(long, env = "KINETIC_TERMINATION_GRACE", default_value = "PT30S", value_parser = parse_duration)]
     pub termination_grace: Duration,
+    /// The container engine that runs Services naming only an `image` (Docker Engine, or Podman's
+    /// Docker-compatible socket): `unix:///PATH`, or `none`. Without it, the engine answering at
+    /// `$DOCKER_HOST` or a default socket (`/var/run/docker.sock`, Podman's) is used if there is
+    /// one; a named engine that does not answer stops kinetic at start.
+    #[arg(long, env = "KINETIC_CONTAINER_ENGINE", value_parser = parse_engine)]
+    pub container_engine: Option<String>,
     /// Process configuration file (YAML); its `autoscaler:` map sets Knative's `config-autoscaler`
     /// keys (`stable-window`, `scale-to-zero-grace-period`, …). Functions run as local processes,
     /// so `max-scale` defaults to 10 rather than Knative's unbounded 0; set it to change that.
     #[arg(long = "config", env = "KINETIC_CONFIG")]
     pub config_file: Option<PathBuf>,
+}
+
+fn parse_engine(text: &str) -> Result<String, String> {
+    if text == "none" || (text.starts_with("unix:///") && text.len() > "unix:///".len()) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "`{text}` is not a container engine endpoint; use `unix:///var/run/docker.sock` (a unix socket's path), or `none` to run no containers"
+        ))
+    }
 }
 
 fn parse_domain(text: &str) -> Result<String, String> {
@@ -235,6 +251,22 @@ impl ServingSettings {
         })?;
         kinetic_serving::autoscaler::Defaults::from_map_for_processes(&file.autoscaler)
             .map_err(|error| anyhow::anyhow!("--config {}", error.in_file(name)))
+    }
+
+    /// The container engine for image-only Services: the one `--container-engine` names (which
+    /// must answer), none with `none`, else the first that answers at the default sockets.
+    pub async fn container_engine(
+        &self,
+    ) -> anyhow::Result<Option<kinetic_serving::runtime::container::Engine>> {
+        use kinetic_serving::runtime::container::Engine;
+        match self.container_engine.as_deref() {
+            Some("none") => Ok(None),
+            Some(endpoint) => Engine::connect(endpoint)
+                .await
+                .map(Some)
+                .map_err(|error| anyhow::anyhow!("--container-engine: {error}")),
+            None => Ok(Engine::detect().await),
+        }
     }
 
     /// The `--exec-allow` prefixes, checked (absolute) before any port is bound.

@@ -234,6 +234,15 @@ enum Command {
     },
     /// Internal: start a function's process so that it dies with kinetic (parent-death signal), in
     /// its cgroups and as its user.
+    /// Removes the containers of a kinetic process once its pipe on stdin closes (started by
+    /// `kinetic up` when it runs containers).
+    #[command(name = "__container-reaper", hide = true)]
+    ContainerReaper {
+        #[arg(long)]
+        engine: String,
+        #[arg(long)]
+        owner: String,
+    },
     #[command(name = "__exec", hide = true)]
     Exec {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
@@ -473,6 +482,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             .await?;
         }
         Command::Exec { .. } => unreachable!("handled before the async runtime starts"),
+        Command::ContainerReaper { engine, owner } => {
+            use kinetic_serving::runtime::container;
+            let engine = container::Engine::connect(&engine).await?;
+            let removed = container::reap_after(&engine, &owner, tokio::io::stdin()).await?;
+            if removed > 0 {
+                tracing::info!(removed, %owner, "Removed the containers of a kinetic that is gone.");
+            }
+        }
         Command::Broker {
             listen,
             admin_listen,

@@ -605,9 +605,27 @@ pub async fn up(
     cancel_on_signal(cancel.clone());
     // Resource files and configuration are read and validated before any port is bound: a mistake
     // fails fast.
+    let containers = containers(&serving_settings, &state_dir).await?;
+    // Removes this run's containers once this process is gone, even SIGKILLed. Dropped (the pipe
+    // closed) when `up` returns.
+    let _reaper = match &containers {
+        Some(containers) => Some(
+            std::env::current_exe()
+                .and_then(|kinetic| {
+                    kinetic_serving::runtime::container::Reaper::start(
+                        &kinetic,
+                        &containers.engine,
+                        &containers.owner.id,
+                    )
+                })
+                .context("starting the container reaper")?,
+        ),
+        None => None,
+    };
     let checks = apply::ServiceChecks {
         autoscaler: serving_settings.autoscaler_defaults()?,
         exec_allow: serving_settings.exec_allow()?,
+        containers: containers.is_some(),
     };
     let files = apply::expand_paths(&files).context("reading -f")?;
     let resources = files
@@ -724,6 +742,7 @@ pub async fn up(
         &store_handle,
         &serving_settings,
         checks.clone(),
+        containers,
         gateway_address.port(),
         &state_dir,
         &mut registry,
@@ -1011,10 +1030,44 @@ pub async fn dispatcher_only(
 }
 
 /// Serving in this process: the local process runtime, the gateway's table and the controller.
+/// The container engine for image-only Services, with this run's owner labels; what an earlier run
+/// on the same state directory left (it was killed) is removed first.
+async fn containers(
+    settings: &ServingSettings,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<Option<kinetic_serving::runtime::Containers>> {
+    let Some(engine) = settings.container_engine().await? else {
+        return Ok(None);
+    };
+    let state = std::fs::canonicalize(state_dir)
+        .unwrap_or_else(|_| state_dir.to_owned())
+        .display()
+        .to_string();
+    let owner = kinetic_serving::runtime::container::Owner {
+        id: uuid::Uuid::now_v7().to_string(),
+        state,
+    };
+    match engine.remove_left_by_others(&owner.state, &owner.id).await {
+        Ok(0) => {}
+        Ok(removed) => {
+            tracing::info!(
+                removed,
+                "Removed the containers an earlier run of kinetic left."
+            );
+        }
+        Err(error) => {
+            tracing::warn!(%error, "Listing the containers an earlier run left failed.");
+        }
+    }
+    tracing::info!(engine = %engine.endpoint(), "Services naming only an image run as containers.");
+    Ok(Some(kinetic_serving::runtime::Containers { engine, owner }))
+}
+
 fn serving(
     store: &Arc<dyn Store>,
     settings: &ServingSettings,
     checks: apply::ServiceChecks,
+    containers: Option<kinetic_serving::runtime::Containers>,
     gateway_port: u16,
     state_dir: &std::path::Path,
     registry: &mut Registry,
@@ -1032,6 +1085,7 @@ fn serving(
             max_instances: settings.max_instances,
             exec_allow: checks.exec_allow.clone(),
             cgroups: true,
+            containers,
             ..kinetic_serving::runtime::ProcessConfig::default()
         });
     let gateway = kinetic_serving::Gateway::new(settings.domain.clone());
@@ -1046,6 +1100,7 @@ fn serving(
             activator_capacity: settings.activator_capacity as usize,
             autoscaler: checks.autoscaler,
             exec_allow: checks.exec_allow,
+            containers: checks.containers,
         },
         kinetic_serving::metrics::Metrics::new(registry),
     )

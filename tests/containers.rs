@@ -3,7 +3,10 @@
 //! here from `debian:bookworm-slim`. An instance's container runs from its plan, answers on the
 //! loopback port the engine published with the environment and user it was given, is found by its
 //! owner's label, stops on SIGTERM and is removed; one over its memory limit is reported as
-//! OOM-killed.
+//! OOM-killed. And end to end: `kinetic up` runs a Service that names only an `image` as
+//! containers, scaled from zero and back through the gateway, leaves no container behind when it
+//! is killed (its reaper removes them), says why a missing image cannot run, and without an engine refuses such a Service at
+//! apply, saying how to get one.
 
 mod support;
 
@@ -11,8 +14,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kinetic_serving::runtime::container::{
-    ContainerRequest, Engine, OWNER_LABEL, Owner, Running, Security, plan,
+    ContainerRequest, Engine, OWNER_LABEL, Owner, Running, STATE_LABEL, Security, plan,
 };
+use support::{Kinetic, TestStore, write_yaml};
 
 /// The engine the tests use, or `None` (skipped, see `kinetic_testkit::required`).
 async fn engine() -> Option<Engine> {
@@ -264,5 +268,231 @@ async fn an_image_that_is_not_there_says_so() {
     assert!(
         message.contains(&missing) && message.contains("not on this machine"),
         "{message}"
+    );
+}
+
+/// A Knative helloworld-style Service: only an image, an env var, and scale-from-zero.
+fn image_service(name: &str, image: &str) -> String {
+    format!(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  template:\n    metadata:\n      annotations:\n        autoscaling.knative.dev/initial-scale: \"0\"\n    spec:\n      containers:\n        - image: {image}\n          env: [{{name: TARGET, value: containers}}]\n"
+    )
+}
+
+/// `kinetic up` with short autoscaler windows, so scale-to-zero happens within a test.
+fn up(store: &TestStore, files: &[&std::path::Path], extra: &[&str]) -> Kinetic {
+    let config = write_yaml(
+        store.dir(),
+        "config.yaml",
+        "autoscaler:\n  stable-window: 6s\n  scale-to-zero-grace-period: 2s\n  allow-zero-initial-scale: true\n",
+    );
+    let mut args = vec![
+        "--termination-grace",
+        "PT2S",
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Kinetic::up_with(store, files, &args)
+}
+
+/// The containers of the kinetic whose state directory is `store`'s.
+async fn containers_of(engine: &Engine, store: &TestStore) -> Vec<String> {
+    let state = std::fs::canonicalize(store.dir()).unwrap();
+    engine
+        .labelled(STATE_LABEL, &state.display().to_string())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// A request through the gateway; a 404 (the Service's route appears with the serving
+/// controller's first pass after start) is tried again for up to 10 s.
+async fn gateway_get(kinetic: &Kinetic, service: &str, path: &str) -> (u16, serde_json::Value) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, body) = gateway_get_once(kinetic, service, path).await;
+        if code != 404 || Instant::now() > deadline {
+            return (code, body);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn gateway_get_once(
+    kinetic: &Kinetic,
+    service: &str,
+    path: &str,
+) -> (u16, serde_json::Value) {
+    let gateway = kinetic.gateway.expect("kinetic up has a gateway");
+    let response = reqwest::Client::new()
+        .get(format!("http://{gateway}{path}"))
+        .header("host", format!("{service}.default.kinetic.localhost"))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("the gateway answers");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+/// Waits (bounded) until `check` holds for the containers of `store`'s kinetic.
+async fn until_containers(
+    engine: &Engine,
+    store: &TestStore,
+    timeout: Duration,
+    check: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let found = containers_of(engine, store).await;
+        if check(&found) || Instant::now() > deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_image_only_service_scales_from_zero_as_a_container_and_back() {
+    let Some(engine) = engine().await else { return };
+    let image = hello_image();
+    let store = TestStore::new(support::Engine::Sqlite).await;
+    let file = write_yaml(store.dir(), "hello.yaml", &image_service("hello", &image));
+    let kinetic = up(&store, &[&file], &[]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        containers_of(&engine, &store).await.is_empty(),
+        "nothing runs before a request"
+    );
+
+    let (code, body) = gateway_get(&kinetic, "hello", "/env").await;
+    assert_eq!(code, 200, "{body}\n{}", kinetic.log());
+    let env = body["env"].as_object().expect("hello-fn's environment");
+    assert_eq!(env["TARGET"], "containers", "{body}");
+    assert_eq!(env["K_REVISION"], "hello-00001", "{body}");
+    assert_eq!(env["PORT"], "8080", "{body}");
+    assert!(
+        env.keys().all(|name| !name.starts_with("KINETIC_")),
+        "kinetic's own variables reached the container: {body}"
+    );
+    assert_eq!(containers_of(&engine, &store).await.len(), 1);
+    let revisions = kinetic.cli(&["get", "revisions"]);
+    assert!(revisions.status.success(), "{revisions:?}");
+
+    // Idle: back to zero, and the container is gone.
+    let left = until_containers(
+        &engine,
+        &store,
+        Duration::from_secs(40),
+        <[String]>::is_empty,
+    )
+    .await;
+    assert!(
+        left.is_empty(),
+        "containers left at zero: {left:?}\n{}",
+        kinetic.log()
+    );
+    // And from zero again.
+    let (code, body) = gateway_get(&kinetic, "hello", "/").await;
+    assert_eq!(
+        (code, body["revision"].as_str()),
+        (200, Some("hello-00001")),
+        "{body}"
+    );
+    drop(kinetic);
+}
+
+#[tokio::test]
+async fn a_killed_kinetic_leaves_no_container_behind() {
+    let Some(engine) = engine().await else { return };
+    let image = hello_image();
+    let store = TestStore::new(support::Engine::Sqlite).await;
+    let file = write_yaml(store.dir(), "hello.yaml", &image_service("hello", &image));
+    let mut kinetic = up(&store, &[&file], &[]);
+    let (code, body) = gateway_get(&kinetic, "hello", "/").await;
+    assert_eq!(code, 200, "{body}");
+    let before = containers_of(&engine, &store).await;
+    assert_eq!(before.len(), 1, "{before:?}");
+    kinetic.kill9();
+    // Its reaper removes the container of a kinetic killed with SIGKILL.
+    let left = until_containers(
+        &engine,
+        &store,
+        Duration::from_secs(10),
+        <[String]>::is_empty,
+    )
+    .await;
+    assert!(left.is_empty(), "a killed kinetic left {left:?}");
+    // A kinetic stopped by its harness (SIGKILL as well) while serving leaves nothing either.
+    let kinetic = up(&store, &[&file], &[]);
+    let (code, body) = gateway_get(&kinetic, "hello", "/").await;
+    assert_eq!(code, 200, "{body}");
+    let serving = containers_of(&engine, &store).await;
+    assert_eq!(serving.len(), 1, "{serving:?}");
+    assert!(serving.iter().all(|id| !before.contains(id)));
+    drop(kinetic);
+    let left = until_containers(
+        &engine,
+        &store,
+        Duration::from_secs(10),
+        <[String]>::is_empty,
+    )
+    .await;
+    assert!(left.is_empty(), "a stopped kinetic left {left:?}");
+}
+
+#[tokio::test]
+async fn an_image_that_is_not_on_the_machine_makes_its_revision_say_so() {
+    let Some(engine) = engine().await else { return };
+    let store = TestStore::new(support::Engine::Sqlite).await;
+    let missing = format!("kinetic-test/missing-{}:1", uuid::Uuid::new_v4().simple());
+    let file = write_yaml(
+        store.dir(),
+        "missing.yaml",
+        &image_service("missing", &missing),
+    );
+    let kinetic = up(&store, &[&file], &["--activation-timeout", "PT3S"]);
+    let (code, body) = gateway_get(&kinetic, "missing", "/").await;
+    assert!(code == 503 || code == 504, "{code} {body}");
+    let status: serde_json::Value = kinetic
+        .api()
+        .get(kinetic.admin("/api/v1/revisions/default/missing-00001"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let status = status["status"].to_string();
+    assert!(
+        status.contains(&missing) && status.contains("not on this machine"),
+        "{status}"
+    );
+    assert!(containers_of(&engine, &store).await.is_empty());
+}
+
+#[tokio::test]
+async fn without_an_engine_an_image_only_service_is_refused_at_apply() {
+    let store = TestStore::new(support::Engine::Sqlite).await;
+    let kinetic = up(&store, &[], &["--container-engine", "none"]);
+    let file = write_yaml(
+        store.dir(),
+        "hello.yaml",
+        &image_service("hello", "example/hello:1"),
+    );
+    let applied = kinetic.cli(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(!applied.status.success(), "{applied:?}");
+    let error = String::from_utf8_lossy(&applied.stderr);
+    assert!(
+        error.contains("containers[0].image")
+            && error.contains("has none")
+            && error.contains("--container-engine"),
+        "{error}"
     );
 }

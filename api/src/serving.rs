@@ -98,7 +98,9 @@ pub struct RevisionSpec {
 pub struct Container {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Container image; run by the Kubernetes runtime. The local runtime runs `command`/`args`.
+    /// Container image. With `command` the revision runs that program as a local process (the
+    /// image only documents it); without, it runs this image on the local container engine, with
+    /// `args` (if set) replacing the image's command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// Program and leading arguments.
@@ -396,21 +398,19 @@ impl RevisionSpec {
 
 impl Container {
     pub fn validate(&self) -> Result<(), Error> {
-        if self.command.is_empty() && !self.args.is_empty() {
-            return Err(Error::new("command", "is required when `args` is set").with_hint(
-                "the local runtime runs `command` followed by `args`; put the program first in `command`",
-            ));
-        }
         if self.command.is_empty() {
-            let message = match &self.image {
-                Some(image) => format!("image `{image}` has no `command`"),
-                None => "needs `command`".to_owned(),
-            };
-            return Err(Error::new("command", message).with_hint(
-                "the local runtime runs `command`/`args`; `image` alone needs the Kubernetes runtime",
-            ));
-        }
-        if self.command[0].trim().is_empty() {
+            // An image alone (with `args` replacing its command, if set) runs as a container.
+            if self.image.is_none() {
+                let what = if self.args.is_empty() {
+                    "needs `command` or `image`"
+                } else {
+                    "is required when `args` is set without `image`"
+                };
+                return Err(Error::new("command", what).with_hint(
+                    "name the program to run as a process in `command` (then `args`), or the container image to run in `image`",
+                ));
+            }
+        } else if self.command[0].trim().is_empty() {
             return Err(Error::new("command[0]", "is empty")
                 .with_hint("name the program to run, e.g. `python3` or `./target/release/fn`"));
         }
@@ -483,6 +483,15 @@ impl Container {
             .with_hint("e.g. `path: /healthz`"));
         }
         Ok(())
+    }
+
+    /// The image this container runs on the container engine: its `image` when it names no
+    /// `command` (with a `command`, the program runs as a local process).
+    pub fn container_image(&self) -> Option<&str> {
+        self.command
+            .is_empty()
+            .then_some(self.image.as_deref())
+            .flatten()
     }
 
     /// Program and arguments: `command` then `args`.
@@ -759,9 +768,14 @@ spec:
     fn refuses_mistakes_with_location_and_hint() {
         let cases: &[(&str, &str, &str)] = &[
             (
-                "spec: {template: {spec: {containers: [{image: nginx}]}}}",
+                "spec: {template: {spec: {containers: [{env: [{name: A, value: b}]}]}}}",
                 "spec.template.spec.containers[0].command",
-                "image `nginx` has no `command`",
+                "needs `command` or `image`",
+            ),
+            (
+                "spec: {template: {spec: {containers: [{args: [--port, '8080']}]}}}",
+                "spec.template.spec.containers[0].command",
+                "is required when `args` is set without `image`",
             ),
             (
                 "spec: {template: {spec: {containers: []}}}",

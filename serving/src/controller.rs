@@ -42,6 +42,8 @@ pub struct ServingConfig {
     pub autoscaler: Defaults,
     /// Programs Services may run (`--exec-allow`), checked when a Service is applied.
     pub exec_allow: crate::runtime::ExecAllow,
+    /// Whether a container engine runs Services that name only an `image`.
+    pub containers: bool,
 }
 
 /// What users see of a revision.
@@ -361,6 +363,12 @@ impl Serving {
             configuration: revision.service().to_owned(),
             revision: revision.metadata.name.clone(),
             command: container.argv(),
+            image: container
+                .container_image()
+                .map(|image| crate::runtime::ContainerImage {
+                    image: image.to_owned(),
+                    args: container.args.clone(),
+                }),
             env: container
                 .env
                 .iter()

@@ -117,6 +117,7 @@ impl World {
                 activator_capacity: 10,
                 autoscaler: Default::default(),
                 exec_allow: ExecAllow::new(&[]).unwrap(),
+                containers: false,
             },
             kinetic_serving::metrics::Metrics::new(&mut Default::default()),
         );

@@ -228,6 +228,15 @@ pub struct Engine {
     endpoint: String,
 }
 
+/// Engines are the same when they are at the same endpoint.
+impl PartialEq for Engine {
+    fn eq(&self, other: &Engine) -> bool {
+        self.endpoint == other.endpoint
+    }
+}
+
+impl Eq for Engine {}
+
 impl Engine {
     /// Connects to the engine at `endpoint` (`unix:///path` or a socket path) and checks that it
     /// answers.
@@ -405,6 +414,32 @@ impl Engine {
         }
     }
 
+    /// Removes every container of kinetic processes on the state directory `state` other than
+    /// `except` (an earlier run of this kinetic, killed before it could remove them); how many.
+    pub async fn remove_left_by_others(
+        &self,
+        state: &str,
+        except: &str,
+    ) -> Result<usize, EngineError> {
+        let mut removed = 0;
+        for (id, labels) in self.labelled(STATE_LABEL, state).await? {
+            if labels.get(OWNER_LABEL).map(String::as_str) != Some(except) {
+                self.remove(&id).await;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Removes every container of the kinetic process `owner`; how many.
+    pub async fn remove_owned_by(&self, owner: &str) -> Result<usize, EngineError> {
+        let owned = self.labelled(OWNER_LABEL, owner).await?;
+        for (id, _) in &owned {
+            self.remove(id).await;
+        }
+        Ok(owned.len())
+    }
+
     /// The containers (running or not) labelled `label=value`, with their labels.
     pub async fn labelled(
         &self,
@@ -421,6 +456,61 @@ impl Engine {
             .into_iter()
             .filter_map(|c| Some((c.id?, c.labels.unwrap_or_default())))
             .collect())
+    }
+}
+
+/// Waits until `watched` ends, then removes the containers of `owner`; how many. `watched` is the
+/// read end of a pipe whose write end only the owning kinetic process holds: it ends when that
+/// process is gone, however it ended (SIGKILL included), so no container outlives it by more
+/// than this removal. A kinetic that stops normally has removed its containers already.
+pub async fn reap_after(
+    engine: &Engine,
+    owner: &str,
+    mut watched: impl tokio::io::AsyncRead + Unpin,
+) -> Result<usize, EngineError> {
+    let mut sink = tokio::io::sink();
+    // Nothing is ever written; an error reading is the end as well.
+    let _ = tokio::io::copy(&mut watched, &mut sink).await;
+    engine.remove_owned_by(owner).await
+}
+
+/// The process that removes this kinetic's containers once it is gone: `{kinetic}
+/// __container-reaper`, in its own process group (a signal to kinetic's group leaves it be), reading
+/// a pipe whose write end this struct holds. Dropping it (kinetic ending, in any way) closes the
+/// pipe.
+#[derive(Debug)]
+pub struct Reaper {
+    _pipe: std::process::ChildStdin,
+}
+
+impl Reaper {
+    /// Starts `kinetic` (this binary) as the reaper of `owner`'s containers on `engine`.
+    pub fn start(
+        kinetic: &std::path::Path,
+        engine: &Engine,
+        owner: &str,
+    ) -> std::io::Result<Reaper> {
+        use std::os::unix::process::CommandExt as _;
+        let mut child = std::process::Command::new(kinetic)
+            .args([
+                "__container-reaper",
+                "--engine",
+                engine.endpoint(),
+                "--owner",
+                owner,
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .process_group(0)
+            .spawn()?;
+        let pipe = child
+            .stdin
+            .take()
+            .ok_or_else(|| std::io::Error::other("the reaper's stdin was not piped"))?;
+        // It outlives this process by design; it exits once it has done its work.
+        drop(child);
+        Ok(Reaper { _pipe: pipe })
     }
 }
 

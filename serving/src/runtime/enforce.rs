@@ -12,6 +12,22 @@ pub const SECURITY_CONTEXT_ENFORCED: &str = "SecurityContextEnforced";
 /// Conditions with status "False" for every field of `spec` that cannot be enforced; none when all
 /// can. `uid`/`gid` are kinetic's own.
 pub fn unenforced(spec: &InstanceSpec, can: Capabilities, uid: u32, gid: u32) -> Vec<Condition> {
+    // A container's limits and user are the engine's to enforce.
+    let can = if spec.image.is_some() {
+        Capabilities {
+            memory: true,
+            cpu: true,
+            switch_user: true,
+            ..can
+        }
+    } else {
+        can
+    };
+    let runtime = if spec.image.is_some() {
+        "the container runtime"
+    } else {
+        "the local process runtime"
+    };
     let mut conditions = Vec::new();
     let mut resources = Vec::new();
     if spec.limits.memory_bytes.is_some() && !can.memory {
@@ -48,9 +64,7 @@ pub fn unenforced(spec: &InstanceSpec, can: Capabilities, uid: u32, gid: u32) ->
         }
     }
     for field in &spec.unenforced_security {
-        security.push(format!(
-            "{field}: not enforced by the local process runtime"
-        ));
+        security.push(format!("{field}: not enforced by {runtime}"));
     }
     if !security.is_empty() {
         conditions.push(Condition {

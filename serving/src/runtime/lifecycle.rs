@@ -17,11 +17,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::cgroup::InstanceCgroup;
+use super::container::{self, ContainerRequest, Security};
 use super::logs::{self, Sink};
 use super::probe;
 use super::process::{Inner, PARENT_PID_ENV};
 use super::shim::ShimOptions;
-use super::{Error, Instance, InstanceSpec, LogStream, env};
+use super::{ContainerImage, Error, Instance, InstanceSpec, LogStream, env};
 
 /// What an instance task reports to its supervisor.
 #[derive(Debug)]
@@ -68,12 +69,15 @@ const OUTPUT_LINGER: Duration = Duration::from_millis(250);
 /// that spawned it exits, and blocking-pool threads exit when idle.
 pub(crate) async fn run(inner: Arc<Inner>, launch: Launch) {
     let id = launch.instance.id;
-    let crash = match spawn(&inner, &launch) {
-        Ok(process) => supervise(&inner, &launch, process).await,
-        Err(error) => Some(Crash {
-            error,
-            uptime: Duration::ZERO,
-        }),
+    let crash = match &launch.spec.image {
+        Some(image) => run_container(&inner, &launch, image).await,
+        None => match spawn(&inner, &launch) {
+            Ok(process) => supervise(&inner, &launch, process).await,
+            Err(error) => Some(Crash {
+                error,
+                uptime: Duration::ZERO,
+            }),
+        },
     };
     launch.instance.drain();
     if let Some(crash) = &crash {
@@ -88,6 +92,170 @@ pub(crate) async fn run(inner: Arc<Inner>, launch: Launch) {
     // The supervisor waits for every instance's `Exited`; the send fails only if its task was torn
     // down with the Tokio runtime, and then nobody is left to tell.
     let _ = launch.events.send(Event::Exited { id, crash });
+}
+
+/// One instance as a container of `image` on the container engine: run, probe, serve, then either
+/// crash or drain and stop; the container is removed either way. Returns the crash if it ended
+/// unasked or could not start.
+async fn run_container(
+    inner: &Arc<Inner>,
+    launch: &Launch,
+    image: &ContainerImage,
+) -> Option<Crash> {
+    let failed = |error| {
+        Some(Crash {
+            error,
+            uptime: Duration::ZERO,
+        })
+    };
+    let Some(containers) = &inner.config.containers else {
+        return failed(Error::NoEngine {
+            image: image.image.clone(),
+        });
+    };
+    let spec = &launch.spec;
+    let instance = &launch.instance;
+    let port = spec
+        .container_port
+        .unwrap_or(container::DEFAULT_CONTAINER_PORT);
+    // The instance's environment as a process's, but nothing of this machine's: the image has its
+    // own PATH and HOME (kept unless the Service sets them).
+    let environment = match env::build(spec, port, |_| None, None, kinetic_api::secret::read) {
+        Ok(environment) => environment,
+        Err(error) => return failed(error),
+    };
+    let named = |name: &str| spec.env.iter().any(|(n, _)| n == name);
+    let env = environment
+        .into_iter()
+        .map(|(name, value)| {
+            (
+                name.to_string_lossy().into_owned(),
+                value.to_string_lossy().into_owned(),
+            )
+        })
+        .filter(|(name, _)| !matches!(name.as_str(), "PATH" | "HOME") || named(name))
+        .collect();
+    let request = ContainerRequest {
+        namespace: spec.namespace.clone(),
+        revision: spec.revision.clone(),
+        instance: instance.id,
+        image: image.image.clone(),
+        command: Vec::new(),
+        args: image.args.clone(),
+        env,
+        working_dir: spec.working_dir.as_ref().map(|d| d.display().to_string()),
+        container_port: port,
+        host_port: Some(instance.address.port()),
+        memory_bytes: spec.limits.memory_bytes,
+        cpu_millis: spec.limits.cpu_millis,
+        security: Security {
+            run_as_user: spec.run_as_user,
+            run_as_group: spec.run_as_group,
+            ..Security::default()
+        },
+    };
+    let engine = &containers.engine;
+    let started = Instant::now();
+    let running = match engine
+        .run(&container::plan(&request, &containers.owner))
+        .await
+    {
+        Ok(running) => running,
+        Err(error) => return failed(Error::Container(error)),
+    };
+    debug!(
+        namespace = %spec.namespace,
+        revision = %spec.revision,
+        instance = instance.id,
+        container = %running.id,
+        address = %instance.address,
+        "Instance started as a container."
+    );
+    let exited = engine.wait(&running.id);
+    tokio::pin!(exited);
+    let probe_config = inner.config.probe();
+    let ready = tokio::select! {
+        biased;
+        () = launch.stop.cancelled() => false,
+        exit = &mut exited => {
+            return Some(container_crashed(engine, &running.id, exit, false, started, launch).await);
+        }
+        () = probe::until_ready(&probe_config, instance.address, spec.readiness_path.as_deref(), started) => true,
+    };
+    if ready {
+        announce_ready(launch, started);
+        tokio::select! {
+            biased;
+            () = launch.stop.cancelled() => {}
+            exit = &mut exited => {
+                return Some(container_crashed(engine, &running.id, exit, true, started, launch).await);
+            }
+        }
+    }
+    // Drain, then SIGTERM with the grace period, then gone.
+    instance.drain();
+    let grace = inner.config.grace_period;
+    tokio::select! {
+        drained = tokio::time::timeout(grace, instance.idle()) => {
+            if drained.is_err() {
+                warn!(instance = instance.id, in_flight = instance.in_flight(), "Requests still in flight after the grace period; stopping the instance anyway.");
+            }
+        }
+        _ = &mut exited => {}
+    }
+    if let Err(error) = engine.stop(&running.id, grace).await {
+        warn!(instance = instance.id, container = %running.id, %error, "Stopping a container failed; removing it.");
+    }
+    engine.remove(&running.id).await;
+    None
+}
+
+/// Logs and reports that the instance passed its readiness probe, started at `started`.
+fn announce_ready(launch: &Launch, started: Instant) {
+    let startup = started.elapsed();
+    info!(
+        namespace = %launch.spec.namespace,
+        revision = %launch.spec.revision,
+        instance = launch.instance.id,
+        startup_ms = startup.as_millis() as u64,
+        "Instance ready."
+    );
+    let _ = launch.events.send(Event::Ready {
+        id: launch.instance.id,
+        startup,
+    });
+}
+
+/// Cleans up after a container that ended unasked and says why.
+async fn container_crashed(
+    engine: &container::Engine,
+    id: &str,
+    exit: Result<container::Exit, container::EngineError>,
+    ready: bool,
+    started: Instant,
+    launch: &Launch,
+) -> Crash {
+    let uptime = started.elapsed();
+    launch.instance.drain();
+    if ready {
+        let _ = launch.events.send(Event::Died {
+            id: launch.instance.id,
+        });
+    }
+    engine.remove(id).await;
+    let error = match exit {
+        Ok(exit) => Error::Exited {
+            // An exit code as a wait status (the engine reports a signal as 128 + its number).
+            status: std::os::unix::process::ExitStatusExt::from_raw(
+                i32::try_from(exit.code & 0xff).unwrap_or(0xff) << 8,
+            ),
+            ready,
+            stderr: None,
+            oom_killed: exit.oom_killed,
+        },
+        Err(error) => Error::Container(error),
+    };
+    Crash { error, uptime }
 }
 
 /// A spawned process with its output pumps.
@@ -285,18 +453,7 @@ async fn supervise(inner: &Arc<Inner>, launch: &Launch, mut process: Process) ->
         () = probe::until_ready(&probe_config, instance.address, spec.readiness_path.as_deref(), process.spawned) => true,
     };
     if ready {
-        let startup = process.spawned.elapsed();
-        info!(
-            namespace = %spec.namespace,
-            revision = %spec.revision,
-            instance = instance.id,
-            startup_ms = startup.as_millis() as u64,
-            "Instance ready."
-        );
-        let _ = launch.events.send(Event::Ready {
-            id: instance.id,
-            startup,
-        });
+        announce_ready(launch, process.spawned);
         tokio::select! {
             biased;
             () = launch.stop.cancelled() => {}

@@ -39,7 +39,9 @@ use tokio::sync::{Notify, watch};
 pub use allow::ExecAllow;
 pub use cgroup::Capabilities;
 pub use logs::Rotation;
-pub use process::{DEFAULT_MAX_INSTANCES, DEFAULT_MAX_SCALE, ProcessConfig, ProcessRuntime};
+pub use process::{
+    Containers, DEFAULT_MAX_INSTANCES, DEFAULT_MAX_SCALE, ProcessConfig, ProcessRuntime,
+};
 pub use shim::exec_shim;
 
 /// One revision's container, shared by all of its instances. A revision is immutable, so the
@@ -52,6 +54,9 @@ pub struct InstanceSpec {
     pub revision: String,
     /// Program then arguments: the container's `command` and `args`, joined by the caller.
     pub command: Vec<String>,
+    /// The image the instances run as containers on the container engine, when the Service names
+    /// no `command`.
+    pub image: Option<ContainerImage>,
     /// The Service's environment: with `PATH`, `HOME`, `LANG`, `TZ` from kinetic's and Knative's
     /// `PORT`, `K_SERVICE`, `K_REVISION`, `K_CONFIGURATION`, all an instance gets (see `env.rs`).
     pub env: Vec<(String, EnvValue)>,
@@ -70,6 +75,14 @@ pub struct InstanceSpec {
     pub run_as_non_root: bool,
     /// `securityContext` fields that were set and that no runtime of kinetic enforces locally.
     pub unenforced_security: Vec<String>,
+}
+
+/// An image whose containers are a revision's instances.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerImage {
+    pub image: String,
+    /// `args`: replaces the image's command when set.
+    pub args: Vec<String>,
 }
 
 /// The value of one of a Service's variables: written in the Service, or read from a secret each
@@ -317,6 +330,14 @@ pub enum Error {
     NotAllowed(#[source] allow::NotAllowed),
 
     #[error(
+        "the revision runs image `{image}` and this kinetic has no container engine (hint: start Docker Engine or Podman's socket, or name one with --container-engine)"
+    )]
+    NoEngine { image: String },
+
+    #[error("{0}")]
+    Container(#[source] container::EngineError),
+
+    #[error(
         "securityContext.runAsNonRoot is true but the instance would run as uid 0{} (hint: set securityContext.runAsUser to a non-zero uid)",
         if *kinetic_is_root { " (kinetic runs as root and no runAsUser is set)" } else { "" }
     )]
@@ -361,6 +382,8 @@ impl Error {
             } => "OOMKilled",
             Error::Exited { .. } | Error::Wait(_) => "Error",
             Error::NotAllowed(_) => "ProgramNotAllowed",
+            Error::Container(container::EngineError::ImageMissing { .. }) => "ErrImagePull",
+            Error::NoEngine { .. } | Error::Container(_) => "StartError",
             Error::RunsAsRoot { .. } => "RunAsNonRoot",
             // Kubernetes' reason for a pod whose secret is missing.
             Error::Secret { .. } => "CreateContainerConfigError",

@@ -101,6 +101,16 @@ pub struct ProcessConfig {
     /// Put each instance in cgroups for its limits and for a complete kill, where the machine
     /// allows it. Off, limits are not enforced (and revisions say so).
     pub cgroups: bool,
+    /// The container engine that runs the instances of image-only revisions, and who owns the
+    /// containers it starts.
+    pub containers: Option<Containers>,
+}
+
+/// A container engine and the owner labels of the containers this runtime starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Containers {
+    pub engine: super::container::Engine,
+    pub owner: super::container::Owner,
 }
 
 impl Default for ProcessConfig {
@@ -121,6 +131,7 @@ impl Default for ProcessConfig {
             max_instances: DEFAULT_MAX_INSTANCES,
             exec_allow: ExecAllow::default(),
             cgroups: false,
+            containers: None,
         }
     }
 }
@@ -293,6 +304,24 @@ impl Runtime for ProcessRuntime {
             self.inner.cancel.cancel();
             self.inner.tracker.close();
             self.inner.tracker.wait().await;
+            // Every instance task removed its container; what a task torn down mid-way left
+            // goes here.
+            if let Some(containers) = &self.inner.config.containers {
+                match containers
+                    .engine
+                    .labelled(super::container::OWNER_LABEL, &containers.owner.id)
+                    .await
+                {
+                    Ok(left) => {
+                        for (id, _) in left {
+                            containers.engine.remove(&id).await;
+                        }
+                    }
+                    Err(error) => {
+                        warn!(%error, "Listing this kinetic's containers at shutdown failed; the next start removes them.");
+                    }
+                }
+            }
             self.inner.cgroups.remove();
         })
     }
