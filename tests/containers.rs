@@ -226,7 +226,8 @@ async fn a_container_runs_as_its_user_and_one_over_its_memory_limit_is_oom_kille
         run_as_user: Some(65532),
         run_as_group: Some(65532),
         read_only_root: true,
-        drop_all_capabilities: true,
+        capabilities_add: vec![],
+        capabilities_drop: vec!["ALL".into()],
         no_new_privileges: true,
     };
     let running = engine.run(&plan(&limited, &owner)).await.unwrap();
@@ -495,4 +496,75 @@ async fn without_an_engine_an_image_only_service_is_refused_at_apply() {
             && error.contains("--container-engine"),
         "{error}"
     );
+}
+
+/// The revision's status, as `kinetic get revisions -o json` shows it.
+async fn revision_status(kinetic: &Kinetic, revision: &str) -> serde_json::Value {
+    let answer: serde_json::Value = kinetic
+        .api()
+        .get(kinetic.admin(&format!("/api/v1/revisions/default/{revision}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["status"].clone()
+}
+
+#[tokio::test]
+async fn an_image_only_service_runs_with_its_security_context_and_run_as_non_root_refuses_root() {
+    let Some(engine) = engine().await else { return };
+    let image = hello_image();
+    let store = TestStore::new(support::Engine::Sqlite).await;
+    let restricted = image_service("restricted", &image).replace(
+        "          env: [{name: TARGET, value: containers}]\n",
+        "          env: [{name: TARGET, value: containers}]\n          securityContext: {runAsUser: 65532, runAsGroup: 65532, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}\n",
+    );
+    let rooted = image_service("rooted", &image).replace(
+        "          env: [{name: TARGET, value: containers}]\n",
+        "          env: [{name: TARGET, value: containers}]\n          securityContext: {runAsNonRoot: true}\n",
+    );
+    let file = write_yaml(
+        store.dir(),
+        "security.yaml",
+        &[restricted, rooted].join("---\n"),
+    );
+    let kinetic = up(&store, &[&file], &["--activation-timeout", "PT3S"]);
+    let (code, body) = gateway_get(&kinetic, "restricted", "/env").await;
+    assert_eq!(code, 200, "{body}\n{}", kinetic.log());
+    assert_eq!(
+        (&body["uid"], &body["gid"]),
+        (&65532.into(), &65532.into()),
+        "{body}"
+    );
+    let status = revision_status(&kinetic, "restricted-00001").await;
+    let unenforced = status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "SecurityContextEnforced");
+    assert!(
+        unenforced.is_none(),
+        "a container enforces all of it: {status}"
+    );
+    let id = containers_of(&engine, &store).await;
+    assert_eq!(id.len(), 1, "{id:?}");
+    let inspected = Command::new("docker")
+        .args([
+            "inspect",
+            "--format",
+            "{{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapDrop}} {{.HostConfig.SecurityOpt}}",
+            &id[0],
+        ])
+        .output()
+        .unwrap();
+    let inspected = String::from_utf8_lossy(&inspected.stdout);
+    assert_eq!(inspected.trim(), "true [ALL] [no-new-privileges]");
+
+    // The image runs as root unless told otherwise: runAsNonRoot refuses to start it.
+    let (code, _) = gateway_get(&kinetic, "rooted", "/").await;
+    assert!(code == 503 || code == 504, "{code}");
+    let status = revision_status(&kinetic, "rooted-00001").await;
+    assert_eq!(status["lastTerminationReason"], "RunAsNonRoot", "{status}");
 }

@@ -186,6 +186,34 @@ impl SecurityContext {
         }
         fields
     }
+
+    /// The fields set here that a container engine does not enforce as kinetic maps them, by
+    /// their YAML names: a custom `seccompProfile` (the engine's default profile applies).
+    pub fn unenforced_in_containers(&self) -> Vec<&'static str> {
+        let mut fields = Vec::new();
+        if self.seccomp_profile.is_some() {
+            fields.push("seccompProfile");
+        }
+        fields
+    }
+
+    /// `capabilities.add` and `capabilities.drop`, as written (`ALL`, `NET_BIND_SERVICE`, …).
+    pub fn capabilities(&self) -> (Vec<String>, Vec<String>) {
+        let list = |key: &str| -> Vec<String> {
+            self.capabilities
+                .as_ref()
+                .and_then(|c| c.get(key))
+                .and_then(serde_json::Value::as_array)
+                .map(|names| {
+                    names
+                        .iter()
+                        .filter_map(|n| n.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        (list("add"), list("drop"))
+    }
 }
 
 /// A container's `resources.limits` in the units the runtime applies.
@@ -670,7 +698,34 @@ fn validate_traffic(traffic: &[TrafficTarget], service: &str) -> Result<(), Erro
 
 #[cfg(test)]
 mod tests {
+    use super::SecurityContext;
     use crate::resource::{Resource, parse_documents};
+
+    #[test]
+    fn containers_enforce_all_but_a_custom_seccomp_profile() {
+        let context: SecurityContext = serde_json::from_value(serde_json::json!({
+            "readOnlyRootFilesystem": true,
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"}
+        }))
+        .unwrap();
+        assert_eq!(
+            context.unenforced(),
+            [
+                "allowPrivilegeEscalation",
+                "readOnlyRootFilesystem",
+                "capabilities",
+                "seccompProfile"
+            ]
+        );
+        assert_eq!(context.unenforced_in_containers(), ["seccompProfile"]);
+        assert_eq!(
+            context.capabilities(),
+            (vec!["NET_BIND_SERVICE".to_owned()], vec!["ALL".to_owned()])
+        );
+        assert_eq!(SecurityContext::default().capabilities(), (vec![], vec![]));
+    }
 
     const HEAD: &str =
         "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: hello}\n";

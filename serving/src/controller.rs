@@ -391,8 +391,19 @@ impl Serving {
                 .and_then(|s| s.run_as_group)
                 .and_then(|id| u32::try_from(id).ok()),
             run_as_non_root: security.and_then(|s| s.run_as_non_root) == Some(true),
+            read_only_root: security.and_then(|s| s.read_only_root_filesystem) == Some(true),
+            no_new_privileges: security.and_then(|s| s.allow_privilege_escalation) == Some(false),
+            capabilities_add: security.map(|s| s.capabilities().0).unwrap_or_default(),
+            capabilities_drop: security.map(|s| s.capabilities().1).unwrap_or_default(),
             unenforced_security: security
-                .map(|s| s.unenforced().into_iter().map(str::to_owned).collect())
+                .map(|s| {
+                    let fields = if container.container_image().is_some() {
+                        s.unenforced_in_containers()
+                    } else {
+                        s.unenforced()
+                    };
+                    fields.into_iter().map(str::to_owned).collect()
+                })
                 .unwrap_or_default(),
         });
         let proxy = RevisionProxy::new(

@@ -60,8 +60,9 @@ pub struct Security {
     pub run_as_user: Option<u32>,
     pub run_as_group: Option<u32>,
     pub read_only_root: bool,
-    /// Drop every capability (`capabilities.drop: [ALL]`).
-    pub drop_all_capabilities: bool,
+    /// `capabilities.add` and `capabilities.drop` (`ALL` drops every one).
+    pub capabilities_add: Vec<String>,
+    pub capabilities_drop: Vec<String>,
     /// `allowPrivilegeEscalation: false`.
     pub no_new_privileges: bool,
 }
@@ -142,10 +143,10 @@ pub fn plan(request: &ContainerRequest, owner: &Owner) -> ContainerPlan {
             .cpu_millis
             .map(|millis| i64::try_from(millis.saturating_mul(1_000_000)).unwrap_or(i64::MAX)),
         readonly_rootfs: Some(request.security.read_only_root),
-        cap_drop: request
-            .security
-            .drop_all_capabilities
-            .then(|| vec!["ALL".to_owned()]),
+        cap_add: (!request.security.capabilities_add.is_empty())
+            .then(|| request.security.capabilities_add.clone()),
+        cap_drop: (!request.security.capabilities_drop.is_empty())
+            .then(|| request.security.capabilities_drop.clone()),
         security_opt: (!security_opt.is_empty()).then_some(security_opt),
         group_add,
         // An init reaps the function's children and passes SIGTERM on.
@@ -294,6 +295,31 @@ impl Engine {
             }) => Ok(false),
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// Whether `image` runs as root when no user is given: its configured user is empty, `root` or
+    /// uid 0 (numerically, or by name in a `user:group` pair).
+    pub async fn image_runs_as_root(&self, image: &str) -> Result<bool, EngineError> {
+        let inspected = self
+            .docker
+            .inspect_image(image)
+            .await
+            .map_err(|error| match error {
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404,
+                    message,
+                } => EngineError::ImageMissing {
+                    image: image.to_owned(),
+                    reason: message,
+                },
+                other => EngineError::Api(other),
+            })?;
+        let user = inspected
+            .config
+            .and_then(|config| config.user)
+            .unwrap_or_default();
+        let name = user.split(':').next().unwrap_or_default();
+        Ok(name.is_empty() || name == "root" || name == "0")
     }
 
     /// Creates and starts the container of `plan`: its id, and the loopback address its port is
@@ -589,7 +615,8 @@ mod tests {
             run_as_user: Some(65532),
             run_as_group: Some(65532),
             read_only_root: true,
-            drop_all_capabilities: true,
+            capabilities_add: vec!["NET_BIND_SERVICE".into()],
+            capabilities_drop: vec!["ALL".into()],
             no_new_privileges: true,
         };
         let body = plan(&request, &owner()).body;
@@ -603,6 +630,7 @@ mod tests {
         assert_eq!(host.nano_cpus, Some(250_000_000));
         assert_eq!(host.readonly_rootfs, Some(true));
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(host.cap_add, Some(vec!["NET_BIND_SERVICE".to_owned()]));
         assert_eq!(
             host.security_opt,
             Some(vec!["no-new-privileges".to_owned()])

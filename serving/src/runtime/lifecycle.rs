@@ -151,10 +151,27 @@ async fn run_container(
         security: Security {
             run_as_user: spec.run_as_user,
             run_as_group: spec.run_as_group,
-            ..Security::default()
+            read_only_root: spec.read_only_root,
+            capabilities_add: spec.capabilities_add.clone(),
+            capabilities_drop: spec.capabilities_drop.clone(),
+            no_new_privileges: spec.no_new_privileges,
         },
     };
     let engine = &containers.engine;
+    if spec.run_as_non_root {
+        let as_root = match spec.run_as_user {
+            Some(uid) => uid == 0,
+            None => match engine.image_runs_as_root(&image.image).await {
+                Ok(as_root) => as_root,
+                Err(error) => return failed(Error::Container(error)),
+            },
+        };
+        if as_root {
+            return failed(Error::RunsAsRoot {
+                kinetic_is_root: false,
+            });
+        }
+    }
     let started = Instant::now();
     let running = match engine
         .run(&container::plan(&request, &containers.owner))

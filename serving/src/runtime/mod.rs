@@ -73,6 +73,13 @@ pub struct InstanceSpec {
     pub run_as_group: Option<u32>,
     /// `securityContext.runAsNonRoot`.
     pub run_as_non_root: bool,
+    /// `securityContext.readOnlyRootFilesystem` (containers).
+    pub read_only_root: bool,
+    /// `securityContext.allowPrivilegeEscalation: false` (containers).
+    pub no_new_privileges: bool,
+    /// `securityContext.capabilities.add` and `drop` (containers).
+    pub capabilities_add: Vec<String>,
+    pub capabilities_drop: Vec<String>,
     /// `securityContext` fields that were set and that no runtime of kinetic enforces locally.
     pub unenforced_security: Vec<String>,
 }
