@@ -383,8 +383,17 @@ async fn an_image_only_service_scales_from_zero_as_a_container_and_back() {
         "kinetic's own variables reached the container: {body}"
     );
     assert_eq!(containers_of(&engine, &store).await.len(), 1);
-    let revisions = kinetic.cli(&["get", "revisions"]);
-    assert!(revisions.status.success(), "{revisions:?}");
+    // Its output reaches `kinetic logs`, as a process's does.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = kinetic.cli(&["logs", "hello"]);
+        let text = String::from_utf8_lossy(&logs.stdout).into_owned();
+        if text.contains("hello-fn listening on 0.0.0.0:8080") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not in kinetic logs: {text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Idle: back to zero, and the container is gone.
     let left = until_containers(

@@ -411,6 +411,35 @@ impl Engine {
         })
     }
 
+    /// The container's output from its start on, followed until it ends: each chunk with the
+    /// stream it was written to. Ends quietly when the engine stops sending.
+    pub fn output(
+        &self,
+        id: &str,
+    ) -> futures::stream::BoxStream<'static, (super::LogStream, bytes::Bytes)> {
+        let options = bollard::query_parameters::LogsOptionsBuilder::default()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        self.docker
+            .logs(id, Some(options))
+            .take_while(|chunk| std::future::ready(chunk.is_ok()))
+            .filter_map(|chunk| {
+                std::future::ready(match chunk {
+                    Ok(bollard::container::LogOutput::StdOut { message })
+                    | Ok(bollard::container::LogOutput::Console { message }) => {
+                        Some((super::LogStream::Stdout, message))
+                    }
+                    Ok(bollard::container::LogOutput::StdErr { message }) => {
+                        Some((super::LogStream::Stderr, message))
+                    }
+                    _ => None,
+                })
+            })
+            .boxed()
+    }
+
     /// Asks the container to stop (SIGTERM), killing it after `grace`.
     pub async fn stop(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
         let seconds = i32::try_from(grace.as_secs().max(1)).unwrap_or(i32::MAX);

@@ -180,6 +180,8 @@ async fn run_container(
         Ok(running) => running,
         Err(error) => return failed(Error::Container(error)),
     };
+    let last_stderr = Arc::new(Mutex::new(None));
+    let mut pumps = pump_container_output(inner, launch, engine, &running.id, &last_stderr);
     debug!(
         namespace = %spec.namespace,
         revision = %spec.revision,
@@ -195,7 +197,8 @@ async fn run_container(
         biased;
         () = launch.stop.cancelled() => false,
         exit = &mut exited => {
-            return Some(container_crashed(engine, &running.id, exit, false, started, launch).await);
+            finish_pumps(&mut pumps).await;
+            return Some(container_crashed(engine, &running.id, exit, false, started, &last_stderr, launch).await);
         }
         () = probe::until_ready(&probe_config, instance.address, spec.readiness_path.as_deref(), started) => true,
     };
@@ -205,7 +208,8 @@ async fn run_container(
             biased;
             () = launch.stop.cancelled() => {}
             exit = &mut exited => {
-                return Some(container_crashed(engine, &running.id, exit, true, started, launch).await);
+                finish_pumps(&mut pumps).await;
+                return Some(container_crashed(engine, &running.id, exit, true, started, &last_stderr, launch).await);
             }
         }
     }
@@ -223,6 +227,7 @@ async fn run_container(
     if let Err(error) = engine.stop(&running.id, grace).await {
         warn!(instance = instance.id, container = %running.id, %error, "Stopping a container failed; removing it.");
     }
+    finish_pumps(&mut pumps).await;
     engine.remove(&running.id).await;
     None
 }
@@ -250,6 +255,7 @@ async fn container_crashed(
     exit: Result<container::Exit, container::EngineError>,
     ready: bool,
     started: Instant,
+    last_stderr: &Mutex<Option<String>>,
     launch: &Launch,
 ) -> Crash {
     let uptime = started.elapsed();
@@ -267,12 +273,94 @@ async fn container_crashed(
                 i32::try_from(exit.code & 0xff).unwrap_or(0xff) << 8,
             ),
             ready,
-            stderr: None,
+            stderr: last_stderr.lock().unwrap_or_else(|e| e.into_inner()).take(),
             oom_killed: exit.oom_killed,
         },
         Err(error) => Error::Container(error),
     };
     Crash { error, uptime }
+}
+
+/// Where an instance's stdout and stderr go: its service's ring (`kinetic logs`) and, with a log
+/// directory, its file; the last stderr line is kept in `last_stderr` for a crash's message.
+fn sinks(
+    inner: &Arc<Inner>,
+    launch: &Launch,
+    last_stderr: &Arc<Mutex<Option<String>>>,
+) -> [Sink; 2] {
+    let spec = &launch.spec;
+    let revision: Arc<str> = Arc::from(spec.revision.as_str());
+    let ring = inner.logs.ring(&spec.namespace, &spec.service);
+    let file = inner.config.log_dir.as_deref().map(|dir| {
+        let path = logs::file_path(
+            dir,
+            &spec.namespace,
+            &spec.service,
+            &spec.revision,
+            launch.instance.id,
+        );
+        Arc::new(tokio::sync::Mutex::new(logs::LogFile::new(
+            path,
+            inner.config.log_rotation,
+        )))
+    });
+    let sink = |stream, last_line| Sink {
+        revision: Arc::clone(&revision),
+        instance: launch.instance.id,
+        stream,
+        ring: Arc::clone(&ring),
+        file: file.clone(),
+        max_line: inner.config.max_log_line_bytes,
+        last_line,
+    };
+    [
+        sink(LogStream::Stdout, None),
+        sink(LogStream::Stderr, Some(Arc::clone(last_stderr))),
+    ]
+}
+
+/// Pumps a container's output (the engine's log stream, followed) into the instance's sinks,
+/// through the same line splitting as a process's pipes.
+fn pump_container_output(
+    inner: &Arc<Inner>,
+    launch: &Launch,
+    engine: &container::Engine,
+    id: &str,
+    last_stderr: &Arc<Mutex<Option<String>>>,
+) -> Vec<JoinHandle<()>> {
+    use futures::StreamExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let [stdout_sink, stderr_sink] = sinks(inner, launch, last_stderr);
+    let (mut stdout_in, stdout_out) = tokio::io::duplex(64 * 1024);
+    let (mut stderr_in, stderr_out) = tokio::io::duplex(64 * 1024);
+    let mut output = engine.output(id);
+    let feed = inner.tracker.spawn(async move {
+        while let Some((stream, bytes)) = output.next().await {
+            let pipe = match stream {
+                LogStream::Stdout => &mut stdout_in,
+                LogStream::Stderr => &mut stderr_in,
+            };
+            if pipe.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        // Dropping the write halves ends the pumps.
+    });
+    vec![
+        feed,
+        inner.tracker.spawn(logs::pump(stdout_out, stdout_sink)),
+        inner.tracker.spawn(logs::pump(stderr_out, stderr_sink)),
+    ]
+}
+
+/// Lets the pumps take in what was written before the end, then gives up on the rest.
+async fn finish_pumps(pumps: &mut [JoinHandle<()>]) {
+    let deadline = Instant::now() + OUTPUT_LINGER;
+    for pump in pumps {
+        if tokio::time::timeout_at(deadline, &mut *pump).await.is_err() {
+            pump.abort();
+        }
+    }
 }
 
 /// A spawned process with its output pumps.
@@ -404,39 +492,14 @@ fn spawn(inner: &Arc<Inner>, launch: &Launch) -> Result<Process, Error> {
         .expect("a child just spawned has not been reaped");
     let group = Group::new(Arc::clone(inner), launch.instance.id, pid, cgroup);
 
-    let revision: Arc<str> = Arc::from(spec.revision.as_str());
-    let ring = inner.logs.ring(&spec.namespace, &spec.service);
-    let file = inner.config.log_dir.as_deref().map(|dir| {
-        let path = logs::file_path(
-            dir,
-            &spec.namespace,
-            &spec.service,
-            &spec.revision,
-            launch.instance.id,
-        );
-        Arc::new(tokio::sync::Mutex::new(logs::LogFile::new(
-            path,
-            inner.config.log_rotation,
-        )))
-    });
     let last_stderr = Arc::new(Mutex::new(None));
-    let sink = |stream, last_line| Sink {
-        revision: Arc::clone(&revision),
-        instance: launch.instance.id,
-        stream,
-        ring: Arc::clone(&ring),
-        file: file.clone(),
-        max_line: inner.config.max_log_line_bytes,
-        last_line,
-    };
+    let [stdout_sink, stderr_sink] = sinks(inner, launch, &last_stderr);
     let mut pumps = Vec::with_capacity(2);
     if let Some(stdout) = child.stdout.take() {
-        let sink = sink(LogStream::Stdout, None);
-        pumps.push(inner.tracker.spawn(logs::pump(stdout, sink)));
+        pumps.push(inner.tracker.spawn(logs::pump(stdout, stdout_sink)));
     }
     if let Some(stderr) = child.stderr.take() {
-        let sink = sink(LogStream::Stderr, Some(Arc::clone(&last_stderr)));
-        pumps.push(inner.tracker.spawn(logs::pump(stderr, sink)));
+        pumps.push(inner.tracker.spawn(logs::pump(stderr, stderr_sink)));
     }
     debug!(
         namespace = %spec.namespace,
@@ -558,12 +621,7 @@ impl Process {
     /// Lets the pumps read what the process wrote before it went, then gives up on output held
     /// open by a process that left the group.
     async fn finish_output(&mut self) {
-        let deadline = Instant::now() + OUTPUT_LINGER;
-        for pump in &mut self.pumps {
-            if tokio::time::timeout_at(deadline, &mut *pump).await.is_err() {
-                pump.abort();
-            }
-        }
+        finish_pumps(&mut self.pumps).await;
     }
 }
 
