@@ -54,6 +54,10 @@ pub enum ActivationError {
     },
     #[error("revision `{revision}` is no longer served")]
     Gone { revision: String },
+    #[error(
+        "revision `{revision}` cannot start an instance: {reason}; see `kinetic get revisions`"
+    )]
+    CannotStart { revision: String, reason: String },
 }
 
 impl ActivationError {
@@ -63,6 +67,7 @@ impl ActivationError {
             ActivationError::Timeout { .. } => "activation-timeout",
             ActivationError::QueueFull { .. } => "overloaded",
             ActivationError::Gone { .. } => "gone",
+            ActivationError::CannotStart { .. } => "cannot-start",
         }
     }
 }
@@ -122,6 +127,9 @@ pub struct RevisionProxy {
     waiting: AtomicUsize,
     in_path: AtomicBool,
     closed: AtomicBool,
+    /// How many starts of this revision's instances failed, and why the last one did when
+    /// trying again cannot help until something changes (a missing image, a refused user).
+    failures: Mutex<(u64, Option<String>)>,
     /// Notified when a request finds no ready instance: the autoscaler decides at once.
     pub wake: Arc<Notify>,
     round_robin: AtomicUsize,
@@ -155,6 +163,7 @@ impl RevisionProxy {
             waiting: AtomicUsize::new(0),
             in_path: AtomicBool::new(true),
             closed: AtomicBool::new(false),
+            failures: Mutex::new((0, None)),
             wake: Arc::new(Notify::new()),
             round_robin: AtomicUsize::new(0),
             forward,
@@ -221,6 +230,29 @@ impl RevisionProxy {
         self.changed.notify_waiters();
     }
 
+    /// Records the runtime's count of failed starts and, when the last failure cannot mend itself,
+    /// why: a request waiting at zero when another start fails that way is refused at once
+    /// (`CannotStart`), rather than at the activation timeout. Every request still asks for a
+    /// start, so a revision that can start again (its image loaded) recovers.
+    pub fn set_failures(&self, failed_starts: u64, permanent: Option<String>) {
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *failures != (failed_starts, permanent.clone()) {
+            *failures = (failed_starts, permanent);
+            drop(failures);
+            self.changed.notify_waiters();
+        }
+    }
+
+    fn failures(&self) -> (u64, Option<String>) {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// Stops serving: requests waiting now, and any arriving later, are refused (`Gone`).
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
@@ -263,6 +295,8 @@ impl RevisionProxy {
     pub async fn acquire(&self, started: Instant) -> Result<Lease, ActivationError> {
         let mut queued: Option<Queued<'_>> = None;
         let mut was_cold = false;
+        // Failed starts before this request arrived are not its answer.
+        let failed_before = self.failures().0;
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
@@ -274,6 +308,14 @@ impl RevisionProxy {
             }
             let backends = self.current();
             if backends.is_empty() {
+                if let (failed, Some(reason)) = self.failures()
+                    && failed > failed_before
+                {
+                    return Err(ActivationError::CannotStart {
+                        revision: self.settings.revision.clone(),
+                        reason,
+                    });
+                }
                 was_cold = true;
                 self.wake.notify_one();
             } else if let Some(lease) = self.pick(&backends) {
@@ -565,6 +607,40 @@ mod tests {
         );
         assert_eq!(proxy.waiting(), 0);
         assert_eq!(proxy.stats.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_start_that_cannot_succeed_refuses_the_waiting_request_at_once() {
+        let proxy = proxy(0, 100);
+        // A failure from before the request is not its answer: it still waits and asks for a
+        // start.
+        proxy.set_failures(1, Some("image `x` is not on this machine".into()));
+        let waiting = tokio::spawn({
+            let proxy = proxy.clone();
+            async move { proxy.acquire(Instant::now()).await }
+        });
+        tokio::time::timeout(Duration::from_secs(1), proxy.wake.notified())
+            .await
+            .expect("the request asked for a start");
+        assert!(!waiting.is_finished());
+        // The start it asked for fails the same way: refused now, not at the activation timeout.
+        proxy.set_failures(2, Some("image `x` is not on this machine".into()));
+        let error = waiting.await.unwrap().err().expect("refused");
+        assert_eq!(error.reason(), "cannot-start");
+        assert!(error.to_string().contains("not on this machine"), "{error}");
+        assert_eq!(proxy.waiting(), 0);
+        // A failure that may mend itself (a crash) keeps requests waiting.
+        proxy.set_failures(3, None);
+        let waiting = tokio::spawn({
+            let proxy = proxy.clone();
+            async move { proxy.acquire(Instant::now()).await }
+        });
+        tokio::task::yield_now().await;
+        proxy.set_failures(4, None);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        proxy.set_instances(&instances(1));
+        assert!(waiting.await.unwrap().is_ok());
     }
 
     #[tokio::test(start_paused = true)]

@@ -604,6 +604,17 @@ async fn scale_loop(
             }
             () = sleep_until(wake_at) => decide_now = true,
         }
+        // Requests waiting at zero learn at once when a start failed in a way that retrying
+        // cannot mend.
+        let status = runtime.status(&spec.namespace, &spec.revision);
+        proxy.set_failures(
+            status.crashes,
+            status
+                .last_error
+                .as_ref()
+                .filter(|error| error.is_permanent())
+                .map(ToString::to_string),
+        );
         if !decide_now {
             continue;
         }

@@ -50,9 +50,9 @@ pub fn error_response(error: &tower::BoxError) -> Response<Body> {
     if let Some(activation) = error.downcast_ref::<ActivationError>() {
         let status = match activation {
             ActivationError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ActivationError::QueueFull { .. } | ActivationError::Gone { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ActivationError::QueueFull { .. }
+            | ActivationError::Gone { .. }
+            | ActivationError::CannotStart { .. } => StatusCode::SERVICE_UNAVAILABLE,
         };
         let mut response = refusal(status, activation.reason(), &activation.to_string());
         if matches!(activation, ActivationError::QueueFull { .. }) {

@@ -380,6 +380,23 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether starting again the same way fails the same way until something outside changes
+    /// (the image loaded, the program installed, the secret written, the settings changed), so
+    /// a request waiting for an instance is better told now than at its timeout.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Error::EmptyCommand
+                | Error::Spawn { .. }
+                | Error::WorkingDir { .. }
+                | Error::NotAllowed(_)
+                | Error::RunsAsRoot { .. }
+                | Error::Secret { .. }
+                | Error::NoEngine { .. }
+                | Error::Container(container::EngineError::ImageMissing { .. })
+        )
+    }
+
     /// Why the instance ended, as Kubernetes' `lastState.terminated.reason` says it: `OOMKilled`,
     /// `Error` (it exited or was killed), or why it could not start.
     pub fn reason(&self) -> &'static str {
