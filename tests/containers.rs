@@ -383,6 +383,12 @@ async fn an_image_only_service_scales_from_zero_as_a_container_and_back() {
         "kinetic's own variables reached the container: {body}"
     );
     assert_eq!(containers_of(&engine, &store).await.len(), 1);
+    let revisions = kinetic.cli(&["get", "revisions"]);
+    let table = String::from_utf8_lossy(&revisions.stdout);
+    assert!(
+        table.contains("RUNTIME") && table.contains("container"),
+        "{table}"
+    );
     // Its output reaches `kinetic logs`, as a process's does.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

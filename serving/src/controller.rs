@@ -53,6 +53,8 @@ pub struct RevisionView {
     pub namespace: String,
     pub name: String,
     pub service: String,
+    /// Where its instances run: `process` or `container`.
+    pub runtime: &'static str,
     pub desired: u32,
     pub ready: u32,
     pub panic: bool,
@@ -474,6 +476,11 @@ impl Serving {
                     namespace: namespace.clone(),
                     name: name.clone(),
                     service: run.service.clone(),
+                    runtime: if run.spec.image.is_some() {
+                        "container"
+                    } else {
+                        "process"
+                    },
                     desired: decided.desired,
                     ready: status.ready,
                     panic: decided.panic,
