@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use kinetic_serving::runtime::container::{
     ContainerRequest, Engine, OWNER_LABEL, Owner, Running, STATE_LABEL, Security, plan,
 };
-use support::{Kinetic, TestStore, write_yaml};
+use support::{Kinetic, TestStore, broker_yaml, send_event, write_yaml};
 
 /// The engine the tests use, or `None` (skipped, see `kinetic_testkit::required`).
 async fn engine() -> Option<Engine> {
@@ -274,8 +274,20 @@ async fn an_image_that_is_not_there_says_so() {
 
 /// A Knative helloworld-style Service: only an image, an env var, and scale-from-zero.
 fn image_service(name: &str, image: &str) -> String {
+    image_service_with(name, image, "", "", "")
+}
+
+/// [`image_service`] with more annotation lines, template spec lines and container lines (each
+/// indented as they go).
+fn image_service_with(
+    name: &str,
+    image: &str,
+    annotations: &str,
+    spec: &str,
+    container: &str,
+) -> String {
     format!(
-        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  template:\n    metadata:\n      annotations:\n        autoscaling.knative.dev/initial-scale: \"0\"\n    spec:\n      containers:\n        - image: {image}\n          env: [{{name: TARGET, value: containers}}]\n"
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  template:\n    metadata:\n      annotations:\n        autoscaling.knative.dev/initial-scale: \"0\"\n{annotations}    spec:\n{spec}      containers:\n        - image: {image}\n          env: [{{name: TARGET, value: containers}}]\n{container}"
     )
 }
 
@@ -592,4 +604,154 @@ async fn an_image_only_service_runs_with_its_security_context_and_run_as_non_roo
     assert_eq!(code, 503, "{body}");
     let status = revision_status(&kinetic, "rooted-00001").await;
     assert_eq!(status["lastTerminationReason"], "RunAsNonRoot", "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_at_zero_is_served_entirely_by_containers_at_concurrency_one() {
+    let Some(engine) = engine().await else { return };
+    let image = hello_image();
+    let store = TestStore::new(support::Engine::Sqlite).await;
+    let yaml = image_service_with(
+        "cc1",
+        &image,
+        "        autoscaling.knative.dev/max-scale: \"10\"\n",
+        "      containerConcurrency: 1\n",
+        "          readinessProbe: {httpGet: {path: /}}\n",
+    )
+    .replace(
+        "env: [{name: TARGET, value: containers}]",
+        "env: [{name: TARGET, value: containers}, {name: MAX_CONCURRENCY, value: \"1\"}]",
+    );
+    let file = write_yaml(store.dir(), "cc1.yaml", &yaml);
+    let kinetic = up(&store, &[&file], &[]);
+    // The route first, so the burst is all at zero.
+    let (code, body) = gateway_get(&kinetic, "cc1", "/").await;
+    assert_eq!(code, 200, "{body}");
+    let idle = until_containers(
+        &engine,
+        &store,
+        Duration::from_secs(40),
+        <[String]>::is_empty,
+    )
+    .await;
+    assert!(idle.is_empty(), "{idle:?}");
+
+    let kinetic = std::sync::Arc::new(kinetic);
+    let requests: Vec<_> = (0..200)
+        .map(|_| {
+            let kinetic = kinetic.clone();
+            tokio::spawn(async move { gateway_get_once(&kinetic, "cc1", "/?sleep_ms=20").await })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for request in requests {
+        let (code, body) = request.await.unwrap();
+        if code != 200 {
+            failures.push((code, body));
+        } else {
+            assert!(body["mostInFlight"].as_u64().unwrap() <= 1, "{body}");
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 200 failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    let serving = containers_of(&engine, &store).await;
+    assert!(
+        serving.len() > 1,
+        "a burst of 200 at CC=1 scales out: {serving:?}"
+    );
+    let logs = kinetic.cli(&["logs", "cc1", "--tail", "10000"]);
+    let text = String::from_utf8_lossy(&logs.stdout);
+    assert!(!text.contains("concurrency exceeded"), "{text}");
+}
+
+async fn a_trigger_wakes_an_image_function_at_zero(store_engine: support::Engine) {
+    let Some(engine) = engine().await else { return };
+    let image = hello_image();
+    let store = TestStore::new(store_engine).await;
+    let yaml = format!(
+        "{}---\n{}---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: to-fn}}\nspec:\n  broker: default\n  subscriber:\n    ref: {{apiVersion: serving.knative.dev/v1, kind: Service, name: eventfn}}\n",
+        broker_yaml("default"),
+        image_service("eventfn", &image)
+    );
+    let file = write_yaml(store.dir(), "events.yaml", &yaml);
+    let kinetic = up(&store, &[&file], &[]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(containers_of(&engine, &store).await.is_empty());
+    let status = send_event(
+        &reqwest::Client::new(),
+        &kinetic.url("/default/default"),
+        "wake-1",
+        "com.example.wake",
+        &[],
+        r#"{"n":1}"#,
+    )
+    .await;
+    assert_eq!(status, 202);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let logs = kinetic.cli(&["logs", "eventfn"]);
+        let text = String::from_utf8_lossy(&logs.stdout).to_string();
+        if text.contains("event wake-1 of type com.example.wake") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the function never saw the event; its logs:\n{text}\nkinetic:\n{}",
+            kinetic.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = revision_status(&kinetic, "eventfn-00001").await;
+    assert_eq!(status["coldStarts"], 1, "{status}");
+    assert_eq!(status["runtime"], "container", "{status}");
+}
+
+#[tokio::test]
+async fn sqlite_trigger_wakes_an_image_function_at_zero() {
+    a_trigger_wakes_an_image_function_at_zero(support::Engine::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_trigger_wakes_an_image_function_at_zero() {
+    a_trigger_wakes_an_image_function_at_zero(support::Engine::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_container_over_its_memory_limit_is_oom_killed_reported_and_replaced() {
+    let Some(_engine) = engine().await else {
+        return;
+    };
+    let image = hello_image();
+    let store = TestStore::new(support::Engine::Sqlite).await;
+    let yaml = image_service_with(
+        "hungry",
+        &image,
+        "        autoscaling.knative.dev/min-scale: \"1\"\n",
+        "",
+        "          resources: {limits: {memory: 48Mi}}\n",
+    );
+    let file = write_yaml(store.dir(), "hungry.yaml", &yaml);
+    let kinetic = up(&store, &[&file], &[]);
+    let (code, body) = gateway_get(&kinetic, "hungry", "/").await;
+    assert_eq!(code, 200, "{body}");
+    let (code, _) = gateway_get_once(&kinetic, "hungry", "/?alloc_mb=200").await;
+    assert_ne!(code, 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let status = revision_status(&kinetic, "hungry-00001").await;
+        if status["lastTerminationReason"] == "OOMKilled" && status["ready"] == 1 {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{status}\n{}", kinetic.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(status["crashes"].as_u64() >= Some(1), "{status}");
+    let problem = status["problem"].as_str().unwrap_or_default();
+    assert!(problem.contains("OOMKilled"), "{problem}");
+    let (code, body) = gateway_get(&kinetic, "hungry", "/").await;
+    assert_eq!(code, 200, "replaced: {body}");
 }
