@@ -1,12 +1,25 @@
 #!/usr/bin/env bash
 # Builds release binaries and prints the serving benchmark table: kinetic's gateway and queue-proxy
 # (and with the activator forced into the path) against the same function reached directly and
-# through a bare reverse proxy, latency at a fixed rate, cold starts, a burst from zero and RSS, each
-# beside baselines measured in the same run. Extra arguments go to the benchmark, e.g.
+# through a bare reverse proxy, latency at a fixed rate, cold starts, a burst from zero, RSS, and the
+# function as a container image beside the engine running it alone, each beside baselines measured
+# in the same run. Extra arguments go to the benchmark, e.g.
 #   bash bench/serving.sh --only throughput,latency --duration 10 --repeats 5
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-build-deps.sh
+# The container rows need an engine; one started here is stopped (by its PID) at the end.
+dockerd_pid=$(bash scripts/ensure-docker.sh)
+stop_dockerd() {
+  [ -n "$dockerd_pid" ] || return 0
+  kill "$dockerd_pid" 2>/dev/null || return 0
+  for _ in $(seq 1 150); do
+    kill -0 "$dockerd_pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -9 "$dockerd_pid" 2>/dev/null || true
+}
+trap stop_dockerd EXIT
 cargo build --release --locked -p kinetic -p hello-fn -p kinetic-bench
-exec target/release/kinetic-serving-bench \
+target/release/kinetic-serving-bench \
   --kinetic target/release/kinetic --function target/release/hello-fn "$@"

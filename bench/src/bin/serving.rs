@@ -1,7 +1,8 @@
 //! Serving benchmark of kinetic: requests through the gateway and the in-process queue-proxy (and
 //! with the activator forced into the path) against the same function reached directly and through
 //! a bare reverse proxy; added latency at a fixed rate; cold starts split into the function's own
-//! start-up and the platform's share; a burst from zero; and the RSS of `kinetic up`. Every number is
+//! start-up and the platform's share; a burst from zero; the RSS of `kinetic up`; and the same
+//! function as a container image, beside the container engine running it alone. Every number is
 //! printed beside baselines measured in the same run, with the same load generator.
 //!
 //! Run it with `bash bench/serving.sh` (builds release binaries first). The machine is shared and
@@ -10,6 +11,8 @@
 // A binary's root finds modules beside itself; these live in `serving/`.
 #[path = "serving/bare_proxy.rs"]
 mod bare_proxy;
+#[path = "serving/containers.rs"]
+mod containers;
 #[path = "serving/http.rs"]
 mod http;
 #[path = "serving/procs.rs"]
@@ -35,6 +38,9 @@ pub enum Stage {
     Burst,
     /// RSS of `kinetic up`: idle, services at zero, running instances.
     Rss,
+    /// An image-only Service's containers: cold start beside `docker run`, throughput beside the
+    /// container's published port (needs a container engine: scripts/ensure-docker.sh).
+    Containers,
 }
 
 #[derive(Debug, Parser)]
@@ -54,7 +60,7 @@ pub struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "throughput,latency,cold,burst,rss"
+        default_value = "throughput,latency,cold,burst,rss,containers"
     )]
     pub only: Vec<Stage>,
     /// Repetitions of each measurement; medians are printed.

@@ -16,9 +16,9 @@ use crate::procs::{
 use crate::{Args, Stage};
 
 const DOMAIN: &str = "kinetic.localhost";
-const ALLOW_ZERO: &str = "autoscaler:\n  allow-zero-initial-scale: true\n";
+pub(crate) const ALLOW_ZERO: &str = "autoscaler:\n  allow-zero-initial-scale: true\n";
 
-fn host(service: &str) -> String {
+pub(crate) fn host(service: &str) -> String {
     format!("{service}.default.{DOMAIN}")
 }
 
@@ -60,7 +60,7 @@ fn service_yaml(
     yaml
 }
 
-fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut values: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
     if values.is_empty() {
         return f64::NAN;
@@ -69,7 +69,7 @@ fn median(values: &[f64]) -> f64 {
     values[values.len() / 2]
 }
 
-fn quantile(values: &[f64], q: f64) -> f64 {
+pub(crate) fn quantile(values: &[f64], q: f64) -> f64 {
     let mut values = values.to_vec();
     values.sort_by(f64::total_cmp);
     if values.is_empty() {
@@ -78,22 +78,22 @@ fn quantile(values: &[f64], q: f64) -> f64 {
     values[((values.len() - 1) as f64 * q).round() as usize]
 }
 
-fn aim(met: bool) -> &'static str {
+pub(crate) fn aim(met: bool) -> &'static str {
     if met { "met" } else { "MISSED" }
 }
 
 /// One load run, summarized.
 #[derive(Debug, Clone, Copy)]
-struct Run {
-    rps: f64,
-    p50: f64,
-    p95: f64,
-    p99: f64,
-    errors: u64,
+pub(crate) struct Run {
+    pub rps: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub errors: u64,
 }
 
 impl Run {
-    fn of(mut tally: Tally, seconds: f64) -> Run {
+    pub(crate) fn of(mut tally: Tally, seconds: f64) -> Run {
         let p = tally.percentiles_ms(&[0.50, 0.95, 0.99]);
         Run {
             rps: tally.micros.len() as f64 / seconds,
@@ -105,7 +105,7 @@ impl Run {
     }
 
     /// The median of each field over `runs` (errors: the sum).
-    fn median(runs: &[Run]) -> Run {
+    pub(crate) fn median(runs: &[Run]) -> Run {
         let of = |f: fn(&Run) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
         Run {
             rps: of(|r| r.rps),
@@ -145,11 +145,14 @@ pub async fn run(mut args: Args) -> anyhow::Result<()> {
     if wants(Stage::Rss) {
         memory(&args).await?;
     }
+    if wants(Stage::Containers) {
+        crate::containers::run(&args).await?;
+    }
     Ok(())
 }
 
 /// Warns about instances that outlived kinetic (they were killed).
-fn stop(kinetic: Kinetic) {
+pub(crate) fn stop(kinetic: Kinetic) {
     let left = kinetic.stop();
     if !left.is_empty() {
         println!(
