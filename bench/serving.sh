@@ -10,16 +10,7 @@ cd "$(dirname "$0")/.."
 bash scripts/ensure-build-deps.sh
 # The container rows need an engine; one started here is stopped (by its PID) at the end.
 dockerd_pid=$(bash scripts/ensure-docker.sh)
-stop_dockerd() {
-  [ -n "$dockerd_pid" ] || return 0
-  kill "$dockerd_pid" 2>/dev/null || return 0
-  for _ in $(seq 1 150); do
-    kill -0 "$dockerd_pid" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  kill -9 "$dockerd_pid" 2>/dev/null || true
-}
-trap stop_dockerd EXIT
+trap 'bash scripts/stop-dockerd.sh "$dockerd_pid"' EXIT
 cargo build --release --locked -p kinetic -p hello-fn -p kinetic-bench
 target/release/kinetic-serving-bench \
   --kinetic target/release/kinetic --function target/release/hello-fn "$@"

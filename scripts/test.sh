@@ -22,16 +22,7 @@ export KINETIC_PYJWT_PYTHON=${KINETIC_PYJWT_PYTHON:-${KINETIC_PYJWT_VENV:-$HOME/
 # A Docker Engine for the container runtime's tests; stopped (by its PID) at the end when this
 # script started it.
 dockerd_pid=$(bash scripts/ensure-docker.sh)
-stop_dockerd() {
-  [ -n "$dockerd_pid" ] || return 0
-  kill "$dockerd_pid" 2>/dev/null || return 0
-  for _ in $(seq 1 150); do
-    kill -0 "$dockerd_pid" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  kill -9 "$dockerd_pid" 2>/dev/null || true
-}
-trap stop_dockerd EXIT
+trap 'bash scripts/stop-dockerd.sh "$dockerd_pid"' EXIT
 
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
   rustup component add rustfmt clippy

@@ -419,20 +419,13 @@ async fn trigger_wakes_a_service_at_zero(engine: Engine) {
     )
     .await;
     assert_eq!(status, 202);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let logs = kinetic.cli(&["logs", "eventfn"]);
-        let text = String::from_utf8_lossy(&logs.stdout).to_string();
-        if text.contains("event wake-1 of type com.example.wake") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the function never saw the event; its logs:\n{text}\nkinetic:\n{}",
-            kinetic.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    kinetic
+        .wait_for_logs(
+            "eventfn",
+            "event wake-1 of type com.example.wake",
+            Duration::from_secs(30),
+        )
+        .await;
     let status = revision_status(&kinetic, "eventfn-00001").await;
     assert_eq!(status["coldStarts"], 1, "{status}");
 }

@@ -442,6 +442,15 @@ impl Container {
             return Err(Error::new("command[0]", "is empty")
                 .with_hint("name the program to run, e.g. `python3` or `./target/release/fn`"));
         }
+        if let Some(policy) = &self.image_pull_policy
+            && !matches!(policy.as_str(), "Always" | "IfNotPresent" | "Never")
+        {
+            return Err(Error::new(
+                "imagePullPolicy",
+                format!("`{policy}` is not a pull policy"),
+            )
+            .with_hint("use `IfNotPresent` (the default), `Always` or `Never`"));
+        }
         for (index, var) in self.env.iter().enumerate() {
             let path = format!("env[{index}]");
             let valid = !var.name.is_empty()
@@ -826,6 +835,11 @@ spec:
                 "spec: {template: {spec: {containers: [{env: [{name: A, value: b}]}]}}}",
                 "spec.template.spec.containers[0].command",
                 "needs `command` or `image`",
+            ),
+            (
+                "spec: {template: {spec: {containers: [{image: hello, imagePullPolicy: always}]}}}",
+                "spec.template.spec.containers[0].imagePullPolicy",
+                "`always` is not a pull policy",
             ),
             (
                 "spec: {template: {spec: {containers: [{args: [--port, '8080']}]}}}",

@@ -370,6 +370,11 @@ impl Serving {
                 .map(|image| crate::runtime::ContainerImage {
                     image: image.to_owned(),
                     args: container.args.clone(),
+                    pull: match container.image_pull_policy.as_deref() {
+                        Some("Always") => crate::runtime::ImagePull::Always,
+                        Some("Never") => crate::runtime::ImagePull::Never,
+                        _ => crate::runtime::ImagePull::IfNotPresent,
+                    },
                 }),
             env: container
                 .env

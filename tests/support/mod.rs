@@ -282,6 +282,25 @@ impl Kinetic {
             .expect("run kinetic")
     }
 
+    /// Waits, at most `timeout`, until `kinetic logs SERVICE` shows `needle`; panics with the
+    /// function's and kinetic's logs when it does not.
+    pub async fn wait_for_logs(&self, service: &str, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let logs = self.cli(&["logs", service]);
+            let text = String::from_utf8_lossy(&logs.stdout).into_owned();
+            if text.contains(needle) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`{needle}` never appeared in {service}'s logs:\n{text}\nkinetic:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// [`Kinetic::cli`] from async code (see [`cli_in_place`]).
     pub fn cli_in_place(&self, args: &[&str]) -> std::process::Output {
         tokio::task::block_in_place(|| self.cli(args))

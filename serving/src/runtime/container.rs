@@ -322,6 +322,24 @@ impl Engine {
         Ok(name.is_empty() || name == "root" || name == "0")
     }
 
+    /// Pulls `image` from its registry; the error says why not (an unreachable registry, an image
+    /// it does not know).
+    pub async fn pull(&self, image: &str) -> Result<(), EngineError> {
+        let options = bollard::query_parameters::CreateImageOptionsBuilder::default()
+            .from_image(image)
+            .build();
+        let mut progress = self.docker.create_image(Some(options), None, None);
+        while let Some(step) = progress.next().await {
+            if let Err(error) = step {
+                return Err(EngineError::ImageMissing {
+                    image: image.to_owned(),
+                    reason: format!("pulling it failed: {error}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Creates and starts the container of `plan`: its id, and the loopback address its port is
     /// published on.
     pub async fn run(&self, plan: &ContainerPlan) -> Result<Running, EngineError> {

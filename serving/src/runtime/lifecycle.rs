@@ -22,7 +22,7 @@ use super::logs::{self, Sink};
 use super::probe;
 use super::process::{Inner, PARENT_PID_ENV};
 use super::shim::ShimOptions;
-use super::{ContainerImage, Error, Instance, InstanceSpec, LogStream, env};
+use super::{ContainerImage, Error, ImagePull, Instance, InstanceSpec, LogStream, env};
 
 /// What an instance task reports to its supervisor.
 #[derive(Debug)]
@@ -158,6 +158,19 @@ async fn run_container(
         },
     };
     let engine = &containers.engine;
+    let pulled = match image.pull {
+        ImagePull::Always => engine.pull(&image.image).await,
+        ImagePull::IfNotPresent => match engine.has_image(&image.image).await {
+            Ok(true) => Ok(()),
+            Ok(false) => engine.pull(&image.image).await,
+            Err(error) => Err(error),
+        },
+        // A missing image is reported by the start.
+        ImagePull::Never => Ok(()),
+    };
+    if let Err(error) = pulled {
+        return failed(Error::Container(error));
+    }
     if spec.run_as_non_root {
         let as_root = match spec.run_as_user {
             Some(uid) => uid == 0,

@@ -90,6 +90,20 @@ pub struct ContainerImage {
     pub image: String,
     /// `args`: replaces the image's command when set.
     pub args: Vec<String>,
+    /// `imagePullPolicy`.
+    pub pull: ImagePull,
+}
+
+/// When the image is pulled from its registry before an instance starts (`imagePullPolicy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ImagePull {
+    /// Only when this machine does not have it (the default here: local images work offline).
+    #[default]
+    IfNotPresent,
+    /// Before every start; a failed pull fails the start.
+    Always,
+    /// Never: the image must be on this machine.
+    Never,
 }
 
 /// The value of one of a Service's variables: written in the Service, or read from a secret each
