@@ -606,22 +606,6 @@ pub async fn up(
     // Resource files and configuration are read and validated before any port is bound: a mistake
     // fails fast.
     let containers = containers(&serving_settings, &state_dir).await?;
-    // Removes this run's containers once this process is gone, even SIGKILLed. Dropped (the pipe
-    // closed) when `up` returns.
-    let _reaper = match &containers {
-        Some(containers) => Some(
-            std::env::current_exe()
-                .and_then(|kinetic| {
-                    kinetic_serving::runtime::container::Reaper::start(
-                        &kinetic,
-                        &containers.engine,
-                        &containers.owner.id,
-                    )
-                })
-                .context("starting the container reaper")?,
-        ),
-        None => None,
-    };
     let checks = apply::ServiceChecks {
         autoscaler: serving_settings.autoscaler_defaults()?,
         exec_allow: serving_settings.exec_allow()?,
@@ -1060,7 +1044,15 @@ async fn containers(
         }
     }
     tracing::info!(engine = %engine.endpoint(), "Services naming only an image run as containers.");
-    Ok(Some(kinetic_serving::runtime::Containers { engine, owner }))
+    // The first container started also starts the reaper, which removes this run's containers
+    // once this process is gone, even SIGKILLed.
+    let kinetic =
+        std::env::current_exe().context("finding the kinetic binary for the container reaper")?;
+    Ok(Some(kinetic_serving::runtime::Containers::new(
+        engine,
+        owner,
+        Some(kinetic),
+    )))
 }
 
 fn serving(

@@ -215,7 +215,7 @@ impl RevisionProxy {
                 Backend {
                     instance: instance.clone(),
                     authority: kept.map_or_else(
-                        || queue_proxy::authority(instance.address),
+                        || queue_proxy::authority(instance.address()),
                         |b| b.authority.clone(),
                     ),
                     breaker: kept.map_or_else(

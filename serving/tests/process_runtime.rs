@@ -197,18 +197,18 @@ async fn scale_from_zero_to_two_gives_distinct_ports_and_the_environment() {
     rt.scale(Arc::clone(&spec), 2);
     let ready = wait_ready(&rt, &spec, 2).await;
 
-    let ports: HashSet<u16> = ready.iter().map(|i| i.address.port()).collect();
+    let ports: HashSet<u16> = ready.iter().map(|i| i.address().port()).collect();
     assert_eq!(ports.len(), 2, "distinct ports: {ready:?}");
     let mut pids = HashSet::new();
     for instance in &ready {
-        assert!(instance.address.ip().is_loopback());
-        let (code, body) = get(instance.address, "/env").await;
+        assert!(instance.address().ip().is_loopback());
+        let (code, body) = get(instance.address(), "/env").await;
         assert_eq!(code, 200);
         let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
         let env: HashMap<String, String> = serde_json::from_value(answer["env"].clone()).unwrap();
         assert_eq!(
             env["PORT"],
-            instance.address.port().to_string(),
+            instance.address().port().to_string(),
             "PORT wins over the user's"
         );
         assert_eq!(env["K_SERVICE"], spec.service);
@@ -264,7 +264,7 @@ async fn readiness_waits_for_the_path_to_answer_2xx() {
 
     let ready = wait_ready(&rt, &spec, 1).await;
     assert!(scaled.elapsed() >= Duration::from_millis(800));
-    assert_eq!(get(ready[0].address, "/ready").await.0, 200);
+    assert_eq!(get(ready[0].address(), "/ready").await.0, 200);
     let startup = rt
         .status(&spec.namespace, &spec.revision)
         .last_startup
@@ -301,7 +301,7 @@ async fn draining_waits_for_requests_in_flight_before_sigterm() {
     assert_eq!(rt.status(&spec.namespace, &spec.revision).draining, 1);
     assert!(!lines_of(&rt, &spec).iter().any(|l| l.text == "got SIGTERM"));
     // The request in flight still gets its answer.
-    assert_eq!(get(instance.address, "/env").await.0, 200);
+    assert_eq!(get(instance.address(), "/env").await.0, 200);
 
     let released = SystemTime::now();
     drop(request);
@@ -347,7 +347,7 @@ async fn scaling_up_is_not_held_back_by_a_drain() {
         ready.into_iter().find(|i| i.id != old.id)
     })
     .await;
-    assert_ne!(new.address, old.address);
+    assert_ne!(new.address(), old.address());
     let status = rt.status(&spec.namespace, &spec.revision);
     assert_eq!((status.ready, status.draining), (1, 1), "{status:?}");
     drop(request);
@@ -358,6 +358,64 @@ async fn scaling_up_is_not_held_back_by_a_drain() {
     assert_eq!(
         rt.instances(&spec.namespace, &spec.revision).borrow().len(),
         1
+    );
+    rt.shutdown().await;
+}
+
+/// A revision whose spec changes under its name (a Service deleted and created again) has its
+/// instances replaced: the old one serves until the new one is ready, then drains and is gone.
+#[tokio::test]
+async fn a_new_spec_under_the_same_revision_replaces_its_instances() {
+    let rt = ProcessRuntime::new(config());
+    let old_spec = python("respec", &[("GREETING", "old")]);
+    rt.scale(Arc::clone(&old_spec), 1);
+    let old = wait_ready(&rt, &old_spec, 1).await.remove(0);
+    let old_pid = printed_pid(&rt, &old_spec, old.id, "pid").await;
+    let request = old.begin().unwrap();
+
+    let mut new_spec = (*old_spec).clone();
+    new_spec.env = vec![("GREETING".into(), EnvValue::from("new"))];
+    // Ready only 0.3 s after listening: the old one keeps serving meanwhile.
+    new_spec
+        .env
+        .push(("READY_AFTER".into(), EnvValue::from("0.3")));
+    let new_spec = with_path(Arc::new(new_spec), "/ready");
+    rt.scale(Arc::clone(&new_spec), 1);
+    eventually("the new instance to start", || {
+        (rt.status(&new_spec.namespace, &new_spec.revision).starting == 1).then_some(())
+    })
+    .await;
+    let serving = rt
+        .instances(&new_spec.namespace, &new_spec.revision)
+        .borrow()
+        .clone();
+    assert_eq!(
+        serving.iter().map(|i| i.id).collect::<Vec<_>>(),
+        [old.id],
+        "the old instance serves until the new one is ready"
+    );
+    let new = eventually("the new instance alone in the ready set", || {
+        let ready = rt
+            .instances(&new_spec.namespace, &new_spec.revision)
+            .borrow()
+            .clone();
+        (ready.len() == 1 && ready[0].id != old.id).then(|| Arc::clone(&ready[0]))
+    })
+    .await;
+    let (code, body) = get(new.address(), "/env").await;
+    assert_eq!(code, 200);
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["env"]["GREETING"], "new");
+    // The old instance drains: it finishes the request it holds, then goes.
+    assert!(old.is_draining());
+    assert!(alive(old_pid), "a request is still in flight on it");
+    drop(request);
+    wait_dead(old_pid).await;
+    let status = rt.status(&new_spec.namespace, &new_spec.revision);
+    assert_eq!(
+        (status.ready, status.draining, status.crashes),
+        (1, 0, 0),
+        "{status:?}"
     );
     rt.shutdown().await;
 }
@@ -437,7 +495,7 @@ async fn a_crashed_instance_is_counted_and_replaced() {
         ready.into_iter().find(|i| i.id != first.id)
     })
     .await;
-    assert_eq!(get(replacement.address, "/env").await.0, 200);
+    assert_eq!(get(replacement.address(), "/env").await.0, 200);
     let status = rt.status(&spec.namespace, &spec.revision);
     assert_eq!((status.crashes, status.restarts, status.ready), (1, 1, 1));
     assert!(first.is_draining(), "a dead instance takes no request");
@@ -730,7 +788,7 @@ async fn the_shim_becomes_the_program() {
     let function = python("shim", &[]);
     rt.scale(Arc::clone(&function), 1);
     let instance = wait_ready(&rt, &function, 1).await.remove(0);
-    let (_, body) = get(instance.address, "/env").await;
+    let (_, body) = get(instance.address(), "/env").await;
     let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
     let pid = answer["pid"].as_i64().unwrap() as i32;
     assert_eq!(

@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 use super::cgroup::InstanceCgroup;
 use super::container::{self, ContainerRequest, Security};
 use super::logs::{self, Sink};
-use super::probe;
+use super::probe::{self, Check};
 use super::process::{Inner, PARENT_PID_ENV};
 use super::shim::ShimOptions;
 use super::{ContainerImage, Error, ImagePull, Instance, InstanceSpec, LogStream, env};
@@ -145,7 +145,8 @@ async fn run_container(
         env,
         working_dir: spec.working_dir.as_ref().map(|d| d.display().to_string()),
         container_port: port,
-        host_port: Some(instance.address.port()),
+        // The engine picks the host port; `run` reads it back.
+        host_port: None,
         memory_bytes: spec.limits.memory_bytes,
         cpu_millis: spec.limits.cpu_millis,
         security: Security {
@@ -185,6 +186,9 @@ async fn run_container(
             });
         }
     }
+    if let Err(error) = containers.ensure_reaper() {
+        return failed(Error::Reaper(error));
+    }
     let started = Instant::now();
     let running = match engine
         .run(&container::plan(&request, &containers.owner))
@@ -193,6 +197,7 @@ async fn run_container(
         Ok(running) => running,
         Err(error) => return failed(Error::Container(error)),
     };
+    instance.place(running.address);
     let last_stderr = Arc::new(Mutex::new(None));
     let mut pumps = pump_container_output(inner, launch, engine, &running.id, &last_stderr);
     debug!(
@@ -200,7 +205,7 @@ async fn run_container(
         revision = %spec.revision,
         instance = instance.id,
         container = %running.id,
-        address = %instance.address,
+        address = %running.address,
         "Instance started as a container."
     );
     let exited = engine.wait(&running.id);
@@ -213,7 +218,7 @@ async fn run_container(
             finish_pumps(&mut pumps).await;
             return Some(container_crashed(engine, &running.id, exit, false, started, &last_stderr, launch).await);
         }
-        () = probe::until_ready(&probe_config, instance.address, spec.readiness_path.as_deref(), started) => true,
+        () = probe::until_ready(&probe_config, running.address, Check::new(spec.readiness_path.as_deref(), true), started) => true,
     };
     if ready {
         announce_ready(launch, started);
@@ -424,7 +429,7 @@ fn spawn(inner: &Arc<Inner>, launch: &Launch) -> Result<Process, Error> {
         .map(Arc::new);
     let environment = match env::build(
         spec,
-        launch.instance.address.port(),
+        launch.instance.address().port(),
         |name| std::env::var_os(name),
         identity.home.clone(),
         kinetic_api::secret::read,
@@ -519,7 +524,7 @@ fn spawn(inner: &Arc<Inner>, launch: &Launch) -> Result<Process, Error> {
         revision = %spec.revision,
         instance = launch.instance.id,
         pid = pid.as_raw(),
-        address = %launch.instance.address,
+        address = %launch.instance.address(),
         "Instance started."
     );
     Ok(Process {
@@ -543,7 +548,7 @@ async fn supervise(inner: &Arc<Inner>, launch: &Launch, mut process: Process) ->
         status = process.child.wait() => {
             return Some(process.crashed(status, false, launch).await);
         }
-        () = probe::until_ready(&probe_config, instance.address, spec.readiness_path.as_deref(), process.spawned) => true,
+        () = probe::until_ready(&probe_config, instance.address(), Check::new(spec.readiness_path.as_deref(), false), process.spawned) => true,
     };
     if ready {
         announce_ready(launch, process.spawned);

@@ -29,8 +29,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitStatus;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
@@ -140,7 +140,10 @@ const DRAINING: u64 = 1 << 63;
 pub struct Instance {
     /// Unique within one runtime for its whole life, never reused.
     pub id: u64,
-    pub address: SocketAddr,
+    /// Where it listens: known at creation for a process (kinetic picks its port), once running
+    /// for a container (the engine publishes a port of its choosing). Always set before the
+    /// instance joins the ready set.
+    address: OnceLock<SocketAddr>,
     /// Requests in flight in the low bits, [`DRAINING`] in the top bit: one atomic word, so a
     /// request can never begin after the drain saw zero.
     state: AtomicU64,
@@ -149,12 +152,33 @@ pub struct Instance {
 
 impl Instance {
     pub fn new(id: u64, address: SocketAddr) -> Self {
+        let instance = Self::unplaced(id);
+        instance.place(address);
+        instance
+    }
+
+    /// An instance whose address is known only once it runs: [`Instance::place`] sets it.
+    pub(crate) fn unplaced(id: u64) -> Self {
         Self {
             id,
-            address,
+            address: OnceLock::new(),
             state: AtomicU64::new(0),
             idle: Notify::new(),
         }
+    }
+
+    /// Sets where the instance listens; the first call wins.
+    pub(crate) fn place(&self, address: SocketAddr) {
+        let _ = self.address.set(address);
+    }
+
+    /// Where the instance listens; `0.0.0.0:0`, which nothing answers, before it is placed (no
+    /// instance joins the ready set before).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+            .get()
+            .copied()
+            .unwrap_or(SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)))
     }
 
     /// Counts one request until the guard drops. `None` once the instance is draining or gone:
@@ -357,6 +381,10 @@ pub enum Error {
 
     #[error("{0}")]
     Container(#[source] container::EngineError),
+    /// The process that removes this run's containers should kinetic die could not be started;
+    /// no container runs without it.
+    #[error("cannot start the container reaper (`kinetic __container-reaper`): {0}")]
+    Reaper(#[source] io::Error),
 
     #[error(
         "securityContext.runAsNonRoot is true but the instance would run as uid 0{} (hint: set securityContext.runAsUser to a non-zero uid)",
@@ -421,7 +449,7 @@ impl Error {
             Error::Exited { .. } | Error::Wait(_) => "Error",
             Error::NotAllowed(_) => "ProgramNotAllowed",
             Error::Container(container::EngineError::ImageMissing { .. }) => "ErrImagePull",
-            Error::NoEngine { .. } | Error::Container(_) => "StartError",
+            Error::NoEngine { .. } | Error::Container(_) | Error::Reaper(_) => "StartError",
             Error::RunsAsRoot { .. } => "RunAsNonRoot",
             // Kubernetes' reason for a pod whose secret is missing.
             Error::Secret { .. } => "CreateContainerConfigError",

@@ -23,6 +23,10 @@ pub(crate) struct SlotView {
     pub phase: Phase,
     pub in_flight: u64,
     pub started: Instant,
+    /// It runs the revision's current spec. An instance of an older spec (a Service deleted and
+    /// created again under its name, so its revisions' names come back with new templates) is
+    /// replaced: it serves until instances of the current spec are ready to take over.
+    pub current: bool,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -32,14 +36,32 @@ pub(crate) struct Plan {
     pub stop: Vec<u64>,
 }
 
-/// Moves the revision towards `desired` live (starting or ready) instances. Stopping ones are not
-/// counted, so a scale-up is never held back by a drain. When there are too many, instances not
-/// yet ready go first (they serve nothing), newest first; then ready ones with the fewest requests
-/// in flight, newest first among equals (the oldest have proven themselves).
+/// Moves the revision towards `desired` live (starting or ready) instances of its current spec.
+/// Stopping ones are not counted, so a scale-up is never held back by a drain. When there are too
+/// many, instances not yet ready go first (they serve nothing), newest first; then ready ones with
+/// the fewest requests in flight, newest first among equals (the oldest have proven themselves).
+/// Instances of an older spec count for nothing: those not ready stop at once, ready ones once as
+/// many of the current spec are ready as are desired.
 pub(crate) fn plan(desired: u32, slots: &[SlotView], may_start: bool) -> Plan {
+    let ready_current = slots
+        .iter()
+        .filter(|s| s.current && s.phase == Phase::Ready)
+        .count();
+    let replaced = ready_current >= desired as usize;
+    let stale = slots
+        .iter()
+        .filter(|s| !s.current && s.phase != Phase::Stopping)
+        .filter(|s| s.phase == Phase::Starting || replaced)
+        .map(|s| s.id);
+    let mut plan = plan_current(desired, slots, may_start);
+    plan.stop.extend(stale);
+    plan
+}
+
+fn plan_current(desired: u32, slots: &[SlotView], may_start: bool) -> Plan {
     let mut live: Vec<&SlotView> = slots
         .iter()
-        .filter(|s| s.phase != Phase::Stopping)
+        .filter(|s| s.current && s.phase != Phase::Stopping)
         .collect();
     let count = u32::try_from(live.len()).unwrap_or(u32::MAX);
     if count < desired {
@@ -123,6 +145,14 @@ mod tests {
             phase,
             in_flight,
             started: base + Duration::from_millis(started_ms),
+            current: true,
+        }
+    }
+
+    fn stale(slot: SlotView) -> SlotView {
+        SlotView {
+            current: false,
+            ..slot
         }
     }
 
@@ -205,6 +235,46 @@ mod tests {
                     stop: vec![2, 1],
                 },
             ),
+            (
+                "an older spec's instances do not count; its ready one serves until replaced",
+                1,
+                vec![
+                    stale(slot(1, Ready, 2, 0, t)),
+                    stale(slot(2, Starting, 0, 1, t)),
+                ],
+                true,
+                Plan {
+                    start: 1,
+                    stop: vec![2],
+                },
+            ),
+            (
+                "while the new one starts the old one still serves",
+                1,
+                vec![stale(slot(1, Ready, 2, 0, t)), slot(3, Starting, 0, 2, t)],
+                true,
+                Plan::default(),
+            ),
+            (
+                "once the new one is ready the old one stops",
+                1,
+                vec![stale(slot(1, Ready, 2, 0, t)), slot(3, Ready, 0, 2, t)],
+                true,
+                Plan {
+                    start: 0,
+                    stop: vec![1],
+                },
+            ),
+            (
+                "at zero an older spec's instances stop",
+                0,
+                vec![stale(slot(1, Ready, 0, 0, t))],
+                true,
+                Plan {
+                    start: 0,
+                    stop: vec![1],
+                },
+            ),
         ];
         for (name, desired, slots, may_start, want) in cases {
             assert_eq!(plan(desired, &slots, may_start), want, "{name}");
@@ -259,25 +329,36 @@ mod tests {
         }
 
         #[test]
-        fn plan_reaches_desired(desired in 0u32..8, phases in proptest::collection::vec((0u8..3, 0u64..4), 0..10)) {
+        fn plan_reaches_desired(desired in 0u32..8, phases in proptest::collection::vec((0u8..3, 0u64..4, any::<bool>()), 0..10)) {
             let t = Instant::now();
-            let slots: Vec<SlotView> = phases.iter().enumerate().map(|(i, (p, load))| SlotView {
+            let slots: Vec<SlotView> = phases.iter().enumerate().map(|(i, (p, load, current))| SlotView {
                 id: i as u64,
                 phase: [Phase::Starting, Phase::Ready, Phase::Stopping][*p as usize],
                 in_flight: *load,
                 started: t + Duration::from_millis(i as u64),
+                current: *current,
             }).collect();
-            let live = slots.iter().filter(|s| s.phase != Phase::Stopping).count() as u32;
+            let live = |current: bool| slots.iter().filter(|s| s.current == current && s.phase != Phase::Stopping).count() as u32;
             let p = plan(desired, &slots, true);
-            prop_assert!(p.start == 0 || p.stop.is_empty());
-            prop_assert_eq!(live + p.start - p.stop.len() as u32, desired);
+            let stopped = |current: bool| p.stop.iter().filter(|id| slots[**id as usize].current == current).count() as u32;
+            prop_assert!(p.start == 0 || stopped(true) == 0);
+            prop_assert_eq!(live(true) + p.start - stopped(true), desired);
+            let ready_current = slots.iter().filter(|s| s.current && s.phase == Phase::Ready).count() as u32;
             for id in &p.stop {
-                let s = slots.iter().find(|s| s.id == *id).unwrap();
+                let s = &slots[*id as usize];
                 prop_assert!(s.phase != Phase::Stopping);
-                // No ready instance is stopped while a starting one is kept.
+                // No ready instance is stopped while a starting one of its spec is kept.
                 if s.phase == Phase::Ready {
-                    prop_assert!(slots.iter().filter(|o| o.phase == Phase::Starting).all(|o| p.stop.contains(&o.id)));
+                    prop_assert!(slots.iter().filter(|o| o.current == s.current && o.phase == Phase::Starting).all(|o| p.stop.contains(&o.id)));
                 }
+                // A ready instance of an older spec is stopped only once it is replaced.
+                if !s.current && s.phase == Phase::Ready {
+                    prop_assert!(ready_current >= desired);
+                }
+            }
+            // Every instance of an older spec is on its way out once enough are ready.
+            if ready_current >= desired {
+                prop_assert_eq!(stopped(false), live(false));
             }
         }
     }

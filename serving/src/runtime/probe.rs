@@ -1,5 +1,11 @@
 //! Readiness probes: an HTTP GET answered with any 2xx, or a TCP connect when the revision names
 //! no path, repeated until one passes.
+//!
+//! A container's port is reached through the engine's published port, and the engine's port proxy
+//! (Docker's `docker-proxy`, Podman's `rootlessport`) accepts a connection before the function
+//! listens, then closes it once its own connection to the container is refused. So a TCP probe
+//! of a container also waits a moment for that close: a connection still open after
+//! [`ProbeConfig::hold`] reached the function.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -17,6 +23,32 @@ pub(crate) struct ProbeConfig {
     pub period: Duration,
     pub period_max: Duration,
     pub timeout: Duration,
+    /// How long a TCP probe through an engine's port proxy waits for the proxy to close the
+    /// connection before it counts as reached.
+    pub hold: Duration,
+}
+
+/// What one probe checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Check<'a> {
+    /// A TCP connect to the function itself.
+    Connect,
+    /// A TCP connect through a port proxy, which must stay open for [`ProbeConfig::hold`].
+    ConnectThroughProxy,
+    /// An HTTP GET of the path, answered with any 2xx.
+    Get(&'a str),
+}
+
+impl<'a> Check<'a> {
+    /// The check for a revision's readiness path (`None`: a TCP probe), for an instance behind a
+    /// port proxy or not.
+    pub(crate) fn new(path: Option<&'a str>, proxied: bool) -> Self {
+        match path {
+            Some(path) => Check::Get(path),
+            None if proxied => Check::ConnectThroughProxy,
+            None => Check::Connect,
+        }
+    }
 }
 
 /// The pause before the next probe, `elapsed` after the spawn: `period` at first, then growing by
@@ -32,11 +64,11 @@ pub(crate) fn interval(config: &ProbeConfig, elapsed: Duration) -> Duration {
 pub(crate) async fn until_ready(
     config: &ProbeConfig,
     address: SocketAddr,
-    path: Option<&str>,
+    check: Check<'_>,
     started: Instant,
 ) {
     loop {
-        if probe_once(config, address, path).await {
+        if probe_once(config, address, check).await {
             return;
         }
         tokio::time::sleep(interval(config, started.elapsed())).await;
@@ -47,19 +79,32 @@ pub(crate) async fn until_ready(
 pub(crate) async fn probe_once(
     config: &ProbeConfig,
     address: SocketAddr,
-    path: Option<&str>,
+    check: Check<'_>,
 ) -> bool {
     let probe = async {
         let stream = TcpStream::connect(address).await.ok()?;
-        let Some(path) = path else {
-            return Some(true);
-        };
-        Some(http_get(stream, address, path).await.unwrap_or(false))
+        Some(match check {
+            Check::Connect => true,
+            Check::ConnectThroughProxy => holds(stream, config.hold).await,
+            Check::Get(path) => http_get(stream, address, path).await.unwrap_or(false),
+        })
     };
     matches!(
         tokio::time::timeout(config.timeout, probe).await,
         Ok(Some(true))
     )
+}
+
+/// Whether the peer keeps the connection open for `hold`: neither closes nor resets it. A peer
+/// that speaks first has been reached too.
+async fn holds(mut stream: TcpStream, hold: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(hold, stream.read(&mut byte)).await {
+        Err(_elapsed) => true,
+        Ok(Ok(read)) => read > 0,
+        Ok(Err(_)) => false,
+    }
 }
 
 async fn http_get(
@@ -106,6 +151,7 @@ mod tests {
             period: Duration::from_millis(5),
             period_max: Duration::from_millis(50),
             timeout: Duration::from_secs(1),
+            hold: Duration::from_millis(20),
         }
     }
 
@@ -136,12 +182,35 @@ mod tests {
             }
         });
         let c = config();
-        assert!(!probe_once(&c, address, Some("/healthz")).await);
-        assert!(probe_once(&c, address, Some("healthz")).await);
+        assert!(!probe_once(&c, address, Check::Get("/healthz")).await);
+        assert!(probe_once(&c, address, Check::Get("healthz")).await);
         server.await.unwrap();
 
-        // Nobody listens any more on that port: both kinds fail.
-        assert!(!probe_once(&c, address, None).await);
-        assert!(!probe_once(&c, address, Some("/")).await);
+        // Nobody listens any more on that port: every kind fails.
+        assert!(!probe_once(&c, address, Check::Connect).await);
+        assert!(!probe_once(&c, address, Check::ConnectThroughProxy).await);
+        assert!(!probe_once(&c, address, Check::Get("/")).await);
+    }
+
+    /// A port proxy that accepts and then closes (its backend refused it) fails a probe through
+    /// it, though the connect succeeded; one that keeps the connection open passes.
+    #[tokio::test]
+    async fn a_proxy_that_closes_at_once_is_not_ready() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let proxy = tokio::spawn(async move {
+            for _ in 0..2 {
+                let (closed, _) = listener.accept().await.unwrap();
+                drop(closed);
+            }
+            let (held, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            drop(held);
+        });
+        let c = config();
+        assert!(probe_once(&c, address, Check::Connect).await);
+        assert!(!probe_once(&c, address, Check::ConnectThroughProxy).await);
+        assert!(probe_once(&c, address, Check::ConnectThroughProxy).await);
+        proxy.await.unwrap();
     }
 }

@@ -80,6 +80,10 @@ pub struct ProcessConfig {
     pub probe_period_max: Duration,
     /// How long one readiness probe may take.
     pub probe_timeout: Duration,
+    /// How long a TCP readiness probe of a container waits for the engine's port proxy to close
+    /// the connection (the function is not listening yet) before it counts the function as
+    /// reached. Every container start without a readiness path takes this much longer.
+    pub probe_hold: Duration,
     /// Output lines kept in memory per service.
     pub log_lines: usize,
     /// Longer output lines are cut to this many bytes.
@@ -106,11 +110,69 @@ pub struct ProcessConfig {
     pub containers: Option<Containers>,
 }
 
-/// A container engine and the owner labels of the containers this runtime starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A container engine, the owner labels of the containers this runtime starts, and the reaper
+/// that removes them should this process die unasked.
+#[derive(Debug, Clone)]
 pub struct Containers {
     pub engine: super::container::Engine,
     pub owner: super::container::Owner,
+    reaper: Arc<Mutex<Reaping>>,
+}
+
+/// The same engine and owner; the reaper is how they are looked after, not what they are.
+impl PartialEq for Containers {
+    fn eq(&self, other: &Self) -> bool {
+        self.engine == other.engine && self.owner == other.owner
+    }
+}
+
+impl Eq for Containers {}
+
+#[derive(Debug)]
+enum Reaping {
+    /// Started with the first container: `kinetic` (this binary) runs as the reaper.
+    OnFirstContainer { kinetic: PathBuf },
+    /// Held, not read: its pipe closes when this process is gone.
+    Started { _reaper: super::container::Reaper },
+    /// The caller removes what it starts.
+    Off,
+}
+
+impl Containers {
+    /// Containers on `engine` labelled as `owner`'s. With `reaper` (the kinetic binary), the first
+    /// container started also starts `kinetic __container-reaper`, which removes this owner's
+    /// containers once this process is gone, however it ended; a kinetic that runs no container
+    /// starts no reaper.
+    pub fn new(
+        engine: super::container::Engine,
+        owner: super::container::Owner,
+        reaper: Option<PathBuf>,
+    ) -> Self {
+        let reaping = match reaper {
+            Some(kinetic) => Reaping::OnFirstContainer { kinetic },
+            None => Reaping::Off,
+        };
+        Self {
+            engine,
+            owner,
+            reaper: Arc::new(Mutex::new(reaping)),
+        }
+    }
+
+    /// Starts the reaper unless it runs already (or is off).
+    pub(crate) fn ensure_reaper(&self) -> io::Result<()> {
+        let mut reaping = lock(&self.reaper);
+        if let Reaping::OnFirstContainer { kinetic } = &*reaping {
+            let reaper = super::container::Reaper::start(kinetic, &self.engine, &self.owner.id)?;
+            *reaping = Reaping::Started { _reaper: reaper };
+        }
+        Ok(())
+    }
+
+    /// Whether the reaper runs.
+    pub fn reaper_started(&self) -> bool {
+        matches!(*lock(&self.reaper), Reaping::Started { .. })
+    }
 }
 
 impl Default for ProcessConfig {
@@ -121,6 +183,7 @@ impl Default for ProcessConfig {
             probe_period: Duration::from_millis(1),
             probe_period_max: Duration::from_millis(50),
             probe_timeout: Duration::from_secs(1),
+            probe_hold: Duration::from_millis(25),
             log_lines: 1000,
             max_log_line_bytes: 16 * 1024,
             restart_backoff: Duration::from_millis(100),
@@ -142,6 +205,7 @@ impl ProcessConfig {
             period: self.probe_period,
             period_max: self.probe_period_max,
             timeout: self.probe_timeout,
+            hold: self.probe_hold,
         }
     }
 
@@ -395,6 +459,10 @@ impl Inner {
 /// One instance as its supervisor tracks it.
 struct Slot {
     instance: Arc<Instance>,
+    /// The loopback port kinetic picked for it, if it did.
+    port: Option<u16>,
+    /// What it runs; an older spec's instance is replaced (see [`plan::plan`]).
+    spec: Arc<InstanceSpec>,
     phase: Phase,
     stop: CancellationToken,
     started: Instant,
@@ -500,10 +568,11 @@ impl Supervisor {
         }
     }
 
+    /// Instances of the current spec that are starting or ready.
     fn live(&self) -> u32 {
         self.slots
             .values()
-            .filter(|s| s.phase != Phase::Stopping)
+            .filter(|s| s.phase != Phase::Stopping && s.spec == self.spec)
             .count() as u32
     }
 
@@ -523,6 +592,7 @@ impl Supervisor {
                 phase: slot.phase,
                 in_flight: slot.instance.in_flight(),
                 started: slot.started,
+                current: slot.spec == self.spec,
             })
             .collect();
         let may_start = !shutting_down && self.backoff.may_start(now);
@@ -542,6 +612,19 @@ impl Supervisor {
                 break;
             }
         }
+        if self.capped {
+            // The process-wide cap holds back the replacements of an older spec's instances: they
+            // make room, or they would serve the old spec for as long as the cap is reached.
+            let spec = &self.spec;
+            for (id, slot) in &mut self.slots {
+                if slot.phase != Phase::Stopping && slot.spec != *spec {
+                    debug!(revision = %spec.revision, instance = id, "Stopping an instance of an older spec to make room.");
+                    slot.phase = Phase::Stopping;
+                    slot.instance.drain();
+                    slot.stop.cancel();
+                }
+            }
+        }
     }
 
     /// Starts one instance; false if even that failed (then counted as a crash) or the
@@ -551,7 +634,14 @@ impl Supervisor {
             self.capped = true;
             return false;
         }
-        let port = match self.inner.take_port() {
+        // A process listens on a port kinetic picks; a container's is published on a port the
+        // engine picks, so no other program can take it in between.
+        let port = if self.spec.image.is_some() {
+            Ok(None)
+        } else {
+            self.inner.take_port().map(Some)
+        };
+        let port = match port {
             Ok(port) => port,
             Err(source) => {
                 self.inner.release_instance();
@@ -566,10 +656,11 @@ impl Supervisor {
             }
         };
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let instance = Arc::new(Instance::new(
-            id,
-            SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-        ));
+        let instance = Instance::unplaced(id);
+        if let Some(port) = port {
+            instance.place(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+        }
+        let instance = Arc::new(instance);
         let stop = self.inner.cancel.child_token();
         if self.owed_restarts > 0 {
             self.owed_restarts -= 1;
@@ -579,6 +670,8 @@ impl Supervisor {
             id,
             Slot {
                 instance: Arc::clone(&instance),
+                port,
+                spec: Arc::clone(&self.spec),
                 phase: Phase::Starting,
                 stop: stop.clone(),
                 started: now,
@@ -618,7 +711,9 @@ impl Supervisor {
                 let Some(slot) = self.slots.remove(&id) else {
                     return;
                 };
-                self.inner.release_port(slot.instance.address.port());
+                if let Some(port) = slot.port {
+                    self.inner.release_port(port);
+                }
                 self.inner.release_instance();
                 // An instance asked to stop may die of anything on the way out.
                 if let Some(crash) = crash
