@@ -1,6 +1,6 @@
 //! The container engine image-based functions run on: a real Docker Engine (started by
-//! `scripts/ensure-docker.sh`) and the example function (`examples/hello-fn`) in an image built
-//! here from `debian:bookworm-slim`. An instance's container runs from its plan, answers on the
+//! `scripts/ensure-docker.sh`) and the example functions (`examples/hello-fn`, `examples/order-fn`)
+//! in images built here from their Dockerfiles. An instance's container runs from its plan, answers on the
 //! loopback port the engine published with the environment and user it was given, is found by its
 //! owner's label, stops on SIGTERM and is removed; one over its memory limit is reported as
 //! OOM-killed. And end to end: `kinetic up` runs a Service that names only an `image` as
@@ -34,39 +34,56 @@ async fn engine() -> Option<Engine> {
     }
 }
 
-/// hello-fn in an image from `debian:bookworm-slim`, built from this build's binary, once per run.
+/// hello-fn's image, built once per run from `examples/hello-fn/Dockerfile` and this build's
+/// binary.
 fn hello_image() -> String {
     static IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    IMAGE.get_or_init(build_hello_image).clone()
+    IMAGE
+        .get_or_init(|| build_example_image("hello-fn"))
+        .clone()
 }
 
-fn build_hello_image() -> String {
+/// `examples/{function}/Dockerfile` built as a user builds it (from the repository's layout, so
+/// the same `COPY target/…` lines), with this build's binary: a context holding only
+/// `target/{profile}/{function}`, as the root `.dockerignore` keeps it. Tagged
+/// `kinetic-test/{function}:latest`.
+fn build_example_image(function: &str) -> String {
     let binary = support::binary()
         .parent()
         .expect("target directory")
-        .join("hello-fn");
+        .join(function);
     assert!(
         binary.exists(),
-        "{} is missing; build it with `cargo build -p hello-fn`",
+        "{} is missing; build it with `cargo build -p {function}`",
         binary.display()
     );
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
     let context = tempfile::tempdir().unwrap();
-    std::fs::copy(&binary, context.path().join("hello-fn")).unwrap();
-    std::fs::write(
-        context.path().join("Dockerfile"),
-        "FROM debian:bookworm-slim\nLABEL dev.kinetic.test=hello-fn\nCOPY hello-fn /usr/local/bin/hello-fn\nENV BIND_ADDRESS=0.0.0.0\nENTRYPOINT [\"/usr/local/bin/hello-fn\"]\n",
-    )
-    .unwrap();
-    let image = "kinetic-test/hello-fn:latest".to_owned();
+    let target = context.path().join("target").join(profile);
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::copy(&binary, target.join(function)).unwrap();
+    let dockerfile = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(function)
+        .join("Dockerfile");
+    let image = format!("kinetic-test/{function}:latest");
+    let label = format!("dev.kinetic.test={function}");
     let built = Command::new("docker")
-        .args(["build", "-q", "-t", &image])
+        .args(["build", "-q", "-t", &image, "--label", &label])
+        .args(["--build-arg", &format!("PROFILE={profile}"), "-f"])
+        .arg(&dockerfile)
         .arg(context.path())
         .env("DOCKER_BUILDKIT", "0")
         .output()
         .expect("run docker build");
     assert!(
         built.status.success(),
-        "docker build failed: {}",
+        "docker build -f {} failed: {}",
+        dockerfile.display(),
         String::from_utf8_lossy(&built.stderr)
     );
     // The image of an earlier run's binary, untagged by this build, goes.
@@ -76,7 +93,7 @@ fn build_hello_image() -> String {
             "prune",
             "-f",
             "--filter",
-            "label=dev.kinetic.test=hello-fn",
+            &format!("label={label}"),
         ])
         .output();
     image
@@ -211,6 +228,54 @@ async fn an_instance_container_answers_with_its_environment_and_is_removed() {
     );
 }
 
+/// The queue-consumer example's function from its own Dockerfile: it listens on the published
+/// port as a user other than root and answers an order with its reply event.
+#[tokio::test]
+async fn the_order_function_image_answers_an_order() {
+    let Some(engine) = engine().await else { return };
+    let image = build_example_image("order-fn");
+    let owner = owner();
+    let _cleanup = Cleanup {
+        engine: engine.clone(),
+        owner: owner.id.clone(),
+    };
+    assert!(!engine.image_runs_as_root(&image).await.unwrap());
+    assert!(
+        engine
+            .image_runs_as_root("debian:bookworm-slim")
+            .await
+            .unwrap()
+    );
+    let running = engine
+        .run(&plan(&request(&image, 3), &owner))
+        .await
+        .unwrap();
+    until_answers(&running, "/").await;
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/", running.address))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "order-1")
+        .header("ce-type", "dev.kinetic.order")
+        .header("ce-source", "/tests")
+        .header("ce-partitionkey", "c-1")
+        .header("content-type", "application/json")
+        .body(r#"{"order":"o-1","customer":"c-1","seq":1,"sku":"widget","amount":3}"#)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["ce-type"], "dev.kinetic.order.processed");
+    assert_eq!(response.headers()["ce-partitionkey"], "c-1");
+    let reply: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(reply["order"], "o-1", "{reply}");
+    engine
+        .stop(&running.id, Duration::from_secs(5))
+        .await
+        .unwrap();
+    engine.remove(&running.id).await;
+}
+
 #[tokio::test]
 async fn a_container_runs_as_its_user_and_one_over_its_memory_limit_is_oom_killed() {
     let Some(engine) = engine().await else { return };
@@ -322,36 +387,15 @@ async fn containers_of(engine: &Engine, store: &TestStore) -> Vec<String> {
 
 /// A request through the gateway; a 404 (the Service's route appears with the serving
 /// controller's first pass after start) is tried again for up to 10 s.
-async fn gateway_get(kinetic: &Kinetic, service: &str, path: &str) -> (u16, serde_json::Value) {
+async fn get_when_routed(kinetic: &Kinetic, service: &str, path: &str) -> (u16, serde_json::Value) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (code, body) = gateway_get_once(kinetic, service, path).await;
+        let (code, body) = kinetic.gateway_get(service, path).await;
         if code != 404 || Instant::now() > deadline {
             return (code, body);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-async fn gateway_get_once(
-    kinetic: &Kinetic,
-    service: &str,
-    path: &str,
-) -> (u16, serde_json::Value) {
-    let gateway = kinetic.gateway.expect("kinetic up has a gateway");
-    let response = reqwest::Client::new()
-        .get(format!("http://{gateway}{path}"))
-        .header("host", format!("{service}.default.kinetic.localhost"))
-        .timeout(Duration::from_secs(60))
-        .send()
-        .await
-        .expect("the gateway answers");
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
-    )
 }
 
 /// Waits (bounded) until `check` holds for the containers of `store`'s kinetic.
@@ -384,7 +428,7 @@ async fn an_image_only_service_scales_from_zero_as_a_container_and_back() {
         "nothing runs before a request"
     );
 
-    let (code, body) = gateway_get(&kinetic, "hello", "/env").await;
+    let (code, body) = get_when_routed(&kinetic, "hello", "/env").await;
     assert_eq!(code, 200, "{body}\n{}", kinetic.log());
     let env = body["env"].as_object().expect("hello-fn's environment");
     assert_eq!(env["TARGET"], "containers", "{body}");
@@ -424,7 +468,7 @@ async fn an_image_only_service_scales_from_zero_as_a_container_and_back() {
         kinetic.log()
     );
     // And from zero again.
-    let (code, body) = gateway_get(&kinetic, "hello", "/").await;
+    let (code, body) = get_when_routed(&kinetic, "hello", "/").await;
     assert_eq!(
         (code, body["revision"].as_str()),
         (200, Some("hello-00001")),
@@ -440,7 +484,7 @@ async fn a_killed_kinetic_leaves_no_container_behind() {
     let store = TestStore::new(support::Engine::Sqlite).await;
     let file = write_yaml(store.dir(), "hello.yaml", &image_service("hello", &image));
     let mut kinetic = up(&store, &[&file], &[]);
-    let (code, body) = gateway_get(&kinetic, "hello", "/").await;
+    let (code, body) = get_when_routed(&kinetic, "hello", "/").await;
     assert_eq!(code, 200, "{body}");
     let before = containers_of(&engine, &store).await;
     assert_eq!(before.len(), 1, "{before:?}");
@@ -456,7 +500,7 @@ async fn a_killed_kinetic_leaves_no_container_behind() {
     assert!(left.is_empty(), "a killed kinetic left {left:?}");
     // A kinetic stopped by its harness (SIGKILL as well) while serving leaves nothing either.
     let kinetic = up(&store, &[&file], &[]);
-    let (code, body) = gateway_get(&kinetic, "hello", "/").await;
+    let (code, body) = get_when_routed(&kinetic, "hello", "/").await;
     assert_eq!(code, 200, "{body}");
     let serving = containers_of(&engine, &store).await;
     assert_eq!(serving.len(), 1, "{serving:?}");
@@ -486,7 +530,7 @@ async fn an_image_that_is_not_on_the_machine_makes_its_revision_say_so() {
     // Refused with the reason as soon as the start it asked for failed, not at the activation
     // timeout (60 s).
     let asked = Instant::now();
-    let (code, body) = gateway_get(&kinetic, "missing", "/").await;
+    let (code, body) = get_when_routed(&kinetic, "missing", "/").await;
     assert_eq!(code, 503, "{body}");
     assert!(
         asked.elapsed() < Duration::from_secs(15),
@@ -536,20 +580,6 @@ async fn without_an_engine_an_image_only_service_is_refused_at_apply() {
     );
 }
 
-/// The revision's status, as `kinetic get revisions -o json` shows it.
-async fn revision_status(kinetic: &Kinetic, revision: &str) -> serde_json::Value {
-    let answer: serde_json::Value = kinetic
-        .api()
-        .get(kinetic.admin(&format!("/api/v1/revisions/default/{revision}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    answer["status"].clone()
-}
-
 #[tokio::test]
 async fn an_image_only_service_runs_with_its_security_context_and_run_as_non_root_refuses_root() {
     let Some(engine) = engine().await else { return };
@@ -559,7 +589,8 @@ async fn an_image_only_service_runs_with_its_security_context_and_run_as_non_roo
         "          env: [{name: TARGET, value: containers}]\n",
         "          env: [{name: TARGET, value: containers}]\n          securityContext: {runAsUser: 65532, runAsGroup: 65532, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}\n",
     );
-    let rooted = image_service("rooted", &image).replace(
+    // The base image runs as root (the example's sets a user of its own).
+    let rooted = image_service("rooted", "debian:bookworm-slim").replace(
         "          env: [{name: TARGET, value: containers}]\n",
         "          env: [{name: TARGET, value: containers}]\n          securityContext: {runAsNonRoot: true}\n",
     );
@@ -569,14 +600,14 @@ async fn an_image_only_service_runs_with_its_security_context_and_run_as_non_roo
         &[restricted, rooted].join("---\n"),
     );
     let kinetic = up(&store, &[&file], &["--activation-timeout", "PT3S"]);
-    let (code, body) = gateway_get(&kinetic, "restricted", "/env").await;
+    let (code, body) = get_when_routed(&kinetic, "restricted", "/env").await;
     assert_eq!(code, 200, "{body}\n{}", kinetic.log());
     assert_eq!(
         (&body["uid"], &body["gid"]),
         (&65532.into(), &65532.into()),
         "{body}"
     );
-    let status = revision_status(&kinetic, "restricted-00001").await;
+    let status = kinetic.revision_status("restricted-00001").await;
     let unenforced = status["conditions"]
         .as_array()
         .into_iter()
@@ -600,10 +631,10 @@ async fn an_image_only_service_runs_with_its_security_context_and_run_as_non_roo
     let inspected = String::from_utf8_lossy(&inspected.stdout);
     assert_eq!(inspected.trim(), "true [ALL] [no-new-privileges]");
 
-    // The image runs as root unless told otherwise: runAsNonRoot refuses to start it.
-    let (code, body) = gateway_get(&kinetic, "rooted", "/").await;
+    // An image that runs as root: runAsNonRoot refuses to start it.
+    let (code, body) = get_when_routed(&kinetic, "rooted", "/").await;
     assert_eq!(code, 503, "{body}");
-    let status = revision_status(&kinetic, "rooted-00001").await;
+    let status = kinetic.revision_status("rooted-00001").await;
     assert_eq!(status["lastTerminationReason"], "RunAsNonRoot", "{status}");
 }
 
@@ -626,7 +657,7 @@ async fn a_burst_at_zero_is_served_entirely_by_containers_at_concurrency_one() {
     let file = write_yaml(store.dir(), "cc1.yaml", &yaml);
     let kinetic = up(&store, &[&file], &[]);
     // The route first, so the burst is all at zero.
-    let (code, body) = gateway_get(&kinetic, "cc1", "/").await;
+    let (code, body) = get_when_routed(&kinetic, "cc1", "/").await;
     assert_eq!(code, 200, "{body}");
     let idle = until_containers(
         &engine,
@@ -641,7 +672,7 @@ async fn a_burst_at_zero_is_served_entirely_by_containers_at_concurrency_one() {
     let requests: Vec<_> = (0..200)
         .map(|_| {
             let kinetic = kinetic.clone();
-            tokio::spawn(async move { gateway_get_once(&kinetic, "cc1", "/?sleep_ms=20").await })
+            tokio::spawn(async move { kinetic.gateway_get("cc1", "/?sleep_ms=20").await })
         })
         .collect();
     let mut failures = Vec::new();
@@ -699,9 +730,65 @@ async fn a_trigger_wakes_an_image_function_at_zero(store_engine: support::Engine
             Duration::from_secs(30),
         )
         .await;
-    let status = revision_status(&kinetic, "eventfn-00001").await;
+    let status = kinetic.revision_status("eventfn-00001").await;
     assert_eq!(status["coldStarts"], 1, "{status}");
     assert_eq!(status["runtime"], "container", "{status}");
+}
+
+/// `examples/containers/hello.yaml` as shipped (only its image named as this run built it): the
+/// function answers through the gateway as the image's user, under its security context, and the
+/// example's trigger brings it the broker's events.
+#[tokio::test]
+async fn the_container_example_runs_as_shipped() {
+    let Some(_engine) = engine().await else {
+        return;
+    };
+    let image = hello_image();
+    let store = TestStore::new(support::Engine::Sqlite).await;
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/containers/hello.yaml"),
+    )
+    .unwrap();
+    assert!(example.contains("image: kinetic-examples/hello-fn\n"));
+    let yaml = example.replace(
+        "image: kinetic-examples/hello-fn\n",
+        &format!("image: {image}\n"),
+    );
+    let file = write_yaml(store.dir(), "hello.yaml", &yaml);
+    let kinetic = Kinetic::up_with(&store, &[&file], &[]);
+    let (code, body) = get_when_routed(&kinetic, "hello", "/env").await;
+    assert_eq!(code, 200, "{body}\n{}", kinetic.log());
+    assert_eq!((&body["uid"], &body["gid"]), (&65532.into(), &65532.into()));
+    let status = kinetic.revision_status("hello-00001").await;
+    assert_eq!(status["runtime"], "container", "{status}");
+    let status = send_event(
+        &reqwest::Client::new(),
+        &kinetic.url("/default/default"),
+        "example-1",
+        "com.example.hello",
+        &[],
+        r#"{"hi":1}"#,
+    )
+    .await;
+    assert_eq!(status, 202);
+    kinetic
+        .wait_for_logs(
+            "hello",
+            "event example-1 of type com.example.hello",
+            Duration::from_secs(30),
+        )
+        .await;
+    let table = kinetic.cli(&["get", "revisions"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.lines().any(|l| l.split_whitespace().take(4).eq([
+            "default",
+            "hello-00001",
+            "hello",
+            "container"
+        ])),
+        "{table}"
+    );
 }
 
 #[tokio::test]
@@ -730,13 +817,13 @@ async fn a_container_over_its_memory_limit_is_oom_killed_reported_and_replaced()
     );
     let file = write_yaml(store.dir(), "hungry.yaml", &yaml);
     let kinetic = up(&store, &[&file], &[]);
-    let (code, body) = gateway_get(&kinetic, "hungry", "/").await;
+    let (code, body) = get_when_routed(&kinetic, "hungry", "/").await;
     assert_eq!(code, 200, "{body}");
-    let (code, _) = gateway_get_once(&kinetic, "hungry", "/?alloc_mb=200").await;
+    let (code, _) = kinetic.gateway_get("hungry", "/?alloc_mb=200").await;
     assert_ne!(code, 200);
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
-        let status = revision_status(&kinetic, "hungry-00001").await;
+        let status = kinetic.revision_status("hungry-00001").await;
         if status["lastTerminationReason"] == "OOMKilled" && status["ready"] == 1 {
             break status;
         }
@@ -746,6 +833,6 @@ async fn a_container_over_its_memory_limit_is_oom_killed_reported_and_replaced()
     assert!(status["crashes"].as_u64() >= Some(1), "{status}");
     let problem = status["problem"].as_str().unwrap_or_default();
     assert!(problem.contains("OOMKilled"), "{problem}");
-    let (code, body) = gateway_get(&kinetic, "hungry", "/").await;
+    let (code, body) = get_when_routed(&kinetic, "hungry", "/").await;
     assert_eq!(code, 200, "replaced: {body}");
 }

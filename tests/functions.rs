@@ -52,56 +52,6 @@ fn gateway(kinetic: &Kinetic) -> String {
     format!("http://{}", kinetic.gateway.expect("gateway address"))
 }
 
-async fn get(kinetic: &Kinetic, service: &str, path: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .get(format!("{}{path}", gateway(kinetic)))
-        .header("host", format!("{service}.default.{DOMAIN}"))
-        .timeout(Duration::from_secs(60))
-        .send()
-        .await
-        .expect("the gateway answers");
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-async fn revision_status(kinetic: &Kinetic, revision: &str) -> Value {
-    let body: Value = kinetic
-        .api()
-        .get(kinetic.admin(&format!("/api/v1/revisions/default/{revision}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["status"].clone()
-}
-
-async fn wait_for_revision(
-    kinetic: &Kinetic,
-    revision: &str,
-    timeout: Duration,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let status = revision_status(kinetic, revision).await;
-        if done(&status) {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "revision {revision} never reached the state; last status {status}\nkinetic log:\n{}",
-            kinetic.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Waits until the gateway routes to `service` (the controller publishes routes within a second
 /// of an apply; the service's status turns ready after its route is in the gateway).
 async fn wait_for_route(kinetic: &Kinetic, service: &str) {
@@ -157,7 +107,7 @@ async fn a_function_reads_its_secrets_and_kinetic_never_shows_them() {
     );
     let kinetic = up(&store, &[&file], &[], &[]);
     wait_for_route(&kinetic, "secretfn").await;
-    let (code, body) = get(&kinetic, "secretfn", "/env").await;
+    let (code, body) = kinetic.gateway_get("secretfn", "/env").await;
     assert_eq!(code, 200, "{body}\n{}", kinetic.log());
     assert_eq!(
         body["env"]["DB_PASSWORD"], VALUE,
@@ -169,10 +119,11 @@ async fn a_function_reads_its_secrets_and_kinetic_never_shows_them() {
     );
 
     // A required secret that is missing keeps the revision from starting, saying which.
-    let status = wait_for_revision(&kinetic, "missingfn-00001", Duration::from_secs(30), |s| {
-        s["lastTerminationReason"] == "CreateContainerConfigError"
-    })
-    .await;
+    let status = kinetic
+        .wait_for_revision("missingfn-00001", Duration::from_secs(30), |s| {
+            s["lastTerminationReason"] == "CreateContainerConfigError"
+        })
+        .await;
     assert_eq!(status["ready"], 0, "{status}");
     let problem = status["problem"].as_str().unwrap_or_default();
     assert!(
@@ -261,7 +212,7 @@ async fn a_function_gets_only_the_environment_its_service_names() {
         ],
     );
     wait_for_route(&kinetic, "envfn").await;
-    let (code, body) = get(&kinetic, "envfn", "/env").await;
+    let (code, body) = kinetic.gateway_get("envfn", "/env").await;
     assert_eq!(code, 200, "{body}\n{}", kinetic.log());
     let env = body["env"].as_object().expect("an environment").clone();
     let names: Vec<&String> = env.keys().collect();
@@ -399,10 +350,9 @@ async fn a_function_over_its_memory_limit_is_killed_and_restarted_with_the_reaso
         ),
     );
     let kinetic = up(&store, &[&file], &[], &[]);
-    let status = wait_for_revision(&kinetic, "memfn-00001", Duration::from_secs(30), |s| {
-        s["ready"] == 1
-    })
-    .await;
+    let status = kinetic
+        .wait_for_revision("memfn-00001", Duration::from_secs(30), |s| s["ready"] == 1)
+        .await;
     if !cgroup_memory_writable() {
         // Nothing can enforce the limit here: the revision must say so rather than ignore it.
         println!("skipping the OOM kill: no writable memory cgroup here; checking the warning");
@@ -422,18 +372,19 @@ async fn a_function_over_its_memory_limit_is_killed_and_restarted_with_the_reaso
         "the limits are enforced here: {status}"
     );
     // The function's own process is in groups with both limits.
-    let (_, hello) = get(&kinetic, "memfn", "/").await;
+    let (_, hello) = kinetic.gateway_get("memfn", "/").await;
     let pid = hello["pid"].as_u64().expect("a pid");
     let limits = cgroup_limits(pid);
     assert!(limits.contains(&"memory=67108864".to_owned()), "{limits:?}");
     assert!(limits.contains(&"cpu=50000".to_owned()), "{limits:?}");
 
-    let (code, body) = get(&kinetic, "memfn", "/?alloc_mb=256").await;
+    let (code, body) = kinetic.gateway_get("memfn", "/?alloc_mb=256").await;
     assert_eq!(code, 502, "the instance died mid-request: {body}");
-    let status = wait_for_revision(&kinetic, "memfn-00001", Duration::from_secs(30), |s| {
-        s["lastTerminationReason"] == "OOMKilled" && s["ready"] == 1
-    })
-    .await;
+    let status = kinetic
+        .wait_for_revision("memfn-00001", Duration::from_secs(30), |s| {
+            s["lastTerminationReason"] == "OOMKilled" && s["ready"] == 1
+        })
+        .await;
     assert!(status["crashes"].as_u64().unwrap() >= 1, "{status}");
     assert!(
         status["problem"].as_str().unwrap().starts_with("OOMKilled"),
@@ -443,7 +394,7 @@ async fn a_function_over_its_memory_limit_is_killed_and_restarted_with_the_reaso
     let text = String::from_utf8_lossy(&listed.stdout);
     assert!(text.contains("OOMKilled"), "{text}");
     // The replacement serves within its limit.
-    let (code, body) = get(&kinetic, "memfn", "/?alloc_mb=8").await;
+    let (code, body) = kinetic.gateway_get("memfn", "/?alloc_mb=8").await;
     assert_eq!(code, 200, "{body}");
 }
 
@@ -475,16 +426,17 @@ async fn a_function_runs_as_its_user_and_run_as_non_root_refuses_root() {
     );
     let mut kinetic = up(&store, &[&file], &[], &[]);
     wait_for_route(&kinetic, "nobodyfn").await;
-    let (code, body) = get(&kinetic, "nobodyfn", "/env").await;
+    let (code, body) = kinetic.gateway_get("nobodyfn", "/env").await;
     assert_eq!(code, 200, "{body}\n{}", kinetic.log());
     assert_eq!(body["uid"], 65534, "{body}");
     assert_ne!(body["gid"], 0, "never root's group: {body}");
     assert_ne!(body["env"]["HOME"], "/root", "{body}");
 
-    let status = wait_for_revision(&kinetic, "rootfn-00001", Duration::from_secs(30), |s| {
-        s["lastTerminationReason"] == "RunAsNonRoot"
-    })
-    .await;
+    let status = kinetic
+        .wait_for_revision("rootfn-00001", Duration::from_secs(30), |s| {
+            s["lastTerminationReason"] == "RunAsNonRoot"
+        })
+        .await;
     assert_eq!(status["ready"], 0, "{status}");
     let problem = status["problem"].as_str().unwrap();
     assert!(
@@ -494,7 +446,7 @@ async fn a_function_runs_as_its_user_and_run_as_non_root_refuses_root() {
     );
 
     // Switching users must not cost the parent-death signal: the function dies with kinetic.
-    let (_, body) = get(&kinetic, "nobodyfn", "/").await;
+    let (_, body) = kinetic.gateway_get("nobodyfn", "/").await;
     let pid = body["pid"].as_u64().expect("a pid");
     kinetic.kill9();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -560,7 +512,7 @@ async fn programs_outside_exec_allow_are_refused_at_apply() {
         String::from_utf8_lossy(&output.stderr)
     );
     wait_for_route(&kinetic, "okfn").await;
-    let (code, body) = get(&kinetic, "okfn", "/").await;
+    let (code, body) = kinetic.gateway_get("okfn", "/").await;
     assert_eq!(code, 200, "{body}");
 }
 
@@ -605,7 +557,7 @@ async fn a_revision_gets_at_most_ten_instances_unless_configured() {
     let mut most_ready = 0;
     let deadline = Instant::now() + Duration::from_secs(30);
     while requests.iter().any(|r| !r.is_finished()) && Instant::now() < deadline {
-        let status = revision_status(&kinetic, "burstfn-00001").await;
+        let status = kinetic.revision_status("burstfn-00001").await;
         most_desired = most_desired.max(status["desired"].as_u64().unwrap_or(0));
         most_ready = most_ready.max(status["ready"].as_u64().unwrap_or(0));
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -635,8 +587,8 @@ async fn instances_are_capped_across_revisions_and_the_cap_is_visible() {
     let kinetic = up(&store, &[&file], &["--max-instances", "3"], &[]);
     let deadline = Instant::now() + Duration::from_secs(30);
     let (a, b) = loop {
-        let a = revision_status(&kinetic, "capa-00001").await;
-        let b = revision_status(&kinetic, "capb-00001").await;
+        let a = kinetic.revision_status("capa-00001").await;
+        let b = kinetic.revision_status("capb-00001").await;
         let ready = a["ready"].as_u64().unwrap_or(0) + b["ready"].as_u64().unwrap_or(0);
         let capped = [&a, &b]
             .iter()
@@ -664,8 +616,8 @@ async fn instances_are_capped_across_revisions_and_the_cap_is_visible() {
     );
     // It stays at the cap.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let a = revision_status(&kinetic, "capa-00001").await;
-    let b = revision_status(&kinetic, "capb-00001").await;
+    let a = kinetic.revision_status("capa-00001").await;
+    let b = kinetic.revision_status("capb-00001").await;
     let running = a["ready"].as_u64().unwrap() + b["ready"].as_u64().unwrap();
     assert_eq!(running, 3, "{a}\n{b}");
     let listed = kinetic.cli_in_place(&["get", "revisions"]);
@@ -777,10 +729,9 @@ async fn a_process_that_left_the_group_goes_with_its_instance() {
     );
     let file = write_yaml(store.dir(), "escape.yaml", &yaml);
     let mut kinetic = up(&store, &[&file], &[], &[]);
-    wait_for_revision(&kinetic, "escape-00001", Duration::from_secs(30), |s| {
-        s["ready"] == 1
-    })
-    .await;
+    kinetic
+        .wait_for_revision("escape-00001", Duration::from_secs(30), |s| s["ready"] == 1)
+        .await;
     let pid: u32 = std::fs::read_to_string(&pid_file)
         .expect("the function wrote its child's pid")
         .trim()

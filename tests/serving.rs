@@ -115,32 +115,6 @@ async fn api_get(kinetic: &Kinetic, path: &str) -> Value {
         .unwrap()
 }
 
-async fn revision_status(kinetic: &Kinetic, revision: &str) -> Value {
-    api_get(kinetic, &format!("/api/v1/revisions/default/{revision}")).await["status"].clone()
-}
-
-/// Waits (bounded) until the revision's status satisfies `done`.
-async fn wait_for_revision(
-    kinetic: &Kinetic,
-    revision: &str,
-    timeout: Duration,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let status = revision_status(kinetic, revision).await;
-        if done(&status) {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "revision {revision} never reached the state; last status {status}\nkinetic log:\n{}",
-            kinetic.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn wait_for_service(
     kinetic: &Kinetic,
     service: &str,
@@ -195,7 +169,7 @@ async fn scales_from_zero_on_the_first_request_and_back_to_zero() {
     let gateway = Gateway::of(&kinetic);
     // Nothing runs before the first request.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let status = revision_status(&kinetic, "hello-00001").await;
+    let status = kinetic.revision_status("hello-00001").await;
     assert_eq!(status["ready"], 0, "{status}");
     let asked = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -209,13 +183,14 @@ async fn scales_from_zero_on_the_first_request_and_back_to_zero() {
         "the instance was started by the request: {body}"
     );
     let pid = body["pid"].as_u64().unwrap();
-    let status = revision_status(&kinetic, "hello-00001").await;
+    let status = kinetic.revision_status("hello-00001").await;
     assert_eq!(status["coldStarts"], 1, "{status}");
     // Idle for the stable window and the grace period: back to zero, the process gone.
-    let status = wait_for_revision(&kinetic, "hello-00001", Duration::from_secs(30), |s| {
-        s["ready"] == 0 && s["desired"] == 0
-    })
-    .await;
+    let status = kinetic
+        .wait_for_revision("hello-00001", Duration::from_secs(30), |s| {
+            s["ready"] == 0 && s["desired"] == 0
+        })
+        .await;
     assert_eq!(status["crashes"], 0, "{status}");
     assert!(wait_gone(&[pid], Duration::from_secs(10)).await.is_empty());
     // And from zero again.
@@ -286,7 +261,7 @@ async fn min_scale_keeps_instances_and_a_killed_instance_is_replaced() {
     let pid = body["pid"].as_u64().unwrap();
     // Well past the stable window and the grace period: still one instance.
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let status = revision_status(&kinetic, "warm-00001").await;
+    let status = kinetic.revision_status("warm-00001").await;
     assert_eq!(
         (status["ready"].clone(), status["desired"].clone()),
         (1.into(), 1.into()),
@@ -298,10 +273,11 @@ async fn min_scale_keeps_instances_and_a_killed_instance_is_replaced() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let status = wait_for_revision(&kinetic, "warm-00001", Duration::from_secs(20), |s| {
-        s["crashes"].as_u64() >= Some(1) && s["ready"] == 1
-    })
-    .await;
+    let status = kinetic
+        .wait_for_revision("warm-00001", Duration::from_secs(20), |s| {
+            s["crashes"].as_u64() >= Some(1) && s["ready"] == 1
+        })
+        .await;
     assert!(status["problem"].as_str().is_some(), "{status}");
     let (code, body) = gateway.get(&host("warm"), "/").await;
     assert_eq!(code, 200, "{body}");
@@ -407,7 +383,7 @@ async fn trigger_wakes_a_service_at_zero(engine: Engine) {
     let file = write_yaml(store.dir(), "events.yaml", &yaml);
     let kinetic = up(&store, &[&file], Some(&config));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(revision_status(&kinetic, "eventfn-00001").await["ready"], 0);
+    assert_eq!(kinetic.revision_status("eventfn-00001").await["ready"], 0);
     let client = reqwest::Client::new();
     let status = send_event(
         &client,
@@ -426,7 +402,7 @@ async fn trigger_wakes_a_service_at_zero(engine: Engine) {
             Duration::from_secs(30),
         )
         .await;
-    let status = revision_status(&kinetic, "eventfn-00001").await;
+    let status = kinetic.revision_status("eventfn-00001").await;
     assert_eq!(status["coldStarts"], 1, "{status}");
 }
 
@@ -448,10 +424,9 @@ async fn running_instances(store: &TestStore) -> (Kinetic, Vec<u64>) {
         &service_yaml("pair", &[("min-scale", "2")], "", ""),
     );
     let kinetic = up(store, &[&file], None);
-    wait_for_revision(&kinetic, "pair-00001", Duration::from_secs(20), |s| {
-        s["ready"] == 2
-    })
-    .await;
+    kinetic
+        .wait_for_revision("pair-00001", Duration::from_secs(20), |s| s["ready"] == 2)
+        .await;
     let gateway = Gateway::of(&kinetic);
     let mut pids = std::collections::HashSet::new();
     for _ in 0..50 {
@@ -507,10 +482,11 @@ async fn a_new_revision_that_cannot_start_never_takes_traffic() {
     let broken_file = write_yaml(store.dir(), "broken.yaml", &broken);
     let applied = kinetic.cli(&["apply", "-f", broken_file.to_str().unwrap()]);
     assert!(applied.status.success(), "{applied:?}");
-    wait_for_revision(&kinetic, "roll-00002", Duration::from_secs(20), |s| {
-        s["crashes"].as_u64() >= Some(1)
-    })
-    .await;
+    kinetic
+        .wait_for_revision("roll-00002", Duration::from_secs(20), |s| {
+            s["crashes"].as_u64() >= Some(1)
+        })
+        .await;
     let status = wait_for_service(&kinetic, "roll", Duration::from_secs(5), |s| {
         s["latestCreatedRevision"] == "roll-00002"
     })

@@ -301,6 +301,64 @@ impl Kinetic {
         }
     }
 
+    /// `GET path` of the Service `service` (namespace `default`) through the gateway, routed by
+    /// its host `{service}.default.kinetic.localhost`: the status code and the body, as JSON when
+    /// it is JSON and as a string otherwise.
+    pub async fn gateway_get(&self, service: &str, path: &str) -> (u16, serde_json::Value) {
+        let gateway = self.gateway.expect("kinetic up has a gateway");
+        let response = reqwest::Client::new()
+            .get(format!("http://{gateway}{path}"))
+            .header("host", format!("{service}.default.kinetic.localhost"))
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .expect("the gateway answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    /// The status of the revision `revision` (namespace `default`), as `kinetic get revisions -o
+    /// json` shows it.
+    pub async fn revision_status(&self, revision: &str) -> serde_json::Value {
+        let answer: serde_json::Value = self
+            .api()
+            .get(self.admin(&format!("/api/v1/revisions/default/{revision}")))
+            .send()
+            .await
+            .expect("the admin API answers")
+            .json()
+            .await
+            .expect("a revision as JSON");
+        answer["status"].clone()
+    }
+
+    /// Waits, at most `timeout`, until the revision's status satisfies `done`; panics with the
+    /// last status and kinetic's log when it does not.
+    pub async fn wait_for_revision(
+        &self,
+        revision: &str,
+        timeout: Duration,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.revision_status(revision).await;
+            if done(&status) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "revision {revision} never reached the state; last status {status}\nkinetic log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// [`Kinetic::cli`] from async code (see [`cli_in_place`]).
     pub fn cli_in_place(&self, args: &[&str]) -> std::process::Output {
         tokio::task::block_in_place(|| self.cli(args))

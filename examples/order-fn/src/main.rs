@@ -11,7 +11,8 @@
 //!   `kinetic dlq replay` sends them again.
 //! - Malformed data (not JSON, a field missing) is refused with `422` too.
 //!
-//! It logs one line per order to stdout (`kinetic logs order-fn`).
+//! It logs one line per order to stdout (`kinetic logs order-fn`). It listens on 127.0.0.1, or on
+//! `BIND_ADDRESS` when set (`0.0.0.0` in its container image).
 
 use std::time::Duration;
 
@@ -119,6 +120,9 @@ async fn main() -> std::io::Result<()> {
         post(move |headers: HeaderMap, body: Bytes| handle(settings.clone(), headers, body))
             .get(|| async { "order-fn is ready\n" }),
     );
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    // Loopback by default; `0.0.0.0` in the function's container image, where requests come
+    // through the engine's published port.
+    let host = std::env::var("BIND_ADDRESS").unwrap_or_else(|_| "127.0.0.1".to_owned());
+    let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await?;
     axum::serve(listener, app).await
 }

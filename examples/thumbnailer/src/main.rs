@@ -46,7 +46,7 @@ async fn main() {
         }
     };
     let storage = Storage::from_env(settings.force_path_style).await;
-    let port = settings.port;
+    let address = std::net::SocketAddr::from((settings.bind, settings.port));
     println!(
         "thumbnailer: sizes {:?}, {} → {}{{size}}/, at most {} pixels and {} bytes, {} workers",
         settings.sizes,
@@ -66,14 +66,14 @@ async fn main() {
         .route("/", post(handler::thumbnail))
         .fallback(handler::thumbnail)
         .with_state(function);
-    let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+    let listener = match tokio::net::TcpListener::bind(address).await {
         Ok(listener) => listener,
         Err(error) => {
-            eprintln!("thumbnailer: cannot listen on 127.0.0.1:{port}: {error}");
+            eprintln!("thumbnailer: cannot listen on {address}: {error}");
             std::process::exit(1);
         }
     };
-    println!("thumbnailer: listening on 127.0.0.1:{port}");
+    println!("thumbnailer: listening on {address}");
     // kinetic drains an instance before SIGTERM; events still in flight finish their thumbnails.
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -12,8 +12,11 @@ const MAX_SIZE: u32 = 8192;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    /// `PORT`: where to listen on 127.0.0.1 (kinetic gives every instance its own).
+    /// `PORT`: where to listen (kinetic gives every instance its own).
     pub port: u16,
+    /// `BIND_ADDRESS`: the address to listen on; 127.0.0.1 by default, `0.0.0.0` in the
+    /// function's container image (requests come through the engine's published port).
+    pub bind: std::net::IpAddr,
     /// `THUMBNAIL_SIZES`: longest sides of the thumbnails, ascending, without repeats.
     pub sizes: Vec<u32>,
     /// `THUMBNAIL_SOURCE_PREFIX` and `THUMBNAIL_TARGET_PREFIX`.
@@ -53,6 +56,14 @@ impl Settings {
                 problem: "must be a port number".into(),
             })?,
             None => 8080,
+        };
+        let bind = match read("BIND_ADDRESS") {
+            Some((variable, value)) => value.parse().map_err(|_| SettingsError {
+                variable,
+                value,
+                problem: "must be an IP address, such as 127.0.0.1 or 0.0.0.0".into(),
+            })?,
+            None => std::net::IpAddr::from([127, 0, 0, 1]),
         };
         let sizes = match read("THUMBNAIL_SIZES") {
             Some((variable, value)) => parse_sizes(&value).map_err(|problem| SettingsError {
@@ -109,6 +120,7 @@ impl Settings {
         };
         Ok(Settings {
             port,
+            bind,
             sizes,
             layout: Layout {
                 source_prefix,
@@ -198,6 +210,7 @@ mod tests {
     fn reads_every_variable() {
         let settings = settings(&[
             ("PORT", "9001"),
+            ("BIND_ADDRESS", "0.0.0.0"),
             ("THUMBNAIL_SIZES", " 512, 64,128,64 "),
             ("THUMBNAIL_SOURCE_PREFIX", "in/"),
             ("THUMBNAIL_TARGET_PREFIX", "out/"),
@@ -210,6 +223,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(settings.port, 9001);
+        assert_eq!(settings.bind, std::net::IpAddr::from([0, 0, 0, 0]));
         assert_eq!(settings.sizes, [64, 128, 512]);
         assert_eq!(
             settings.layout.thumbnail_key(64, "in/a.png"),
@@ -227,6 +241,11 @@ mod tests {
     fn mistakes_name_the_variable() {
         for (vars, variable, says) in [
             (vec![("PORT", "http")], "PORT", "port number"),
+            (
+                vec![("BIND_ADDRESS", "localhost")],
+                "BIND_ADDRESS",
+                "must be an IP address",
+            ),
             (
                 vec![("THUMBNAIL_SIZES", "128,big")],
                 "THUMBNAIL_SIZES",
