@@ -385,6 +385,29 @@ async fn containers_of(engine: &Engine, store: &TestStore) -> Vec<String> {
         .collect()
 }
 
+/// How many `kinetic __container-reaper` children `kinetic` has (a child is listed under the
+/// thread that spawned it).
+fn reapers_of(kinetic: &Kinetic) -> usize {
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", kinetic.pid())).expect("kinetic runs");
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|children| {
+            children
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter(|child| {
+            std::fs::read(format!("/proc/{child}/cmdline")).is_ok_and(|cmdline| {
+                cmdline
+                    .split(|b| *b == 0)
+                    .any(|arg| arg == b"__container-reaper")
+            })
+        })
+        .count()
+}
+
 /// A request through the gateway; a 404 (the Service's route appears with the serving
 /// controller's first pass after start) is tried again for up to 10 s.
 async fn get_when_routed(kinetic: &Kinetic, service: &str, path: &str) -> (u16, serde_json::Value) {
@@ -427,9 +450,15 @@ async fn an_image_only_service_scales_from_zero_as_a_container_and_back() {
         containers_of(&engine, &store).await.is_empty(),
         "nothing runs before a request"
     );
+    assert_eq!(reapers_of(&kinetic), 0, "no reaper before a container");
 
     let (code, body) = get_when_routed(&kinetic, "hello", "/env").await;
     assert_eq!(code, 200, "{body}\n{}", kinetic.log());
+    assert_eq!(
+        reapers_of(&kinetic),
+        1,
+        "the first container starts the reaper"
+    );
     let env = body["env"].as_object().expect("hello-fn's environment");
     assert_eq!(env["TARGET"], "containers", "{body}");
     assert_eq!(env["K_REVISION"], "hello-00001", "{body}");
