@@ -26,6 +26,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
+use kinetic_api::Kind;
 use kinetic_store::{
     DeadLetter, DeadLetterFilter, DeadLetterSelection, Store, StoredResource, TriggerRef,
 };
@@ -208,38 +209,18 @@ async fn apply_documents(
     Ok(axum::Json(json!({ "applied": applied })).into_response())
 }
 
-/// `brokers` → `Broker`, `triggers` → `Trigger` (singular and capitalised forms accepted too); the
-/// source kinds by their registry ([`kinetic_api::sources::SOURCE_KINDS`]).
-pub fn kind_of(plural: &str) -> Option<&'static str> {
-    match plural.to_ascii_lowercase().as_str() {
-        "brokers" | "broker" => Some("Broker"),
-        "triggers" | "trigger" => Some("Trigger"),
-        "services" | "service" | "ksvc" => Some("Service"),
-        "revisions" | "revision" | "rev" => Some("Revision"),
-        "configmaps" | "configmap" => Some("ConfigMap"),
-        "eventpolicies" | "eventpolicy" => Some("EventPolicy"),
-        other => kinetic_api::sources::source_kind(other).map(|k| k.kind),
-    }
-}
-
 /// The resource types `kinetic get` and `/api/v1/{type}` accept, for hints.
 pub fn resource_types() -> String {
-    let mut types = vec![
-        "brokers",
-        "triggers",
-        "services",
-        "revisions",
-        "configmaps",
-        "eventpolicies",
-        "sources",
-    ];
-    types.extend(kinetic_api::sources::SOURCE_KINDS.iter().map(|k| k.plural));
+    let mut types: Vec<&str> = Kind::ALL.iter().map(|k| k.plural()).collect();
+    types.push("sources");
     let last = types.pop().unwrap_or_default();
     format!("{} or {last}", types.join(", "))
 }
 
-fn require_kind(plural: &str) -> Result<&'static str, ApiError> {
-    kind_of(plural).ok_or_else(|| {
+/// The kind a user names (`brokers`, `trigger`, `ksvc`, …; see [`Kind::named`]), or a 404 that lists
+/// the types there are.
+fn require_kind(plural: &str) -> Result<Kind, ApiError> {
+    Kind::named(plural).ok_or_else(|| {
         not_found(format!(
             "unknown resource type `{plural}`; use {}",
             resource_types()
@@ -260,7 +241,7 @@ async fn list(
     let kind = require_kind(&plural)?;
     let items = state
         .store
-        .list_resources(kind, query.namespace.as_deref())
+        .list_resources(kind.as_str(), query.namespace.as_deref())
         .await?;
     let mut listed = Vec::with_capacity(items.len());
     for stored in items {
@@ -526,7 +507,10 @@ async fn get_one(
     Path((plural, namespace, name)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
     let kind = require_kind(&plural)?;
-    let stored = state.store.get_resource(kind, &namespace, &name).await?;
+    let stored = state
+        .store
+        .get_resource(kind.as_str(), &namespace, &name)
+        .await?;
     let stored =
         stored.ok_or_else(|| not_found(format!("{kind} {namespace}/{name} does not exist")))?;
     Ok(axum::Json(shown(&state, stored).await?).into_response())
@@ -537,16 +521,16 @@ async fn delete_one(
     Path((plural, namespace, name)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
     let kind = require_kind(&plural)?;
-    if kind == "Revision" {
+    if kind == Kind::Revision {
         return Err(bad_request(
             "revisions go with their Service; delete the Service, or stop routing traffic to the revision".to_owned(),
         ));
     }
     if apply::delete(&state.store, kind, &namespace, &name).await? {
-        Ok(
-            axum::Json(json!({"deleted": {"kind": kind, "namespace": namespace, "name": name}}))
-                .into_response(),
+        Ok(axum::Json(
+            json!({"deleted": {"kind": kind.as_str(), "namespace": namespace, "name": name}}),
         )
+        .into_response())
     } else {
         Err(not_found(format!(
             "{kind} {namespace}/{name} does not exist"

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kinetic_api::{Resource, ResourceKey, Revision};
+use kinetic_api::{Kind, Resource, ResourceKey, Revision};
 use kinetic_serving::autoscaler::Defaults;
 use kinetic_serving::revision::{self, Next};
 use kinetic_serving::runtime::ExecAllow;
@@ -198,13 +198,13 @@ pub async fn apply(
         } = resource.key();
         let previous_broker = match resource {
             Resource::Trigger(_) => store
-                .get_resource(&kind, &namespace, &name)
+                .get_resource(kind.as_str(), &namespace, &name)
                 .await?
                 .and_then(|r| r.body.pointer("/spec/broker")?.as_str().map(str::to_owned)),
             _ => None,
         };
         let (outcome, stored) = store
-            .apply_resource(&kind, &namespace, &name, &resource.to_json(), now)
+            .apply_resource(kind.as_str(), &namespace, &name, &resource.to_json(), now)
             .await?;
         if let Resource::Service(service) = resource {
             let existing = stored_revisions(store, &namespace).await?;
@@ -212,10 +212,16 @@ pub async fn apply(
             if let Ok(Next::Create(revision)) = revision::next(service, &existing) {
                 let body = serde_json::to_value(&*revision).unwrap_or_default();
                 store
-                    .apply_resource("Revision", &namespace, &revision.metadata.name, &body, now)
+                    .apply_resource(
+                        Kind::Revision.as_str(),
+                        &namespace,
+                        &revision.metadata.name,
+                        &body,
+                        now,
+                    )
                     .await?;
                 applied.push(Applied {
-                    kind: "Revision".to_owned(),
+                    kind: Kind::Revision.as_str().to_owned(),
                     namespace: namespace.clone(),
                     name: revision.metadata.name.clone(),
                     outcome: "created".to_owned(),
@@ -226,7 +232,7 @@ pub async fn apply(
                 for gone in revision::collectable(service, &all, revision::KEPT_UNROUTED) {
                     if store.delete_resource("Revision", &namespace, &gone).await? {
                         applied.push(Applied {
-                            kind: "Revision".to_owned(),
+                            kind: Kind::Revision.as_str().to_owned(),
                             namespace: namespace.clone(),
                             name: gone,
                             outcome: "deleted".to_owned(),
@@ -248,7 +254,7 @@ pub async fn apply(
             }
         }
         applied.push(Applied {
-            kind,
+            kind: kind.as_str().to_owned(),
             namespace,
             name,
             outcome: match outcome {
@@ -265,22 +271,24 @@ pub async fn apply(
 /// Deletes a resource; a trigger's cursor and pending deliveries go with it (its dead letters stay).
 pub async fn delete(
     store: &Arc<dyn Store>,
-    kind: &str,
+    kind: Kind,
     namespace: &str,
     name: &str,
 ) -> Result<bool, kinetic_store::Error> {
-    let existing = store.get_resource(kind, namespace, name).await?;
-    let deleted = store.delete_resource(kind, namespace, name).await?;
+    let existing = store.get_resource(kind.as_str(), namespace, name).await?;
+    let deleted = store
+        .delete_resource(kind.as_str(), namespace, name)
+        .await?;
     if deleted
-        && kind == "Trigger"
+        && kind == Kind::Trigger
         && let Some(existing) = existing
     {
         kinetic_triggers::lifecycle::deleted(&**store, &existing.uid, namespace, name).await?;
     }
-    if deleted && kinetic_api::sources::source_kind(kind).is_some() {
-        kinetic_sources::forget(&**store, kind, namespace, name).await?;
+    if deleted && kind.is_source() {
+        kinetic_sources::forget(&**store, kind.as_str(), namespace, name).await?;
     }
-    if deleted && kind == "Service" {
+    if deleted && kind == Kind::Service {
         for revision in stored_revisions(store, namespace).await? {
             if revision.service() == name {
                 store

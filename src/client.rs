@@ -220,7 +220,7 @@ pub async fn get(
     if matches!(kind, "sources" | "source") {
         return sources(server, namespace, output).await;
     }
-    let Some(kind_name) = crate::api::kind_of(kind) else {
+    let Some(kind_name) = kinetic_api::Kind::named(kind) else {
         bail!(
             "unknown resource type `{kind}`; use {}",
             crate::api::resource_types()
@@ -289,7 +289,7 @@ pub async fn get(
                             .unwrap_or_default()
                     };
                     match kind_name {
-                        "Service" => vec![
+                        kinetic_api::Kind::Service => vec![
                             namespace.clone(),
                             name.clone(),
                             text("/status/url"),
@@ -309,7 +309,7 @@ pub async fn get(
                                 _ => "Unknown".to_owned(),
                             },
                         ],
-                        "Revision" => vec![
+                        kinetic_api::Kind::Revision => vec![
                             namespace.clone(),
                             name.clone(),
                             text("/metadata/labels/serving.knative.dev~1service"),
@@ -321,7 +321,7 @@ pub async fn get(
                             text("/status/problem"),
                             revision_conditions(item),
                         ],
-                        "Broker" => vec![
+                        kinetic_api::Kind::Broker => vec![
                             namespace.clone(),
                             name.clone(),
                             format!("/{namespace}/{name}"),
@@ -336,7 +336,7 @@ pub async fn get(
                                 })
                                 .unwrap_or_default(),
                         ],
-                        "EventPolicy" => vec![
+                        kinetic_api::Kind::EventPolicy => vec![
                             namespace.clone(),
                             name.clone(),
                             item.pointer("/status/from")
@@ -380,10 +380,14 @@ pub async fn get(
                 })
                 .collect();
             let header: &[&str] = match kind_name {
-                "Broker" => &["NAMESPACE", "NAME", "INGRESS PATH", "AUDIENCE", "POLICIES"],
-                "EventPolicy" => &["NAMESPACE", "NAME", "FROM"],
-                "Service" => &["NAMESPACE", "NAME", "URL", "LATEST", "TRAFFIC", "READY"],
-                "Revision" => &[
+                kinetic_api::Kind::Broker => {
+                    &["NAMESPACE", "NAME", "INGRESS PATH", "AUDIENCE", "POLICIES"]
+                }
+                kinetic_api::Kind::EventPolicy => &["NAMESPACE", "NAME", "FROM"],
+                kinetic_api::Kind::Service => {
+                    &["NAMESPACE", "NAME", "URL", "LATEST", "TRAFFIC", "READY"]
+                }
+                kinetic_api::Kind::Revision => &[
                     "NAMESPACE",
                     "NAME",
                     "SERVICE",
@@ -398,7 +402,7 @@ pub async fn get(
                 _ => &["NAMESPACE", "NAME", "BROKER", "SUBSCRIBER", "READY"],
             };
             print_table(header, &rows);
-            if kind_name == "Trigger" {
+            if kind_name == kinetic_api::Kind::Trigger {
                 print_trigger_problems(&items);
             }
         }
@@ -480,7 +484,7 @@ pub async fn delete(
     name: Option<&str>,
     namespace: &str,
 ) -> anyhow::Result<()> {
-    let mut targets: Vec<(String, String, String)> = Vec::new();
+    let mut targets: Vec<(kinetic_api::Kind, String, String)> = Vec::new();
     for file in apply::expand_paths(files)? {
         let name = file.display().to_string();
         let text = std::fs::read_to_string(&file).with_context(|| format!("reading {name}"))?;
@@ -488,23 +492,18 @@ pub async fn delete(
             kinetic_api::parse_documents(&name, &text).map_err(|e| anyhow::anyhow!("{e}"))?
         {
             let key = resource.key();
-            targets.push((
-                format!("{}s", key.kind.to_lowercase()),
-                key.namespace,
-                key.name,
-            ));
+            targets.push((key.kind, key.namespace, key.name));
         }
     }
     match (kind, name) {
         (Some(kind), Some(name)) => {
-            let plural = crate::api::kind_of(kind).map(|k| format!("{}s", k.to_lowercase()));
-            let plural = plural.ok_or_else(|| {
+            let named = kinetic_api::Kind::named(kind).ok_or_else(|| {
                 anyhow::anyhow!(
                     "unknown resource type `{kind}`; use {}",
                     crate::api::resource_types()
                 )
             })?;
-            targets.push((plural, namespace.to_owned(), name.to_owned()));
+            targets.push((named, namespace.to_owned(), name.to_owned()));
         }
         (None, None) => {}
         _ => bail!("give KIND and NAME (e.g. `kinetic delete trigger orders`) or -f FILE"),
@@ -513,7 +512,8 @@ pub async fn delete(
         bail!("nothing to delete: give -f FILE or KIND NAME");
     }
     let client = server.client()?;
-    for (plural, namespace, name) in targets {
+    for (kind, namespace, name) in targets {
+        let plural = kind.plural();
         call(
             &server.server,
             client.delete(server.url(&format!("/api/v1/{plural}/{namespace}/{name}"))),
@@ -521,7 +521,7 @@ pub async fn delete(
         .await?;
         println!(
             "{} {namespace}/{name} deleted",
-            plural.trim_end_matches('s')
+            kind.as_str().to_ascii_lowercase()
         );
     }
     Ok(())

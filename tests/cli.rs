@@ -449,6 +449,19 @@ async fn get_delete_and_send() {
         .unwrap();
         assert_eq!(left, json!([]), "{kind}");
     }
+    // Every kind is deleted by file under its own plural (`eventpolicies`, not `eventpolicys`).
+    let policy = write_yaml(
+        store.dir(),
+        "policy.yaml",
+        "apiVersion: eventing.knative.dev/v1alpha1\nkind: EventPolicy\nmetadata: {name: senders}\nspec:\n  from:\n    - sub: system:serviceaccount:default:sender\n",
+    );
+    let policy = policy.to_str().unwrap();
+    ok(&at(&["apply", "-f", policy], &server, &state));
+    let deleted = ok(&at(&["delete", "-f", policy], &server, &state));
+    assert!(
+        deleted.contains("eventpolicy default/senders deleted"),
+        "{deleted}"
+    );
 }
 
 /// A loopback port this test holds, so a `kinetic up` that binds before failing shows it (it fails

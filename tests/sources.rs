@@ -324,10 +324,10 @@ spec:
     let before = kinetic_store::open(&store.url).await.unwrap();
     for resource in kinetic_api::parse_documents("ping.yaml", &yaml).unwrap() {
         let key = resource.key();
-        if key.kind == "PingSource" {
+        if key.kind == kinetic_api::Kind::PingSource {
             before
                 .apply_resource(
-                    &key.kind,
+                    key.kind.as_str(),
                     &key.namespace,
                     &key.name,
                     &resource.to_json(),

@@ -14,6 +14,7 @@ pub mod duration;
 pub mod error;
 pub mod event;
 pub mod eventing;
+pub mod kind;
 pub mod meta;
 pub mod policy;
 pub mod quantity;
@@ -25,6 +26,7 @@ pub mod sources;
 
 pub use error::{Error, Result};
 pub use eventing::{Broker, DeliverySpec, Trigger};
+pub use kind::Kind;
 pub use meta::{Destination, KReference, ObjectMeta};
 pub use resource::{Resource, ResourceKey, parse_documents};
 pub use serving::{Revision, Service};

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::eventing::{EVENTING_API_VERSION, SubscriptionsApiFilter};
+use crate::kind::Kind;
 use crate::meta::{ObjectMeta, validate_dns_label};
-use crate::sources::SOURCE_KINDS;
 
 pub const POLICY_API_VERSION: &str = "eventing.knative.dev/v1alpha1";
 
@@ -244,9 +244,9 @@ impl EventPolicy {
                     }
                 }
                 (Some(reference), None) => {
-                    let known = SOURCE_KINDS
+                    let known = Kind::SOURCES
                         .iter()
-                        .map(|k| (k.api_version, k.kind))
+                        .map(|k| (k.api_version(), k.as_str()))
                         .chain([(EVENTING_API_VERSION, "Trigger")]);
                     let found = known.clone().find(|(_, k)| *k == reference.kind);
                     match found {

@@ -3,12 +3,13 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::core::{CORE_API_VERSION, ConfigMap};
+use crate::core::ConfigMap;
 use crate::error::{Error, join_path};
 use crate::eventing::{Broker, EVENTING_API_VERSION, Trigger};
-use crate::policy::{EventPolicy, POLICY_API_VERSION};
-use crate::serving::{SERVING_API_VERSION, Service};
-use crate::sources::{KafkaSource, PingSource, S3Source, SOURCE_KINDS, WebhookSource};
+use crate::kind::Kind;
+use crate::policy::EventPolicy;
+use crate::serving::Service;
+use crate::sources::{KafkaSource, PingSource, S3Source, WebhookSource};
 
 /// Every kind of resource kinetic accepts.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,27 +25,18 @@ pub enum Resource {
     EventPolicy(EventPolicy),
 }
 
-/// The kinds accepted besides the sources, as `(apiVersion, kind)`.
-const CORE_KINDS: &[(&str, &str)] = &[
-    (EVENTING_API_VERSION, "Broker"),
-    (EVENTING_API_VERSION, "Trigger"),
-    (SERVING_API_VERSION, "Service"),
-    (CORE_API_VERSION, "ConfigMap"),
-    (POLICY_API_VERSION, "EventPolicy"),
-];
-
-/// Every kind accepted, as `(apiVersion, kind)`: [`CORE_KINDS`] and the [`SOURCE_KINDS`].
+/// Every kind a user may apply, as `(apiVersion, kind)`: all but Revisions, which kinetic writes.
 pub fn kinds() -> impl Iterator<Item = (&'static str, &'static str)> {
-    CORE_KINDS
+    Kind::ALL
         .iter()
-        .copied()
-        .chain(SOURCE_KINDS.iter().map(|k| (k.api_version, k.kind)))
+        .filter(|k| **k != Kind::Revision)
+        .map(|k| (k.api_version(), k.as_str()))
 }
 
 /// The identity of a resource: kind, namespace and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ResourceKey {
-    pub kind: String,
+    pub kind: Kind,
     pub namespace: String,
     pub name: String,
 }
@@ -58,18 +50,18 @@ impl std::fmt::Display for ResourceKey {
 impl Resource {
     pub fn key(&self) -> ResourceKey {
         let (kind, meta) = match self {
-            Resource::Broker(b) => ("Broker", &b.metadata),
-            Resource::Trigger(t) => ("Trigger", &t.metadata),
-            Resource::Service(s) => ("Service", &s.metadata),
-            Resource::S3Source(s) => ("S3Source", &s.metadata),
-            Resource::WebhookSource(s) => ("WebhookSource", &s.metadata),
-            Resource::PingSource(s) => ("PingSource", &s.metadata),
-            Resource::KafkaSource(s) => ("KafkaSource", &s.metadata),
-            Resource::ConfigMap(c) => ("ConfigMap", &c.metadata),
-            Resource::EventPolicy(p) => ("EventPolicy", &p.metadata),
+            Resource::Broker(b) => (Kind::Broker, &b.metadata),
+            Resource::Trigger(t) => (Kind::Trigger, &t.metadata),
+            Resource::Service(s) => (Kind::Service, &s.metadata),
+            Resource::S3Source(s) => (Kind::S3Source, &s.metadata),
+            Resource::WebhookSource(s) => (Kind::WebhookSource, &s.metadata),
+            Resource::PingSource(s) => (Kind::PingSource, &s.metadata),
+            Resource::KafkaSource(s) => (Kind::KafkaSource, &s.metadata),
+            Resource::ConfigMap(c) => (Kind::ConfigMap, &c.metadata),
+            Resource::EventPolicy(p) => (Kind::EventPolicy, &p.metadata),
         };
         ResourceKey {
-            kind: kind.to_owned(),
+            kind,
             namespace: meta.namespace.clone(),
             name: meta.name.clone(),
         }

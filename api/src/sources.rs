@@ -40,54 +40,6 @@ pub const SOURCES_API_VERSION: &str = "sources.kinetic.dev/v1alpha1";
 /// apiVersion of Knative's source kinds (PingSource).
 pub const KNATIVE_SOURCES_API_VERSION: &str = "sources.knative.dev/v1";
 
-/// A source kind kinetic runs: its `apiVersion` and `kind`, and the name the CLI and the HTTP API
-/// use for it (`kinetic get pingsources`, `/api/v1/pingsources`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SourceKind {
-    pub api_version: &'static str,
-    pub kind: &'static str,
-    /// Lower case and plural.
-    pub plural: &'static str,
-}
-
-/// Every source kind: the one list that resource parsing, the HTTP API, the CLI and `kinetic get
-/// sources` read. A new kind is added here, then given its spec (this module), its parsing arm
-/// ([`crate::resource`]), its task (`kinetic-sources`' controller) and, if it keeps state in the
-/// store, its entry in `kinetic_sources::forget`.
-pub const SOURCE_KINDS: &[SourceKind] = &[
-    SourceKind {
-        api_version: SOURCES_API_VERSION,
-        kind: "S3Source",
-        plural: "s3sources",
-    },
-    SourceKind {
-        api_version: SOURCES_API_VERSION,
-        kind: "WebhookSource",
-        plural: "webhooksources",
-    },
-    SourceKind {
-        api_version: KNATIVE_SOURCES_API_VERSION,
-        kind: "PingSource",
-        plural: "pingsources",
-    },
-    SourceKind {
-        api_version: KAFKA_SOURCES_API_VERSION,
-        kind: "KafkaSource",
-        plural: "kafkasources",
-    },
-];
-
-/// The source kind named `name`: its kind, plural or singular, in any case (`PingSource`,
-/// `pingsources`, `pingsource`).
-pub fn source_kind(name: &str) -> Option<&'static SourceKind> {
-    let name = name.to_ascii_lowercase();
-    SOURCE_KINDS.iter().find(|k| {
-        k.kind.eq_ignore_ascii_case(&name)
-            || k.plural == name
-            || k.plural.strip_suffix('s') == Some(name.as_str())
-    })
-}
-
 /// CloudEvents attributes a `ceOverrides` extension may not replace.
 pub const RESERVED_ATTRIBUTES: &[&str] = &[
     "specversion",
@@ -293,41 +245,39 @@ pub(crate) fn validate_common(
 
 #[cfg(test)]
 mod tests {
-    use super::{SOURCE_KINDS, source_kind};
+    use crate::kind::Kind;
     use crate::resource::{Resource, parse_documents};
 
     #[test]
     fn the_registry_names_every_source_kind_the_parser_accepts() {
-        for name in ["PingSource", "pingsources", "pingsource", "PINGSOURCES"] {
+        for &kind in Kind::SOURCES {
             assert_eq!(
-                source_kind(name).map(|k| k.kind),
-                Some("PingSource"),
-                "{name}"
+                kind.plural(),
+                format!("{}s", kind.as_str().to_ascii_lowercase())
             );
-        }
-        assert_eq!(source_kind("s3source").map(|k| k.kind), Some("S3Source"));
-        assert_eq!(source_kind("Broker"), None);
-        assert_eq!(source_kind("sources"), None);
-        for kind in SOURCE_KINDS {
-            assert_eq!(kind.plural, format!("{}s", kind.kind.to_ascii_lowercase()));
             // Known to the parser under its apiVersion: what is wrong is the missing spec, not the
             // kind or the version.
             let text = format!(
                 "apiVersion: {}\nkind: {}\nmetadata: {{name: x}}\n",
-                kind.api_version, kind.kind
+                kind.api_version(),
+                kind.as_str()
             );
             let error = parse_documents("k.yaml", &text).unwrap_err().to_string();
             assert!(
                 !error.contains("is not known") && !error.contains("does not serve"),
                 "{}: {error}",
-                kind.kind
+                kind.as_str()
             );
             let wrong = format!(
                 "apiVersion: example.com/v1\nkind: {}\nmetadata: {{name: x}}\n",
-                kind.kind
+                kind.as_str()
             );
             let error = parse_documents("k.yaml", &wrong).unwrap_err().to_string();
-            assert!(error.contains(kind.api_version), "{}: {error}", kind.kind);
+            assert!(
+                error.contains(kind.api_version()),
+                "{}: {error}",
+                kind.as_str()
+            );
         }
     }
 
@@ -407,7 +357,7 @@ spec:
             panic!("not a WebhookSource")
         };
         assert_eq!(webhook.metadata.namespace, "default");
-        assert_eq!(resources[1].key().kind, "WebhookSource");
+        assert_eq!(resources[1].key().kind, crate::Kind::WebhookSource);
         let Resource::PingSource(ping) = &resources[2] else {
             panic!("not a PingSource")
         };

@@ -205,10 +205,8 @@ impl Sources {
         sink: &Destination,
     ) -> Result<Target, String> {
         let (url, audience) = (self.resolve)(sink, namespace)?;
-        let api_version = kinetic_api::sources::SOURCE_KINDS
-            .iter()
-            .find(|k| k.kind == kind)
-            .map(|k| k.api_version)
+        let api_version = kinetic_api::Kind::of(kind)
+            .map(kinetic_api::Kind::api_version)
             .unwrap_or_default();
         Ok(Target {
             url,

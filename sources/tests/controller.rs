@@ -69,7 +69,7 @@ impl World {
             let key = resource.key();
             self.store
                 .apply_resource(
-                    &key.kind,
+                    key.kind.as_str(),
                     &key.namespace,
                     &key.name,
                     &resource.to_json(),

@@ -424,7 +424,7 @@ spec:
             Some(SaslType::Mechanism(SaslMechanism::ScramSha512))
         );
         let resource = Resource::KafkaSource(source);
-        assert_eq!(resource.key().kind, "KafkaSource");
+        assert_eq!(resource.key().kind, crate::Kind::KafkaSource);
         let again = Resource::from_value(resource.to_json()).expect("round trip");
         assert_eq!(again, resource);
     }

@@ -4,7 +4,7 @@
 //! S3Source its bucket notifies). The controller does the rest for every kind alike: starting,
 //! restarting on a new generation, stopping, status, routes.
 //!
-//! Adding a kind: its spec in `kinetic_api::sources` (with its entry in `SOURCE_KINDS`), then a
+//! Adding a kind: its spec in `kinetic_api::sources` (with its entry in `kinetic_api::Kind::SOURCES`), then a
 //! module here with a [`Kind`], listed in [`registry`].
 
 use std::future::Future;
@@ -22,7 +22,7 @@ use crate::sink::Target;
 
 /// A source kind the controller runs.
 pub(crate) trait Kind: Send + Sync + 'static {
-    /// Its `kind`, as in `kinetic_api::sources::SOURCE_KINDS`.
+    /// Its `kind`, as in `kinetic_api::Kind::SOURCES`.
     fn kind(&self) -> &'static str;
 
     /// Reads a stored source and readies what runs it, with its sink resolved
@@ -131,9 +131,9 @@ mod tests {
     #[test]
     fn every_source_kind_of_the_api_runs_and_nothing_else() {
         let mut running: Vec<&str> = registry().iter().map(|k| k.kind()).collect();
-        let mut listed: Vec<&str> = kinetic_api::sources::SOURCE_KINDS
+        let mut listed: Vec<&str> = kinetic_api::Kind::SOURCES
             .iter()
-            .map(|k| k.kind)
+            .map(|k| k.as_str())
             .collect();
         running.sort_unstable();
         listed.sort_unstable();
