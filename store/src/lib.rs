@@ -116,6 +116,9 @@ pub trait Resources {
         kind: &str,
         namespace: Option<&str>,
     ) -> Result<Vec<StoredResource>>;
+    /// Every resource of every kind, ordered by kind, namespace and name: one read for a whole
+    /// snapshot of what exists.
+    async fn all_resources(&self) -> Result<Vec<StoredResource>>;
     /// Deletes a resource; `false` when it did not exist. Deleting a Trigger's resource does not touch
     /// its cursor; call [`Deliveries::drop_trigger`] for that.
     async fn delete_resource(&self, kind: &str, namespace: &str, name: &str) -> Result<bool>;

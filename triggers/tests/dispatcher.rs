@@ -41,7 +41,13 @@ async fn apply(store: &Arc<dyn Store>, yaml: &str) {
     for resource in kinetic_api::parse_documents("resources.yaml", yaml).unwrap() {
         let key = resource.key();
         let (_, stored) = store
-            .apply_resource(key.kind.as_str(), &key.namespace, &key.name, &resource.to_json(), 0)
+            .apply_resource(
+                key.kind.as_str(),
+                &key.namespace,
+                &key.name,
+                &resource.to_json(),
+                0,
+            )
             .await
             .unwrap();
         if let kinetic_api::Resource::Trigger(trigger) = &resource {

@@ -147,6 +147,19 @@ impl Resources for PostgresStore {
         .collect()
     }
 
+    async fn all_resources(&self) -> Result<Vec<StoredResource>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM resources ORDER BY kind COLLATE \"C\", namespace COLLATE \"C\", name COLLATE \"C\""
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(decode)
+        .collect()
+    }
+
     async fn delete_resource(&self, kind: &str, namespace: &str, name: &str) -> Result<bool> {
         let deleted =
             sqlx::query("DELETE FROM resources WHERE kind = $1 AND namespace = $2 AND name = $3")

@@ -137,6 +137,19 @@ impl Resources for SqliteStore {
         .collect()
     }
 
+    async fn all_resources(&self) -> Result<Vec<StoredResource>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM resources ORDER BY kind, namespace, name"
+        ))
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(decode)
+        .collect()
+    }
+
     async fn delete_resource(&self, kind: &str, namespace: &str, name: &str) -> Result<bool> {
         let mut tx = self.write().await?;
         let deleted =

@@ -95,6 +95,21 @@ pub async fn list_get_and_delete(store: Arc<dyn Store>) -> anyhow::Result<()> {
             .is_empty()
     );
     assert!(store.list_resources("Service", None).await?.is_empty());
+    let every: Vec<String> = store
+        .all_resources()
+        .await?
+        .into_iter()
+        .map(|r| format!("{} {}/{}", r.kind, r.namespace, r.name))
+        .collect();
+    assert_eq!(
+        every,
+        [
+            "Broker team-a/alpha",
+            "Broker team-a/zeta",
+            "Broker team-b/default",
+            "Trigger team-a/alpha"
+        ]
+    );
 
     let (_, before) = store
         .apply_resource("Broker", "team-a", "alpha", &json!({"name": "alpha"}), T0)
