@@ -48,6 +48,9 @@ pub struct ApiState {
     pub triggers: Option<kinetic_triggers::plan::ProblemTable>,
     /// kinetic's own token issuer; present in processes that serve brokers.
     pub issuer: Option<Arc<kinetic_auth::Issuer>>,
+    /// The resources as this process's components read them: told to read again after every
+    /// change made here, so they act on it at once.
+    pub resources: kinetic_resources::Watch,
 }
 
 /// `/healthz` and `/readyz`, for the public listener (and the dispatcher's).
@@ -206,6 +209,7 @@ async fn apply_documents(
         ));
     }
     let applied = apply::apply(&state.store, &resources).await?;
+    state.resources.refresh();
     Ok(axum::Json(json!({ "applied": applied })).into_response())
 }
 
@@ -526,7 +530,9 @@ async fn delete_one(
             "revisions go with their Service; delete the Service, or stop routing traffic to the revision".to_owned(),
         ));
     }
-    if apply::delete(&state.store, kind, &namespace, &name).await? {
+    let deleted = apply::delete(&state.store, kind, &namespace, &name).await?;
+    state.resources.refresh();
+    if deleted {
         Ok(axum::Json(
             json!({"deleted": {"kind": kind.as_str(), "namespace": namespace, "name": name}}),
         )

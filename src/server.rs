@@ -331,8 +331,30 @@ async fn drain(committer_tasks: Vec<tokio::task::JoinHandle<()>>) {
     }
 }
 
-/// kinetic's issuer and the brokers' gate (EventPolicy, tokens), with the policies read once
-/// before anything is served and then every second.
+/// The resources as this process's components read them: read once now (a store that cannot be
+/// read fails the start), then every second and at once after a change made here, until `cancel`.
+async fn watch_resources(
+    store: &Arc<dyn Store>,
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+) -> anyhow::Result<kinetic_resources::Watch> {
+    let (feed, watch) = kinetic_resources::channel();
+    let first = store
+        .all_resources()
+        .await
+        .context("reading the resources")?;
+    feed.publish(kinetic_resources::Snapshot::new(first));
+    tracker.spawn(kinetic_resources::poll(
+        store.clone(),
+        feed,
+        Duration::from_secs(1),
+        cancel.clone(),
+    ));
+    Ok(watch)
+}
+
+/// kinetic's issuer and the brokers' gate (EventPolicy, tokens), with the policies of the resource
+/// snapshot read before anything is served, then of every new one.
 struct Auth {
     issuer: Arc<kinetic_auth::Issuer>,
     gate: Arc<kinetic_auth::Gate>,
@@ -342,7 +364,7 @@ async fn auth(
     settings: &AuthSettings,
     state_dir: &std::path::Path,
     public_url: &str,
-    store: &Arc<dyn Store>,
+    resources: &kinetic_resources::Watch,
     tracker: &TaskTracker,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Auth> {
@@ -367,13 +389,7 @@ async fn auth(
         tracing::warn!(%error, "An issuer's keys could not be read yet; tokens it signed are refused until they can.");
     }
     let gate = Arc::new(kinetic_auth::Gate::new(Arc::new(verifier), settings.mode()));
-    gate.refresh(store.as_ref())
-        .await
-        .context("reading EventPolicies")?;
-    tracker.spawn(
-        gate.clone()
-            .run(store.clone(), Duration::from_secs(1), cancel.clone()),
-    );
+    tracker.spawn(gate.clone().run(resources.clone(), cancel.clone()));
     Ok(Auth { issuer, gate })
 }
 
@@ -395,6 +411,7 @@ fn discovery_router(issuer: Arc<kinetic_auth::Issuer>) -> axum::Router {
 #[allow(clippy::too_many_arguments)] // The pieces an ingress is made of, each from its owner.
 fn ingress(
     store: &Arc<dyn Store>,
+    resources: &kinetic_resources::Watch,
     kafka: Arc<KafkaLog>,
     settings: &IngressSettings,
     registry: &mut Registry,
@@ -416,11 +433,7 @@ fn ingress(
     let (kafka, kafka_task) = Committer::start(kafka, settings.dedupe_window, produced, commits);
     let committer_tasks = vec![committer_task, kafka_task];
     let directory = BrokerDirectory::new(store.clone());
-    tracker.spawn(
-        directory
-            .clone()
-            .run(Duration::from_secs(1), cancel.clone()),
-    );
+    tracker.spawn(directory.clone().run(resources.clone(), cancel.clone()));
     let router = kinetic_broker::router(
         IngressConfig {
             max_body_bytes: settings.max_body_bytes,
@@ -508,6 +521,7 @@ fn source_sink(
 
 fn dispatcher(
     store: &Arc<dyn Store>,
+    resources: &kinetic_resources::Watch,
     logs: DispatcherLogs,
     config: kinetic_triggers::Config,
     registry: &mut Registry,
@@ -516,6 +530,7 @@ fn dispatcher(
     let metrics = kinetic_triggers::metrics::Metrics::new(registry);
     kinetic_triggers::Dispatcher::new(
         store.clone(),
+        resources.clone(),
         config,
         metrics,
         committed,
@@ -653,11 +668,12 @@ pub async fn up(
     let mut registry = Registry::default();
     let (committed, _) = watch::channel(0u64);
     let kafka = kafka_log(&kafka_settings, &store_handle, &egress_settings);
+    let watch = watch_resources(&store_handle, &tracker, &cancel).await?;
     let auth = auth(
         &auth_settings,
         &state_dir,
         &base_url,
-        &store_handle,
+        &watch,
         &tracker,
         &cancel,
     )
@@ -668,6 +684,7 @@ pub async fn up(
         committer_tasks,
     } = ingress(
         &store_handle,
+        &watch,
         kafka.clone(),
         &ingress_settings,
         &mut registry,
@@ -687,6 +704,7 @@ pub async fn up(
     let feed = committer.clone();
     let dispatcher = dispatcher(
         &store_handle,
+        &watch,
         DispatcherLogs {
             kafka,
             replies: committer,
@@ -710,6 +728,7 @@ pub async fn up(
     drop(feed);
     let sources = kinetic_sources::Sources::new(
         store_handle.clone(),
+        watch.clone(),
         source_sink(&resolver, &egress_settings, auth.issuer.clone())?,
         Arc::new(move |destination, namespace| {
             let url = resolver.resolve(destination, namespace)?;
@@ -723,7 +742,7 @@ pub async fn up(
     )
     .map_err(|e| anyhow::anyhow!("sources: {e}"))?;
     let serving = serving(
-        &store_handle,
+        &watch,
         &serving_settings,
         checks.clone(),
         containers,
@@ -739,6 +758,7 @@ pub async fn up(
         sources: Some(sources.clone()),
         triggers: Some(dispatcher.problems()),
         issuer: Some(auth.issuer.clone()),
+        resources: watch.clone(),
     };
     let router = ingress_router
         .merge(api::health_router(api_state.clone()))
@@ -773,6 +793,7 @@ pub async fn up(
     if !files.is_empty() {
         tracker.spawn(watch_files(
             store_handle.clone(),
+            watch.clone(),
             checks.clone(),
             files.clone(),
             cancel.clone(),
@@ -863,11 +884,12 @@ pub async fn broker(store: OpenedStore, settings: BrokerSettings) -> anyhow::Res
     )
     .await?;
     let tracker = TaskTracker::new();
+    let resources = watch_resources(&store.store, &tracker, &cancel).await?;
     let auth = auth(
         &auth_settings,
         &state_dir,
         &public_url,
-        &store.store,
+        &resources,
         &tracker,
         &cancel,
     )
@@ -876,6 +898,7 @@ pub async fn broker(store: OpenedStore, settings: BrokerSettings) -> anyhow::Res
     let (committed, _) = watch::channel(0u64);
     let parts = ingress(
         &store.store,
+        &resources,
         kafka,
         &settings,
         &mut registry,
@@ -891,6 +914,7 @@ pub async fn broker(store: OpenedStore, settings: BrokerSettings) -> anyhow::Res
         sources: None,
         triggers: None,
         issuer: Some(auth.issuer.clone()),
+        resources,
     };
     let router = parts
         .router
@@ -963,8 +987,11 @@ pub async fn dispatcher_only(
         committed.clone(),
         CommitMetrics::new(&mut registry),
     );
+    let tracker = TaskTracker::new();
+    let resources = watch_resources(&store.store, &tracker, &cancel).await?;
     let dispatcher = dispatcher(
         &store.store,
+        &resources,
         DispatcherLogs { kafka, replies },
         dispatcher_config(
             &settings.dispatcher,
@@ -986,13 +1013,13 @@ pub async fn dispatcher_only(
         sources: None,
         triggers: Some(dispatcher.problems()),
         issuer: None,
+        resources,
     };
     // Health for probes; metrics behind the admin tokens. Never the admin API.
     let router = api::health_router(api_state.clone()).merge(
         api::metrics_router(api_state)
             .layer(axum::middleware::from_fn_with_state(guard, admin::guard)),
     );
-    let tracker = TaskTracker::new();
     let cancel_dispatcher = cancel.clone();
     tracker.spawn(async move {
         dispatcher.run(cancel_dispatcher).await;
@@ -1056,7 +1083,7 @@ async fn containers(
 }
 
 fn serving(
-    store: &Arc<dyn Store>,
+    resources: &kinetic_resources::Watch,
     settings: &ServingSettings,
     checks: apply::ServiceChecks,
     containers: Option<kinetic_serving::runtime::Containers>,
@@ -1082,7 +1109,7 @@ fn serving(
         });
     let gateway = kinetic_serving::Gateway::new(settings.domain.clone());
     kinetic_serving::Serving::new(
-        store.clone(),
+        resources.clone(),
         Arc::new(runtime),
         gateway,
         kinetic_serving::ServingConfig {
@@ -1142,6 +1169,7 @@ async fn apply_file(
 /// left as it was last applied.
 async fn watch_files(
     store: Arc<dyn Store>,
+    resources: kinetic_resources::Watch,
     checks: apply::ServiceChecks,
     files: Vec<PathBuf>,
     cancel: CancellationToken,
@@ -1162,6 +1190,7 @@ async fn watch_files(
             if let Err(error) = apply_file(&store, file, &checks).await {
                 tracing::error!(file = %file.display(), error = %format!("{error:#}"), "Re-applying a changed file failed; the previous version stays applied.");
             }
+            resources.refresh();
         }
     }
 }

@@ -1,15 +1,13 @@
 //! The broker ingress's [`Admission`]: the token of a request verified for the broker's audience,
-//! then [`crate::policy::decide`] on the policies last read from the store (every second, like
-//! the broker directory, so a policy applied anywhere takes effect within about a second).
+//! then [`crate::policy::decide`] on the policies of the latest resource snapshot (a policy
+//! applied anywhere takes effect within the snapshot's period, about a second).
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use cloudevents::Event;
 use kinetic_api::Broker;
 use kinetic_api::policy::{EventPolicy, broker_audience};
 use kinetic_broker::{Admission, Denied};
-use kinetic_store::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::policy::{Mode, Snapshot, decide, needs_token};
@@ -35,46 +33,39 @@ impl Gate {
         self.mode
     }
 
-    /// Reads every EventPolicy and Broker again. Bodies that do not parse are skipped (with a
-    /// warning); apply never stores one.
-    pub async fn refresh(&self, store: &dyn Store) -> Result<(), kinetic_store::Error> {
-        let policies: Vec<EventPolicy> = store
-            .list_resources("EventPolicy", None)
-            .await?
-            .into_iter()
-            .filter_map(|stored| {
-                serde_json::from_value(stored.body)
-                    .inspect_err(|error| tracing::warn!(policy = %format!("{}/{}", stored.namespace, stored.name), %error, "A stored EventPolicy does not parse; it is ignored."))
-                    .ok()
-            })
+    /// Takes the EventPolicies and Brokers of `resources`. Bodies that cannot be read are left
+    /// out (the snapshot lists them); apply never stores one.
+    pub fn update(&self, resources: &kinetic_resources::Snapshot) {
+        let policies: Vec<EventPolicy> = resources
+            .typed::<EventPolicy>()
+            .map(|(_, policy)| policy.clone())
             .collect();
-        let brokers: Vec<Broker> = store
-            .list_resources("Broker", None)
-            .await?
-            .into_iter()
-            .filter_map(|stored| serde_json::from_value(stored.body).ok())
+        let brokers: Vec<Broker> = resources
+            .typed::<Broker>()
+            .map(|(_, broker)| broker.clone())
             .collect();
         let snapshot = Arc::new(Snapshot::build(&policies, &brokers));
         if let Ok(mut slot) = self.snapshot.write() {
             *slot = snapshot;
         }
-        Ok(())
     }
 
-    /// Refreshes every `interval` until `cancel`.
+    /// Takes every new snapshot of `resources` until `cancel` (or until the snapshots end).
     pub async fn run(
         self: Arc<Self>,
-        store: Arc<dyn Store>,
-        interval: Duration,
+        mut resources: kinetic_resources::Watch,
         cancel: CancellationToken,
     ) {
+        if let Some(latest) = resources.latest() {
+            self.update(&latest);
+        }
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
-                () = tokio::time::sleep(interval) => {}
-            }
-            if let Err(error) = self.refresh(store.as_ref()).await {
-                tracing::warn!(%error, "Reading EventPolicies failed; the last ones read stay in force.");
+                latest = resources.changed() => match latest {
+                    Some(latest) => self.update(&latest),
+                    None => return,
+                },
             }
         }
     }

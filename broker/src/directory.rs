@@ -1,13 +1,14 @@
 //! Which brokers exist, and of which class. The ingress asks on every request, so answers come
-//! from memory, refreshed from the store every second; a name not in memory is looked up in the
-//! store once before a 404, so a broker applied a moment ago is served at once. A name found
-//! missing is remembered until the next refresh, so requests to brokers that do not exist (a scan,
-//! a typo in a loop) cost the store one read per name per second, not one per request.
+//! from memory, taken from each new resource snapshot; a name not in memory is looked up in the
+//! store once before a 404, so a broker applied a moment ago (by another process) is served at
+//! once. A name found missing is remembered until the next snapshot, so requests to brokers that
+//! do not exist (a scan, a typo in a loop) cost the store one read per name per snapshot, not one
+//! per request.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
+use kinetic_api::Kind;
 use kinetic_api::eventing::{Broker, BrokerClass};
 use kinetic_store::{Store, StoredResource};
 use tokio_util::sync::CancellationToken;
@@ -25,7 +26,15 @@ const MISSING_MOST: usize = 10_000;
 
 /// The class of a stored broker; one that cannot be read (stored by a newer kinetic) is served by
 /// the store-backed class, which loses nothing.
-fn class_of(stored: &StoredResource) -> BrokerClass {
+fn class_of(resources: &kinetic_resources::Snapshot, stored: &StoredResource) -> BrokerClass {
+    resources
+        .get::<Broker>(&stored.namespace, &stored.name)
+        .and_then(|(_, broker)| broker.class_kind())
+        .unwrap_or(BrokerClass::Store)
+}
+
+/// [`class_of`] a broker read from the store on its own.
+fn class_of_stored(stored: &StoredResource) -> BrokerClass {
     serde_json::from_value::<Broker>(stored.body.clone())
         .ok()
         .and_then(|broker| broker.class_kind())
@@ -72,19 +81,24 @@ impl BrokerDirectory {
             }
             return Ok(None);
         };
-        let class = class_of(&stored);
+        let class = class_of_stored(&stored);
         if let Ok(mut map) = self.known.write() {
             map.insert(key, class);
         }
         Ok(Some(class))
     }
 
-    /// Reloads the brokers from the store.
-    pub async fn refresh(&self) -> Result<(), kinetic_store::Error> {
-        let brokers = self.store.list_resources("Broker", None).await?;
-        let map: HashMap<String, BrokerClass> = brokers
+    /// Takes the brokers of `resources`, and forgets the names found missing.
+    pub fn update(&self, resources: &kinetic_resources::Snapshot) {
+        let map: HashMap<String, BrokerClass> = resources
+            .stored(Kind::Broker)
             .iter()
-            .map(|b| (format!("{}/{}", b.namespace, b.name), class_of(b)))
+            .map(|b| {
+                (
+                    format!("{}/{}", b.namespace, b.name),
+                    class_of(resources, b),
+                )
+            })
             .collect();
         if let Ok(mut known) = self.known.write() {
             *known = map;
@@ -92,18 +106,20 @@ impl BrokerDirectory {
         if let Ok(mut missing) = self.missing.write() {
             missing.clear();
         }
-        Ok(())
     }
 
-    /// Refreshes every `period` until cancelled.
-    pub async fn run(self, period: Duration, cancel: CancellationToken) {
+    /// Takes every new snapshot of `resources` until `cancel` (or until the snapshots end).
+    pub async fn run(self, mut resources: kinetic_resources::Watch, cancel: CancellationToken) {
+        if let Some(latest) = resources.latest() {
+            self.update(&latest);
+        }
         loop {
-            if let Err(error) = self.refresh().await {
-                tracing::warn!(%error, "Refreshing the broker list failed.");
-            }
             tokio::select! {
                 () = cancel.cancelled() => return,
-                () = tokio::time::sleep(period) => {}
+                latest = resources.changed() => match latest {
+                    Some(latest) => self.update(&latest),
+                    None => return,
+                },
             }
         }
     }
@@ -128,9 +144,11 @@ mod tests {
             .apply_resource("Broker", "default", "late", &broker, 0)
             .await
             .unwrap();
-        // Not read again from the store until the refresh.
+        // Not read again from the store until the next snapshot.
         assert_eq!(directory.class("default", "late").await.unwrap(), None);
-        directory.refresh().await.unwrap();
+        directory.update(&kinetic_resources::Snapshot::new(
+            store.all_resources().await.unwrap(),
+        ));
         assert_eq!(
             directory.class("default", "late").await.unwrap(),
             Some(BrokerClass::Store)

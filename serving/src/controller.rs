@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use kinetic_api::reconcile::{Changes, plan};
 use kinetic_api::{Revision, Service};
-use kinetic_store::Store;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -112,7 +111,8 @@ struct Decided {
 
 /// Serving in one process: controller, gateway table, revisions.
 pub struct Serving {
-    store: Arc<dyn Store>,
+    /// Services and Revisions, as every component of this process reads them.
+    resources: kinetic_resources::Watch,
     runtime: Arc<dyn Runtime>,
     gateway: Arc<Gateway>,
     config: ServingConfig,
@@ -129,14 +129,14 @@ pub struct Serving {
 
 impl Serving {
     pub fn new(
-        store: Arc<dyn Store>,
+        resources: kinetic_resources::Watch,
         runtime: Arc<dyn Runtime>,
         gateway: Arc<Gateway>,
         config: ServingConfig,
         metrics: Metrics,
     ) -> Arc<Serving> {
         Arc::new(Serving {
-            store,
+            resources,
             runtime,
             gateway,
             config,
@@ -162,15 +162,18 @@ impl Serving {
         &self.gateway
     }
 
-    /// Reconciles until `cancel`, then stops every instance.
+    /// Reconciles on every new resource snapshot and every [`RECONCILE_INTERVAL`] (a revision
+    /// that became ready may take over its route) until `cancel`, then stops every instance.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let mut resources = self.resources.clone();
+        let mut latest = resources.latest();
         loop {
-            if let Err(error) = self.reconcile(&cancel).await {
-                tracing::warn!(%error, "Reading services failed; retrying.");
+            if let Some(snapshot) = &latest {
+                self.reconcile(snapshot, &cancel);
             }
             tokio::select! {
                 () = cancel.cancelled() => break,
-                () = tokio::time::sleep(RECONCILE_INTERVAL) => {}
+                next = resources.next_pass(RECONCILE_INTERVAL) => latest = next,
             }
         }
         let running: Vec<Running> = self.lock_running().drain().map(|(_, r)| r).collect();
@@ -189,22 +192,27 @@ impl Serving {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// One pass: read Services and Revisions, update routes, start and stop revisions.
-    ///
-    /// Idempotent; cancelling it between awaits leaves the previous state in place.
-    pub async fn reconcile(
+    /// One pass over the Services and Revisions of `resources`: update routes, start and stop
+    /// revisions. Idempotent.
+    pub fn reconcile(
         self: &Arc<Self>,
+        resources: &kinetic_resources::Snapshot,
         cancel: &CancellationToken,
-    ) -> kinetic_store::Result<()> {
-        let services: Vec<Service> = parse_all(self.store.list_resources("Service", None).await?);
-        let stored_revisions = self.store.list_resources("Revision", None).await?;
+    ) {
+        let services: Vec<Service> = resources
+            .typed::<Service>()
+            .map(|(_, service)| service.clone())
+            .collect();
         // A revision's spec never changes, but a Service deleted and created again has revisions
         // of the same names: its uid tells them apart.
-        let uids: HashMap<(String, String), String> = stored_revisions
-            .iter()
-            .map(|r| ((r.namespace.clone(), r.name.clone()), r.uid.clone()))
+        let uids: HashMap<(String, String), String> = resources
+            .typed::<Revision>()
+            .map(|(r, _)| ((r.namespace.clone(), r.name.clone()), r.uid.clone()))
             .collect();
-        let revisions: Vec<Revision> = parse_all(stored_revisions);
+        let revisions: Vec<Revision> = resources
+            .typed::<Revision>()
+            .map(|(_, revision)| revision.clone())
+            .collect();
         let mut routes = HashMap::new();
         let mut views = Vec::new();
         let mut wanted: HashMap<(String, String), &Revision> = HashMap::new();
@@ -340,7 +348,6 @@ impl Serving {
             .problems
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = problems;
-        Ok(())
     }
 
     fn start(
@@ -527,19 +534,6 @@ impl Serving {
     pub fn served(&self) -> HashSet<(String, String)> {
         self.lock_running().keys().cloned().collect()
     }
-}
-
-fn parse_all<T: serde::de::DeserializeOwned>(stored: Vec<kinetic_store::StoredResource>) -> Vec<T> {
-    stored
-        .into_iter()
-        .filter_map(|resource| match serde_json::from_value(resource.body) {
-            Ok(value) => Some(value),
-            Err(error) => {
-                tracing::warn!(kind = %resource.kind, namespace = %resource.namespace, name = %resource.name, %error, "Stored resource is unreadable; ignoring it.");
-                None
-            }
-        })
-        .collect()
 }
 
 /// Scales one revision: mirrors the runtime's ready instances into the data path, samples its stats

@@ -106,8 +106,10 @@ impl World {
     async fn new() -> World {
         let store = kinetic_store::open("sqlite::memory:").await.unwrap();
         let runtime = Arc::new(FakeRuntime::default());
+        // The controller is driven pass by pass here ([`World::reconcile`]); its own watch is never
+        // read.
         let serving = Serving::new(
-            store.clone(),
+            kinetic_resources::Watch::fixed(kinetic_resources::Snapshot::default()),
             runtime.clone(),
             Gateway::new("example.test"),
             ServingConfig {
@@ -160,8 +162,10 @@ impl World {
         }
     }
 
+    /// One controller pass over what the store holds now.
     async fn reconcile(&self) {
-        self.serving.reconcile(&self.cancel).await.unwrap();
+        let resources = kinetic_resources::Snapshot::new(self.store.all_resources().await.unwrap());
+        self.serving.reconcile(&resources, &self.cancel);
     }
 
     fn service(&self, name: &str) -> ServiceView {

@@ -81,7 +81,10 @@ struct Registered {
 
 /// Every source of one process.
 pub struct Sources {
+    /// The sources' state (checkpoints, dedupe of pushed notifications, last ticks).
     pub(crate) store: Arc<dyn Store>,
+    /// The sources themselves, as every component of this process reads them.
+    resources: kinetic_resources::Watch,
     pub(crate) sink: Sink,
     resolve: Resolve,
     pub(crate) clock: Clock,
@@ -103,6 +106,7 @@ pub struct Sources {
 impl Sources {
     pub fn new(
         store: Arc<dyn Store>,
+        resources: kinetic_resources::Watch,
         sink: Sink,
         resolve: Resolve,
         metrics: Metrics,
@@ -119,6 +123,7 @@ impl Sources {
         Ok(Arc::new(Sources {
             metrics,
             store,
+            resources,
             sink,
             resolve,
             clock,
@@ -144,15 +149,17 @@ impl Sources {
     /// Reconciles until `cancel`, then stops every source task (a tick being sent is given up
     /// and fired again after restart; its id is stable, so the broker drops a duplicate).
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let mut resources = self.resources.clone();
+        let mut latest = resources.latest();
         loop {
-            if let Err(error) = self.reconcile().await {
-                tracing::warn!(%error, "Reading sources failed; retrying.");
+            if let Some(snapshot) = &latest {
+                self.reconcile(snapshot);
             }
             self.passes.send_modify(|passes| *passes += 1);
             tokio::select! {
                 () = cancel.cancelled() => break,
-                () = tokio::time::sleep(RECONCILE_INTERVAL) => {}
-                () = self.wake.notified() => {}
+                next = resources.next_pass(RECONCILE_INTERVAL) => latest = next,
+                () = self.wake.notified() => latest = resources.latest(),
             }
         }
         self.cancel.cancel();
@@ -239,6 +246,8 @@ impl Sources {
         }
         let mut passes = self.passes.subscribe();
         let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
+        // The snapshot this process reads may not have it yet: read again now.
+        self.resources.refresh();
         // A pass already under way may have read the store before the source was applied: wait for
         // up to two more.
         for _ in 0..2 {
@@ -272,19 +281,19 @@ impl Sources {
     /// ones that serve pushed requests.
     ///
     /// Idempotent; cancelling it between awaits leaves the previous state in place.
-    pub async fn reconcile(self: &Arc<Self>) -> kinetic_store::Result<()> {
+    pub fn reconcile(self: &Arc<Self>, resources: &kinetic_resources::Snapshot) {
         let mut seen: Vec<Key> = Vec::new();
         let mut endpoints: HashMap<Key, Arc<dyn Endpoint>> = HashMap::new();
         for registered in &self.kinds {
             let kind = registered.kind.kind();
-            let stored = self.store.list_resources(kind, None).await?;
+            let stored = kinetic_api::Kind::of(kind).map_or(&[][..], |k| resources.stored(k));
             seen.extend(
                 stored
                     .iter()
                     .map(|s| (kind.to_owned(), s.namespace.clone(), s.name.clone())),
             );
             // Tasks of sources gone or changed stop here; the others keep running.
-            for stored in registered.tasks.sync(&stored) {
+            for stored in registered.tasks.sync(stored) {
                 let key: Key = (
                     kind.to_owned(),
                     stored.namespace.clone(),
@@ -322,7 +331,6 @@ impl Sources {
         }
         *lock(&self.endpoints) = endpoints;
         lock(&self.status).retain(|key, _| seen.contains(key));
-        Ok(())
     }
 
     /// The routes of the kinds that take pushed requests, on the main listener:

@@ -47,8 +47,10 @@ impl World {
                 Err("nothing is sent in these tests".to_owned())
             }
         }));
+        // Driven pass by pass here ([`World::reconcile`]); its own watch is never read.
         let sources = Sources::new(
             store.clone(),
+            kinetic_resources::Watch::fixed(kinetic_resources::Snapshot::default()),
             sink,
             resolve,
             kinetic_sources::metrics::Metrics::new(&mut Default::default()),
@@ -80,8 +82,10 @@ impl World {
         }
     }
 
+    /// One controller pass over what the store holds now.
     async fn reconcile(&self) {
-        self.sources.reconcile().await.unwrap();
+        let resources = kinetic_resources::Snapshot::new(self.store.all_resources().await.unwrap());
+        self.sources.reconcile(&resources);
     }
 
     fn status(&self, name: &str) -> Option<SourceStatus> {

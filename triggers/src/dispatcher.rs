@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use kinetic_api::Kind;
 use kinetic_api::eventing::BrokerClass;
 use kinetic_api::reconcile::{self, Changes};
 use kinetic_log::Committer;
@@ -111,6 +112,8 @@ pub struct Context {
     pub disabled: DisabledTable,
     /// Why triggers are not ready, for the API.
     pub problems: ProblemTable,
+    /// The triggers and brokers, as every component of this process reads them.
+    pub resources: kinetic_resources::Watch,
 }
 
 impl Context {
@@ -131,6 +134,7 @@ impl Dispatcher {
     /// Kafka-class brokers wait (and say why).
     pub fn new(
         store: Arc<dyn Store>,
+        resources: kinetic_resources::Watch,
         config: Config,
         metrics: Metrics,
         committed: watch::Sender<u64>,
@@ -161,6 +165,7 @@ impl Dispatcher {
                 replies,
                 disabled: DisabledTable::default(),
                 problems: ProblemTable::default(),
+                resources,
             }),
         }
     }
@@ -185,7 +190,12 @@ impl Dispatcher {
         let tracker = TaskTracker::new();
         let context = self.context;
         // Plans first, so the first claim sees the triggers.
-        refresh_plans(&context, &mut HashMap::new()).await;
+        let mut resources = context.resources.clone();
+        let first = tokio::select! {
+            () = cancel.cancelled() => None,
+            first = resources.loaded() => first,
+        };
+        refresh_plans(&context, first, &mut HashMap::new()).await;
         tracker.spawn(plan_loop(context.clone(), cancel.clone()));
         tracker.spawn(crate::retry::run(context.clone(), cancel.clone()));
         tracker.spawn(backlog_loop(context.clone(), cancel.clone()));
@@ -223,27 +233,26 @@ pub fn fair_share(triggers: usize, dispatchers: usize) -> usize {
     triggers.div_ceil(dispatchers.max(1))
 }
 
-async fn refresh_plans(context: &Context, reported: &mut HashMap<String, String>) {
-    let loaded = async {
-        let triggers = context.store.list_resources("Trigger", None).await?;
-        let brokers = context.store.list_resources("Broker", None).await?;
-        Ok::<_, kinetic_store::Error>((triggers, brokers))
-    }
-    .await;
-    let (triggers, brokers) = match loaded {
-        Ok(loaded) => loaded,
-        Err(error) => {
-            tracing::warn!(%error, "Loading triggers failed; keeping the previous plans.");
-            return;
-        }
+/// Rebuilds the plans from the latest resource snapshot; keeps the previous plans while there is
+/// none yet.
+async fn refresh_plans(
+    context: &Context,
+    resources: Option<Arc<kinetic_resources::Snapshot>>,
+    reported: &mut HashMap<String, String>,
+) {
+    let Some(resources) = resources else {
+        return;
     };
     context
         .disabled
-        .sync(&context.store, &triggers, tokio::time::Instant::now())
+        .sync(
+            &context.store,
+            resources.stored(Kind::Trigger),
+            tokio::time::Instant::now(),
+        )
         .await;
     let Plans { ready, problems } = build_plans(
-        &triggers,
-        &brokers,
+        &resources,
         &context.config.resolver,
         &context.config.defaults,
         &context.disabled,
@@ -260,14 +269,17 @@ async fn refresh_plans(context: &Context, reported: &mut HashMap<String, String>
     context.plans.replace(ready);
 }
 
+/// Rebuilds the plans on every new snapshot, and every `plan_interval` (signing secrets and
+/// released triggers are read again).
 async fn plan_loop(context: Arc<Context>, cancel: CancellationToken) {
     let mut reported = HashMap::new();
+    let mut resources = context.resources.clone();
     loop {
-        tokio::select! {
+        let latest = tokio::select! {
             () = cancel.cancelled() => return,
-            () = tokio::time::sleep(context.config.plan_interval) => {}
-        }
-        refresh_plans(&context, &mut reported).await;
+            latest = resources.next_pass(context.config.plan_interval) => latest,
+        };
+        refresh_plans(&context, latest, &mut reported).await;
     }
 }
 
@@ -424,12 +436,17 @@ async fn backlog_loop(context: Arc<Context>, cancel: CancellationToken) {
                 continue;
             }
         };
-        let live: HashSet<String> = match context.store.list_resources("Trigger", None).await {
-            Ok(triggers) => triggers.into_iter().map(|t| t.uid).collect(),
-            Err(_) => continue,
+        // Every trigger that exists, readable or not: only a deleted one's cursor goes.
+        let Some(resources) = context.resources.latest() else {
+            continue;
         };
+        let live: HashSet<&str> = resources
+            .stored(Kind::Trigger)
+            .iter()
+            .map(|t| t.uid.as_str())
+            .collect();
         for entry in backlog {
-            if !live.contains(&entry.trigger_uid) {
+            if !live.contains(entry.trigger_uid.as_str()) {
                 if let Err(error) = context.store.drop_trigger(&entry.trigger_uid).await {
                     tracing::warn!(%error, "Dropping a deleted trigger's cursor failed.");
                 }

@@ -4,9 +4,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use kinetic_api::Kind;
 use kinetic_api::eventing::{BrokerClass, DeliveryOrder};
 use kinetic_api::{Broker, Destination, Trigger};
 use kinetic_outbound::destination::Resolver;
+use kinetic_resources::Snapshot;
 use kinetic_store::{StoredResource, TriggerRef};
 
 use crate::disable::DisabledTable;
@@ -47,26 +49,34 @@ pub struct Plans {
     pub problems: Vec<(String, String)>,
 }
 
-/// Builds the plan of every trigger that can run.
+/// Builds the plan of every trigger of `resources` that can run; one whose body cannot be read is
+/// a problem, never a deletion.
 pub fn build_plans(
-    triggers: &[StoredResource],
-    brokers: &[StoredResource],
+    resources: &Snapshot,
     resolver: &Resolver,
     defaults: &Defaults,
     disabled: &DisabledTable,
 ) -> Plans {
-    let brokers: HashMap<(String, String), Broker> = brokers
-        .iter()
-        .filter_map(|stored| {
-            let broker: Broker = serde_json::from_value(stored.body.clone()).ok()?;
-            Some(((stored.namespace.clone(), stored.name.clone()), broker))
-        })
+    let brokers: HashMap<(&str, &str), &Broker> = resources
+        .typed::<Broker>()
+        .map(|(stored, broker)| ((stored.namespace.as_str(), stored.name.as_str()), broker))
         .collect();
     let mut plans = HashMap::new();
     let mut problems = Vec::new();
-    for stored in triggers {
+    for stored in resources.stored(Kind::Trigger) {
         let label = format!("{}/{}", stored.namespace, stored.name);
-        match plan_of(stored, &brokers, resolver, defaults) {
+        let Some((_, trigger)) = resources.get::<Trigger>(&stored.namespace, &stored.name) else {
+            let why = resources
+                .unreadable()
+                .iter()
+                .find(|u| {
+                    u.kind == "Trigger" && u.namespace == stored.namespace && u.name == stored.name
+                })
+                .map_or_else(String::new, |u| u.problem.clone());
+            problems.push((label, format!("stored trigger is unreadable: {why}")));
+            continue;
+        };
+        match plan_of(stored, trigger, &brokers, resolver, defaults) {
             Ok(plan) => {
                 if let Some(why) = disabled.get(&stored.uid, stored.generation) {
                     problems.push((label, why.reason()));
@@ -84,22 +94,21 @@ pub fn build_plans(
 
 fn plan_of(
     stored: &StoredResource,
-    brokers: &HashMap<(String, String), Broker>,
+    trigger: &Trigger,
+    brokers: &HashMap<(&str, &str), &Broker>,
     resolver: &Resolver,
     defaults: &Defaults,
 ) -> Result<Plan, String> {
-    let trigger: Trigger = serde_json::from_value(stored.body.clone())
-        .map_err(|error| format!("stored trigger is unreadable: {error}"))?;
     let namespace = &trigger.metadata.namespace;
     let broker = brokers
-        .get(&(namespace.clone(), trigger.spec.broker.clone()))
+        .get(&(namespace.as_str(), trigger.spec.broker.as_str()))
         .ok_or_else(|| {
             format!(
                 "broker `{namespace}/{}` does not exist",
                 trigger.spec.broker
             )
         })?;
-    let filter = Filter::compile(&trigger).map_err(|error| error.to_string())?;
+    let filter = Filter::compile(trigger).map_err(|error| error.to_string())?;
     let order = trigger
         .delivery_order()
         .map_err(|error| error.to_string())?;
@@ -360,6 +369,12 @@ mod tests {
             serde_json::json!({"signing": {"standardWebhooks": {"secrets": [{"file": "/nonexistent/kinetic/secret"}]}}}),
         );
         let gone = trigger("gone", 2, serde_json::json!({}));
+        let broken = stored(
+            "Trigger",
+            "broken",
+            1,
+            serde_json::json!({"spec": {"broker": 7}}),
+        );
         let resolver = Resolver {
             ingress_url: "http://127.0.0.1:8080".into(),
             gateway: None,
@@ -375,8 +390,13 @@ mod tests {
             released_at: None,
         });
         let plans = build_plans(
-            &[missing, absent_file, gone.clone()],
-            std::slice::from_ref(&broker),
+            &Snapshot::new(vec![
+                missing,
+                absent_file,
+                gone.clone(),
+                broken,
+                broker.clone(),
+            ]),
             &resolver,
             &Defaults::default(),
             &disabled,
@@ -399,6 +419,11 @@ mod tests {
             "{}",
             problems["default/gone"]
         );
+        assert!(
+            problems["default/broken"].starts_with("stored trigger is unreadable: "),
+            "{}",
+            problems["default/broken"]
+        );
         // A disabled trigger keeps its plan (its dead letters still reach their sink).
         assert_eq!(plans.ready.keys().collect::<Vec<_>>(), ["uid-gone"]);
         // Applied again with a change: enabled.
@@ -407,8 +432,7 @@ mod tests {
             ..gone
         };
         let plans = build_plans(
-            &[changed],
-            &[broker],
+            &Snapshot::new(vec![changed, broker]),
             &resolver,
             &Defaults::default(),
             &disabled,

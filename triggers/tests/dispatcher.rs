@@ -94,8 +94,18 @@ fn dispatcher(store: &Arc<dyn Store>) -> Dispatcher {
     config.poll_interval = Duration::from_millis(50);
     config.claim_interval = Duration::from_millis(100);
     config.plan_interval = Duration::from_millis(100);
+    // The resources as `kinetic up` reads them, read every 100 ms; the poll ends with the test's
+    // runtime.
+    let (feed, resources) = kinetic_resources::channel();
+    tokio::spawn(kinetic_resources::poll(
+        store.clone(),
+        feed,
+        Duration::from_millis(100),
+        tokio_util::sync::CancellationToken::new(),
+    ));
     Dispatcher::new(
         store.clone(),
+        resources,
         config,
         kinetic_triggers::metrics::Metrics::new(&mut Default::default()),
         watch::channel(0).0,
