@@ -27,30 +27,20 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use kinetic_api::Kind;
-use kinetic_store::{
-    DeadLetter, DeadLetterFilter, DeadLetterSelection, Store, StoredResource, TriggerRef,
-};
+use kinetic_store::{DeadLetter, DeadLetterFilter, DeadLetterSelection, TriggerRef};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::apply;
+use kinetic_control::{ApplyError, Control, DeleteError};
 
 #[derive(Clone)]
 pub struct ApiState {
-    pub store: Arc<dyn Store>,
+    /// What applying, listing and deleting resources do in this process.
+    pub control: Control,
     pub registry: Arc<Mutex<Registry>>,
-    /// Present in processes that serve functions.
-    pub serving: Option<Arc<kinetic_serving::Serving>>,
-    /// Present in processes that run sources.
-    pub sources: Option<Arc<kinetic_sources::Sources>>,
-    /// Why triggers are not ready; present in processes that deliver.
-    pub triggers: Option<kinetic_triggers::plan::ProblemTable>,
     /// kinetic's own token issuer; present in processes that serve brokers.
     pub issuer: Option<Arc<kinetic_auth::Issuer>>,
-    /// The resources as this process's components read them: told to read again after every
-    /// change made here, so they act on it at once.
-    pub resources: kinetic_resources::Watch,
 }
 
 /// `/healthz` and `/readyz`, for the public listener (and the dispatcher's).
@@ -122,6 +112,7 @@ fn bad_request(message: String) -> ApiError {
 
 async fn readyz(State(state): State<ApiState>) -> Response {
     match state
+        .control
         .store
         .list_resources("Broker", Some("kinetic-readiness-probe"))
         .await
@@ -164,52 +155,24 @@ async fn apply_documents(
     let file = query.file.unwrap_or_else(|| "request body".to_owned());
     let text = std::str::from_utf8(&body)
         .map_err(|_| bad_request(format!("{file}: is not UTF-8 text")))?;
-    let checks = state
-        .serving
-        .as_ref()
-        .map(|serving| apply::ServiceChecks {
-            autoscaler: serving.config().autoscaler.clone(),
-            exec_allow: serving.config().exec_allow.clone(),
-            containers: serving.config().containers,
-        })
-        .unwrap_or_default();
-    // Parsing YAML can cost tens of MB for a small document full of aliases (the parser's budgets
-    // stop worse): a few at a time.
-    static PARSING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
-    let parsing = PARSING
-        .acquire()
+    let applied = state
+        .control
+        .apply_text(&file, text)
         .await
-        .map_err(|_| bad_request("kinetic is shutting down".to_owned()))?;
-    let parsed = apply::parse_and_validate(&file, text, Some(&checks));
-    drop(parsing);
-    let resources = parsed.map_err(|error| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            json!({
-                "error": error.to_string(),
-                "file": error.file,
-                "document": error.document,
-                "resource": error.resource,
-                "path": error.path,
-                "hint": error.hint,
-            }),
-        )
-    })?;
-    if let Err(error) = apply::check_references(&state.store, &file, &resources).await? {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            json!({
-                "error": error.to_string(),
-                "file": error.file,
-                "document": error.document,
-                "resource": error.resource,
-                "path": error.path,
-                "hint": error.hint,
-            }),
-        ));
-    }
-    let applied = apply::apply(&state.store, &resources).await?;
-    state.resources.refresh();
+        .map_err(|error| match error {
+            ApplyError::Invalid(error) => ApiError(
+                StatusCode::BAD_REQUEST,
+                json!({
+                    "error": error.to_string(),
+                    "file": error.file,
+                    "document": error.document,
+                    "resource": error.resource,
+                    "path": error.path,
+                    "hint": error.hint,
+                }),
+            ),
+            ApplyError::Store(error) => error.into(),
+        })?;
     Ok(axum::Json(json!({ "applied": applied })).into_response())
 }
 
@@ -243,74 +206,8 @@ async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     let kind = require_kind(&plural)?;
-    let items = state
-        .store
-        .list_resources(kind.as_str(), query.namespace.as_deref())
-        .await?;
-    let mut listed = Vec::with_capacity(items.len());
-    for stored in items {
-        listed.push(shown(&state, stored).await?);
-    }
+    let listed = state.control.list(kind, query.namespace.as_deref()).await?;
     Ok(axum::Json(json!({ "items": listed })).into_response())
-}
-
-/// A stored resource as the API shows it: with its generation and live status.
-async fn shown(state: &ApiState, stored: StoredResource) -> Result<Value, ApiError> {
-    if stored.kind == "Broker" || stored.kind == "EventPolicy" {
-        let status = policy_status(state, &stored).await?;
-        let mut body = with_status(stored.body, stored.generation);
-        if let Some(object) = body.as_object_mut() {
-            object.insert("status".into(), status);
-        }
-        return Ok(body);
-    }
-    if stored.kind == "Trigger" {
-        let status = trigger_status(state, &stored).await?;
-        let mut body = with_status(stored.body, stored.generation);
-        if let Some(object) = body.as_object_mut() {
-            object.insert("status".into(), status);
-        }
-        return Ok(body);
-    }
-    Ok(live_status(
-        state,
-        with_status(stored.body, stored.generation),
-    ))
-}
-
-/// A Broker's audience and the EventPolicies that apply to it (Knative's `status.address.audience`
-/// and `status.policies`); an EventPolicy's resolved subjects (`status.from`).
-async fn policy_status(state: &ApiState, stored: &StoredResource) -> Result<Value, ApiError> {
-    use kinetic_api::policy::{EventPolicy, POLICY_API_VERSION, broker_audience};
-    if stored.kind == "EventPolicy" {
-        let from = serde_json::from_value::<EventPolicy>(stored.body.clone())
-            .map(|policy| policy.subjects())
-            .unwrap_or_default();
-        return Ok(json!({"ready": true, "from": from}));
-    }
-    let policies: Vec<EventPolicy> = state
-        .store
-        .list_resources("EventPolicy", Some(&stored.namespace))
-        .await?
-        .into_iter()
-        .filter_map(|p| serde_json::from_value(p.body).ok())
-        .collect();
-    let brokers: Vec<kinetic_api::Broker> = serde_json::from_value(stored.body.clone())
-        .into_iter()
-        .collect();
-    let snapshot = kinetic_auth::policy::Snapshot::build(&policies, &brokers);
-    let applying: Vec<Value> = snapshot
-        .applying(&stored.namespace, &stored.name)
-        .iter()
-        .map(|p| json!({"apiVersion": POLICY_API_VERSION, "name": p.name}))
-        .collect();
-    Ok(json!({
-        "address": {
-            "url": format!("/{}/{}", stored.namespace, stored.name),
-            "audience": broker_audience(&stored.namespace, &stored.name),
-        },
-        "policies": applying,
-    }))
 }
 
 #[derive(Deserialize)]
@@ -374,84 +271,10 @@ async fn create_token(State(state): State<ApiState>, body: Bytes) -> Result<Resp
     .into_response())
 }
 
-/// A trigger's delivery state: `disabled` (its subscriber answered 410; from the store, so every
-/// process agrees) and, where this process delivers, `ready` and the `problem` that stops it.
-async fn trigger_status(state: &ApiState, stored: &StoredResource) -> Result<Value, ApiError> {
-    let disabled = kinetic_triggers::disable::read(
-        &*state.store,
-        &stored.namespace,
-        &stored.name,
-        &stored.uid,
-        stored.generation,
-    )
-    .await?;
-    let problem = state
-        .triggers
-        .as_ref()
-        .map(|problems| problems.get(&format!("{}/{}", stored.namespace, stored.name)));
-    let mut status = serde_json::Map::new();
-    match (&disabled, problem) {
-        (Some(disabled), _) => {
-            status.insert("ready".into(), json!(false));
-            status.insert("problem".into(), json!(disabled.reason()));
-        }
-        (None, Some(Some(problem))) => {
-            status.insert("ready".into(), json!(false));
-            status.insert("problem".into(), json!(problem));
-        }
-        (None, Some(None)) => {
-            status.insert("ready".into(), json!(true));
-        }
-        // This process does not deliver: it cannot tell.
-        (None, None) => {}
-    }
-    if let Some(disabled) = disabled {
-        status.insert("disabled".into(), disabled.to_json());
-    }
-    Ok(Value::Object(status))
-}
-
-/// Adds what serving knows now (URL, traffic, instances) to a Service or Revision.
-fn live_status(state: &ApiState, mut body: Value) -> Value {
-    let Some(serving) = &state.serving else {
-        return body;
-    };
-    let kind = body["kind"].as_str().unwrap_or_default().to_owned();
-    let namespace = body
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let name = body
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let status = match kind.as_str() {
-        "Service" => serving
-            .services()
-            .into_iter()
-            .find(|s| s.namespace == namespace && s.name == name)
-            .and_then(|s| serde_json::to_value(s).ok()),
-        "Revision" => Some(
-            serving
-                .revisions()
-                .into_iter()
-                .find(|r| r.namespace == namespace && r.name == name)
-                .and_then(|r| serde_json::to_value(r).ok())
-                .unwrap_or_else(|| json!({"desired": 0, "ready": 0, "served": false})),
-        ),
-        _ => None,
-    };
-    if let (Some(status), Some(object)) = (status, body.as_object_mut()) {
-        object.insert("status".into(), status);
-    }
-    body
-}
-
 /// Every source with its state: sink, events sent, failures, last event and error.
 async fn list_sources(State(state): State<ApiState>) -> Response {
     let items = state
+        .control
         .sources
         .as_ref()
         .map(|sources| sources.status())
@@ -469,10 +292,11 @@ async fn logs(
     Path((namespace, name)): Path<(String, String)>,
     Query(query): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
-    let Some(serving) = &state.serving else {
+    let Some(serving) = &state.control.serving else {
         return Err(not_found("this process does not run functions".to_owned()));
     };
     if state
+        .control
         .store
         .get_resource("Service", &namespace, &name)
         .await?
@@ -499,25 +323,15 @@ async fn logs(
     Ok(axum::Json(json!({ "lines": lines })).into_response())
 }
 
-fn with_status(mut body: Value, generation: i64) -> Value {
-    if let Some(metadata) = body.get_mut("metadata").and_then(Value::as_object_mut) {
-        metadata.insert("generation".into(), json!(generation));
-    }
-    body
-}
-
 async fn get_one(
     State(state): State<ApiState>,
     Path((plural, namespace, name)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
     let kind = require_kind(&plural)?;
-    let stored = state
-        .store
-        .get_resource(kind.as_str(), &namespace, &name)
-        .await?;
-    let stored =
-        stored.ok_or_else(|| not_found(format!("{kind} {namespace}/{name} does not exist")))?;
-    Ok(axum::Json(shown(&state, stored).await?).into_response())
+    let shown = state.control.get(kind, &namespace, &name).await?;
+    let shown =
+        shown.ok_or_else(|| not_found(format!("{kind} {namespace}/{name} does not exist")))?;
+    Ok(axum::Json(shown).into_response())
 }
 
 async fn delete_one(
@@ -525,13 +339,14 @@ async fn delete_one(
     Path((plural, namespace, name)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
     let kind = require_kind(&plural)?;
-    if kind == Kind::Revision {
-        return Err(bad_request(
-            "revisions go with their Service; delete the Service, or stop routing traffic to the revision".to_owned(),
-        ));
-    }
-    let deleted = apply::delete(&state.store, kind, &namespace, &name).await?;
-    state.resources.refresh();
+    let deleted = state
+        .control
+        .delete(kind, &namespace, &name)
+        .await
+        .map_err(|error| match error {
+            DeleteError::Revision => bad_request(error.to_string()),
+            DeleteError::Store(error) => error.into(),
+        })?;
     if deleted {
         Ok(axum::Json(
             json!({"deleted": {"kind": kind.as_str(), "namespace": namespace, "name": name}}),
@@ -608,7 +423,7 @@ async fn list_dead_letters(
         limit: Some(limit),
         after: query.after.as_deref().map(parse_continue).transpose()?,
     };
-    let letters = state.store.list_dead_letters(&filter).await?;
+    let letters = state.control.store.list_dead_letters(&filter).await?;
     let items: Vec<Value> = letters.iter().map(dead_letter_json).collect();
     // A full page may have a next one.
     let next = (letters.len() == limit)
@@ -641,7 +456,7 @@ async fn delete_dead_letters(
             ));
         }
     };
-    let deleted = state.store.delete_dead_letters(&which).await?;
+    let deleted = state.control.store.delete_dead_letters(&which).await?;
     Ok(axum::Json(json!({ "deleted": deleted })).into_response())
 }
 
@@ -651,6 +466,7 @@ async fn delete_dead_letter(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     match state
+        .control
         .store
         .delete_dead_letters(&DeadLetterSelection::Ids(vec![id.clone()]))
         .await?
@@ -664,7 +480,7 @@ async fn get_dead_letter(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let letter = state.store.get_dead_letter(&id).await?;
+    let letter = state.control.store.get_dead_letter(&id).await?;
     let letter = letter.ok_or_else(|| not_found(format!("dead letter `{id}` does not exist")))?;
     Ok(axum::Json(dead_letter_json(&letter)).into_response())
 }
@@ -728,6 +544,7 @@ async fn replay(State(state): State<ApiState>, body: Bytes) -> Result<Response, 
                 after: None,
             };
             let mut ids: Vec<String> = state
+                .control
                 .store
                 .list_dead_letters(&filter)
                 .await?
@@ -750,6 +567,7 @@ async fn replay(State(state): State<ApiState>, body: Bytes) -> Result<Response, 
         }
     };
     let triggers: Vec<TriggerRef> = state
+        .control
         .store
         .list_resources("Trigger", None)
         .await?
@@ -766,6 +584,7 @@ async fn replay(State(state): State<ApiState>, body: Bytes) -> Result<Response, 
         .collect();
     let now = chrono::Utc::now().timestamp_millis();
     let replayed = state
+        .control
         .store
         .replay_dead_letters(&ids, &triggers, now)
         .await?;

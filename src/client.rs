@@ -186,7 +186,7 @@ pub async fn apply(server: &ServerArg, files: &[PathBuf]) -> anyhow::Result<()> 
         let name = file.display().to_string();
         let text = std::fs::read_to_string(&file).with_context(|| format!("reading {name}"))?;
         // Validate locally first: the same checks, without a round trip.
-        apply::parse_and_validate(&name, &text, None)
+        kinetic_control::validate::parse_and_validate(&name, &text, None)
             .map_err(|error| anyhow::anyhow!("{error}"))?;
         let answer = call(
             &server.server,

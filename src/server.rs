@@ -621,7 +621,7 @@ pub async fn up(
     // Resource files and configuration are read and validated before any port is bound: a mistake
     // fails fast.
     let containers = containers(&serving_settings, &state_dir).await?;
-    let checks = apply::ServiceChecks {
+    let checks = kinetic_control::ServiceChecks {
         autoscaler: serving_settings.autoscaler_defaults()?,
         exec_allow: serving_settings.exec_allow()?,
         containers: containers.is_some(),
@@ -752,13 +752,14 @@ pub async fn up(
     );
     let registry = Arc::new(Mutex::new(registry));
     let api_state = ApiState {
-        store: store_handle.clone(),
+        control: kinetic_control::Control {
+            serving: Some(serving.clone()),
+            sources: Some(sources.clone()),
+            triggers: Some(dispatcher.problems()),
+            ..kinetic_control::Control::new(store_handle.clone(), watch.clone())
+        },
         registry,
-        serving: Some(serving.clone()),
-        sources: Some(sources.clone()),
-        triggers: Some(dispatcher.problems()),
         issuer: Some(auth.issuer.clone()),
-        resources: watch.clone(),
     };
     let router = ingress_router
         .merge(api::health_router(api_state.clone()))
@@ -908,13 +909,9 @@ pub async fn broker(store: OpenedStore, settings: BrokerSettings) -> anyhow::Res
         &cancel,
     );
     let api_state = ApiState {
-        store: store.store.clone(),
+        control: kinetic_control::Control::new(store.store.clone(), resources),
         registry: Arc::new(Mutex::new(registry)),
-        serving: None,
-        sources: None,
-        triggers: None,
         issuer: Some(auth.issuer.clone()),
-        resources,
     };
     let router = parts
         .router
@@ -1007,13 +1004,12 @@ pub async fn dispatcher_only(
         committed,
     );
     let api_state = ApiState {
-        store: store.store.clone(),
+        control: kinetic_control::Control {
+            triggers: Some(dispatcher.problems()),
+            ..kinetic_control::Control::new(store.store.clone(), resources)
+        },
         registry: Arc::new(Mutex::new(registry)),
-        serving: None,
-        sources: None,
-        triggers: Some(dispatcher.problems()),
         issuer: None,
-        resources,
     };
     // Health for probes; metrics behind the admin tokens. Never the admin API.
     let router = api::health_router(api_state.clone()).merge(
@@ -1085,7 +1081,7 @@ async fn containers(
 fn serving(
     resources: &kinetic_resources::Watch,
     settings: &ServingSettings,
-    checks: apply::ServiceChecks,
+    checks: kinetic_control::ServiceChecks,
     containers: Option<kinetic_serving::runtime::Containers>,
     gateway_port: u16,
     state_dir: &std::path::Path,
@@ -1128,11 +1124,11 @@ fn serving(
 /// Reads and validates one resource file.
 fn read_resources(
     file: &std::path::Path,
-    checks: &apply::ServiceChecks,
+    checks: &kinetic_control::ServiceChecks,
 ) -> anyhow::Result<Vec<kinetic_api::Resource>> {
     let name = file.display().to_string();
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {name}"))?;
-    apply::parse_and_validate(&name, &text, Some(checks))
+    kinetic_control::validate::parse_and_validate(&name, &text, Some(checks))
         .map_err(|error| anyhow::anyhow!("{error}"))
 }
 
@@ -1141,11 +1137,11 @@ async fn apply_resources(
     file: &std::path::Path,
     resources: &[kinetic_api::Resource],
 ) -> anyhow::Result<()> {
-    apply::check_references(store, &file.display().to_string(), resources)
+    kinetic_control::validate::check_references(store, &file.display().to_string(), resources)
         .await
         .context("reading stored revisions")?
         .map_err(|error| anyhow::anyhow!("{error}"))?;
-    for applied in apply::apply(store, resources)
+    for applied in kinetic_control::apply::apply(store, resources)
         .await
         .context("storing resources")?
     {
@@ -1159,7 +1155,7 @@ async fn apply_resources(
 async fn apply_file(
     store: &Arc<dyn Store>,
     file: &std::path::Path,
-    checks: &apply::ServiceChecks,
+    checks: &kinetic_control::ServiceChecks,
 ) -> anyhow::Result<()> {
     let resources = read_resources(file, checks)?;
     apply_resources(store, file, &resources).await
@@ -1170,7 +1166,7 @@ async fn apply_file(
 async fn watch_files(
     store: Arc<dyn Store>,
     resources: kinetic_resources::Watch,
-    checks: apply::ServiceChecks,
+    checks: kinetic_control::ServiceChecks,
     files: Vec<PathBuf>,
     cancel: CancellationToken,
 ) {
