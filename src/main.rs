@@ -151,6 +151,39 @@ enum Command {
         #[command(flatten)]
         egress: EgressSettings,
     },
+    /// Run the sources only (scale-out; share a PostgreSQL store): webhook and bucket-notification
+    /// endpoints, SQS readers, bucket pollers, KafkaSource consumers and PingSources, sending to the
+    /// brokers at --ingress-url.
+    Sources {
+        /// Address of the listener: the sources' endpoints (`/webhooks/…`, `/sources/…`),
+        /// /healthz, /readyz and /metrics (metrics need a viewer token unless --metrics-public).
+        #[arg(long, env = "KINETIC_LISTEN", default_value = "127.0.0.1:8083")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        admin: AdminSettings,
+        #[command(flatten)]
+        tls: TlsSettings,
+        #[command(flatten)]
+        connections: ConnectionSettings,
+        #[command(flatten)]
+        secrets: SecretSettings,
+        /// Base URL of the broker ingress, for sinks that reference a Broker.
+        #[arg(
+            long,
+            env = "KINETIC_INGRESS_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        ingress_url: String,
+        #[command(flatten)]
+        store: StoreSettings,
+        /// kinetic's issuer URL, as the brokers' `--issuer-url` (with their signing key in
+        /// --state-dir): events sent to Brokers and to sinks with an `audience` then carry a token
+        /// signed for the source, so EventPolicies can name it. Without it they carry none.
+        #[arg(long, env = "KINETIC_ISSUER_URL")]
+        issuer_url: Option<String>,
+        #[command(flatten)]
+        egress: EgressSettings,
+    },
     /// Create or upgrade the store's schema, then exit.
     Migrate {
         #[command(flatten)]
@@ -559,6 +592,38 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     dedupe_window,
                     max_body_bytes,
                     kafka,
+                    egress,
+                },
+            )
+            .await?;
+        }
+        Command::Sources {
+            listen,
+            admin,
+            tls,
+            connections,
+            secrets,
+            ingress_url,
+            store,
+            issuer_url,
+            egress,
+        } => {
+            kinetic_api::meta::validate_absolute_url(&ingress_url)
+                .map_err(|e| anyhow::anyhow!("--ingress-url: {e}"))?;
+            let state_dir = store.state_dir.clone();
+            config::private_dir(&state_dir)?;
+            kinetic_api::secret::confine(secrets.scope(&state_dir)?);
+            let store = server::open_store(&store).await?;
+            server::sources_only(
+                store,
+                listen,
+                state_dir,
+                ingress_url,
+                server::SourcesSettings {
+                    admin,
+                    tls,
+                    connections,
+                    issuer_url,
                     egress,
                 },
             )

@@ -497,7 +497,7 @@ fn dispatcher_config(
 fn source_sink(
     resolver: &Resolver,
     egress: &EgressSettings,
-    issuer: Arc<kinetic_auth::Issuer>,
+    issuer: Option<Arc<kinetic_auth::Issuer>>,
 ) -> anyhow::Result<kinetic_sources::Sink> {
     let sender = kinetic_outbound::sender::Sender::new(
         resolver.gateway.as_ref(),
@@ -508,15 +508,42 @@ fn source_sink(
     sender
         .ready_clients()
         .map_err(|e| anyhow::anyhow!("sources' HTTP clients: {e}"))?;
-    Ok(
-        kinetic_sources::Sink::new(Arc::new(move |url: &reqwest::Url| {
-            sender.client_for(url).cloned()
-        }))
-        .with_signer(Arc::new(move |subject, audience| {
+    let sink = kinetic_sources::Sink::new(Arc::new(move |url: &reqwest::Url| {
+        sender.client_for(url).cloned()
+    }))
+    .with_endpoint_check(host_check(egress));
+    Ok(match issuer {
+        Some(issuer) => sink.with_signer(Arc::new(move |subject, audience| {
             issuer.token_for(subject, audience)
-        }))
-        .with_endpoint_check(host_check(egress)),
+        })),
+        None => sink,
+    })
+}
+
+/// The sources of a process, sending to what `resolver` resolves.
+fn sources(
+    store: &Arc<dyn Store>,
+    resources: &kinetic_resources::Watch,
+    resolver: Resolver,
+    egress: &EgressSettings,
+    issuer: Option<Arc<kinetic_auth::Issuer>>,
+    registry: &mut Registry,
+) -> anyhow::Result<Arc<kinetic_sources::Sources>> {
+    kinetic_sources::Sources::new(
+        store.clone(),
+        resources.clone(),
+        source_sink(&resolver, egress, issuer)?,
+        Arc::new(move |destination, namespace| {
+            let url = resolver.resolve(destination, namespace)?;
+            Ok((
+                url,
+                kinetic_api::policy::destination_audience(destination, namespace),
+            ))
+        }),
+        kinetic_sources::metrics::Metrics::new(registry),
+        kinetic_sources::Clock::system(),
     )
+    .map_err(|e| anyhow::anyhow!("sources: {e}"))
 }
 
 fn dispatcher(
@@ -593,6 +620,106 @@ pub struct DispatchSettings {
     pub max_body_bytes: usize,
     pub kafka: KafkaSettings,
     pub egress: EgressSettings,
+}
+
+/// `kinetic sources`'s settings besides the store and the listener.
+pub struct SourcesSettings {
+    pub admin: AdminSettings,
+    pub tls: TlsSettings,
+    pub connections: ConnectionSettings,
+    /// kinetic's issuer URL, as the brokers' `--issuer-url`.
+    pub issuer_url: Option<String>,
+    pub egress: EgressSettings,
+}
+
+/// The issuer whose key is in `state_dir`, at `url` (the brokers' `--issuer-url`), or none.
+fn issuer_at(
+    url: Option<&str>,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<Option<Arc<kinetic_auth::Issuer>>> {
+    let Some(url) = url else {
+        return Ok(None);
+    };
+    kinetic_api::meta::validate_absolute_url(url)
+        .map_err(|e| anyhow::anyhow!("--issuer-url: {e}"))?;
+    Ok(Some(Arc::new(
+        kinetic_auth::Issuer::load_or_create(state_dir, url)
+            .context("kinetic's token signing key")?,
+    )))
+}
+
+/// `kinetic sources`: the sources alone (webhook and bucket-notification endpoints on the public
+/// listener, SQS readers, bucket pollers, KafkaSource consumers, PingSources), sending to the
+/// brokers at `ingress_url`; with health on the same listener and metrics behind the admin
+/// tokens. Several share the work of one store: a PingSource tick fires once (a checkpoint
+/// advanced by compare-and-set), SQS messages go to one reader, a KafkaSource's partitions are
+/// shared through its consumer group.
+pub async fn sources_only(
+    store: OpenedStore,
+    listen: SocketAddr,
+    state_dir: PathBuf,
+    ingress_url: String,
+    settings: SourcesSettings,
+) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    cancel_on_signal(cancel.clone());
+    let tokens = admin_tokens(&settings.admin, &state_dir)?;
+    let issuer = issuer_at(settings.issuer_url.as_deref(), &state_dir)?;
+    let tls = settings.tls.load()?;
+    let listener = bind(listen).await?;
+    let guard = admin_guard(
+        tokens,
+        &settings.admin,
+        admin::Bound::Tcp(listener.local_addr()?),
+        tls.is_some(),
+    );
+    let tracker = TaskTracker::new();
+    let mut registry = Registry::default();
+    let resources = watch_resources(&store.store, &tracker, &cancel).await?;
+    let sources = sources(
+        &store.store,
+        &resources,
+        Resolver {
+            ingress_url,
+            gateway: None,
+        },
+        &settings.egress,
+        issuer,
+        &mut registry,
+    )?;
+    let api_state = ApiState {
+        control: kinetic_control::Control {
+            sources: Some(sources.clone()),
+            ..kinetic_control::Control::new(store.store.clone(), resources)
+        },
+        registry: Arc::new(Mutex::new(registry)),
+        issuer: None,
+    };
+    // Sources' endpoints and health for everyone; metrics behind the admin tokens. Never the
+    // admin API.
+    let router = sources
+        .router()
+        .merge(api::health_router(api_state.clone()))
+        .merge(
+            api::metrics_router(api_state)
+                .layer(axum::middleware::from_fn_with_state(guard, admin::guard)),
+        );
+    if let Some(tls) = &tls {
+        tracker.spawn(tls.clone().watch(cancel.clone()));
+    }
+    tracker.spawn(sources.run(cancel.child_token()));
+    tracing::info!(listen = %listener.local_addr()?, store = %kinetic_api::meta::redact_url(&store.url), "kinetic sources is up.");
+    let limits = settings.connections.limits();
+    let served = crate::serve::serve(nodelay(listener), router, tls, limits, cancel.clone()).await;
+    cancel.cancel();
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("Sources did not stop within the grace period.");
+    }
+    served
 }
 
 /// `kinetic up`: everything in one process.
@@ -726,21 +853,14 @@ pub async fn up(
     // once: the commit task ends (and shutdown proceeds) only when every handle is gone.
     feed.feed(dispatcher.log_feed());
     drop(feed);
-    let sources = kinetic_sources::Sources::new(
-        store_handle.clone(),
-        watch.clone(),
-        source_sink(&resolver, &egress_settings, auth.issuer.clone())?,
-        Arc::new(move |destination, namespace| {
-            let url = resolver.resolve(destination, namespace)?;
-            Ok((
-                url,
-                kinetic_api::policy::destination_audience(destination, namespace),
-            ))
-        }),
-        kinetic_sources::metrics::Metrics::new(&mut registry),
-        kinetic_sources::Clock::system(),
-    )
-    .map_err(|e| anyhow::anyhow!("sources: {e}"))?;
+    let sources = sources(
+        &store_handle,
+        &watch,
+        resolver,
+        &egress_settings,
+        Some(auth.issuer.clone()),
+        &mut registry,
+    )?;
     let serving = serving(
         &watch,
         &serving_settings,
@@ -957,17 +1077,7 @@ pub async fn dispatcher_only(
     let tokens = admin_tokens(&settings.admin, &state_dir)?;
     // The brokers' issuer, to sign tokens for deliveries to audiences: the same key (state
     // directory) and URL as the brokers'.
-    let issuer = match &settings.issuer_url {
-        Some(url) => {
-            kinetic_api::meta::validate_absolute_url(url)
-                .map_err(|e| anyhow::anyhow!("--issuer-url: {e}"))?;
-            Some(Arc::new(
-                kinetic_auth::Issuer::load_or_create(&state_dir, url)
-                    .context("kinetic's token signing key")?,
-            ))
-        }
-        None => None,
-    };
+    let issuer = issuer_at(settings.issuer_url.as_deref(), &state_dir)?;
     let listener = bind(listen).await?;
     let guard = admin_guard(
         tokens,

@@ -350,3 +350,97 @@ async fn a_separate_dispatcher_is_woken_by_the_database() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// `kinetic sources` on its own, beside a broker and a dispatcher on the same PostgreSQL: a
+/// WebhookSource applied through the broker's admin API is served by the sources process at once
+/// (it reads the store again on a request for a source it has not seen), and its events go through
+/// the broker's ingress to a trigger's subscriber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_run_in_a_process_of_their_own() {
+    let store = TestStore::new(Engine::Postgres).await;
+    let receiver = Receiver::start().await;
+    let broker = Kinetic::spawn(
+        &[
+            "broker".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--store".into(),
+            store.url.clone(),
+        ],
+        &[],
+    );
+    let sources = Kinetic::spawn(
+        &[
+            "sources".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--store".into(),
+            store.url.clone(),
+            "--ingress-url".into(),
+            broker.base_url.clone(),
+        ],
+        &[],
+    );
+    let _dispatcher = dispatcher(&store, &broker);
+    let health = reqwest::get(sources.url("/readyz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    let hook = "apiVersion: sources.kinetic.dev/v1alpha1\nkind: WebhookSource\nmetadata: {name: hook}\nspec:\n  insecure: true\n  sink: {ref: {apiVersion: eventing.knative.dev/v1, kind: Broker, name: default}}\n";
+    let file = write_yaml(
+        store.dir(),
+        "resources.yaml",
+        &documents(&[
+            broker_yaml("default"),
+            trigger_yaml("all", "default", &receiver.url("/all"), ""),
+            hook.to_owned(),
+        ]),
+    );
+    let output = broker.cli(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "kinetic apply: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // At once: the sources process has not read the resources since the apply.
+    let answer = reqwest::Client::new()
+        .post(sources.url("/webhooks/default/hook"))
+        .header("content-type", "application/json")
+        .body(r#"{"order":"o-1"}"#)
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status();
+    assert_eq!(
+        status,
+        202,
+        "{}\nsources log:\n{}",
+        answer.text().await.unwrap_or_default(),
+        sources.log()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let delivered = loop {
+        if let Some(received) = receiver.received("/all").into_iter().next() {
+            break received;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no delivery; sources log:\n{}\nbroker log:\n{}",
+            sources.log(),
+            broker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(delivered.header("ce-type"), Some("dev.kinetic.webhook"));
+    assert_eq!(
+        delivered.header("ce-source"),
+        Some("/apis/v1/namespaces/default/webhooksources/hook")
+    );
+    // A source that does not exist is refused by name, as in `kinetic up`.
+    let missing = reqwest::Client::new()
+        .post(sources.url("/webhooks/default/nope"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}
