@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# A Docker Engine for the container runtime's tests and benchmarks, and the base image the
-# examples' Dockerfiles build on (`debian:bookworm-slim`).
+# A Docker Engine for the container runtime's tests and benchmarks, and the base image kinetic's
+# Dockerfile and the examples' Dockerfiles build on (`debian:bookworm-slim`).
 #
 # - An engine already answering at $DOCKER_HOST (default unix:///var/run/docker.sock) is used as is.
 # - Otherwise Debian's docker.io is installed (apt-get, once) and `dockerd` is started in the
 #   background; its PID is printed on stdout, so that the caller stops it (by that PID) when done.
 #   Nothing is printed when the engine was already running.
 # - No image registry need be reachable: when the engine has no `debian:bookworm-slim`, one is made
-#   from Debian's packages with debootstrap (minbase), cached as a tarball under
+#   from Debian's packages with debootstrap (minbase, with CA certificates), cached as a tarball under
 #   ~/.cache/kinetic-docker, and imported (once per engine).
 #
 # Progress goes to stderr. Usage: `pid=$(bash scripts/ensure-docker.sh)`.
@@ -57,7 +57,8 @@ if ! command -v docker >/dev/null 2>&1 || ! engine_answers; then
 fi
 
 if ! docker image inspect "$base_image" >/dev/null 2>&1; then
-  tarball="$cache/bookworm-minbase.tar"
+  # With CA certificates, so images on it (kinetic's own) need nothing from the network.
+  tarball="$cache/bookworm-minbase-ca.tar"
   if [ ! -s "$tarball" ]; then
     if ! command -v debootstrap >/dev/null 2>&1; then
       echo "installing debootstrap (apt-get, once)..." >&2
@@ -67,7 +68,7 @@ if ! docker image inspect "$base_image" >/dev/null 2>&1; then
     mirror=${mirror:-http://deb.debian.org/debian}
     rootfs=$(mktemp -d)
     echo "making $base_image from Debian's packages (debootstrap from $mirror, ~70 s once)..." >&2
-    if ! debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$cache/debootstrap.log" 2>&1; then
+    if ! debootstrap --variant=minbase --include=ca-certificates bookworm "$rootfs" "$mirror" >"$cache/debootstrap.log" 2>&1; then
       echo "debootstrap failed; its log: $cache/debootstrap.log" >&2
       rm -rf "$rootfs"
       exit 1
