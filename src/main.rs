@@ -184,6 +184,9 @@ enum Command {
         #[command(flatten)]
         egress: EgressSettings,
     },
+    /// Print the CustomResourceDefinitions of every kind kinetic implements, as YAML (what
+    /// `deploy/base/crds.yaml` holds), for `kubectl apply -f -`.
+    Crds,
     /// Create or upgrade the store's schema, then exit.
     Migrate {
         #[command(flatten)]
@@ -629,6 +632,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             )
             .await?;
         }
+        Command::Crds => print!("{}", kinetic_k8s::crds::yaml()),
         Command::Migrate { store } => {
             let opened = server::open_store(&store).await?;
             println!(

@@ -12,7 +12,7 @@ use crate::meta::ObjectMeta;
 pub const CORE_API_VERSION: &str = "v1";
 
 /// A ConfigMap: string keys to string values.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConfigMap {
     pub api_version: String,

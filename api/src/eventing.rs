@@ -35,7 +35,7 @@ pub const REPLIES_ANNOTATION: &str = "kinetic.dev/replies";
 
 /// A Broker receives events at `POST /{namespace}/{name}` and keeps them durably until every
 /// matching Trigger has delivered them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Broker {
     pub api_version: String,
@@ -47,7 +47,7 @@ pub struct Broker {
     pub status: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BrokerSpec {
     /// Implementation-specific configuration (e.g. a ConfigMap for the Kafka class).
@@ -97,7 +97,7 @@ impl Broker {
 }
 
 /// A Trigger selects events of one Broker with filters and delivers them to a subscriber.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Trigger {
     pub api_version: String,
@@ -108,7 +108,7 @@ pub struct Trigger {
     pub status: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TriggerSpec {
     /// Name of the Broker (same namespace) whose events this Trigger selects.
@@ -127,7 +127,7 @@ pub struct TriggerSpec {
     pub delivery: Option<DeliverySpec>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TriggerFilter {
     #[serde(default)]
@@ -135,7 +135,7 @@ pub struct TriggerFilter {
 }
 
 /// One filter of `spec.filters`. Exactly one dialect is set per filter object.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubscriptionsApiFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -358,7 +358,7 @@ pub fn validate_attribute_name(name: &str) -> Result<(), Error> {
 }
 
 /// Knative's `DeliverySpec`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeliverySpec {
     /// Where events go after the retries are spent (or on a non-retryable answer).
@@ -386,7 +386,7 @@ pub struct DeliverySpec {
     pub signing: Option<DeliverySigning>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BackoffPolicy {
     /// `backoffDelay × k` before retry k.
@@ -399,7 +399,7 @@ pub enum BackoffPolicy {
 }
 
 /// How deliveries are signed (kinetic's extension of `DeliverySpec`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeliverySigning {
     /// [Standard Webhooks](https://www.standardwebhooks.com/) signatures: `webhook-id`,
@@ -409,7 +409,7 @@ pub struct DeliverySigning {
 }
 
 /// Standard Webhooks signing keys.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StandardWebhooksSigning {
     /// Signing secrets, `whsec_<base64>` (the prefix is optional, the rest is always base64, as the
@@ -441,7 +441,7 @@ impl DeliverySigning {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryFormat {
     Binary,

@@ -11,7 +11,7 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// `metadata` of a resource. Fields Kubernetes adds on the server side (`uid`, `resourceVersion`,
 /// `creationTimestamp`, …) are accepted and ignored so that `kubectl get -o yaml` output applies as is.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ObjectMeta {
     /// Name of the resource, a DNS-1123 label (lower-case letters, digits and `-`, at most 63).
@@ -71,7 +71,7 @@ pub fn validate_dns_label(value: &str) -> Result<(), Error> {
 }
 
 /// A reference to another resource (Knative's `KReference`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KReference {
     pub kind: String,
@@ -84,7 +84,7 @@ pub struct KReference {
 
 /// Where events go (Knative's `Destination`): a `ref` to a resource, optionally with a relative `uri`
 /// appended to its address, or an absolute `uri`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Destination {
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]

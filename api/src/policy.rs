@@ -18,7 +18,7 @@ use crate::meta::{ObjectMeta, validate_dns_label};
 pub const POLICY_API_VERSION: &str = "eventing.knative.dev/v1alpha1";
 
 /// Who may send events to which Brokers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EventPolicy {
     pub api_version: String,
@@ -30,7 +30,7 @@ pub struct EventPolicy {
     pub status: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EventPolicySpec {
     /// The Brokers this policy applies to; empty = every Broker of the policy's namespace.
@@ -45,7 +45,7 @@ pub struct EventPolicySpec {
 }
 
 /// One target: a `ref` to a Broker, or a `selector` of Brokers by label.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EventPolicyTo {
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
@@ -54,7 +54,7 @@ pub struct EventPolicyTo {
     pub selector: Option<TargetSelector>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TargetRef {
     pub api_version: String,
@@ -63,7 +63,7 @@ pub struct TargetRef {
 }
 
 /// Brokers whose labels match (Kubernetes' label selector).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TargetSelector {
     pub api_version: String,
@@ -74,7 +74,7 @@ pub struct TargetSelector {
     pub match_expressions: Vec<LabelRequirement>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LabelRequirement {
     pub key: String,
@@ -104,7 +104,7 @@ impl TargetSelector {
 }
 
 /// One sender: a token subject (`sub`, `*` allowed at the end), or a `ref` to a source.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EventPolicyFrom {
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
@@ -113,7 +113,7 @@ pub struct EventPolicyFrom {
     pub sub: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SenderRef {
     pub api_version: String,

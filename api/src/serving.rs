@@ -25,7 +25,7 @@ pub const MAX_TIMEOUT_SECONDS: u64 = 3600;
 
 /// A Service runs a function (a container's command) as revisions that scale from zero, reachable
 /// through the gateway at `http://{name}.{namespace}.{domain}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Service {
     pub api_version: String,
@@ -36,7 +36,7 @@ pub struct Service {
     pub status: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceSpec {
     /// What each revision runs; a change here creates a new revision.
@@ -47,7 +47,7 @@ pub struct ServiceSpec {
 }
 
 /// `spec.template`: the metadata and spec of the revisions a Service creates.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RevisionTemplate {
     #[serde(default)]
@@ -57,7 +57,7 @@ pub struct RevisionTemplate {
 
 /// `spec.template.metadata`: an optional revision name, annotations (`autoscaling.knative.dev/*`)
 /// and labels.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TemplateMeta {
     /// Name of the revision this template creates; must start with `{service}-`.
@@ -72,7 +72,7 @@ pub struct TemplateMeta {
 }
 
 /// A revision's spec (Knative's `RevisionSpec`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RevisionSpec {
     /// Requests one instance handles at once; 0 means no limit.
@@ -93,7 +93,7 @@ pub struct RevisionSpec {
 }
 
 /// The one container of a revision.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Container {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,7 +135,7 @@ pub struct Container {
 }
 
 /// `resources`: Kubernetes quantities by resource name (`memory: 256Mi`, `cpu: 500m`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ResourceRequirements {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -145,7 +145,7 @@ pub struct ResourceRequirements {
 }
 
 /// `securityContext` (Kubernetes' container SecurityContext, the fields Knative allows).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecurityContext {
     /// The uid the program runs as; honoured when kinetic runs as root.
@@ -223,7 +223,7 @@ pub struct Limits {
     pub cpu_millis: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EnvVar {
     pub name: String,
@@ -237,7 +237,7 @@ pub struct EnvVar {
 /// `env[].valueFrom`, as Kubernetes writes it. kinetic reads `secretKeyRef`: the file
 /// `{name}/{key}` in its secrets directory (`--secrets-dir`), the layout of a mounted Kubernetes
 /// secret. The other sources are refused when applied, with a hint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EnvVarSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -278,7 +278,7 @@ impl EnvVarSource {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerPort {
     pub container_port: u16,
@@ -290,7 +290,7 @@ pub struct ContainerPort {
 
 /// `readinessProbe`: an instance takes requests once `httpGet.path` answers 2xx (or, without
 /// `httpGet`, once its port accepts a connection).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Probe {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -309,7 +309,7 @@ pub struct Probe {
     pub failure_threshold: Option<u32>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpGetAction {
     #[serde(default = "root_path")]
@@ -328,7 +328,7 @@ fn root_path() -> String {
 
 /// One entry of `spec.traffic`: a share of requests for a named revision or the latest one, and an
 /// optional tag that gets its own address `{tag}-{service}.{namespace}.{domain}`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TrafficTarget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -347,7 +347,7 @@ pub struct TrafficTarget {
 
 /// A Revision: an immutable snapshot of a Service's template, created by kinetic when the template
 /// changes. Users read revisions (`kinetic get revisions`); they do not write them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Revision {
     pub api_version: String,

@@ -69,7 +69,7 @@ pub enum SecretRef {
 }
 
 /// `secretKeyRef`: one key of a named secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretKeySelector {
     pub name: String,
@@ -123,23 +123,38 @@ impl SecretKeySelector {
     }
 }
 
+/// [`SecretRef`] as written: exactly one of its fields.
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SecretRefFields {
+    /// An environment variable of the kinetic process.
+    env: Option<String>,
+    /// A file, surrounding white space removed.
+    file: Option<String>,
+    /// One key of a named secret (a file `{name}/{key}` in the secrets directory).
+    secret_key_ref: Option<SecretKeySelector>,
+}
+
+impl schemars::JsonSchema for SecretRef {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SecretRef".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        SecretRefFields::json_schema(generator)
+    }
+}
+
 impl<'de> Deserialize<'de> for SecretRef {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error as _;
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields, rename_all = "camelCase")]
-        struct Fields {
-            env: Option<String>,
-            file: Option<String>,
-            secret_key_ref: Option<SecretKeySelector>,
-        }
         let value = serde_json::Value::deserialize(deserializer)?;
         if value.is_string() {
             return Err(D::Error::custom(
                 "an inline secret is not accepted; write `{env: NAME}`, `{file: PATH}` or `{secretKeyRef: {name: NAME, key: KEY}}` so the secret stays out of the resource",
             ));
         }
-        let fields: Fields = serde_json::from_value(value).map_err(|error| {
+        let fields: SecretRefFields = serde_json::from_value(value).map_err(|error| {
             D::Error::custom(format!(
                 "a secret is `{{env: NAME}}`, `{{file: PATH}}` or `{{secretKeyRef: {{name: NAME, key: KEY}}}}`: {error}"
             ))
@@ -204,7 +219,7 @@ impl SecretRef {
 }
 
 /// Knative's `CloudEventOverrides`: extension attributes set on every event a source emits.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CloudEventOverrides {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -17,7 +17,7 @@ pub const KAFKA_SOURCES_API_VERSION: &str = "sources.knative.dev/v1beta1";
 
 /// Knative's KafkaSource: every record of `topics` becomes a CloudEvent for `sink`; a record's
 /// offset is committed only after the sink accepted its event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KafkaSource {
     pub api_version: String,
@@ -28,7 +28,7 @@ pub struct KafkaSource {
     pub status: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KafkaSourceSpec {
     /// `host:port` of Kafka brokers to bootstrap from; an entry may hold several, comma-separated.
@@ -55,14 +55,14 @@ pub struct KafkaSourceSpec {
     pub ce_overrides: Option<CloudEventOverrides>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum InitialOffset {
     Earliest,
     Latest,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KafkaOrdering {
     Ordered,
@@ -70,7 +70,7 @@ pub enum KafkaOrdering {
 }
 
 /// Knative's `net`: how the consumer authenticates and encrypts.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KafkaNet {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,7 +79,7 @@ pub struct KafkaNet {
     pub tls: Option<KafkaTls>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KafkaSasl {
     /// Authenticate with SASL; the other fields are read only when this is true.
@@ -108,7 +108,22 @@ pub enum SaslType {
     Secret(SecretRef),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Text or a secret reference: a schema a Kubernetes structural schema cannot split, so it only
+/// keeps the value as it is; kinetic's own validation says what is wrong.
+impl schemars::JsonSchema for SaslType {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SaslType".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "`PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`, or a secret holding one",
+            "x-kubernetes-preserve-unknown-fields": true
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum SaslMechanism {
     #[serde(rename = "PLAIN")]
     Plain,
@@ -158,7 +173,7 @@ fn sasl_type<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SaslTy
         .map_err(D::Error::custom)
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KafkaTls {
     /// Connect with TLS; the other fields are read only when this is true.

@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::meta::{Destination, ObjectMeta};
 
 /// Knative's PingSource: an event on a cron schedule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PingSource {
     pub api_version: String,
@@ -21,7 +21,7 @@ pub struct PingSource {
     pub status: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PingSourceSpec {
     /// Five-field cron schedule, e.g. `*/1 * * * *`, optionally prefixed `CRON_TZ=Europe/Madrid `.

@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::meta::{Destination, ObjectMeta, validate_absolute_url};
 
 /// An S3Source turns an S3 (or S3-compatible) bucket's object notifications into CloudEvents.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct S3Source {
     pub api_version: String,
@@ -21,7 +21,7 @@ pub struct S3Source {
     pub status: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct S3SourceSpec {
     /// Name of the bucket whose objects are watched.
@@ -57,7 +57,7 @@ pub struct S3SourceSpec {
     pub ce_overrides: Option<CloudEventOverrides>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct S3Credentials {
     pub access_key_id: SecretRef,
@@ -67,7 +67,7 @@ pub struct S3Credentials {
 }
 
 /// Exactly one of `sqs` or `webhook`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct S3Notifications {
     /// Read notifications from an SQS (or compatible) queue the bucket publishes to.
@@ -78,13 +78,13 @@ pub struct S3Notifications {
     pub webhook: Option<S3WebhookNotifications>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SqsNotifications {
     pub queue_url: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct S3WebhookNotifications {
     /// How pushed notifications are authenticated (MinIO sends a bearer token). Either this or
@@ -101,7 +101,7 @@ pub struct S3WebhookNotifications {
     pub sns: Option<SnsVerify>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SnsVerify {
     /// ARNs of the topics whose messages are accepted (`arn:aws:sns:REGION:ACCOUNT:NAME`). A
@@ -139,7 +139,7 @@ impl SnsVerify {
 /// The default interval between two listings of a polled bucket.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct S3Poll {
     /// ISO-8601 time between listings, at least `PT1S`; `PT10S` when absent.

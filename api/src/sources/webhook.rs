@@ -12,7 +12,7 @@ use crate::meta::{Destination, ObjectMeta};
 
 /// A WebhookSource accepts HTTP POSTs at `/webhooks/{namespace}/{name}` and turns each into a
 /// CloudEvent whose data is the request body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebhookSource {
     pub api_version: String,
@@ -23,7 +23,7 @@ pub struct WebhookSource {
     pub status: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebhookSourceSpec {
     /// How requests are authenticated. Required unless `insecure` says otherwise.
@@ -50,7 +50,7 @@ pub struct WebhookSourceSpec {
 }
 
 /// Exactly one of `github`, `standardWebhooks` or `bearer`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebhookVerify {
     /// GitHub's `X-Hub-Signature-256` HMAC.
@@ -64,7 +64,7 @@ pub struct WebhookVerify {
     pub bearer: Option<BearerVerify>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GithubVerify {
     pub secret: SecretRef,
@@ -73,7 +73,7 @@ pub struct GithubVerify {
 /// Standard Webhooks' default tolerance between the signed timestamp and now.
 pub const DEFAULT_WEBHOOK_TOLERANCE: Duration = Duration::from_secs(300);
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StandardWebhooksVerify {
     /// Signing secrets (`whsec_…`); a request signed with any of them passes, so a secret can be
@@ -94,7 +94,7 @@ impl StandardWebhooksVerify {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BearerVerify {
     pub token: SecretRef,
