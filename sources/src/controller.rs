@@ -244,11 +244,26 @@ impl Sources {
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => return false,
         }
-        let mut passes = self.passes.subscribe();
         let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
-        // The snapshot this process reads may not have it yet: read again now.
+        // The snapshot this process reads may not have it yet: read again now, and wait for a
+        // snapshot that has it.
         self.resources.refresh();
-        // A pass already under way may have read the store before the source was applied: wait for
+        let mut resources = self.resources.clone();
+        let has_it = |snapshot: Option<&kinetic_resources::Snapshot>| {
+            snapshot.is_some_and(|snapshot| {
+                kinetic_api::Kind::of(kind)
+                    .is_some_and(|kind| snapshot.find(kind, namespace, name).is_some())
+            })
+        };
+        while !has_it(resources.latest().as_deref()) {
+            match tokio::time::timeout_at(deadline, resources.changed()).await {
+                Ok(Some(_)) => {}
+                // The time is up, or the snapshots ended.
+                Ok(None) | Err(_) => return served(self),
+            }
+        }
+        let mut passes = self.passes.subscribe();
+        // A pass already under way may have read the snapshot before it had the source: wait for
         // up to two more.
         for _ in 0..2 {
             passes.mark_unchanged();
