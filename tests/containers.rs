@@ -16,23 +16,8 @@ use std::time::{Duration, Instant};
 use kinetic_serving::runtime::container::{
     ContainerRequest, Engine, OWNER_LABEL, Owner, Running, STATE_LABEL, Security, plan,
 };
+use support::docker::engine;
 use support::{Kinetic, TestStore, broker_yaml, send_event, write_yaml};
-
-/// The engine the tests use, or `None` (skipped, see `kinetic_testkit::required`).
-async fn engine() -> Option<Engine> {
-    match Engine::detect().await {
-        Some(engine) => Some(engine),
-        None if kinetic_testkit::required() => {
-            panic!("no container engine answers; run scripts/ensure-docker.sh")
-        }
-        None => {
-            eprintln!(
-                "skipped (KINETIC_TEST_SKIP_MISSING=1): no container engine answers (run scripts/ensure-docker.sh)"
-            );
-            None
-        }
-    }
-}
 
 /// hello-fn's image, built once per run from `examples/hello-fn/Dockerfile` and this build's
 /// binary.
@@ -43,59 +28,16 @@ fn hello_image() -> String {
         .clone()
 }
 
-/// `examples/{function}/Dockerfile` built as a user builds it (from the repository's layout, so
-/// the same `COPY target/…` lines), with this build's binary: a context holding only
-/// `target/{profile}/{function}`, as the root `.dockerignore` keeps it. Tagged
+/// `examples/{function}/Dockerfile` built with this build's binary, tagged
 /// `kinetic-test/{function}:latest`.
 fn build_example_image(function: &str) -> String {
-    let binary = support::binary()
-        .parent()
-        .expect("target directory")
-        .join(function);
-    assert!(
-        binary.exists(),
-        "{} is missing; build it with `cargo build -p {function}`",
-        binary.display()
-    );
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
-    let context = tempfile::tempdir().unwrap();
-    let target = context.path().join("target").join(profile);
-    std::fs::create_dir_all(&target).unwrap();
-    std::fs::copy(&binary, target.join(function)).unwrap();
-    let dockerfile = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(function)
-        .join("Dockerfile");
     let image = format!("kinetic-test/{function}:latest");
-    let label = format!("dev.kinetic.test={function}");
-    let built = Command::new("docker")
-        .args(["build", "-q", "-t", &image, "--label", &label])
-        .args(["--build-arg", &format!("PROFILE={profile}"), "-f"])
-        .arg(&dockerfile)
-        .arg(context.path())
-        .env("DOCKER_BUILDKIT", "0")
-        .output()
-        .expect("run docker build");
-    assert!(
-        built.status.success(),
-        "docker build -f {} failed: {}",
-        dockerfile.display(),
-        String::from_utf8_lossy(&built.stderr)
+    support::docker::build(
+        &format!("examples/{function}/Dockerfile"),
+        function,
+        None,
+        &image,
     );
-    // The image of an earlier run's binary, untagged by this build, goes.
-    let _ = Command::new("docker")
-        .args([
-            "image",
-            "prune",
-            "-f",
-            "--filter",
-            &format!("label={label}"),
-        ])
-        .output();
     image
 }
 

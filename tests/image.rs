@@ -6,82 +6,13 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kinetic_serving::runtime::container::Engine;
+use support::docker::engine;
 use support::{Receiver, broker_yaml, documents, send_event, trigger_yaml};
 
-/// The engine the test uses, or `None` (skipped, see `kinetic_testkit::required`).
-async fn engine() -> Option<Engine> {
-    match Engine::detect().await {
-        Some(engine) => Some(engine),
-        None if kinetic_testkit::required() => {
-            panic!("no container engine answers; run scripts/ensure-docker.sh")
-        }
-        None => {
-            eprintln!(
-                "skipped (KINETIC_TEST_SKIP_MISSING=1): no container engine answers (run scripts/ensure-docker.sh)"
-            );
-            None
-        }
-    }
-}
-
 const IMAGE: &str = "kinetic-test/kinetic:latest";
-const LABEL: &str = "dev.kinetic.test=kinetic";
-
-/// The repository's `Dockerfile`, `prebuilt` stage, with this build's binary (debug info
-/// stripped: the image needs none) in a context holding only `target/{profile}/kinetic`.
-fn build_image() {
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
-    let context = tempfile::tempdir().unwrap();
-    let target = context.path().join("target").join(profile);
-    std::fs::create_dir_all(&target).unwrap();
-    let binary = support::binary();
-    let stripped = Command::new("strip")
-        .arg("--strip-debug")
-        .arg("-o")
-        .arg(target.join("kinetic"))
-        .arg(&binary)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !stripped {
-        std::fs::copy(&binary, target.join("kinetic")).unwrap();
-    }
-    let dockerfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile");
-    let built = Command::new("docker")
-        .args([
-            "build", "-q", "--target", "prebuilt", "-t", IMAGE, "--label", LABEL,
-        ])
-        .args(["--build-arg", &format!("PROFILE={profile}"), "-f"])
-        .arg(&dockerfile)
-        .arg(context.path())
-        .env("DOCKER_BUILDKIT", "0")
-        .output()
-        .expect("run docker build");
-    assert!(
-        built.status.success(),
-        "docker build -f {}: {}",
-        dockerfile.display(),
-        String::from_utf8_lossy(&built.stderr)
-    );
-    // The image of an earlier run's binary, untagged by this build, goes.
-    let _ = Command::new("docker")
-        .args([
-            "image",
-            "prune",
-            "-f",
-            "--filter",
-            &format!("label={LABEL}"),
-        ])
-        .output();
-}
 
 /// Removes the container (by its name) when the test ends, however it ends.
 struct Container(String);
@@ -105,7 +36,8 @@ async fn kinetic_up_runs_in_its_image_as_non_root_on_a_read_only_root() {
     let Some(_engine) = engine().await else {
         return;
     };
-    build_image();
+    // The `prebuilt` stage, with this build's binary.
+    support::docker::build("Dockerfile", "kinetic", Some("prebuilt"), IMAGE);
     let receiver = Receiver::start().await;
     // Readable by the image's user: the test's temp dirs are private to root.
     let resources = tempfile::tempdir().unwrap();

@@ -20,6 +20,20 @@ const SENDERS: usize = 16;
 const CURSOR_LEASE: Duration = Duration::from_secs(10);
 const CLAIM_INTERVAL: Duration = Duration::from_secs(2);
 
+/// `kinetic broker` on `store`: the ingress and the admin API.
+fn broker(store: &TestStore) -> Kinetic {
+    Kinetic::spawn(
+        &[
+            "broker".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--store".into(),
+            store.url.clone(),
+        ],
+        &[],
+    )
+}
+
 fn dispatcher(store: &TestStore, broker: &Kinetic) -> Kinetic {
     Kinetic::spawn(
         &[
@@ -128,16 +142,7 @@ impl Cluster {
     async fn start() -> Self {
         let store = TestStore::new(Engine::Postgres).await;
         let receiver = Receiver::start().await;
-        let broker = Kinetic::spawn(
-            &[
-                "broker".into(),
-                "--listen".into(),
-                "127.0.0.1:0".into(),
-                "--store".into(),
-                store.url.clone(),
-            ],
-            &[],
-        );
+        let broker = broker(&store);
         let dispatchers = [dispatcher(&store, &broker), dispatcher(&store, &broker)];
         let mut resources = vec![broker_yaml("default")];
         for t in 0..TRIGGERS {
@@ -292,16 +297,7 @@ async fn a_killed_dispatchers_triggers_are_taken_over_within_the_lease() {
 async fn a_separate_dispatcher_is_woken_by_the_database() {
     let store = TestStore::new(Engine::Postgres).await;
     let receiver = Receiver::start().await;
-    let broker = Kinetic::spawn(
-        &[
-            "broker".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--store".into(),
-            store.url.clone(),
-        ],
-        &[],
-    );
+    let broker = broker(&store);
     let resources = documents(&[
         broker_yaml("default"),
         trigger_yaml("woken", "default", &receiver.url("/woken"), ""),
@@ -359,16 +355,7 @@ async fn a_separate_dispatcher_is_woken_by_the_database() {
 async fn sources_run_in_a_process_of_their_own() {
     let store = TestStore::new(Engine::Postgres).await;
     let receiver = Receiver::start().await;
-    let broker = Kinetic::spawn(
-        &[
-            "broker".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--store".into(),
-            store.url.clone(),
-        ],
-        &[],
-    );
+    let broker = broker(&store);
     let sources = Kinetic::spawn(
         &[
             "sources".into(),

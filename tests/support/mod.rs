@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod crypto;
+pub mod docker;
 pub mod images;
 
 #[allow(unused_imports)] // Each test binary uses a different part of the harness.
