@@ -1,0 +1,214 @@
+//! `deploy/` checked offline, as far as a machine without a Kubernetes API server can: every
+//! overlay builds with `kubectl kustomize`, every object passes PyPI's `kubernetes-validate
+//! --strict` for Kubernetes 1.30 and 1.33 (`scripts/ensure-k8s-tools.sh` installs both), the CRDs
+//! are what `kinetic crds` prints, and every kinetic workload runs as the restricted Pod Security
+//! Standard asks, with probes, limits, a disruption budget and (broker, dispatcher) an autoscaler.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+const OVERLAYS: &[&str] = &["postgres", "kafka", "dev"];
+
+fn deploy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+/// A tool from `variable` or `default`, or `None` (skipped, see `kinetic_testkit::required`).
+fn tool(variable: &str, default: PathBuf, what: &str) -> Option<PathBuf> {
+    let path = std::env::var_os(variable).map_or(default, PathBuf::from);
+    let runs = Command::new(&path)
+        .arg("--help")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if runs {
+        return Some(path);
+    }
+    if kinetic_testkit::required() {
+        panic!(
+            "{what} is not installed ({}); run scripts/ensure-k8s-tools.sh",
+            path.display()
+        );
+    }
+    eprintln!(
+        "skipped (KINETIC_TEST_SKIP_MISSING=1): {what} is not installed; run scripts/ensure-k8s-tools.sh"
+    );
+    None
+}
+
+fn kubectl() -> Option<PathBuf> {
+    tool("KINETIC_KUBECTL", PathBuf::from("kubectl"), "kubectl")
+}
+
+fn kubernetes_validate() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    tool(
+        "KINETIC_KUBERNETES_VALIDATE",
+        home.join(".cache/kinetic-k8s/bin/kubernetes-validate"),
+        "kubernetes-validate",
+    )
+}
+
+/// `kubectl kustomize deploy/overlays/{overlay}`: the YAML text.
+fn build(kubectl: &Path, overlay: &str) -> String {
+    let output = Command::new(kubectl)
+        .arg("kustomize")
+        .arg(deploy().join("overlays").join(overlay))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "kubectl kustomize deploy/overlays/{overlay}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn objects(text: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple::<Value>(text)
+        .unwrap()
+        .into_iter()
+        .filter(|o| !o.is_null())
+        .collect()
+}
+
+fn named<'a>(objects: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+}
+
+#[test]
+fn every_overlay_builds_and_validates_for_kubernetes_1_30_and_1_33() {
+    let Some(kubectl) = kubectl() else { return };
+    let Some(validate) = kubernetes_validate() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for overlay in OVERLAYS {
+        let file = dir.path().join(format!("{overlay}.yaml"));
+        std::fs::write(&file, build(&kubectl, overlay)).unwrap();
+        for version in ["1.30.0", "1.33.0"] {
+            let output = Command::new(&validate)
+                .args(["--strict", "--quiet", "-k", version])
+                .arg(&file)
+                .output()
+                .unwrap();
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(
+                output.status.success() && !said.contains("ERROR"),
+                "deploy/overlays/{overlay} for Kubernetes {version}:\n{said}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_crds_are_what_kinetic_prints() {
+    let Some(kubectl) = kubectl() else { return };
+    let built = objects(&build(&kubectl, "postgres"));
+    let crds: Vec<&Value> = built
+        .iter()
+        .filter(|o| o["kind"] == "CustomResourceDefinition")
+        .collect();
+    let printed = kinetic_k8s::crds::all();
+    assert_eq!(crds.len(), printed.len());
+    for crd in printed {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        let found = named(&built, "CustomResourceDefinition", &name).expect(&name);
+        // Read as the typed object, so `0` and `0.0` are the same number.
+        let found: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition =
+            serde_json::from_value(found.clone()).unwrap();
+        assert!(
+            found.spec == crd.spec,
+            "{name} differs from what `kinetic crds` prints"
+        );
+    }
+}
+
+#[test]
+fn kinetic_workloads_are_restricted_probed_limited_and_kept_available() {
+    let Some(kubectl) = kubectl() else { return };
+    for overlay in OVERLAYS {
+        let built = objects(&build(&kubectl, overlay));
+        let at = |what: &str| format!("deploy/overlays/{overlay}: {what}");
+        for component in ["broker", "dispatcher", "sources"] {
+            let name = format!("kinetic-{component}");
+            let deployment =
+                named(&built, "Deployment", &name).unwrap_or_else(|| panic!("{}", at(&name)));
+            assert_eq!(deployment["metadata"]["namespace"], "kinetic-system");
+            let pod = &deployment["spec"]["template"]["spec"];
+            assert_eq!(pod["automountServiceAccountToken"], false, "{}", at(&name));
+            assert_eq!(
+                pod["securityContext"]["runAsNonRoot"],
+                true,
+                "{}",
+                at(&name)
+            );
+            assert_eq!(
+                pod["securityContext"]["seccompProfile"]["type"],
+                "RuntimeDefault"
+            );
+            let container = &pod["containers"][0];
+            assert_eq!(container["args"], json!([component]), "{}", at(&name));
+            let security = &container["securityContext"];
+            assert_eq!(security["readOnlyRootFilesystem"], true, "{}", at(&name));
+            assert_eq!(security["allowPrivilegeEscalation"], false);
+            assert_eq!(security["capabilities"]["drop"], json!(["ALL"]));
+            assert!(container["resources"]["limits"]["memory"].is_string());
+            assert!(container["resources"]["requests"]["cpu"].is_string());
+            assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+            assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+            let env: Vec<&str> = container["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["name"].as_str().unwrap())
+                .collect();
+            assert!(env.contains(&"KINETIC_STORE"), "{}", at(&name));
+            let service_account =
+                named(&built, "ServiceAccount", &name).unwrap_or_else(|| panic!("{}", at(&name)));
+            assert_eq!(service_account["automountServiceAccountToken"], false);
+            assert!(
+                named(&built, "PodDisruptionBudget", &name).is_some(),
+                "{}",
+                at(&name)
+            );
+            assert!(named(&built, "Service", &name).is_some(), "{}", at(&name));
+            if component != "sources" {
+                assert!(
+                    named(&built, "HorizontalPodAutoscaler", &name).is_some(),
+                    "{}",
+                    at(&name)
+                );
+            }
+            let signing_key = pod["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v["secret"]["secretName"] == "kinetic-issuer");
+            // A shared signing key, except in the one-pod dev overlay.
+            assert_eq!(signing_key, *overlay != "dev", "{}", at(&name));
+        }
+        // No component may call the Kubernetes API: nothing is bound to a role.
+        assert!(
+            built
+                .iter()
+                .all(|o| o["kind"] != "RoleBinding" && o["kind"] != "ClusterRoleBinding"),
+            "{}",
+            at("bindings")
+        );
+        if *overlay == "kafka" {
+            let broker = named(&built, "Deployment", "kinetic-broker").unwrap();
+            let env = broker["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+            assert!(env.contains("KINETIC_KAFKA_BOOTSTRAP_SERVERS"), "{env}");
+        }
+    }
+}
