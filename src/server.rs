@@ -389,6 +389,11 @@ async fn auth(
         tracing::warn!(%error, "An issuer's keys could not be read yet; tokens it signed are refused until they can.");
     }
     let gate = Arc::new(kinetic_auth::Gate::new(Arc::new(verifier), settings.mode()));
+    // The policies of the first snapshot are in force before anything is served.
+    let first = resources
+        .latest()
+        .context("the resources were read before the gate was made")?;
+    gate.update(&first);
     tracker.spawn(gate.clone().run(resources.clone(), cancel.clone()));
     Ok(Auth { issuer, gate })
 }

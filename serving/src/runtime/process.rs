@@ -168,11 +168,6 @@ impl Containers {
         }
         Ok(())
     }
-
-    /// Whether the reaper runs.
-    pub fn reaper_started(&self) -> bool {
-        matches!(*lock(&self.reaper), Reaping::Started { .. })
-    }
 }
 
 impl Default for ProcessConfig {
