@@ -97,10 +97,7 @@ impl Snapshot {
 
     /// [`Snapshot::new`], taking the typed bodies of resources unchanged since `previous` (same
     /// uid and generation) from it instead of reading them again.
-    pub(crate) fn reusing(
-        mut resources: Vec<StoredResource>,
-        previous: Option<&Snapshot>,
-    ) -> Snapshot {
+    pub fn reusing(mut resources: Vec<StoredResource>, previous: Option<&Snapshot>) -> Snapshot {
         resources.sort_by(|a, b| {
             (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name))
         });
