@@ -471,10 +471,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             kafka,
             egress,
         } => {
-            let state_dir = store.state_dir.clone();
-            config::private_dir(&state_dir)?;
-            kinetic_api::secret::confine(secrets.scope(&state_dir)?);
-            let store = server::open_store(&store).await?;
+            let (state_dir, store) = open_state(&store, &secrets).await?;
             let settings = server::UpSettings {
                 tls,
                 connections,
@@ -540,10 +537,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             kafka,
             egress,
         } => {
-            let state_dir = store.state_dir.clone();
-            config::private_dir(&state_dir)?;
-            kinetic_api::secret::confine(secrets.scope(&state_dir)?);
-            let store = server::open_store(&store).await?;
+            let (state_dir, store) = open_state(&store, &secrets).await?;
             server::broker(
                 store,
                 server::BrokerSettings {
@@ -578,10 +572,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             kinetic_api::meta::validate_absolute_url(&ingress_url)
                 .map_err(|e| anyhow::anyhow!("--ingress-url: {e}"))?;
-            let state_dir = store.state_dir.clone();
-            config::private_dir(&state_dir)?;
-            kinetic_api::secret::confine(secrets.scope(&state_dir)?);
-            let store = server::open_store(&store).await?;
+            let (state_dir, store) = open_state(&store, &secrets).await?;
             server::dispatcher_only(
                 store,
                 listen,
@@ -613,10 +604,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             kinetic_api::meta::validate_absolute_url(&ingress_url)
                 .map_err(|e| anyhow::anyhow!("--ingress-url: {e}"))?;
-            let state_dir = store.state_dir.clone();
-            config::private_dir(&state_dir)?;
-            kinetic_api::secret::confine(secrets.scope(&state_dir)?);
-            let store = server::open_store(&store).await?;
+            let (state_dir, store) = open_state(&store, &secrets).await?;
             server::sources_only(
                 store,
                 listen,
@@ -741,4 +729,17 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What every long-running subcommand does first: its state directory made private, the secrets
+/// its resources may name confined to what `secrets` allows, and its store opened (and migrated).
+async fn open_state(
+    store: &StoreSettings,
+    secrets: &SecretSettings,
+) -> anyhow::Result<(std::path::PathBuf, server::OpenedStore)> {
+    let state_dir = store.state_dir.clone();
+    config::private_dir(&state_dir)?;
+    kinetic_api::secret::confine(secrets.scope(&state_dir)?);
+    let store = server::open_store(store).await?;
+    Ok((state_dir, store))
 }
