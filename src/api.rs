@@ -171,6 +171,9 @@ async fn apply_documents(
                     "hint": error.hint,
                 }),
             ),
+            ApplyError::WrittenElsewhere(_) => {
+                ApiError(StatusCode::CONFLICT, json!({"error": error.to_string()}))
+            }
             ApplyError::Store(error) => error.into(),
         })?;
     Ok(axum::Json(json!({ "applied": applied })).into_response())
@@ -345,6 +348,9 @@ async fn delete_one(
         .await
         .map_err(|error| match error {
             DeleteError::Revision => bad_request(error.to_string()),
+            DeleteError::WrittenElsewhere(_) => {
+                ApiError(StatusCode::CONFLICT, json!({"error": error.to_string()}))
+            }
             DeleteError::Store(error) => error.into(),
         })?;
     if deleted {

@@ -31,6 +31,24 @@ impl StoreSettings {
     }
 }
 
+/// Where a scale-out component reads the resources (Brokers, Triggers, sources, Services) from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ResourceSource {
+    /// The store's resources table, written by `kinetic apply` through a broker's admin API.
+    Store,
+    /// The Kubernetes API (in-cluster, or the kubeconfig's cluster), where `kubectl apply` puts
+    /// them; `kinetic controller` does what applying does beside storing.
+    Kubernetes,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ResourceSettings {
+    /// Where the resources are read from: `store` (applied with `kinetic apply`) or `kubernetes`
+    /// (applied with `kubectl apply`; the admin API then refuses `apply` and `delete`).
+    #[arg(long = "resources", env = "KINETIC_RESOURCES", value_enum, default_value_t = ResourceSource::Store)]
+    pub source: ResourceSource,
+}
+
 /// Settings of the broker ingress.
 #[derive(Debug, Clone, Args)]
 pub struct IngressSettings {

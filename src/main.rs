@@ -20,8 +20,8 @@ mod server;
 
 use config::{
     AdminListen, AdminSettings, AuthSettings, ConnectionSettings, DispatcherSettings,
-    EgressSettings, IngressSettings, KafkaSettings, RetentionSettings, SecretSettings,
-    ServingSettings, StoreSettings, TlsSettings,
+    EgressSettings, IngressSettings, KafkaSettings, ResourceSettings, RetentionSettings,
+    SecretSettings, ServingSettings, StoreSettings, TlsSettings,
 };
 
 // Every event allocates on its way through HTTP, JSON and the store; glibc's allocator spends a
@@ -111,6 +111,8 @@ enum Command {
         kafka: KafkaSettings,
         #[command(flatten)]
         egress: EgressSettings,
+        #[command(flatten)]
+        resources: ResourceSettings,
     },
     /// Run delivery only (scale-out; several dispatchers share the work of one PostgreSQL store).
     Dispatcher {
@@ -150,6 +152,8 @@ enum Command {
         kafka: KafkaSettings,
         #[command(flatten)]
         egress: EgressSettings,
+        #[command(flatten)]
+        resources: ResourceSettings,
     },
     /// Run the sources only (scale-out; share a PostgreSQL store): webhook and bucket-notification
     /// endpoints, SQS readers, bucket pollers, KafkaSource consumers and PingSources, sending to the
@@ -183,6 +187,39 @@ enum Command {
         issuer_url: Option<String>,
         #[command(flatten)]
         egress: EgressSettings,
+        #[command(flatten)]
+        resources: ResourceSettings,
+    },
+    /// On Kubernetes: do what applying a resource does beside storing it, for resources applied
+    /// with `kubectl` (a new Trigger's cursor, cleanup in the store on delete, a Service's
+    /// Revisions, Configuration and Route, status conditions). Replicas elect a leader with a
+    /// Lease; only it reconciles.
+    Controller {
+        /// Address for /healthz and /readyz.
+        #[arg(long, env = "KINETIC_LISTEN", default_value = "127.0.0.1:8084")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        connections: ConnectionSettings,
+        #[command(flatten)]
+        secrets: SecretSettings,
+        #[command(flatten)]
+        store: StoreSettings,
+        /// The broker ingress's URL on the cluster: Brokers' addresses and Broker destinations.
+        #[arg(
+            long,
+            env = "KINETIC_INGRESS_URL",
+            default_value = "http://kinetic-broker.kinetic-system.svc.cluster.local"
+        )]
+        ingress_url: String,
+        /// Namespace of the leader-election Lease (the controller's own).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "kinetic-system")]
+        namespace: String,
+        /// This replica's name in the Lease (its pod's name). Default: the host name.
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+        /// Seconds a Lease not renewed stays held: how long a dead leader blocks a successor.
+        #[arg(long, env = "KINETIC_LEASE_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=3600))]
+        lease_seconds: u64,
     },
     /// Print the CustomResourceDefinitions of every kind kinetic implements, as YAML (what
     /// `deploy/base/crds.yaml` holds), for `kubectl apply -f -`.
@@ -536,6 +573,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             ingress,
             kafka,
             egress,
+            resources,
         } => {
             let (state_dir, store) = open_state(&store, &secrets).await?;
             server::broker(
@@ -552,6 +590,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     ingress,
                     kafka,
                     egress,
+                    resources: resources.source,
                 },
             )
             .await?;
@@ -569,6 +608,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             max_body_bytes,
             kafka,
             egress,
+            resources,
         } => {
             kinetic_api::meta::validate_absolute_url(&ingress_url)
                 .map_err(|e| anyhow::anyhow!("--ingress-url: {e}"))?;
@@ -587,6 +627,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     max_body_bytes,
                     kafka,
                     egress,
+                    resources: resources.source,
                 },
             )
             .await?;
@@ -601,6 +642,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             store,
             issuer_url,
             egress,
+            resources,
         } => {
             kinetic_api::meta::validate_absolute_url(&ingress_url)
                 .map_err(|e| anyhow::anyhow!("--ingress-url: {e}"))?;
@@ -616,6 +658,41 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     connections,
                     issuer_url,
                     egress,
+                    resources: resources.source,
+                },
+            )
+            .await?;
+        }
+        Command::Controller {
+            listen,
+            connections,
+            secrets,
+            store,
+            ingress_url,
+            namespace,
+            identity,
+            lease_seconds,
+        } => {
+            kinetic_api::meta::validate_absolute_url(&ingress_url)
+                .map_err(|e| anyhow::anyhow!("--ingress-url: {e}"))?;
+            let identity = match identity {
+                Some(identity) => identity,
+                None => hostname()?,
+            };
+            let (_, store) = open_state(&store, &secrets).await?;
+            server::controller(
+                store,
+                server::ControllerSettings {
+                    listen,
+                    connections,
+                    ingress_url,
+                    election: kinetic_k8s::controller::leader::Election {
+                        namespace,
+                        identity,
+                        duration: lease_seconds,
+                        // Renewed a third of the way before expiry, as Knative's (15 s, renewed by 10 s).
+                        grace: (lease_seconds / 3).max(1),
+                    },
                 },
             )
             .await?;
@@ -742,4 +819,17 @@ async fn open_state(
     kinetic_api::secret::confine(secrets.scope(&state_dir)?);
     let store = server::open_store(store).await?;
     Ok((state_dir, store))
+}
+
+/// This machine's host name (a pod's name on Kubernetes).
+fn hostname() -> anyhow::Result<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_default();
+    if name.is_empty() {
+        anyhow::bail!(
+            "this machine's host name is unknown: name this replica with --identity or POD_NAME"
+        );
+    }
+    Ok(name)
 }

@@ -27,8 +27,8 @@ use crate::api::{self, ApiState};
 use crate::apply;
 use crate::config::{
     AdminListen, AdminSettings, AuthSettings, ConnectionSettings, DispatcherSettings,
-    EgressSettings, IngressSettings, KafkaSettings, RetentionSettings, ServingSettings,
-    StoreSettings, TlsSettings,
+    EgressSettings, IngressSettings, KafkaSettings, ResourceSource, RetentionSettings,
+    ServingSettings, StoreSettings, TlsSettings,
 };
 use crate::serve::{Limits, Tls};
 
@@ -335,22 +335,51 @@ async fn drain(committer_tasks: Vec<tokio::task::JoinHandle<()>>) {
 /// read fails the start), then every second and at once after a change made here, until `cancel`.
 async fn watch_resources(
     store: &Arc<dyn Store>,
+    source: ResourceSource,
     tracker: &TaskTracker,
     cancel: &CancellationToken,
 ) -> anyhow::Result<kinetic_resources::Watch> {
-    let (feed, watch) = kinetic_resources::channel();
-    let first = store
-        .all_resources()
-        .await
-        .context("reading the resources")?;
-    feed.publish(kinetic_resources::Snapshot::new(first));
-    tracker.spawn(kinetic_resources::poll(
-        store.clone(),
-        feed,
-        Duration::from_secs(1),
-        cancel.clone(),
-    ));
+    let (feed, mut watch) = kinetic_resources::channel();
+    match source {
+        ResourceSource::Store => {
+            let first = store
+                .all_resources()
+                .await
+                .context("reading the resources")?;
+            feed.publish(kinetic_resources::Snapshot::new(first));
+            tracker.spawn(kinetic_resources::poll(
+                store.clone(),
+                feed,
+                Duration::from_secs(1),
+                cancel.clone(),
+            ));
+        }
+        ResourceSource::Kubernetes => {
+            let client = kinetic_k8s::client().await.context(
+                "connecting to the Kubernetes API (in a pod, its service account; elsewhere, KUBECONFIG or ~/.kube/config)",
+            )?;
+            tracker.spawn(kinetic_k8s::feed::run(client, feed, cancel.clone()));
+            match tokio::time::timeout(KUBERNETES_FIRST_LIST, watch.loaded()).await {
+                Ok(Some(_)) => {}
+                _ => anyhow::bail!(
+                    "the Kubernetes API did not list kinetic's resources within {} s: are the CRDs installed (`kinetic crds | kubectl apply -f -`), and may this service account list them (deploy/base/rbac.yaml)? The log above says why each list failed",
+                    KUBERNETES_FIRST_LIST.as_secs()
+                ),
+            }
+        }
+    }
     Ok(watch)
+}
+
+/// How long a component waits for the Kubernetes API's first listing before giving up.
+const KUBERNETES_FIRST_LIST: Duration = Duration::from_secs(60);
+
+/// Where applying resources goes when they live in the Kubernetes API.
+const KUBERNETES_WRITES: &str =
+    "this kinetic reads them from the Kubernetes API; apply them with `kubectl apply -f`";
+
+fn written_elsewhere(source: ResourceSource) -> Option<&'static str> {
+    (source == ResourceSource::Kubernetes).then_some(KUBERNETES_WRITES)
 }
 
 /// kinetic's issuer and the brokers' gate (EventPolicy, tokens), with the policies of the resource
@@ -610,6 +639,7 @@ pub struct BrokerSettings {
     pub kafka: KafkaSettings,
     /// For the Kafka servers a broker's ConfigMap names.
     pub egress: EgressSettings,
+    pub resources: ResourceSource,
 }
 
 /// The delivery settings of `kinetic dispatcher`.
@@ -625,6 +655,7 @@ pub struct DispatchSettings {
     pub max_body_bytes: usize,
     pub kafka: KafkaSettings,
     pub egress: EgressSettings,
+    pub resources: ResourceSource,
 }
 
 /// `kinetic sources`'s settings besides the store and the listener.
@@ -635,6 +666,7 @@ pub struct SourcesSettings {
     /// kinetic's issuer URL, as the brokers' `--issuer-url`.
     pub issuer_url: Option<String>,
     pub egress: EgressSettings,
+    pub resources: ResourceSource,
 }
 
 /// The issuer whose key is in `state_dir`, at `url` (the brokers' `--issuer-url`), or none.
@@ -680,7 +712,7 @@ pub async fn sources_only(
     );
     let tracker = TaskTracker::new();
     let mut registry = Registry::default();
-    let resources = watch_resources(&store.store, &tracker, &cancel).await?;
+    let resources = watch_resources(&store.store, settings.resources, &tracker, &cancel).await?;
     let sources = sources(
         &store.store,
         &resources,
@@ -695,6 +727,7 @@ pub async fn sources_only(
     let api_state = ApiState {
         control: kinetic_control::Control {
             sources: Some(sources.clone()),
+            written_elsewhere: written_elsewhere(settings.resources),
             ..kinetic_control::Control::new(store.store.clone(), resources)
         },
         registry: Arc::new(Mutex::new(registry)),
@@ -800,7 +833,7 @@ pub async fn up(
     let mut registry = Registry::default();
     let (committed, _) = watch::channel(0u64);
     let kafka = kafka_log(&kafka_settings, &store_handle, &egress_settings);
-    let watch = watch_resources(&store_handle, &tracker, &cancel).await?;
+    let watch = watch_resources(&store_handle, ResourceSource::Store, &tracker, &cancel).await?;
     let auth = auth(
         &auth_settings,
         &state_dir,
@@ -987,6 +1020,7 @@ pub async fn broker(store: OpenedStore, settings: BrokerSettings) -> anyhow::Res
         ingress: settings,
         kafka: kafka_settings,
         egress,
+        resources: resource_source,
     } = settings;
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
@@ -1010,7 +1044,7 @@ pub async fn broker(store: OpenedStore, settings: BrokerSettings) -> anyhow::Res
     )
     .await?;
     let tracker = TaskTracker::new();
-    let resources = watch_resources(&store.store, &tracker, &cancel).await?;
+    let resources = watch_resources(&store.store, resource_source, &tracker, &cancel).await?;
     let auth = auth(
         &auth_settings,
         &state_dir,
@@ -1034,7 +1068,10 @@ pub async fn broker(store: OpenedStore, settings: BrokerSettings) -> anyhow::Res
         &cancel,
     );
     let api_state = ApiState {
-        control: kinetic_control::Control::new(store.store.clone(), resources),
+        control: kinetic_control::Control {
+            written_elsewhere: written_elsewhere(resource_source),
+            ..kinetic_control::Control::new(store.store.clone(), resources)
+        },
         registry: Arc::new(Mutex::new(registry)),
         issuer: Some(auth.issuer.clone()),
     };
@@ -1100,7 +1137,7 @@ pub async fn dispatcher_only(
         CommitMetrics::new(&mut registry),
     );
     let tracker = TaskTracker::new();
-    let resources = watch_resources(&store.store, &tracker, &cancel).await?;
+    let resources = watch_resources(&store.store, settings.resources, &tracker, &cancel).await?;
     let dispatcher = dispatcher(
         &store.store,
         &resources,
@@ -1121,6 +1158,7 @@ pub async fn dispatcher_only(
     let api_state = ApiState {
         control: kinetic_control::Control {
             triggers: Some(dispatcher.problems()),
+            written_elsewhere: written_elsewhere(settings.resources),
             ..kinetic_control::Control::new(store.store.clone(), resources)
         },
         registry: Arc::new(Mutex::new(registry)),
@@ -1382,6 +1420,87 @@ fn print_banner(
         kinetic_api::meta::redact_url(store_url),
         port = gateway_url.rsplit(':').next().unwrap_or("8081"),
     );
+}
+
+/// `kinetic controller`'s settings besides the store.
+pub struct ControllerSettings {
+    /// Health (`/healthz`, `/readyz`).
+    pub listen: SocketAddr,
+    pub connections: ConnectionSettings,
+    /// The broker ingress's URL on the cluster: Brokers' addresses, Broker destinations.
+    pub ingress_url: String,
+    /// The Lease's namespace and this replica's name in it.
+    pub election: kinetic_k8s::controller::leader::Election,
+}
+
+/// `kinetic controller`: on Kubernetes, what applying a resource does beside storing it
+/// (cursors, cleanup on delete, Revisions and Routes, status), for the replica holding the Lease.
+pub async fn controller(store: OpenedStore, settings: ControllerSettings) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    cancel_on_signal(cancel.clone());
+    let listener = bind(settings.listen).await?;
+    let tracker = TaskTracker::new();
+    let resources =
+        watch_resources(&store.store, ResourceSource::Kubernetes, &tracker, &cancel).await?;
+    let client = kinetic_k8s::client()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    // Services resolve to their cluster-local names, as Knative's do.
+    let resolver = Resolver {
+        ingress_url: settings.ingress_url,
+        gateway: Some(kinetic_outbound::sender::GatewayAddress {
+            domain: "svc.cluster.local".to_owned(),
+            address: SocketAddr::from(([0, 0, 0, 0], 80)),
+        }),
+    };
+    let context = Arc::new(kinetic_k8s::controller::Context::new(
+        client.clone(),
+        store.store.clone(),
+        resources.clone(),
+        resolver,
+        Some(settings.election.identity.clone()),
+    ));
+    let election = settings.election;
+    let leading_cancel = cancel.clone();
+    let leading = tracker.spawn(async move {
+        let result = kinetic_k8s::controller::leader::run(
+            client,
+            &election,
+            leading_cancel.clone(),
+            move |term| kinetic_k8s::controller::run(context.clone(), term),
+        )
+        .await;
+        if let Err(error) = &result {
+            tracing::error!(%error, "Leader election failed; stopping.");
+            leading_cancel.cancel();
+        }
+        result
+    });
+    let api_state = ApiState {
+        control: kinetic_control::Control {
+            written_elsewhere: written_elsewhere(ResourceSource::Kubernetes),
+            ..kinetic_control::Control::new(store.store.clone(), resources)
+        },
+        registry: Arc::new(Mutex::new(Registry::default())),
+        issuer: None,
+    };
+    tracing::info!(listen = %listener.local_addr()?, store = %kinetic_api::meta::redact_url(&store.url), "kinetic controller is up.");
+    let served = serve(
+        listener,
+        api::health_router(api_state),
+        settings.connections.limits(),
+        cancel.clone(),
+    )
+    .await;
+    cancel.cancel();
+    tracker.close();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await;
+    if leading.is_finished()
+        && let Ok(Err(error)) = leading.await
+    {
+        return Err(anyhow::anyhow!("leader election: {error}"));
+    }
+    served
 }
 
 #[cfg(test)]

@@ -36,6 +36,10 @@ pub struct Control {
     pub sources: Option<Arc<kinetic_sources::Sources>>,
     /// Why triggers are not ready; present in processes that deliver.
     pub triggers: Option<kinetic_triggers::plan::ProblemTable>,
+    /// Set where the resources are not this process's to write (on Kubernetes they live in the
+    /// API server): applying and deleting are refused with this hint, and listings show the
+    /// resources as this process's watch last read them.
+    pub written_elsewhere: Option<&'static str>,
 }
 
 /// Why an apply stored nothing.
@@ -44,6 +48,9 @@ pub enum ApplyError {
     /// A document is not valid, or refers to what does not exist: the user's to fix.
     #[error("{0}")]
     Invalid(kinetic_api::Error),
+    /// The resources are written elsewhere (see [`Control::written_elsewhere`]).
+    #[error("resources are not applied here: {0}")]
+    WrittenElsewhere(&'static str),
     #[error(transparent)]
     Store(#[from] kinetic_store::Error),
 }
@@ -56,6 +63,9 @@ pub enum DeleteError {
         "revisions go with their Service; delete the Service, or stop routing traffic to the revision"
     )]
     Revision,
+    /// The resources are written elsewhere (see [`Control::written_elsewhere`]).
+    #[error("resources are not deleted here: {0}")]
+    WrittenElsewhere(&'static str),
     #[error(transparent)]
     Store(#[from] kinetic_store::Error),
 }
@@ -69,6 +79,7 @@ impl Control {
             serving: None,
             sources: None,
             triggers: None,
+            written_elsewhere: None,
         }
     }
 
@@ -103,6 +114,9 @@ impl Control {
         file: &str,
         resources: &[Resource],
     ) -> Result<Vec<Applied>, ApplyError> {
+        if let Some(hint) = self.written_elsewhere {
+            return Err(ApplyError::WrittenElsewhere(hint));
+        }
         validate::check_references(&self.store, file, resources)
             .await?
             .map_err(ApplyError::Invalid)?;
@@ -118,6 +132,9 @@ impl Control {
         namespace: &str,
         name: &str,
     ) -> Result<bool, DeleteError> {
+        if let Some(hint) = self.written_elsewhere {
+            return Err(DeleteError::WrittenElsewhere(hint));
+        }
         if kind == Kind::Revision {
             return Err(DeleteError::Revision);
         }
@@ -132,7 +149,14 @@ impl Control {
         kind: Kind,
         namespace: Option<&str>,
     ) -> Result<Vec<Value>, kinetic_store::Error> {
-        let stored = self.store.list_resources(kind.as_str(), namespace).await?;
+        let stored = match self.written_elsewhere {
+            Some(_) => self
+                .watched(kind)
+                .into_iter()
+                .filter(|stored| namespace.is_none_or(|namespace| stored.namespace == namespace))
+                .collect(),
+            None => self.store.list_resources(kind.as_str(), namespace).await?,
+        };
         let mut shown = Vec::with_capacity(stored.len());
         for stored in stored {
             shown.push(self.shown(stored).await?);
@@ -147,13 +171,28 @@ impl Control {
         namespace: &str,
         name: &str,
     ) -> Result<Option<Value>, kinetic_store::Error> {
-        match self
-            .store
-            .get_resource(kind.as_str(), namespace, name)
-            .await?
-        {
+        let stored = match self.written_elsewhere {
+            Some(_) => self
+                .watched(kind)
+                .into_iter()
+                .find(|stored| stored.namespace == namespace && stored.name == name),
+            None => {
+                self.store
+                    .get_resource(kind.as_str(), namespace, name)
+                    .await?
+            }
+        };
+        match stored {
             Some(stored) => Ok(Some(self.shown(stored).await?)),
             None => Ok(None),
         }
+    }
+
+    /// The resources of `kind` as this process's watch last read them.
+    fn watched(&self, kind: Kind) -> Vec<kinetic_store::StoredResource> {
+        self.resources
+            .latest()
+            .map(|snapshot| snapshot.stored(kind).to_vec())
+            .unwrap_or_default()
     }
 }

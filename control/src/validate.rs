@@ -36,69 +36,68 @@ pub fn parse_and_validate(
 ) -> Result<Vec<Resource>, kinetic_api::Error> {
     let resources = kinetic_api::parse_documents(file, text)?;
     for (index, resource) in resources.iter().enumerate() {
-        if let Resource::Service(service) = resource
-            && let Some(checks) = checks
-        {
-            let template = &service.spec.template;
-            let located = |error: kinetic_api::Error, under: &str| {
-                error
-                    .under(under)
-                    .in_file(file)
-                    .in_document(index + 1)
-                    .in_resource(resource.key().to_string())
-            };
-            kinetic_serving::autoscaler::revision_config(
-                &checks.autoscaler,
-                &template.metadata.annotations,
-                template.spec.container_concurrency(),
-            )
-            .map_err(|error| located(error, "spec.template"))?;
-            checks
-                .exec_allow
-                .check_container(template.spec.container())
-                .map_err(|error| located(error, "spec.template.spec.containers[0]"))?;
-            if let Some(image) = template.spec.container().container_image()
-                && !checks.containers
-            {
-                return Err(located(
-                    kinetic_api::Error::new(
-                        "image",
-                        format!("`{image}` runs on a container engine, and this kinetic has none"),
-                    )
-                    .with_hint(
-                        "start Docker Engine (or Podman's socket) and restart kinetic, name it with --container-engine unix:///var/run/docker.sock, or give the container a `command` to run as a local process",
-                    ),
-                    "spec.template.spec.containers[0]",
-                ));
-            }
-        }
-        // The secrets a resource names must be ones this process may read.
-        if let Some(scope) = kinetic_api::secret::scope() {
-            scope.check_resource(&resource.to_json()).map_err(|error| {
-                error
-                    .in_file(file)
-                    .in_document(index + 1)
-                    .in_resource(resource.key().to_string())
-            })?;
-        }
-        let compiled = match resource {
-            Resource::Trigger(trigger) => Some(Filter::compile(trigger)),
-            Resource::EventPolicy(policy) => {
-                Some(Filter::compile_all(&policy.spec.filters, "spec.filters"))
-            }
-            _ => None,
-        };
-        if let Some(compiled) = compiled {
-            compiled.map_err(|error| {
-                kinetic_api::Error::new(error.path, error.message)
-                    .with_hint("see the CloudEvents SQL spec; e.g. `type LIKE 'com.example.%' AND source = '/shop'`")
-                    .in_file(file)
-                    .in_document(index + 1)
-                    .in_resource(resource.key().to_string())
-            })?;
-        }
+        document(resource, checks).map_err(|error| {
+            error
+                .in_file(file)
+                .in_document(index + 1)
+                .in_resource(resource.key().to_string())
+        })?;
     }
     Ok(resources)
+}
+
+/// Checks one parsed resource beyond its own validation: CESQL filters, the secrets it names and,
+/// with `checks`, what this process's serving allows. Errors carry the field path; callers add the
+/// file, document and resource (the admission webhook and the Kubernetes controller check objects
+/// that come from no file).
+pub fn document(
+    resource: &Resource,
+    checks: Option<&ServiceChecks>,
+) -> Result<(), kinetic_api::Error> {
+    if let Resource::Service(service) = resource
+        && let Some(checks) = checks
+    {
+        let template = &service.spec.template;
+        kinetic_serving::autoscaler::revision_config(
+            &checks.autoscaler,
+            &template.metadata.annotations,
+            template.spec.container_concurrency(),
+        )
+        .map_err(|error| error.under("spec.template"))?;
+        checks
+            .exec_allow
+            .check_container(template.spec.container())
+            .map_err(|error| error.under("spec.template.spec.containers[0]"))?;
+        if let Some(image) = template.spec.container().container_image()
+            && !checks.containers
+        {
+            return Err(kinetic_api::Error::new(
+                "image",
+                format!("`{image}` runs on a container engine, and this kinetic has none"),
+            )
+            .with_hint(
+                "start Docker Engine (or Podman's socket) and restart kinetic, name it with --container-engine unix:///var/run/docker.sock, or give the container a `command` to run as a local process",
+            )
+            .under("spec.template.spec.containers[0]"));
+        }
+    }
+    // The secrets a resource names must be ones this process may read.
+    if let Some(scope) = kinetic_api::secret::scope() {
+        scope.check_resource(&resource.to_json())?;
+    }
+    let compiled = match resource {
+        Resource::Trigger(trigger) => Some(Filter::compile(trigger)),
+        Resource::EventPolicy(policy) => {
+            Some(Filter::compile_all(&policy.spec.filters, "spec.filters"))
+        }
+        _ => None,
+    };
+    if let Some(Err(error)) = compiled {
+        return Err(kinetic_api::Error::new(error.path, error.message).with_hint(
+            "see the CloudEvents SQL spec; e.g. `type LIKE 'com.example.%' AND source = '/shop'`",
+        ));
+    }
+    Ok(())
 }
 
 /// Checks what needs the stored state: a Service's traffic must name revisions that exist (or that

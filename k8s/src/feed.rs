@@ -38,7 +38,7 @@ pub fn resources() -> Vec<ApiResource> {
 
 /// An object as the store would hold it: its kind, name, uid and generation, and a body with the
 /// metadata kinetic's types read (the API server's own fields, such as `managedFields`, left out).
-fn stored(kind: &str, object: &DynamicObject) -> Option<StoredResource> {
+pub(crate) fn stored(kind: &str, object: &DynamicObject) -> Option<StoredResource> {
     let metadata = &object.metadata;
     let name = metadata.name.clone()?;
     let namespace = metadata

@@ -3,7 +3,16 @@
 //! - [`crds`]: the CustomResourceDefinitions of every kind kinetic implements, in Knative's
 //!   groups and versions, with their schemas generated from the Rust types kinetic reads them
 //!   with (`kinetic crds` prints them; `deploy/base/crds.yaml` holds them);
+//! - [`controller`]: `kinetic controller`, what applying a resource does beside storing it, for
+//!   resources applied to the Kubernetes API;
 //! - [`feed`]: the resources of the API server as the snapshots every component reads.
 
+pub mod controller;
 pub mod crds;
 pub mod feed;
+
+/// A client of the Kubernetes API: in a pod, its service account; elsewhere, `KUBECONFIG` or
+/// `~/.kube/config`.
+pub async fn client() -> Result<kube::Client, kube::Error> {
+    kube::Client::try_default().await
+}

@@ -139,13 +139,15 @@ fn kinetic_workloads_are_restricted_probed_limited_and_kept_available() {
     for overlay in OVERLAYS {
         let built = objects(&build(&kubectl, overlay));
         let at = |what: &str| format!("deploy/overlays/{overlay}: {what}");
-        for component in ["broker", "dispatcher", "sources"] {
+        for component in ["broker", "dispatcher", "sources", "controller"] {
             let name = format!("kinetic-{component}");
             let deployment =
                 named(&built, "Deployment", &name).unwrap_or_else(|| panic!("{}", at(&name)));
             assert_eq!(deployment["metadata"]["namespace"], "kinetic-system");
             let pod = &deployment["spec"]["template"]["spec"];
-            assert_eq!(pod["automountServiceAccountToken"], false, "{}", at(&name));
+            // Each reads kinetic's resources from the API (the controller also writes).
+            assert_eq!(pod["automountServiceAccountToken"], true, "{}", at(&name));
+            assert_eq!(pod["serviceAccountName"], name.as_str(), "{}", at(&name));
             assert_eq!(
                 pod["securityContext"]["runAsNonRoot"],
                 true,
@@ -173,16 +175,31 @@ fn kinetic_workloads_are_restricted_probed_limited_and_kept_available() {
                 .map(|e| e["name"].as_str().unwrap())
                 .collect();
             assert!(env.contains(&"KINETIC_STORE"), "{}", at(&name));
-            let service_account =
-                named(&built, "ServiceAccount", &name).unwrap_or_else(|| panic!("{}", at(&name)));
-            assert_eq!(service_account["automountServiceAccountToken"], false);
+            if component != "controller" {
+                let resources = container["env"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|e| e["name"] == "KINETIC_RESOURCES");
+                assert_eq!(
+                    resources.map(|e| &e["value"]),
+                    Some(&json!("kubernetes")),
+                    "{}",
+                    at(&name)
+                );
+            }
+            assert!(
+                named(&built, "ServiceAccount", &name).is_some(),
+                "{}",
+                at(&name)
+            );
             assert!(
                 named(&built, "PodDisruptionBudget", &name).is_some(),
                 "{}",
                 at(&name)
             );
             assert!(named(&built, "Service", &name).is_some(), "{}", at(&name));
-            if component != "sources" {
+            if component == "broker" || component == "dispatcher" {
                 assert!(
                     named(&built, "HorizontalPodAutoscaler", &name).is_some(),
                     "{}",
@@ -194,21 +211,118 @@ fn kinetic_workloads_are_restricted_probed_limited_and_kept_available() {
                 .unwrap()
                 .iter()
                 .any(|v| v["secret"]["secretName"] == "kinetic-issuer");
-            // A shared signing key, except in the one-pod dev overlay.
-            assert_eq!(signing_key, *overlay != "dev", "{}", at(&name));
+            // A shared signing key, except in the one-pod dev overlay; the controller signs
+            // nothing.
+            assert_eq!(
+                signing_key,
+                *overlay != "dev" && component != "controller",
+                "{}",
+                at(&name)
+            );
         }
-        // No component may call the Kubernetes API: nothing is bound to a role.
-        assert!(
-            built
-                .iter()
-                .all(|o| o["kind"] != "RoleBinding" && o["kind"] != "ClusterRoleBinding"),
-            "{}",
-            at("bindings")
-        );
+        least_privilege(&built, &at);
         if *overlay == "kafka" {
             let broker = named(&built, "Deployment", "kinetic-broker").unwrap();
             let env = broker["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
             assert!(env.contains("KINETIC_KAFKA_BOOTSTRAP_SERVERS"), "{env}");
         }
     }
+}
+
+/// The verbs `role` grants on `group`/`resource`.
+fn verbs<'a>(role: &'a Value, group: &str, resource: &str) -> Vec<&'a str> {
+    role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|rule| {
+            rule["apiGroups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|g| g == group)
+                && rule["resources"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r == resource)
+        })
+        .flat_map(|rule| rule["verbs"].as_array().unwrap().iter())
+        .map(|verb| verb.as_str().unwrap())
+        .collect()
+}
+
+/// The data plane only reads kinetic's kinds; the controller writes what it reconciles and
+/// nothing else (no wildcard, no Secrets, its Lease in its own namespace only).
+fn least_privilege(built: &[Value], at: &dyn Fn(&str) -> String) {
+    let reader = named(built, "ClusterRole", "kinetic-reader").expect("ClusterRole kinetic-reader");
+    let controller =
+        named(built, "ClusterRole", "kinetic-controller").expect("ClusterRole kinetic-controller");
+    for role in [reader, controller] {
+        let text = role["rules"].to_string();
+        assert!(!text.contains('*'), "{}: {text}", at("no wildcard"));
+        assert!(!text.contains("secrets"), "{}: {text}", at("no secrets"));
+    }
+    for (group, plural) in kinetic_k8s::feed::resources()
+        .iter()
+        .map(|r| (r.group.clone(), r.plural.clone()))
+    {
+        assert_eq!(
+            verbs(reader, &group, &plural),
+            ["get", "list", "watch"],
+            "{}",
+            at(&format!("kinetic-reader on {plural}.{group}"))
+        );
+        let granted = verbs(controller, &group, &plural);
+        for verb in ["get", "list", "watch", "patch"] {
+            assert!(
+                granted.contains(&verb),
+                "{}",
+                at(&format!("kinetic-controller {verb} {plural}.{group}"))
+            );
+        }
+        if plural != "revisions" {
+            assert!(
+                verbs(controller, &group, &format!("{plural}/status")).contains(&"patch"),
+                "{}",
+                at(&format!("kinetic-controller patch {plural}/status"))
+            );
+        }
+    }
+    for child in ["revisions", "configurations", "routes"] {
+        let granted = verbs(controller, "serving.knative.dev", child);
+        assert!(
+            granted.contains(&"patch") && granted.contains(&"delete"),
+            "{}",
+            at(child)
+        );
+    }
+    assert!(verbs(controller, "events.k8s.io", "events").contains(&"create"));
+    assert!(verbs(reader, "events.k8s.io", "events").is_empty());
+    let subjects = |binding: &str| -> Vec<String> {
+        named(built, "ClusterRoleBinding", binding)
+            .unwrap_or_else(|| panic!("{}", at(binding)))["subjects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| format!("{}/{}", s["namespace"].as_str().unwrap(), s["name"].as_str().unwrap()))
+            .collect()
+    };
+    assert_eq!(
+        subjects("kinetic-reader"),
+        [
+            "kinetic-system/kinetic-broker",
+            "kinetic-system/kinetic-dispatcher",
+            "kinetic-system/kinetic-sources"
+        ]
+    );
+    assert_eq!(
+        subjects("kinetic-controller"),
+        ["kinetic-system/kinetic-controller"]
+    );
+    // Leases: a namespaced Role, never cluster-wide.
+    let leader = named(built, "Role", "kinetic-controller-leader").expect("the leader Role");
+    assert_eq!(leader["metadata"]["namespace"], "kinetic-system");
+    assert!(verbs(leader, "coordination.k8s.io", "leases").contains(&"update"));
+    assert!(verbs(controller, "coordination.k8s.io", "leases").is_empty());
 }
