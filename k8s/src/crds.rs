@@ -335,6 +335,16 @@ fn crd(definition: &Definition) -> CustomResourceDefinition {
     if let Some(spec) = properties["spec"].as_object_mut() {
         spec.entry("type").or_insert(json!("object"));
     }
+    // As Knative's webhook: a Trigger keeps its Broker (the controller binds its cursor to that
+    // Broker's log once). Checked by the API server itself, with or without an admission webhook.
+    if definition.kind == "Trigger"
+        && let Some(broker) = properties.pointer_mut("/spec/properties/broker")
+    {
+        broker["x-kubernetes-validations"] = json!([{
+            "rule": "self == oldSelf",
+            "message": "spec.broker is immutable: to move a Trigger to another Broker, delete it and create it again",
+        }]);
+    }
     let mut schema = json!({"type": "object", "properties": properties.take()});
     if definition.spec_required {
         schema["required"] = json!(["spec"]);
@@ -455,6 +465,17 @@ pub fn yaml() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_triggers_broker_is_immutable_on_the_api_server() {
+        let trigger = all()
+            .into_iter()
+            .find(|crd| crd.spec.names.kind == "Trigger")
+            .unwrap();
+        let schema = serde_json::to_value(&trigger.spec.versions[0].schema).unwrap();
+        let rules = &schema["openAPIV3Schema"]["properties"]["spec"]["properties"]["broker"]["x-kubernetes-validations"];
+        assert_eq!(rules[0]["rule"], "self == oldSelf", "{schema}");
+    }
 
     /// The YAML reads back as the same objects, and the shipped file is what `kinetic crds`
     /// prints now.
