@@ -17,6 +17,7 @@ mod client;
 mod config;
 mod serve;
 mod server;
+mod webhook;
 
 use config::{
     AdminListen, AdminSettings, AuthSettings, ConnectionSettings, DispatcherSettings,
@@ -220,6 +221,27 @@ enum Command {
         /// Seconds a Lease not renewed stays held: how long a dead leader blocks a successor.
         #[arg(long, env = "KINETIC_LEASE_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=3600))]
         lease_seconds: u64,
+    },
+    /// On Kubernetes: validating admission for kinetic's kinds over HTTPS, so `kubectl apply` of
+    /// a resource kinetic refuses fails with kinetic's message (the ValidatingWebhookConfiguration
+    /// in deploy/ posts AdmissionReviews to /validate).
+    Webhook {
+        #[arg(long, env = "KINETIC_LISTEN", default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        connections: ConnectionSettings,
+        #[command(flatten)]
+        tls: TlsSettings,
+        /// Make the certificate and keep it in a Secret of --namespace shared by the replicas,
+        /// its CA in the ValidatingWebhookConfiguration (instead of --tls-cert and --tls-key).
+        #[arg(long, env = "KINETIC_WEBHOOK_MANAGE_CERTS")]
+        manage_certs: bool,
+        /// Namespace of the webhook's Service and certificate Secret.
+        #[arg(long, env = "POD_NAMESPACE", default_value = "kinetic-system")]
+        namespace: String,
+        /// Directory the managed certificate is written to.
+        #[arg(long, env = "KINETIC_STATE_DIR", default_value = ".kinetic")]
+        state_dir: PathBuf,
     },
     /// Print the CustomResourceDefinitions of every kind kinetic implements, as YAML (what
     /// `deploy/base/crds.yaml` holds), for `kubectl apply -f -`.
@@ -695,6 +717,30 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     },
                 },
             )
+            .await?;
+        }
+        Command::Webhook {
+            listen,
+            connections,
+            tls,
+            manage_certs,
+            namespace,
+            state_dir,
+        } => {
+            std::fs::create_dir_all(&state_dir)
+                .map_err(|e| anyhow::anyhow!("--state-dir {}: {e}", state_dir.display()))?;
+            webhook::run(webhook::WebhookSettings {
+                listen,
+                connections,
+                tls,
+                manage_certs: manage_certs.then(|| kinetic_k8s::webhook::certs::Names {
+                    namespace,
+                    secret: "kinetic-webhook-certs".to_owned(),
+                    service: "kinetic-webhook".to_owned(),
+                    configuration: "kinetic-webhook".to_owned(),
+                }),
+                state_dir,
+            })
             .await?;
         }
         Command::Crds => print!("{}", kinetic_k8s::crds::yaml()),

@@ -139,7 +139,7 @@ fn kinetic_workloads_are_restricted_probed_limited_and_kept_available() {
     for overlay in OVERLAYS {
         let built = objects(&build(&kubectl, overlay));
         let at = |what: &str| format!("deploy/overlays/{overlay}: {what}");
-        for component in ["broker", "dispatcher", "sources", "controller"] {
+        for component in ["broker", "dispatcher", "sources", "controller", "webhook"] {
             let name = format!("kinetic-{component}");
             let deployment =
                 named(&built, "Deployment", &name).unwrap_or_else(|| panic!("{}", at(&name)));
@@ -167,6 +167,9 @@ fn kinetic_workloads_are_restricted_probed_limited_and_kept_available() {
             assert!(container["resources"]["limits"]["memory"].is_string());
             assert!(container["resources"]["requests"]["cpu"].is_string());
             assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+            if component == "webhook" {
+                assert_eq!(container["readinessProbe"]["httpGet"]["scheme"], "HTTPS");
+            }
             assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
             let env: Vec<&str> = container["env"]
                 .as_array()
@@ -174,8 +177,14 @@ fn kinetic_workloads_are_restricted_probed_limited_and_kept_available() {
                 .iter()
                 .map(|e| e["name"].as_str().unwrap())
                 .collect();
-            assert!(env.contains(&"KINETIC_STORE"), "{}", at(&name));
-            if component != "controller" {
+            // The webhook judges objects alone; everything else shares the store.
+            assert_eq!(
+                env.contains(&"KINETIC_STORE"),
+                component != "webhook",
+                "{}",
+                at(&name)
+            );
+            if component != "controller" && component != "webhook" {
                 let resources = container["env"]
                     .as_array()
                     .unwrap()
@@ -211,11 +220,11 @@ fn kinetic_workloads_are_restricted_probed_limited_and_kept_available() {
                 .unwrap()
                 .iter()
                 .any(|v| v["secret"]["secretName"] == "kinetic-issuer");
-            // A shared signing key, except in the one-pod dev overlay; the controller signs
-            // nothing.
+            // A shared signing key, except in the one-pod dev overlay; the controller and the
+            // webhook sign nothing.
             assert_eq!(
                 signing_key,
-                *overlay != "dev" && component != "controller",
+                *overlay != "dev" && component != "controller" && component != "webhook",
                 "{}",
                 at(&name)
             );
@@ -325,4 +334,65 @@ fn least_privilege(built: &[Value], at: &dyn Fn(&str) -> String) {
     assert_eq!(leader["metadata"]["namespace"], "kinetic-system");
     assert!(verbs(leader, "coordination.k8s.io", "leases").contains(&"update"));
     assert!(verbs(controller, "coordination.k8s.io", "leases").is_empty());
+    // The webhook: its own certificate Secret and configuration, by name where Kubernetes allows.
+    let certs = named(built, "Role", "kinetic-webhook-certs").expect("the webhook's Role");
+    assert_eq!(certs["metadata"]["namespace"], "kinetic-system");
+    for rule in certs["rules"].as_array().unwrap() {
+        let verbs: Vec<&str> = rule["verbs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        if verbs != ["create"] {
+            assert_eq!(
+                rule["resourceNames"],
+                json!(["kinetic-webhook-certs"]),
+                "{}",
+                at("webhook Role")
+            );
+        }
+    }
+    let webhook =
+        named(built, "ClusterRole", "kinetic-webhook").expect("the webhook's ClusterRole");
+    assert_eq!(
+        webhook["rules"],
+        json!([{"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
+                "resourceNames": ["kinetic-webhook"], "verbs": ["get", "update"]}])
+    );
+    // Every kind users apply is validated on create and update.
+    let configuration = named(built, "ValidatingWebhookConfiguration", "kinetic-webhook")
+        .expect("the ValidatingWebhookConfiguration");
+    let rules = configuration["webhooks"][0]["rules"].as_array().unwrap();
+    for resource in kinetic_k8s::feed::resources()
+        .iter()
+        .filter(|r| r.kind != "Revision")
+    {
+        assert!(
+            rules.iter().any(|rule| {
+                rule["apiGroups"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|g| *g == resource.group)
+                    && rule["apiVersions"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|v| *v == resource.version)
+                    && rule["resources"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|r| *r == resource.plural)
+                    && rule["operations"] == json!(["CREATE", "UPDATE"])
+            }),
+            "{}",
+            at(&format!("admission of {}", resource.plural))
+        );
+    }
+    assert_eq!(
+        configuration["webhooks"][0]["clientConfig"]["service"],
+        json!({"name": "kinetic-webhook", "namespace": "kinetic-system", "path": "/validate", "port": 443})
+    );
 }
