@@ -92,6 +92,11 @@ enum Command {
         /// unix:PATH.
         #[arg(long, env = "KINETIC_ADMIN_LISTEN", default_value = "127.0.0.1:8070", value_parser = config::parse_admin_listen)]
         admin_listen: AdminListen,
+        /// Also serve `/metrics` alone on this address (behind the admin tokens unless
+        /// --metrics-public): for a Prometheus that scrapes pods, while the admin listener stays
+        /// on loopback.
+        #[arg(long, env = "KINETIC_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
         #[command(flatten)]
         admin: AdminSettings,
         #[command(flatten)]
@@ -585,6 +590,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Broker {
             listen,
             admin_listen,
+            metrics_listen,
             admin,
             auth,
             tls,
@@ -613,6 +619,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     kafka,
                     egress,
                     resources: resources.source,
+                    metrics_listen,
                 },
             )
             .await?;

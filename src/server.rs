@@ -640,6 +640,8 @@ pub struct BrokerSettings {
     /// For the Kafka servers a broker's ConfigMap names.
     pub egress: EgressSettings,
     pub resources: ResourceSource,
+    /// A listener of `/metrics` alone, beside the admin listener.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The delivery settings of `kinetic dispatcher`.
@@ -1021,6 +1023,7 @@ pub async fn broker(store: OpenedStore, settings: BrokerSettings) -> anyhow::Res
         kafka: kafka_settings,
         egress,
         resources: resource_source,
+        metrics_listen,
     } = settings;
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
@@ -1079,6 +1082,20 @@ pub async fn broker(store: OpenedStore, settings: BrokerSettings) -> anyhow::Res
         .router
         .merge(api::health_router(api_state.clone()))
         .merge(discovery_router(auth.issuer.clone()));
+    if let Some(address) = metrics_listen {
+        // Behind the same tokens as the admin listener, unless --metrics-public.
+        let listener = bind(address).await?;
+        let guard = self::admin_guard(
+            admin_tokens(&admin_settings, &state_dir)?,
+            &admin_settings,
+            admin::Bound::Tcp(listener.local_addr()?),
+            false,
+        );
+        let router = api::metrics_router(api_state.clone())
+            .layer(axum::middleware::from_fn_with_state(guard, admin::guard));
+        tracing::info!(metrics = %listener.local_addr()?, "Serving /metrics.");
+        tracker.spawn(serve(listener, router, limits, cancel.clone()));
+    }
     let admin_task = tokio::spawn(admin_socket.serve(
         api::router(api_state),
         admin_guard,

@@ -378,3 +378,60 @@ async fn the_dispatchers_port_serves_health_and_guarded_metrics_only() {
         .unwrap();
     assert_eq!(apply.status().as_u16(), 404);
 }
+
+/// A port of a free loopback address, for flags that take no `:0` back in a log line.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brokers_metrics_listener_serves_metrics_alone() {
+    let store = TestStore::new(Engine::Sqlite).await;
+    let client = reqwest::Client::new();
+    for public in [false, true] {
+        let port = free_port();
+        let mut args: Vec<String> = vec![
+            "broker".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--store".into(),
+            store.url.clone(),
+            "--metrics-listen".into(),
+            format!("127.0.0.1:{port}"),
+        ];
+        if public {
+            args.push("--metrics-public".into());
+        }
+        let broker = Kinetic::spawn(&args, &[]);
+        let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+        let metrics = client.get(url("/metrics")).send().await.unwrap();
+        if public {
+            assert_eq!(metrics.status(), StatusCode::OK);
+            let text = metrics.text().await.unwrap();
+            assert!(text.contains("kinetic_"), "{text}");
+        } else {
+            assert_eq!(metrics.status(), StatusCode::UNAUTHORIZED);
+            let metrics = client
+                .get(url("/metrics"))
+                .bearer_auth(&broker.token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(metrics.status(), StatusCode::OK);
+        }
+        // Nothing but metrics there, token or not.
+        for path in ["/api/v1/brokers", "/healthz"] {
+            let response = client
+                .get(url(path))
+                .bearer_auth(&broker.token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+        }
+    }
+}

@@ -208,6 +208,36 @@ fn kinetic_workloads_are_restricted_probed_limited_and_kept_available() {
                 at(&name)
             );
             assert!(named(&built, "Service", &name).is_some(), "{}", at(&name));
+            if ["broker", "dispatcher", "sources"].contains(&component) {
+                // Scraped by Prometheus on a port the pod declares, without a token.
+                let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+                assert_eq!(annotations["prometheus.io/scrape"], "true", "{}", at(&name));
+                let port: u64 = annotations["prometheus.io/port"]
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!(
+                    container["ports"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|p| p["containerPort"] == port),
+                    "{}",
+                    at(&name)
+                );
+                let public = container["env"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|e| e["name"] == "KINETIC_METRICS_PUBLIC");
+                assert_eq!(
+                    public.map(|e| &e["value"]),
+                    Some(&json!("true")),
+                    "{}",
+                    at(&name)
+                );
+            }
             if component == "broker" || component == "dispatcher" {
                 assert!(
                     named(&built, "HorizontalPodAutoscaler", &name).is_some(),
