@@ -44,6 +44,13 @@ echo "==> cargo build (binaries the end-to-end tests run: kinetic, the example f
 cargo build --workspace --bins --locked
 echo "==> cargo test"
 cargo test --workspace --locked --no-fail-fast "$@"
+# kinetic on a real cluster (tests/cluster.rs) needs one; no machine it is tested on has it.
+if [ -n "${KINETIC_TEST_KUBECONFIG:-}" ]; then
+  echo "==> the real-cluster suite (KINETIC_TEST_KUBECONFIG=$KINETIC_TEST_KUBECONFIG)"
+  cargo test --locked --test cluster -- --ignored
+else
+  echo "==> the real-cluster suite: skipped, KINETIC_TEST_KUBECONFIG is not set (set it and KINETIC_TEST_IMAGE to run tests/cluster.rs)"
+fi
 if [ "$#" -eq 0 ]; then
   # The README's main command, end to end, on free ports (its build is already done above).
   echo "==> scripts/quickstart.sh"

@@ -1,0 +1,224 @@
+//! kinetic on a real Kubernetes cluster, end to end: install `deploy/overlays/dev` with the image
+//! `KINETIC_TEST_IMAGE` (pushed where the cluster can pull it), apply a Broker and a Trigger to a
+//! plain event-display Deployment with `kubectl`, see both Ready, send an event through the broker
+//! and find it in event-display's log, see the webhook refuse a bad Trigger with kinetic's
+//! message, delete the Trigger (its finalizer comes off), and uninstall.
+//!
+//! It needs a cluster, which no machine kinetic is tested on has: it runs only when
+//! `KINETIC_TEST_KUBECONFIG` names a kubeconfig (`scripts/test.sh` then runs it with
+//! `--ignored`), and is reported as ignored, with that reason, in every other run. It installs
+//! cluster-wide objects (CRDs, RBAC, a webhook configuration): use a throwaway cluster.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn kubeconfig() -> PathBuf {
+    PathBuf::from(std::env::var_os("KINETIC_TEST_KUBECONFIG").expect(
+        "KINETIC_TEST_KUBECONFIG names the kubeconfig of a throwaway cluster for this suite",
+    ))
+}
+
+fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write as _;
+    let mut command = Command::new(std::env::var("KINETIC_KUBECTL").unwrap_or("kubectl".into()));
+    command
+        .args(args)
+        .env("KUBECONFIG", kubeconfig())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("kubectl runs");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+/// `kubectl args`, which must succeed; its output.
+fn ok(args: &[&str], stdin: Option<&str>) -> String {
+    let output = kubectl(args, stdin);
+    assert!(
+        output.status.success(),
+        "kubectl {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The dev overlay with `image` in place of `kinetic`.
+fn overlay(image: &str) -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/overlays/dev");
+    let built = ok(&["kustomize", &dir.display().to_string()], None);
+    built.replace("image: kinetic:latest", &format!("image: {image}"))
+}
+
+const NAMESPACE: &str = "kinetic-cluster-test";
+
+fn resources() -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: {NAMESPACE}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: event-display, namespace: {NAMESPACE}}}
+spec:
+  selector: {{matchLabels: {{app: event-display}}}}
+  template:
+    metadata: {{labels: {{app: event-display}}}}
+    spec:
+      containers:
+        - name: event-display
+          image: gcr.io/knative-releases/knative.dev/eventing/cmd/event_display
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: event-display, namespace: {NAMESPACE}}}
+spec:
+  selector: {{app: event-display}}
+  ports: [{{port: 80, targetPort: 8080}}]
+---
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {{name: default, namespace: {NAMESPACE}}}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {{name: display, namespace: {NAMESPACE}}}
+spec:
+  broker: default
+  filter: {{attributes: {{type: dev.kinetic.cluster-test}}}}
+  subscriber: {{uri: "http://event-display.{NAMESPACE}.svc.cluster.local"}}
+"#
+    )
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster: set KINETIC_TEST_KUBECONFIG and KINETIC_TEST_IMAGE (scripts/test.sh then runs it)"]
+fn kinetic_on_a_real_cluster_delivers_and_cleans_up() {
+    let image = std::env::var("KINETIC_TEST_IMAGE")
+        .expect("KINETIC_TEST_IMAGE names kinetic's image, pushed where the cluster pulls from");
+    let installed = overlay(&image);
+    ok(&["apply", "-f", "-"], Some(&installed));
+    for component in ["broker", "dispatcher", "sources", "controller", "webhook"] {
+        ok(
+            &[
+                "-n",
+                "kinetic-system",
+                "rollout",
+                "status",
+                &format!("deployment/kinetic-{component}"),
+                "--timeout=300s",
+            ],
+            None,
+        );
+    }
+    ok(&["apply", "-f", "-"], Some(&resources()));
+    for object in ["broker/default", "trigger/display"] {
+        ok(
+            &[
+                "-n",
+                NAMESPACE,
+                "wait",
+                "--for=condition=Ready",
+                object,
+                "--timeout=120s",
+            ],
+            None,
+        );
+    }
+    ok(
+        &[
+            "-n",
+            NAMESPACE,
+            "rollout",
+            "status",
+            "deployment/event-display",
+            "--timeout=300s",
+        ],
+        None,
+    );
+
+    // An event through the broker, sent from inside the cluster.
+    let id = format!("cluster-{}", std::process::id());
+    ok(
+        &[
+            "-n",
+            NAMESPACE,
+            "run",
+            "send",
+            "--rm",
+            "-i",
+            "--restart=Never",
+            "--image=curlimages/curl",
+            "--",
+            "-sS",
+            "-X",
+            "POST",
+            &format!("http://kinetic-broker.kinetic-system.svc/{NAMESPACE}/default"),
+            "-H",
+            "ce-specversion: 1.0",
+            "-H",
+            &format!("ce-id: {id}"),
+            "-H",
+            "ce-source: /cluster-test",
+            "-H",
+            "ce-type: dev.kinetic.cluster-test",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"hello":"cluster"}"#,
+        ],
+        None,
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let logs = ok(&["-n", NAMESPACE, "logs", "deployment/event-display"], None);
+        if logs.contains(&id) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "event {id} not displayed within 60 s:\n{logs}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+
+    // The webhook refuses what kinetic apply refuses, with the same message.
+    let refused = kubectl(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: bad, namespace: {NAMESPACE}}}\nspec:\n  broker: default\n  filters: [{{cesql: \"type = = 'x'\"}}]\n  subscriber: {{uri: 'http://event-display.{NAMESPACE}.svc.cluster.local'}}\n"
+        )),
+    );
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(said.contains("is not valid CESQL"), "{said}");
+
+    // Deleting the Trigger completes: the controller cleans up, then takes its finalizer off.
+    ok(
+        &[
+            "-n",
+            NAMESPACE,
+            "delete",
+            "trigger/display",
+            "--timeout=60s",
+        ],
+        None,
+    );
+    ok(&["delete", "namespace", NAMESPACE, "--timeout=180s"], None);
+    ok(
+        &["delete", "--ignore-not-found", "-f", "-"],
+        Some(&installed),
+    );
+}
