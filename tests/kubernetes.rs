@@ -4,8 +4,8 @@
 //! `kinetic controller` takes its Lease, binds each Trigger's cursor, adds its finalizer and
 //! writes Knative's status; `kinetic broker` and `kinetic dispatcher` (`--resources kubernetes`)
 //! accept events for the Broker the API holds and deliver them to the Trigger's subscriber, pick
-//! up a Trigger added later through the watch, list what the API holds, and refuse `kinetic
-//! apply`, which belongs to `kubectl` there.
+//! up a Trigger added later through the watch, list what the API holds, refuse `kinetic apply`,
+//! which belongs to `kubectl` there, and take `config-features` from `kinetic-system` as it changes.
 
 mod support;
 
@@ -108,10 +108,15 @@ async fn api(
             .push((method.to_string(), path.clone(), body.clone()));
     }
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    // /apis/{group}/{version}/[namespaces/{ns}/]{plural}[/{name}[/status]]
-    let (namespace, rest) = match parts.get(3) {
-        Some(&"namespaces") => (parts.get(4).copied(), &parts[5.min(parts.len())..]),
-        _ => (None, &parts[3.min(parts.len())..]),
+    // /apis/{group}/{version}/… or, for the core group, /api/{version}/…, then
+    // [namespaces/{ns}/]{plural}[/{name}[/status]]
+    let base = if parts.first() == Some(&"api") { 2 } else { 3 };
+    let (namespace, rest) = match parts.get(base) {
+        Some(&"namespaces") => (
+            parts.get(base + 1).copied(),
+            &parts[(base + 2).min(parts.len())..],
+        ),
+        _ => (None, &parts[base.min(parts.len())..]),
     };
     let plural = rest.first().copied().unwrap_or_default().to_owned();
     let name = rest.get(1).copied();
@@ -415,6 +420,36 @@ async fn broker_and_dispatcher_read_kubernetes_and_deliver() {
         said.contains("resources are not applied here: this kinetic reads them from the Kubernetes API; apply them with `kubectl apply -f`"),
         "{said}"
     );
+    // kinetic's configuration is read from the API too, and reloaded: `config-features` with
+    // `default-authorization-mode: deny-all` makes the broker ask for a token.
+    api.add(
+        "configmaps",
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "config-features", "namespace": "kinetic-system", "uid": "u-features"},
+               "data": {"default-authorization-mode": "deny-all"}}),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = send_event(
+            &client,
+            &broker.url("/team/default"),
+            "e-denied",
+            "com.example.k8s",
+            &[],
+            "{}",
+        )
+        .await;
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 202);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "config-features in force within 30 s: {}",
+            broker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     drop(controller);
     drop(dispatcher);
     drop(broker);

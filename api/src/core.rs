@@ -44,7 +44,8 @@ impl ConfigMap {
                 .with_hint("use letters, digits, `-`, `_` and `.`"));
             }
         }
-        Ok(())
+        // kinetic's own configuration (`kinetic-system/config-*`) must be readable.
+        crate::config::validate(self)
     }
 }
 

@@ -9,6 +9,7 @@
 //! [`resource`]; the kinds live in [`eventing`], shared metadata in [`meta`].
 
 pub mod cloudevent;
+pub mod config;
 pub mod core;
 pub mod duration;
 pub mod error;

@@ -16,8 +16,17 @@ use crate::verify::Verifier;
 /// Who may send to the brokers of this process.
 pub struct Gate {
     verifier: Arc<Verifier>,
+    /// The process's `--default-authorization-mode`.
     mode: Mode,
-    snapshot: RwLock<Arc<Snapshot>>,
+    current: RwLock<Arc<Current>>,
+}
+
+/// The policies and the mode in force.
+#[derive(Default)]
+struct Current {
+    policies: Snapshot,
+    /// `config-features`' `default-authorization-mode`, over the process's.
+    mode: Option<Mode>,
 }
 
 impl Gate {
@@ -25,12 +34,14 @@ impl Gate {
         Self {
             verifier,
             mode,
-            snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            current: RwLock::new(Arc::new(Current::default())),
         }
     }
 
+    /// The default authorization mode in force: `config-features`' when the resources have it,
+    /// else the process's.
     pub fn mode(&self) -> Mode {
-        self.mode
+        self.current().mode.unwrap_or(self.mode)
     }
 
     /// Takes the EventPolicies and Brokers of `resources`. Bodies that cannot be read are left
@@ -44,9 +55,27 @@ impl Gate {
             .typed::<Broker>()
             .map(|(_, broker)| broker.clone())
             .collect();
-        let snapshot = Arc::new(Snapshot::build(&policies, &brokers));
-        if let Ok(mut slot) = self.snapshot.write() {
-            *slot = snapshot;
+        let mode = resources
+            .get::<kinetic_api::core::ConfigMap>(
+                kinetic_api::config::SYSTEM_NAMESPACE,
+                kinetic_api::config::FEATURES,
+            )
+            .and_then(|(_, map)| {
+                // Applying refuses a bad one; one that reached the API server without the
+                // webhook leaves the process's mode in force.
+                let features = kinetic_api::config::Features::from_config_map(map)
+                    .inspect_err(|error| {
+                        tracing::error!(%error, "config-features does not read; the process's default authorization mode applies.");
+                    })
+                    .ok()?;
+                features.default_authorization_mode?.parse::<Mode>().ok()
+            });
+        let current = Arc::new(Current {
+            policies: Snapshot::build(&policies, &brokers),
+            mode,
+        });
+        if let Ok(mut slot) = self.current.write() {
+            *slot = current;
         }
     }
 
@@ -70,8 +99,8 @@ impl Gate {
         }
     }
 
-    fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.read().map(|s| s.clone()).unwrap_or_default()
+    fn current(&self) -> Arc<Current> {
+        self.current.read().map(|s| s.clone()).unwrap_or_default()
     }
 }
 
@@ -84,9 +113,10 @@ impl Admission for Gate {
         authorization: Option<&str>,
         events: &[Event],
     ) -> Result<(), Denied> {
-        let snapshot = self.snapshot();
-        let applying = snapshot.applying(namespace, broker);
-        if !needs_token(&applying, self.mode) {
+        let current = self.current();
+        let mode = current.mode.unwrap_or(self.mode);
+        let applying = current.policies.applying(namespace, broker);
+        if !needs_token(&applying, mode) {
             return Ok(());
         }
         let audience = broker_audience(namespace, broker);
@@ -106,14 +136,70 @@ impl Admission for Gate {
             .verify(token, &audience)
             .await
             .map_err(|invalid| Denied::InvalidToken(invalid.0))?;
-        decide(
-            &applying,
-            self.mode,
-            namespace,
-            broker,
-            &verified.sub,
-            events,
-        )
-        .map_err(Denied::Forbidden)
+        decide(&applying, mode, namespace, broker, &verified.sub, events).map_err(Denied::Forbidden)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kinetic_store::StoredResource;
+    use serde_json::json;
+
+    use super::*;
+
+    fn stored(kind: &str, namespace: &str, name: &str, body: serde_json::Value) -> StoredResource {
+        StoredResource {
+            kind: kind.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            generation: 1,
+            body,
+            updated_at: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn config_features_sets_the_default_authorization_mode_while_it_is_there() {
+        let gate = Gate::new(Arc::new(Verifier::new(None, &[]).unwrap()), Mode::AllowAll);
+        let broker = stored(
+            "Broker",
+            "team",
+            "default",
+            json!({"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
+                   "metadata": {"name": "default", "namespace": "team"}}),
+        );
+        let features = |mode: &str| {
+            stored(
+                "ConfigMap",
+                "kinetic-system",
+                "config-features",
+                json!({"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": "config-features", "namespace": "kinetic-system"},
+                       "data": {"default-authorization-mode": mode}}),
+            )
+        };
+        gate.update(&kinetic_resources::Snapshot::new(vec![broker.clone()]));
+        assert_eq!(gate.mode(), Mode::AllowAll);
+        assert!(gate.admit("team", "default", None, &[]).await.is_ok());
+
+        gate.update(&kinetic_resources::Snapshot::new(vec![
+            broker.clone(),
+            features("deny-all"),
+        ]));
+        assert_eq!(gate.mode(), Mode::DenyAll);
+        assert!(matches!(
+            gate.admit("team", "default", None, &[]).await,
+            Err(Denied::NoToken(_))
+        ));
+
+        // One that does not read leaves the process's mode; removing it restores it too.
+        gate.update(&kinetic_resources::Snapshot::new(vec![
+            broker.clone(),
+            features("maybe"),
+        ]));
+        assert_eq!(gate.mode(), Mode::AllowAll);
+        gate.update(&kinetic_resources::Snapshot::new(vec![broker]));
+        assert!(gate.admit("team", "default", None, &[]).await.is_ok());
     }
 }

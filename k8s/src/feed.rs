@@ -69,6 +69,20 @@ pub(crate) fn stored(kind: &str, object: &DynamicObject) -> Option<StoredResourc
     })
 }
 
+/// An object as [`stored`] makes it, unless it is a ConfigMap other than kinetic's configuration.
+fn kept(kind: &str, object: &DynamicObject) -> Option<StoredResource> {
+    if kind == "ConfigMap"
+        && !object
+            .metadata
+            .name
+            .as_deref()
+            .is_some_and(|name| kinetic_api::config::NAMES.contains(&name))
+    {
+        return None;
+    }
+    stored(kind, object)
+}
+
 /// One kind's objects: those listed, and while a (re)list runs, the list being read.
 #[derive(Default)]
 struct Kind {
@@ -77,17 +91,34 @@ struct Kind {
     listed: bool,
 }
 
-/// Watches every kind of [`resources`] through `client` and publishes to `feed` until `cancel`.
-/// A watch that fails is retried with kube-runtime's backoff; the last snapshot stays meanwhile.
+/// Watches every kind of [`resources`] through `client`, and kinetic's configuration
+/// ConfigMaps in its system namespace ([`kinetic_api::config`]), and publishes to `feed` until
+/// `cancel`. A watch that fails is retried with kube-runtime's backoff; the last snapshot stays
+/// meanwhile.
 pub async fn run(client: kube::Client, feed: Feed, cancel: CancellationToken) {
-    let watched = resources();
-    let streams = watched.iter().map(|resource| {
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), resource);
-        let kind = resource.kind.clone();
+    let mut watched = resources();
+    let config_maps = ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&());
+    let mut streams: Vec<_> = watched
+        .iter()
+        .map(|resource| {
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), resource);
+            let kind = resource.kind.clone();
+            watcher::watcher(api, watcher::Config::default())
+                .map(move |event| (kind.clone(), event))
+                .boxed()
+        })
+        .collect();
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        kinetic_api::config::SYSTEM_NAMESPACE,
+        &config_maps,
+    );
+    streams.push(
         watcher::watcher(api, watcher::Config::default())
-            .map(move |event| (kind.clone(), event))
-            .boxed()
-    });
+            .map(|event| ("ConfigMap".to_owned(), event))
+            .boxed(),
+    );
+    watched.push(config_maps);
     let mut events = futures::stream::select_all(streams);
     let mut kinds: HashMap<String, Kind> = watched
         .iter()
@@ -111,8 +142,7 @@ pub async fn run(client: kube::Client, feed: Feed, cancel: CancellationToken) {
                 false
             }
             Ok(watcher::Event::InitApply(object)) => {
-                if let (Some(listing), Some(stored)) = (&mut state.listing, stored(&kind, &object))
-                {
+                if let (Some(listing), Some(stored)) = (&mut state.listing, kept(&kind, &object)) {
                     listing.insert((stored.namespace.clone(), stored.name.clone()), stored);
                 }
                 false
@@ -122,7 +152,7 @@ pub async fn run(client: kube::Client, feed: Feed, cancel: CancellationToken) {
                 state.listed = true;
                 true
             }
-            Ok(watcher::Event::Apply(object)) => match stored(&kind, &object) {
+            Ok(watcher::Event::Apply(object)) => match kept(&kind, &object) {
                 Some(stored) => {
                     state
                         .objects

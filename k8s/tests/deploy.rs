@@ -364,6 +364,26 @@ fn least_privilege(built: &[Value], at: &dyn Fn(&str) -> String) {
     assert_eq!(leader["metadata"]["namespace"], "kinetic-system");
     assert!(verbs(leader, "coordination.k8s.io", "leases").contains(&"update"));
     assert!(verbs(controller, "coordination.k8s.io", "leases").is_empty());
+    // kinetic's configuration: read in kinetic-system only, by the components that read resources.
+    let config = named(built, "Role", "kinetic-config-reader").expect("the config Role");
+    assert_eq!(config["metadata"]["namespace"], "kinetic-system");
+    assert_eq!(verbs(config, "", "configmaps"), ["get", "list", "watch"]);
+    let readers: Vec<&str> = named(built, "RoleBinding", "kinetic-config-reader")
+        .expect("the config RoleBinding")["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        readers,
+        [
+            "kinetic-broker",
+            "kinetic-dispatcher",
+            "kinetic-sources",
+            "kinetic-controller"
+        ]
+    );
     // The webhook: its own certificate Secret and configuration, by name where Kubernetes allows.
     let certs = named(built, "Role", "kinetic-webhook-certs").expect("the webhook's Role");
     assert_eq!(certs["metadata"]["namespace"], "kinetic-system");
@@ -425,4 +445,28 @@ fn least_privilege(built: &[Value], at: &dyn Fn(&str) -> String) {
         configuration["webhooks"][0]["clientConfig"]["service"],
         json!({"name": "kinetic-webhook", "namespace": "kinetic-system", "path": "/validate", "port": 443})
     );
+}
+
+#[test]
+fn the_shipped_configuration_reads() {
+    let Some(kubectl) = kubectl() else { return };
+    let built = objects(&build(&kubectl, "postgres"));
+    for name in kinetic_api::config::NAMES {
+        let object = named(&built, "ConfigMap", name).unwrap_or_else(|| panic!("ConfigMap {name}"));
+        assert_eq!(object["metadata"]["namespace"], "kinetic-system");
+        let config: kinetic_api::core::ConfigMap = serde_json::from_value(object.clone()).unwrap();
+        kinetic_api::config::validate(&config).unwrap_or_else(|error| panic!("{name}: {error}"));
+    }
+    let defaults = named(&built, "ConfigMap", "config-br-defaults").unwrap();
+    let defaults: kinetic_api::core::ConfigMap = serde_json::from_value(defaults.clone()).unwrap();
+    let defaults = kinetic_api::config::BrokerDefaults::from_config_map(&defaults).unwrap();
+    // The same as the process's own defaults: shipping it changes nothing until it is edited.
+    let delivery = defaults
+        .for_namespace("any")
+        .unwrap()
+        .delivery
+        .clone()
+        .unwrap();
+    assert_eq!(delivery.retry, Some(10));
+    assert_eq!(delivery.timeout.as_deref(), Some("PT30S"));
 }

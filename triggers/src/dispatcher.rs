@@ -251,20 +251,37 @@ async fn refresh_plans(
             tokio::time::Instant::now(),
         )
         .await;
-    let Plans { ready, problems } = build_plans(
+    let Plans {
+        ready,
+        problems,
+        config_problem,
+    } = build_plans(
         &resources,
         &context.config.resolver,
         &context.config.defaults,
         &context.disabled,
     );
     let mut still = HashMap::new();
+    // Reported once per change, under a key no trigger has.
+    if let Some(problem) = config_problem {
+        if reported.get("") != Some(&problem) {
+            tracing::error!(%problem, "The broker defaults ConfigMap does not read.");
+        }
+        still.insert(String::new(), problem);
+    }
     for (trigger, problem) in problems {
         if reported.get(&trigger) != Some(&problem) {
             tracing::warn!(%trigger, %problem, "Trigger is not ready; its events wait in the log.");
         }
         still.insert(trigger, problem);
     }
-    context.problems.replace(still.clone());
+    context.problems.replace(
+        still
+            .iter()
+            .filter(|(k, _)| !k.is_empty())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    );
     *reported = still;
     context.plans.replace(ready);
 }

@@ -47,6 +47,8 @@ pub struct Plans {
     /// Triggers that cannot run (missing broker, unresolvable subscriber, unreadable signing
     /// secret, disabled): `(namespace/name, why)`.
     pub problems: Vec<(String, String)>,
+    /// Why `config-br-defaults` was not applied, when it does not read.
+    pub config_problem: Option<String>,
 }
 
 /// Builds the plan of every trigger of `resources` that can run; one whose body cannot be read is
@@ -61,6 +63,7 @@ pub fn build_plans(
         .typed::<Broker>()
         .map(|(stored, broker)| ((stored.namespace.as_str(), stored.name.as_str()), broker))
         .collect();
+    let (configured, config_problem) = defaults.configured(resources);
     let mut plans = HashMap::new();
     let mut problems = Vec::new();
     for stored in resources.stored(Kind::Trigger) {
@@ -76,7 +79,8 @@ pub fn build_plans(
             problems.push((label, format!("stored trigger is unreadable: {why}")));
             continue;
         };
-        match plan_of(stored, trigger, &brokers, resolver, defaults) {
+        let defaults = configured.for_namespace(&stored.namespace);
+        match plan_of(stored, trigger, &brokers, resolver, &defaults) {
             Ok(plan) => {
                 if let Some(why) = disabled.get(&stored.uid, stored.generation) {
                     problems.push((label, why.reason()));
@@ -89,6 +93,7 @@ pub fn build_plans(
     Plans {
         ready: plans,
         problems,
+        config_problem,
     }
 }
 
@@ -235,6 +240,7 @@ impl PlanTable {
 mod tests {
     use super::*;
     use kinetic_api::KReference;
+    use std::time::Duration;
 
     #[test]
     fn resolves_service_refs_to_the_gateway() {
@@ -439,5 +445,76 @@ mod tests {
         );
         assert!(plans.problems.is_empty());
         assert_eq!(plans.ready.len(), 1);
+    }
+
+    #[test]
+    fn config_br_defaults_set_the_delivery_defaults_of_its_namespaces() {
+        let broker = stored(
+            "Broker",
+            "default",
+            1,
+            serde_json::json!({
+                "apiVersion": "eventing.knative.dev/v1",
+                "kind": "Broker",
+                "metadata": {"name": "default", "namespace": "default"},
+            }),
+        );
+        let config = |text: &str| StoredResource {
+            namespace: "kinetic-system".into(),
+            ..stored(
+                "ConfigMap",
+                "config-br-defaults",
+                1,
+                serde_json::json!({
+                    "apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": "config-br-defaults", "namespace": "kinetic-system"},
+                    "data": {"default-br-config": text},
+                }),
+            )
+        };
+        let resolver = Resolver {
+            ingress_url: "http://127.0.0.1:8080".into(),
+            gateway: None,
+        };
+        let plan = |resources: Vec<StoredResource>| {
+            let plans = build_plans(
+                &Snapshot::new(resources),
+                &resolver,
+                &Defaults::default(),
+                &DisabledTable::default(),
+            );
+            (
+                plans.ready["uid-plain"].policy.clone(),
+                plans.ready["uid-own"].policy.clone(),
+                plans.config_problem,
+            )
+        };
+        let plain = trigger("plain", 1, serde_json::json!(null));
+        let own = trigger("own", 1, serde_json::json!({"retry": 1}));
+        let (p, o, problem) = plan(vec![broker.clone(), plain.clone(), own.clone()]);
+        assert_eq!((p.retry, o.retry, problem), (10, 1, None));
+
+        // The cluster's default, then a namespace's own; a trigger's own setting still wins.
+        let cluster = config("clusterDefault:\n  delivery: {retry: 4, backoffDelay: PT1S}\n");
+        let (p, o, _) = plan(vec![broker.clone(), plain.clone(), own.clone(), cluster]);
+        assert_eq!(
+            (p.retry, p.backoff_delay, o.retry),
+            (4, Duration::from_secs(1), 1)
+        );
+        let namespaced = config(
+            "clusterDefault:\n  delivery: {retry: 4}\nnamespaceDefaults:\n  default:\n    delivery: {retry: 2, timeout: PT3S}\n",
+        );
+        let (p, _, _) = plan(vec![broker.clone(), plain.clone(), own.clone(), namespaced]);
+        assert_eq!((p.retry, p.timeout), (2, Duration::from_secs(3)));
+
+        // One that does not read changes nothing, and says why.
+        let bad = config("clusterDefault:\n  delivery: {backoffDelay: soon}\n");
+        let (p, _, problem) = plan(vec![broker, plain, own, bad]);
+        assert_eq!(p.retry, 10);
+        let problem = problem.unwrap();
+        assert!(
+            problem.starts_with("ConfigMap kinetic-system/config-br-defaults: data[default-br-config].clusterDefault.delivery.backoffDelay"),
+            "{problem}"
+        );
     }
 }

@@ -32,6 +32,75 @@ impl Default for Defaults {
     }
 }
 
+impl Defaults {
+    /// These defaults under a `config-br-defaults` entry's delivery: each field it sets wins.
+    /// Its durations were validated when the ConfigMap was read.
+    pub fn under(&self, delivery: &DeliverySpec) -> Defaults {
+        let parse = |text: Option<&String>| text.and_then(|t| duration::parse(t).ok());
+        Defaults {
+            retry: delivery
+                .retry
+                .map(|r| u32::try_from(r).unwrap_or(0))
+                .unwrap_or(self.retry),
+            backoff_policy: delivery.backoff_policy.unwrap_or(self.backoff_policy),
+            backoff_delay: parse(delivery.backoff_delay.as_ref()).unwrap_or(self.backoff_delay),
+            timeout: parse(delivery.timeout.as_ref()).unwrap_or(self.timeout),
+        }
+    }
+
+    /// The defaults for triggers in `namespace`: the process's, under the `config-br-defaults`
+    /// of `resources` (kinetic's system namespace), when it has one that reads. Also why it does
+    /// not read, when it does not.
+    pub fn configured(
+        &self,
+        resources: &kinetic_resources::Snapshot,
+    ) -> (ConfiguredDefaults, Option<String>) {
+        use kinetic_api::config::{BR_DEFAULTS, BrokerDefaults, SYSTEM_NAMESPACE};
+        let mut configured = ConfiguredDefaults {
+            process: self.clone(),
+            config: None,
+        };
+        let Some((_, map)) =
+            resources.get::<kinetic_api::core::ConfigMap>(SYSTEM_NAMESPACE, BR_DEFAULTS)
+        else {
+            return (configured, None);
+        };
+        match BrokerDefaults::from_config_map(map) {
+            Ok(config) => {
+                configured.config = Some(config);
+                (configured, None)
+            }
+            Err(error) => (
+                configured,
+                Some(format!(
+                    "ConfigMap {SYSTEM_NAMESPACE}/{BR_DEFAULTS}: {error}; the process's delivery defaults apply"
+                )),
+            ),
+        }
+    }
+}
+
+/// The process's delivery defaults and the `config-br-defaults` over them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfiguredDefaults {
+    pub process: Defaults,
+    pub config: Option<kinetic_api::config::BrokerDefaults>,
+}
+
+impl ConfiguredDefaults {
+    pub fn for_namespace(&self, namespace: &str) -> Defaults {
+        match self
+            .config
+            .as_ref()
+            .and_then(|config| config.for_namespace(namespace))
+            .and_then(|entry| entry.delivery.as_ref())
+        {
+            Some(delivery) => self.process.under(delivery),
+            None => self.process.clone(),
+        }
+    }
+}
+
 /// The effective delivery settings of one trigger.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryPolicy {
