@@ -1059,7 +1059,13 @@ pub async fn broker(store: OpenedStore, settings: BrokerSettings) -> anyhow::Res
     .await?;
     let mut registry = Registry::default();
     let (committed, _) = watch::channel(0u64);
-    let parts = ingress(
+    let IngressParts {
+        router: ingress_router,
+        // Only `kinetic up`'s dispatcher shares it; held here, the group commit would never see
+        // its last handle go, and a stopping broker would wait out the whole grace for it.
+        committer: _,
+        committer_tasks,
+    } = ingress(
         &store.store,
         &resources,
         kafka,
@@ -1070,16 +1076,29 @@ pub async fn broker(store: OpenedStore, settings: BrokerSettings) -> anyhow::Res
         &tracker,
         &cancel,
     );
+    // Whether each trigger can run, as the dispatchers' planner finds it, for `kinetic get`.
+    let problems = kinetic_triggers::plan::ProblemTable::default();
+    tracker.spawn(kinetic_triggers::plan::watch_problems(
+        resources.clone(),
+        Resolver {
+            ingress_url: public_url.clone(),
+            gateway: None,
+        },
+        kinetic_triggers::policy::Defaults::default(),
+        problems.clone(),
+        Duration::from_secs(1),
+        cancel.clone(),
+    ));
     let api_state = ApiState {
         control: kinetic_control::Control {
             written_elsewhere: written_elsewhere(resource_source),
+            triggers: Some(problems),
             ..kinetic_control::Control::new(store.store.clone(), resources)
         },
         registry: Arc::new(Mutex::new(registry)),
         issuer: Some(auth.issuer.clone()),
     };
-    let router = parts
-        .router
+    let router = ingress_router
         .merge(api::health_router(api_state.clone()))
         .merge(discovery_router(auth.issuer.clone()));
     if let Some(address) = metrics_listen {
@@ -1116,7 +1135,7 @@ pub async fn broker(store: OpenedStore, settings: BrokerSettings) -> anyhow::Res
     let served = crate::serve::serve(nodelay(listener), router, tls, limits, cancel.clone()).await;
     cancel.cancel();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, admin_task).await;
-    drain(parts.committer_tasks).await;
+    drain(committer_tasks).await;
     tracker.close();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await;
     served

@@ -594,7 +594,7 @@ async fn migrate(engine: Engine) {
         assert!(out.contains("is migrated"), "{out}");
         assert!(out.contains(match engine {
             Engine::Sqlite | Engine::Kafka => "(sqlite)",
-            Engine::Postgres => "(postgres)",
+            Engine::Postgres | Engine::Split => "(postgres)",
         }));
     }
     // The schema is there: kinetic up starts on it and serves the API.
@@ -613,7 +613,7 @@ async fn migrate(engine: Engine) {
         Engine::Sqlite | Engine::Kafka => {
             assert!(Path::new(store.url.trim_start_matches("sqlite://")).exists());
         }
-        Engine::Postgres => {
+        Engine::Postgres | Engine::Split => {
             let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&store.url)
                 .await
                 .unwrap();

@@ -1,5 +1,7 @@
-//! End-to-end delivery: the real `kinetic up` driven over HTTP, with real subscribers, on SQLite and
-//! on PostgreSQL. Every body runs once per engine (see [`engines!`]).
+//! End-to-end delivery: the real kinetic driven over HTTP, with real subscribers: `kinetic up` on
+//! SQLite, on PostgreSQL and with Kafka-class brokers, and `kinetic broker` + `kinetic dispatcher`
+//! as separate processes on PostgreSQL, as kinetic scales out. Every body runs once per shape
+//! (see [`engines!`]).
 //!
 //! # Layout
 //! - this file: the fixture ([`World`]: a store, a `kinetic up` on a resource file, an HTTP client)
@@ -13,14 +15,15 @@
 
 mod support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
 use support::{Engine, Kinetic, Received, TestStore, documents, write_yaml};
 
-/// Generates `#[tokio::test]`s `NAME::sqlite`, `NAME::postgres` and `NAME::kafka` (SQLite state, a
-/// Kafka-class broker) for each `async fn NAME(Engine)` of the module it is used in.
+/// Generates `#[tokio::test]`s `NAME::sqlite`, `NAME::postgres`, `NAME::kafka` (SQLite state, a
+/// Kafka-class broker) and `NAME::split` (broker and dispatcher processes on PostgreSQL) for each
+/// `async fn NAME(Engine)` of the module it is used in.
 macro_rules! engines {
     ($($body:ident),+ $(,)?) => {$(
         mod $body {
@@ -40,6 +43,12 @@ macro_rules! engines {
                 if crate::support::kafka_available() {
                     super::$body(crate::support::Engine::Kafka).await;
                 }
+            }
+
+            /// The same behaviour with the ingress and delivery in processes of their own.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn split() {
+                super::$body(crate::support::Engine::Split).await;
             }
         }
     )+};
@@ -75,14 +84,22 @@ pub const WAIT: Duration = Duration::from_secs(15);
 /// How long to watch for deliveries that should not happen, after the expected ones arrived.
 pub const QUIET: Duration = Duration::from_secs(1);
 
-/// One test's kinetic: its store, the process (`kinetic up -f resources.yaml`) and a client.
+/// One test's kinetic: its store, the process (`kinetic up -f resources.yaml`; on
+/// [`Engine::Split`], `kinetic broker` with the resources applied through its admin API, and a
+/// `kinetic dispatcher` beside it) and a client.
 pub struct World {
-    // Declared before `store`: the process stops before its database is dropped.
+    // Declared before `store`: the processes stop before their database is dropped.
+    /// `kinetic up`, or the broker of the split shape: ingress, admin API, CLI.
     pub kinetic: Kinetic,
+    /// The dispatcher of the split shape.
+    pub dispatcher: Option<Kinetic>,
     pub store: TestStore,
     pub client: reqwest::Client,
-    /// The resource file kinetic watches.
+    /// The resource file kinetic watches (applied with `kinetic apply` in the split shape).
     pub file: PathBuf,
+    /// The documents of the file.
+    docs: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl World {
@@ -99,17 +116,48 @@ impl World {
         let mut all = vec![store.broker_yaml("default")];
         all.extend(docs.iter().cloned());
         let file = write_yaml(store.dir(), "resources.yaml", &documents(&all));
-        let kinetic =
-            tokio::task::block_in_place(|| Kinetic::up_with_env(&store, &[&file], &[], env));
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let (kinetic, dispatcher) = tokio::task::block_in_place(|| start(&store, &file, &env));
         Self {
             kinetic,
+            dispatcher,
             store,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("client"),
             file,
+            docs: all,
+            env,
         }
+    }
+
+    /// Stops every process with SIGTERM; the exit statuses (`None`: still running after the
+    /// grace).
+    pub fn terminate(&mut self) -> Vec<Option<std::process::ExitStatus>> {
+        let mut statuses = Vec::new();
+        // The dispatcher first, as a rolling update would stop it: its in-flight deliveries
+        // finish.
+        if let Some(dispatcher) = &mut self.dispatcher {
+            statuses.push(dispatcher.terminate());
+        }
+        statuses.push(self.kinetic.terminate());
+        statuses
+    }
+
+    /// Starts the processes again on the same store, without resource files: what is applied
+    /// is in the store.
+    pub fn restart(&mut self) {
+        let (kinetic, dispatcher) = if self.store.engine == Engine::Split {
+            start_split(&self.store, None, &self.env)
+        } else {
+            (Kinetic::up(&self.store, &[]), None)
+        };
+        self.kinetic = kinetic;
+        self.dispatcher = dispatcher;
     }
 
     /// The ingress URL of broker `default/NAME`.
@@ -191,13 +239,27 @@ impl World {
     }
 
     /// Writes `docs` (after the `default` broker) over the resource file kinetic watches, aside
-    /// and renamed, so kinetic never reads a half-written file.
-    pub fn rewrite(&self, docs: &[String]) {
+    /// and renamed, so kinetic never reads a half-written file. In the split shape, as a user
+    /// would: `kinetic apply -f` the file, then `kinetic delete` what it no longer holds.
+    pub fn rewrite(&mut self, docs: &[String]) {
         let mut all = vec![self.store.broker_yaml("default")];
         all.extend(docs.iter().cloned());
         let next = self.file.with_extension("next");
         std::fs::write(&next, documents(&all)).expect("write the new resource file");
         std::fs::rename(&next, &self.file).expect("replace the resource file");
+        if self.store.engine == Engine::Split {
+            let file = self.file.display().to_string();
+            let applied = self.kinetic.cli(&["apply", "-f", &file]);
+            assert!(applied.status.success(), "kinetic apply: {applied:?}");
+            let kept: Vec<(String, String)> = all.iter().map(|doc| key(doc)).collect();
+            for (kind, name) in self.docs.iter().map(|doc| key(doc)) {
+                if !kept.contains(&(kind.clone(), name.clone())) {
+                    let deleted = self.kinetic.cli(&["delete", &kind.to_lowercase(), &name]);
+                    assert!(deleted.status.success(), "kinetic delete: {deleted:?}");
+                }
+            }
+        }
+        self.docs = all;
     }
 
     /// Waits until `GET /api/v1/triggers/default/NAME` satisfies `done` (bounded by [`WAIT`]), and
@@ -213,10 +275,103 @@ impl World {
         }
     }
 
-    /// The process's log so far, for assertion messages.
+    /// The processes' logs so far, for assertion messages.
     pub fn log(&self) -> String {
-        self.kinetic.log()
+        match &self.dispatcher {
+            Some(dispatcher) => format!(
+                "broker:\n{}\ndispatcher:\n{}",
+                self.kinetic.log(),
+                dispatcher.log()
+            ),
+            None => self.kinetic.log(),
+        }
     }
+
+    /// The metrics of every process, one text after the other.
+    pub async fn scrape(&self) -> String {
+        let mut text = support::scrape(&self.kinetic).await;
+        if let Some(dispatcher) = &self.dispatcher {
+            let response = self
+                .client
+                .get(dispatcher.url("/metrics"))
+                .bearer_auth(&self.kinetic.token)
+                .send()
+                .await
+                .expect("GET the dispatcher's /metrics");
+            assert_eq!(response.status().as_u16(), 200);
+            text.push_str(&response.text().await.expect("metrics text"));
+        }
+        text
+    }
+}
+
+/// `kinetic up -f file`, or the split shape with `file` applied.
+fn start(store: &TestStore, file: &Path, env: &[(String, String)]) -> (Kinetic, Option<Kinetic>) {
+    if store.engine == Engine::Split {
+        return start_split(store, Some(file), env);
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    (Kinetic::up_with_env(store, &[file], &[], &env), None)
+}
+
+/// `kinetic broker`, `file` applied through its admin API, then `kinetic dispatcher`. They share
+/// the state directory, as pods share mounted Secrets: the admin token and kinetic's signing key.
+fn start_split(
+    store: &TestStore,
+    file: Option<&Path>,
+    env: &[(String, String)],
+) -> (Kinetic, Option<Kinetic>) {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let state = store.dir().display().to_string();
+    let broker = Kinetic::spawn(
+        &[
+            "broker".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--store".into(),
+            store.url.clone(),
+            "--state-dir".into(),
+            state.clone(),
+        ],
+        &env,
+    );
+    if let Some(file) = file {
+        let applied = broker.cli(&["apply", "-f", &file.display().to_string()]);
+        assert!(
+            applied.status.success(),
+            "kinetic apply: {applied:?}\n{}",
+            broker.log()
+        );
+    }
+    let dispatcher = Kinetic::spawn(
+        &[
+            "dispatcher".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--store".into(),
+            store.url.clone(),
+            "--state-dir".into(),
+            state,
+            "--ingress-url".into(),
+            broker.base_url.clone(),
+            "--issuer-url".into(),
+            broker.base_url.clone(),
+        ],
+        &env,
+    );
+    (broker, Some(dispatcher))
+}
+
+/// A YAML document's kind and name.
+fn key(doc: &str) -> (String, String) {
+    let value: Value = serde_saphyr::from_str(doc).expect("a resource document");
+    (
+        value["kind"].as_str().unwrap_or_default().to_owned(),
+        value["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
 }
 
 /// A binary-mode CloudEvent to post (specversion 1.0, source `/e2e` unless set).

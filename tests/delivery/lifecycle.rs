@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Engine, Receiver, broker_yaml, documents, trigger_yaml};
+use crate::support::{Engine, Receiver, broker_yaml, trigger_yaml};
 use crate::{Ce, QUIET, WAIT, World, ids};
 
 engines!(triggers_change_while_running);
@@ -33,7 +33,7 @@ async fn triggers_change_while_running(engine: Engine) {
     };
     let gone = trigger_yaml("gone", "default", &receiver.url("/gone"), "");
     let keep = trigger_yaml("keep", "default", &receiver.url("/keep"), "");
-    let world = World::start(engine, &[switch("a"), gone.clone(), keep.clone()]).await;
+    let mut world = World::start(engine, &[switch("a"), gone.clone(), keep.clone()]).await;
     world.send("default", &[Ce::new("pre-1", "a")]).await;
     for path in ["/switch", "/gone", "/keep"] {
         let got = receiver.wait_for(path, 1, WAIT).await;
@@ -50,20 +50,7 @@ async fn triggers_change_while_running(engine: Engine) {
         &receiver.url("/marker"),
         "  filter: {attributes: {type: marker}}\n",
     );
-    // Written aside and renamed over it, so kinetic never reads a half-written file.
-    let next = world.file.with_extension("next");
-    std::fs::write(
-        &next,
-        documents(&[
-            world.store.broker_yaml("default"),
-            switch("b"),
-            gone,
-            keep,
-            marker,
-        ]),
-    )
-    .expect("write the new resource file");
-    std::fs::rename(&next, &world.file).expect("replace the resource file");
+    world.rewrite(&[switch("b"), gone, keep, marker]);
     let deadline = Instant::now() + WAIT;
     loop {
         let (status, _) = world.get("/api/v1/triggers/default/marker").await;

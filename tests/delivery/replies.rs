@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::support::{Answer, Engine, Receiver, metric_sum, scrape, trigger_yaml};
+use crate::support::{Answer, Engine, Receiver, metric_sum, trigger_yaml};
 use crate::{Ce, QUIET, WAIT, World, ids, sorted};
 
 engines!(
@@ -111,7 +111,7 @@ async fn replies_flow_through_the_broker(engine: Engine) {
     // A body that is no event is ignored: delivered once, not retried, no dead letter.
     assert_eq!(ids(&receiver.received("/junk")), ["req-3"]);
     assert!(world.dead_letters("junk").await.is_empty());
-    let metrics = scrape(&world.kinetic).await;
+    let metrics = world.scrape().await;
     let delivered = metric_sum(
         &metrics,
         "kinetic_dispatcher_deliveries_total",

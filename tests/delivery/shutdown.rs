@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Answer, Engine, Kinetic, Receiver, trigger_yaml};
+use crate::support::{Answer, Engine, Receiver, trigger_yaml};
 use crate::{Ce, QUIET, WAIT, World, ids, sorted};
 
 engines!(restart_keeps_resources_and_pending_events);
@@ -50,10 +50,13 @@ async fn restart_keeps_resources_and_pending_events(engine: Engine) {
         .await;
 
     let started = Instant::now();
-    let status = tokio::task::block_in_place(|| world.kinetic.terminate());
+    let statuses = tokio::task::block_in_place(|| world.terminate());
     let took = started.elapsed();
-    let status = status.unwrap_or_else(|| panic!("no exit after SIGTERM; log:\n{}", world.log()));
-    assert!(status.success(), "{status}; log:\n{}", world.log());
+    for status in statuses {
+        let status =
+            status.unwrap_or_else(|| panic!("no exit after SIGTERM; log:\n{}", world.log()));
+        assert!(status.success(), "{status}; log:\n{}", world.log());
+    }
     assert!(
         took < Duration::from_secs(10),
         "shutdown took {took:?}; log:\n{}",
@@ -63,7 +66,7 @@ async fn restart_keeps_resources_and_pending_events(engine: Engine) {
     // The subscriber is fixed while kinetic is down; restart without resource files.
     receiver.default_answer("/failing", Answer::status(200));
     let before_restart = receiver.received("/failing").len();
-    world.kinetic = tokio::task::block_in_place(|| Kinetic::up(&world.store, &[]));
+    tokio::task::block_in_place(|| world.restart());
     let (status, listed) = world.get("/api/v1/triggers").await;
     assert_eq!(status, 200);
     let mut names: Vec<&str> = listed["items"]

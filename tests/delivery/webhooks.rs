@@ -291,7 +291,7 @@ async fn the_egress_guard_refuses_internal_addresses_and_sends_nothing(engine: E
         Engine::Kafka => format!(
             "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: {name}\n  annotations:\n    eventing.knative.dev/broker.class: Kafka\n"
         ),
-        Engine::Sqlite | Engine::Postgres => crate::support::broker_yaml(name),
+        Engine::Sqlite | Engine::Postgres | Engine::Split => crate::support::broker_yaml(name),
     };
     let docs = [
         // A name that resolves to loopback: refused, and dead-lettered to a Broker, which as
@@ -373,7 +373,7 @@ async fn gone_disables_the_trigger_until_it_is_applied_again(engine: Engine) {
         )
     };
     let other = trigger_yaml("other", "default", &receiver.url("/other"), "");
-    let world = World::start(engine, &[hooks(2), other.clone()]).await;
+    let mut world = World::start(engine, &[hooks(2), other.clone()]).await;
     world
         .send("default", &[Ce::new("g-1", "com.example.g")])
         .await;

@@ -25,6 +25,9 @@ pub enum Engine {
     /// SQLite for state, with the test's brokers of the Kafka class: their logs are topics of a
     /// real Kafka-protocol broker started for the test.
     Kafka,
+    /// PostgreSQL, with kinetic split in processes as it scales out: `kinetic broker` (ingress and
+    /// admin API, resources applied through it) and `kinetic dispatcher`.
+    Split,
 }
 
 /// Whether Kafka-class tests run here: nisshi is installed, or a missing one fails them (they
@@ -66,7 +69,7 @@ impl TestStore {
                     kafka,
                 }
             }
-            Engine::Postgres => {
+            Engine::Postgres | Engine::Split => {
                 let database =
                     kinetic_testkit::postgres::ScratchDatabase::create("kinetic_e2e").await;
                 Self {
@@ -95,7 +98,7 @@ impl TestStore {
             Engine::Kafka => format!(
                 "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: {name}\n  annotations:\n    eventing.knative.dev/broker.class: Kafka\n"
             ),
-            Engine::Sqlite | Engine::Postgres => broker_yaml(name),
+            Engine::Sqlite | Engine::Postgres | Engine::Split => broker_yaml(name),
         }
     }
 }

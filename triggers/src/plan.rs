@@ -236,6 +236,33 @@ impl PlanTable {
     }
 }
 
+/// Keeps `problems` as a dispatcher would find them, without delivering: for a process that
+/// serves the API beside dispatchers of their own (`kinetic broker`), so `kinetic get triggers`
+/// says whether each trigger can run and why not. The same planner, on every new snapshot and
+/// every `interval` (signing secrets are read again); whether a trigger was disabled by a 410
+/// is read from the store by the API itself.
+pub async fn watch_problems(
+    mut resources: kinetic_resources::Watch,
+    resolver: Resolver,
+    defaults: Defaults,
+    problems: ProblemTable,
+    interval: std::time::Duration,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let disabled = DisabledTable::default();
+    loop {
+        let latest = tokio::select! {
+            () = cancel.cancelled() => return,
+            latest = resources.next_pass(interval) => latest,
+        };
+        let Some(latest) = latest else {
+            continue;
+        };
+        let plans = build_plans(&latest, &resolver, &defaults, &disabled);
+        problems.replace(plans.problems.into_iter().collect());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
