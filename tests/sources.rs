@@ -73,23 +73,102 @@ spec:
     )
 }
 
+/// kinetic as a test runs it: `kinetic up`, or (on [`Engine::Split`]) `kinetic broker` with
+/// the resources applied through its admin API, `kinetic dispatcher` and `kinetic sources`, as
+/// separate processes on PostgreSQL sharing a state directory.
+struct Running {
+    /// `kinetic up`, or the broker: admin API, CLI.
+    kinetic: Kinetic,
+    /// The sources process of the split shape: webhooks arrive there.
+    sources: Option<Kinetic>,
+    _dispatcher: Option<Kinetic>,
+}
+
+impl Running {
+    fn start(store: &TestStore, file: &std::path::Path, env: &[(&str, &str)]) -> Running {
+        if store.engine != Engine::Split {
+            return Running {
+                kinetic: Kinetic::up_with_env(store, &[file], &[], env),
+                sources: None,
+                _dispatcher: None,
+            };
+        }
+        let state = store.dir().display().to_string();
+        let common = |command: &str| -> Vec<String> {
+            vec![
+                command.into(),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--store".into(),
+                store.url.clone(),
+                "--state-dir".into(),
+                state.clone(),
+            ]
+        };
+        let broker = Kinetic::spawn(&common("broker"), env);
+        let applied = broker.cli(&["apply", "-f", &file.display().to_string()]);
+        assert!(applied.status.success(), "kinetic apply: {applied:?}");
+        let mut dispatcher = common("dispatcher");
+        dispatcher.extend(["--ingress-url".into(), broker.base_url.clone()]);
+        let mut sources = common("sources");
+        sources.extend(["--ingress-url".into(), broker.base_url.clone()]);
+        Running {
+            _dispatcher: Some(Kinetic::spawn(&dispatcher, env)),
+            sources: Some(Kinetic::spawn(&sources, env)),
+            kinetic: broker,
+        }
+    }
+
+    /// Where webhooks are posted.
+    fn url(&self, path: &str) -> String {
+        self.sources.as_ref().unwrap_or(&self.kinetic).url(path)
+    }
+
+    fn log(&self) -> String {
+        match &self.sources {
+            Some(sources) => format!(
+                "broker:\n{}\nsources:\n{}",
+                self.kinetic.log(),
+                sources.log()
+            ),
+            None => self.kinetic.log(),
+        }
+    }
+
+    /// The metrics of the process that runs the sources.
+    async fn sources_metrics(&self) -> String {
+        let Some(sources) = &self.sources else {
+            return support::scrape(&self.kinetic).await;
+        };
+        let response = reqwest::Client::new()
+            .get(sources.url("/metrics"))
+            .bearer_auth(&self.kinetic.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        response.text().await.unwrap()
+    }
+}
+
 async fn webhooks_become_events(engine: Engine) {
     let store = TestStore::new(engine).await;
     let receiver = Receiver::start().await;
     let file = write_yaml(store.dir(), "hooks.yaml", &resources(&receiver));
-    let kinetic = Kinetic::up_with_env(
-        &store,
-        &[&file],
-        &[],
-        &[
-            ("GITHUB_WEBHOOK_SECRET", GITHUB_SECRET),
-            ("STANDARD_WEBHOOK_SECRET", STANDARD_SECRET),
-            (
-                "KINETIC_SECRET_ENV",
-                "GITHUB_WEBHOOK_SECRET,STANDARD_WEBHOOK_SECRET",
-            ),
-        ],
-    );
+    let kinetic = tokio::task::block_in_place(|| {
+        Running::start(
+            &store,
+            &file,
+            &[
+                ("GITHUB_WEBHOOK_SECRET", GITHUB_SECRET),
+                ("STANDARD_WEBHOOK_SECRET", STANDARD_SECRET),
+                (
+                    "KINETIC_SECRET_ENV",
+                    "GITHUB_WEBHOOK_SECRET,STANDARD_WEBHOOK_SECRET",
+                ),
+            ],
+        )
+    });
     let client = reqwest::Client::new();
     let github = kinetic.url("/webhooks/default/github");
     let body = br#"{"ref":"refs/heads/main","commits":[]}"#;
@@ -227,18 +306,21 @@ async fn webhooks_become_events(engine: Engine) {
     assert_eq!(paid.header("ce-id"), Some("msg_1"));
     assert_eq!(paid.header("ce-team"), Some("payments"));
     assert_eq!(paid.body.as_ref(), payment);
-    // Status shows what each source did.
-    let sources = kinetic.cli(&["get", "sources", "-o", "json"]);
-    let sources: serde_json::Value = serde_json::from_slice(&sources.stdout).unwrap();
-    let github_status = sources
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "github")
-        .unwrap();
-    assert_eq!(github_status["events"], 2, "{sources}");
-    assert_eq!(github_status["ready"], true, "{sources}");
-    let metrics = support::scrape(&kinetic).await;
+    // Status shows what each source did, where the sources run in the process serving the API
+    // (in the split shape their live state is in the sources process's metrics, below).
+    if kinetic.sources.is_none() {
+        let sources = kinetic.kinetic.cli(&["get", "sources", "-o", "json"]);
+        let sources: serde_json::Value = serde_json::from_slice(&sources.stdout).unwrap();
+        let github_status = sources
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "github")
+            .unwrap();
+        assert_eq!(github_status["events"], 2, "{sources}");
+        assert_eq!(github_status["ready"], true, "{sources}");
+    }
+    let metrics = kinetic.sources_metrics().await;
     assert_eq!(
         support::metric_sum(
             &metrics,
@@ -250,14 +332,20 @@ async fn webhooks_become_events(engine: Engine) {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_webhooks_become_events() {
     webhooks_become_events(Engine::Sqlite).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_webhooks_become_events() {
     webhooks_become_events(Engine::Postgres).await;
+}
+
+/// The same with the sources, the ingress and delivery in processes of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_webhooks_become_events() {
+    webhooks_become_events(Engine::Split).await;
 }
 
 #[tokio::test]
