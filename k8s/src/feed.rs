@@ -69,20 +69,6 @@ pub(crate) fn stored(kind: &str, object: &DynamicObject) -> Option<StoredResourc
     })
 }
 
-/// An object as [`stored`] makes it, unless it is a ConfigMap other than kinetic's configuration.
-fn kept(kind: &str, object: &DynamicObject) -> Option<StoredResource> {
-    if kind == "ConfigMap"
-        && !object
-            .metadata
-            .name
-            .as_deref()
-            .is_some_and(|name| kinetic_api::config::NAMES.contains(&name))
-    {
-        return None;
-    }
-    stored(kind, object)
-}
-
 /// One kind's objects: those listed, and while a (re)list runs, the list being read.
 #[derive(Default)]
 struct Kind {
@@ -91,9 +77,9 @@ struct Kind {
     listed: bool,
 }
 
-/// Watches every kind of [`resources`] through `client`, and kinetic's configuration
-/// ConfigMaps in its system namespace ([`kinetic_api::config`]), and publishes to `feed` until
-/// `cancel`. A watch that fails is retried with kube-runtime's backoff; the last snapshot stays
+/// Watches every kind of [`resources`] through `client`, and the ConfigMaps of kinetic's system
+/// namespace (its configuration, [`kinetic_api::config`], and those Kafka-class Brokers name in
+/// `spec.config`), and publishes to `feed` until `cancel`. A watch that fails is retried with kube-runtime's backoff; the last snapshot stays
 /// meanwhile.
 pub async fn run(client: kube::Client, feed: Feed, cancel: CancellationToken) {
     let mut watched = resources();
@@ -142,7 +128,8 @@ pub async fn run(client: kube::Client, feed: Feed, cancel: CancellationToken) {
                 false
             }
             Ok(watcher::Event::InitApply(object)) => {
-                if let (Some(listing), Some(stored)) = (&mut state.listing, kept(&kind, &object)) {
+                if let (Some(listing), Some(stored)) = (&mut state.listing, stored(&kind, &object))
+                {
                     listing.insert((stored.namespace.clone(), stored.name.clone()), stored);
                 }
                 false
@@ -152,7 +139,7 @@ pub async fn run(client: kube::Client, feed: Feed, cancel: CancellationToken) {
                 state.listed = true;
                 true
             }
-            Ok(watcher::Event::Apply(object)) => match kept(&kind, &object) {
+            Ok(watcher::Event::Apply(object)) => match stored(&kind, &object) {
                 Some(stored) => {
                     state
                         .objects
