@@ -323,18 +323,8 @@ fn start_split(
 ) -> (Kinetic, Option<Kinetic>) {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let state = store.dir().display().to_string();
-    let broker = Kinetic::spawn(
-        &[
-            "broker".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--store".into(),
-            store.url.clone(),
-            "--state-dir".into(),
-            state.clone(),
-        ],
-        &env,
-    );
+    let shared = ["--state-dir", state.as_str()];
+    let broker = Kinetic::broker(store, &shared, &env);
     if let Some(file) = file {
         let applied = broker.cli(&["apply", "-f", &file.display().to_string()]);
         assert!(
@@ -343,19 +333,15 @@ fn start_split(
             broker.log()
         );
     }
-    let dispatcher = Kinetic::spawn(
+    let issuer = broker.base_url.clone();
+    let dispatcher = Kinetic::dispatcher(
+        store,
+        &broker,
         &[
-            "dispatcher".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--store".into(),
-            store.url.clone(),
-            "--state-dir".into(),
-            state,
-            "--ingress-url".into(),
-            broker.base_url.clone(),
-            "--issuer-url".into(),
-            broker.base_url.clone(),
+            "--state-dir",
+            state.as_str(),
+            "--issuer-url",
+            issuer.as_str(),
         ],
         &env,
     );

@@ -259,44 +259,15 @@ async fn broker_and_dispatcher_read_kubernetes_and_deliver() {
     let config = kubeconfig(store.dir(), &api_url);
     let config = config.display().to_string();
     let env = [("KUBECONFIG", config.as_str())];
-    let broker = Kinetic::spawn(
-        &[
-            "broker".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--store".into(),
-            store.url.clone(),
-            "--resources".into(),
-            "kubernetes".into(),
-        ],
-        &env,
-    );
-    let dispatcher = Kinetic::spawn(
-        &[
-            "dispatcher".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--store".into(),
-            store.url.clone(),
-            "--ingress-url".into(),
-            broker.base_url.clone(),
-            "--resources".into(),
-            "kubernetes".into(),
-        ],
-        &env,
-    );
+    let broker = Kinetic::broker(&store, &["--resources", "kubernetes"], &env);
+    let dispatcher = Kinetic::dispatcher(&store, &broker, &["--resources", "kubernetes"], &env);
     let controller = Kinetic::spawn(
-        &[
-            "controller".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--store".into(),
-            store.url.clone(),
-            "--ingress-url".into(),
-            broker.base_url.clone(),
-            "--identity".into(),
-            "controller-0".into(),
-        ],
+        &Kinetic::scale_out_args(
+            "controller",
+            &store,
+            Some(&broker),
+            &["--identity", "controller-0"],
+        ),
         &env,
     );
     // The controller takes the Lease, binds the Trigger's cursor, then adds its finalizer and

@@ -22,31 +22,11 @@ const CLAIM_INTERVAL: Duration = Duration::from_secs(2);
 
 /// `kinetic broker` on `store`: the ingress and the admin API.
 fn broker(store: &TestStore) -> Kinetic {
-    Kinetic::spawn(
-        &[
-            "broker".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--store".into(),
-            store.url.clone(),
-        ],
-        &[],
-    )
+    Kinetic::broker(store, &[], &[])
 }
 
 fn dispatcher(store: &TestStore, broker: &Kinetic) -> Kinetic {
-    Kinetic::spawn(
-        &[
-            "dispatcher".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--store".into(),
-            store.url.clone(),
-            "--ingress-url".into(),
-            broker.base_url.clone(),
-        ],
-        &[],
-    )
+    Kinetic::dispatcher(store, broker, &[], &[])
 }
 
 /// Sends events `prefix-0 .. prefix-(count-1)` from `SENDERS` concurrent tasks; all must get 202.
@@ -356,18 +336,7 @@ async fn sources_run_in_a_process_of_their_own() {
     let store = TestStore::new(Engine::Postgres).await;
     let receiver = Receiver::start().await;
     let broker = broker(&store);
-    let sources = Kinetic::spawn(
-        &[
-            "sources".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--store".into(),
-            store.url.clone(),
-            "--ingress-url".into(),
-            broker.base_url.clone(),
-        ],
-        &[],
-    );
+    let sources = Kinetic::sources(&store, &broker, &[], &[]);
     let _dispatcher = dispatcher(&store, &broker);
     let health = reqwest::get(sources.url("/readyz")).await.unwrap();
     assert_eq!(health.status(), 200);

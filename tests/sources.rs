@@ -94,27 +94,13 @@ impl Running {
             };
         }
         let state = store.dir().display().to_string();
-        let common = |command: &str| -> Vec<String> {
-            vec![
-                command.into(),
-                "--listen".into(),
-                "127.0.0.1:0".into(),
-                "--store".into(),
-                store.url.clone(),
-                "--state-dir".into(),
-                state.clone(),
-            ]
-        };
-        let broker = Kinetic::spawn(&common("broker"), env);
+        let shared = ["--state-dir", state.as_str()];
+        let broker = Kinetic::broker(store, &shared, env);
         let applied = broker.cli(&["apply", "-f", &file.display().to_string()]);
         assert!(applied.status.success(), "kinetic apply: {applied:?}");
-        let mut dispatcher = common("dispatcher");
-        dispatcher.extend(["--ingress-url".into(), broker.base_url.clone()]);
-        let mut sources = common("sources");
-        sources.extend(["--ingress-url".into(), broker.base_url.clone()]);
         Running {
-            _dispatcher: Some(Kinetic::spawn(&dispatcher, env)),
-            sources: Some(Kinetic::spawn(&sources, env)),
+            _dispatcher: Some(Kinetic::dispatcher(store, &broker, &shared, env)),
+            sources: Some(Kinetic::sources(store, &broker, &shared, env)),
             kinetic: broker,
         }
     }

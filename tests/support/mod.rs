@@ -250,6 +250,59 @@ impl Kinetic {
         }
     }
 
+    /// `kinetic broker` on `store`, on free loopback ports, with `extra` flags.
+    pub fn broker(store: &TestStore, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn(&Self::scale_out_args("broker", store, None, extra), env)
+    }
+
+    /// `kinetic dispatcher` on `store`, delivering Broker destinations to `broker`'s ingress.
+    pub fn dispatcher(
+        store: &TestStore,
+        broker: &Kinetic,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::spawn(
+            &Self::scale_out_args("dispatcher", store, Some(broker), extra),
+            env,
+        )
+    }
+
+    /// `kinetic sources` on `store`, sending to `broker`'s ingress.
+    pub fn sources(
+        store: &TestStore,
+        broker: &Kinetic,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::spawn(
+            &Self::scale_out_args("sources", store, Some(broker), extra),
+            env,
+        )
+    }
+
+    /// The arguments of a scale-out subcommand (`broker`, `dispatcher`, `sources`, `controller`)
+    /// on `store`, on free loopback ports, with `broker`'s ingress as `--ingress-url`.
+    pub fn scale_out_args(
+        command: &str,
+        store: &TestStore,
+        broker: Option<&Kinetic>,
+        extra: &[&str],
+    ) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            command.into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--store".into(),
+            store.url.clone(),
+        ];
+        if let Some(broker) = broker {
+            args.extend(["--ingress-url".into(), broker.base_url.clone()]);
+        }
+        args.extend(extra.iter().map(|flag| (*flag).to_owned()));
+        args
+    }
+
     /// A URL of the admin listener.
     pub fn admin(&self, path: &str) -> String {
         format!("{}{path}", self.admin_url)

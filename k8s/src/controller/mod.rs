@@ -368,17 +368,17 @@ async fn write_children(
         }
         all.retain(|revision| revision.metadata.name != gone);
     }
+    // The Service's Configuration and Route, named as it, owned by it.
+    let child = |kind: &str, spec: Value| {
+        json!({
+            "apiVersion": Kind::Service.api_version(),
+            "kind": kind,
+            "metadata": {"name": name, "namespace": namespace, "ownerReferences": owner,
+                         "labels": {"serving.knative.dev/service": name}},
+            "spec": spec,
+        })
+    };
     let template = serde_json::to_value(&service.spec.template).unwrap_or_default();
-    let configuration = json!({
-        "apiVersion": Kind::Service.api_version(),
-        "kind": "Configuration",
-        "metadata": {"name": name, "namespace": namespace, "ownerReferences": owner,
-                     "labels": {"serving.knative.dev/service": name}},
-        "spec": {"template": template},
-    });
-    api("Configuration")
-        .patch(name, &apply, &Patch::Apply(configuration))
-        .await?;
     let traffic: Vec<Value> = service
         .traffic()
         .into_iter()
@@ -389,15 +389,13 @@ async fn write_children(
             serde_json::to_value(target).unwrap_or_default()
         })
         .collect();
-    let route = json!({
-        "apiVersion": Kind::Service.api_version(),
-        "kind": "Route",
-        "metadata": {"name": name, "namespace": namespace, "ownerReferences": owner,
-                     "labels": {"serving.knative.dev/service": name}},
-        "spec": {"traffic": traffic},
-    });
-    api("Route")
-        .patch(name, &apply, &Patch::Apply(route))
-        .await?;
+    for (kind, spec) in [
+        ("Configuration", json!({"template": template})),
+        ("Route", json!({"traffic": traffic})),
+    ] {
+        api(kind)
+            .patch(name, &apply, &Patch::Apply(child(kind, spec)))
+            .await?;
+    }
     Ok(Ok(all))
 }
