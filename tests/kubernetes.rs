@@ -64,21 +64,6 @@ impl ApiServer {
     }
 }
 
-fn merge(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(target), Value::Object(patch)) => {
-            for (key, value) in patch {
-                if value.is_null() {
-                    target.remove(key);
-                } else {
-                    merge(target.entry(key.clone()).or_insert(Value::Null), value);
-                }
-            }
-        }
-        (target, patch) => *target = patch.clone(),
-    }
-}
-
 fn not_found() -> Response {
     (
         axum::http::StatusCode::NOT_FOUND,
@@ -190,7 +175,7 @@ async fn api(
                 if status {
                     patch = json!({"status": patch["status"].clone()});
                 }
-                merge(object, &patch);
+                kinetic_testkit::merge_patch(object, &patch);
                 object["metadata"]["resourceVersion"] = json!(version);
                 let _ = api.events.send((
                     plural.clone(),

@@ -22,21 +22,6 @@ struct Leases {
     writes: Vec<(String, Value)>,
 }
 
-fn merge(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(target), Value::Object(patch)) => {
-            for (key, value) in patch {
-                if value.is_null() {
-                    target.remove(key);
-                } else {
-                    merge(target.entry(key.clone()).or_insert(Value::Null), value);
-                }
-            }
-        }
-        (target, patch) => *target = patch.clone(),
-    }
-}
-
 fn fake_api_server(
     mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
     leases: Arc<Mutex<Leases>>,
@@ -70,7 +55,10 @@ fn fake_api_server(
                 }
                 ("PATCH", PATH) => {
                     let mut lease = leases.lease.clone().unwrap();
-                    merge(&mut lease, &json!({"spec": body["spec"].clone()}));
+                    kinetic_testkit::merge_patch(
+                        &mut lease,
+                        &json!({"spec": body["spec"].clone()}),
+                    );
                     version += 1;
                     lease["metadata"]["resourceVersion"] = json!(version.to_string());
                     leases.writes.push(("patch".to_owned(), body));

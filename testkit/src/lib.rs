@@ -14,6 +14,25 @@ pub mod nisshi;
 pub mod postgres;
 pub mod receiver;
 
+/// Applies `patch` to `target` as a JSON merge patch (RFC 7386: objects merged key by key, `null`
+/// removes a key, anything else replaces): what the tests' fake Kubernetes API servers do with
+/// the patches they take.
+pub fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    use serde_json::Value;
+    match (target, patch) {
+        (Value::Object(target), Value::Object(patch)) => {
+            for (key, value) in patch {
+                if value.is_null() {
+                    target.remove(key);
+                } else {
+                    merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+                }
+            }
+        }
+        (target, patch) => *target = patch.clone(),
+    }
+}
+
 /// Where an installed tool is: `$path_var` when set, else `bin/{name}` under `$root_var` (default
 /// `~/.cache/{default_root}`, where the project's `scripts/ensure-*.sh` install it) when it
 /// exists, else `name` when it runs from `PATH` (`probe` is an argument it answers with success).
