@@ -227,9 +227,9 @@ enum Command {
         #[arg(long, env = "KINETIC_LEASE_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=3600))]
         lease_seconds: u64,
     },
-    /// On Kubernetes: validating admission for kinetic's kinds over HTTPS, so `kubectl apply` of
-    /// a resource kinetic refuses fails with kinetic's message (the ValidatingWebhookConfiguration
-    /// in deploy/ posts AdmissionReviews to /validate).
+    /// On Kubernetes: admission for kinetic's kinds over HTTPS: validation (/validate), so
+    /// `kubectl apply` of a resource kinetic refuses fails with kinetic's message, and defaulting
+    /// (/default: a new Broker's class from config-br-defaults).
     Webhook {
         #[arg(long, env = "KINETIC_LISTEN", default_value = "127.0.0.1:8443")]
         listen: SocketAddr,

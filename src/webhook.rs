@@ -1,7 +1,9 @@
-//! `kinetic webhook`: validating admission for kinetic's kinds over HTTPS
-//! ([`kinetic_k8s::webhook`]), with the certificate from files (`--tls-cert`, `--tls-key`) or
-//! made and kept on Kubernetes (`--manage-certs`: a Secret shared by the replicas, its CA put in
-//! the ValidatingWebhookConfiguration, renewed a month before it expires).
+//! `kinetic webhook`: validating (`/validate`) and defaulting (`/default`) admission for
+//! kinetic's kinds over HTTPS ([`kinetic_k8s::webhook`]), with the certificate from files
+//! (`--tls-cert`, `--tls-key`) or made and kept on Kubernetes (`--manage-certs`: a Secret shared
+//! by the replicas, its CA put in the webhook configurations, renewed a month before it
+//! expires). On Kubernetes it also reads the resources (for `config-br-defaults`), and is ready
+//! once it has.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -39,6 +41,7 @@ pub async fn run(settings: WebhookSettings) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     crate::server::cancel_on_signal(cancel.clone());
     let tracker = TaskTracker::new();
+    let mut resources = None;
     let files = match (
         &settings.manage_certs,
         &settings.tls.tls_cert,
@@ -57,7 +60,15 @@ pub async fn run(settings: WebhookSettings) -> anyhow::Result<()> {
                 key: settings.state_dir.join("webhook-tls.key"),
             };
             keep_certificate(&client, names, &files).await?;
-            tracker.spawn(renew(client, names.clone(), files.clone(), cancel.clone()));
+            tracker.spawn(renew(
+                client.clone(),
+                names.clone(),
+                files.clone(),
+                cancel.clone(),
+            ));
+            let (feed, watch) = kinetic_resources::channel();
+            tracker.spawn(kinetic_k8s::feed::run(client, feed, cancel.clone()));
+            resources = Some(watch);
             files
         }
         (Some(_), _, _) => anyhow::bail!(
@@ -69,13 +80,17 @@ pub async fn run(settings: WebhookSettings) -> anyhow::Result<()> {
     };
     let tls = Tls::new(files)?;
     tracker.spawn(tls.clone().watch(cancel.clone()));
-    let checks = Arc::new(kinetic_k8s::webhook::checks());
+    let state = Arc::new(Admission {
+        checks: kinetic_k8s::webhook::checks(),
+        resources,
+    });
     let router = axum::Router::new()
         .route(kinetic_k8s::webhook::PATH, post(validate))
+        .route(kinetic_k8s::webhook::DEFAULT_PATH, post(default))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
         .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
-        .with_state(checks);
+        .with_state(state);
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| {
@@ -99,12 +114,39 @@ pub async fn run(settings: WebhookSettings) -> anyhow::Result<()> {
     served
 }
 
+/// What admission needs.
+struct Admission {
+    checks: kinetic_control::ServiceChecks,
+    /// The resources, where the webhook reads them (on Kubernetes).
+    resources: Option<kinetic_resources::Watch>,
+}
+
 async fn validate(
-    State(checks): State<Arc<kinetic_control::ServiceChecks>>,
+    State(admission): State<Arc<Admission>>,
     body: Bytes,
 ) -> axum::Json<serde_json::Value> {
-    let review = kinetic_k8s::webhook::review(&body, &checks);
+    let review = kinetic_k8s::webhook::review(&body, &admission.checks);
     axum::Json(serde_json::to_value(review).unwrap_or_default())
+}
+
+async fn default(
+    State(admission): State<Arc<Admission>>,
+    body: Bytes,
+) -> axum::Json<serde_json::Value> {
+    let latest = admission
+        .resources
+        .as_ref()
+        .and_then(|watch| watch.latest());
+    let review = kinetic_k8s::webhook::default(&body, latest.as_deref());
+    axum::Json(serde_json::to_value(review).unwrap_or_default())
+}
+
+/// Ready once the resources it reads are listed: a Broker defaulted before would miss its class.
+async fn ready(State(admission): State<Arc<Admission>>) -> axum::http::StatusCode {
+    match &admission.resources {
+        Some(watch) if watch.latest().is_none() => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        _ => axum::http::StatusCode::OK,
+    }
 }
 
 /// Makes sure the Secret holds a certificate, writes it where the server reads it, and puts its

@@ -103,6 +103,19 @@ async fn admission_reviews_are_answered_over_https_with_kinetics_messages() {
         "{message}"
     );
 
+    // Defaulting answers too; without the cluster's resources it changes nothing.
+    let defaulted: Value = client
+        .post(format!("https://{host}:{}/default", webhook.address.port()))
+        .json(&review("true"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(defaulted["response"]["allowed"], true, "{defaulted}");
+    assert!(defaulted["response"].get("patch").is_none(), "{defaulted}");
+
     // Not HTTPS, not served.
     let plain = reqwest::Client::new()
         .post(format!("http://{}/validate", webhook.address))

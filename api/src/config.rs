@@ -32,9 +32,9 @@ pub const NAMES: &[&str] = &[BR_DEFAULTS, FEATURES];
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BrokerConfig {
-    /// Knative's default broker class. Read, not applied: a broker's class is fixed when it is
-    /// created (`eventing.knative.dev/broker.class`), and a default that changed later would move
-    /// existing brokers to another log.
+    /// Knative's default broker class: written into a Broker created without one by the
+    /// defaulting webhook on Kubernetes, never applied to a Broker that exists (a default that
+    /// changed later would move it to another log).
     #[serde(default)]
     pub broker_class: Option<String>,
     /// Delivery defaults for the brokers' triggers, under the broker's and the trigger's own.

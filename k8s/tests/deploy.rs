@@ -352,7 +352,8 @@ fn least_privilege(built: &[Value], at: &dyn Fn(&str) -> String) {
         [
             "kinetic-system/kinetic-broker",
             "kinetic-system/kinetic-dispatcher",
-            "kinetic-system/kinetic-sources"
+            "kinetic-system/kinetic-sources",
+            "kinetic-system/kinetic-webhook"
         ]
     );
     assert_eq!(
@@ -381,7 +382,8 @@ fn least_privilege(built: &[Value], at: &dyn Fn(&str) -> String) {
             "kinetic-broker",
             "kinetic-dispatcher",
             "kinetic-sources",
-            "kinetic-controller"
+            "kinetic-controller",
+            "kinetic-webhook"
         ]
     );
     // The webhook: its own certificate Secret and configuration, by name where Kubernetes allows.
@@ -407,7 +409,8 @@ fn least_privilege(built: &[Value], at: &dyn Fn(&str) -> String) {
         named(built, "ClusterRole", "kinetic-webhook").expect("the webhook's ClusterRole");
     assert_eq!(
         webhook["rules"],
-        json!([{"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
+        json!([{"apiGroups": ["admissionregistration.k8s.io"],
+                "resources": ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"],
                 "resourceNames": ["kinetic-webhook"], "verbs": ["get", "update"]}])
     );
     // Every kind users apply is validated on create and update.
@@ -444,6 +447,18 @@ fn least_privilege(built: &[Value], at: &dyn Fn(&str) -> String) {
     assert_eq!(
         configuration["webhooks"][0]["clientConfig"]["service"],
         json!({"name": "kinetic-webhook", "namespace": "kinetic-system", "path": "/validate", "port": 443})
+    );
+    // Defaulting: new Brokers only.
+    let defaulting = named(built, "MutatingWebhookConfiguration", "kinetic-webhook")
+        .expect("the MutatingWebhookConfiguration");
+    assert_eq!(
+        defaulting["webhooks"][0]["clientConfig"]["service"]["path"],
+        "/default"
+    );
+    assert_eq!(
+        defaulting["webhooks"][0]["rules"],
+        json!([{"apiGroups": ["eventing.knative.dev"], "apiVersions": ["v1"], "operations": ["CREATE"],
+                "resources": ["brokers"], "scope": "Namespaced"}])
     );
 }
 

@@ -1,7 +1,7 @@
 //! The webhook's certificate on Kubernetes against kube's mock API server, every request
 //! asserted: made and stored in a new Secret when there is none, reused while valid, renewed
 //! (replacing the Secret as read, by its resourceVersion) within a month of expiry, the winner's
-//! taken after a 409, and its CA put in every webhook of the configuration once.
+//! taken after a 409, and its CA put in every webhook of both configurations once.
 
 use http::{Request, Response};
 use kinetic_k8s::webhook::certs::{self, Names};
@@ -197,12 +197,31 @@ async fn the_ca_goes_into_every_webhook_once() {
         assert_eq!(webhook["clientConfig"]["caBundle"], bundle.as_str());
     }
     answer(send, 200, &body);
+    // The defaulting configuration of the same name gets it too.
+    let mutating_path =
+        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/kinetic-webhook";
+    let mut mutating = configuration.clone();
+    mutating["kind"] = json!("MutatingWebhookConfiguration");
+    mutating["webhooks"] = json!([mutating["webhooks"][0].clone()]);
+    let (method, seen, _, send) = next(&mut server).await;
+    assert_eq!((method.as_str(), seen.as_str()), ("GET", mutating_path));
+    answer(send, 200, &mutating);
+    let (method, seen, mutated, send) = next(&mut server).await;
+    assert_eq!((method.as_str(), seen.as_str()), ("PUT", mutating_path));
+    assert_eq!(
+        mutated["webhooks"][0]["clientConfig"]["caBundle"],
+        bundle.as_str()
+    );
+    answer(send, 200, &mutated);
     task.await.unwrap().unwrap();
 
-    // Already there: read, nothing written.
+    // Already there: read, nothing written; no defaulting configuration: nothing more.
     let (client, mut server) = mock();
     let task = tokio::spawn(async move { certs::publish_ca(&client, &names(), "CA PEM").await });
     let (_, _, _, send) = next(&mut server).await;
     answer(send, 200, &body);
+    let (_, seen, _, send) = next(&mut server).await;
+    assert_eq!(seen, mutating_path);
+    answer(send, 404, &status(404, "NotFound"));
     task.await.unwrap().unwrap();
 }

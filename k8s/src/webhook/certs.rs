@@ -1,14 +1,16 @@
 //! The webhook's TLS certificate on Kubernetes, kept as Knative's webhook keeps its own: a CA and a
 //! serving certificate for the webhook's Service names, made by the first replica that finds none
 //! (or finds them within [`RENEW_BEFORE`] of expiry), stored in a Secret the replicas share, and
-//! the CA written into the ValidatingWebhookConfiguration's `caBundle` so the API server trusts
+//! the CA written into the webhook configurations' `caBundle` so the API server trusts
 //! the webhook. Two replicas racing to write the Secret meet a 409; the loser reads and uses the
 //! winner's.
 
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
+};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, PostParams};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
@@ -106,26 +108,54 @@ pub async fn ensure(
     }
 }
 
-/// Puts `ca` into every webhook of the configuration; no write when it is there already.
+/// Puts `ca` into every webhook of the ValidatingWebhookConfiguration and of the
+/// MutatingWebhookConfiguration of that name (when there is one); no write where it is there
+/// already.
 pub async fn publish_ca(client: &kube::Client, names: &Names, ca: &str) -> Result<(), Error> {
-    let configurations: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    let Some(mut configuration) = configurations.get_opt(&names.configuration).await? else {
+    let bundle = ByteString(ca.as_bytes().to_vec());
+    let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let Some(mut configuration) = validating.get_opt(&names.configuration).await? else {
         return Err(Error::NoConfiguration(names.configuration.clone()));
     };
-    let bundle = ByteString(ca.as_bytes().to_vec());
-    let mut changed = false;
-    for webhook in configuration.webhooks.iter_mut().flatten() {
-        if webhook.client_config.ca_bundle.as_ref() != Some(&bundle) {
-            webhook.client_config.ca_bundle = Some(bundle.clone());
-            changed = true;
-        }
-    }
-    if changed {
-        configurations
+    let configs = configuration
+        .webhooks
+        .iter_mut()
+        .flatten()
+        .map(|w| &mut w.client_config);
+    if with_bundle(configs, &bundle) {
+        validating
             .replace(&names.configuration, &PostParams::default(), &configuration)
             .await?;
     }
+    let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    if let Some(mut configuration) = mutating.get_opt(&names.configuration).await? {
+        let configs = configuration
+            .webhooks
+            .iter_mut()
+            .flatten()
+            .map(|w| &mut w.client_config);
+        if with_bundle(configs, &bundle) {
+            mutating
+                .replace(&names.configuration, &PostParams::default(), &configuration)
+                .await?;
+        }
+    }
     Ok(())
+}
+
+/// Sets `bundle` in each client config; whether any changed.
+fn with_bundle<'a>(
+    configs: impl Iterator<Item = &'a mut WebhookClientConfig>,
+    bundle: &ByteString,
+) -> bool {
+    let mut changed = false;
+    for config in configs {
+        if config.ca_bundle.as_ref() != Some(bundle) {
+            config.ca_bundle = Some(bundle.clone());
+            changed = true;
+        }
+    }
+    changed
 }
 
 /// The Secret's certificate, when it is complete and not due for renewal.

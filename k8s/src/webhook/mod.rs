@@ -15,8 +15,10 @@ use kinetic_control::ServiceChecks;
 use kube::api::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 
-/// The path the API server posts AdmissionReviews to.
+/// The path the API server posts AdmissionReviews to for validation.
 pub const PATH: &str = "/validate";
+/// The path of defaulting (the MutatingWebhookConfiguration's).
+pub const DEFAULT_PATH: &str = "/default";
 
 /// What kinetic checks of an object, as [`crate::controller`] does.
 pub fn checks() -> ServiceChecks {
@@ -51,6 +53,76 @@ pub fn review(body: &[u8], checks: &ServiceChecks) -> AdmissionReview<DynamicObj
             response.into_review()
         }
     }
+}
+
+/// The answer to one AdmissionReview for defaulting: as Knative's webhook does, a Broker created
+/// without a class gets the class `config-br-defaults` names for its namespace (`resources`, when
+/// this webhook reads them), written into the object, so it keeps that class whatever the
+/// defaults say later. Everything is allowed here; validation is [`review`]'s.
+pub fn default(
+    body: &[u8],
+    resources: Option<&kinetic_resources::Snapshot>,
+) -> AdmissionReview<DynamicObject> {
+    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
+        Ok(review) => review,
+        Err(error) => {
+            return AdmissionResponse::invalid(format!("not an AdmissionReview: {error}"))
+                .into_review();
+        }
+    };
+    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(request) => request,
+        Err(error) => return AdmissionResponse::invalid(error.to_string()).into_review(),
+    };
+    let response = AdmissionResponse::from(&request);
+    let Some(patch) = resources.and_then(|resources| broker_class_patch(&request, resources))
+    else {
+        return response.into_review();
+    };
+    match response.with_patch(patch) {
+        Ok(response) => response.into_review(),
+        Err(error) => AdmissionResponse::invalid(error.to_string()).into_review(),
+    }
+}
+
+/// The JSON patch that gives a new classless Broker its namespace's default class.
+fn broker_class_patch(
+    request: &AdmissionRequest<DynamicObject>,
+    resources: &kinetic_resources::Snapshot,
+) -> Option<json_patch::Patch> {
+    use kinetic_api::config::{BR_DEFAULTS, BrokerDefaults, SYSTEM_NAMESPACE};
+    use kinetic_api::eventing::BROKER_CLASS_ANNOTATION;
+    if request.operation != Operation::Create || request.kind.kind != "Broker" {
+        return None;
+    }
+    let object = request.object.as_ref()?;
+    let annotations = object.metadata.annotations.as_ref();
+    if annotations.is_some_and(|a| a.contains_key(BROKER_CLASS_ANNOTATION)) {
+        return None;
+    }
+    let namespace = object
+        .metadata
+        .namespace
+        .clone()
+        .or_else(|| request.namespace.clone())
+        .unwrap_or_else(|| "default".to_owned());
+    let (_, config) =
+        resources.get::<kinetic_api::core::ConfigMap>(SYSTEM_NAMESPACE, BR_DEFAULTS)?;
+    let defaults = BrokerDefaults::from_config_map(config).ok()?;
+    let class = defaults.for_namespace(&namespace)?.broker_class.clone()?;
+    // `/` in a JSON pointer segment is written `~1`.
+    let key = BROKER_CLASS_ANNOTATION
+        .replace('~', "~0")
+        .replace('/', "~1");
+    let operations = match annotations {
+        Some(_) => serde_json::json!([
+            {"op": "add", "path": format!("/metadata/annotations/{key}"), "value": class}
+        ]),
+        None => serde_json::json!([
+            {"op": "add", "path": "/metadata/annotations", "value": {BROKER_CLASS_ANNOTATION: class}}
+        ]),
+    };
+    serde_json::from_value(operations).ok()
 }
 
 /// Why kinetic refuses the request's object, if it does.
@@ -162,6 +234,73 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("hint:"), "{message}");
+    }
+
+    fn broker_create(annotations: Option<Value>) -> Vec<u8> {
+        let mut broker = json!({
+            "apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
+            "metadata": {"name": "default", "namespace": "team"}, "spec": {}
+        });
+        if let Some(annotations) = annotations {
+            broker["metadata"]["annotations"] = annotations;
+        }
+        admission("CREATE", broker)
+    }
+
+    fn defaults(text: &str) -> kinetic_resources::Snapshot {
+        kinetic_resources::Snapshot::new(vec![kinetic_store::StoredResource {
+            kind: "ConfigMap".into(),
+            namespace: "kinetic-system".into(),
+            name: "config-br-defaults".into(),
+            uid: "u".into(),
+            generation: 1,
+            body: json!({"apiVersion": "v1", "kind": "ConfigMap",
+                         "metadata": {"name": "config-br-defaults", "namespace": "kinetic-system"},
+                         "data": {"default-br-config": text}}),
+            updated_at: 0,
+        }])
+    }
+
+    fn patch_of(answer: &AdmissionReview<DynamicObject>) -> Option<Value> {
+        let response = answer.response.as_ref().unwrap();
+        assert!(response.allowed);
+        response
+            .patch
+            .as_ref()
+            .map(|bytes| serde_json::from_slice(bytes).unwrap())
+    }
+
+    #[test]
+    fn a_new_classless_broker_gets_its_namespaces_default_class() {
+        let resources = defaults(
+            "clusterDefault: {brokerClass: MTChannelBasedBroker}\nnamespaceDefaults:\n  team: {brokerClass: Kafka}\n",
+        );
+        assert_eq!(
+            patch_of(&default(&broker_create(None), Some(&resources))),
+            Some(json!([{"op": "add", "path": "/metadata/annotations",
+                         "value": {"eventing.knative.dev/broker.class": "Kafka"}}]))
+        );
+        assert_eq!(
+            patch_of(&default(
+                &broker_create(Some(json!({"owner": "me"}))),
+                Some(&resources)
+            )),
+            Some(
+                json!([{"op": "add", "path": "/metadata/annotations/eventing.knative.dev~1broker.class",
+                         "value": "Kafka"}])
+            )
+        );
+        // A class of its own, no configuration, or no class configured: untouched.
+        let own = broker_create(Some(
+            json!({"eventing.knative.dev/broker.class": "Kinetic"}),
+        ));
+        assert_eq!(patch_of(&default(&own, Some(&resources))), None);
+        assert_eq!(patch_of(&default(&broker_create(None), None)), None);
+        let no_class = defaults("clusterDefault: {delivery: {retry: 2}}\n");
+        assert_eq!(
+            patch_of(&default(&broker_create(None), Some(&no_class))),
+            None
+        );
     }
 
     #[test]
