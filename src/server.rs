@@ -288,10 +288,12 @@ fn admin_guard(
 }
 
 /// The Kafka class's log: the process's cluster, if configured, for brokers whose `spec.config`
-/// names none; servers a ConfigMap names are held to the egress rules.
+/// (or `config-br-defaults`) names none; servers a ConfigMap names are held to the egress rules.
+/// Brokers and ConfigMaps are read from `resources`.
 fn kafka_log(
     settings: &KafkaSettings,
     store: &Arc<dyn Store>,
+    resources: &kinetic_resources::Watch,
     egress: &EgressSettings,
 ) -> Arc<KafkaLog> {
     let topics = TopicSettings {
@@ -300,6 +302,7 @@ fn kafka_log(
     };
     Arc::new(
         KafkaLog::new(settings.client(), topics, store.clone())
+            .with_resources(resources.clone())
             .with_server_check(host_check(egress)),
     )
 }
@@ -834,8 +837,8 @@ pub async fn up(
     // No prefix: an empty one would still be joined with `_` (`_kinetic_...`).
     let mut registry = Registry::default();
     let (committed, _) = watch::channel(0u64);
-    let kafka = kafka_log(&kafka_settings, &store_handle, &egress_settings);
     let watch = watch_resources(&store_handle, ResourceSource::Store, &tracker, &cancel).await?;
+    let kafka = kafka_log(&kafka_settings, &store_handle, &watch, &egress_settings);
     let auth = auth(
         &auth_settings,
         &state_dir,
@@ -1027,7 +1030,6 @@ pub async fn broker(store: OpenedStore, settings: BrokerSettings) -> anyhow::Res
     } = settings;
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
-    let kafka = kafka_log(&kafka_settings, &store.store, &egress);
     let Listeners {
         public: listener,
         public_url,
@@ -1048,6 +1050,7 @@ pub async fn broker(store: OpenedStore, settings: BrokerSettings) -> anyhow::Res
     .await?;
     let tracker = TaskTracker::new();
     let resources = watch_resources(&store.store, resource_source, &tracker, &cancel).await?;
+    let kafka = kafka_log(&kafka_settings, &store.store, &resources, &egress);
     let auth = auth(
         &auth_settings,
         &state_dir,
@@ -1151,7 +1154,6 @@ pub async fn dispatcher_only(
 ) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
-    let kafka = kafka_log(&settings.kafka, &store.store, &settings.egress);
     let tokens = admin_tokens(&settings.admin, &state_dir)?;
     // The brokers' issuer, to sign tokens for deliveries to audiences: the same key (state
     // directory) and URL as the brokers'.
@@ -1174,6 +1176,7 @@ pub async fn dispatcher_only(
     );
     let tracker = TaskTracker::new();
     let resources = watch_resources(&store.store, settings.resources, &tracker, &cancel).await?;
+    let kafka = kafka_log(&settings.kafka, &store.store, &resources, &settings.egress);
     let dispatcher = dispatcher(
         &store.store,
         &resources,

@@ -354,3 +354,51 @@ async fn knatives_kafka_broker_config_map_names_the_cluster() {
         "{message}"
     );
 }
+
+/// As in Knative, `config-br-defaults` names the ConfigMap of Kafka-class Brokers that name
+/// none: a Broker without `spec.config` reaches the cluster that ConfigMap names, and kinetic runs
+/// without --kafka-bootstrap-servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_br_defaults_names_the_cluster_of_brokers_that_name_none() {
+    if !support::kafka_available() {
+        return;
+    }
+    let kafka = kinetic_testkit::nisshi::TestBroker::start().expect("nisshi");
+    let store = TestStore::new(Engine::Sqlite).await;
+    let receiver = Receiver::start().await;
+    let yaml = documents(&[
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: config-kafka-broker, namespace: kinetic-system}}\ndata:\n  default.topic.partitions: \"3\"\n  bootstrap.servers: \"{}\"\n",
+            kafka.bootstrap_servers
+        ),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config-br-defaults, namespace: kinetic-system}\ndata:\n  default-br-config: |\n    clusterDefault:\n      brokerClass: Kafka\n      apiVersion: v1\n      kind: ConfigMap\n      name: config-kafka-broker\n      namespace: kinetic-system\n".to_owned(),
+        "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata:\n  name: default\n  annotations:\n    eventing.knative.dev/broker.class: Kafka\n".to_owned(),
+        trigger_yaml("all", &receiver.url("/all"), ""),
+    ]);
+    let file = write_yaml(store.dir(), "resources.yaml", &yaml);
+    let kinetic = tokio::task::block_in_place(|| Kinetic::up(&store, &[&file]));
+    let status = send_event(
+        &reqwest::Client::new(),
+        &kinetic.url("/default/default"),
+        "via-defaults",
+        "t",
+        &[],
+        "{}",
+    )
+    .await;
+    assert_eq!(status, 202, "{}", kinetic.log());
+    let got = receiver.wait_for("/all", 1, WAIT).await;
+    assert_eq!(ids(&got), ["via-defaults"], "{}", kinetic.log());
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &kafka.bootstrap_servers)
+        .create()
+        .unwrap();
+    let metadata = tokio::task::block_in_place(|| {
+        consumer.fetch_metadata(
+            Some("knative-broker-default-default"),
+            Duration::from_secs(10),
+        )
+    })
+    .unwrap();
+    assert_eq!(metadata.topics()[0].partitions().len(), 3);
+}

@@ -2,7 +2,8 @@
 //! Knative's Kafka broker names it), written with `acks=all` and idempotence; the event's
 //! `partitionkey` is the record key, so events of one key keep their order in one partition. The
 //! cluster is kinetic's process setting, or the one named by the ConfigMap the Broker's
-//! `spec.config` references (Knative's `kafka-broker-config`).
+//! `spec.config` references (Knative's `kafka-broker-config`), or for a Broker without one, the
+//! ConfigMap `config-br-defaults` references for its namespace, as in Knative.
 //!
 //! The dedupe window stays in the store ([`kinetic_store::EventLog::remember`]): keys are stamped
 //! before the produce, and un-stamped when the produce fails, so a retried event is new again; an
@@ -17,7 +18,7 @@ use async_trait::async_trait;
 use futures::future::join_all;
 use kinetic_kafka::Settings;
 use kinetic_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
-use kinetic_store::{Appended, Millis, NewEvent, Store};
+use kinetic_store::{Appended, Millis, NewEvent, Store, StoredResource};
 
 use crate::{Log, LogError};
 
@@ -82,6 +83,9 @@ pub struct Target {
 /// settings.
 pub struct KafkaLog {
     store: Arc<dyn Store>,
+    /// The resources as this process reads them (from the store, or on Kubernetes from the API);
+    /// a broker not there yet (applied a moment ago) is read from the store.
+    resources: Option<kinetic_resources::Watch>,
     /// The process-wide cluster and topic settings.
     defaults: Option<Settings>,
     topics: TopicSettings,
@@ -95,12 +99,67 @@ impl KafkaLog {
     pub fn new(defaults: Option<Settings>, topics: TopicSettings, store: Arc<dyn Store>) -> Self {
         Self {
             store,
+            resources: None,
             defaults,
             topics,
             clusters: Mutex::new(HashMap::new()),
             resolved: Mutex::new(HashMap::new()),
             server_check: None,
         }
+    }
+
+    /// Reads brokers and ConfigMaps from `resources` first.
+    pub fn with_resources(mut self, resources: kinetic_resources::Watch) -> Self {
+        self.resources = Some(resources);
+        self
+    }
+
+    /// The stored resource `namespace/name` of `kind`: from the resource watch, else the store.
+    async fn lookup(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<StoredResource>, LogError> {
+        let watched = self.resources.as_ref().and_then(|watch| {
+            let kind = kinetic_api::Kind::of(kind)?;
+            watch.latest()?.find(kind, namespace, name).cloned()
+        });
+        match watched {
+            Some(found) => Ok(Some(found)),
+            None => Ok(self.store.get_resource(kind, namespace, name).await?),
+        }
+    }
+
+    /// The ConfigMap `config-br-defaults` names for brokers of `namespace` (Knative's
+    /// `clusterDefault` / `namespaceDefaults` reference), for a broker without `spec.config`.
+    async fn default_reference(
+        &self,
+        namespace: &str,
+    ) -> Result<Option<serde_json::Value>, LogError> {
+        use kinetic_api::config::{BR_DEFAULTS, BrokerDefaults, SYSTEM_NAMESPACE};
+        let Some(stored) = self
+            .lookup("ConfigMap", SYSTEM_NAMESPACE, BR_DEFAULTS)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Ok(config) = serde_json::from_value::<kinetic_api::core::ConfigMap>(stored.body) else {
+            return Ok(None);
+        };
+        // One that does not read is reported by the dispatchers; it names nothing here.
+        let Ok(defaults) = BrokerDefaults::from_config_map(&config) else {
+            return Ok(None);
+        };
+        Ok(defaults.for_namespace(namespace).and_then(|entry| {
+            (entry.kind.as_deref() == Some("ConfigMap")).then(|| {
+                serde_json::json!({
+                    "kind": "ConfigMap",
+                    "name": entry.name.clone().unwrap_or_default(),
+                    "namespace": entry.namespace.clone().unwrap_or_else(|| namespace.to_owned()),
+                })
+            })
+        }))
     }
 
     /// Servers a broker's ConfigMap names are checked by `check` before any client connects.
@@ -152,17 +211,21 @@ impl KafkaLog {
         let (namespace, name) = broker.split_once('/').unwrap_or(("default", broker));
         let mut settings = self.defaults.clone();
         let mut topics = self.topics.clone();
-        let stored = self.store.get_resource("Broker", namespace, name).await?;
-        let reference = stored
+        let stored = self.lookup("Broker", namespace, name).await?;
+        let own = stored
             .as_ref()
             .and_then(|b| b.body.pointer("/spec/config"))
-            .filter(|r| r.get("kind").and_then(|k| k.as_str()) == Some("ConfigMap"));
-        if let Some(reference) = reference {
+            .filter(|r| r.get("kind").and_then(|k| k.as_str()) == Some("ConfigMap"))
+            .cloned();
+        let reference = match own {
+            Some(own) => Some(own),
+            None => self.default_reference(namespace).await?,
+        };
+        if let Some(reference) = &reference {
             let config_name = reference["name"].as_str().unwrap_or_default();
             let config_namespace = reference["namespace"].as_str().unwrap_or(namespace);
             let Some(config) = self
-                .store
-                .get_resource("ConfigMap", config_namespace, config_name)
+                .lookup("ConfigMap", config_namespace, config_name)
                 .await?
             else {
                 return Err(LogError::KafkaConfig(format!(
