@@ -49,7 +49,7 @@ const NOT_READY_RECHECK: Duration = Duration::from_secs(30);
 /// How often a ready one is.
 const READY_RECHECK: Duration = Duration::from_secs(600);
 
-/// Why one reconcile failed; it is retried with a backoff.
+/// Why one reconcile failed; the object is reconciled again 5 s later.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("the Kubernetes API refused: {0}")]
