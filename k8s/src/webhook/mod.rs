@@ -32,16 +32,9 @@ pub fn checks() -> ServiceChecks {
 /// answered as invalid; an object of a kind kinetic does not implement, a delete, or a write to a
 /// subresource (status, finalizers through `/status`) is allowed: it is not kinetic's to judge.
 pub fn review(body: &[u8], checks: &ServiceChecks) -> AdmissionReview<DynamicObject> {
-    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
-        Ok(review) => review,
-        Err(error) => {
-            return AdmissionResponse::invalid(format!("not an AdmissionReview: {error}"))
-                .into_review();
-        }
-    };
-    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
+    let request = match request_of(body) {
         Ok(request) => request,
-        Err(error) => return AdmissionResponse::invalid(error.to_string()).into_review(),
+        Err(why) => return AdmissionResponse::invalid(why).into_review(),
     };
     let response = AdmissionResponse::from(&request);
     match refusal(&request, checks) {
@@ -63,16 +56,9 @@ pub fn default(
     body: &[u8],
     resources: Option<&kinetic_resources::Snapshot>,
 ) -> AdmissionReview<DynamicObject> {
-    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
-        Ok(review) => review,
-        Err(error) => {
-            return AdmissionResponse::invalid(format!("not an AdmissionReview: {error}"))
-                .into_review();
-        }
-    };
-    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
+    let request = match request_of(body) {
         Ok(request) => request,
-        Err(error) => return AdmissionResponse::invalid(error.to_string()).into_review(),
+        Err(why) => return AdmissionResponse::invalid(why).into_review(),
     };
     let response = AdmissionResponse::from(&request);
     let Some(patch) = resources.and_then(|resources| broker_class_patch(&request, resources))
@@ -83,6 +69,15 @@ pub fn default(
         Ok(response) => response.into_review(),
         Err(error) => AdmissionResponse::invalid(error.to_string()).into_review(),
     }
+}
+
+/// The request of an AdmissionReview body, or why the body is none.
+fn request_of(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, String> {
+    let review: AdmissionReview<DynamicObject> =
+        serde_json::from_slice(body).map_err(|error| format!("not an AdmissionReview: {error}"))?;
+    review
+        .try_into()
+        .map_err(|error: kube::core::admission::ConvertAdmissionReviewError| error.to_string())
 }
 
 /// The JSON patch that gives a new classless Broker its namespace's default class.
