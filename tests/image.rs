@@ -16,6 +16,20 @@ use support::{Receiver, TestStore, broker_yaml, documents, send_event, trigger_y
 
 const IMAGE: &str = "kinetic-test/kinetic:latest";
 
+/// Builds the image once for this test binary: its tests run in parallel, and two `docker build`s
+/// of one tag at once remove each other's layers.
+fn built_image() {
+    static BUILT: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !*built {
+        // The `prebuilt` stage, with this build's binary.
+        support::docker::build("Dockerfile", "kinetic", Some("prebuilt"), IMAGE);
+        *built = true;
+    }
+}
+
 /// Removes the container (by its name) when the test ends, however it ends.
 struct Container(String);
 
@@ -57,13 +71,12 @@ fn inspect(container: &str, format: &str) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kinetic_up_runs_in_its_image_as_non_root_on_a_read_only_root() {
     let Some(_engine) = engine().await else {
         return;
     };
-    // The `prebuilt` stage, with this build's binary.
-    support::docker::build("Dockerfile", "kinetic", Some("prebuilt"), IMAGE);
+    tokio::task::block_in_place(built_image);
     let receiver = Receiver::start().await;
     // Readable by the image's user: the test's temp dirs are private to root.
     let resources = tempfile::tempdir().unwrap();
@@ -162,7 +175,7 @@ async fn broker_dispatcher_and_sources_run_in_the_image_against_postgres() {
     let Some(_engine) = engine().await else {
         return;
     };
-    support::docker::build("Dockerfile", "kinetic", Some("prebuilt"), IMAGE);
+    tokio::task::block_in_place(built_image);
     let store = TestStore::new(support::Engine::Postgres).await;
     let receiver = Receiver::start().await;
     // One admin token for the three, as the Secret kinetic-admin-tokens gives them.
