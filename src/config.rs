@@ -168,9 +168,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Settings of serving (functions) in `kinetic up`.
 #[derive(Debug, Clone, Args)]
 pub struct ServingSettings {
-    /// Address of the gateway that routes requests to services by Host.
-    #[arg(long, env = "KINETIC_GATEWAY_LISTEN", default_value = "127.0.0.1:8081")]
-    pub gateway_listen: std::net::SocketAddr,
     /// Services answer at `http://SERVICE.NAMESPACE.DOMAIN`.
     #[arg(long, env = "KINETIC_DOMAIN", default_value = "kinetic.localhost", value_parser = parse_domain)]
     pub domain: String,
@@ -223,7 +220,28 @@ fn parse_engine(text: &str) -> Result<String, String> {
     }
 }
 
-fn parse_domain(text: &str) -> Result<String, String> {
+/// An activator's `host:port`.
+pub fn parse_authority(text: &str) -> Result<http::uri::Authority, String> {
+    match text.parse::<http::uri::Authority>() {
+        Ok(authority) if authority.port_u16().is_some() => Ok(authority),
+        _ => Err(format!(
+            "`{text}` is not HOST:PORT; name an activator like 127.0.0.1:8085 or kinetic-activator.kinetic-system.svc:80"
+        )),
+    }
+}
+
+/// An HTTP path, as a readiness probe's: starts with `/`, no spaces.
+pub fn parse_http_path(text: &str) -> Result<String, String> {
+    if text.starts_with('/') && text.parse::<http::uri::PathAndQuery>().is_ok() {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "`{text}` is not an HTTP path; use one that starts with `/`, e.g. /healthz"
+        ))
+    }
+}
+
+pub fn parse_domain(text: &str) -> Result<String, String> {
     let valid = !text.is_empty()
         && text.split('.').all(|label| {
             !label.is_empty()
@@ -252,6 +270,23 @@ pub struct ConfigFile {
 
 impl ServingSettings {
     /// Reads the configuration file, if any, and the autoscaler defaults in it.
+    /// Serving's settings, with what applying checks and the gateway's port for URLs.
+    pub fn serving_config(
+        &self,
+        checks: kinetic_control::ServiceChecks,
+        gateway_port: u16,
+    ) -> kinetic_serving::ServingConfig {
+        kinetic_serving::ServingConfig {
+            domain: self.domain.clone(),
+            gateway_port,
+            activation_timeout: self.activation_timeout,
+            activator_capacity: self.activator_capacity as usize,
+            autoscaler: checks.autoscaler,
+            exec_allow: checks.exec_allow,
+            containers: checks.containers,
+        }
+    }
+
     pub fn autoscaler_defaults(&self) -> anyhow::Result<kinetic_serving::autoscaler::Defaults> {
         let Some(path) = &self.config_file else {
             return kinetic_serving::autoscaler::Defaults::from_map_for_processes(

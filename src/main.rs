@@ -17,6 +17,7 @@ mod client;
 mod config;
 mod serve;
 mod server;
+mod split;
 mod webhook;
 
 use config::{
@@ -76,6 +77,9 @@ enum Command {
         ingress: IngressSettings,
         #[command(flatten)]
         dispatcher: DispatcherSettings,
+        /// Address of the gateway that routes requests to services by Host.
+        #[arg(long, env = "KINETIC_GATEWAY_LISTEN", default_value = "127.0.0.1:8081")]
+        gateway_listen: SocketAddr,
         #[command(flatten)]
         serving: ServingSettings,
         #[command(flatten)]
@@ -154,6 +158,14 @@ enum Command {
         /// Largest reply read back from a subscriber, in bytes: the brokers' --max-body-bytes.
         #[arg(long, env = "KINETIC_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
         max_body_bytes: usize,
+        /// The serving gateway's address (`kinetic gateway`): Services named as subscribers are
+        /// reached there, at `SERVICE.NAMESPACE.DOMAIN`. Without it, a trigger whose subscriber
+        /// is a Service is not ready.
+        #[arg(long, env = "KINETIC_GATEWAY")]
+        gateway: Option<SocketAddr>,
+        /// The serving domain of --gateway.
+        #[arg(long, env = "KINETIC_DOMAIN", default_value = "kinetic.localhost", value_parser = config::parse_domain)]
+        domain: String,
         #[command(flatten)]
         kafka: KafkaSettings,
         #[command(flatten)]
@@ -302,6 +314,82 @@ enum Command {
         #[command(flatten)]
         server: client::ServerArg,
     },
+    /// Serving split across processes: the serving controller and the KPA of every served
+    /// revision, its instances (local processes, each behind a `kinetic queue-proxy`), and the
+    /// routing table `kinetic gateway` and `kinetic activator` follow.
+    Autoscaler {
+        /// Address of its API: the table (`/v1/table`), the activators' reports and pokes, the
+        /// revisions and services (`/v1/revisions`, `/v1/services`), /healthz, /readyz and
+        /// /metrics. Only gateways and activators need it; never expose it.
+        #[arg(long, env = "KINETIC_LISTEN", default_value = "127.0.0.1:8090")]
+        listen: SocketAddr,
+        /// The gateways' port, for the Services' URLs it shows.
+        #[arg(long, env = "KINETIC_GATEWAY_PORT", default_value_t = 8081)]
+        gateway_port: u16,
+        #[command(flatten)]
+        connections: ConnectionSettings,
+        #[command(flatten)]
+        secrets: SecretSettings,
+        #[command(flatten)]
+        store: StoreSettings,
+        #[command(flatten)]
+        serving: ServingSettings,
+        #[command(flatten)]
+        resources: ResourceSettings,
+    },
+    /// Serving's gateway alone: routes requests by Host to a Service's revisions (traffic split,
+    /// tags), straight to their queue-proxies, or through an activator while a revision is at zero
+    /// or short of burst capacity. Follows the table of `kinetic autoscaler`.
+    Gateway {
+        /// Where requests for Services arrive.
+        #[arg(long, env = "KINETIC_LISTEN", default_value = "127.0.0.1:8081")]
+        listen: SocketAddr,
+        /// Address for /healthz, /readyz and /metrics.
+        #[arg(long, env = "KINETIC_HEALTH_LISTEN", default_value = "127.0.0.1:8086")]
+        health_listen: SocketAddr,
+        /// The autoscaler's URL.
+        #[arg(
+            long,
+            env = "KINETIC_AUTOSCALER_URL",
+            default_value = "http://127.0.0.1:8090"
+        )]
+        autoscaler_url: String,
+        /// An activator's HOST:PORT; repeat, or separate with commas. Without any, this gateway
+        /// holds requests for revisions at zero itself (gateway and activator in one process).
+        #[arg(long = "activator", env = "KINETIC_ACTIVATORS", value_delimiter = ',', value_parser = config::parse_authority)]
+        activators: Vec<http::uri::Authority>,
+        /// Services answer at `http://SERVICE.NAMESPACE.DOMAIN`.
+        #[arg(long, env = "KINETIC_DOMAIN", default_value = "kinetic.localhost", value_parser = config::parse_domain)]
+        domain: String,
+        /// This replica's name in its reports to the autoscaler (its pod's). Default: host and pid.
+        #[arg(long, env = "POD_NAME")]
+        name: Option<String>,
+        #[command(flatten)]
+        connections: ConnectionSettings,
+    },
+    /// Serving's activator alone: holds the requests gateways send for revisions at zero or
+    /// short of burst capacity, wakes the autoscaler at once, and forwards them to instances with
+    /// free capacity. Follows the table of `kinetic autoscaler`.
+    Activator {
+        /// Where gateways send requests.
+        #[arg(long, env = "KINETIC_LISTEN", default_value = "127.0.0.1:8085")]
+        listen: SocketAddr,
+        /// Address for /healthz, /readyz and /metrics.
+        #[arg(long, env = "KINETIC_HEALTH_LISTEN", default_value = "127.0.0.1:8088")]
+        health_listen: SocketAddr,
+        /// The autoscaler's URL.
+        #[arg(
+            long,
+            env = "KINETIC_AUTOSCALER_URL",
+            default_value = "http://127.0.0.1:8090"
+        )]
+        autoscaler_url: String,
+        /// This replica's name in its reports to the autoscaler (its pod's). Default: host and pid.
+        #[arg(long, env = "POD_NAME")]
+        name: Option<String>,
+        #[command(flatten)]
+        connections: ConnectionSettings,
+    },
     /// Run the queue-proxy in front of one instance (a sidecar, as on Kubernetes).
     QueueProxy {
         /// Where requests arrive.
@@ -331,6 +419,10 @@ enum Command {
         /// Longest a request may take, in seconds.
         #[arg(long, env = "REVISION_TIMEOUT_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
         timeout_seconds: u64,
+        /// The instance's readiness path (`readinessProbe.httpGet.path`): `/ready` answers 200
+        /// only while a GET of it on the instance answers 2xx. Without it, a TCP connect.
+        #[arg(long, env = "KINETIC_READINESS_PATH", value_parser = config::parse_http_path)]
+        readiness_path: Option<String>,
     },
     /// Internal: start a function's process so that it dies with kinetic (parent-death signal), in
     /// its cgroups and as its user.
@@ -531,6 +623,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             store,
             ingress,
             dispatcher,
+            gateway_listen,
             serving,
             kafka,
             egress,
@@ -545,6 +638,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 auth,
                 ingress,
                 dispatcher,
+                gateway_listen,
                 serving,
                 kafka,
                 egress,
@@ -557,12 +651,80 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             tail,
             server,
         } => client::logs(&server, &namespace, &service, tail).await?,
+        Command::Autoscaler {
+            listen,
+            gateway_port,
+            connections,
+            secrets,
+            store,
+            serving,
+            resources,
+        } => {
+            let (state_dir, store) = open_state(&store, &secrets).await?;
+            split::autoscaler(
+                store,
+                split::AutoscalerSettings {
+                    listen,
+                    gateway_port,
+                    connections,
+                    serving,
+                    resources: resources.source,
+                    state_dir,
+                },
+            )
+            .await?;
+        }
+        Command::Gateway {
+            listen,
+            health_listen,
+            autoscaler_url,
+            activators,
+            domain,
+            name,
+            connections,
+        } => {
+            split::follower(
+                split::FollowerSettings {
+                    listen,
+                    health_listen,
+                    autoscaler_url,
+                    activators,
+                    domain,
+                    name,
+                    connections,
+                },
+                false,
+            )
+            .await?;
+        }
+        Command::Activator {
+            listen,
+            health_listen,
+            autoscaler_url,
+            name,
+            connections,
+        } => {
+            split::follower(
+                split::FollowerSettings {
+                    listen,
+                    health_listen,
+                    autoscaler_url,
+                    activators: Vec::new(),
+                    domain: "kinetic.localhost".to_owned(),
+                    name,
+                    connections,
+                },
+                true,
+            )
+            .await?;
+        }
         Command::QueueProxy {
             listen,
             admin_listen,
             upstream,
             container_concurrency,
             timeout_seconds,
+            readiness_path,
         } => {
             let cancel = tokio_util::sync::CancellationToken::new();
             server::cancel_on_signal(cancel.clone());
@@ -573,6 +735,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     upstream,
                     container_concurrency: container_concurrency as usize,
                     timeout: std::time::Duration::from_secs(timeout_seconds),
+                    readiness_path,
                 },
                 cancel,
             )
@@ -635,6 +798,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             dispatcher,
             dedupe_window,
             max_body_bytes,
+            gateway,
+            domain,
             kafka,
             egress,
             resources,
@@ -654,6 +819,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     dispatcher,
                     dedupe_window,
                     max_body_bytes,
+                    gateway: gateway.map(|address| kinetic_outbound::sender::GatewayAddress {
+                        domain,
+                        address,
+                    }),
                     kafka,
                     egress,
                     resources: resources.source,

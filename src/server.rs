@@ -35,7 +35,7 @@ use crate::serve::{Limits, Tls};
 /// How often delivered events and expired dedupe entries are removed; often, so each removal is small.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(2);
 /// How long in-flight work may take to finish after a shutdown signal.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Opens the store, holding an exclusive lock on a SQLite file so two processes never share it.
 pub struct OpenedStore {
@@ -127,7 +127,7 @@ fn nodelay(listener: tokio::net::TcpListener) -> impl axum::serve::Listener {
     })
 }
 
-async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+pub(crate) async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.with_context(|| {
         format!("listening on {addr} (is another process using it? choose another with --listen)")
     })
@@ -336,7 +336,7 @@ async fn drain(committer_tasks: Vec<tokio::task::JoinHandle<()>>) {
 
 /// The resources as this process's components read them: read once now (a store that cannot be
 /// read fails the start), then every second and at once after a change made here, until `cancel`.
-async fn watch_resources(
+pub(crate) async fn watch_resources(
     store: &Arc<dyn Store>,
     source: ResourceSource,
     tracker: &TaskTracker,
@@ -381,7 +381,7 @@ const KUBERNETES_FIRST_LIST: Duration = Duration::from_secs(60);
 const KUBERNETES_WRITES: &str =
     "this kinetic reads them from the Kubernetes API; apply them with `kubectl apply -f`";
 
-fn written_elsewhere(source: ResourceSource) -> Option<&'static str> {
+pub(crate) fn written_elsewhere(source: ResourceSource) -> Option<&'static str> {
     (source == ResourceSource::Kubernetes).then_some(KUBERNETES_WRITES)
 }
 
@@ -604,7 +604,7 @@ fn dispatcher(
 }
 
 /// Runs `router` on `listener` in plain HTTP until `cancel`, finishing in-flight requests.
-async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     limits: Limits,
@@ -623,6 +623,7 @@ pub struct UpSettings {
     pub auth: AuthSettings,
     pub ingress: IngressSettings,
     pub dispatcher: DispatcherSettings,
+    pub gateway_listen: SocketAddr,
     pub serving: ServingSettings,
     pub kafka: KafkaSettings,
     pub egress: EgressSettings,
@@ -658,6 +659,8 @@ pub struct DispatchSettings {
     pub dedupe_window: Duration,
     /// Largest reply read back.
     pub max_body_bytes: usize,
+    /// Where Services are served (`kinetic gateway`).
+    pub gateway: Option<kinetic_outbound::sender::GatewayAddress>,
     pub kafka: KafkaSettings,
     pub egress: EgressSettings,
     pub resources: ResourceSource,
@@ -782,6 +785,7 @@ pub async fn up(
         auth: auth_settings,
         ingress: ingress_settings,
         dispatcher: dispatcher_settings,
+        gateway_listen,
         serving: serving_settings,
         kafka: kafka_settings,
         egress: egress_settings,
@@ -820,12 +824,11 @@ pub async fn up(
     )
     .await?;
     let address = listener.local_addr()?;
-    let gateway_listener = tokio::net::TcpListener::bind(serving_settings.gateway_listen)
+    let gateway_listener = tokio::net::TcpListener::bind(gateway_listen)
         .await
         .with_context(|| {
             format!(
-                "listening on {} for the serving gateway (is another process using it? choose another with --gateway-listen)",
-                serving_settings.gateway_listen
+                "listening on {gateway_listen} for the serving gateway (is another process using it? choose another with --gateway-listen)"
             )
         })?;
     let gateway_address = gateway_listener.local_addr()?;
@@ -904,7 +907,7 @@ pub async fn up(
         Some(auth.issuer.clone()),
         &mut registry,
     )?;
-    let serving = serving(
+    let (serving, gateway) = serving(
         &watch,
         &serving_settings,
         checks.clone(),
@@ -946,7 +949,7 @@ pub async fn up(
     let serving_task = tokio::spawn(serving.clone().run(serving_cancel.clone()));
     let gateway_task = tokio::spawn(serve(
         gateway_listener,
-        kinetic_serving::gateway::router(serving.gateway().clone()),
+        kinetic_serving::gateway::router(gateway),
         Limits {
             // A request to a Service may stream its body for as long as the longest timeoutSeconds.
             body_read: limits.body_read.max(Duration::from_secs(3600)),
@@ -1187,7 +1190,7 @@ pub async fn dispatcher_only(
             (settings.dedupe_window, settings.max_body_bytes),
             Resolver {
                 ingress_url,
-                gateway: None,
+                gateway: settings.gateway.clone(),
             },
             issuer,
         ),
@@ -1231,7 +1234,7 @@ pub async fn dispatcher_only(
 /// Serving in this process: the local process runtime, the gateway's table and the controller.
 /// The container engine for image-only Services, with this run's owner labels; what an earlier run
 /// on the same state directory left (it was killed) is removed first.
-async fn containers(
+pub(crate) async fn containers(
     settings: &ServingSettings,
     state_dir: &std::path::Path,
 ) -> anyhow::Result<Option<kinetic_serving::runtime::Containers>> {
@@ -1278,39 +1281,45 @@ fn serving(
     gateway_port: u16,
     state_dir: &std::path::Path,
     registry: &mut Registry,
-) -> Arc<kinetic_serving::Serving> {
-    let runtime =
-        kinetic_serving::runtime::ProcessRuntime::new(kinetic_serving::runtime::ProcessConfig {
-            // Instances start through this binary's `__exec`, so they die with it even on SIGKILL.
-            shim: std::env::current_exe().ok(),
-            grace_period: settings.termination_grace,
-            log_dir: Some(state_dir.join("logs")),
-            log_rotation: kinetic_serving::runtime::Rotation {
-                max_bytes: settings.function_log_max_bytes,
-                keep: settings.function_log_files as usize,
-            },
-            max_instances: settings.max_instances,
-            exec_allow: checks.exec_allow.clone(),
-            cgroups: true,
-            containers,
-            ..kinetic_serving::runtime::ProcessConfig::default()
-        });
+) -> (Arc<kinetic_serving::Serving>, Arc<kinetic_serving::Gateway>) {
+    let runtime = process_runtime(settings, &checks, containers, state_dir, false);
     let gateway = kinetic_serving::Gateway::new(settings.domain.clone());
-    kinetic_serving::Serving::new(
+    let serving = kinetic_serving::Serving::new(
         resources.clone(),
         Arc::new(runtime),
-        gateway,
-        kinetic_serving::ServingConfig {
-            domain: settings.domain.clone(),
-            gateway_port,
-            activation_timeout: settings.activation_timeout,
-            activator_capacity: settings.activator_capacity as usize,
-            autoscaler: checks.autoscaler,
-            exec_allow: checks.exec_allow,
-            containers: checks.containers,
-        },
+        gateway.clone(),
+        settings.serving_config(checks, gateway_port),
         kinetic_serving::metrics::Metrics::new(registry),
-    )
+    );
+    (serving, gateway)
+}
+
+/// The local process runtime with `settings`; with `sidecar`, a `kinetic queue-proxy` in front of
+/// every instance (the split shape).
+pub(crate) fn process_runtime(
+    settings: &ServingSettings,
+    checks: &kinetic_control::ServiceChecks,
+    containers: Option<kinetic_serving::runtime::Containers>,
+    state_dir: &std::path::Path,
+    sidecar: bool,
+) -> kinetic_serving::runtime::ProcessRuntime {
+    let kinetic = std::env::current_exe().ok();
+    kinetic_serving::runtime::ProcessRuntime::new(kinetic_serving::runtime::ProcessConfig {
+        // Instances start through this binary's `__exec`, so they die with it even on SIGKILL.
+        shim: kinetic.clone(),
+        grace_period: settings.termination_grace,
+        log_dir: Some(state_dir.join("logs")),
+        log_rotation: kinetic_serving::runtime::Rotation {
+            max_bytes: settings.function_log_max_bytes,
+            keep: settings.function_log_files as usize,
+        },
+        max_instances: settings.max_instances,
+        exec_allow: checks.exec_allow.clone(),
+        cgroups: true,
+        containers,
+        sidecar: kinetic.filter(|_| sidecar),
+        ..kinetic_serving::runtime::ProcessConfig::default()
+    })
 }
 
 /// Reads and validates one resource file.

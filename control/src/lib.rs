@@ -83,16 +83,15 @@ impl Control {
         }
     }
 
-    /// What this process's serving allows of a Service (none of it when it serves no functions).
-    pub fn checks(&self) -> ServiceChecks {
-        self.serving
-            .as_ref()
-            .map(|serving| ServiceChecks {
-                autoscaler: serving.config().autoscaler.clone(),
-                exec_allow: serving.config().exec_allow.clone(),
-                containers: serving.config().containers,
-            })
-            .unwrap_or_default()
+    /// What this process's serving allows of a Service. `None` when this process serves no
+    /// functions: the process that does (`kinetic autoscaler`, with its own settings) checks
+    /// them when it starts the revision, and the revision's status says what it refused.
+    pub fn checks(&self) -> Option<ServiceChecks> {
+        self.serving.as_ref().map(|serving| ServiceChecks {
+            autoscaler: serving.config().autoscaler.clone(),
+            exec_allow: serving.config().exec_allow.clone(),
+            containers: serving.config().containers,
+        })
     }
 
     /// Checks the documents of `text` (named `file` in errors) and, when every one is valid,
@@ -102,7 +101,7 @@ impl Control {
         // budgets stop worse): a few at a time.
         static PARSING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
         let parsing = PARSING.acquire().await;
-        let parsed = validate::parse_and_validate(file, text, Some(&self.checks()));
+        let parsed = validate::parse_and_validate(file, text, self.checks().as_ref());
         drop(parsing);
         let resources = parsed.map_err(ApplyError::Invalid)?;
         self.apply(file, &resources).await

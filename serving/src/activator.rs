@@ -85,7 +85,13 @@ pub struct RevisionSettings {
     pub activation_timeout: Duration,
     /// Requests held while the activator is in the path.
     pub capacity: usize,
+    /// Marks forwarded requests with `K-Proxy-Request: activator`, so that the queue-proxy in
+    /// front of the instance counts them apart (this data path reported them already).
+    pub mark_proxied: bool,
 }
+
+/// The header an activator puts on the requests it forwards to queue-proxies (Knative's name).
+pub const PROXIED_HEADER: &str = "k-proxy-request";
 
 /// One ready instance with its breaker.
 struct Backend {
@@ -190,6 +196,11 @@ impl RevisionProxy {
         self.current().len()
     }
 
+    /// Whether the activator is in the revision's path (the autoscaler's last decision).
+    pub fn in_path(&self) -> bool {
+        self.in_path.load(Ordering::Acquire)
+    }
+
     /// Set from the autoscaler's target-burst-capacity decision.
     pub fn set_in_path(&self, in_path: bool) {
         self.in_path.store(in_path, Ordering::Release);
@@ -260,23 +271,60 @@ impl RevisionProxy {
     }
 
     /// Serves one request: waits for capacity (bounded), then forwards it, all within `timeoutSeconds`.
+    ///
+    /// A request that did not reach the function is sent again, to another instance if one is
+    /// ready, as long as the activation timeout allows: when the instance refused the connection
+    /// (it died, or its address is stale), or its queue-proxy refused it while draining, and the
+    /// request's body was never read. A request whose body was read, even in part, is never sent
+    /// twice.
     pub async fn serve(&self, request: Request<Body>) -> Result<Response<Body>, tower::BoxError> {
         let in_flight = self.stats.begin();
         let started = Instant::now();
         let deadline = started + self.settings.timeout;
-        let lease = tokio::time::timeout(
-            self.settings.activation_timeout.min(self.settings.timeout),
-            self.acquire(started),
-        )
-        .await
-        .map_err(|_| ActivationError::Timeout {
-            revision: self.settings.revision.clone(),
-            waited: started.elapsed(),
-        })??;
-        let response =
-            tokio::time::timeout_at(deadline, self.forward.send(&lease.authority, request))
+        let activation_deadline =
+            started + self.settings.activation_timeout.min(self.settings.timeout);
+        let (mut parts, body) = request.into_parts();
+        if self.settings.mark_proxied {
+            parts
+                .headers
+                .insert(PROXIED_HEADER, http::HeaderValue::from_static("activator"));
+        }
+        let body = Untouched::new(body);
+        let mut attempt: u32 = 0;
+        let (lease, response) = loop {
+            let lease = tokio::time::timeout_at(activation_deadline, self.acquire(started))
                 .await
-                .map_err(|_| tower::timeout::error::Elapsed::new())??;
+                .map_err(|_| ActivationError::Timeout {
+                    revision: self.settings.revision.clone(),
+                    waited: started.elapsed(),
+                })??;
+            let request = Request::from_parts(parts.clone(), Body::new(body.clone()));
+            let sent =
+                tokio::time::timeout_at(deadline, self.forward.send(&lease.authority, request))
+                    .await
+                    .map_err(|_| tower::timeout::error::Elapsed::new())?;
+            let again = match &sent {
+                Err(error) => error.is_connect(),
+                Ok(response) => refused_unread(response),
+            };
+            let retry = again
+                && body.untouched()
+                && attempt < MAX_ATTEMPTS
+                && Instant::now() + retry_pause(attempt) < activation_deadline;
+            if !retry {
+                break (lease, sent?);
+            }
+            tracing::debug!(
+                revision = %self.settings.revision,
+                instance = lease.instance.id,
+                attempt,
+                "The instance did not take the request; sending it again."
+            );
+            drop(lease);
+            drop(sent);
+            tokio::time::sleep(retry_pause(attempt)).await;
+            attempt += 1;
+        };
         self.observed
             .request_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -427,6 +475,88 @@ impl<B: http_body::Body + Unpin, T: Unpin> http_body::Body for Held<B, T> {
     }
 }
 
+/// Attempts at one request beyond the first, when it never reached the function.
+const MAX_ATTEMPTS: u32 = 20;
+
+/// Pause before the next attempt: long enough for a dead instance to leave the ready set.
+fn retry_pause(attempt: u32) -> Duration {
+    Duration::from_millis(5 << attempt.min(6))
+}
+
+/// Whether the answer is a queue-proxy's refusal of a request it never forwarded: it was
+/// draining. The `Kinetic-Refusal` header names the reason of kinetic's refusals.
+fn refused_unread(response: &Response<hyper::body::Incoming>) -> bool {
+    response.status() == http::StatusCode::SERVICE_UNAVAILABLE
+        && response
+            .headers()
+            .get(crate::refusal::REASON_HEADER)
+            .is_some_and(|reason| reason == "draining")
+}
+
+/// A request body that can be sent again as long as nobody has read from it: every clone shares
+/// one slot, and the first clone polled takes the body out of it.
+#[derive(Clone)]
+pub(crate) struct Untouched {
+    slot: Arc<Mutex<Option<Body>>>,
+    taken: Arc<Mutex<Option<Body>>>,
+    end_stream: bool,
+    hint: http_body::SizeHint,
+}
+
+impl Untouched {
+    pub(crate) fn new(body: Body) -> Self {
+        use http_body::Body as _;
+        Self {
+            end_stream: body.is_end_stream(),
+            hint: body.size_hint(),
+            slot: Arc::new(Mutex::new(Some(body))),
+            taken: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Whether no attempt has read from the body yet.
+    pub(crate) fn untouched(&self) -> bool {
+        self.slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some()
+    }
+}
+
+impl http_body::Body for Untouched {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let mut taken = self
+            .taken
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if taken.is_none() {
+            *taken = self
+                .slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+        }
+        match taken.as_mut() {
+            Some(body) => std::pin::Pin::new(body).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.end_stream
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.hint
+    }
+}
+
 struct Queued<'a>(&'a AtomicUsize);
 
 impl Drop for Queued<'_> {
@@ -449,6 +579,7 @@ mod tests {
                 timeout: Duration::from_secs(300),
                 activation_timeout: Duration::from_secs(10),
                 capacity,
+                mark_proxied: false,
             },
             Forward::new(),
             Metrics::new(&mut Registry::default()),

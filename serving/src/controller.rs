@@ -1,6 +1,10 @@
-//! The serving controller: turns stored Services and Revisions into routes in the gateway and
-//! running revisions, each with its data path ([`RevisionProxy`]) and an autoscaler loop that feeds
-//! the KPA per-second stats and asks the runtime for the instances it decides on.
+//! The serving controller: turns stored Services and Revisions into routes and running revisions,
+//! each with its data path ([`DataPath`]) and an autoscaler loop that feeds the KPA per-second stats
+//! and asks the runtime for the instances it decides on.
+//!
+//! The data path is in this process ([`Serving::new`], `kinetic up`: the gateway's table and a
+//! [`RevisionProxy`] per revision), or in gateways and activators elsewhere that follow what a
+//! [`Hub`] publishes ([`Serving::remote`], `kinetic autoscaler`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -14,12 +18,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::activator::{RevisionProxy, RevisionSettings};
 use crate::autoscaler::{self, Defaults, Observation};
+use crate::datapath::DataPath;
 use crate::gateway::{Gateway, RouteTable};
 use crate::metrics::Metrics;
 use crate::queue_proxy::Forward;
 use crate::revision;
 use crate::route::Route;
 use crate::runtime::{EnvValue, InstanceSpec, Runtime};
+use crate::split::Hub;
 
 /// How often stored resources are read again.
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
@@ -96,7 +102,9 @@ pub struct ServiceView {
 struct Running {
     /// The revision's uid: a revision created again under its name is started anew.
     uid: String,
-    proxy: Arc<RevisionProxy>,
+    path: Arc<dyn DataPath>,
+    /// The same data path when it is in this process, for the gateway's table.
+    proxy: Option<Arc<RevisionProxy>>,
     spec: Arc<InstanceSpec>,
     service: String,
     cancel: CancellationToken,
@@ -109,14 +117,25 @@ struct Decided {
     panic: bool,
 }
 
-/// Serving in one process: controller, gateway table, revisions.
+/// Where the data path of served revisions runs.
+enum Plane {
+    /// In this process: the gateway's table, and a [`RevisionProxy`] per revision.
+    Local {
+        gateway: Arc<Gateway>,
+        forward: Box<Forward>,
+    },
+    /// In gateways and activators elsewhere, which follow what the hub publishes.
+    Remote(Arc<Hub>),
+}
+
+/// Serving's control side (routes, revisions, scaling), with its data path in this process or
+/// elsewhere.
 pub struct Serving {
     /// Services and Revisions, as every component of this process reads them.
     resources: kinetic_resources::Watch,
     runtime: Arc<dyn Runtime>,
-    gateway: Arc<Gateway>,
+    plane: Plane,
     config: ServingConfig,
-    forward: Forward,
     running: Mutex<HashMap<(String, String), Running>>,
     services: RwLock<Vec<ServiceView>>,
     /// Revisions that have had a ready instance (or need none to start): `latestRevision` may
@@ -135,12 +154,42 @@ impl Serving {
         config: ServingConfig,
         metrics: Metrics,
     ) -> Arc<Serving> {
+        Self::with_plane(
+            resources,
+            runtime,
+            Plane::Local {
+                gateway,
+                forward: Box::new(Forward::new()),
+            },
+            config,
+            metrics,
+        )
+    }
+
+    /// Serving whose data path runs in other processes: gateways and activators follow the table
+    /// `hub` publishes and report their requests to it.
+    pub fn remote(
+        resources: kinetic_resources::Watch,
+        runtime: Arc<dyn Runtime>,
+        hub: Arc<Hub>,
+        config: ServingConfig,
+        metrics: Metrics,
+    ) -> Arc<Serving> {
+        Self::with_plane(resources, runtime, Plane::Remote(hub), config, metrics)
+    }
+
+    fn with_plane(
+        resources: kinetic_resources::Watch,
+        runtime: Arc<dyn Runtime>,
+        plane: Plane,
+        config: ServingConfig,
+        metrics: Metrics,
+    ) -> Arc<Serving> {
         Arc::new(Serving {
             resources,
             runtime,
-            gateway,
+            plane,
             config,
-            forward: Forward::new(),
             running: Mutex::new(HashMap::new()),
             services: RwLock::new(Vec::new()),
             ever_ready: Arc::new(Mutex::new(HashSet::new())),
@@ -158,8 +207,12 @@ impl Serving {
         &self.config
     }
 
-    pub fn gateway(&self) -> &Arc<Gateway> {
-        &self.gateway
+    /// The gateway, when the data path runs in this process.
+    pub fn gateway(&self) -> Option<&Arc<Gateway>> {
+        match &self.plane {
+            Plane::Local { gateway, .. } => Some(gateway),
+            Plane::Remote(_) => None,
+        }
     }
 
     /// Reconciles on every new resource snapshot and every [`RECONCILE_INTERVAL`] (a revision
@@ -179,7 +232,7 @@ impl Serving {
         let running: Vec<Running> = self.lock_running().drain().map(|(_, r)| r).collect();
         for revision in &running {
             revision.cancel.cancel();
-            revision.proxy.close();
+            revision.path.close();
         }
         self.tracker.close();
         self.tracker.wait().await;
@@ -242,9 +295,13 @@ impl Serving {
             let mut view = ServiceView {
                 namespace: namespace.clone(),
                 name: name.clone(),
-                url: self
-                    .gateway
-                    .url(namespace, name, None, self.config.gateway_port),
+                url: kinetic_api::meta::service_url(
+                    name,
+                    namespace,
+                    None,
+                    &self.config.domain,
+                    self.config.gateway_port,
+                ),
                 latest_revision: latest.clone(),
                 latest_created_revision: created.clone(),
                 ..ServiceView::default()
@@ -304,7 +361,7 @@ impl Serving {
                 if let Some(stopped) = running.remove(&key) {
                     tracing::info!(namespace = %key.0, revision = %key.1, "Revision no longer receives traffic, or was created again; stopping it.");
                     stopped.cancel.cancel();
-                    stopped.proxy.close();
+                    stopped.path.close();
                     self.runtime.scale(stopped.spec, 0);
                 }
             }
@@ -323,8 +380,8 @@ impl Serving {
                 }
             }
             for key in wanted.keys() {
-                if let Some(run) = running.get(key) {
-                    table.revisions.insert(key.clone(), run.proxy.clone());
+                if let Some(proxy) = running.get(key).and_then(|run| run.proxy.as_ref()) {
+                    table.revisions.insert(key.clone(), proxy.clone());
                 }
             }
         }
@@ -339,7 +396,10 @@ impl Serving {
                 view.problem = Some(problem);
             }
         }
-        self.gateway.set_table(table);
+        match &self.plane {
+            Plane::Local { gateway, .. } => gateway.set_table(table),
+            Plane::Remote(hub) => hub.set_routes(table.routes.into_values().collect()),
+        }
         *self
             .services
             .write()
@@ -419,25 +479,31 @@ impl Serving {
                     fields.into_iter().map(str::to_owned).collect()
                 })
                 .unwrap_or_default(),
+            container_concurrency: spec.container_concurrency(),
+            timeout: spec.timeout(),
         });
-        let proxy = RevisionProxy::new(
-            RevisionSettings {
-                namespace: namespace.clone(),
-                revision: revision.metadata.name.clone(),
-                container_concurrency: spec.container_concurrency() as usize,
-                timeout: spec.timeout(),
-                activation_timeout: self.config.activation_timeout,
-                capacity: self.config.activator_capacity,
-            },
-            self.forward.clone(),
-            self.metrics.clone(),
-        );
+        let settings = RevisionSettings {
+            namespace: namespace.clone(),
+            revision: revision.metadata.name.clone(),
+            container_concurrency: spec.container_concurrency() as usize,
+            timeout: spec.timeout(),
+            activation_timeout: self.config.activation_timeout,
+            capacity: self.config.activator_capacity,
+            mark_proxied: false,
+        };
+        let (path, proxy): (Arc<dyn DataPath>, _) = match &self.plane {
+            Plane::Local { forward, .. } => {
+                let proxy = RevisionProxy::new(settings, (**forward).clone(), self.metrics.clone());
+                (proxy.clone(), Some(proxy))
+            }
+            Plane::Remote(hub) => (hub.open(settings, &uid), None),
+        };
         let token = cancel.child_token();
         let decided = Arc::new(Mutex::new(Decided::default()));
         tracing::info!(%namespace, revision = %revision.metadata.name, "Serving revision.");
         self.tracker.spawn(scale_loop(
             self.clone(),
-            proxy.clone(),
+            path.clone(),
             instance_spec.clone(),
             scaling,
             decided.clone(),
@@ -445,6 +511,7 @@ impl Serving {
         ));
         Ok(Running {
             uid,
+            path,
             proxy,
             spec: instance_spec,
             service: revision.service().to_owned(),
@@ -496,14 +563,9 @@ impl Serving {
                     desired: decided.desired,
                     ready: status.ready,
                     panic: decided.panic,
-                    waiting: run.proxy.waiting(),
+                    waiting: run.path.waiting(),
                     crashes: status.crashes,
-                    cold_starts: run
-                        .proxy
-                        .cold_starts
-                        .count
-                        .load(std::sync::atomic::Ordering::Relaxed)
-                        as u64,
+                    cold_starts: run.path.cold_starts(),
                     last_startup_ms: status
                         .last_startup
                         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
@@ -540,7 +602,7 @@ impl Serving {
 /// every second and decides every tick, or at once when a request finds no instance.
 async fn scale_loop(
     serving: Arc<Serving>,
-    proxy: Arc<RevisionProxy>,
+    proxy: Arc<dyn DataPath>,
     spec: Arc<InstanceSpec>,
     config: autoscaler::Config,
     decided: Arc<Mutex<Decided>>,
@@ -591,18 +653,18 @@ async fn scale_loop(
             }
             _ = sample.tick() => {
                 let now = Instant::now();
-                let numbers = proxy.stats.sample(now);
+                let numbers = proxy.sample(now);
                 window.record(now, numbers.average_concurrency, numbers.requests as f64);
                 serving.metrics.observe(&labels, &numbers, proxy.waiting());
             }
             _ = tick.tick() => decide_now = true,
-            () = proxy.wake.notified() => {
+            () = proxy.wake().notified() => {
                 // A request found no instance. At (or headed to) zero, count the requests waiting
                 // now and decide at once (Knative's activator "poke"), so scaling from zero does
                 // not wait for a tick. Only then: every other wake-up would count the same
                 // requests again in the same second of the window.
                 let now = Instant::now();
-                let waiting = proxy.stats.in_flight() as f64;
+                let waiting = proxy.in_flight() as f64;
                 if state.wants_poke(waiting) {
                     window.record(now, waiting, waiting);
                     decide_now = true;

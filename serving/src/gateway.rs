@@ -37,6 +37,8 @@ struct Destination {
 struct Compiled {
     /// By `{service}.{namespace}` and `{tag}-{service}.{namespace}`.
     hosts: HashMap<String, Destination>,
+    /// Every served revision's data path, by `(namespace, revision)`.
+    revisions: HashMap<(String, String), Arc<RevisionProxy>>,
 }
 
 impl Compiled {
@@ -80,7 +82,10 @@ impl Compiled {
                 },
             );
         }
-        Compiled { hosts }
+        Compiled {
+            hosts,
+            revisions: table.revisions.clone(),
+        }
     }
 }
 
@@ -123,8 +128,16 @@ impl Gateway {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = compiled;
     }
 
+    /// The data path of a served revision.
+    pub fn revision(&self, namespace: &str, revision: &str) -> Option<Arc<RevisionProxy>> {
+        self.compiled()
+            .revisions
+            .get(&(namespace.to_owned(), revision.to_owned()))
+            .cloned()
+    }
+
     /// The revision's data path a request for `host` goes to, or why there is none.
-    fn select(&self, host: &str) -> Result<Arc<RevisionProxy>, Response<Body>> {
+    pub(crate) fn select(&self, host: &str) -> Result<Arc<RevisionProxy>, Response<Body>> {
         let table = self.compiled();
         // Which services exist is not told to whoever asks: the admin API lists them.
         let not_found = |why: String| {
@@ -185,14 +198,19 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new().fallback(handle).with_state(gateway)
 }
 
-async fn handle(State(gateway): State<Arc<Gateway>>, request: Request<Body>) -> Response<Body> {
-    let host = request
+/// The host a request was sent to: its `Host` header, else its URI's.
+pub(crate) fn host_of(request: &Request<Body>) -> String {
+    request
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| request.uri().host())
         .unwrap_or("")
-        .to_owned();
+        .to_owned()
+}
+
+async fn handle(State(gateway): State<Arc<Gateway>>, request: Request<Body>) -> Response<Body> {
+    let host = host_of(&request);
     let proxy = match gateway.select(&host) {
         Ok(proxy) => proxy,
         Err(response) => return response,

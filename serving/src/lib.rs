@@ -17,6 +17,7 @@
 pub mod activator;
 pub mod autoscaler;
 pub mod controller;
+pub mod datapath;
 pub mod gateway;
 pub mod metrics;
 pub mod queue_proxy;
@@ -24,6 +25,7 @@ pub mod refusal;
 pub mod revision;
 pub mod route;
 pub mod runtime;
+pub mod split;
 
 pub use controller::{Serving, ServingConfig};
 pub use gateway::Gateway;

@@ -8,6 +8,10 @@ use crate::activator::ActivationError;
 use crate::queue_proxy::breaker::Overflow;
 use crate::queue_proxy::drain::Draining;
 
+/// The header that carries a refusal's reason code, so that a proxy in front (the activator) can
+/// tell a refusal of kinetic's from the function's own answer without reading the body.
+pub const REASON_HEADER: &str = "kinetic-refusal";
+
 /// A refusal with its status, a stable reason code and a message for people.
 pub fn refusal(status: StatusCode, reason: &str, message: &str) -> Response<Body> {
     let body = serde_json::json!({ "error": message, "reason": reason }).to_string();
@@ -17,6 +21,9 @@ pub fn refusal(status: StatusCode, reason: &str, message: &str) -> Response<Body
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    if let Ok(value) = HeaderValue::from_str(reason) {
+        response.headers_mut().insert(REASON_HEADER, value);
+    }
     response
 }
 

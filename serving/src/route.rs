@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use kinetic_api::Service;
 
 /// The resolved traffic of one Service.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Route {
     pub namespace: String,
     pub service: String,

@@ -196,7 +196,12 @@ impl Kinetic {
             args.extend(["--admin-listen".into(), "127.0.0.1:0".into()]);
         }
         let mut own_state = None;
-        if !has(&args, "--state-dir") {
+        // The gateway and the activator keep no state.
+        let stateless = matches!(
+            args.first().map(String::as_str),
+            Some("gateway" | "activator")
+        );
+        if !stateless && !has(&args, "--state-dir") {
             let dir = tempfile::tempdir().expect("state dir");
             args.extend(["--state-dir".into(), dir.path().display().to_string()]);
             own_state = Some(dir);
@@ -205,7 +210,7 @@ impl Kinetic {
             .iter()
             .position(|a| a == "--state-dir")
             .map(|i| PathBuf::from(&args[i + 1]))
-            .expect("--state-dir");
+            .unwrap_or_default();
         let mut command = Command::new(binary());
         command
             .args(&args)

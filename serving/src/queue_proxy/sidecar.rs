@@ -1,5 +1,10 @@
 //! `kinetic queue-proxy`: the queue-proxy stack as its own process in front of one instance, with an
-//! admin listener for readiness and the per-second stats the autoscaler reads.
+//! admin listener for readiness and the per-second stats the autoscaler scrapes.
+//!
+//! `/ready` answers 200 only while the queue-proxy takes requests and the instance passes its
+//! readiness check (the revision's `readinessProbe.httpGet.path`, else a TCP connect), as
+//! Knative's queue-proxy probes its user container. Requests an activator forwarded
+//! (`K-Proxy-Request: activator`) are counted apart in `/stats`: the activator reported them.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -32,17 +37,26 @@ pub struct SidecarConfig {
     pub upstream: SocketAddr,
     pub container_concurrency: usize,
     pub timeout: Duration,
+    /// The instance's readiness path; `None` checks with a TCP connect.
+    pub readiness_path: Option<String>,
 }
 
 #[derive(Clone)]
 struct Admin {
     drain: Arc<Drain>,
-    last: Arc<Mutex<Sample>>,
+    /// The last period's numbers: all requests, and those an activator forwarded.
+    last: Arc<Mutex<(Sample, Sample)>>,
+    upstream: SocketAddr,
+    readiness_path: Option<String>,
 }
+
+/// How long one readiness check of the instance may take.
+const READINESS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Serves until `cancel`, then drains: refuses new requests, finishes those in flight, returns.
 pub async fn serve(config: SidecarConfig, cancel: CancellationToken) -> std::io::Result<()> {
     let stats = Stats::new(Instant::now());
+    let proxied = Stats::new(Instant::now());
     let drain = Drain::new();
     let breaker = Arc::new(Breaker::new(config.container_concurrency));
     let stack = ServiceBuilder::new()
@@ -54,22 +68,34 @@ pub async fn serve(config: SidecarConfig, cancel: CancellationToken) -> std::io:
             forward: Forward::new(),
             authority: super::authority(config.upstream),
         });
-    let proxy = Router::new().fallback(move |request: Request<Body>| {
-        let stack = stack.clone();
-        async move {
-            match stack.oneshot(request).await {
-                Ok(response) => response,
-                Err(error) => error_response(&error),
+    let proxy = Router::new().fallback({
+        let proxied = proxied.clone();
+        move |mut request: Request<Body>| {
+            let stack = stack.clone();
+            let forwarded = request
+                .headers_mut()
+                .remove(crate::activator::PROXIED_HEADER)
+                .is_some()
+                .then(|| proxied.begin());
+            async move {
+                let response = match stack.oneshot(request).await {
+                    Ok(response) => response,
+                    Err(error) => error_response(&error),
+                };
+                drop(forwarded);
+                response
             }
         }
     });
-    let last = Arc::new(Mutex::new(Sample::default()));
+    let last = Arc::new(Mutex::new((Sample::default(), Sample::default())));
     let admin = Router::new()
         .route("/ready", get(ready))
         .route("/stats", get(stats_now))
         .with_state(Admin {
             drain: drain.clone(),
             last: last.clone(),
+            upstream: config.upstream,
+            readiness_path: config.readiness_path.clone(),
         });
     let sampler = {
         let cancel = cancel.clone();
@@ -80,7 +106,8 @@ pub async fn serve(config: SidecarConfig, cancel: CancellationToken) -> std::io:
                     () = cancel.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                let sample = stats.sample(Instant::now());
+                let now = Instant::now();
+                let sample = (stats.sample(now), proxied.sample(now));
                 *last
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = sample;
@@ -116,20 +143,32 @@ pub async fn serve(config: SidecarConfig, cancel: CancellationToken) -> std::io:
 
 async fn ready(State(admin): State<Admin>) -> impl IntoResponse {
     if admin.drain.is_draining() {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining")
-    } else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining");
+    }
+    let config = crate::runtime::probe::ProbeConfig {
+        period: Duration::ZERO,
+        period_max: Duration::ZERO,
+        timeout: READINESS_TIMEOUT,
+        hold: Duration::ZERO,
+    };
+    let check = crate::runtime::probe::Check::new(admin.readiness_path.as_deref(), false);
+    if crate::runtime::probe::probe_once(&config, admin.upstream, check).await {
         (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "the instance is not ready")
     }
 }
 
 async fn stats_now(State(admin): State<Admin>) -> impl IntoResponse {
-    let sample = *admin
+    let (all, proxied) = *admin
         .last
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    axum::Json(serde_json::json!({
-        "averageConcurrency": sample.average_concurrency,
-        "requestCount": sample.requests,
-        "inFlight": sample.in_flight,
-    }))
+    axum::Json(crate::split::QueueProxyStats {
+        average_concurrency: all.average_concurrency,
+        request_count: all.requests,
+        in_flight: all.in_flight,
+        average_proxied_concurrency: proxied.average_concurrency,
+        proxied_request_count: proxied.requests,
+    })
 }

@@ -52,6 +52,9 @@ pub(crate) struct Crash {
 /// Everything one instance task needs.
 pub(crate) struct Launch {
     pub instance: Arc<Instance>,
+    /// With a queue-proxy in front (the runtime's sidecar), the port the process itself listens
+    /// on; the instance's address is the queue-proxy's.
+    pub upstream: Option<u16>,
     pub spec: Arc<InstanceSpec>,
     /// Cancelled when the supervisor wants the instance gone, or at shutdown.
     pub stop: CancellationToken,
@@ -384,6 +387,8 @@ async fn finish_pumps(pumps: &mut [JoinHandle<()>]) {
 /// A spawned process with its output pumps.
 struct Process {
     child: Child,
+    /// The queue-proxy in front of it, when the runtime puts one there.
+    sidecar: Option<Child>,
     group: Group,
     spawned: Instant,
     pumps: Vec<JoinHandle<()>>,
@@ -429,7 +434,9 @@ fn spawn(inner: &Arc<Inner>, launch: &Launch) -> Result<Process, Error> {
         .map(Arc::new);
     let environment = match env::build(
         spec,
-        launch.instance.address().port(),
+        launch
+            .upstream
+            .unwrap_or_else(|| launch.instance.address().port()),
         |name| std::env::var_os(name),
         identity.home.clone(),
         kinetic_api::secret::read,
@@ -527,8 +534,23 @@ fn spawn(inner: &Arc<Inner>, launch: &Launch) -> Result<Process, Error> {
         address = %launch.instance.address(),
         "Instance started."
     );
+    let sidecar = match (
+        &inner.config.sidecar,
+        launch.upstream,
+        launch.instance.admin(),
+    ) {
+        (Some(kinetic), Some(upstream), Some(admin)) => {
+            match spawn_sidecar(inner, kinetic, launch, upstream, admin) {
+                Ok(sidecar) => Some(sidecar),
+                // The group is killed as `group` drops.
+                Err(error) => return Err(Error::Sidecar(error)),
+            }
+        }
+        _ => None,
+    };
     Ok(Process {
         child,
+        sidecar,
         group,
         spawned,
         pumps,
@@ -536,11 +558,83 @@ fn spawn(inner: &Arc<Inner>, launch: &Launch) -> Result<Process, Error> {
     })
 }
 
+/// The queue-proxy in front of one process instance: `kinetic queue-proxy` on the instance's
+/// address, forwarding to the process's own port. Through the shim when there is one, so that it
+/// too dies with kinetic.
+fn spawn_sidecar(
+    inner: &Arc<Inner>,
+    kinetic: &std::path::Path,
+    launch: &Launch,
+    upstream: u16,
+    admin: std::net::SocketAddr,
+) -> std::io::Result<Child> {
+    let spec = &launch.spec;
+    let mut argv: Vec<String> = vec![
+        kinetic.display().to_string(),
+        "queue-proxy".into(),
+        "--listen".into(),
+        launch.instance.address().to_string(),
+        "--admin-listen".into(),
+        admin.to_string(),
+        "--upstream".into(),
+        format!("127.0.0.1:{upstream}"),
+        "--container-concurrency".into(),
+        spec.container_concurrency.to_string(),
+        "--timeout-seconds".into(),
+        spec.timeout.as_secs().clamp(1, 3600).to_string(),
+    ];
+    if let Some(path) = &spec.readiness_path {
+        argv.push("--readiness-path".into());
+        argv.push(path.clone());
+    }
+    let mut command = match &inner.config.shim {
+        Some(shim) => {
+            let mut command = Command::new(shim);
+            command
+                .args(ShimOptions::default().args(&argv))
+                .env(PARENT_PID_ENV, std::process::id().to_string());
+            command
+        }
+        None => {
+            let mut command = Command::new(&argv[0]);
+            command.args(&argv[1..]);
+            command
+        }
+    };
+    // Only what the queue-proxy reads: none of the function's variables.
+    command
+        .env_remove("KINETIC_LISTEN")
+        .env_remove("KINETIC_ADMIN_LISTEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .process_group(0)
+        .kill_on_drop(true);
+    command.spawn()
+}
+
+/// Resolves when the sidecar exits; never without one.
+async fn sidecar_exit(sidecar: &mut Option<Child>) -> std::io::Result<ExitStatus> {
+    match sidecar {
+        Some(child) => child.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Probes, serves and stops one process. Returns the crash if it exited unasked.
 async fn supervise(inner: &Arc<Inner>, launch: &Launch, mut process: Process) -> Option<Crash> {
     let instance = &launch.instance;
     let spec = &launch.spec;
     let probe_config = inner.config.probe();
+    // Behind a queue-proxy the instance is ready when the queue-proxy says so: it takes requests,
+    // and the process passes the revision's readiness check.
+    let (probed, check) = match (&process.sidecar, instance.admin()) {
+        (Some(_), Some(admin)) => (admin, Check::Get("/ready")),
+        _ => (
+            instance.address(),
+            Check::new(spec.readiness_path.as_deref(), false),
+        ),
+    };
     let ready = tokio::select! {
         // Biased: when a stop and an exit race, the exit was asked for.
         biased;
@@ -548,7 +642,10 @@ async fn supervise(inner: &Arc<Inner>, launch: &Launch, mut process: Process) ->
         status = process.child.wait() => {
             return Some(process.crashed(status, false, launch).await);
         }
-        () = probe::until_ready(&probe_config, instance.address(), Check::new(spec.readiness_path.as_deref(), false), process.spawned) => true,
+        status = sidecar_exit(&mut process.sidecar) => {
+            return Some(process.sidecar_crashed(status, false, launch).await);
+        }
+        () = probe::until_ready(&probe_config, probed, check, process.spawned) => true,
     };
     if ready {
         announce_ready(launch, process.spawned);
@@ -557,6 +654,9 @@ async fn supervise(inner: &Arc<Inner>, launch: &Launch, mut process: Process) ->
             () = launch.stop.cancelled() => {}
             status = process.child.wait() => {
                 return Some(process.crashed(status, true, launch).await);
+            }
+            status = sidecar_exit(&mut process.sidecar) => {
+                return Some(process.sidecar_crashed(status, true, launch).await);
             }
         }
     }
@@ -605,10 +705,49 @@ impl Process {
         Crash { error, uptime }
     }
 
+    /// The queue-proxy in front of the process exited unasked: the instance goes with it.
+    async fn sidecar_crashed(
+        mut self,
+        status: std::io::Result<ExitStatus>,
+        ready: bool,
+        launch: &Launch,
+    ) -> Crash {
+        let uptime = self.spawned.elapsed();
+        launch.instance.drain();
+        if ready {
+            let _ = launch.events.send(Event::Died {
+                id: launch.instance.id,
+            });
+        }
+        self.group.kill().await;
+        let _ = self.child.wait().await;
+        self.finish_output().await;
+        let error = match status {
+            Ok(status) => Error::SidecarExited(status),
+            Err(source) => Error::Wait(source),
+        };
+        Crash { error, uptime }
+    }
+
     /// Drains then terminates: waits for requests in flight (up to `grace`), SIGTERMs the group,
-    /// waits for the process (up to `grace` again), then SIGKILLs the group.
+    /// waits for the process (up to `grace` again), then SIGKILLs the group. A queue-proxy in
+    /// front drains first: SIGTERMed, it refuses new requests, finishes those in flight and exits
+    /// (up to `grace`).
     async fn stop(mut self, instance: &Instance, grace: Duration) {
         instance.drain();
+        if let Some(mut sidecar) = self.sidecar.take() {
+            if let Some(pid) = sidecar.id().and_then(|pid| i32::try_from(pid).ok()) {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
+            if tokio::time::timeout(grace, sidecar.wait()).await.is_err() {
+                warn!(
+                    instance = instance.id,
+                    "The queue-proxy was still draining after the grace period; stopping the instance anyway."
+                );
+                let _ = sidecar.start_kill();
+                let _ = sidecar.wait().await;
+            }
+        }
         tokio::select! {
             drained = tokio::time::timeout(grace, instance.idle()) => {
                 if drained.is_err() {

@@ -21,7 +21,7 @@ pub mod env;
 mod lifecycle;
 mod logs;
 mod plan;
-mod probe;
+pub(crate) mod probe;
 pub mod process;
 pub mod shim;
 
@@ -82,6 +82,10 @@ pub struct InstanceSpec {
     pub capabilities_drop: Vec<String>,
     /// `securityContext` fields that were set and that no runtime of kinetic enforces locally.
     pub unenforced_security: Vec<String>,
+    /// `containerConcurrency` (0: no limit), for a queue-proxy in front of the instance.
+    pub container_concurrency: u32,
+    /// `timeoutSeconds`, for a queue-proxy in front of the instance.
+    pub timeout: Duration,
 }
 
 /// An image whose containers are a revision's instances.
@@ -144,6 +148,9 @@ pub struct Instance {
     /// for a container (the engine publishes a port of its choosing). Always set before the
     /// instance joins the ready set.
     address: OnceLock<SocketAddr>,
+    /// Where its queue-proxy answers `/ready` and `/stats`, when one stands in front of it (the
+    /// split shape, Kubernetes); the autoscaler scrapes it.
+    admin: OnceLock<SocketAddr>,
     /// Requests in flight in the low bits, [`DRAINING`] in the top bit: one atomic word, so a
     /// request can never begin after the drain saw zero.
     state: AtomicU64,
@@ -162,6 +169,7 @@ impl Instance {
         Self {
             id,
             address: OnceLock::new(),
+            admin: OnceLock::new(),
             state: AtomicU64::new(0),
             idle: Notify::new(),
         }
@@ -170,6 +178,23 @@ impl Instance {
     /// Sets where the instance listens; the first call wins.
     pub(crate) fn place(&self, address: SocketAddr) {
         let _ = self.address.set(address);
+    }
+
+    /// An instance at `address` whose queue-proxy reports at `admin`.
+    pub fn with_admin(id: u64, address: SocketAddr, admin: SocketAddr) -> Self {
+        let instance = Self::new(id, address);
+        instance.place_admin(admin);
+        instance
+    }
+
+    /// Sets where the instance's queue-proxy reports; the first call wins.
+    pub(crate) fn place_admin(&self, admin: SocketAddr) {
+        let _ = self.admin.set(admin);
+    }
+
+    /// Where the instance's queue-proxy answers `/ready` and `/stats`, if it has one.
+    pub fn admin(&self) -> Option<SocketAddr> {
+        self.admin.get().copied()
     }
 
     /// Where the instance listens; `0.0.0.0:0`, which nothing answers, before it is placed (no
@@ -392,6 +417,12 @@ pub enum Error {
     )]
     RunsAsRoot { kinetic_is_root: bool },
 
+    #[error("the instance's queue-proxy (`kinetic queue-proxy`) exited with {0}")]
+    SidecarExited(ExitStatus),
+
+    #[error("cannot start the instance's queue-proxy (`kinetic queue-proxy`): {0}")]
+    Sidecar(#[source] io::Error),
+
     #[error("cannot create the instance's cgroup for its limits: {0}")]
     Cgroup(#[source] io::Error),
 
@@ -446,7 +477,7 @@ impl Error {
             Error::Exited {
                 oom_killed: true, ..
             } => "OOMKilled",
-            Error::Exited { .. } | Error::Wait(_) => "Error",
+            Error::Exited { .. } | Error::Wait(_) | Error::SidecarExited(_) => "Error",
             Error::NotAllowed(_) => "ProgramNotAllowed",
             Error::Container(container::EngineError::ImageMissing { .. }) => "ErrImagePull",
             Error::NoEngine { .. } | Error::Container(_) | Error::Reaper(_) => "StartError",
@@ -457,6 +488,7 @@ impl Error {
             | Error::Spawn { .. }
             | Error::WorkingDir { .. }
             | Error::NoPort(_)
+            | Error::Sidecar(_)
             | Error::Cgroup(_) => "StartError",
         }
     }

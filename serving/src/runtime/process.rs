@@ -108,6 +108,11 @@ pub struct ProcessConfig {
     /// The container engine that runs the instances of image-only revisions, and who owns the
     /// containers it starts.
     pub containers: Option<Containers>,
+    /// The kinetic binary, to put a `kinetic queue-proxy` in front of every process instance (the
+    /// split shape: requests reach the instance through it, it checks the instance's readiness
+    /// and reports its stats at its own address, [`super::Instance::admin`]). `None`: requests
+    /// reach the process directly (`kinetic up`).
+    pub sidecar: Option<PathBuf>,
 }
 
 /// A container engine, the owner labels of the containers this runtime starts, and the reaper
@@ -190,6 +195,7 @@ impl Default for ProcessConfig {
             exec_allow: ExecAllow::default(),
             cgroups: false,
             containers: None,
+            sidecar: None,
         }
     }
 }
@@ -454,8 +460,8 @@ impl Inner {
 /// One instance as its supervisor tracks it.
 struct Slot {
     instance: Arc<Instance>,
-    /// The loopback port kinetic picked for it, if it did.
-    port: Option<u16>,
+    /// The loopback ports kinetic picked for it (its own; with a sidecar also the sidecar's two).
+    ports: Vec<u16>,
     /// What it runs; an older spec's instance is replaced (see [`plan::plan`]).
     spec: Arc<InstanceSpec>,
     phase: Phase,
@@ -631,14 +637,29 @@ impl Supervisor {
         }
         // A process listens on a port kinetic picks; a container's is published on a port the
         // engine picks, so no other program can take it in between.
-        let port = if self.spec.image.is_some() {
-            Ok(None)
-        } else {
-            self.inner.take_port().map(Some)
+        let wanted = match (&self.spec.image, &self.inner.config.sidecar) {
+            (Some(_), _) => 0,
+            (None, None) => 1,
+            // The sidecar's listener (the instance's address), its admin listener, the process.
+            (None, Some(_)) => 3,
         };
-        let port = match port {
-            Ok(port) => port,
+        let mut ports = Vec::with_capacity(wanted);
+        let mut taken = Ok(());
+        for _ in 0..wanted {
+            match self.inner.take_port() {
+                Ok(port) => ports.push(port),
+                Err(error) => {
+                    taken = Err(error);
+                    break;
+                }
+            }
+        }
+        match taken {
+            Ok(()) => {}
             Err(source) => {
+                for port in ports {
+                    self.inner.release_port(port);
+                }
                 self.inner.release_instance();
                 self.crashed(
                     Crash {
@@ -652,9 +673,17 @@ impl Supervisor {
         };
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let instance = Instance::unplaced(id);
-        if let Some(port) = port {
-            instance.place(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+        let loopback = |port: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        if let Some(port) = ports.first() {
+            instance.place(loopback(*port));
         }
+        let upstream = match ports.as_slice() {
+            [_, admin, process] => {
+                instance.place_admin(loopback(*admin));
+                Some(*process)
+            }
+            _ => None,
+        };
         let instance = Arc::new(instance);
         let stop = self.inner.cancel.child_token();
         if self.owed_restarts > 0 {
@@ -665,7 +694,7 @@ impl Supervisor {
             id,
             Slot {
                 instance: Arc::clone(&instance),
-                port,
+                ports,
                 spec: Arc::clone(&self.spec),
                 phase: Phase::Starting,
                 stop: stop.clone(),
@@ -675,6 +704,7 @@ impl Supervisor {
         );
         let launch = Launch {
             instance,
+            upstream,
             spec: Arc::clone(&self.spec),
             stop,
             events: self.events_tx.clone(),
@@ -706,7 +736,7 @@ impl Supervisor {
                 let Some(slot) = self.slots.remove(&id) else {
                     return;
                 };
-                if let Some(port) = slot.port {
+                for port in slot.ports {
                     self.inner.release_port(port);
                 }
                 self.inner.release_instance();
