@@ -126,6 +126,7 @@ pub async fn autoscaler(store: OpenedStore, settings: AutoscalerSettings) -> any
                         axum::Json(state.serving.services())
                     }),
                 )
+                .route("/v1/logs/{namespace}/{service}", get(logs))
                 .with_state(state),
         );
     tracing::info!(listen = %listener.local_addr()?, store = %kinetic_api::meta::redact_url(&store.url), "kinetic autoscaler is up.");
@@ -148,6 +149,36 @@ pub async fn autoscaler(store: OpenedStore, settings: AutoscalerSettings) -> any
     tracker.close();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await;
     served
+}
+
+#[derive(serde::Deserialize)]
+struct LogsQuery {
+    limit: Option<usize>,
+}
+
+/// The last output lines of a Service's instances, as the admin API's
+/// `/api/v1/services/{namespace}/{name}/logs` answers.
+async fn logs(
+    State(state): State<AutoscalerState>,
+    axum::extract::Path((namespace, service)): axum::extract::Path<(String, String)>,
+    axum::extract::Query(query): axum::extract::Query<LogsQuery>,
+) -> axum::Json<serde_json::Value> {
+    let lines: Vec<serde_json::Value> = state
+        .serving
+        .runtime()
+        .logs(&namespace, &service, query.limit.unwrap_or(200).min(10_000))
+        .into_iter()
+        .map(|line| {
+            serde_json::json!({
+                "revision": &*line.revision,
+                "instance": line.instance,
+                "stream": line.stream.as_str(),
+                "time": chrono::DateTime::<chrono::Utc>::from(line.time).to_rfc3339(),
+                "text": line.text,
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "lines": lines }))
 }
 
 /// This process's name in reports: its pod's, else host and pid.
@@ -219,6 +250,13 @@ pub async fn follower(settings: FollowerSettings, activator: bool) -> anyhow::Re
         .route(
             "/metrics",
             get(|State(state): State<FollowerState>| async move { metrics_text(&state.registry) }),
+        )
+        // Which of the autoscaler's tables this process routes by (`/v1/table`'s `version`).
+        .route(
+            "/version",
+            get(|State(state): State<FollowerState>| async move {
+                axum::Json(serde_json::json!({ "tableVersion": state.follower.version() }))
+            }),
         )
         .with_state(state);
     let router = if activator {

@@ -291,13 +291,18 @@ impl RevisionProxy {
         }
         let body = Untouched::new(body);
         let mut attempt: u32 = 0;
+        // Instances that did not take this request: the next attempt goes elsewhere if it can.
+        let mut failed: Vec<u64> = Vec::new();
         let (lease, response) = loop {
-            let lease = tokio::time::timeout_at(activation_deadline, self.acquire(started))
-                .await
-                .map_err(|_| ActivationError::Timeout {
-                    revision: self.settings.revision.clone(),
-                    waited: started.elapsed(),
-                })??;
+            let lease = tokio::time::timeout_at(
+                activation_deadline,
+                self.acquire_avoiding(started, &failed),
+            )
+            .await
+            .map_err(|_| ActivationError::Timeout {
+                revision: self.settings.revision.clone(),
+                waited: started.elapsed(),
+            })??;
             let request = Request::from_parts(parts.clone(), Body::new(body.clone()));
             let sent =
                 tokio::time::timeout_at(deadline, self.forward.send(&lease.authority, request))
@@ -320,6 +325,7 @@ impl RevisionProxy {
                 attempt,
                 "The instance did not take the request; sending it again."
             );
+            failed.push(lease.instance.id);
             drop(lease);
             drop(sent);
             tokio::time::sleep(retry_pause(attempt)).await;
@@ -341,6 +347,16 @@ impl RevisionProxy {
     ///
     /// Cancellation safe: a dropped wait leaves the queue.
     pub async fn acquire(&self, started: Instant) -> Result<Lease, ActivationError> {
+        self.acquire_avoiding(started, &[]).await
+    }
+
+    /// [`RevisionProxy::acquire`], never on the instances in `avoid` (they did not take this
+    /// request before): with only those ready, it waits for another.
+    async fn acquire_avoiding(
+        &self,
+        started: Instant,
+        avoid: &[u64],
+    ) -> Result<Lease, ActivationError> {
         let mut queued: Option<Queued<'_>> = None;
         let mut was_cold = false;
         // Failed starts before this request arrived are not its answer.
@@ -366,7 +382,7 @@ impl RevisionProxy {
                 }
                 was_cold = true;
                 self.wake.notify_one();
-            } else if let Some(lease) = self.pick(&backends) {
+            } else if let Some(lease) = self.pick(&backends, avoid) {
                 if was_cold {
                     let waited = started.elapsed();
                     self.observed.cold_starts.inc();
@@ -407,9 +423,12 @@ impl RevisionProxy {
         }
     }
 
-    fn pick(&self, backends: &[Backend]) -> Option<Lease> {
+    fn pick(&self, backends: &[Backend], avoid: &[u64]) -> Option<Lease> {
         // An instance may have started draining since the list was taken: `begin` refuses then.
         let lease = |backend: &Backend| {
+            if avoid.contains(&backend.instance.id) {
+                return None;
+            }
             let slot = backend.breaker.try_acquire()?;
             let in_flight = backend.instance.begin()?;
             Some(Lease {
@@ -772,6 +791,115 @@ mod tests {
         assert!(!waiting.is_finished());
         proxy.set_instances(&instances(1));
         assert!(waiting.await.unwrap().is_ok());
+    }
+
+    /// An instance at `address` answering every request with its body, counting them.
+    async fn echo() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let served = Arc::new(AtomicUsize::new(0));
+        let counter = served.clone();
+        let router = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::Relaxed);
+                body
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        (address, served)
+    }
+
+    /// A loopback address nothing listens on.
+    fn closed() -> std::net::SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    fn post(body: &'static str) -> Request<Body> {
+        Request::post("/")
+            .header(http::header::HOST, "fn.ns.example")
+            .body(Body::from(body))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_request_an_instance_never_took_goes_to_another() {
+        let (live, served) = echo().await;
+        // containerConcurrency 1 fills instances in order: the dead one is tried first.
+        let proxy = proxy(1, 100);
+        proxy.set_instances(&[
+            Arc::new(Instance::new(1, closed())),
+            Arc::new(Instance::new(2, live)),
+        ]);
+        let response = proxy.serve(post("the body")).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(&body[..], b"the body", "the body arrives whole");
+        assert_eq!(served.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_body_was_read_is_never_sent_twice() {
+        let (live, served) = echo().await;
+        // An instance that reads the request and dies without answering.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let reader = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt as _;
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buffer = vec![0; 4096];
+                let mut read = 0;
+                while !String::from_utf8_lossy(&buffer[..read]).contains("the body") {
+                    match stream.read(&mut buffer[read..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => read += n,
+                    }
+                }
+                drop(stream);
+            }
+        });
+        let proxy = proxy(1, 100);
+        proxy.set_instances(&[
+            Arc::new(Instance::new(1, reader)),
+            Arc::new(Instance::new(2, live)),
+        ]);
+        assert!(proxy.serve(post("the body")).await.is_err());
+        assert_eq!(served.load(Ordering::Relaxed), 0, "never sent again");
+    }
+
+    #[tokio::test]
+    async fn a_draining_refusal_is_sent_elsewhere_only_when_the_body_was_not_read() {
+        let (live, served) = echo().await;
+        // A queue-proxy that is draining: it refuses every request without forwarding it.
+        let router = axum::Router::new().fallback(|| async {
+            crate::refusal::refusal(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "draining",
+                "shutting down",
+            )
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let draining = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let proxy = proxy(1, 100);
+        proxy.set_instances(&[
+            Arc::new(Instance::new(1, draining)),
+            Arc::new(Instance::new(2, live)),
+        ]);
+        // No body: nothing of the request was consumed, it goes to the other instance.
+        let get = Request::get("/").body(Body::empty()).unwrap();
+        assert_eq!(proxy.serve(get).await.unwrap().status(), 200);
+        assert_eq!(served.load(Ordering::Relaxed), 1);
+        // A body already sent to the draining instance is not sent again: the refusal stands.
+        let refused = proxy.serve(post("the body")).await.unwrap();
+        assert_eq!(refused.status(), 503);
+        assert_eq!(served.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -24,6 +24,9 @@ pub struct Process {
     pub admin_url: Option<String>,
     /// The serving gateway (`kinetic up`).
     pub gateway: Option<SocketAddr>,
+    /// The listener of /healthz, /readyz and /metrics, for subcommands that have one apart
+    /// (`kinetic gateway`, `kinetic activator`).
+    pub health: Option<SocketAddr>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -55,6 +58,7 @@ impl Process {
                             address,
                             listen_address(&line, "gateway="),
                             field(&line, "admin=").map(str::to_owned),
+                            listen_address(&line, "health="),
                         ));
                     }
                     if echo {
@@ -69,13 +73,15 @@ impl Process {
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_url: None,
             gateway: None,
+            health: None,
             log,
         };
         match listening.recv_timeout(START_TIMEOUT) {
-            Ok((address, gateway, admin)) => {
+            Ok((address, gateway, admin, health)) => {
                 process.address = address;
                 process.gateway = gateway;
                 process.admin_url = admin;
+                process.health = health;
                 Ok(process)
             }
             Err(_) => {

@@ -124,6 +124,8 @@ pub struct Kinetic {
     pub token: String,
     /// The serving gateway's address (`kinetic up` only).
     pub gateway: Option<SocketAddr>,
+    /// The health and metrics listener (`kinetic gateway` and `kinetic activator`).
+    pub health: Option<SocketAddr>,
     /// The state directory, when the harness made one.
     _state: Option<tempfile::TempDir>,
 }
@@ -247,6 +249,7 @@ impl Kinetic {
                 .clone()
                 .unwrap_or_else(|| base_url.clone()),
             gateway: process.gateway,
+            health: process.health,
             process,
             base_url,
             address,

@@ -130,6 +130,11 @@ impl Follower {
         &self.gateway
     }
 
+    /// The version of the table applied last (0 before the first).
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
     /// Whether the first table has arrived.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)

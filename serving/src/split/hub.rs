@@ -459,8 +459,8 @@ impl super::Wire {
 
 #[derive(serde::Deserialize)]
 struct After {
-    #[serde(default)]
-    after: u64,
+    /// The version the asker has; without it, the table now.
+    after: Option<u64>,
 }
 
 /// The hub's HTTP API (see the module documentation of `split`).
@@ -473,8 +473,11 @@ pub fn router(hub: Arc<Hub>) -> Router {
 }
 
 async fn table(State(hub): State<Arc<Hub>>, Query(after): Query<After>) -> axum::Json<Arc<Table>> {
+    let Some(after) = after.after else {
+        return axum::Json(hub.table());
+    };
     let mut changes = hub.subscribe();
-    let newer = |table: &Arc<Table>| table.version > after.after;
+    let newer = |table: &Arc<Table>| table.version > after;
     // A follower that has the table now waits for the next one, up to the long poll.
     let waited = tokio::time::timeout(LONG_POLL, async {
         changes

@@ -12,7 +12,7 @@
 //!
 //! The wire is plain HTTP/1.1 with JSON bodies, on the autoscaler's listener:
 //! - `GET /v1/table?after=VERSION`: the table once its version is past `VERSION` (at once when it
-//!   is already), else the same table after [`LONG_POLL`];
+//!   is already), else the same table after [`LONG_POLL`]; without `after`, the table now;
 //! - `POST /v1/stats` with a [`Report`], every [`REPORT_INTERVAL`] from each activator;
 //! - `POST /v1/poke` with a [`Poke`], at once when a request finds a revision with no instance.
 //!
