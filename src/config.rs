@@ -7,6 +7,16 @@ use std::time::Duration;
 use clap::Args;
 
 /// Where state lives.
+/// Where `kinetic autoscaler` runs revisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    /// Local processes on this machine, each behind a `kinetic queue-proxy`.
+    Process,
+    /// A Deployment per revision, its pods running the user's container and a queue-proxy
+    /// sidecar; the autoscaler's replicas elect a leader with a Lease.
+    Kubernetes,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct StoreSettings {
     /// Store URL: `sqlite:///path/state.db` or `postgres://user@host:port/db`. Default: a SQLite file

@@ -326,6 +326,22 @@ enum Command {
         /// The gateways' port, for the Services' URLs it shows.
         #[arg(long, env = "KINETIC_GATEWAY_PORT", default_value_t = 8081)]
         gateway_port: u16,
+        /// Where revisions run: `process` (local processes) or `kubernetes` (a Deployment per
+        /// revision; replicas elect a leader with the Lease `kinetic-autoscaler`).
+        #[arg(long, env = "KINETIC_RUNTIME", value_enum, default_value_t = config::RuntimeKind::Process)]
+        runtime: config::RuntimeKind,
+        /// kinetic's image, which the queue-proxy sidecars of `--runtime kubernetes` run.
+        #[arg(long, env = "KINETIC_QUEUE_PROXY_IMAGE")]
+        queue_proxy_image: Option<String>,
+        /// Namespace of the leader-election Lease (`--runtime kubernetes`).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "kinetic-system")]
+        namespace: String,
+        /// This replica's name in the Lease (its pod's name). Default: the host name.
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+        /// Seconds a Lease not renewed stays held: how long a dead leader blocks a successor.
+        #[arg(long, env = "KINETIC_LEASE_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=3600))]
+        lease_seconds: u64,
         #[command(flatten)]
         connections: ConnectionSettings,
         #[command(flatten)]
@@ -654,6 +670,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Autoscaler {
             listen,
             gateway_port,
+            runtime,
+            queue_proxy_image,
+            namespace,
+            identity,
+            lease_seconds,
             connections,
             secrets,
             store,
@@ -666,6 +687,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 split::AutoscalerSettings {
                     listen,
                     gateway_port,
+                    runtime,
+                    queue_proxy_image,
+                    election: kinetic_k8s::controller::leader::Election {
+                        lease: kinetic_k8s::controller::leader::AUTOSCALER_LEASE.to_owned(),
+                        namespace,
+                        identity: match identity {
+                            Some(identity) => identity,
+                            None => hostname()?,
+                        },
+                        duration: lease_seconds,
+                        grace: (lease_seconds / 3).max(1),
+                    },
                     connections,
                     serving,
                     resources: resources.source,
@@ -885,6 +918,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     connections,
                     ingress_url,
                     election: kinetic_k8s::controller::leader::Election {
+                        lease: kinetic_k8s::controller::leader::LEASE.to_owned(),
                         namespace,
                         identity,
                         duration: lease_seconds,

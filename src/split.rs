@@ -16,7 +16,7 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{ConnectionSettings, ResourceSource, ServingSettings};
+use crate::config::{ConnectionSettings, ResourceSource, RuntimeKind, ServingSettings};
 use crate::server::{
     OpenedStore, SHUTDOWN_GRACE, bind, cancel_on_signal, process_runtime, serve, watch_resources,
 };
@@ -26,6 +26,11 @@ pub struct AutoscalerSettings {
     pub listen: SocketAddr,
     /// The gateways' port, for the URLs shown.
     pub gateway_port: u16,
+    pub runtime: RuntimeKind,
+    /// kinetic's image, for the queue-proxy sidecars on Kubernetes.
+    pub queue_proxy_image: Option<String>,
+    /// The Lease the replicas elect a leader with, on Kubernetes.
+    pub election: kinetic_k8s::controller::leader::Election,
     pub connections: ConnectionSettings,
     pub serving: ServingSettings,
     pub resources: ResourceSource,
@@ -66,8 +71,26 @@ fn metrics_text(registry: &Mutex<Registry>) -> axum::response::Response {
 
 #[derive(Clone)]
 struct AutoscalerState {
-    serving: Arc<kinetic_serving::Serving>,
+    /// The serving that runs now: always with processes; on Kubernetes, while this replica
+    /// leads.
+    serving: Arc<Mutex<Option<Arc<kinetic_serving::Serving>>>>,
     registry: Arc<Mutex<Registry>>,
+}
+
+impl AutoscalerState {
+    fn serving(&self) -> Option<Arc<kinetic_serving::Serving>> {
+        self.serving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, serving: Option<Arc<kinetic_serving::Serving>>) {
+        *self
+            .serving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = serving;
+    }
 }
 
 /// `kinetic autoscaler`: the serving controller and the KPA of every served revision, its
@@ -76,38 +99,106 @@ struct AutoscalerState {
 pub async fn autoscaler(store: OpenedStore, settings: AutoscalerSettings) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     cancel_on_signal(cancel.clone());
+    let kubernetes = settings.runtime == RuntimeKind::Kubernetes;
     let checks = kinetic_control::ServiceChecks {
         autoscaler: settings.serving.autoscaler_defaults()?,
         exec_allow: settings.serving.exec_allow()?,
-        containers: false,
+        // On Kubernetes every revision is an image.
+        containers: kubernetes,
+    };
+    let queue_proxy_image = match (&settings.queue_proxy_image, kubernetes) {
+        (Some(image), _) => image.clone(),
+        (None, false) => String::new(),
+        (None, true) => anyhow::bail!(
+            "--queue-proxy-image: name kinetic's image (the one this autoscaler runs), which every revision's queue-proxy sidecar runs on Kubernetes"
+        ),
     };
     let listener = bind(settings.listen).await?;
     let tracker = TaskTracker::new();
     let resources = watch_resources(&store.store, settings.resources, &tracker, &cancel).await?;
-    let runtime = process_runtime(&settings.serving, &checks, None, &settings.state_dir, true);
     let mut registry = Registry::default();
+    let metrics = kinetic_serving::metrics::Metrics::new(&mut registry);
     let hub = Hub::new();
-    let serving = kinetic_serving::Serving::remote(
-        resources,
-        Arc::new(runtime),
-        hub.clone(),
-        settings
-            .serving
-            .serving_config(checks, settings.gateway_port),
-        kinetic_serving::metrics::Metrics::new(&mut registry),
-    );
-    let serving_cancel = CancellationToken::new();
-    let serving_task = tokio::spawn(serving.clone().run(serving_cancel.clone()));
-    tracker.spawn(hub.clone().scrape(cancel.clone()));
+    let config = settings
+        .serving
+        .serving_config(checks.clone(), settings.gateway_port);
     let state = AutoscalerState {
-        serving,
+        serving: Arc::new(Mutex::new(None)),
         registry: Arc::new(Mutex::new(registry)),
     };
+    let serving_cancel = CancellationToken::new();
+    let serving_task = if kubernetes {
+        let client = kinetic_k8s::client()
+            .await
+            .context("connecting to the Kubernetes API")?;
+        let runtime_config = kinetic_serving::runtime::KubernetesConfig {
+            queue_proxy_image,
+            termination_grace: settings.serving.termination_grace,
+        };
+        let election = settings.election.clone();
+        let (hub, state) = (hub.clone(), state.clone());
+        let term_cancel = serving_cancel.clone();
+        tokio::spawn(async move {
+            let elected = kinetic_k8s::controller::leader::run(
+                client.clone(),
+                &election,
+                term_cancel,
+                move |term| {
+                    // A new term starts from what the API server has: the pods kept running.
+                    let runtime = kinetic_serving::runtime::KubernetesRuntime::new(
+                        client.clone(),
+                        runtime_config.clone(),
+                    );
+                    let serving = kinetic_serving::Serving::remote(
+                        resources.clone(),
+                        Arc::new(runtime),
+                        hub.clone(),
+                        config.clone(),
+                        metrics.clone(),
+                    );
+                    state.set(Some(serving.clone()));
+                    let state = state.clone();
+                    async move {
+                        tracing::info!("Leading: scaling the revisions.");
+                        serving.run(term).await;
+                        state.set(None);
+                    }
+                },
+            )
+            .await;
+            if let Err(error) = elected {
+                tracing::error!(%error, "Leader election failed.");
+            }
+        })
+    } else {
+        let runtime = process_runtime(&settings.serving, &checks, None, &settings.state_dir, true);
+        let serving = kinetic_serving::Serving::remote(
+            resources,
+            Arc::new(runtime),
+            hub.clone(),
+            config,
+            metrics,
+        );
+        state.set(Some(serving.clone()));
+        tokio::spawn(serving.run(serving_cancel.clone()))
+    };
+    tracker.spawn(hub.clone().scrape(cancel.clone()));
     let router =
         kinetic_serving::split::hub_router(hub).merge(
             axum::Router::new()
                 .route("/healthz", get(|| async { "ok" }))
-                .route("/readyz", get(|| async { "ready" }))
+                // Ready while it scales revisions: on Kubernetes only the leader, so that the
+                // autoscaler's Service sends gateways, activators and reports to it.
+                .route(
+                    "/readyz",
+                    get(|State(state): State<AutoscalerState>| async move {
+                        if state.serving().is_some() {
+                            (StatusCode::OK, "ready")
+                        } else {
+                            (StatusCode::SERVICE_UNAVAILABLE, "not leading")
+                        }
+                    }),
+                )
                 .route(
                     "/metrics",
                     get(|State(state): State<AutoscalerState>| async move {
@@ -117,13 +208,13 @@ pub async fn autoscaler(store: OpenedStore, settings: AutoscalerSettings) -> any
                 .route(
                     "/v1/revisions",
                     get(|State(state): State<AutoscalerState>| async move {
-                        axum::Json(state.serving.revisions())
+                        axum::Json(state.serving().map(|s| s.revisions()).unwrap_or_default())
                     }),
                 )
                 .route(
                     "/v1/services",
                     get(|State(state): State<AutoscalerState>| async move {
-                        axum::Json(state.serving.services())
+                        axum::Json(state.serving().map(|s| s.services()).unwrap_or_default())
                     }),
                 )
                 .route("/v1/logs/{namespace}/{service}", get(logs))
@@ -164,9 +255,13 @@ async fn logs(
     axum::extract::Query(query): axum::extract::Query<LogsQuery>,
 ) -> axum::Json<serde_json::Value> {
     let lines: Vec<serde_json::Value> = state
-        .serving
-        .runtime()
-        .logs(&namespace, &service, query.limit.unwrap_or(200).min(10_000))
+        .serving()
+        .map(|serving| {
+            serving
+                .runtime()
+                .logs(&namespace, &service, query.limit.unwrap_or(200).min(10_000))
+        })
+        .unwrap_or_default()
         .into_iter()
         .map(|line| {
             serde_json::json!({

@@ -485,3 +485,107 @@ fn the_shipped_configuration_reads() {
     assert_eq!(delivery.retry, Some(10));
     assert_eq!(delivery.timeout.as_deref(), Some("PT30S"));
 }
+
+/// Serving's components: restricted, probed and limited like the rest; the gateways and the
+/// activators without any API access (they follow the autoscaler), the autoscaler allowed what
+/// running revisions takes and nothing more, its sidecars on its own image.
+#[test]
+fn serving_workloads_run_revisions_with_no_more_access_than_that_takes() {
+    let Some(kubectl) = kubectl() else { return };
+    for overlay in OVERLAYS {
+        let built = objects(&build(&kubectl, overlay));
+        let at = |what: &str| format!("deploy/overlays/{overlay}: {what}");
+        for component in ["autoscaler", "activator", "gateway"] {
+            let name = format!("kinetic-{component}");
+            let deployment =
+                named(&built, "Deployment", &name).unwrap_or_else(|| panic!("{}", at(&name)));
+            let pod = &deployment["spec"]["template"]["spec"];
+            assert_eq!(pod["serviceAccountName"], name.as_str(), "{}", at(&name));
+            assert_eq!(
+                pod["automountServiceAccountToken"],
+                component == "autoscaler",
+                "{}",
+                at(&name)
+            );
+            assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+            assert_eq!(
+                pod["securityContext"]["seccompProfile"]["type"],
+                "RuntimeDefault"
+            );
+            let container = &pod["containers"][0];
+            assert_eq!(container["args"], json!([component]), "{}", at(&name));
+            let security = &container["securityContext"];
+            assert_eq!(security["readOnlyRootFilesystem"], true, "{}", at(&name));
+            assert_eq!(security["allowPrivilegeEscalation"], false);
+            assert_eq!(security["capabilities"]["drop"], json!(["ALL"]));
+            assert!(container["resources"]["limits"]["memory"].is_string());
+            assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+            assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+            for kind in ["Service", "PodDisruptionBudget", "ServiceAccount"] {
+                assert!(named(&built, kind, &name).is_some(), "{}", at(&name));
+            }
+            if component != "autoscaler" {
+                assert!(
+                    named(&built, "HorizontalPodAutoscaler", &name).is_some(),
+                    "{}",
+                    at(&name)
+                );
+                let env = container["env"].to_string();
+                assert!(
+                    env.contains("http://kinetic-autoscaler.kinetic-system.svc:8090"),
+                    "{}",
+                    at(&name)
+                );
+            }
+        }
+        let autoscaler = named(&built, "Deployment", "kinetic-autoscaler").unwrap();
+        let container = &autoscaler["spec"]["template"]["spec"]["containers"][0];
+        let env = |variable: &str| {
+            container["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == variable)
+                .map(|e| e["value"].clone())
+        };
+        assert_eq!(
+            env("KINETIC_QUEUE_PROXY_IMAGE"),
+            Some(container["image"].clone()),
+            "{}",
+            at("the sidecars' image")
+        );
+        assert_eq!(env("KINETIC_RUNTIME"), Some(json!("kubernetes")));
+        assert_eq!(env("KINETIC_RESOURCES"), Some(json!("kubernetes")));
+        let gateway = named(&built, "Deployment", "kinetic-gateway").unwrap();
+        assert!(
+            gateway["spec"]["template"]["spec"]["containers"][0]["env"]
+                .to_string()
+                .contains("kinetic-activator.kinetic-system.svc:80"),
+            "{}",
+            at("the gateway's activators")
+        );
+        let role = named(&built, "ClusterRole", "kinetic-autoscaler").expect("its ClusterRole");
+        for (group, resource, verb) in [
+            ("apps", "deployments", "patch"),
+            ("apps", "deployments", "delete"),
+            ("apps", "deployments/scale", "patch"),
+            ("", "services", "patch"),
+            ("discovery.k8s.io", "endpointslices", "watch"),
+        ] {
+            assert!(
+                verbs(role, group, resource).contains(&verb),
+                "{}",
+                at(&format!("kinetic-autoscaler {verb} {resource}"))
+            );
+        }
+        for (group, resource) in [("", "secrets"), ("", "pods"), ("", "configmaps")] {
+            assert!(
+                verbs(role, group, resource).is_empty(),
+                "{}",
+                at(&format!("kinetic-autoscaler may not touch {resource}"))
+            );
+        }
+        let leader = named(&built, "Role", "kinetic-autoscaler-leader").expect("its Lease Role");
+        assert!(verbs(leader, "coordination.k8s.io", "leases").contains(&"update"));
+    }
+}

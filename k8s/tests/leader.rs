@@ -80,6 +80,7 @@ fn fake_api_server(
 
 fn election(identity: &str, duration: u64, grace: u64) -> Election {
     Election {
+        lease: kinetic_k8s::controller::leader::LEASE.to_owned(),
         namespace: "kinetic-system".to_owned(),
         identity: identity.to_owned(),
         duration,

@@ -362,7 +362,9 @@ impl Serving {
                     tracing::info!(namespace = %key.0, revision = %key.1, "Revision no longer receives traffic, or was created again; stopping it.");
                     stopped.cancel.cancel();
                     stopped.path.close();
-                    self.runtime.scale(stopped.spec, 0);
+                    self.runtime.scale(stopped.spec.clone(), 0);
+                    self.runtime
+                        .release(&stopped.spec.namespace, &stopped.spec.revision);
                 }
             }
             for key in start {
@@ -481,6 +483,8 @@ impl Serving {
                 .unwrap_or_default(),
             container_concurrency: spec.container_concurrency(),
             timeout: spec.timeout(),
+            revision_uid: uid.clone(),
+            container: serde_json::to_value(container).ok(),
         });
         let settings = RevisionSettings {
             namespace: namespace.clone(),

@@ -8,12 +8,17 @@ use std::future::Future;
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
 use tokio_util::sync::CancellationToken;
 
-/// The Lease's name, in the controller's namespace.
+/// The controller's Lease, in its namespace.
 pub const LEASE: &str = "kinetic-controller";
+
+/// The serving autoscaler's Lease, in its namespace.
+pub const AUTOSCALER_LEASE: &str = "kinetic-autoscaler";
 
 /// How the Lease is held.
 #[derive(Debug, Clone)]
 pub struct Election {
+    /// The Lease's name ([`LEASE`], [`AUTOSCALER_LEASE`]).
+    pub lease: String,
     pub namespace: String,
     /// This replica's name in the Lease (its pod's name).
     pub identity: String,
@@ -36,7 +41,7 @@ where
     F: FnMut(CancellationToken) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let manager = LeaseManagerBuilder::new(client, LEASE)
+    let manager = LeaseManagerBuilder::new(client, &election.lease)
         .with_namespace(&election.namespace)
         .with_identity(&election.identity)
         .with_duration(election.duration)

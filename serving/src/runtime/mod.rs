@@ -18,6 +18,7 @@ pub mod cgroup;
 pub mod container;
 pub mod enforce;
 pub mod env;
+pub mod kubernetes;
 mod lifecycle;
 mod logs;
 mod plan;
@@ -38,6 +39,7 @@ use tokio::sync::{Notify, watch};
 
 pub use allow::ExecAllow;
 pub use cgroup::Capabilities;
+pub use kubernetes::{KubernetesConfig, KubernetesRuntime};
 pub use logs::Rotation;
 pub use process::{
     Containers, DEFAULT_MAX_INSTANCES, DEFAULT_MAX_SCALE, ProcessConfig, ProcessRuntime,
@@ -86,6 +88,11 @@ pub struct InstanceSpec {
     pub container_concurrency: u32,
     /// `timeoutSeconds`, for a queue-proxy in front of the instance.
     pub timeout: Duration,
+    /// The Revision's uid: what a runtime's objects are owned by and selected with.
+    pub revision_uid: String,
+    /// The container as the Service's template writes it (Knative's fields), for a runtime that
+    /// hands it to Kubernetes unchanged.
+    pub container: Option<serde_json::Value>,
 }
 
 /// An image whose containers are a revision's instances.
@@ -364,6 +371,11 @@ pub trait Runtime: Send + Sync {
     /// The last `limit` output lines of a service's instances (all revisions), oldest first.
     fn logs(&self, namespace: &str, service: &str, limit: usize) -> Vec<LogLine>;
 
+    /// The revision is no longer served: after [`Runtime::scale`] to 0, what the runtime keeps
+    /// for it beyond its instances can go (on Kubernetes its Deployment and Service). A later
+    /// `scale` starts it again from nothing.
+    fn release(&self, _namespace: &str, _revision: &str) {}
+
     /// Stops every instance (drain, SIGTERM, SIGKILL after the grace period) and resolves once all
     /// have exited. Later [`Runtime::scale`] calls are ignored. Idempotent; cancelling the future
     /// does not cancel the stop, which goes on in the background.
@@ -423,6 +435,17 @@ pub enum Error {
     #[error("cannot start the instance's queue-proxy (`kinetic queue-proxy`): {0}")]
     Sidecar(#[source] io::Error),
 
+    #[error(
+        "the revision names no `image`; on Kubernetes every revision runs an image (hint: set the container's `image`)"
+    )]
+    NoImage,
+
+    #[error("the Kubernetes API refused the revision's {object}: {message}")]
+    Kubernetes {
+        object: &'static str,
+        message: String,
+    },
+
     #[error("cannot create the instance's cgroup for its limits: {0}")]
     Cgroup(#[source] io::Error),
 
@@ -466,6 +489,7 @@ impl Error {
                 | Error::RunsAsRoot { .. }
                 | Error::Secret { .. }
                 | Error::NoEngine { .. }
+                | Error::NoImage
                 | Error::Container(container::EngineError::ImageMissing { .. })
         )
     }
@@ -489,6 +513,8 @@ impl Error {
             | Error::WorkingDir { .. }
             | Error::NoPort(_)
             | Error::Sidecar(_)
+            | Error::NoImage
+            | Error::Kubernetes { .. }
             | Error::Cgroup(_) => "StartError",
         }
     }
