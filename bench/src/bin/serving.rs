@@ -2,8 +2,11 @@
 //! with the activator forced into the path) against the same function reached directly and through
 //! a bare reverse proxy; added latency at a fixed rate; cold starts split into the function's own
 //! start-up and the platform's share; a burst from zero; the RSS of `kinetic up`; and the same
-//! function as a container image, beside the container engine running it alone. Every number is
-//! printed beside baselines measured in the same run, with the same load generator.
+//! function as a container image, beside the container engine running it alone. The throughput,
+//! latency, cold-start and burst rows are measured for both shapes: `kinetic up` ("up") and
+//! serving split across processes ("split": autoscaler, activator, gateway, a queue-proxy per
+//! instance, on PostgreSQL). Every number is printed beside baselines measured in the same run,
+//! with the same load generator.
 //!
 //! Run it with `bash bench/serving.sh` (builds release binaries first). The machine is shared and
 //! noisy: read ratios and medians, not single numbers.
@@ -17,6 +20,8 @@ mod containers;
 mod http;
 #[path = "serving/procs.rs"]
 mod procs;
+#[path = "serving/split.rs"]
+mod split;
 #[path = "serving/stages.rs"]
 mod stages;
 

@@ -122,6 +122,11 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// The child's stderr, when it was piped and not taken yet.
+    pub fn take_stderr(&mut self) -> Option<std::process::ChildStderr> {
+        self.child.stderr.take()
+    }
+
     pub fn exited(&mut self) -> bool {
         !matches!(self.child.try_wait(), Ok(None))
     }
