@@ -4,6 +4,10 @@
 //! and find it in event-display's log, see the webhook refuse a bad Trigger with kinetic's
 //! message, delete the Trigger (its finalizer comes off), and uninstall.
 //!
+//! A second test deploys Knative's helloworld-go sample as a Knative Service: its revision runs as
+//! a Deployment with kinetic's queue-proxy sidecar, goes to zero when idle, comes back for one
+//! request through the gateway, and goes to zero again.
+//!
 //! It needs a cluster, which no machine kinetic is tested on has: it runs only when
 //! `KINETIC_TEST_KUBECONFIG` names a kubeconfig (`scripts/test.sh` then runs it with
 //! `--ignored`), and is reported as ignored, with that reason, in every other run. It installs
@@ -217,6 +221,121 @@ fn kinetic_on_a_real_cluster_delivers_and_cleans_up() {
         None,
     );
     ok(&["delete", "namespace", NAMESPACE, "--timeout=180s"], None);
+    ok(
+        &["delete", "--ignore-not-found", "-f", "-"],
+        Some(&installed),
+    );
+}
+
+const HELLO_NAMESPACE: &str = "kinetic-cluster-hello";
+
+/// Replicas of the helloworld revision's Deployment (`spec.replicas`), if it exists.
+fn hello_replicas() -> Option<u64> {
+    let output = kubectl(
+        &[
+            "-n",
+            HELLO_NAMESPACE,
+            "get",
+            "deployment/helloworld-go-00001-deployment",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ],
+        None,
+    );
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().parse().ok())
+        .flatten()
+}
+
+fn wait_replicas(what: &str, timeout: Duration, done: impl Fn(u64) -> bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if hello_replicas().is_some_and(&done) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "helloworld-go never {what}; replicas {:?}",
+            hello_replicas()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+#[test]
+#[ignore = "needs a Kubernetes cluster: set KINETIC_TEST_KUBECONFIG and KINETIC_TEST_IMAGE (scripts/test.sh then runs it)"]
+fn helloworld_scales_from_zero_with_a_request_and_back_to_zero() {
+    let image = std::env::var("KINETIC_TEST_IMAGE")
+        .expect("KINETIC_TEST_IMAGE names kinetic's image, pushed where the cluster pulls from");
+    let installed = overlay(&image);
+    ok(&["apply", "-f", "-"], Some(&installed));
+    for component in ["controller", "webhook", "autoscaler", "activator", "gateway"] {
+        ok(
+            &[
+                "-n",
+                "kinetic-system",
+                "rollout",
+                "status",
+                &format!("deployment/kinetic-{component}"),
+                "--timeout=300s",
+            ],
+            None,
+        );
+    }
+    // Knative's helloworld-go sample, unchanged but for its namespace.
+    let sample = format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: {HELLO_NAMESPACE}}}
+---
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {{name: helloworld-go, namespace: {HELLO_NAMESPACE}}}
+spec:
+  template:
+    spec:
+      containers:
+        - image: ghcr.io/knative/helloworld-go:latest
+          env:
+            - {{name: TARGET, value: "Go Sample v1"}}
+"#
+    );
+    ok(&["apply", "-f", "-"], Some(&sample));
+    // It starts at one instance (Knative's initial scale), then goes to zero once idle for the
+    // stable window and the grace period.
+    wait_replicas("ran", Duration::from_secs(300), |n| n >= 1);
+    wait_replicas("went to zero", Duration::from_secs(300), |n| n == 0);
+    // One request through the gateway, from inside the cluster, wakes it.
+    let answer = ok(
+        &[
+            "-n",
+            HELLO_NAMESPACE,
+            "run",
+            "hello",
+            "--rm",
+            "-i",
+            "--restart=Never",
+            "--image=curlimages/curl",
+            "--",
+            "-sS",
+            "--max-time",
+            "120",
+            "-H",
+            &format!("Host: helloworld-go.{HELLO_NAMESPACE}.kinetic.example.com"),
+            "http://kinetic-gateway.kinetic-system.svc/",
+        ],
+        None,
+    );
+    assert!(answer.contains("Hello Go Sample v1!"), "{answer}");
+    wait_replicas("scaled from zero", Duration::from_secs(30), |n| n >= 1);
+    // And back to zero.
+    wait_replicas("went back to zero", Duration::from_secs(300), |n| n == 0);
+    ok(
+        &["delete", "namespace", HELLO_NAMESPACE, "--timeout=180s"],
+        None,
+    );
     ok(
         &["delete", "--ignore-not-found", "-f", "-"],
         Some(&installed),
