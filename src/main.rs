@@ -238,6 +238,15 @@ enum Command {
         /// Seconds a Lease not renewed stays held: how long a dead leader blocks a successor.
         #[arg(long, env = "KINETIC_LEASE_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=3600))]
         lease_seconds: u64,
+        /// The serving gateway's host name: each Knative Service's cluster-local name
+        /// (`NAME.NAMESPACE.svc.cluster.local`) becomes a Service of type ExternalName pointing
+        /// there. Empty: no such names.
+        #[arg(
+            long,
+            env = "KINETIC_GATEWAY_HOST",
+            default_value = "kinetic-gateway.kinetic-system.svc.cluster.local"
+        )]
+        gateway_host: String,
     },
     /// On Kubernetes: admission for kinetic's kinds over HTTPS: validation (/validate), so
     /// `kubectl apply` of a resource kinetic refuses fails with kinetic's message, and defaulting
@@ -377,6 +386,11 @@ enum Command {
         /// Services answer at `http://SERVICE.NAMESPACE.DOMAIN`.
         #[arg(long, env = "KINETIC_DOMAIN", default_value = "kinetic.localhost", value_parser = config::parse_domain)]
         domain: String,
+        /// Also route `SERVICE.NAMESPACE.{this}`: on Kubernetes a Knative Service's
+        /// cluster-local name points at the gateway (`kinetic controller --gateway-host`). Repeat
+        /// for several.
+        #[arg(long = "local-domain", env = "KINETIC_LOCAL_DOMAINS", value_delimiter = ',', value_parser = config::parse_domain)]
+        local_domains: Vec<String>,
         /// This replica's name in its reports to the autoscaler (its pod's). Default: host and pid.
         #[arg(long, env = "POD_NAME")]
         name: Option<String>,
@@ -713,6 +727,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             autoscaler_url,
             activators,
             domain,
+            local_domains,
             name,
             connections,
         } => {
@@ -723,6 +738,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     autoscaler_url,
                     activators,
                     domain,
+                    local_domains,
                     name,
                     connections,
                 },
@@ -744,6 +760,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     autoscaler_url,
                     activators: Vec::new(),
                     domain: "kinetic.localhost".to_owned(),
+                    local_domains: Vec::new(),
                     name,
                     connections,
                 },
@@ -903,6 +920,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             namespace,
             identity,
             lease_seconds,
+            gateway_host,
         } => {
             kinetic_api::meta::validate_absolute_url(&ingress_url)
                 .map_err(|e| anyhow::anyhow!("--ingress-url: {e}"))?;
@@ -917,6 +935,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     listen,
                     connections,
                     ingress_url,
+                    gateway_host: (!gateway_host.is_empty()).then_some(gateway_host),
                     election: kinetic_k8s::controller::leader::Election {
                         lease: kinetic_k8s::controller::leader::LEASE.to_owned(),
                         namespace,

@@ -1479,6 +1479,8 @@ pub struct ControllerSettings {
     pub ingress_url: String,
     /// The Lease's namespace and this replica's name in it.
     pub election: kinetic_k8s::controller::leader::Election,
+    /// The serving gateway's host name, for Knative Services' cluster-local names.
+    pub gateway_host: Option<String>,
 }
 
 /// `kinetic controller`: on Kubernetes, what applying a resource does beside storing it
@@ -1501,13 +1503,17 @@ pub async fn controller(store: OpenedStore, settings: ControllerSettings) -> any
             address: SocketAddr::from(([0, 0, 0, 0], 80)),
         }),
     };
-    let context = Arc::new(kinetic_k8s::controller::Context::new(
+    let context = kinetic_k8s::controller::Context::new(
         client.clone(),
         store.store.clone(),
         resources.clone(),
         resolver,
         Some(settings.election.identity.clone()),
-    ));
+    );
+    let context = Arc::new(match settings.gateway_host {
+        Some(host) => context.with_gateway(host),
+        None => context,
+    });
     let election = settings.election;
     let leading_cancel = cancel.clone();
     let leading = tracker.spawn(async move {

@@ -45,6 +45,8 @@ pub struct FollowerSettings {
     /// Only for a gateway: the activators it sends held requests to.
     pub activators: Vec<Authority>,
     pub domain: String,
+    /// Further domains Services answer under.
+    pub local_domains: Vec<String>,
     pub name: Option<String>,
     pub connections: ConnectionSettings,
 }
@@ -309,7 +311,10 @@ pub async fn follower(settings: FollowerSettings, activator: bool) -> anyhow::Re
             reporter: reporter(settings.name.clone()),
             role,
         },
-        kinetic_serving::Gateway::new(settings.domain.clone()),
+        kinetic_serving::Gateway::with_domains(
+            settings.domain.clone(),
+            settings.local_domains.clone(),
+        ),
         kinetic_serving::metrics::Metrics::new(&mut registry),
     )
     .map_err(|error| anyhow::anyhow!("--autoscaler-url: {error}"))?;

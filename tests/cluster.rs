@@ -271,7 +271,13 @@ fn helloworld_scales_from_zero_with_a_request_and_back_to_zero() {
         .expect("KINETIC_TEST_IMAGE names kinetic's image, pushed where the cluster pulls from");
     let installed = overlay(&image);
     ok(&["apply", "-f", "-"], Some(&installed));
-    for component in ["controller", "webhook", "autoscaler", "activator", "gateway"] {
+    for component in [
+        "controller",
+        "webhook",
+        "autoscaler",
+        "activator",
+        "gateway",
+    ] {
         ok(
             &[
                 "-n",

@@ -126,16 +126,19 @@ async fn harness(resources: Vec<StoredResource>) -> Harness {
     let (service, server) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
     let store = kinetic_store::open("sqlite::memory:").await.unwrap();
-    let context = Arc::new(Context::new(
-        client,
-        store.clone(),
-        Watch::fixed(Snapshot::new(resources)),
-        Resolver {
-            ingress_url: "http://kinetic-broker.kinetic-system.svc.cluster.local".to_owned(),
-            gateway: None,
-        },
-        Some("kinetic-controller-0".to_owned()),
-    ));
+    let context = Arc::new(
+        Context::new(
+            client,
+            store.clone(),
+            Watch::fixed(Snapshot::new(resources)),
+            Resolver {
+                ingress_url: "http://kinetic-broker.kinetic-system.svc.cluster.local".to_owned(),
+                gateway: None,
+            },
+            Some("kinetic-controller-0".to_owned()),
+        )
+        .with_gateway("kinetic-gateway.kinetic-system.svc.cluster.local"),
+    );
     Harness {
         context,
         store,
@@ -490,6 +493,27 @@ async fn a_new_service_gets_its_revision_configuration_and_route_by_server_side_
     );
     answer(send, 200, &seen.body);
 
+    // Its cluster-local name, pointing at the gateway: none of that name exists yet.
+    let (seen, send) = next(&mut h.server).await;
+    assert_eq!(seen.method, "GET");
+    assert_eq!(seen.path, "/api/v1/namespaces/team/services/hello");
+    answer(
+        send,
+        404,
+        &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+    );
+    let (seen, send) = next(&mut h.server).await;
+    assert_eq!(seen.method, "PATCH");
+    assert_eq!(seen.path, "/api/v1/namespaces/team/services/hello");
+    assert_eq!(seen.content_type, "application/apply-patch+yaml");
+    assert_eq!(seen.body["metadata"]["ownerReferences"], owner);
+    assert_eq!(seen.body["spec"]["type"], "ExternalName");
+    assert_eq!(
+        seen.body["spec"]["externalName"],
+        "kinetic-gateway.kinetic-system.svc.cluster.local"
+    );
+    answer(send, 200, &seen.body);
+
     let (seen, send) = next(&mut h.server).await;
     assert_eq!(
         seen.path,
@@ -511,6 +535,48 @@ async fn a_new_service_gets_its_revision_configuration_and_route_by_server_side_
         .unwrap()
         .clone();
     assert_eq!(ready["status"], "Unknown", "never falsely ready: {status}");
+    answer(send, 200, &json!({}));
+    h.ends(task).await;
+}
+
+#[tokio::test]
+async fn a_kubernetes_service_of_the_same_name_that_is_not_kinetics_is_left_alone() {
+    let mut h = harness(vec![]).await;
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+        "metadata": {"name": "hello", "namespace": "team", "uid": "u-service", "generation": 1,
+                     "resourceVersion": "3"},
+        "spec": {"template": {"spec": {"containers": [{"image": "ghcr.io/knative/helloworld-go:latest"}]}}},
+    }))
+    .unwrap();
+    let task = h.reconcile(object, "Service");
+    for child in [
+        "revisions/hello-00001",
+        "configurations/hello",
+        "routes/hello",
+    ] {
+        let (seen, send) = next(&mut h.server).await;
+        assert!(seen.path.ends_with(child), "{}", seen.path);
+        answer(send, 200, &seen.body);
+    }
+    let (seen, send) = next(&mut h.server).await;
+    assert_eq!(
+        (seen.method.as_str(), seen.path.as_str()),
+        ("GET", "/api/v1/namespaces/team/services/hello")
+    );
+    answer(
+        send,
+        200,
+        &json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "hello", "namespace": "team", "uid": "u-theirs"},
+                "spec": {"type": "ClusterIP", "selector": {"app": "hello"}}}),
+    );
+    // No apply of the user's Service: the status comes next.
+    let (seen, send) = next(&mut h.server).await;
+    assert_eq!(
+        seen.path,
+        "/apis/serving.knative.dev/v1/namespaces/team/services/hello/status"
+    );
     answer(send, 200, &json!({}));
     h.ends(task).await;
 }

@@ -92,13 +92,22 @@ impl Compiled {
 /// Shared by the gateway's handlers and the controller that updates its table.
 pub struct Gateway {
     domain: String,
+    /// Further domains Services answer under, e.g. `svc.cluster.local` on Kubernetes, where a
+    /// Service's cluster-local name points at the gateway.
+    also: Vec<String>,
     table: RwLock<Arc<Compiled>>,
 }
 
 impl Gateway {
     pub fn new(domain: impl Into<String>) -> Arc<Gateway> {
+        Self::with_domains(domain, Vec::new())
+    }
+
+    /// A gateway whose Services also answer at `SERVICE.NAMESPACE.{each of also}`.
+    pub fn with_domains(domain: impl Into<String>, also: Vec<String>) -> Arc<Gateway> {
         Arc::new(Gateway {
             domain: domain.into(),
+            also,
             table: RwLock::new(Arc::new(Compiled::default())),
         })
     }
@@ -159,7 +168,9 @@ impl Gateway {
         } else {
             host
         };
-        let Some(key) = host_key(host, &self.domain) else {
+        let key = host_key(host, &self.domain)
+            .or_else(|| self.also.iter().find_map(|domain| host_key(host, domain)));
+        let Some(key) = key else {
             return Err(not_found(format!(
                 "Host `{host}` is not under the serving domain `{}`",
                 self.domain
@@ -218,5 +229,60 @@ async fn handle(State(gateway): State<Arc<Gateway>>, request: Request<Body>) -> 
     match proxy.serve(request).await {
         Ok(response) => response,
         Err(error) => error_response(&error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activator::RevisionSettings;
+    use crate::metrics::Metrics;
+    use crate::queue_proxy::Forward;
+
+    #[test]
+    fn services_also_answer_under_further_domains() {
+        let gateway =
+            Gateway::with_domains("kinetic.example.com", vec!["svc.cluster.local".into()]);
+        let proxy = RevisionProxy::new(
+            RevisionSettings {
+                namespace: "team".into(),
+                revision: "hello-00001".into(),
+                container_concurrency: 0,
+                timeout: std::time::Duration::from_secs(300),
+                activation_timeout: std::time::Duration::from_secs(60),
+                capacity: 10,
+                mark_proxied: false,
+            },
+            Forward::new(),
+            Metrics::new(&mut prometheus_client::registry::Registry::default()),
+        );
+        gateway.set_table(RouteTable {
+            routes: [(
+                ("team".to_owned(), "hello".to_owned()),
+                Route {
+                    namespace: "team".into(),
+                    service: "hello".into(),
+                    split: vec![("hello-00001".into(), 100)],
+                    tags: HashMap::new(),
+                },
+            )]
+            .into(),
+            revisions: [(("team".to_owned(), "hello-00001".to_owned()), proxy)].into(),
+        });
+        for host in [
+            "hello.team.kinetic.example.com",
+            "hello.team.svc.cluster.local",
+            "HELLO.team.svc.cluster.local:80",
+        ] {
+            assert!(gateway.select(host).is_ok(), "{host}");
+        }
+        for host in [
+            "hello.team.svc",
+            "hello.team.other.example",
+            "hello.kinetic.example.com",
+        ] {
+            let refused = gateway.select(host).err().expect("refused");
+            assert_eq!(refused.status(), StatusCode::NOT_FOUND, "{host}");
+        }
     }
 }

@@ -69,6 +69,11 @@ pub struct Context {
     pub resolver: Resolver,
     pub checks: ServiceChecks,
     pub recorder: Recorder,
+    /// The serving gateway's Service (`kinetic-gateway.kinetic-system.svc.cluster.local`): a
+    /// Knative Service's cluster-local name (`NAME.NAMESPACE.svc.cluster.local`) is a Kubernetes
+    /// Service of type ExternalName pointing there, as Knative's Route points at its ingress.
+    /// `None`: no such name is made.
+    pub gateway: Option<String>,
 }
 
 impl Context {
@@ -97,7 +102,14 @@ impl Context {
                 ..ServiceChecks::default()
             },
             recorder,
+            gateway: None,
         }
+    }
+
+    /// Gives Knative Services their cluster-local names, pointing at the gateway `host`.
+    pub fn with_gateway(mut self, host: impl Into<String>) -> Context {
+        self.gateway = Some(host.into());
+        self
     }
 }
 
@@ -397,5 +409,61 @@ async fn write_children(
             .patch(name, &apply, &Patch::Apply(child(kind, spec)))
             .await?;
     }
+    if let Some(gateway) = &context.gateway {
+        cluster_local_name(context, service, object, gateway, &owner).await?;
+    }
     Ok(Ok(all))
+}
+
+/// The Knative Service's cluster-local name: a Kubernetes Service of the same name, type
+/// ExternalName, pointing at the gateway, owned by the Knative Service. A Kubernetes Service of
+/// that name that is not this one's is left alone (and said so in the log): the name stays the
+/// user's.
+async fn cluster_local_name(
+    context: &Context,
+    service: &Service,
+    object: &DynamicObject,
+    gateway: &str,
+    owner: &Value,
+) -> Result<(), Error> {
+    let namespace = &service.metadata.namespace;
+    let name = &service.metadata.name;
+    let core = ApiResource {
+        group: String::new(),
+        version: "v1".to_owned(),
+        api_version: "v1".to_owned(),
+        kind: "Service".to_owned(),
+        plural: "services".to_owned(),
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(context.client.clone(), namespace, &core);
+    if let Some(existing) = api.get_opt(name).await? {
+        let ours = existing
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| Some(&o.uid) == object.metadata.uid.as_ref());
+        if !ours {
+            tracing::warn!(%namespace, %name, "A Kubernetes Service of the Knative Service's name exists and is not kinetic's; the Knative Service has no cluster-local name.");
+            return Ok(());
+        }
+    }
+    let body = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "ownerReferences": owner,
+                     "labels": {"serving.knative.dev/service": name}},
+        "spec": {
+            "type": "ExternalName",
+            "externalName": gateway,
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+        },
+    });
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await?;
+    Ok(())
 }
