@@ -309,9 +309,16 @@ async fn logs(
             "Service {namespace}/{name} does not exist"
         )));
     }
-    let lines: Vec<Value> = serving
+    let lines = serving
         .runtime()
-        .logs(&namespace, &name, query.limit.unwrap_or(200).min(10_000))
+        .logs(&namespace, &name, query.limit.unwrap_or(200).min(10_000));
+    Ok(axum::Json(log_lines(lines)).into_response())
+}
+
+/// A service's output lines as the API answers them: `{"lines": [{revision, instance, stream,
+/// time, text}]}`, oldest first.
+pub fn log_lines(lines: Vec<kinetic_serving::runtime::LogLine>) -> Value {
+    let lines: Vec<Value> = lines
         .into_iter()
         .map(|line| {
             json!({
@@ -323,7 +330,7 @@ async fn logs(
             })
         })
         .collect();
-    Ok(axum::Json(json!({ "lines": lines })).into_response())
+    json!({ "lines": lines })
 }
 
 async fn get_one(

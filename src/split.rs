@@ -256,26 +256,15 @@ async fn logs(
     axum::extract::Path((namespace, service)): axum::extract::Path<(String, String)>,
     axum::extract::Query(query): axum::extract::Query<LogsQuery>,
 ) -> axum::Json<serde_json::Value> {
-    let lines: Vec<serde_json::Value> = state
+    let lines = state
         .serving()
         .map(|serving| {
             serving
                 .runtime()
                 .logs(&namespace, &service, query.limit.unwrap_or(200).min(10_000))
         })
-        .unwrap_or_default()
-        .into_iter()
-        .map(|line| {
-            serde_json::json!({
-                "revision": &*line.revision,
-                "instance": line.instance,
-                "stream": line.stream.as_str(),
-                "time": chrono::DateTime::<chrono::Utc>::from(line.time).to_rfc3339(),
-                "text": line.text,
-            })
-        })
-        .collect();
-    axum::Json(serde_json::json!({ "lines": lines }))
+        .unwrap_or_default();
+    axum::Json(crate::api::log_lines(lines))
 }
 
 /// This process's name in reports: its pod's, else host and pid.

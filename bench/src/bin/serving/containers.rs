@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::Args;
 use crate::http::{Target, closed_loop, get_once};
 use crate::procs::{Kinetic, start_bare_proxy};
+use crate::split::Stack as _;
 
 const IMAGE: &str = "kinetic-bench/hello-fn:latest";
 

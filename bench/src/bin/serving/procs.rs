@@ -219,11 +219,102 @@ pub struct Kinetic {
     client: reqwest::Client,
 }
 
-fn address_after(line: &str, key: &str) -> Option<SocketAddr> {
+/// One started kinetic process with the tail of its log.
+pub struct Part {
+    pub name: &'static str,
+    pub proc: Proc,
+    pub log: Arc<Mutex<VecDeque<String>>>,
+}
+
+/// The last `lines` of `log`.
+pub fn tail(log: &Mutex<VecDeque<String>>, lines: usize) -> String {
+    let log = log
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let skip = log.len().saturating_sub(lines);
+    log.iter()
+        .skip(skip)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The value after `key` on a log line, up to the next space.
+fn field(line: &str, key: &str) -> Option<String> {
     let start = line.find(key)? + key.len();
     let rest = &line[start..];
     let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-    rest[..end].trim_matches('"').parse().ok()
+    Some(rest[..end].trim_matches('"').to_owned())
+}
+
+/// Starts `kinetic ARGS` (in `dir` when given) and waits for its start-up line (`… is up.`);
+/// returns the process and the values of `keys` on that line.
+pub async fn launch(
+    binary: &Path,
+    name: &'static str,
+    args: &[String],
+    keys: &[&str],
+    dir: Option<&Path>,
+) -> anyhow::Result<(Part, Vec<String>)> {
+    let mut command = Command::new(binary);
+    command
+        .args(args)
+        .env("KINETIC_LOG", "info")
+        // Any trigger of a benchmark delivers on loopback, which is refused by default.
+        .env("KINETIC_EGRESS_ALLOW", "loopback")
+        .env_remove("KINETIC_LOG_FORMAT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    let mut proc = Proc::spawn(
+        &mut command,
+        "kinetic (build it with `cargo build --release`)",
+    )?;
+    let stderr = proc.take_stderr().context("kinetic's stderr")?;
+    let log = Arc::new(Mutex::new(VecDeque::new()));
+    let found: Arc<Mutex<Option<Vec<String>>>> = Arc::default();
+    {
+        let (log, found) = (log.clone(), found.clone());
+        let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let values: Option<Vec<String>> = keys.iter().map(|k| field(&line, k)).collect();
+                if let Some(values) = values.filter(|_| line.contains(" is up.")) {
+                    found
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .get_or_insert(values);
+                }
+                let mut log = log
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if log.len() >= 200 {
+                    log.pop_front();
+                }
+                log.push_back(line);
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let values = found
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(values) = values {
+            return Ok((Part { name, proc, log }, values));
+        }
+        if proc.exited() || Instant::now() > deadline {
+            bail!(
+                "kinetic {name} did not print its start-up line; its log:\n{}",
+                tail(&log, 40)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 impl Kinetic {
@@ -233,89 +324,42 @@ impl Kinetic {
             .prefix("kinetic-serving-bench")
             .tempdir()?;
         let gateway_port = free_port()?;
-        let mut command = Command::new(binary);
-        command
-            .arg("up")
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .args(["--gateway-listen", &format!("127.0.0.1:{gateway_port}")])
-            .arg("--store")
-            .arg(format!(
-                "sqlite://{}",
-                dir.path().join("state.db").display()
-            ))
-            .arg("--state-dir")
-            .arg(dir.path())
-            .args(["--termination-grace", "PT2S"])
-            // Any trigger of a benchmark delivers on loopback, which is refused by default.
-            .args(["--egress-allow", "loopback"]);
+        let mut args: Vec<String> = [
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--gateway-listen",
+            &format!("127.0.0.1:{gateway_port}"),
+            "--store",
+            &format!("sqlite://{}", dir.path().join("state.db").display()),
+            "--state-dir",
+            &dir.path().display().to_string(),
+            "--termination-grace",
+            "PT2S",
+        ]
+        .map(str::to_owned)
+        .to_vec();
         if let Some(config) = config {
             let path = dir.path().join("config.yaml");
             std::fs::write(&path, config)?;
-            command.arg("--config").arg(path);
+            args.extend(["--config".to_owned(), path.display().to_string()]);
         }
         if !yaml.is_empty() {
             let path: PathBuf = dir.path().join("services.yaml");
             std::fs::write(&path, yaml)?;
-            command.arg("-f").arg(path);
+            args.extend(["-f".to_owned(), path.display().to_string()]);
         }
-        command
-            .current_dir(dir.path())
-            .env("KINETIC_LOG", "info")
-            .env_remove("KINETIC_LOG_FORMAT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut proc = Proc::spawn(
-            &mut command,
-            "kinetic (build it with `cargo build --release`)",
-        )?;
-        let stderr = proc.child.stderr.take().context("kinetic's stderr")?;
-        let log = Arc::new(Mutex::new(VecDeque::new()));
-        let found: Arc<Mutex<Option<(SocketAddr, SocketAddr)>>> = Arc::default();
-        {
-            let log = log.clone();
-            let found = found.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let (Some(api), Some(gateway)) = (
-                        address_after(&line, "admin=http://"),
-                        address_after(&line, "gateway="),
-                    ) {
-                        found
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .get_or_insert((api, gateway));
-                    }
-                    let mut log = log
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    if log.len() >= 200 {
-                        log.pop_front();
-                    }
-                    log.push_back(line);
-                }
-            });
-        }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let (api, gateway) = loop {
-            let addresses = *found
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(addresses) = addresses {
-                break addresses;
-            }
-            if proc.exited() || Instant::now() > deadline {
-                let log = log
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .iter()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                bail!("kinetic up did not print its `listen=… gateway=…` line; its log:\n{log}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let (part, values) = launch(
+            binary,
+            "up",
+            &args,
+            &["admin=http://", "gateway="],
+            Some(dir.path()),
+        )
+        .await?;
+        let (api, gateway): (SocketAddr, SocketAddr) = (values[0].parse()?, values[1].parse()?);
         // The admin token kinetic made in its state directory.
         let token = std::fs::read_to_string(dir.path().join("admin-token"))?;
         let mut headers = reqwest::header::HeaderMap::new();
@@ -324,10 +368,10 @@ impl Kinetic {
             format!("Bearer {}", token.trim()).parse()?,
         );
         Ok(Kinetic {
-            proc,
+            proc: part.proc,
             api: format!("http://{api}"),
             gateway,
-            log,
+            log: part.log,
             _dir: dir,
             client: reqwest::Client::builder()
                 .default_headers(headers)
@@ -346,16 +390,7 @@ impl Kinetic {
 
     /// The last lines kinetic logged.
     pub fn log_tail(&self, lines: usize) -> String {
-        let log = self
-            .log
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let skip = log.len().saturating_sub(lines);
-        log.iter()
-            .skip(skip)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+        tail(&self.log, lines)
     }
 
     pub async fn api_get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
@@ -390,44 +425,25 @@ impl Kinetic {
             .clone())
     }
 
-    /// Waits (bounded) until every revision in `names` has a status `done` accepts.
-    pub async fn wait_revisions(
+    /// Every revision's `.status`, by name.
+    pub async fn revision_statuses(
         &self,
-        names: &[String],
-        timeout: Duration,
-        what: &str,
-        done: impl Fn(&serde_json::Value) -> bool,
-    ) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let listed = self.api_get("/api/v1/revisions").await.unwrap_or_default();
-            let statuses: std::collections::HashMap<&str, &serde_json::Value> = listed["items"]
-                .as_array()
-                .map(|items| {
-                    items
-                        .iter()
-                        .filter_map(|item| {
-                            Some((item.pointer("/metadata/name")?.as_str()?, &item["status"]))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let missing = names
-                .iter()
-                .filter(|name| !statuses.get(name.as_str()).is_some_and(|s| done(s)))
-                .count();
-            if missing == 0 {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{missing} of {} revisions not {what} after {timeout:?}; kinetic's log:\n{}",
-                    names.len(),
-                    self.log_tail(40)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    ) -> anyhow::Result<std::collections::HashMap<String, serde_json::Value>> {
+        let listed = self.api_get("/api/v1/revisions").await?;
+        Ok(listed["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|item| {
+                        Some((
+                            item.pointer("/metadata/name")?.as_str()?.to_owned(),
+                            item["status"].clone(),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     /// SIGTERM kinetic, wait for it (bounded), and check its instances went with it; instances

@@ -3,25 +3,32 @@
 //! `kinetic activator` and one `kinetic gateway`. Every process is stopped by its PID, and the
 //! database dropped, when the stack is stopped or dropped.
 
-use std::collections::VecDeque;
-use std::io::{BufRead as _, BufReader};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use kinetic_testkit::postgres::ScratchDatabase;
 
-use crate::procs::{Kinetic, Proc, children, reap, rss_kib};
+use crate::procs::{Kinetic, Part, children, launch, reap, rss_kib, tail};
 
 /// What the stages need of a running serving stack, whatever its shape.
 pub(crate) trait Stack {
     /// Where requests for Services go.
     fn gateway(&self) -> SocketAddr;
-    /// The status of revision `default/{name}` (ready, desired, coldStarts, lastStartupMs, …).
-    async fn revision(&self, name: &str) -> anyhow::Result<serde_json::Value>;
+    /// Every revision's status (ready, desired, coldStarts, lastStartupMs, …), by name.
+    async fn revisions(&self) -> anyhow::Result<HashMap<String, serde_json::Value>>;
+    /// Deletes Service `default/{name}`.
+    async fn delete_service(&self, name: &str) -> anyhow::Result<()>;
+    /// The last lines logged.
+    fn log_tail(&self, lines: usize) -> String;
+
+    /// The status of revision `default/{name}` (null when it is not there).
+    async fn revision(&self, name: &str) -> anyhow::Result<serde_json::Value> {
+        Ok(self.revisions().await?.remove(name).unwrap_or_default())
+    }
+
     /// Waits (bounded) until every revision in `names` has a status `done` accepts.
     async fn wait_revisions(
         &self,
@@ -29,11 +36,27 @@ pub(crate) trait Stack {
         timeout: Duration,
         what: &str,
         done: impl Fn(&serde_json::Value) -> bool,
-    ) -> anyhow::Result<()>;
-    /// Deletes Service `default/{name}`.
-    async fn delete_service(&self, name: &str) -> anyhow::Result<()>;
-    /// The last lines logged.
-    fn log_tail(&self, lines: usize) -> String;
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let statuses = self.revisions().await.unwrap_or_default();
+            let missing = names
+                .iter()
+                .filter(|name| !statuses.get(name.as_str()).is_some_and(&done))
+                .count();
+            if missing == 0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{missing} of {} revisions not {what} after {timeout:?}; the log:\n{}",
+                    names.len(),
+                    self.log_tail(40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 impl Stack for Kinetic {
@@ -41,18 +64,8 @@ impl Stack for Kinetic {
         self.gateway
     }
 
-    async fn revision(&self, name: &str) -> anyhow::Result<serde_json::Value> {
-        Kinetic::revision(self, name).await
-    }
-
-    async fn wait_revisions(
-        &self,
-        names: &[String],
-        timeout: Duration,
-        what: &str,
-        done: impl Fn(&serde_json::Value) -> bool,
-    ) -> anyhow::Result<()> {
-        Kinetic::wait_revisions(self, names, timeout, what, done).await
+    async fn revisions(&self) -> anyhow::Result<HashMap<String, serde_json::Value>> {
+        self.revision_statuses().await
     }
 
     async fn delete_service(&self, name: &str) -> anyhow::Result<()> {
@@ -62,94 +75,6 @@ impl Stack for Kinetic {
 
     fn log_tail(&self, lines: usize) -> String {
         Kinetic::log_tail(self, lines)
-    }
-}
-
-/// One process of the stack, with the tail of its log.
-struct Part {
-    name: &'static str,
-    proc: Proc,
-    log: Arc<Mutex<VecDeque<String>>>,
-}
-
-fn tail(log: &Mutex<VecDeque<String>>, lines: usize) -> String {
-    let log = log
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let skip = log.len().saturating_sub(lines);
-    log.iter()
-        .skip(skip)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn field(line: &str, key: &str) -> Option<String> {
-    let start = line.find(key)? + key.len();
-    let rest = &line[start..];
-    let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-    Some(rest[..end].trim_matches('"').to_owned())
-}
-
-/// Starts `kinetic ARGS` and waits for its start-up line; returns the part and the values of
-/// `keys` on that line.
-async fn launch(
-    binary: &Path,
-    name: &'static str,
-    args: &[String],
-    keys: &[&str],
-) -> anyhow::Result<(Part, Vec<String>)> {
-    let mut command = Command::new(binary);
-    command
-        .args(args)
-        .env("KINETIC_LOG", "info")
-        .env("KINETIC_EGRESS_ALLOW", "loopback")
-        .env_remove("KINETIC_LOG_FORMAT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut proc = Proc::spawn(&mut command, name)?;
-    let stderr = proc.take_stderr().context("kinetic's stderr")?;
-    let log = Arc::new(Mutex::new(VecDeque::new()));
-    let found: Arc<Mutex<Option<Vec<String>>>> = Arc::default();
-    {
-        let (log, found) = (log.clone(), found.clone());
-        let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let values: Option<Vec<String>> = keys.iter().map(|k| field(&line, k)).collect();
-                if let Some(values) = values.filter(|_| line.contains(" is up.")) {
-                    found
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .get_or_insert(values);
-                }
-                let mut log = log
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if log.len() >= 200 {
-                    log.pop_front();
-                }
-                log.push_back(line);
-            }
-        });
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let values = found
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        if let Some(values) = values {
-            return Ok((Part { name, proc, log }, values));
-        }
-        if proc.exited() || Instant::now() > deadline {
-            bail!(
-                "kinetic {name} did not print its start-up line; its log:\n{}",
-                tail(&log, 40)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -196,6 +121,7 @@ impl Split {
                 &state("broker"),
             ]),
             &["admin="],
+            None,
         )
         .await?;
         let admin = values[0].clone();
@@ -216,7 +142,7 @@ impl Split {
             autoscaler_args.extend(["--config".to_owned(), path.display().to_string()]);
         }
         let (autoscaler, values) =
-            launch(binary, "autoscaler", &autoscaler_args, &["listen="]).await?;
+            launch(binary, "autoscaler", &autoscaler_args, &["listen="], None).await?;
         let autoscaler_url = format!("http://{}", values[0]);
         let follower = |role: &str, extra: &[String]| {
             let mut args = owned(&[
@@ -236,11 +162,18 @@ impl Split {
             "activator",
             &follower("activator", &[]),
             &["listen="],
+            None,
         )
         .await?;
         let via = ["--activator".to_owned(), values[0].clone()];
-        let (gateway_part, values) =
-            launch(binary, "gateway", &follower("gateway", &via), &["listen="]).await?;
+        let (gateway_part, values) = launch(
+            binary,
+            "gateway",
+            &follower("gateway", &via),
+            &["listen="],
+            None,
+        )
+        .await?;
         let gateway: SocketAddr = values[0].parse()?;
         let token = std::fs::read_to_string(dir.path().join("broker").join("admin-token"))?;
         let mut headers = reqwest::header::HeaderMap::new();
@@ -316,7 +249,7 @@ impl Stack for Split {
         self.gateway
     }
 
-    async fn revision(&self, name: &str) -> anyhow::Result<serde_json::Value> {
+    async fn revisions(&self) -> anyhow::Result<HashMap<String, serde_json::Value>> {
         let all: serde_json::Value = self
             .client
             .get(format!("{}/v1/revisions", self.autoscaler))
@@ -326,38 +259,11 @@ impl Stack for Split {
             .await?;
         Ok(all
             .as_array()
-            .and_then(|all| all.iter().find(|r| r["name"] == name))
-            .cloned()
-            .unwrap_or_default())
-    }
-
-    async fn wait_revisions(
-        &self,
-        names: &[String],
-        timeout: Duration,
-        what: &str,
-        done: impl Fn(&serde_json::Value) -> bool,
-    ) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let mut missing = 0;
-            for name in names {
-                if !done(&self.revision(name).await.unwrap_or_default()) {
-                    missing += 1;
-                }
-            }
-            if missing == 0 {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{missing} of {} revisions not {what} after {timeout:?}; the log:\n{}",
-                    names.len(),
-                    self.log_tail(40)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| Some((r["name"].as_str()?.to_owned(), r.clone())))
+            .collect())
     }
 
     async fn delete_service(&self, name: &str) -> anyhow::Result<()> {
