@@ -514,6 +514,21 @@ async fn a_new_service_gets_its_revision_configuration_and_route_by_server_side_
     );
     answer(send, 200, &seen.body);
 
+    // Whether its Revisions are ready: the autoscaler has not said yet.
+    let (seen, send) = next(&mut h.server).await;
+    assert_eq!(seen.method, "GET");
+    assert_eq!(
+        seen.path,
+        "/apis/serving.knative.dev/v1/namespaces/team/revisions"
+    );
+    assert!(
+        seen.query
+            .contains("labelSelector=serving.knative.dev%2Fservice%3Dhello"),
+        "{}",
+        seen.query
+    );
+    answer(send, 200, &revision_list(None));
+
     let (seen, send) = next(&mut h.server).await;
     assert_eq!(
         seen.path,
@@ -571,12 +586,47 @@ async fn a_kubernetes_service_of_the_same_name_that_is_not_kinetics_is_left_alon
                 "metadata": {"name": "hello", "namespace": "team", "uid": "u-theirs"},
                 "spec": {"type": "ClusterIP", "selector": {"app": "hello"}}}),
     );
-    // No apply of the user's Service: the status comes next.
+    // No apply of the user's Service: the revisions' readiness (ready now), then the status.
+    let (seen, send) = next(&mut h.server).await;
+    assert!(
+        seen.path.ends_with("/namespaces/team/revisions"),
+        "{}",
+        seen.path
+    );
+    answer(send, 200, &revision_list(Some("True")));
     let (seen, send) = next(&mut h.server).await;
     assert_eq!(
         seen.path,
         "/apis/serving.knative.dev/v1/namespaces/team/services/hello/status"
     );
+    // Its Revision is ready: so are its configuration, its route and the Service.
+    let status = timeless(seen.body)["status"].clone();
+    assert_eq!(status["latestReadyRevisionName"], "hello-00001", "{status}");
+    for kind in ["ConfigurationsReady", "RoutesReady", "Ready"] {
+        let condition = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == kind)
+            .unwrap()
+            .clone();
+        assert_eq!(condition["status"], "True", "{kind}: {status}");
+    }
     answer(send, 200, &json!({}));
     h.ends(task).await;
+}
+
+/// The Service's Revision list as the API server answers it, its Ready condition `ready`.
+fn revision_list(ready: Option<&str>) -> Value {
+    let mut revision = json!({
+        "apiVersion": "serving.knative.dev/v1", "kind": "Revision",
+        "metadata": {"name": "hello-00001", "namespace": "team", "uid": "u-rev",
+                     "labels": {"serving.knative.dev/service": "hello"}},
+        "spec": {"containers": [{"image": "ghcr.io/knative/helloworld-go:latest"}]},
+    });
+    if let Some(ready) = ready {
+        revision["status"] = json!({"conditions": [{"type": "Ready", "status": ready}]});
+    }
+    json!({"apiVersion": "serving.knative.dev/v1", "kind": "RevisionList",
+           "metadata": {"resourceVersion": "9"}, "items": [revision]})
 }

@@ -571,6 +571,7 @@ fn serving_workloads_run_revisions_with_no_more_access_than_that_takes() {
             ("apps", "deployments/scale", "patch"),
             ("", "services", "patch"),
             ("discovery.k8s.io", "endpointslices", "watch"),
+            ("serving.knative.dev", "revisions/status", "patch"),
         ] {
             assert!(
                 verbs(role, group, resource).contains(&verb),

@@ -320,6 +320,18 @@ async fn a_revision_runs_as_a_deployment_scaled_by_the_autoscaler_and_ready_from
     assert_eq!(both[0].admin().unwrap().to_string(), "10.0.0.1:8022");
     let status = runtime.status("team", "hello-00001");
     assert_eq!((status.desired, status.ready), (2, 2));
+    // The Revision's status says it is ready and active.
+    let ready = wait_for(&seen, "a ready revision status", |r| {
+        r.path == "/apis/serving.knative.dev/v1/namespaces/team/revisions/hello-00001/status"
+            && r.body["status"]["actualReplicas"] == 2
+    })
+    .await;
+    assert_eq!(ready.content_type, "application/merge-patch+json");
+    let conditions = ready.body["status"]["conditions"].as_array().unwrap();
+    let condition =
+        |kind: &str| conditions.iter().find(|c| c["type"] == kind).unwrap()["status"].clone();
+    assert_eq!(condition("Ready"), "True");
+    assert_eq!(condition("Active"), "True");
 
     // Scale to zero: one patch, not one per decision.
     runtime.scale(spec(), 0);
@@ -328,6 +340,20 @@ async fn a_revision_runs_as_a_deployment_scaled_by_the_autoscaler_and_ready_from
         r.path.ends_with("/scale") && r.body == json!({"spec": {"replicas": 0}})
     })
     .await;
+    // Still ready, no longer active.
+    let idle = wait_for(&seen, "an inactive revision status", |r| {
+        r.path.ends_with("/revisions/hello-00001/status")
+            && r.body["status"]["desiredReplicas"] == 0
+    })
+    .await;
+    assert!(
+        idle.body["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "Active" && c["status"] == "False" && c["reason"] == "NoTraffic"),
+        "{idle:?}"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     let scales = seen
         .lock()
@@ -361,4 +387,30 @@ fn a_revision_without_an_image_cannot_run_on_kubernetes() {
             .unwrap_err();
     assert!(error.is_permanent());
     assert!(error.to_string().contains("`image`"), "{error}");
+}
+
+#[test]
+fn a_revision_refused_by_the_api_is_not_ready_and_says_why() {
+    use kinetic_serving::runtime::kubernetes::{Readiness, revision_status};
+    let status = revision_status(&Readiness {
+        ready: false,
+        failed: Some((
+            "StartError".into(),
+            "the Kubernetes API refused the revision's Deployment: forbidden".into(),
+        )),
+        desired: 1,
+        actual: 0,
+    });
+    let ready = &status["status"]["conditions"][0];
+    assert_eq!(
+        (ready["type"].as_str(), ready["status"].as_str()),
+        (Some("Ready"), Some("False"))
+    );
+    assert!(ready["message"].as_str().unwrap().contains("forbidden"));
+    // Before its first instance: Unknown, never falsely True.
+    let deploying = revision_status(&Readiness {
+        desired: 1,
+        ..Readiness::default()
+    });
+    assert_eq!(deploying["status"]["conditions"][0]["status"], "Unknown");
 }

@@ -139,7 +139,19 @@ pub async fn run(context: Arc<Context>, cancel: CancellationToken) {
             Some(((), watch))
         });
         let reconciled = resource.clone();
-        let controller = Controller::new_with(api, watcher::Config::default(), resource)
+        let controller = Controller::new_with(api, watcher::Config::default(), resource);
+        // A Service is reconciled again when one of its Revisions changes: the autoscaler writes
+        // their readiness.
+        let controller = if kind == Kind::Service {
+            controller.owns_with(
+                Api::<DynamicObject>::all_with(context.client.clone(), &revision_resource()),
+                revision_resource(),
+                watcher::Config::default(),
+            )
+        } else {
+            controller
+        };
+        let controller = controller
             .reconcile_all_on(changes)
             .graceful_shutdown_on(cancel.clone().cancelled_owned())
             .run(
@@ -226,7 +238,10 @@ pub async fn reconcile(
     let computed = match &parsed {
         Ok(Resource::Service(service)) => {
             match write_children(&context, service, &object, &snapshot).await? {
-                Ok(revisions) => status::service_status(service, &revisions),
+                Ok(revisions) => {
+                    let readiness = revision_readiness(&context, service).await?;
+                    status::service_status(service, &revisions, &readiness)
+                }
                 Err(taken) => status::invalid(&kinetic_api::Error::new(
                     "spec.template.metadata.name",
                     taken.to_string(),
@@ -312,6 +327,43 @@ fn finalizer_patch(object: &DynamicObject, change: impl FnOnce(&mut Vec<String>)
         "finalizers": finalizers,
         "resourceVersion": object.metadata.resource_version,
     }})
+}
+
+/// What the `Ready` condition of each of a Service's Revisions says (the autoscaler that runs
+/// them writes it), by name.
+async fn revision_readiness(
+    context: &Context,
+    service: &Service,
+) -> Result<std::collections::HashMap<String, status::RevisionReady>, Error> {
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        context.client.clone(),
+        &service.metadata.namespace,
+        &revision_resource(),
+    );
+    let listed = api
+        .list(&kube::api::ListParams::default().labels(&format!(
+            "serving.knative.dev/service={}",
+            service.metadata.name
+        )))
+        .await?;
+    Ok(listed
+        .items
+        .iter()
+        .filter_map(|revision| {
+            let value = serde_json::to_value(revision).ok()?;
+            Some((revision.name_any(), status::RevisionReady::of(&value)?))
+        })
+        .collect())
+}
+
+fn revision_resource() -> ApiResource {
+    ApiResource {
+        group: "serving.knative.dev".to_owned(),
+        version: "v1".to_owned(),
+        api_version: "serving.knative.dev/v1".to_owned(),
+        kind: "Revision".to_owned(),
+        plural: "revisions".to_owned(),
+    }
 }
 
 /// A Service's Revision for its current template, its Configuration and its Route, owned by it;

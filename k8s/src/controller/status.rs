@@ -128,9 +128,11 @@ pub fn of(resource: &Resource, snapshot: &Snapshot, resolver: &Resolver) -> Stat
         Resource::Broker(broker) => broker_status(broker, snapshot, resolver),
         Resource::Trigger(trigger) => trigger_status(trigger, snapshot, resolver),
         Resource::EventPolicy(policy) => Status::default().field("from", json!(policy.subjects())),
-        Resource::Service(service) => {
-            service_status(service, &revisions(snapshot, &service.metadata.namespace))
-        }
+        Resource::Service(service) => service_status(
+            service,
+            &revisions(snapshot, &service.metadata.namespace),
+            &std::collections::HashMap::new(),
+        ),
         Resource::S3Source(source) => {
             sink_status(&source.spec.sink, &source.metadata.namespace, resolver)
         }
@@ -250,28 +252,74 @@ fn sink_status(sink: &Destination, namespace: &str, resolver: &Resolver) -> Stat
     }
 }
 
-/// A Service's revisions are written by the controller; whether they serve is the runtime's to
-/// say, and kinetic has no runtime on Kubernetes yet: the Service is `Unknown`, never falsely
-/// `True`.
-pub fn service_status(service: &Service, revisions: &[kinetic_api::Revision]) -> Status {
+/// What a Revision's `Ready` condition says (written by the autoscaler that runs it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevisionReady {
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+}
+
+impl RevisionReady {
+    /// The `Ready` condition of a Revision object's status, if it has one.
+    pub fn of(object: &Value) -> Option<RevisionReady> {
+        let ready = object
+            .pointer("/status/conditions")?
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Ready")?;
+        Some(RevisionReady {
+            status: ready["status"].as_str()?.to_owned(),
+            reason: ready["reason"].as_str().map(str::to_owned),
+            message: ready["message"].as_str().map(str::to_owned),
+        })
+    }
+}
+
+/// A Service's status from its revisions and what each one's `Ready` says (`readiness`, by
+/// name; a revision missing there is not known to be ready): `ConfigurationsReady` follows its
+/// newest revision, `RoutesReady` every revision its traffic names, `latestRevision` targets
+/// route to the newest ready revision. Never falsely `True`.
+pub fn service_status(
+    service: &Service,
+    revisions: &[kinetic_api::Revision],
+    readiness: &std::collections::HashMap<String, RevisionReady>,
+) -> Status {
     let namespace = &service.metadata.namespace;
     let name = &service.metadata.name;
     let latest = kinetic_serving::revision::latest(name, revisions);
+    let is_ready = |revision: &str| readiness.get(revision).is_some_and(|r| r.status == "True");
+    let latest_ready = revisions
+        .iter()
+        .filter(|r| r.service() == name && is_ready(&r.metadata.name))
+        .max_by_key(|r| kinetic_serving::revision::generation(r))
+        .map(|r| r.metadata.name.clone());
     let mut status = Status::default();
     match latest {
         Some(latest) => {
-            status.fields.insert(
-                "latestCreatedRevisionName".into(),
-                json!(latest.metadata.name),
-            );
-            status.conditions.push(Condition::unknown(
-                "ConfigurationsReady",
-                "NoRuntime",
-                format!(
-                    "Revision \"{}\" is created; kinetic does not run functions on Kubernetes yet",
-                    latest.metadata.name
+            let revision = &latest.metadata.name;
+            status
+                .fields
+                .insert("latestCreatedRevisionName".into(), json!(revision));
+            status.conditions.push(match readiness.get(revision) {
+                Some(ready) if ready.status == "True" => Condition::ready("ConfigurationsReady"),
+                Some(ready) if ready.status == "False" => Condition::failed(
+                    "ConfigurationsReady",
+                    "RevisionFailed",
+                    format!(
+                        "Revision \"{revision}\" failed with message: {}.",
+                        ready.message.as_deref().unwrap_or("no message")
+                    ),
                 ),
-            ));
+                _ => Condition::unknown(
+                    "ConfigurationsReady",
+                    "Deploying",
+                    format!(
+                        "Revision \"{revision}\" is not ready yet (kinetic-autoscaler runs it)"
+                    ),
+                ),
+            });
         }
         None => status.conditions.push(Condition::unknown(
             "ConfigurationsReady",
@@ -279,17 +327,25 @@ pub fn service_status(service: &Service, revisions: &[kinetic_api::Revision]) ->
             "The revision of this generation is not created yet",
         )),
     }
+    if let Some(ready) = &latest_ready {
+        status
+            .fields
+            .insert("latestReadyRevisionName".into(), json!(ready));
+    }
+    let mut routed = Vec::new();
     let traffic: Vec<Value> = service
         .traffic()
         .iter()
         .map(|target| {
-            let revision = match (&target.revision_name, latest) {
-                (Some(named), _) => Some(named.clone()),
-                (None, Some(latest)) => Some(latest.metadata.name.clone()),
-                (None, None) => None,
+            let revision = match &target.revision_name {
+                Some(named) => Some(named.clone()),
+                None => latest_ready
+                    .clone()
+                    .or_else(|| latest.map(|l| l.metadata.name.clone())),
             };
             let mut entry = json!({"percent": target.percent.unwrap_or(0)});
             if let Some(revision) = revision {
+                routed.push(revision.clone());
                 entry["revisionName"] = json!(revision);
             }
             if target.latest_revision == Some(true) {
@@ -301,7 +357,25 @@ pub fn service_status(service: &Service, revisions: &[kinetic_api::Revision]) ->
             entry
         })
         .collect();
-    status.conditions.push(Condition::ready("RoutesReady"));
+    let failed = routed.iter().find(|r| {
+        readiness
+            .get(r.as_str())
+            .is_some_and(|ready| ready.status == "False")
+    });
+    let waiting = routed.iter().find(|r| !is_ready(r));
+    status.conditions.push(match (failed, waiting) {
+        (Some(revision), _) => Condition::failed(
+            "RoutesReady",
+            "RevisionFailed",
+            format!("Revision \"{revision}\" that the traffic names failed"),
+        ),
+        (None, Some(revision)) => Condition::unknown(
+            "RoutesReady",
+            "RevisionMissing",
+            format!("Revision \"{revision}\" that the traffic names is not ready yet"),
+        ),
+        (None, None) => Condition::ready("RoutesReady"),
+    });
     status
         .field(
             "url",

@@ -10,6 +10,9 @@
 //!   calls ready, at its queue-proxy's port, with the queue-proxy's admin port for `/stats`.
 //! - [`Runtime::release`] (the revision is no longer routed) deletes both objects; their pods
 //!   get SIGTERM, their queue-proxies drain.
+//! - The Revision's status says what Knative's says ([`revision_status`]): `Ready` once it has
+//!   served (or needs no instance to start, at initial scale 0), `False` with the reason when its
+//!   objects are refused, `Active` whether it has instances; patched only when that changes.
 //!
 //! The objects are plain functions of the revision ([`deployment`], [`service`]), tested apart.
 
@@ -212,6 +215,75 @@ pub fn service(spec: &InstanceSpec) -> Value {
             ],
         },
     })
+}
+
+/// What the Revision's status says, as Knative's Revision reconciler says it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Readiness {
+    /// It has had a ready instance, or was asked for none at first (initial scale 0).
+    pub ready: bool,
+    /// Why its objects could not be applied, if they could not.
+    pub failed: Option<(String, String)>,
+    pub desired: u32,
+    pub actual: u32,
+}
+
+/// The Revision's `status` as a merge patch: conditions `Ready`, `ContainerHealthy`,
+/// `ResourcesAvailable` and `Active`, and the replica counts.
+pub fn revision_status(readiness: &Readiness) -> Value {
+    let condition = |kind: &str, status: &str, reason: Option<&str>, message: Option<&str>| {
+        let mut condition = json!({"type": kind, "status": status});
+        if let Some(reason) = reason {
+            condition["reason"] = json!(reason);
+        }
+        if let Some(message) = message {
+            condition["message"] = json!(message);
+        }
+        condition
+    };
+    let mut conditions = Vec::new();
+    match (&readiness.failed, readiness.ready) {
+        (Some((reason, message)), _) => {
+            conditions.push(condition("Ready", "False", Some(reason), Some(message)));
+            conditions.push(condition(
+                "ResourcesAvailable",
+                "False",
+                Some(reason),
+                Some(message),
+            ));
+        }
+        (None, true) => {
+            conditions.push(condition("Ready", "True", None, None));
+            conditions.push(condition("ResourcesAvailable", "True", None, None));
+            conditions.push(condition("ContainerHealthy", "True", None, None));
+        }
+        (None, false) => {
+            let waiting = Some("Waiting for the revision's first instance to be ready");
+            conditions.push(condition("Ready", "Unknown", Some("Deploying"), waiting));
+            conditions.push(condition(
+                "ResourcesAvailable",
+                "Unknown",
+                Some("Deploying"),
+                waiting,
+            ));
+        }
+    }
+    // Active while the autoscaler wants instances; scaled to zero it takes no traffic directly.
+    conditions.push(if readiness.desired > 0 {
+        condition("Active", "True", None, None)
+    } else {
+        condition(
+            "Active",
+            "False",
+            Some("NoTraffic"),
+            Some("The target is not receiving traffic."),
+        )
+    });
+    json!({"status": {
+        "conditions": conditions,
+        "actualReplicas": readiness.actual,
+        "desiredReplicas": readiness.desired,
+    }})
 }
 
 /// The ready endpoints of a revision's EndpointSlices: `(key, address, admin)` per pod, where
@@ -427,8 +499,16 @@ impl Supervisor {
         mut desired: watch::Receiver<(Arc<InstanceSpec>, u32)>,
         cancel: CancellationToken,
     ) {
-        let spec = desired.borrow_and_update().0.clone();
+        let (spec, first) = {
+            let first = desired.borrow_and_update();
+            (first.0.clone(), first.1)
+        };
         let namespace = spec.namespace.clone();
+        // A revision asked for no instance at first (initial scale 0) is ready without one.
+        let reporter = tokio::spawn(
+            self.clone()
+                .report(spec.clone(), first == 0, cancel.clone()),
+        );
         // Applied until it holds: a refusal is the revision's problem, shown in its status.
         loop {
             match self.apply(&spec).await {
@@ -483,6 +563,62 @@ impl Supervisor {
             }
         }
         endpoints.abort();
+        reporter.abort();
+    }
+
+    /// Patches the Revision's status whenever what it says changes (see [`revision_status`]).
+    async fn report(self, spec: Arc<InstanceSpec>, ready_at_zero: bool, cancel: CancellationToken) {
+        let revisions: Api<kube::api::DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            &spec.namespace,
+            &kube::api::ApiResource {
+                group: "serving.knative.dev".to_owned(),
+                version: "v1".to_owned(),
+                api_version: "serving.knative.dev/v1".to_owned(),
+                kind: "Revision".to_owned(),
+                plural: "revisions".to_owned(),
+            },
+        );
+        let mut changes = self.status.subscribe();
+        let mut reported: Option<Readiness> = None;
+        loop {
+            let readiness = {
+                let status = changes.borrow_and_update();
+                Readiness {
+                    ready: status.startups > 0 || ready_at_zero,
+                    failed: status
+                        .last_error
+                        .as_ref()
+                        .map(|error| (error.reason().to_owned(), error.to_string())),
+                    desired: status.desired,
+                    actual: status.ready,
+                }
+            };
+            if reported.as_ref() != Some(&readiness) {
+                let patch = revision_status(&readiness);
+                match revisions
+                    .patch_status(
+                        &spec.revision,
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                {
+                    Ok(_) => reported = Some(readiness),
+                    Err(error) => {
+                        tracing::debug!(revision = %spec.revision, %error, "Writing the revision's status failed; trying again.");
+                        tokio::select! {
+                            () = cancel.cancelled() => return,
+                            () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                changed = changes.changed() => if changed.is_err() { return },
+            }
+        }
     }
 
     /// Server-side applies the Deployment and the Service.
