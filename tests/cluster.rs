@@ -4,9 +4,9 @@
 //! and find it in event-display's log, see the webhook refuse a bad Trigger with kinetic's
 //! message, delete the Trigger (its finalizer comes off), and uninstall.
 //!
-//! A second test deploys Knative's helloworld-go sample as a Knative Service: its revision runs as
-//! a Deployment with kinetic's queue-proxy sidecar, goes to zero when idle, comes back for one
-//! request through the gateway, and goes to zero again.
+//! A second test deploys Knative's helloworld-go sample as a Knative Service: it becomes Ready,
+//! its revision runs as a Deployment with kinetic's queue-proxy sidecar, goes to zero when idle,
+//! comes back for one request through the gateway, and goes to zero again.
 //!
 //! It needs a cluster, which no machine kinetic is tested on has: it runs only when
 //! `KINETIC_TEST_KUBECONFIG` names a kubeconfig (`scripts/test.sh` then runs it with
@@ -309,6 +309,18 @@ spec:
 "#
     );
     ok(&["apply", "-f", "-"], Some(&sample));
+    // Ready as Knative's: its revision served.
+    ok(
+        &[
+            "-n",
+            HELLO_NAMESPACE,
+            "wait",
+            "--for=condition=Ready",
+            "services.serving.knative.dev/helloworld-go",
+            "--timeout=300s",
+        ],
+        None,
+    );
     // It starts at one instance (Knative's initial scale), then goes to zero once idle for the
     // stable window and the grace period.
     wait_replicas("ran", Duration::from_secs(300), |n| n >= 1);
