@@ -152,6 +152,9 @@ impl IngressArg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Table,
+    /// The table with more columns (triggers: the subscriber's concurrency limit and deliveries
+    /// in flight).
+    Wide,
     Json,
     Yaml,
 }
@@ -265,7 +268,8 @@ pub async fn get(
                 .collect::<Result<_, _>>()?;
             print!("{}", documents.join("---\n"));
         }
-        Output::Table => {
+        Output::Table | Output::Wide => {
+            let wide = output == Output::Wide;
             let rows: Vec<Vec<String>> = items
                 .iter()
                 .map(|item| {
@@ -375,7 +379,21 @@ pub async fn get(
                                 _ => "Unknown",
                             }
                             .to_owned(),
-                        ],
+                        ]
+                        .into_iter()
+                        .chain(
+                            wide.then(|| {
+                                // `-`: nothing sent yet, a destination of kinetic's own, or a
+                                // server that does not deliver.
+                                ["/status/concurrencyLimit", "/status/inFlight"].map(|pointer| {
+                                    item.pointer(pointer)
+                                        .map_or_else(|| "-".to_owned(), Value::to_string)
+                                })
+                            })
+                            .into_iter()
+                            .flatten(),
+                        )
+                        .collect(),
                     }
                 })
                 .collect();
@@ -398,6 +416,15 @@ pub async fn get(
                     "LAST EXIT",
                     "PROBLEM",
                     "CONDITIONS",
+                ],
+                _ if wide => &[
+                    "NAMESPACE",
+                    "NAME",
+                    "BROKER",
+                    "SUBSCRIBER",
+                    "READY",
+                    "LIMIT",
+                    "IN FLIGHT",
                 ],
                 _ => &["NAMESPACE", "NAME", "BROKER", "SUBSCRIBER", "READY"],
             };
@@ -682,7 +709,7 @@ pub async fn dlq_list(
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&items)?),
         Output::Yaml => print!("{}", serde_saphyr::to_string(&items)?),
-        Output::Table => {
+        Output::Table | Output::Wide => {
             let text = |v: &Value| match v {
                 Value::Null => "-".to_owned(),
                 Value::String(s) => s.clone(),
@@ -878,7 +905,7 @@ async fn sources(
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&items)?),
         Output::Yaml => print!("{}", serde_saphyr::to_string(&items)?),
-        Output::Table => {
+        Output::Table | Output::Wide => {
             let text = |item: &Value, field: &str| match &item[field] {
                 Value::String(s) => s.clone(),
                 Value::Null => String::new(),

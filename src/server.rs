@@ -922,6 +922,7 @@ pub async fn up(
             serving: Some(serving.clone()),
             sources: Some(sources.clone()),
             triggers: Some(dispatcher.problems()),
+            subscriber_limits: Some(dispatcher.subscriber_limits()),
             ..kinetic_control::Control::new(store_handle.clone(), watch.clone())
         },
         registry,
@@ -1200,6 +1201,7 @@ pub async fn dispatcher_only(
     let api_state = ApiState {
         control: kinetic_control::Control {
             triggers: Some(dispatcher.problems()),
+            subscriber_limits: Some(dispatcher.subscriber_limits()),
             written_elsewhere: written_elsewhere(settings.resources),
             ..kinetic_control::Control::new(store.store.clone(), resources)
         },

@@ -8,7 +8,8 @@
 //!   and [`Ce`], a binary-mode CloudEvent to post;
 //! - `delivery/*.rs`: one file per behaviour a user relies on: filters, what a subscriber receives,
 //!   retries, dead letters, replies, dedupe, ordered lanes, dead-letter replay, resource lifecycle,
-//!   shutdown and restart, webhook subscriptions (signatures, the egress guard, 410 Gone).
+//!   shutdown and restart, webhook subscriptions (signatures, the egress guard, 410 Gone), and
+//!   each subscriber's adaptive concurrency.
 //!
 //! Waits are bounded ([`WAIT`]); "nothing more arrives" is checked over a [`QUIET`] window after the
 //! expected deliveries arrived. Timing assertions allow 0.8× the expected gap below and 1.5 s above.
@@ -54,6 +55,8 @@ macro_rules! engines {
     )+};
 }
 
+#[path = "delivery/concurrency.rs"]
+mod concurrency;
 #[path = "delivery/contents.rs"]
 mod contents;
 #[path = "delivery/dead_letters.rs"]

@@ -36,6 +36,8 @@ pub struct Control {
     pub sources: Option<Arc<kinetic_sources::Sources>>,
     /// Why triggers are not ready; present in processes that deliver.
     pub triggers: Option<kinetic_triggers::plan::ProblemTable>,
+    /// Each trigger's subscriber concurrency; present in processes that deliver.
+    pub subscriber_limits: Option<kinetic_triggers::dispatcher::SubscriberLimits>,
     /// Set where the resources are not this process's to write (on Kubernetes they live in the
     /// API server): applying and deleting are refused with this hint, and listings show the
     /// resources as this process's watch last read them.
@@ -79,6 +81,7 @@ impl Control {
             serving: None,
             sources: None,
             triggers: None,
+            subscriber_limits: None,
             written_elsewhere: None,
         }
     }

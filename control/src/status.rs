@@ -99,6 +99,16 @@ impl Control {
         if let Some(disabled) = disabled {
             status.insert("disabled".into(), disabled.to_json());
         }
+        // kinetic's own: how many deliveries the subscriber is given at once (learned from its
+        // answers) and how many are in flight.
+        if let Some((limit, in_flight)) = self
+            .subscriber_limits
+            .as_ref()
+            .and_then(|limits| limits.of(&stored.uid))
+        {
+            status.insert("concurrencyLimit".into(), json!(limit));
+            status.insert("inFlight".into(), json!(in_flight));
+        }
         Ok(Value::Object(status))
     }
 

@@ -8,6 +8,8 @@
 //!   them, checked on every name resolution.
 //! - [`sender`]: the HTTP clients (kinetic's own destinations directly, every other URL through
 //!   the guard) and one delivery attempt.
+//! - [`limit`]: adaptive concurrency per subscriber origin, learned from its answers' latency
+//!   and overload signals.
 //! - [`retry`]: which answers are retried, `Retry-After`, and the backoff schedules.
 //! - [`signing`]: Standard Webhooks: the headers, the `whsec_` secrets, signing and verifying.
 //!
@@ -15,6 +17,7 @@
 
 pub mod destination;
 pub mod egress;
+pub mod limit;
 pub mod retry;
 pub mod sender;
 pub mod signing;

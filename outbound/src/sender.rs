@@ -34,6 +34,7 @@ use kinetic_api::event::BROKER_TTL;
 use kinetic_api::eventing::DeliveryFormat;
 
 use crate::egress::{BoxError, Egress, Refused};
+use crate::limit::{Limits, Outcome};
 use crate::retry::{self, Verdict};
 use crate::signing::Signer;
 
@@ -66,6 +67,8 @@ pub struct Target {
     ca_certs: Option<Arc<str>>,
     /// Whether an answer's CloudEvent is a reply (asked for with `Prefer: reply`).
     replies: bool,
+    /// `scheme://host:port`: the key of the destination's concurrency limit.
+    origin: Option<Arc<str>>,
 }
 
 impl Target {
@@ -78,12 +81,18 @@ impl Target {
                 other => Err(format!("the scheme `{other}` is not http or https")),
             })
             .map_err(|error| format!("`{url}` is not a valid URL: {error}"));
+        let origin = uri
+            .as_ref()
+            .ok()
+            .and_then(crate::limit::origin_of)
+            .map(Arc::from);
         Self {
             url,
             uri,
             identity: None,
             ca_certs: None,
             replies: true,
+            origin,
         }
     }
 
@@ -111,6 +120,11 @@ impl Target {
 
     pub fn as_str(&self) -> &str {
         &self.url
+    }
+
+    /// `scheme://host:port`, the key of the destination's concurrency limit.
+    pub fn origin(&self) -> Option<&str> {
+        self.origin.as_deref()
     }
 }
 
@@ -149,6 +163,8 @@ pub struct Sender {
     trusting: Arc<Mutex<Trusting>>,
     /// Largest reply read back.
     max_reply_bytes: usize,
+    /// How many deliveries may be in flight to each outside origin.
+    limits: Arc<Limits>,
 }
 
 /// The clients that trust a destination's own CA certificates, by (certificates, route).
@@ -337,6 +353,10 @@ fn delivery_client_with(resolve: Resolve, tls: rustls::ClientConfig) -> Delivery
         .build(https)
 }
 
+/// Nothing was sent: the destination had no room under its concurrency limit in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
+
 /// What one attempt produced.
 #[derive(Debug, Clone)]
 pub struct Attempt {
@@ -385,7 +405,20 @@ impl Sender {
             tokens: None,
             trusting: Arc::default(),
             max_reply_bytes: MAX_REPLY_BYTES,
+            limits: Arc::default(),
         }
+    }
+
+    /// Keeps the concurrency limits of outside origins in `limits` (shared with what reports
+    /// them).
+    pub fn with_limits(mut self, limits: Arc<Limits>) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The concurrency limits of the outside origins this sender delivers to.
+    pub fn limits(&self) -> &Arc<Limits> {
+        &self.limits
     }
 
     /// Replies longer than `bytes` are not read (and so not published).
@@ -508,13 +541,31 @@ impl Sender {
         timeout: Duration,
         signer: Option<&Signer>,
     ) -> Attempt {
+        self.send_within(target, event, format, timeout, signer, None)
+            .await
+            .unwrap_or_else(|Busy| {
+                Attempt::failed(Verdict::Retryable, "the subscriber had no room".into())
+            })
+    }
+
+    /// [`Sender::send`], waiting at most `wait` (when given) for room under the destination's
+    /// concurrency limit: past it nothing is sent ([`Busy`]).
+    pub async fn send_within(
+        &self,
+        target: &Target,
+        event: &Event,
+        format: DeliveryFormat,
+        timeout: Duration,
+        signer: Option<&Signer>,
+        wait: Option<Duration>,
+    ) -> Result<Attempt, Busy> {
         let uri = match &target.uri {
             Ok(uri) => uri.clone(),
-            Err(error) => return Attempt::failed(Verdict::Permanent, error.clone()),
+            Err(error) => return Ok(Attempt::failed(Verdict::Permanent, error.clone())),
         };
         let route = match self.route(&uri) {
             Ok(route) => route,
-            Err(refused) => return Attempt::refused(&refused),
+            Err(refused) => return Ok(Attempt::refused(&refused)),
         };
         let trusting;
         let client = match (&target.ca_certs, route) {
@@ -523,10 +574,26 @@ impl Sender {
                     trusting = client;
                     &trusting
                 }
-                Err(error) => return Attempt::failed(Verdict::Permanent, error),
+                Err(error) => return Ok(Attempt::failed(Verdict::Permanent, error)),
             },
             (None, Route::Internal) => &self.internal,
             (None, Route::Outside) => &self.outside,
+        };
+        // Outside subscribers get as many attempts in flight as their answers show they take
+        // (kinetic's own destinations have their own admission: the ingress's, the activator's).
+        let permit = match (route, &target.origin) {
+            (Route::Outside, Some(origin)) => {
+                let limit = self.limits.of(origin);
+                match wait {
+                    Some(wait) => Some(
+                        tokio::time::timeout(wait, limit.acquire())
+                            .await
+                            .map_err(|_| Busy)?,
+                    ),
+                    None => Some(limit.acquire().await),
+                }
+            }
+            _ => None,
         };
         let (mut headers, body) = match format {
             DeliveryFormat::Binary => {
@@ -567,10 +634,10 @@ impl Sender {
                     headers.insert(http::header::AUTHORIZATION, value);
                 }
                 None => {
-                    return Attempt::failed(
+                    return Ok(Attempt::failed(
                         Verdict::Retryable,
                         format!("no token could be signed for audience `{audience}`"),
-                    );
+                    ));
                 }
             }
         }
@@ -591,7 +658,10 @@ impl Sender {
             *slot = headers;
         }
         let Ok(request) = request.body(Full::new(body)) else {
-            return Attempt::failed(Verdict::Permanent, "the request could not be built".into());
+            return Ok(Attempt::failed(
+                Verdict::Permanent,
+                "the request could not be built".into(),
+            ));
         };
         let exchange = async {
             let response = client.request(request).await?;
@@ -615,14 +685,27 @@ impl Sender {
                 cut,
             })
         };
-        match tokio::time::timeout(timeout, exchange).await {
-            Err(_) => Attempt::failed(
-                Verdict::Retryable,
-                format!("timed out after {}", kinetic_api::duration::format(timeout)),
+        let (attempt, outcome) = match tokio::time::timeout(timeout, exchange).await {
+            Err(_) => (
+                Attempt::failed(
+                    Verdict::Retryable,
+                    format!("timed out after {}", kinetic_api::duration::format(timeout)),
+                ),
+                Outcome::Overloaded,
             ),
             Ok(Err(error)) => transport_failure(&error),
-            Ok(Ok(answer)) => answered(answer, target),
+            Ok(Ok(answer)) => {
+                let outcome = match answer.status {
+                    429 | 503 => Outcome::Overloaded,
+                    _ => Outcome::Answered,
+                };
+                (answered(answer, target), outcome)
+            }
+        };
+        if let Some(permit) = permit {
+            permit.finish(outcome);
         }
+        Ok(attempt)
     }
 }
 
@@ -713,13 +796,16 @@ impl Attempt {
     }
 }
 
-fn transport_failure(error: &hyper_util::client::legacy::Error) -> Attempt {
+/// The attempt a transport error makes, and what it says of the subscriber's load: a broken or
+/// failed connection is a sign of overload (a full accept queue, a server shedding connections),
+/// the egress guard's refusal is not.
+fn transport_failure(error: &hyper_util::client::legacy::Error) -> (Attempt, Outcome) {
     // A name whose every address the guard refused fails to "connect" with the guard's reason.
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     let mut root: &dyn std::error::Error = error;
     while let Some(current) = cause {
         if let Some(refused) = current.downcast_ref::<Refused>() {
-            return Attempt::refused(refused);
+            return (Attempt::refused(refused), Outcome::Ignored);
         }
         root = current;
         cause = current.source();
@@ -731,7 +817,10 @@ fn transport_failure(error: &hyper_util::client::legacy::Error) -> Attempt {
     } else {
         format!("request failed: {error}: {root}")
     };
-    Attempt::failed(Verdict::Retryable, message)
+    (
+        Attempt::failed(Verdict::Retryable, message),
+        Outcome::Overloaded,
+    )
 }
 
 /// At most `limit` bytes of `body`; the rest is not read.

@@ -2,7 +2,7 @@
 //! retries ([`crate::retry`]): send, then publish a reply to the trigger's broker before the attempt
 //! counts as delivered. An answer of `410 Gone` disables the trigger ([`crate::disable`]).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cloudevents::Event;
 use kinetic_api::event::{self as rules, BROKER_TTL};
@@ -15,12 +15,32 @@ use crate::disable::{self, Disabled};
 use crate::dispatcher::Context;
 use crate::plan::Plan;
 use kinetic_outbound::retry::Verdict;
-use kinetic_outbound::sender::Attempt;
+use kinetic_outbound::sender::{Attempt, Busy};
 
 /// Delivers `event` to the plan's subscriber. A reply is appended to the broker's log (with the
 /// original's TTL, decremented) before this returns `Delivered`; if storing it fails the attempt is
 /// retryable, so a reply is never lost.
 pub async fn deliver(context: &Context, plan: &Plan, event: &Event) -> Attempt {
+    deliver_within(context, plan, event, None)
+        .await
+        .unwrap_or_else(|Busy| Attempt {
+            verdict: Verdict::Retryable,
+            status: None,
+            error: Some("the subscriber had no room".into()),
+            body: Vec::new(),
+            retry_after: None,
+            reply: None,
+        })
+}
+
+/// [`deliver`], waiting at most `wait` (when given) for room under the subscriber's concurrency
+/// limit: past it nothing was sent ([`Busy`]) and the attempt does not count.
+pub async fn deliver_within(
+    context: &Context,
+    plan: &Plan,
+    event: &Event,
+    wait: Option<Duration>,
+) -> Result<Attempt, Busy> {
     // As Knative: the subscriber does not see the broker's TTL (the sender leaves it out); a reply
     // inherits it.
     let ttl = kinetic_api::cloudevent::extension_i64(event, BROKER_TTL)
@@ -29,14 +49,15 @@ pub async fn deliver(context: &Context, plan: &Plan, event: &Event) -> Attempt {
     let started = Instant::now();
     let mut attempt = context
         .sender
-        .send(
+        .send_within(
             &plan.subscriber,
             event,
             plan.policy.format,
             plan.policy.timeout,
             plan.signer.as_ref(),
+            wait,
         )
-        .await;
+        .await?;
     context
         .metrics
         .attempt_duration
@@ -57,7 +78,7 @@ pub async fn deliver(context: &Context, plan: &Plan, event: &Event) -> Attempt {
             attempt.error = Some(format!("the reply could not be stored: {error}"));
         }
     }
-    attempt
+    Ok(attempt)
 }
 
 /// Disables the plan's trigger: in this process at once (so no further event is sent), then in

@@ -89,6 +89,23 @@ impl Config {
     }
 }
 
+/// The concurrency limit of each trigger's subscriber, for the API.
+#[derive(Clone)]
+pub struct SubscriberLimits {
+    plans: PlanTable,
+    limits: Arc<kinetic_outbound::limit::Limits>,
+}
+
+impl SubscriberLimits {
+    /// The limit of the subscriber of the trigger with `uid` and the deliveries in flight to it;
+    /// `None` until something was sent to it, and for kinetic's own destinations (Services,
+    /// brokers), which have their own admission.
+    pub fn of(&self, uid: &str) -> Option<(usize, usize)> {
+        let plan = self.plans.get(uid)?;
+        self.limits.current(plan.subscriber.origin()?)
+    }
+}
+
 /// What every dispatcher task shares.
 pub struct Context {
     pub store: Arc<dyn Store>,
@@ -147,7 +164,8 @@ impl Dispatcher {
             Some(&config.resolver.ingress_url),
             config.egress.clone(),
         )
-        .with_max_reply_bytes(config.max_reply_bytes);
+        .with_max_reply_bytes(config.max_reply_bytes)
+        .with_limits(metrics.limits.clone());
         if let Some(tokens) = &config.tokens {
             sender = sender.with_tokens(tokens.clone());
         }
@@ -182,6 +200,14 @@ impl Dispatcher {
     /// Why triggers are not ready, as this dispatcher finds them; for the API.
     pub fn problems(&self) -> ProblemTable {
         self.context.problems.clone()
+    }
+
+    /// Each trigger's subscriber concurrency, as this process delivers.
+    pub fn subscriber_limits(&self) -> SubscriberLimits {
+        SubscriberLimits {
+            plans: self.context.plans.clone(),
+            limits: self.context.metrics.limits.clone(),
+        }
     }
 
     /// Runs until `cancel` fires, then lets in-flight batches and attempts finish (each bounded by its

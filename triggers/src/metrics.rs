@@ -1,11 +1,16 @@
 //! Metrics of the dispatcher.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use kinetic_outbound::limit::Limits;
 
 pub const DELIVERIES: &str = "kinetic_dispatcher_deliveries";
 pub const RETRIES: &str = "kinetic_dispatcher_retries";
@@ -14,6 +19,8 @@ pub const DELIVERY_LATENCY: &str = "kinetic_dispatcher_delivery_latency_seconds"
 pub const ATTEMPT_DURATION: &str = "kinetic_dispatcher_attempt_duration_seconds";
 pub const BACKLOG: &str = "kinetic_dispatcher_backlog";
 pub const CORRUPT_EVENTS: &str = "kinetic_dispatcher_corrupt_events";
+pub const SUBSCRIBER_LIMIT: &str = "kinetic_dispatcher_subscriber_concurrency_limit";
+pub const SUBSCRIBER_IN_FLIGHT: &str = "kinetic_dispatcher_subscriber_in_flight";
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -35,6 +42,12 @@ pub struct BacklogLabels {
     pub state: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OriginLabels {
+    /// `scheme://host:port` of a subscriber.
+    pub origin: String,
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     pub deliveries: Family<OutcomeLabels, Counter>,
@@ -44,6 +57,9 @@ pub struct Metrics {
     pub attempt_duration: Histogram,
     pub backlog: Family<BacklogLabels, Gauge>,
     pub corrupt_events: Counter,
+    /// The adaptive concurrency limits of outside subscribers (their sender's), read at each
+    /// scrape.
+    pub limits: Arc<Limits>,
 }
 
 impl Metrics {
@@ -56,6 +72,7 @@ impl Metrics {
             attempt_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 20)),
             backlog: Family::default(),
             corrupt_events: Counter::default(),
+            limits: Arc::default(),
         };
         registry.register(
             DELIVERIES,
@@ -92,6 +109,7 @@ impl Metrics {
             "Stored events that could not be read back",
             metrics.corrupt_events.clone(),
         );
+        registry.register_collector(Box::new(SubscriberLimits(metrics.limits.clone())));
         metrics
     }
 
@@ -102,5 +120,43 @@ impl Metrics {
                 outcome,
             })
             .inc();
+    }
+}
+
+/// Each outside subscriber's concurrency limit and deliveries in flight, as they are when scraped.
+struct SubscriberLimits(Arc<Limits>);
+
+impl std::fmt::Debug for SubscriberLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SubscriberLimits")
+    }
+}
+
+impl Collector for SubscriberLimits {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let limit = Family::<OriginLabels, Gauge>::default();
+        let in_flight = Family::<OriginLabels, Gauge>::default();
+        for (origin, current, flying) in self.0.snapshot() {
+            let labels = OriginLabels { origin };
+            limit
+                .get_or_create(&labels)
+                .set(i64::try_from(current).unwrap_or(i64::MAX));
+            in_flight
+                .get_or_create(&labels)
+                .set(i64::try_from(flying).unwrap_or(i64::MAX));
+        }
+        limit.encode(encoder.encode_descriptor(
+            SUBSCRIBER_LIMIT,
+            "Deliveries allowed in flight to an outside subscriber at once, learned from its answers",
+            None,
+            limit.metric_type(),
+        )?)?;
+        in_flight.encode(encoder.encode_descriptor(
+            SUBSCRIBER_IN_FLIGHT,
+            "Deliveries in flight to an outside subscriber",
+            None,
+            in_flight.metric_type(),
+        )?)?;
+        Ok(())
     }
 }

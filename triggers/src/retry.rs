@@ -8,7 +8,7 @@ use futures::StreamExt as _;
 use kinetic_store::{Delivery, DeliveryUpdate, NewDeadLetter, Phase};
 use tokio_util::sync::CancellationToken;
 
-use crate::attempt::{deliver, kept_body};
+use crate::attempt::{deliver_within, kept_body};
 use crate::dead_letter;
 use crate::dispatcher::Context;
 use crate::metrics::TriggerLabels;
@@ -24,6 +24,11 @@ const SWEEP: Duration = Duration::from_secs(5);
 /// How long a row of a trigger that cannot deliver (not ready, or disabled) waits before it is
 /// looked at again.
 const DISABLED_RECHECK_MS: i64 = 5_000;
+/// Longest wait for room under a subscriber's concurrency limit. Rows of one round are attempted
+/// together, so a subscriber with a long queue must not hold the others' retries back: its rows
+/// that found no room are put off by [`BUSY_RECHECK_MS`] (plus jitter), the attempt not counted.
+const ROOM_WAIT: Duration = Duration::from_secs(2);
+const BUSY_RECHECK_MS: i64 = 1_000;
 
 pub async fn run(context: Arc<Context>, cancel: CancellationToken) {
     // Leasing is a write; when the (read-only) `next_due` says nothing is due, skip it, except every
@@ -165,7 +170,9 @@ async fn subscriber_attempt(
             last_error: row.last_error.clone(),
         };
     }
-    let attempt = deliver(context, plan, event).await;
+    let Ok(attempt) = deliver_within(context, plan, event, Some(ROOM_WAIT)).await else {
+        return busy(row);
+    };
     let made = row.attempts + 1;
     let labels = TriggerLabels {
         trigger: plan.label.clone(),
@@ -234,16 +241,20 @@ async fn sink_attempt(
         .unwrap_or((row.last_status, None));
     // As for the subscriber, the sender leaves the broker's TTL out.
     let decorated = dead_letter::decorate(event, plan.subscriber.as_str(), status, body.as_deref());
-    let attempt = context
+    let Ok(attempt) = context
         .sender
-        .send(
+        .send_within(
             &sink,
             &decorated,
             plan.policy.format,
             plan.policy.timeout,
             plan.signer.as_ref(),
+            Some(ROOM_WAIT),
         )
-        .await;
+        .await
+    else {
+        return busy(row);
+    };
     let made = row.attempts + 1;
     match attempt.verdict {
         Verdict::Delivered => {
@@ -282,6 +293,17 @@ async fn sink_attempt(
                 false,
             )
         }
+    }
+}
+
+/// A row whose destination had no room: due again soon, its attempts as they were.
+fn busy(row: &Delivery) -> DeliveryUpdate {
+    let jitter = i64::from(rand::random::<u16>() % 500);
+    DeliveryUpdate::Retry {
+        attempts: row.attempts,
+        next_attempt_at: chrono::Utc::now().timestamp_millis() + BUSY_RECHECK_MS + jitter,
+        last_status: row.last_status,
+        last_error: row.last_error.clone(),
     }
 }
 
