@@ -96,6 +96,15 @@ pub struct DispatcherSettings {
     /// Deliveries in flight per trigger.
     #[arg(long, env = "KINETIC_DELIVERY_CONCURRENCY", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub delivery_concurrency: u32,
+    /// Deliveries in flight to one outside subscriber (scheme, host and port), across triggers:
+    /// `adaptive` (learned from its answers: latency, connection failures, timeouts, 429, 503) or
+    /// a fixed number.
+    #[arg(
+        long,
+        env = "KINETIC_SUBSCRIBER_CONCURRENCY",
+        default_value = "adaptive"
+    )]
+    pub subscriber_concurrency: kinetic_outbound::limit::Policy,
     /// Events read from the log per batch.
     #[arg(long, env = "KINETIC_DELIVERY_BATCH", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub delivery_batch: u32,

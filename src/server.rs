@@ -511,6 +511,7 @@ fn dispatcher_config(
     let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
     let mut config = kinetic_triggers::Config::new(owner, resolver);
     config.concurrency = settings.delivery_concurrency as usize;
+    config.subscriber_concurrency = settings.subscriber_concurrency;
     config.batch_size = settings.delivery_batch as usize;
     config.poll_interval = settings.poll_interval.max(Duration::from_millis(10));
     config.dedupe_window = dedupe_window;

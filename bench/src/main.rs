@@ -13,6 +13,11 @@
 //! forwards each POST to the subscriber before answering. An event through kinetic costs the same two
 //! HTTP exchanges, so the relay's rate is about the ceiling of any end-to-end row on this machine.
 //!
+//! The `small` engine sends 400 events from 16 senders to a small subscriber (Python's
+//! `http.server`: one request at a time, a listen backlog of 5, a connection per request) through
+//! kinetic, and prints the seconds until all arrived beside the subscriber's own pace (the events
+//! posted straight to it, one at a time).
+//!
 //! Run it with `bash bench/run.sh` (builds release binaries first). The machine is shared and noisy:
 //! read ratios and medians, not single numbers.
 
@@ -43,11 +48,12 @@ struct Args {
     /// nisshi broker started for the run; install it with scripts/ensure-kafka.sh), kafka-source
     /// (a KafkaSource sending straight to the subscriber, ordered and unordered), auth (SQLite, 1
     /// trigger: open, behind an EventPolicy with the sender's JWT or a new one per request, over
-    /// TLS).
+    /// TLS), small (SQLite, 1 trigger to a Python `http.server`: one request at a time, a listen
+    /// backlog of 5, a connection per request; 400 events from 16 senders).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "sqlite,postgres,kafka,kafka-source,auth"
+        default_value = "sqlite,postgres,kafka,kafka-source,auth,small"
     )]
     engines: Vec<String>,
     /// The Python with `cryptography` that makes the TLS rows' certificates
@@ -744,6 +750,145 @@ async fn auth_rows(args: &Args, sink_address: SocketAddr, sink: &Arc<Sink>) -> a
     Ok(())
 }
 
+/// `tests/support/small_subscriber.py one-at-a-time`: Python's `http.server` as many webhook
+/// receivers are written, stopped (by PID) when dropped.
+struct SmallSubscriber {
+    child: std::process::Child,
+    url: String,
+}
+
+impl SmallSubscriber {
+    fn start() -> anyhow::Result<Self> {
+        use std::io::BufRead as _;
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/support/small_subscriber.py");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .arg("one-at-a-time")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting python3 {}", script.display()))?;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().context("its stdout")?).read_line(&mut line)?;
+        let Ok(port) = line.trim().parse::<u16>() else {
+            let _ = child.kill();
+            bail!("small_subscriber.py printed {line:?}, not a port");
+        };
+        Ok(Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        })
+    }
+
+    async fn accepted(&self, client: &reqwest::Client) -> anyhow::Result<u64> {
+        let text = client
+            .get(format!("{}/count", self.url))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0))
+    }
+}
+
+impl Drop for SmallSubscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Posts `count` events to `url` from `senders` concurrent senders, then waits (at most 60 s)
+/// until `subscriber` accepted them; the seconds that took and how many arrived.
+async fn small_burst(
+    client: &reqwest::Client,
+    url: &str,
+    subscriber: &SmallSubscriber,
+    count: usize,
+    senders: usize,
+) -> anyhow::Result<(f64, u64)> {
+    let started = Instant::now();
+    let ids: Vec<String> = (0..count).map(|i| format!("small-{i}")).collect();
+    futures::stream::iter(ids.iter())
+        .map(|id| async move { event_request(client, url, id).send().await })
+        .buffer_unordered(senders)
+        .for_each(|_| async {})
+        .await;
+    let deadline = started + Duration::from_secs(60);
+    loop {
+        let accepted = subscriber.accepted(client).await?;
+        if accepted >= count as u64 || Instant::now() >= deadline {
+            return Ok((started.elapsed().as_secs_f64(), accepted));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// 400 events from 16 senders to a small subscriber (one request at a time, listen backlog 5,
+/// HTTP/1.0) through kinetic (SQLite, 1 trigger), beside the same events posted straight to it one
+/// at a time (its capacity), `repeat` rounds, medians.
+async fn small_subscriber_rows(args: &Args) -> anyhow::Result<()> {
+    const EVENTS: usize = 400;
+    const SENDERS: usize = 16;
+    // A connection per request, as the subscriber speaks HTTP/1.0.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()?;
+    let (mut through, mut direct, mut arrived) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..args.repeat {
+        let subscriber = SmallSubscriber::start()?;
+        // Its capacity: the same events posted straight to it, one at a time (16 at once would
+        // overflow its accept queue just the same).
+        let (seconds, _) = small_burst(
+            &client,
+            &format!("{}/", subscriber.url),
+            &subscriber,
+            EVENTS,
+            1,
+        )
+        .await?;
+        direct.push(seconds);
+        drop(subscriber);
+        let subscriber = SmallSubscriber::start()?;
+        let yaml = format!(
+            "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {{name: bench}}\n---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: small}}\nspec:\n  broker: bench\n  subscriber: {{uri: '{}/'}}\n",
+            subscriber.url
+        );
+        let server = start_kinetic_with(args, "sqlite", &yaml, None).await?;
+        let (seconds, count) = small_burst(
+            &client,
+            &format!("{}/default/bench", server.base),
+            &subscriber,
+            EVENTS,
+            SENDERS,
+        )
+        .await?;
+        through.push(seconds);
+        arrived.push(count as f64);
+        stop(server).await;
+    }
+    let (through, direct) = (median(through), median(direct));
+    println!(
+        "{:<44} {:>14} {:>14} {:>8}",
+        format!("small subscriber: s for {EVENTS} events, {SENDERS} senders"),
+        format!("{through:.2}"),
+        format!("{direct:.2}"),
+        format!("{:.1}", through / direct)
+    );
+    println!(
+        "{:<44} {:>14} {:>14} {:>8}",
+        "small subscriber: events arrived (median)",
+        format!("{:.0}", median(arrived)),
+        format!("{EVENTS}"),
+        ""
+    );
+    Ok(())
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -815,6 +960,10 @@ async fn main() -> anyhow::Result<()> {
     for engine in &args.engines {
         if engine == "auth" {
             auth_rows(&args, sink_address, &sink).await?;
+            continue;
+        }
+        if engine == "small" {
+            small_subscriber_rows(&args).await?;
             continue;
         }
         if engine == "kafka-source" {

@@ -89,6 +89,8 @@ pub struct Controller {
     /// and until when growth stays below it.
     ceiling: Option<(f64, Instant)>,
     last_decrease: Option<Instant>,
+    /// A limit set by the operator: samples change nothing.
+    fixed: bool,
     window: Window,
     /// Counts decreases; an overload from a request sent before the last decrease is not counted
     /// again.
@@ -153,9 +155,27 @@ impl Controller {
             probe: Some((INITIAL.min(max), Window::new(now))),
             ceiling: None,
             last_decrease: None,
+            fixed: false,
             window: Window::new(now),
             epoch: 0,
         }
+    }
+
+    /// A controller that keeps `limit` whatever the answers.
+    pub fn fixed(limit: usize, now: Instant) -> Self {
+        let limit = limit.max(1);
+        Self {
+            probe: None,
+            slow_start: false,
+            fixed: true,
+            ..Self::new(limit, now)
+        }
+        .with_limit(limit as f64)
+    }
+
+    fn with_limit(mut self, limit: f64) -> Self {
+        self.limit = limit;
+        self
     }
 
     /// The current limit: how many requests may be in flight.
@@ -183,6 +203,9 @@ impl Controller {
         outcome: Outcome,
         now: Instant,
     ) {
+        if self.fixed {
+            return;
+        }
         let seconds = rtt.as_secs_f64();
         let outlier = self.reference.is_some_and(|(reference, _, _)| {
             seconds > OUTLIER * reference && seconds - reference > OUTLIER_FLOOR.as_secs_f64()
@@ -356,8 +379,12 @@ pub struct Permit {
 }
 
 impl Limit {
+    #[cfg(test)]
     fn new(max: usize, now: Instant) -> Self {
-        let controller = Controller::new(max, now);
+        Self::with(Controller::new(max, now), now)
+    }
+
+    fn with(controller: Controller, now: Instant) -> Self {
         let granted = controller.limit();
         Self {
             semaphore: Arc::new(Semaphore::new(granted)),
@@ -462,22 +489,52 @@ impl Drop for Permit {
 /// The limits of every origin this process delivers to.
 pub struct Limits {
     origins: Mutex<HashMap<Arc<str>, Arc<Limit>>>,
-    max: usize,
+    policy: Mutex<Policy>,
+}
+
+/// How origins' limits are set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Learned from each origin's answers, up to this many in flight.
+    Adaptive { max: usize },
+    /// The same for every origin, whatever its answers.
+    Fixed(usize),
+}
+
+impl std::str::FromStr for Policy {
+    type Err = String;
+
+    /// `adaptive` or a number of requests in flight (1 to 10,000).
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "adaptive" => Ok(Policy::Adaptive { max: DEFAULT_MAX }),
+            number => match number.parse::<usize>() {
+                Ok(n @ 1..=10_000) => Ok(Policy::Fixed(n)),
+                _ => Err(format!(
+                    "`{text}` is neither `adaptive` nor a number of deliveries in flight from 1 to 10000"
+                )),
+            },
+        }
+    }
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self::new(DEFAULT_MAX)
+        Self::new(Policy::Adaptive { max: DEFAULT_MAX })
     }
 }
 
 impl Limits {
-    /// Limits that grow to at most `max` requests in flight per origin.
-    pub fn new(max: usize) -> Self {
+    pub fn new(policy: Policy) -> Self {
         Self {
             origins: Mutex::default(),
-            max: max.max(1),
+            policy: Mutex::new(policy),
         }
+    }
+
+    /// Sets how limits are made from now on (origins already seen keep theirs).
+    pub fn set_policy(&self, policy: Policy) {
+        *self.policy.lock().unwrap_or_else(PoisonError::into_inner) = policy;
     }
 
     /// The limit of `origin`, made when first asked for.
@@ -493,7 +550,12 @@ impl Limits {
                 state.in_flight > 0 || now.saturating_duration_since(state.last_used) < IDLE_FORGET
             });
         }
-        let limit = Arc::new(Limit::new(self.max, now));
+        let policy = *self.policy.lock().unwrap_or_else(PoisonError::into_inner);
+        let controller = match policy {
+            Policy::Adaptive { max } => Controller::new(max, now),
+            Policy::Fixed(limit) => Controller::fixed(limit, now),
+        };
+        let limit = Arc::new(Limit::with(controller, now));
         origins.insert(Arc::from(origin), limit.clone());
         limit
     }
@@ -919,6 +981,27 @@ mod tests {
                 assert!((1..=max).contains(&limit), "limit {limit} of max {max}");
             }
         }
+    }
+
+    #[test]
+    fn a_fixed_limit_stays_whatever_the_answers() {
+        let now = Instant::now();
+        let mut controller = Controller::fixed(12, now);
+        assert_eq!(controller.limit(), 12);
+        controller.sample(Duration::from_secs(5), 12, 0, Outcome::Overloaded, now);
+        controller.sample(Duration::from_secs(5), 12, 0, Outcome::Answered, now);
+        assert_eq!(controller.limit(), 12);
+        assert_eq!(
+            "adaptive".parse(),
+            Ok(Policy::Adaptive { max: DEFAULT_MAX })
+        );
+        assert_eq!("12".parse(), Ok(Policy::Fixed(12)));
+        assert!(
+            "0".parse::<Policy>()
+                .unwrap_err()
+                .contains("from 1 to 10000")
+        );
+        assert!("lots".parse::<Policy>().is_err());
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct Config {
     pub batch_size: usize,
     /// Deliveries in flight per trigger.
     pub concurrency: usize,
+    /// Deliveries in flight per outside subscriber origin.
+    pub subscriber_concurrency: kinetic_outbound::limit::Policy,
     /// How long a cursor lease lasts without renewal.
     pub cursor_lease: Duration,
     /// How often cursors are claimed and renewed (well below `cursor_lease`).
@@ -73,6 +75,9 @@ impl Config {
             defaults: Defaults::default(),
             batch_size: 500,
             concurrency: 100,
+            subscriber_concurrency: kinetic_outbound::limit::Policy::Adaptive {
+                max: kinetic_outbound::limit::DEFAULT_MAX,
+            },
             cursor_lease: Duration::from_secs(10),
             claim_interval: Duration::from_secs(2),
             plan_interval: Duration::from_secs(1),
@@ -159,6 +164,7 @@ impl Dispatcher {
         replies: Option<Committer>,
     ) -> Self {
         let log = Arc::new(LogCache::new(store.clone(), metrics.corrupt_events.clone()));
+        metrics.limits.set_policy(config.subscriber_concurrency);
         let mut sender = Sender::new(
             config.resolver.gateway.as_ref(),
             Some(&config.resolver.ingress_url),
