@@ -13,6 +13,9 @@
 //! forwards each POST to the subscriber before answering. An event through kinetic costs the same two
 //! HTTP exchanges, so the relay's rate is about the ceiling of any end-to-end row on this machine.
 //!
+//! For the store engines with 0 and 1 trigger, the same events are also posted 100 to a request
+//! (CloudEvents batch mode, one group-commit entry each), beside the single-event rate.
+//!
 //! The `small` engine sends 400 events from 16 senders to a small subscriber (Python's
 //! `http.server`: one request at a time, a listen backlog of 5, a connection per request) through
 //! kinetic, and prints the seconds until all arrived beside the subscriber's own pace (the events
@@ -255,6 +258,65 @@ async fn throughput_signed(
     let before = sink.count.load(Ordering::Relaxed);
     let start = Instant::now();
     blast_with(client, url, &ids, tokens.as_deref(), concurrency).await?;
+    wait_count(
+        sink,
+        before + events as u64 * per_event,
+        Duration::from_secs(300),
+    )
+    .await?;
+    Ok(events as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Events per second through `url` posted `batch` to a request (CloudEvents batch mode), with
+/// `concurrency` requests in flight, until `per_event` deliveries of each arrived at the sink.
+async fn throughput_batched(
+    client: &reqwest::Client,
+    url: &str,
+    sink: &Sink,
+    (events, batch): (usize, usize),
+    concurrency: usize,
+    per_event: u64,
+) -> anyhow::Result<f64> {
+    let bodies: Vec<String> = (0..events.div_ceil(batch))
+        .map(|request| {
+            let items: Vec<serde_json::Value> = (0..batch.min(events - request * batch))
+                .map(|_| {
+                    serde_json::json!({
+                        "specversion": "1.0",
+                        "id": uuid::Uuid::new_v4().to_string(),
+                        "source": "/bench",
+                        "type": "dev.kinetic.bench",
+                        "datacontenttype": "application/json",
+                        "data": {"order": 12345, "item": "widget", "amount": 250, "note": "a typical small event payload"},
+                    })
+                })
+                .collect();
+            serde_json::Value::Array(items).to_string()
+        })
+        .collect();
+    let before = sink.count.load(Ordering::Relaxed);
+    let start = Instant::now();
+    let failures = AtomicU64::new(0);
+    futures::stream::iter(bodies)
+        .for_each_concurrent(concurrency, |body| {
+            let failures = &failures;
+            async move {
+                let sent = client
+                    .post(url)
+                    .header("content-type", "application/cloudevents-batch+json")
+                    .body(body)
+                    .send()
+                    .await;
+                if !sent.is_ok_and(|response| response.status().is_success()) {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+        .await;
+    let failed = failures.load(Ordering::Relaxed);
+    if failed > 0 {
+        bail!("{failed} batch requests to {url} failed");
+    }
     wait_count(
         sink,
         before + events as u64 * per_event,
@@ -1031,6 +1093,31 @@ async fn main() -> anyhow::Result<()> {
                 format!("{baseline:.0}"),
                 format!("{:.2}", value / baseline)
             );
+            if kafka.is_none() && triggers <= 1 {
+                // The same events 100 to a POST: one group-commit entry each.
+                let mut runs = Vec::new();
+                for _ in 0..args.repeat {
+                    runs.push(
+                        throughput_batched(
+                            &client,
+                            &url,
+                            &sink,
+                            (args.events, 100),
+                            args.concurrency.div_ceil(8),
+                            triggers as u64,
+                        )
+                        .await?,
+                    );
+                }
+                let batched = median(runs);
+                println!(
+                    "{:<44} {:>14} {:>14} {:>8}",
+                    format!("{engine}: … in batches of 100 (÷ single events)"),
+                    format!("{batched:.0}"),
+                    format!("{value:.0}"),
+                    format!("{:.2}", batched / value)
+                );
+            }
             if triggers == 1 {
                 let measured = latency(&client, &url, &sink, args.rate, args.seconds).await?;
                 // For the Kafka class the baseline is a plain producer → consumer pair; it has no

@@ -4,18 +4,22 @@
 //! A fixed parallelism drowns small subscribers: a Python `http.server` accepts 5 pending
 //! connections, and 100 parallel deliveries overflow its accept queue, so the kernel drops their
 //! SYNs and TCP retries after 1 s, 3 s, 7 s. Each origin gets a limit instead, learned from its
-//! answers the way TCP Vegas sizes a congestion window:
+//! answers much as TCP Vegas sizes a congestion window:
 //! - a **reference latency** is measured with one request in flight (the first requests to an
 //!   origin, any quiet spell, and a short probe when it is a minute old);
-//! - each round trip, the mean latency against the reference says how many requests wait at the
-//!   subscriber rather than being served: `queue = limit × (1 − reference / mean)`. Fewer than `α`
-//!   (2, growing with the log of the limit) and the limit was in use: it grows, doubling while
-//!   nothing has queued yet (slow start), then by an eighth. More than `β = 2α`: it shrinks by the
-//!   excess. Noise is allowed for: a mean within two standard errors of the reference is no
-//!   queue, so a subscriber whose latency merely varies from request to request still climbs;
-//! - overload shrinks it by three tenths, once per round trip: connection failures, timeouts,
-//!   `429`, `503`, and an answer more than 4 times (and 100 ms) slower than the reference, such as
-//!   one whose connection waited for TCP's SYN retransmission.
+//! - each round trip, two estimates of the requests **waiting** at the subscriber: from latency,
+//!   `limit × (1 − reference / mean)` (a mean within two standard errors of the reference counts
+//!   as no wait, so a subscriber whose latency merely varies from request to request still
+//!   climbs); and, by Little's law, the requests in flight that the answers' rate and latency do
+//!   not account for (a connection whose SYN was dropped answers only a second later, unseen
+//!   until then);
+//! - fewer than `α` waiting (2, growing with the log of the limit) while the limit was in use: it
+//!   grows, doubling while nothing has waited yet (slow start), then by an eighth. More than
+//!   `β = 2α` waiting by latency: it shrinks by the excess;
+//! - **loss** shrinks it and holds growth below the point of loss for 10 s: unseen requests (by
+//!   their number), and overload (by three tenths, once per round trip): connection failures,
+//!   timeouts, `429`, `503`, and an answer more than 4 times (and 100 ms) slower than the
+//!   reference.
 //!
 //! A parallel subscriber climbs to the maximum; one that serves a request at a time holds a few in
 //! flight, which is as fast as it can go. The decision ([`Controller`]) is a plain function of the
