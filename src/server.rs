@@ -546,10 +546,16 @@ fn source_sink(
     sender
         .ready_clients()
         .map_err(|e| anyhow::anyhow!("sources' HTTP clients: {e}"))?;
+    let batches = sender.clone();
     let sink = kinetic_sources::Sink::new(Arc::new(move |url: &reqwest::Url| {
         sender.client_for(url).cloned()
     }))
-    .with_endpoint_check(host_check(egress));
+    .with_endpoint_check(host_check(egress))
+    // A broker's ingress commits a batch-mode POST as one: sources with much to send (a
+    // KafkaSource behind its topic) send it many events at a time.
+    .with_batches(Arc::new(move |url: &reqwest::Url| {
+        batches.is_broker_ingress(url)
+    }));
     Ok(match issuer {
         Some(issuer) => sink.with_signer(Arc::new(move |subject, audience| {
             issuer.token_for(subject, audience)

@@ -479,6 +479,21 @@ impl Sender {
         }
     }
 
+    /// Whether `url` is a broker's path on kinetic's own ingress, which takes CloudEvents batch
+    /// mode (several events in one POST, committed together).
+    pub fn is_broker_ingress(&self, url: &url::Url) -> bool {
+        self.ingress
+            .as_ref()
+            .is_some_and(|(ingress_scheme, ingress_host, ingress_port)| {
+                url.scheme().eq_ignore_ascii_case(ingress_scheme)
+                    && url
+                        .host_str()
+                        .is_some_and(|host| host.eq_ignore_ascii_case(ingress_host))
+                    && url.port_or_known_default() == Some(*ingress_port)
+                    && is_broker_path(url.path())
+            })
+    }
+
     /// Which client reaches `uri`, or why the guard refuses it.
     fn route(&self, uri: &Uri) -> Result<Route, Refused> {
         let host = uri.host().unwrap_or("");

@@ -1,5 +1,7 @@
-//! Handing events to a source's sink: a CloudEvents binary-mode POST, accepted on any 2xx. A source
-//! acknowledges its own input only after [`Sink::send`] (or [`Sink::send_until_accepted`]) succeeded.
+//! Handing events to a source's sink: a CloudEvents binary-mode POST, accepted on any 2xx; or, to a
+//! sink that takes it (a kinetic broker's ingress), several events in one batch-mode POST, accepted
+//! or refused together. A source acknowledges its own input only after [`Sink::send`] (or
+//! [`Sink::send_until_accepted`], [`Sink::send_batch_until_accepted`]) succeeded.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,6 +105,11 @@ pub type EndpointCheck =
 /// wiring (kinetic's own issuer). `None` when it cannot.
 pub type Signer = Arc<dyn Fn(&str, &str) -> Option<String> + Send + Sync>;
 
+/// Whether a sink URL takes CloudEvents batch mode (one POST of several events, committed
+/// together): kinetic's own broker ingress does; an arbitrary URL may not, and might take a batch
+/// for a single event.
+pub type BatchCheck = Arc<dyn Fn(&reqwest::Url) -> bool + Send + Sync>;
+
 /// Where a source's events go, and who sends them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -130,6 +137,7 @@ pub struct Sink {
     route: Route,
     signer: Option<Signer>,
     endpoints: Option<EndpointCheck>,
+    batches: Option<BatchCheck>,
 }
 
 impl std::fmt::Debug for Sink {
@@ -146,6 +154,21 @@ impl Sink {
             route,
             signer: None,
             endpoints: None,
+            batches: None,
+        }
+    }
+
+    /// Sinks `check` says take batch mode get several events to a POST ([`Sink::send_batch`]).
+    pub fn with_batches(mut self, check: BatchCheck) -> Sink {
+        self.batches = Some(check);
+        self
+    }
+
+    /// Whether `target` takes several events in one batch-mode POST.
+    pub fn takes_batches(&self, target: &Target) -> bool {
+        match (&self.batches, reqwest::Url::parse(&target.url)) {
+            (Some(check), Ok(url)) => check(&url),
+            _ => false,
         }
     }
 
@@ -202,11 +225,41 @@ impl Sink {
     pub async fn send(&self, target: &Target, event: &Event) -> Result<(), SinkError> {
         let (client, url) = self.client(&target.url)?;
         let (headers, body) = encode_binary(event);
-        let mut request = client
+        let request = client.post(url).headers(headers).body(body);
+        self.post(target, request).await
+    }
+
+    /// One attempt of `events` in one batch-mode POST (`application/cloudevents-batch+json`),
+    /// accepted or refused together; only for a sink that [takes batches](Sink::takes_batches).
+    /// Cancellation safe.
+    pub async fn send_batch(&self, target: &Target, events: &[Event]) -> Result<(), SinkError> {
+        let (client, url) = self.client(&target.url)?;
+        let mut body = Vec::with_capacity(events.len() * 512);
+        body.push(b'[');
+        for (index, event) in events.iter().enumerate() {
+            if index > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(&kinetic_api::cloudevent::encode_structured(event));
+        }
+        body.push(b']');
+        let request = client
             .post(url)
-            .timeout(ATTEMPT_TIMEOUT)
-            .headers(headers)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/cloudevents-batch+json",
+            )
             .body(body);
+        self.post(target, request).await
+    }
+
+    /// Sends `request` with the attempt timeout and, for a sink with an audience, a token.
+    async fn post(
+        &self,
+        target: &Target,
+        mut request: reqwest::RequestBuilder,
+    ) -> Result<(), SinkError> {
+        request = request.timeout(ATTEMPT_TIMEOUT);
         if let (Some(audience), Some(signer)) = (&target.audience, &self.signer)
             && let Some(token) = signer(&target.sender, audience)
         {
@@ -247,11 +300,36 @@ impl Sink {
         event: &Event,
         cancel: &CancellationToken,
     ) -> Result<(), SinkError> {
+        self.until_accepted(url, cancel, || self.send(url, event))
+            .await
+    }
+
+    /// [`Sink::send_until_accepted`] for a batch ([`Sink::send_batch`]).
+    pub async fn send_batch_until_accepted(
+        &self,
+        url: &Target,
+        events: &[Event],
+        cancel: &CancellationToken,
+    ) -> Result<(), SinkError> {
+        self.until_accepted(url, cancel, || self.send_batch(url, events))
+            .await
+    }
+
+    async fn until_accepted<F, Sent>(
+        &self,
+        url: &Target,
+        cancel: &CancellationToken,
+        mut attempt: F,
+    ) -> Result<(), SinkError>
+    where
+        F: FnMut() -> Sent,
+        Sent: std::future::Future<Output = Result<(), SinkError>>,
+    {
         let mut failures = 0u32;
         loop {
             let error = tokio::select! {
                 () = cancel.cancelled() => return Err(SinkError::Cancelled),
-                sent = self.send(url, event) => match sent {
+                sent = attempt() => match sent {
                     Ok(()) => return Ok(()),
                     Err(error) => error,
                 },
@@ -274,5 +352,89 @@ impl Sink {
                 () = tokio::time::sleep(backoff) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloudevents::EventBuilder as _;
+    use kinetic_testkit::receiver::{Answer, Receiver};
+
+    fn sink(batches: bool) -> Sink {
+        Sink::new(Arc::new(|_: &reqwest::Url| Ok(reqwest::Client::new()))).with_batches(Arc::new(
+            move |url: &reqwest::Url| batches && url.path() == "/default/default",
+        ))
+    }
+
+    fn target(url: String) -> Target {
+        Target {
+            url,
+            sender: "source".into(),
+            audience: None,
+        }
+    }
+
+    fn event(id: &str) -> Event {
+        cloudevents::EventBuilderV10::new()
+            .id(id)
+            .source("/test")
+            .ty("dev.kinetic.test")
+            .data("application/json", serde_json::json!({"n": id}))
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_one_post_of_every_event_in_order() {
+        let receiver = Receiver::start().await;
+        let target = target(receiver.url("/default/default"));
+        assert!(sink(true).takes_batches(&target));
+        assert!(!sink(false).takes_batches(&target));
+        assert!(!sink(true).takes_batches(&super::Target {
+            url: receiver.url("/elsewhere"),
+            ..target.clone()
+        }));
+        sink(true)
+            .send_batch(&target, &[event("a"), event("b"), event("c")])
+            .await
+            .unwrap();
+        let received = receiver.received("/default/default");
+        assert_eq!(received.len(), 1);
+        assert_eq!(
+            received[0].header("content-type"),
+            Some("application/cloudevents-batch+json")
+        );
+        let batch: Vec<serde_json::Value> = serde_json::from_slice(&received[0].body).unwrap();
+        let ids: Vec<&str> = batch.iter().filter_map(|e| e["id"].as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        assert_eq!(batch[1]["data"], serde_json::json!({"n": "b"}));
+    }
+
+    #[tokio::test]
+    async fn a_refused_batch_says_why_and_whether_to_send_it_again() {
+        let receiver = Receiver::start().await;
+        let target = target(receiver.url("/default/default"));
+        receiver.script(
+            "/default/default",
+            vec![
+                Answer::status(400).body(r#"{"error":"event 1 of the batch: no type"}"#),
+                Answer::status(503),
+            ],
+        );
+        let refused = sink(true)
+            .send_batch(&target, &[event("a"), event("b")])
+            .await
+            .unwrap_err();
+        assert!(!refused.is_retryable());
+        assert!(
+            refused.to_string().contains("event 1 of the batch"),
+            "{refused}"
+        );
+        let unavailable = sink(true)
+            .send_batch(&target, &[event("a"), event("b")])
+            .await
+            .unwrap_err();
+        assert!(unavailable.is_retryable());
     }
 }

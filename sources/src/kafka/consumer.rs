@@ -286,6 +286,7 @@ pub(crate) async fn run(
                     sink: sink.clone(),
                     consumer,
                     ordering,
+                    batches: sources.sink.takes_batches(&sink),
                     healthy: AtomicBool::new(true),
                 });
                 let outcome =

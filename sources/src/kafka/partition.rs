@@ -2,9 +2,11 @@
 //! and stores the offset every record before which was accepted, so the consumer commits nothing
 //! undelivered.
 //!
-//! Ordered: one record at a time, in offset order. Unordered: up to [`UNORDERED_IN_FLIGHT`]
-//! records at once; the stored offset still only moves past records that are done
-//! ([`OffsetTracker`]).
+//! Ordered: one send at a time, in offset order. To a sink that takes CloudEvents batch mode (a
+//! kinetic broker's ingress), that send carries every record waiting, up to [`BATCH_RECORDS`] and
+//! [`BATCH_BYTES`], in one POST the broker commits as one: the order is kept and the partition does
+//! not wait for a round trip per record. Unordered: up to [`UNORDERED_IN_FLIGHT`] records at once;
+//! the stored offset still only moves past records that are done ([`OffsetTracker`]).
 //!
 //! A task holding [`PAUSE_AT`] records stops reading until [`RESUME_AT`] are left. Meanwhile
 //! librdkafka prefetches up to `queued.min.messages` records of the partition and then stops
@@ -32,6 +34,10 @@ use crate::sink::{SinkError, Target};
 
 /// Records of one partition in flight at once in unordered mode.
 pub const UNORDERED_IN_FLIGHT: usize = 32;
+/// Most records, and most bytes of their values, in one batch-mode POST (well under the ingress's
+/// default `--max-body-bytes` of 4 MiB, base64 included).
+pub const BATCH_RECORDS: usize = 100;
+pub const BATCH_BYTES: usize = 256 * 1024;
 /// A partition's task holding this many records stops reading its queue; it reads again at
 /// [`RESUME_AT`].
 pub const PAUSE_AT: usize = 1_000;
@@ -45,6 +51,8 @@ pub(super) struct Shared {
     pub sink: Target,
     pub consumer: Arc<StreamConsumer<SourceContext>>,
     pub ordering: KafkaOrdering,
+    /// The sink takes several events in one batch-mode POST.
+    pub batches: bool,
     /// False while librdkafka reports every broker down; the first record read again clears it.
     pub healthy: AtomicBool,
 }
@@ -79,18 +87,38 @@ pub(super) async fn run(
     };
     let mut waiting: VecDeque<OwnedMessage> = VecDeque::new();
     let mut paused = false;
-    let mut in_flight: JoinSet<(i64, Outcome)> = JoinSet::new();
+    let mut in_flight: JoinSet<(Vec<i64>, Outcome)> = JoinSet::new();
+    let batches = shared.batches && shared.ordering == KafkaOrdering::Ordered;
     loop {
-        while in_flight.len() < limit
-            && let Some(record) = waiting.pop_front()
-        {
-            if !tracker.begin(record.offset()) {
+        while in_flight.len() < limit && !waiting.is_empty() {
+            let mut records = Vec::new();
+            let mut bytes = 0;
+            while let Some(record) = waiting.front() {
+                let size = record.payload().map_or(0, <[u8]>::len);
+                let room = records.is_empty()
+                    || (batches && records.len() < BATCH_RECORDS && bytes + size <= BATCH_BYTES);
+                if !room {
+                    break;
+                }
+                let Some(record) = waiting.pop_front() else {
+                    break;
+                };
+                if tracker.begin(record.offset()) {
+                    bytes += size;
+                    records.push(record);
+                }
+            }
+            if records.is_empty() {
                 continue;
             }
             let (shared, cancel) = (shared.clone(), cancel.clone());
             in_flight.spawn(async move {
-                let outcome = deliver(&shared, &record, &cancel).await;
-                (record.offset(), outcome)
+                let offsets = records.iter().map(OwnedMessage::offset).collect();
+                let outcome = match records.as_slice() {
+                    [record] => deliver(&shared, record, &cancel).await,
+                    _ => deliver_batch(&shared, &records, &cancel).await,
+                };
+                (offsets, outcome)
             });
         }
         if paused && waiting.len() <= RESUME_AT {
@@ -101,11 +129,15 @@ pub(super) async fn run(
             biased;
             () = cancel.cancelled() => break,
             Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                let Ok((offset, outcome)) = done else { break };
+                let Ok((offsets, outcome)) = done else { break };
                 if outcome == Outcome::Cancelled {
                     break;
                 }
-                if let Some(position) = tracker.finish(offset) {
+                let mut position = None;
+                for offset in offsets {
+                    position = tracker.finish(offset).or(position);
+                }
+                if let Some(position) = position {
                     store(&shared, &topic, partition, position);
                 }
             }
@@ -145,9 +177,65 @@ fn store(shared: &Shared, topic: &str, partition: i32, position: i64) {
     }
 }
 
-/// Hands one record's event to the sink until it is accepted, refused for good, or `cancel`.
-async fn deliver(shared: &Shared, message: &OwnedMessage, cancel: &CancellationToken) -> Outcome {
-    let headers: Vec<(String, Option<Vec<u8>>)> = message
+/// Hands the events of `messages` (consecutive records of one partition) to the sink in one
+/// batch-mode POST until it is accepted or `cancel`. A batch refused for good (one record's event
+/// the broker refuses, or a batch too large for it) is sent again a record at a time, in order, so
+/// only what the sink refuses is passed over.
+async fn deliver_batch(
+    shared: &Shared,
+    messages: &[OwnedMessage],
+    cancel: &CancellationToken,
+) -> Outcome {
+    let mut events = Vec::with_capacity(messages.len());
+    let mut since = Vec::with_capacity(messages.len());
+    for message in messages {
+        let headers = headers_of(message);
+        let record = record_of(message, &headers);
+        events.push(mapping::to_event(&shared.emitter, &record));
+        since.push(
+            record
+                .timestamp
+                .and_then(DateTime::<Utc>::from_timestamp_millis)
+                .unwrap_or_else(Utc::now),
+        );
+    }
+    let (sources, key) = (&shared.sources, &shared.key);
+    let first = tokio::select! {
+        () = cancel.cancelled() => return Outcome::Cancelled,
+        sent = sources.sink.send_batch(&shared.sink, &events) => sent,
+    };
+    let sent = match first {
+        Err(error) if error.is_retryable() => {
+            sources.failed(key, error.to_string());
+            sources
+                .sink
+                .send_batch_until_accepted(&shared.sink, &events, cancel)
+                .await
+        }
+        other => other,
+    };
+    match sent {
+        Ok(()) => {
+            for at in since {
+                sources.accepted(key, at);
+            }
+            Outcome::Accepted
+        }
+        Err(SinkError::Cancelled) => Outcome::Cancelled,
+        Err(error) => {
+            tracing::debug!(namespace = %key.1, name = %key.2, %error, records = messages.len(), "The sink refused a batch for good; sending its records one at a time.");
+            for message in messages {
+                if deliver(shared, message, cancel).await == Outcome::Cancelled {
+                    return Outcome::Cancelled;
+                }
+            }
+            Outcome::Accepted
+        }
+    }
+}
+
+fn headers_of(message: &OwnedMessage) -> Vec<(String, Option<Vec<u8>>)> {
+    message
         .headers()
         .map(|headers| {
             headers
@@ -155,16 +243,28 @@ async fn deliver(shared: &Shared, message: &OwnedMessage, cancel: &CancellationT
                 .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
                 .collect()
         })
-        .unwrap_or_default();
-    let record = Record {
+        .unwrap_or_default()
+}
+
+fn record_of<'a>(
+    message: &'a OwnedMessage,
+    headers: &'a [(String, Option<Vec<u8>>)],
+) -> Record<'a> {
+    Record {
         topic: message.topic(),
         partition: message.partition(),
         offset: message.offset(),
         timestamp: message.timestamp().to_millis(),
         key: message.key(),
         value: message.payload(),
-        headers: &headers,
-    };
+        headers,
+    }
+}
+
+/// Hands one record's event to the sink until it is accepted, refused for good, or `cancel`.
+async fn deliver(shared: &Shared, message: &OwnedMessage, cancel: &CancellationToken) -> Outcome {
+    let headers = headers_of(message);
+    let record = record_of(message, &headers);
     let event = mapping::to_event(&shared.emitter, &record);
     let since = record
         .timestamp
