@@ -77,9 +77,8 @@ pub(crate) fn positions(
 /// Rows to insert for `advance_cursor`, in event order, so that insertion order (the lane order)
 /// follows the log even when the caller lists them otherwise. Stable: equal positions keep their order.
 /// Splits `sizes` (bytes per item) into consecutive ranges whose total stays under `limit` (an item
-/// larger than `limit` gets a range of its own). Used to keep each statement's parameters in one
-/// small message: sqlx 0.9.0 does not set `TCP_NODELAY`, and a client message split over several
-/// writes then waits for the server's delayed ACK (about 40 ms) under Nagle's algorithm.
+/// larger than `limit` gets a range of its own): a batch too large for one statement's parameters
+/// goes in several.
 pub(crate) fn size_bounded_ranges(sizes: &[usize], limit: usize) -> Vec<std::ops::Range<usize>> {
     let mut ranges = Vec::new();
     let mut start = 0;

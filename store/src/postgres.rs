@@ -1,11 +1,12 @@
 //! The PostgreSQL store: scale-out, many processes share one database.
 //!
 //! What keeps several processes apart:
-//! - `append` takes a transaction-scoped advisory lock per broker (`pg_advisory_xact_lock`) before it
-//!   looks at the dedupe window or hands out positions, and positions come from a per-broker counter
-//!   row updated in the same transaction. Appends to one broker therefore commit in position order,
-//!   and locks are released only after the commit is visible: a reader that saw position N never
-//!   later sees a position below N appear.
+//! - `append` stamps its dedupe keys (an uncommitted stamp of the same key makes it wait, then see
+//!   the key as a duplicate) and takes positions from a per-broker counter row updated in the same
+//!   transaction. Appends to one broker therefore commit in position order, and the row's lock is
+//!   released only after the commit is visible: a reader that saw position N never later sees a
+//!   position below N appear. Keys are taken sorted and before any counter row, so two appends
+//!   cannot deadlock (see `postgres/events.rs`).
 //! - `lease_deliveries` picks rows with `FOR UPDATE SKIP LOCKED`; `claim_cursors`, `advance_cursor`
 //!   and `update_delivery` are conditional on the owner (and lease expiry) in the same statement or
 //!   under a row lock, so two processes never hold the same cursor or row.

@@ -162,6 +162,8 @@ conformance! {
         dead_letters::pages_follow_each_other,
         cursors::skipping_to_the_head_releases_a_free_cursor,
         events::a_read_stops_once_it_holds_enough_bytes,
+        events::a_batch_of_many_megabytes_appends_whole,
+        events::concurrent_appends_of_the_same_keys_accept_each_once,
         dead_letters::delete_by_id_trigger_and_all,
         dead_letters::retention_by_age_and_count,
         checkpoints::create_only_when_absent,

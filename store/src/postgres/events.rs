@@ -8,26 +8,75 @@ use sqlx::Row;
 use super::PostgresStore;
 use crate::{Appended, EventLog, Millis, NewEvent, Result, StoredEvent, codec};
 
-/// Most parameter bytes per statement, see [`codec::size_bounded_ranges`].
-const MESSAGE_LIMIT: usize = 12 * 1024;
+/// Most parameter bytes of one append statement. A batch within it (every batch the ingress's group
+/// commit makes of events of ordinary size) is appended by one statement in its own implicit
+/// transaction: one round trip. A bigger one is appended by several statements in one transaction.
+const STATEMENT_BYTES: usize = 8 * 1024 * 1024;
 
 /// LISTEN/NOTIFY channel of committed appends, see [`EventLog::watch_appends`].
 const APPEND_CHANNEL: &str = "kinetic_appends";
 
-/// First key of the advisory locks that serialize appends per broker (the second is the broker's
-/// hash): "kn" in ASCII, to stay clear of other users of advisory locks in the same database.
-const APPEND_LOCK_CLASS: i32 = 0x6b6e;
+/// The whole append as one statement: stamp the new dedupe keys, move each broker's head by the
+/// number accepted, insert the accepted events at their positions (batch order per broker), and
+/// notify listeners (delivered when, and only if, the statement's transaction commits).
+///
+/// No lock is taken beforehand. Concurrent appends serialize on the rows they share: a key being
+/// stamped by an uncommitted append makes the next one wait for its commit (then the key is a
+/// duplicate), and a broker's `log_heads` row is held from the head update to the commit, so
+/// positions become visible in order. Keys arrive sorted, heads are updated in broker order, and
+/// every key comes before any head (the heads need the stamped keys' count), so two appends always
+/// take their row locks in the same order and cannot deadlock.
+const APPEND: &str = "\
+WITH input AS ( \
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::int4[]) \
+        AS i(broker, source, id, payload, ord) \
+), stamped AS ( \
+    INSERT INTO dedupe (broker, source, id, accepted_at) \
+    SELECT broker, source, id, $6 FROM input ORDER BY broker, source, id \
+    ON CONFLICT (broker, source, id) DO UPDATE SET accepted_at = EXCLUDED.accepted_at \
+    WHERE dedupe.accepted_at < $7 \
+    RETURNING broker, source, id \
+), accepted AS ( \
+    SELECT i.broker, i.payload, i.ord, \
+        row_number() OVER (PARTITION BY i.broker ORDER BY i.ord) AS n, \
+        count(*) OVER (PARTITION BY i.broker) AS total \
+    FROM input i JOIN stamped s ON s.broker = i.broker AND s.source = i.source AND s.id = i.id \
+), heads AS ( \
+    INSERT INTO log_heads (broker, head) \
+    SELECT broker, count(*) FROM accepted GROUP BY broker ORDER BY broker \
+    ON CONFLICT (broker) DO UPDATE SET head = log_heads.head + EXCLUDED.head \
+    RETURNING broker, head \
+), placed AS ( \
+    SELECT a.ord, h.head - a.total + a.n AS seq, a.broker, a.payload \
+    FROM accepted a JOIN heads h ON h.broker = a.broker \
+), stored AS ( \
+    INSERT INTO events (broker, seq, payload, accepted_at) \
+    SELECT broker, seq, payload, $6 FROM placed \
+) \
+SELECT ord, seq, (SELECT pg_notify('kinetic_appends', '')) IS NULL FROM placed";
 
-/// Each broker once (a batch usually holds one), keeping the lock statement's message small.
-fn distinct_brokers<'a>(brokers: &[&'a str]) -> Vec<&'a str> {
-    let mut distinct: Vec<&str> = brokers.to_vec();
-    distinct.sort_unstable();
-    distinct.dedup();
-    distinct
+/// First-occurrence indexes of `events` ordered by key (broker, source, id): the order every
+/// append and `remember` takes the dedupe rows' locks in.
+fn in_key_order(events: &[NewEvent]) -> Vec<usize> {
+    let mut order = codec::first_occurrences(events);
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&events[a], &events[b]);
+        (a.broker.as_str(), a.source.as_str(), a.id.as_str()).cmp(&(
+            b.broker.as_str(),
+            b.source.as_str(),
+            b.id.as_str(),
+        ))
+    });
+    order
 }
 
-/// Serializes appends per broker, then stamps the keys of `candidates` that are new (absent, or
-/// accepted before `dedupe_since`) with `now`; returns those indexes, in order.
+/// Bytes an event's key and payload take as statement parameters (with some per-row overhead).
+fn parameter_bytes(event: &NewEvent) -> usize {
+    event.broker.len() + event.source.len() + event.id.len() + event.payload.len() + 32
+}
+
+/// Stamps the keys of `candidates` (in key order) that are new (absent, or accepted before
+/// `dedupe_since`) with `now`; returns those indexes, in the order given.
 async fn stamp_new_keys(
     tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
     events: &[NewEvent],
@@ -35,35 +84,16 @@ async fn stamp_new_keys(
     now: Millis,
     dedupe_since: Millis,
 ) -> Result<Vec<usize>> {
-    // Serialize appends per broker before reading the window or handing out positions, locks
-    // taken in one global order so that batches spanning several brokers cannot deadlock.
-    let brokers: Vec<&str> = candidates
+    let sizes: Vec<usize> = candidates
         .iter()
-        .map(|&index| events[index].broker.as_str())
-        .collect();
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock($1, k) \
-         FROM (SELECT DISTINCT hashtext(b) AS k FROM unnest($2::text[]) AS b ORDER BY k) AS keys",
-    )
-    .bind(APPEND_LOCK_CLASS)
-    .bind(distinct_brokers(&brokers))
-    .execute(&mut **tx)
-    .await?;
-
-    // A key is new when absent or older than the window; then it is (re)stamped with `now`.
-    let sources: Vec<&str> = candidates
-        .iter()
-        .map(|&index| events[index].source.as_str())
-        .collect();
-    let ids: Vec<&str> = candidates
-        .iter()
-        .map(|&index| events[index].id.as_str())
-        .collect();
-    let key_sizes: Vec<usize> = (0..candidates.len())
-        .map(|i| brokers[i].len() + sources[i].len() + ids[i].len() + 16)
+        .map(|&index| parameter_bytes(&events[index]))
         .collect();
     let mut stamped: Vec<(String, String, String)> = Vec::with_capacity(candidates.len());
-    for range in codec::size_bounded_ranges(&key_sizes, MESSAGE_LIMIT) {
+    for range in codec::size_bounded_ranges(&sizes, STATEMENT_BYTES) {
+        let chunk = &candidates[range];
+        let brokers: Vec<&str> = chunk.iter().map(|&i| events[i].broker.as_str()).collect();
+        let sources: Vec<&str> = chunk.iter().map(|&i| events[i].source.as_str()).collect();
+        let ids: Vec<&str> = chunk.iter().map(|&i| events[i].id.as_str()).collect();
         stamped.extend(
             sqlx::query_as::<_, (String, String, String)>(
                 "INSERT INTO dedupe (broker, source, id, accepted_at) \
@@ -72,9 +102,9 @@ async fn stamp_new_keys(
                  WHERE dedupe.accepted_at < $5 \
                  RETURNING broker, source, id",
             )
-            .bind(&brokers[range.clone()])
-            .bind(&sources[range.clone()])
-            .bind(&ids[range])
+            .bind(&brokers)
+            .bind(&sources)
+            .bind(&ids)
             .bind(now)
             .bind(dedupe_since)
             .fetch_all(&mut **tx)
@@ -99,29 +129,70 @@ async fn stamp_new_keys(
         .collect())
 }
 
-#[async_trait]
-impl EventLog for PostgresStore {
-    async fn append(
+impl PostgresStore {
+    /// An append of at most [`STATEMENT_BYTES`]: one statement, see [`APPEND`].
+    async fn append_in_one_statement(
         &self,
         events: &[NewEvent],
+        keyed: &[usize],
         now: Millis,
         dedupe_since: Millis,
     ) -> Result<Vec<Appended>> {
-        if events.is_empty() {
-            return Ok(Vec::new());
+        let brokers: Vec<&str> = keyed.iter().map(|&i| events[i].broker.as_str()).collect();
+        let sources: Vec<&str> = keyed.iter().map(|&i| events[i].source.as_str()).collect();
+        let ids: Vec<&str> = keyed.iter().map(|&i| events[i].id.as_str()).collect();
+        let payloads: Vec<&[u8]> = keyed
+            .iter()
+            .map(|&i| events[i].payload.as_slice())
+            .collect();
+        let ords = keyed
+            .iter()
+            .map(|&i| i32::try_from(i))
+            .collect::<std::result::Result<Vec<i32>, _>>()
+            .map_err(|_| crate::Error::Corrupt("an append batch of over 2^31 events".into()))?;
+        let placed: Vec<(i32, i64, bool)> = sqlx::query_as(APPEND)
+            .bind(&brokers)
+            .bind(&sources)
+            .bind(&ids)
+            .bind(&payloads)
+            .bind(&ords)
+            .bind(now)
+            .bind(dedupe_since)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut results = vec![Appended::Duplicate; events.len()];
+        for (ord, seq, _) in placed {
+            let index = usize::try_from(ord)
+                .ok()
+                .filter(|&index| index < events.len())
+                .ok_or_else(|| {
+                    crate::Error::Corrupt(format!("the append returned position {ord}"))
+                })?;
+            results[index] = Appended::Accepted(seq);
         }
-        let candidates = codec::first_occurrences(events);
+        Ok(results)
+    }
+
+    /// An append of more than [`STATEMENT_BYTES`]: in one transaction, every key first (in key
+    /// order, as [`APPEND`] takes them), then the heads, then the events in several statements.
+    async fn append_in_statements(
+        &self,
+        events: &[NewEvent],
+        keyed: &[usize],
+        now: Millis,
+        dedupe_since: Millis,
+    ) -> Result<Vec<Appended>> {
         let mut tx = self.pool.begin().await?;
-        let accepted = stamp_new_keys(&mut tx, events, &candidates, now, dedupe_since).await?;
+        let mut accepted = stamp_new_keys(&mut tx, events, keyed, now, dedupe_since).await?;
         if accepted.is_empty() {
             tx.commit().await?;
             return Ok(vec![Appended::Duplicate; events.len()]);
         }
-
-        let (head_brokers, counts): (Vec<&str>, Vec<i64>) =
-            codec::counts_per_broker(events, &accepted)
-                .into_iter()
-                .unzip();
+        // Positions follow the batch's order.
+        accepted.sort_unstable();
+        let mut counts = codec::counts_per_broker(events, &accepted);
+        counts.sort_unstable();
+        let (head_brokers, counts): (Vec<&str>, Vec<i64>) = counts.into_iter().unzip();
         let heads: HashMap<String, i64> = sqlx::query_as(
             "INSERT INTO log_heads (broker, head) SELECT * FROM unnest($1::text[], $2::int8[]) \
              ON CONFLICT (broker) DO UPDATE SET head = log_heads.head + EXCLUDED.head \
@@ -135,29 +206,36 @@ impl EventLog for PostgresStore {
         .collect();
         let results = codec::positions(events, &accepted, &heads)?;
 
-        let mut brokers = Vec::with_capacity(accepted.len());
-        let mut seqs = Vec::with_capacity(accepted.len());
-        let mut payloads = Vec::with_capacity(accepted.len());
-        for (event, result) in events.iter().zip(&results) {
-            if let Appended::Accepted(seq) = result {
-                brokers.push(event.broker.as_str());
-                seqs.push(*seq);
-                payloads.push(event.payload.as_slice());
-            }
-        }
-        let sizes: Vec<usize> = payloads
+        let placed: Vec<(usize, i64)> = results
             .iter()
-            .zip(&brokers)
-            .map(|(p, b)| p.len() + b.len() + 16)
+            .enumerate()
+            .filter_map(|(index, result)| match result {
+                Appended::Accepted(seq) => Some((index, *seq)),
+                Appended::Duplicate => None,
+            })
             .collect();
-        for range in codec::size_bounded_ranges(&sizes, MESSAGE_LIMIT) {
+        let sizes: Vec<usize> = placed
+            .iter()
+            .map(|&(index, _)| parameter_bytes(&events[index]))
+            .collect();
+        for range in codec::size_bounded_ranges(&sizes, STATEMENT_BYTES) {
+            let chunk = &placed[range];
+            let brokers: Vec<&str> = chunk
+                .iter()
+                .map(|&(i, _)| events[i].broker.as_str())
+                .collect();
+            let seqs: Vec<i64> = chunk.iter().map(|&(_, seq)| seq).collect();
+            let payloads: Vec<&[u8]> = chunk
+                .iter()
+                .map(|&(i, _)| events[i].payload.as_slice())
+                .collect();
             sqlx::query(
                 "INSERT INTO events (broker, seq, payload, accepted_at) \
                  SELECT broker, seq, payload, $4 FROM unnest($1::text[], $2::int8[], $3::bytea[]) AS e(broker, seq, payload)",
             )
-            .bind(&brokers[range.clone()])
-            .bind(&seqs[range.clone()])
-            .bind(&payloads[range])
+            .bind(&brokers)
+            .bind(&seqs)
+            .bind(&payloads)
             .bind(now)
             .execute(&mut *tx)
             .await?;
@@ -170,6 +248,29 @@ impl EventLog for PostgresStore {
         tx.commit().await?;
         Ok(results)
     }
+}
+
+#[async_trait]
+impl EventLog for PostgresStore {
+    async fn append(
+        &self,
+        events: &[NewEvent],
+        now: Millis,
+        dedupe_since: Millis,
+    ) -> Result<Vec<Appended>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keyed = in_key_order(events);
+        let bytes: usize = keyed.iter().map(|&i| parameter_bytes(&events[i])).sum();
+        if bytes <= STATEMENT_BYTES {
+            self.append_in_one_statement(events, &keyed, now, dedupe_since)
+                .await
+        } else {
+            self.append_in_statements(events, &keyed, now, dedupe_since)
+                .await
+        }
+    }
 
     async fn remember(
         &self,
@@ -180,9 +281,9 @@ impl EventLog for PostgresStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let candidates = codec::first_occurrences(keys);
+        let keyed = in_key_order(keys);
         let mut tx = self.pool.begin().await?;
-        let fresh = stamp_new_keys(&mut tx, keys, &candidates, now, dedupe_since).await?;
+        let fresh = stamp_new_keys(&mut tx, keys, &keyed, now, dedupe_since).await?;
         tx.commit().await?;
         Ok(codec::flags(keys.len(), &fresh))
     }
@@ -282,5 +383,33 @@ impl EventLog for PostgresStore {
                 .rows_affected();
         }
         Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_one_statement_append_notifies_the_channel_listeners_watch() {
+        assert!(APPEND.contains(&format!("pg_notify('{APPEND_CHANNEL}', '')")));
+    }
+
+    #[test]
+    fn keys_are_taken_in_one_order_whatever_the_batch_order() {
+        let event = |broker: &str, id: &str| NewEvent {
+            broker: broker.into(),
+            source: "s".into(),
+            id: id.into(),
+            payload: Vec::new(),
+        };
+        let events = [
+            event("b", "2"),
+            event("a", "9"),
+            event("b", "1"),
+            event("a", "9"),
+        ];
+        // The repeat of (a, 9) is left out: the first occurrence stands for it.
+        assert_eq!(in_key_order(&events), vec![1, 2, 0]);
     }
 }
