@@ -69,6 +69,8 @@ mod filters;
 mod lifecycle;
 #[path = "delivery/ordering.rs"]
 mod ordering;
+#[path = "delivery/pipelining.rs"]
+mod pipelining;
 #[path = "delivery/replay.rs"]
 mod replay;
 #[path = "delivery/replies.rs"]

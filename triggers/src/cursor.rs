@@ -3,22 +3,29 @@
 //! event not delivered at once (a retry row or a dead letter). A crash before that commit means the
 //! batch is read again: at-least-once.
 //!
-//! Reading and delivering do not wait for the commit: a companion task commits batches in order,
-//! folding whatever has queued into one transaction, while the next batch is already being
-//! delivered. At most [`UNCOMMITTED_BATCHES`] batches wait for their commit; the worker stops when
-//! the commit task finds the lease lost, and finishes only once everything delivered is committed.
+//! Reading, delivering and committing overlap. Up to [`BATCHES_IN_DELIVERY`] batches are delivered
+//! at once (at most `concurrency` events of them in flight), so the next batch does not wait for
+//! the slowest event of the one before; their outcomes are collected in log order. In an ordered
+//! trigger a lane's events of the next batch follow the same lane's events of the batch before
+//! (see [`Pipeline`]). A companion task commits collected batches in order, folding whatever has
+//! queued into one transaction. At most [`UNCOMMITTED_BATCHES`] batches wait for their commit; the
+//! worker stops when the commit task finds the lease lost, and finishes only once everything
+//! delivered is committed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use cloudevents::Event;
 use futures::StreamExt as _;
+use futures::future::{BoxFuture, FutureExt as _};
+use futures::stream::FuturesOrdered;
 use kinetic_api::eventing::DeliveryOrder;
 use kinetic_store::{Millis, NewDeadLetter, NewDelivery};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::attempt::{deliver, kept_body};
 use crate::dispatcher::Context;
@@ -28,6 +35,8 @@ use kinetic_outbound::retry::Verdict;
 
 /// Batches delivered but not yet committed, at most.
 const UNCOMMITTED_BATCHES: usize = 4;
+/// Batches being delivered at once, at most.
+const BATCHES_IN_DELIVERY: usize = 4;
 
 /// What became of an event's first attempt.
 pub(crate) enum First {
@@ -85,7 +94,7 @@ pub async fn run(context: Arc<Context>, uid: String, position: i64, cancel: Canc
 }
 
 async fn read_and_deliver(
-    context: &Context,
+    context: &Arc<Context>,
     uid: &str,
     mut position: i64,
     progress: &mpsc::Sender<Progress>,
@@ -94,26 +103,40 @@ async fn read_and_deliver(
     cancel: &CancellationToken,
 ) {
     let mut commits = context.committed.subscribe();
+    let mut pipeline = Pipeline::new(context.clone());
+    // Batches being delivered, by the position their last event is at, collected in log order.
+    let mut delivering: FuturesOrdered<BoxFuture<'static, (i64, Vec<First>)>> =
+        FuturesOrdered::new();
     // Ordered lanes this worker queued rows in, by the batch end that carries them: until that batch
     // is committed the store cannot know the lane is blocked.
     let mut uncommitted_lanes: Vec<(i64, HashSet<String>)> = Vec::new();
     let mut started_on: Option<String> = None;
     loop {
         if cancel.is_cancelled() || lost.is_cancelled() {
-            return;
+            break;
+        }
+        // Collect what has finished; wait for the oldest batch when the pipeline is full.
+        while let Some(Some((last, outcomes))) = if delivering.len() >= BATCHES_IN_DELIVERY {
+            Some(delivering.next().await)
+        } else {
+            delivering.next().now_or_never()
+        } {
+            if !collect(progress, &mut uncommitted_lanes, last, outcomes).await {
+                return;
+            }
         }
         let Some(plan) = context.plans.get(uid) else {
-            return;
+            break;
         };
         // The cursor's position counts in one broker's log; a trigger moved to another broker gets a
         // new cursor (and a new worker).
         let broker = started_on.get_or_insert_with(|| plan.trigger.broker.clone());
         if *broker != plan.trigger.broker {
-            return;
+            break;
         }
         // Disabled: the cursor stays here, and the events after it wait in the log.
         if context.is_disabled(&plan) {
-            return;
+            break;
         }
         let events = match context
             .log
@@ -130,37 +153,270 @@ async fn read_and_deliver(
         let Some(last) = events.last().map(|e| e.stored.seq) else {
             commits.borrow_and_update();
             tokio::select! {
-                () = cancel.cancelled() => return,
-                () = lost.cancelled() => return,
+                () = cancel.cancelled() => break,
+                () = lost.cancelled() => break,
                 _ = commits.changed() => {}
                 () = tokio::time::sleep(context.config.poll_interval) => {}
+                Some((last, outcomes)) = delivering.next(), if !delivering.is_empty() => {
+                    if !collect(progress, &mut uncommitted_lanes, last, outcomes).await {
+                        return;
+                    }
+                }
             }
             continue;
         };
         let done = committed.load(Ordering::Acquire);
         uncommitted_lanes.retain(|(to, _)| *to > done);
+        pipeline.forget_settled(done);
         let pending: HashSet<String> = uncommitted_lanes
             .iter()
             .flat_map(|(_, lanes)| lanes.iter().cloned())
             .collect();
-        let outcomes = process(context, &plan, events, &pending).await;
-        let (rows, dead) = First::to_record(outcomes);
-        let lanes: HashSet<String> = rows.iter().filter_map(|row| row.lane.clone()).collect();
-        if !lanes.is_empty() {
-            uncommitted_lanes.push((last, lanes));
-        }
-        if progress
-            .send(Progress {
-                to: last,
-                rows,
-                dead,
-            })
-            .await
-            .is_err()
-        {
+        let batch = pipeline.start(plan, events, last, &pending).await;
+        delivering.push_back(batch.map(move |outcomes| (last, outcomes)).boxed());
+        position = last;
+    }
+    // Stopping: what is being delivered finishes and is committed, unless the lease is gone.
+    while !lost.is_cancelled()
+        && let Some((last, outcomes)) = delivering.next().await
+    {
+        if !collect(progress, &mut uncommitted_lanes, last, outcomes).await {
             return;
         }
-        position = last;
+    }
+}
+
+/// Hands a delivered batch to the commit task; false once that task has stopped.
+async fn collect(
+    progress: &mpsc::Sender<Progress>,
+    uncommitted_lanes: &mut Vec<(i64, HashSet<String>)>,
+    last: i64,
+    outcomes: Vec<First>,
+) -> bool {
+    let (rows, dead) = First::to_record(outcomes);
+    let lanes: HashSet<String> = rows.iter().filter_map(|row| row.lane.clone()).collect();
+    if !lanes.is_empty() {
+        uncommitted_lanes.push((last, lanes));
+    }
+    progress
+        .send(Progress {
+            to: last,
+            rows,
+            dead,
+        })
+        .await
+        .is_ok()
+}
+
+/// Delivers batches of one trigger, several at once: at most `concurrency` first attempts in
+/// flight across them. In an ordered trigger each lane of a batch is a task that starts on the
+/// lane's events once the same lane's events of the earlier batches are done, and learns from them
+/// whether the lane is blocked (an event of it became a row); lanes free of earlier work start at
+/// once. Tasks are aborted when the pipeline's batches are dropped (a lost lease).
+struct Pipeline {
+    context: Arc<Context>,
+    permits: Arc<Semaphore>,
+    /// The last task of each lane with work in flight or not yet known to be committed: the end of
+    /// its batch, and whether it left the lane blocked (once done).
+    tails: HashMap<String, (i64, LaneEnd)>,
+}
+
+impl Pipeline {
+    fn new(context: Arc<Context>) -> Pipeline {
+        let permits = Arc::new(Semaphore::new(context.config.concurrency.max(1)));
+        Pipeline {
+            context,
+            permits,
+            tails: HashMap::new(),
+        }
+    }
+
+    /// Forgets lanes whose last task is done and left them free, or left them blocked in a batch
+    /// committed up to `committed` (the store's blocked lanes say so from now on).
+    fn forget_settled(&mut self, committed: i64) {
+        self.tails
+            .retain(|_, (end, lane_end)| match lane_end.peek() {
+                None => true,
+                Some(false) => false,
+                Some(true) => *end > committed,
+            });
+    }
+
+    /// Starts delivering `events` (ending at `end`); the future gives one outcome per event, in
+    /// log order. `pending` are lanes blocked by rows not yet committed.
+    async fn start(
+        &mut self,
+        plan: Arc<Plan>,
+        events: Vec<Arc<Logged>>,
+        end: i64,
+        pending: &HashSet<String>,
+    ) -> BoxFuture<'static, Vec<First>> {
+        match plan.order {
+            DeliveryOrder::Unordered => {
+                let (context, permits) = (self.context.clone(), self.permits.clone());
+                let concurrency = context.config.concurrency.max(1);
+                let kept = events.clone();
+                let task_plan = plan.clone();
+                let task = AbortOnDropHandle::new(tokio::spawn(async move {
+                    let plan = task_plan;
+                    futures::stream::iter(events)
+                        .map(|logged| {
+                            let (context, plan, permits) = (&context, &plan, &permits);
+                            async move {
+                                match &logged.event {
+                                    Some(event) if plan.filter.matches(event) => {
+                                        let _permit = permits.acquire().await;
+                                        first_attempt(context, plan, &logged, event, None).await
+                                    }
+                                    _ => First::NotMatched,
+                                }
+                            }
+                        })
+                        .buffered(concurrency)
+                        .collect::<Vec<First>>()
+                        .await
+                }));
+                async move {
+                    match task.await {
+                        Ok(outcomes) => outcomes,
+                        // The task failed (it panicked): what it was delivering is retried.
+                        Err(error) => {
+                            tracing::error!(trigger = %plan.label, %error, "Delivering a batch failed; its events are retried.");
+                            let now = chrono::Utc::now().timestamp_millis();
+                            kept.iter()
+                                .map(|logged| match &logged.event {
+                                    Some(event) if plan.filter.matches(event) => First::Row(NewDelivery {
+                                        lane: None,
+                                        ..waiting(&plan, logged, String::new(), now)
+                                    }),
+                                    _ => First::NotMatched,
+                                })
+                                .collect()
+                        }
+                    }
+                }
+                .boxed()
+            }
+            DeliveryOrder::Ordered => self.start_ordered(plan, events, end, pending).await,
+        }
+    }
+
+    async fn start_ordered(
+        &mut self,
+        plan: Arc<Plan>,
+        events: Vec<Arc<Logged>>,
+        end: i64,
+        pending: &HashSet<String>,
+    ) -> BoxFuture<'static, Vec<First>> {
+        // Read after `pending` was taken: a row committed in between is then in one or the other.
+        let blocked: Option<HashSet<String>> = match self
+            .context
+            .store
+            .blocked_lanes(&plan.trigger.uid)
+            .await
+        {
+            Ok(lanes) => Some(lanes.into_iter().chain(pending.iter().cloned()).collect()),
+            Err(error) => {
+                // Without knowing the blocked lanes, queue everything as rows: order is kept
+                // either way.
+                tracing::warn!(trigger = %plan.label, %error, "Reading blocked lanes failed; queueing the batch.");
+                None
+            }
+        };
+        let count = events.len();
+        let mut results: Vec<Option<First>> = (0..count).map(|_| None).collect();
+        // Lanes in order of first appearance, each with its events (and their index in the batch).
+        let mut lanes: Vec<(String, Vec<Queued>)> = Vec::new();
+        let mut lane_index: HashMap<String, usize> = HashMap::new();
+        for (index, logged) in events.into_iter().enumerate() {
+            let Some(lane) = logged
+                .event
+                .as_ref()
+                .filter(|e| plan.filter.matches(e))
+                .map(lane_of)
+            else {
+                results[index] = Some(First::NotMatched);
+                continue;
+            };
+            match lane_index.get(&lane) {
+                Some(&at) => lanes[at].1.push(Queued { index, logged }),
+                None => {
+                    lane_index.insert(lane.clone(), lanes.len());
+                    lanes.push((lane, vec![Queued { index, logged }]));
+                }
+            }
+        }
+        let mut tasks = Vec::with_capacity(lanes.len());
+        for (lane, list) in lanes {
+            let blocked_now = blocked.as_ref().is_none_or(|b| b.contains(&lane));
+            let before = self.tails.get(&lane).map(|(_, lane_end)| lane_end.clone());
+            let (tell, told) = watch::channel(None);
+            self.tails.insert(lane.clone(), (end, LaneEnd(told)));
+            let (context, task_plan, permits) =
+                (self.context.clone(), plan.clone(), self.permits.clone());
+            let kept: Vec<(usize, Arc<Logged>)> = list
+                .iter()
+                .map(|queued| (queued.index, queued.logged.clone()))
+                .collect();
+            let task_lane = lane.clone();
+            tasks.push((
+                lane,
+                kept,
+                AbortOnDropHandle::new(tokio::spawn(async move {
+                    let (plan, lane) = (task_plan, task_lane);
+                    let mut stuck = blocked_now;
+                    if let Some(before) = before {
+                        stuck |= before.blocked().await;
+                    }
+                    let mut out = Vec::with_capacity(list.len());
+                    for Queued { index, logged } in list {
+                        let Some(event) = &logged.event else { continue };
+                        if stuck {
+                            let now = chrono::Utc::now().timestamp_millis();
+                            out.push((
+                                index,
+                                First::Row(waiting(&plan, &logged, lane.clone(), now)),
+                            ));
+                            continue;
+                        }
+                        let outcome = {
+                            let _permit = permits.acquire().await;
+                            first_attempt(&context, &plan, &logged, event, Some(lane.clone())).await
+                        };
+                        stuck = matches!(outcome, First::Row(_));
+                        out.push((index, outcome));
+                    }
+                    let _ = tell.send(Some(stuck));
+                    out
+                })),
+            ));
+        }
+        async move {
+            for (lane, kept, task) in tasks {
+                match task.await {
+                    Ok(finished) => {
+                        for (index, outcome) in finished {
+                            results[index] = Some(outcome);
+                        }
+                    }
+                    // The lane's task failed (it panicked): its events queue in the lane as rows
+                    // (the lane's later tasks learn it is blocked: the sender was dropped).
+                    Err(error) => {
+                        tracing::error!(trigger = %plan.label, %error, "Delivering a lane failed; its events are retried.");
+                        let now = chrono::Utc::now().timestamp_millis();
+                        for (index, logged) in kept {
+                            results[index] =
+                                Some(First::Row(waiting(&plan, &logged, lane.clone(), now)));
+                        }
+                    }
+                }
+            }
+            results
+                .into_iter()
+                .map(|r| r.unwrap_or(First::NotMatched))
+                .collect()
+        }
+        .boxed()
     }
 }
 
@@ -227,111 +483,40 @@ async fn pause(cancel: &CancellationToken, period: Duration) {
     }
 }
 
-/// Filters and delivers one batch. The result holds one entry per event, in log order.
+/// Filters and delivers one batch, on its own (no batch before it is in delivery). The result holds
+/// one entry per event, in log order.
 pub(crate) async fn process(
-    context: &Context,
-    plan: &Plan,
+    context: &Arc<Context>,
+    plan: Arc<Plan>,
     events: Vec<Arc<Logged>>,
-    pending_lanes: &HashSet<String>,
 ) -> Vec<First> {
-    match plan.order {
-        DeliveryOrder::Unordered => {
-            futures::stream::iter(events)
-                .map(|logged| async move {
-                    match &logged.event {
-                        Some(event) if plan.filter.matches(event) => {
-                            first_attempt(context, plan, &logged, event, None).await
-                        }
-                        _ => First::NotMatched,
-                    }
-                })
-                .buffered(context.config.concurrency)
-                .collect()
-                .await
-        }
-        DeliveryOrder::Ordered => ordered(context, plan, events, pending_lanes).await,
-    }
+    let mut pipeline = Pipeline::new(context.clone());
+    let batch = pipeline.start(plan, events, 0, &HashSet::new()).await;
+    batch.await
 }
 
-/// Ordered delivery: events of one lane (`partitionkey`) one at a time in log order, lanes in
-/// parallel. A lane whose event needs a retry (now or from an earlier batch) queues the rest of its
-/// events behind it as rows.
-async fn ordered(
-    context: &Context,
-    plan: &Plan,
-    parsed: Vec<Arc<Logged>>,
-    pending_lanes: &HashSet<String>,
-) -> Vec<First> {
-    let blocked: HashSet<String> = match context.store.blocked_lanes(&plan.trigger.uid).await {
-        Ok(lanes) => lanes
-            .into_iter()
-            .chain(pending_lanes.iter().cloned())
-            .collect(),
-        Err(error) => {
-            // Without knowing the blocked lanes, queue everything as rows: order is kept either way.
-            tracing::warn!(trigger = %plan.label, %error, "Reading blocked lanes failed; queueing the batch.");
-            let now = chrono::Utc::now().timestamp_millis();
-            return parsed
-                .iter()
-                .map(|logged| match &logged.event {
-                    Some(event) if plan.filter.matches(event) => {
-                        First::Row(waiting(plan, logged, lane_of(event), now))
-                    }
-                    _ => First::NotMatched,
-                })
-                .collect();
-        }
-    };
-    let count = parsed.len();
-    // Lanes in order of first appearance, each with its events (and their index in the batch).
-    let mut lanes: Vec<(String, Vec<Queued>)> = Vec::new();
-    let mut results: Vec<Option<First>> = (0..count).map(|_| None).collect();
-    for (index, logged) in parsed.into_iter().enumerate() {
-        let Some(lane) = logged
-            .event
-            .as_ref()
-            .filter(|e| plan.filter.matches(e))
-            .map(lane_of)
-        else {
-            results[index] = Some(First::NotMatched);
-            continue;
-        };
-        match lanes.iter_mut().find(|(name, _)| *name == lane) {
-            Some((_, list)) => list.push(Queued { index, logged }),
-            None => lanes.push((lane, vec![Queued { index, logged }])),
+/// How a lane's task ended: whether it left the lane blocked. A task that ended without saying
+/// (it failed) left it blocked.
+#[derive(Clone)]
+struct LaneEnd(watch::Receiver<Option<bool>>);
+
+impl LaneEnd {
+    /// Once the task has ended: whether the lane is blocked.
+    fn peek(&self) -> Option<bool> {
+        match *self.0.borrow() {
+            Some(blocked) => Some(blocked),
+            None if self.0.has_changed().is_err() => Some(true),
+            None => None,
         }
     }
-    let finished: Vec<Vec<(usize, First)>> = futures::stream::iter(lanes)
-        .map(|(lane, list)| {
-            let blocked = blocked.contains(&lane);
-            async move {
-                let mut out = Vec::with_capacity(list.len());
-                let mut stuck = blocked;
-                for Queued { index, logged } in list {
-                    let Some(event) = &logged.event else { continue };
-                    if stuck {
-                        let now = chrono::Utc::now().timestamp_millis();
-                        out.push((index, First::Row(waiting(plan, &logged, lane.clone(), now))));
-                        continue;
-                    }
-                    let outcome =
-                        first_attempt(context, plan, &logged, event, Some(lane.clone())).await;
-                    stuck = matches!(outcome, First::Row(_));
-                    out.push((index, outcome));
-                }
-                out
-            }
-        })
-        .buffer_unordered(context.config.concurrency)
-        .collect()
-        .await;
-    for (index, outcome) in finished.into_iter().flatten() {
-        results[index] = Some(outcome);
+
+    /// Waits for the task to end; whether it left the lane blocked.
+    async fn blocked(mut self) -> bool {
+        match self.0.wait_for(Option::is_some).await {
+            Ok(blocked) => blocked.unwrap_or(true),
+            Err(_) => true,
+        }
     }
-    results
-        .into_iter()
-        .map(|r| r.unwrap_or(First::NotMatched))
-        .collect()
 }
 
 /// An event of an ordered lane (it matched, so it parsed), with its index in the batch.

@@ -313,7 +313,7 @@ async fn next_batch(
 /// Delivers a batch and records what was not delivered at once. `false` when the trigger is gone
 /// or shutdown interrupted recording (then the batch's offsets are not stored).
 async fn deliver_batch(
-    context: &Context,
+    context: &Arc<Context>,
     trigger: &TriggerRef,
     since: Millis,
     records: &[Record],
@@ -355,7 +355,7 @@ async fn deliver_batch(
     if events.is_empty() {
         return true;
     }
-    let outcomes = process(context, &plan, events, &HashSet::new()).await;
+    let outcomes = process(context, plan.clone(), events).await;
     let (rows, dead) = First::to_record(outcomes);
     if rows.is_empty() && dead.is_empty() {
         return true;
