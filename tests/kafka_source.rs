@@ -183,7 +183,7 @@ spec:
   topics: ['{topic}']
   consumerGroup: {group}
   initialOffset: earliest
-  ordering: ordered
+  ordering: key
 {TO_DEFAULT_BROKER}  ceOverrides: {{extensions: {{team: orders}}}}
 ",
         broker_yaml("default"),
@@ -733,4 +733,98 @@ spec:
         error.contains(&format!("{topic} partition 0 offset 8")) && error.contains("400"),
         "{listed:?}"
     );
+}
+
+/// `ordering: key` to a plain sink: one partition, a slow key's records first, then other keys'.
+/// The other keys do not wait behind the slow one (with `ordered` they would: one record at a time
+/// per partition), and each key's records arrive in order, never two of one key at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_ordering_keeps_each_key_in_order_and_lets_other_keys_pass() {
+    let Some(kafka) = TestBroker::start() else {
+        return;
+    };
+    const SLOW: Duration = Duration::from_millis(300);
+    let settings = kafka.settings();
+    let topic = unique("keyed");
+    kinetic_kafka::ensure_topic(&settings, &topic, 1, 1, Duration::from_secs(10))
+        .await
+        .expect("topic");
+    let store = TestStore::new(Engine::Sqlite).await;
+    let receiver = Receiver::start().await;
+    receiver.respond_with("/sink", |request| {
+        if request.header("ce-key") == Some("slow") {
+            Answer::status(202).delay(SLOW)
+        } else {
+            Answer::status(202)
+        }
+    });
+    let yaml = format!(
+        "apiVersion: sources.knative.dev/v1beta1
+kind: KafkaSource
+metadata: {{name: keyed}}
+spec:
+  bootstrapServers: ['{servers}']
+  topics: ['{topic}']
+  consumerGroup: {group}
+  initialOffset: earliest
+  ordering: key
+  sink: {{uri: '{sink}'}}
+",
+        servers = kafka.bootstrap_servers,
+        group = unique("keyed-readers"),
+        sink = receiver.url("/sink"),
+    );
+    let file = write_yaml(store.dir(), "kafka.yaml", &yaml);
+    let kinetic = Kinetic::up(&store, &[&file]);
+    let value = |key: &str, seq: usize| serde_json::json!({ "key": key, "seq": seq }).to_string();
+    let mut records: Vec<(String, String)> = (0..4)
+        .map(|seq| ("slow".to_owned(), value("slow", seq)))
+        .collect();
+    for seq in 0..10 {
+        for key in ["a", "b", "c"] {
+            records.push((key.to_owned(), value(key, seq)));
+        }
+    }
+    produce(&settings, &topic, &records).await;
+    wait_for_distinct(&receiver, "/sink", records.len(), &kinetic).await;
+
+    let got = receiver.received("/sink");
+    let arrivals: Vec<(String, u64, Instant)> = got
+        .iter()
+        .map(|r| {
+            let body: Value = serde_json::from_slice(&r.body).expect("JSON data");
+            (
+                body["key"].as_str().expect("key").to_owned(),
+                body["seq"].as_u64().expect("seq"),
+                r.at,
+            )
+        })
+        .collect();
+    assert_eq!(arrivals.len(), records.len(), "each record once");
+    let mut by_key: BTreeMap<&str, Vec<(u64, Instant)>> = BTreeMap::new();
+    for (key, seq, at) in &arrivals {
+        by_key.entry(key).or_default().push((*seq, *at));
+    }
+    for (key, list) in &by_key {
+        let seqs: Vec<u64> = list.iter().map(|(seq, _)| *seq).collect();
+        let count = if *key == "slow" { 4 } else { 10 };
+        assert_eq!(seqs, (0..count).collect::<Vec<_>>(), "key {key} in order");
+    }
+    // A slow record is sent only after the one before it was answered (SLOW later).
+    for pair in by_key["slow"].windows(2) {
+        assert!(
+            pair[1].1.duration_since(pair[0].1) >= SLOW,
+            "two records of one key were in flight at once"
+        );
+    }
+    // Every other key's last record arrived before the slow key's last one.
+    let slow_last = by_key["slow"].last().expect("slow records").1;
+    for key in ["a", "b", "c"] {
+        let last = by_key[key].last().expect("records").1;
+        assert!(
+            last < slow_last,
+            "key {key} waited behind the slow key\n{}",
+            kinetic.log()
+        );
+    }
 }

@@ -65,8 +65,13 @@ pub enum InitialOffset {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KafkaOrdering {
+    /// One record at a time per partition (Knative's `ordered`).
     Ordered,
+    /// Several records of a partition at once, no order kept (Knative's `unordered`).
     Unordered,
+    /// kinetic's, beyond Knative: order kept per record key, different keys of a partition at
+    /// once. Records without a key keep no order.
+    Key,
 }
 
 /// Knative's `net`: how the consumer authenticates and encrypts.

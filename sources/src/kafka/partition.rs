@@ -6,14 +6,17 @@
 //! kinetic broker's ingress), that send carries every record waiting, up to [`BATCH_RECORDS`] and
 //! [`BATCH_BYTES`], in one POST the broker commits as one: the order is kept and the partition does
 //! not wait for a round trip per record. Unordered: up to [`UNORDERED_IN_FLIGHT`] records at once;
-//! the stored offset still only moves past records that are done ([`OffsetTracker`]).
+//! the stored offset still only moves past records that are done ([`OffsetTracker`]). Key: to a
+//! broker's ingress as ordered (the log keeps the partition's order, and a trigger's ordered lanes
+//! on `partitionkey`, the record key, deliver different keys at once); to any other sink up to
+//! [`UNORDERED_IN_FLIGHT`] records at once, one at a time per key, in offset order per key.
 //!
 //! A task holding [`PAUSE_AT`] records stops reading until [`RESUME_AT`] are left. Meanwhile
 //! librdkafka prefetches up to `queued.min.messages` records of the partition and then stops
 //! fetching it; those are ready the moment the task reads again, so a partition behind its sink
 //! never waits for a fetch.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -81,16 +84,39 @@ pub(super) async fn run(
 ) {
     let (namespace, name) = (&shared.key.1, &shared.key.2);
     let mut tracker = OffsetTracker::new();
-    let limit = match shared.ordering {
+    // To a batch-taking sink, `key` sends as `ordered`: see the module's documentation.
+    let ordering = match shared.ordering {
+        KafkaOrdering::Key if shared.batches => KafkaOrdering::Ordered,
+        ordering => ordering,
+    };
+    let limit = match ordering {
         KafkaOrdering::Ordered => 1,
-        KafkaOrdering::Unordered => UNORDERED_IN_FLIGHT,
+        KafkaOrdering::Unordered | KafkaOrdering::Key => UNORDERED_IN_FLIGHT,
     };
     let mut waiting: VecDeque<OwnedMessage> = VecDeque::new();
     let mut paused = false;
-    let mut in_flight: JoinSet<(Vec<i64>, Outcome)> = JoinSet::new();
-    let batches = shared.batches && shared.ordering == KafkaOrdering::Ordered;
+    let mut in_flight: JoinSet<(Vec<i64>, Outcome, Option<Vec<u8>>)> = JoinSet::new();
+    // In `key` ordering: the keys with a record in flight.
+    let mut busy: HashSet<Vec<u8>> = HashSet::new();
+    let batches = shared.batches && ordering == KafkaOrdering::Ordered;
     loop {
-        while in_flight.len() < limit && !waiting.is_empty() {
+        while ordering == KafkaOrdering::Key && in_flight.len() < limit {
+            // Its offset was handed to the tracker when it was read: a record that waits behind
+            // its key keeps the position from passing it.
+            let Some(record) = next_of_free_key(&mut waiting, &busy) else {
+                break;
+            };
+            let key = record.key().map(<[u8]>::to_vec);
+            if let Some(key) = &key {
+                busy.insert(key.clone());
+            }
+            let (shared, cancel) = (shared.clone(), cancel.clone());
+            in_flight.spawn(async move {
+                let outcome = deliver(&shared, &record, &cancel).await;
+                (vec![record.offset()], outcome, key)
+            });
+        }
+        while ordering != KafkaOrdering::Key && in_flight.len() < limit && !waiting.is_empty() {
             let mut records = Vec::new();
             let mut bytes = 0;
             while let Some(record) = waiting.front() {
@@ -118,7 +144,7 @@ pub(super) async fn run(
                     [record] => deliver(&shared, record, &cancel).await,
                     _ => deliver_batch(&shared, &records, &cancel).await,
                 };
-                (offsets, outcome)
+                (offsets, outcome, None)
             });
         }
         if paused && waiting.len() <= RESUME_AT {
@@ -129,9 +155,12 @@ pub(super) async fn run(
             biased;
             () = cancel.cancelled() => break,
             Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                let Ok((offsets, outcome)) = done else { break };
+                let Ok((offsets, outcome, key)) = done else { break };
                 if outcome == Outcome::Cancelled {
                     break;
+                }
+                if let Some(key) = key {
+                    busy.remove(&key);
                 }
                 let mut position = None;
                 for offset in offsets {
@@ -143,6 +172,9 @@ pub(super) async fn run(
             }
             received = queue.recv(), if !paused => match received {
                 Ok(message) => {
+                    if ordering == KafkaOrdering::Key && !tracker.begin(message.offset()) {
+                        continue;
+                    }
                     waiting.push_back(message.detach());
                     if !shared.healthy.load(Ordering::Relaxed) {
                         mark_healthy(&shared);
@@ -166,6 +198,32 @@ pub(super) async fn run(
     while in_flight.join_next().await.is_some() {}
     // Before the consumer loop hears that this task ended (see `PartitionTask::stop`).
     drop(queue);
+}
+
+/// Takes out of `waiting` its first record whose key has nothing in flight (`busy`) nor an earlier
+/// record waiting, so each key's records go in offset order. Records without a key are always free.
+fn next_of_free_key(
+    waiting: &mut VecDeque<OwnedMessage>,
+    busy: &HashSet<Vec<u8>>,
+) -> Option<OwnedMessage> {
+    let mut passed: HashSet<&[u8]> = HashSet::new();
+    let mut found = None;
+    for (at, record) in waiting.iter().enumerate() {
+        match record.key() {
+            None => {
+                found = Some(at);
+                break;
+            }
+            Some(key) if !busy.contains(key) && !passed.contains(key) => {
+                found = Some(at);
+                break;
+            }
+            Some(key) => {
+                passed.insert(key);
+            }
+        }
+    }
+    waiting.remove(found?)
 }
 
 /// Stores `position` (the next offset to read) for the next commit. A partition revoked
@@ -309,5 +367,64 @@ async fn send(shared: &Shared, event: &Event, cancel: &CancellationToken) -> Res
                 .await
         }
         Err(error) => Err(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kinetic_kafka::rdkafka::Timestamp;
+
+    use super::*;
+
+    fn record(offset: i64, key: Option<&str>) -> OwnedMessage {
+        OwnedMessage::new(
+            Some(b"{}".to_vec()),
+            key.map(|k| k.as_bytes().to_vec()),
+            "orders".into(),
+            Timestamp::NotAvailable,
+            0,
+            offset,
+            None,
+        )
+    }
+
+    fn offsets(waiting: &VecDeque<OwnedMessage>) -> Vec<i64> {
+        waiting.iter().map(OwnedMessage::offset).collect()
+    }
+
+    #[test]
+    fn a_key_waits_for_its_record_in_flight_and_others_pass_it_in_order() {
+        let mut waiting: VecDeque<OwnedMessage> = [
+            record(1, Some("a")),
+            record(2, Some("a")),
+            record(3, Some("b")),
+            record(4, None),
+            record(5, Some("b")),
+            record(6, Some("c")),
+        ]
+        .into();
+        let mut busy: HashSet<Vec<u8>> = HashSet::new();
+        let take = |waiting: &mut VecDeque<OwnedMessage>, busy: &mut HashSet<Vec<u8>>| {
+            let taken = next_of_free_key(waiting, busy)?;
+            if let Some(key) = taken.key() {
+                busy.insert(key.to_vec());
+            }
+            Some(taken.offset())
+        };
+        // a (1), then b (3): a's second record waits behind the first.
+        assert_eq!(take(&mut waiting, &mut busy), Some(1));
+        assert_eq!(take(&mut waiting, &mut busy), Some(3));
+        // No key: free at once. Then c; b's second waits for b's first.
+        assert_eq!(take(&mut waiting, &mut busy), Some(4));
+        assert_eq!(take(&mut waiting, &mut busy), Some(6));
+        assert_eq!(take(&mut waiting, &mut busy), None);
+        assert_eq!(offsets(&waiting), vec![2, 5]);
+        // b's first is done: its second goes; a's second still waits.
+        busy.remove(b"b".as_slice());
+        assert_eq!(take(&mut waiting, &mut busy), Some(5));
+        assert_eq!(take(&mut waiting, &mut busy), None);
+        busy.remove(b"a".as_slice());
+        assert_eq!(take(&mut waiting, &mut busy), Some(2));
+        assert!(waiting.is_empty());
     }
 }
