@@ -269,6 +269,12 @@ async fn orders_run(args: &Args, bootstrap: &str) -> anyhow::Result<(f64, f64)> 
     let yaml = example
         .replace("127.0.0.1:9092", bootstrap)
         .replace("topics: [orders]", &format!("topics: [{topic}]"))
+        // A group of its own per run: a group an earlier run's kinetic (killed, not closed) is
+        // still a member of would make this one wait for that member's session to time out.
+        .replace(
+            "consumerGroup: kinetic-orders",
+            &format!("consumerGroup: {topic}"),
+        )
         .replace(
             "target/release/order-fn",
             &args.order_fn.display().to_string(),
@@ -289,8 +295,38 @@ async fn orders_run(args: &Args, bootstrap: &str) -> anyhow::Result<(f64, f64)> 
             String::from_utf8_lossy(&produced.stderr)
         );
     }
+    // With JOBS_BENCH_METRICS set, how far each stage is every half second (on stderr).
+    let sampler = std::env::var("JOBS_BENCH_METRICS").is_ok().then(|| {
+        let (api, admin) = (kinetic.api.clone(), kinetic.admin.clone());
+        tokio::spawn(async move {
+            for _ in 0..1_200 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let Ok(response) = api.get(format!("{admin}/metrics")).send().await else {
+                    continue;
+                };
+                let text = response.text().await.unwrap_or_default();
+                let counts: Vec<String> = text
+                    .lines()
+                    .filter(|l| {
+                        l.starts_with("kinetic_broker_events_accepted_total")
+                            || (l.starts_with("kinetic_dispatcher_deliveries_total")
+                                && l.contains("delivered"))
+                    })
+                    .map(|l| l.rsplit(' ').next().unwrap_or("?").to_owned())
+                    .collect();
+                eprintln!(
+                    "{:>6.1} s {}",
+                    started.elapsed().as_secs_f64(),
+                    counts.join(" ")
+                );
+            }
+        })
+    });
     wait_count(&processed, args.orders, Duration::from_secs(600)).await?;
     let rate = args.orders as f64 / started.elapsed().as_secs_f64();
+    if let Some(sampler) = sampler {
+        sampler.abort();
+    }
     if std::env::var("JOBS_BENCH_METRICS").is_ok() {
         let metrics = kinetic
             .api
