@@ -755,8 +755,7 @@ fn answered(answer: Answer, target: &Target) -> Attempt {
         body,
         cut,
     } = answer;
-    let url = target.to_string();
-    let url = url.as_str();
+    // The URL as logs show it (parsed and redacted) only when something is logged.
     let verdict = retry::classify(Some(status));
     let retry_after = if status == 429 || status == 503 {
         headers
@@ -770,16 +769,16 @@ fn answered(answer: Answer, target: &Target) -> Attempt {
     let body = match body {
         Ok(body) => body,
         Err(error) if verdict == Verdict::Delivered => {
-            tracing::warn!(%url, %error, "Reading the subscriber's answer failed; the reply is lost.");
+            tracing::warn!(url = %target, %error, "Reading the subscriber's answer failed; the reply is lost.");
             Bytes::new()
         }
         Err(_) => Bytes::new(),
     };
     let reply = if wants_reply && cut {
-        tracing::warn!(%url, bytes = body.len() - 1, "The subscriber's answer is longer than the largest reply kinetic reads (--max-body-bytes); it is not published as a reply.");
+        tracing::warn!(url = %target, bytes = body.len() - 1, "The subscriber's answer is longer than the largest reply kinetic reads (--max-body-bytes); it is not published as a reply.");
         None
     } else if wants_reply {
-        reply_of(&headers, &body, url)
+        reply_of(&headers, &body, target)
     } else {
         None
     };
@@ -883,7 +882,7 @@ fn warn_not_event(url: &str, bytes: usize) {
 
 /// A reply event in the answer, if there is one; a non-empty body that is not a CloudEvent is ignored
 /// with a warning (once per subscriber).
-fn reply_of(headers: &HeaderMap, body: &Bytes, url: &str) -> Option<Event> {
+fn reply_of(headers: &HeaderMap, body: &Bytes, url: &Target) -> Option<Event> {
     let content_type = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -892,7 +891,7 @@ fn reply_of(headers: &HeaderMap, body: &Bytes, url: &str) -> Option<Event> {
         || content_type.starts_with("application/cloudevents");
     if !looks_like_event {
         if !body.is_empty() {
-            warn_not_event(url, body.len());
+            warn_not_event(&url.to_string(), body.len());
         }
         return None;
     }
