@@ -5,8 +5,10 @@
 //! In `kinetic up` the ingress's group commit also hands each commit's events (as the ingress parsed
 //! them) to the windows of the brokers being read ([`Feed`]), so a worker woken by the commit finds
 //! them here instead of reading back and parsing what was just written. An event is added only
-//! right after the window's last one: anything else (another process's appends in between, a reader
-//! holding the window) is left to the store, so the window stays exactly what the store holds.
+//! right after the window's last one: anything else (another process's appends in between) is left
+//! to the store, so the window stays exactly what the store holds. The window's events are behind a
+//! short lock never held across an await, so a commit's events are kept even while a worker is
+//! fetching from the store (that worker's fetch then skips what the feed already added).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -22,9 +24,34 @@ const WINDOW: usize = 5_000;
 /// shorten the window instead of growing memory (5,000 events of 4 MiB would be 40 GiB).
 const WINDOW_BYTES: usize = 64 * 1024 * 1024;
 
-/// The recent events of one broker, contiguous by position; the lock also makes one reader at a
-/// time fetch from the store.
-type Window = tokio::sync::Mutex<Ring>;
+/// The recent events of one broker, contiguous by position (a lock held only to look or add, never
+/// across an await), and a lock that makes one reader at a time fetch from the store.
+#[derive(Default)]
+struct Window {
+    ring: Mutex<Ring>,
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl Window {
+    /// Up to `limit` events after `after` from memory, when `after` is inside the window (not at
+    /// its end).
+    fn serve(&self, after: i64, limit: usize) -> Option<Vec<Arc<Logged>>> {
+        let ring = self.ring();
+        let first = ring.events.front()?.stored.seq;
+        let last = ring.events.back()?.stored.seq;
+        if first > after.saturating_add(1) || after >= last {
+            return None;
+        }
+        let start = ring.events.partition_point(|e| e.stored.seq <= after);
+        Some(ring.events.range(start..).take(limit).cloned().collect())
+    }
+
+    fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
+        self.ring
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
 
 /// A window's events and what they weigh; the oldest go first when either bound is passed.
 struct Ring {
@@ -98,9 +125,8 @@ impl Feed for LogCache {
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .get(&broker)
                 .cloned();
-            // A broker nobody reads keeps no window; a reader fetching holds the lock, and its next
-            // read at the window's end finds these events in the store.
-            let mut window = window.as_ref().and_then(|w| w.try_lock().ok());
+            // A broker nobody reads keeps no window.
+            let mut window = window.as_ref().map(|w| w.ring());
             let mut next = |stored: Stored| {
                 if let Some(window) = window.as_mut() {
                     let follows = window
@@ -151,30 +177,38 @@ impl LogCache {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             brokers.entry(broker.to_owned()).or_default().clone()
         };
-        let mut window = window.lock().await;
-        let first = window.events.front().map(|e| e.stored.seq);
-        let last = window.events.back().map(|e| e.stored.seq);
-        match (first, last) {
-            // Inside the window: serve from memory.
-            (Some(first), Some(last)) if first <= after.saturating_add(1) && after < last => {
-                let start = window.events.partition_point(|e| e.stored.seq <= after);
-                Ok(window.events.range(start..).take(limit).cloned().collect())
-            }
-            // At the window's end (or no window yet): fetch the next events and keep them.
-            (_, last) if last.is_none_or(|last| after >= last) => {
-                let fetched = self.fetch(broker, after, limit).await?;
-                if last.is_some_and(|last| after > last) {
-                    // A worker ahead of the window: start the window anew, so it stays contiguous.
-                    window.clear();
-                }
-                for logged in &fetched {
-                    window.push_back(logged.clone());
-                }
-                Ok(fetched)
-            }
-            // Behind the window: read the store without disturbing the window.
-            _ => self.fetch(broker, after, limit).await,
+        if let Some(events) = window.serve(after, limit) {
+            return Ok(events);
         }
+        let _fetching = window.fetching.lock().await;
+        // Another reader may have fetched, or a commit fed, meanwhile.
+        if let Some(events) = window.serve(after, limit) {
+            return Ok(events);
+        }
+        let last = window.ring().events.back().map(|e| e.stored.seq);
+        if last.is_some_and(|last| after < last) {
+            // Behind the window: read the store without disturbing the window.
+            return self.fetch(broker, after, limit).await;
+        }
+        // At the window's end (or no window yet): fetch the next events and keep them.
+        let fetched = self.fetch(broker, after, limit).await?;
+        let mut ring = window.ring();
+        match ring.events.back().map(|e| e.stored.seq) {
+            // A worker ahead of the window: start the window anew, so it stays contiguous.
+            Some(last) if after > last => ring.clear(),
+            _ => {}
+        }
+        for logged in &fetched {
+            // What a commit fed while the store was read is there already.
+            let follows = ring
+                .events
+                .back()
+                .is_none_or(|last| last.stored.seq + 1 == logged.stored.seq);
+            if follows {
+                ring.push_back(logged.clone());
+            }
+        }
+        Ok(fetched)
     }
 
     async fn fetch(
@@ -331,6 +365,24 @@ mod tests {
 
         // A broker nobody reads gets no window.
         assert!(!cache.brokers.lock().unwrap().contains_key("ns/x"));
+    }
+
+    #[tokio::test]
+    async fn a_commit_is_kept_while_a_reader_fetches() {
+        let store = store_with(3).await;
+        let cache = LogCache::new(store.clone(), Counter::default());
+        assert_eq!(seqs(&cache.read("ns/b", 0, 10).await.unwrap()), [1, 2, 3]);
+        let window = cache.brokers.lock().unwrap()["ns/b"].clone();
+        let fetching = window.fetching.lock().await;
+        store
+            .append(&[numbered(4), numbered(5)], 0, 0)
+            .await
+            .unwrap();
+        cache.stored(vec![handed("ns/b", 4), handed("ns/b", 5)]);
+        drop(fetching);
+        let read = cache.read("ns/b", 3, 10).await.unwrap();
+        assert_eq!(seqs(&read), [4, 5]);
+        assert_eq!(types(&read), ["from-the-feed", "from-the-feed"]);
     }
 
     #[tokio::test]
