@@ -47,7 +47,8 @@ pub struct KafkaSourceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<KafkaNet>,
     /// `ordered` (the default): one record at a time per partition; `unordered`: records of a
-    /// partition in parallel (bounded), offsets still committed in order.
+    /// partition in parallel (bounded), offsets still committed in order; `key` (kinetic's):
+    /// order kept per record key, different keys of a partition in parallel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordering: Option<KafkaOrdering>,
     pub sink: Destination,
@@ -65,12 +66,12 @@ pub enum InitialOffset {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KafkaOrdering {
-    /// One record at a time per partition (Knative's `ordered`).
+    // One record at a time per partition (Knative's `ordered`).
     Ordered,
-    /// Several records of a partition at once, no order kept (Knative's `unordered`).
+    // Several records of a partition at once, no order kept (Knative's `unordered`).
     Unordered,
-    /// kinetic's, beyond Knative: order kept per record key, different keys of a partition at
-    /// once. Records without a key keep no order.
+    // kinetic's, beyond Knative: order kept per record key, different keys of a partition at once.
+    // Records without a key keep no order.
     Key,
 }
 
