@@ -284,3 +284,24 @@ async fn answer(
     }
     response
 }
+
+/// A subscriber that only counts what reaches it (answering `200`), on a loopback port: for
+/// benchmarks, where recording every request would cost more than the request.
+pub async fn start_counter() -> std::io::Result<(SocketAddr, Arc<std::sync::atomic::AtomicU64>)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let count = Arc::new(AtomicU64::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let counted = count.clone();
+    let app = axum::Router::new().fallback(move || {
+        let count = counted.clone();
+        async move {
+            count.fetch_add(1, Ordering::Relaxed);
+            StatusCode::OK
+        }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((address, count))
+}

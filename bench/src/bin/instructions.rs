@@ -14,10 +14,8 @@
 //! Needs valgrind (Debian's `valgrind`); PostgreSQL from `KINETIC_TEST_POSTGRES_URL` for
 //! `--engine postgres`. Prints where callgrind's output files are kept, for `callgrind_annotate`.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -54,29 +52,10 @@ struct Args {
     out: Option<PathBuf>,
 }
 
-/// Counts what reaches it.
-async fn start_subscriber() -> anyhow::Result<(SocketAddr, Arc<AtomicU64>)> {
-    let count = Arc::new(AtomicU64::new(0));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    let counted = count.clone();
-    let app = axum::Router::new().fallback(move || {
-        let count = counted.clone();
-        async move {
-            count.fetch_add(1, Ordering::Relaxed);
-            axum::http::StatusCode::OK
-        }
-    });
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok((address, count))
-}
-
 /// One run of `events` events; callgrind's total instructions.
 async fn run(args: &Args, events: u64, out: &Path) -> anyhow::Result<u64> {
     let dir = tempfile::tempdir()?;
-    let (subscriber, delivered) = start_subscriber().await?;
+    let (subscriber, delivered) = kinetic_testkit::receiver::start_counter().await?;
     let mut database = None;
     let store = match args.engine.as_str() {
         "sqlite" => format!("sqlite://{}", dir.path().join("state.db").display()),

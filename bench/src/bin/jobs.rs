@@ -24,10 +24,8 @@
 //! shared and noisy: read ratios and medians. With `JOBS_BENCH_METRICS=1` each run also prints
 //! kinetic's delivery counters and attempt times to stderr, to see where the time goes.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -108,25 +106,6 @@ impl Args {
     fn insists(&self, job: Job) -> bool {
         self.only.as_ref().is_some_and(|only| only.contains(&job))
     }
-}
-
-/// Counts the requests it receives.
-async fn start_counter() -> anyhow::Result<(SocketAddr, Arc<AtomicU64>)> {
-    let count = Arc::new(AtomicU64::new(0));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    let shared = count.clone();
-    let app = axum::Router::new().fallback(move || {
-        let count = shared.clone();
-        async move {
-            count.fetch_add(1, Ordering::Relaxed);
-            axum::http::StatusCode::OK
-        }
-    });
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok((address, count))
 }
 
 struct Kinetic {
@@ -264,7 +243,7 @@ async fn orders_run(args: &Args, bootstrap: &str) -> anyhow::Result<(f64, f64)> 
         Duration::from_secs(10),
     )
     .await?;
-    let (receiver, processed) = start_counter().await?;
+    let (receiver, processed) = kinetic_testkit::receiver::start_counter().await?;
     let example = include_str!("../../../examples/queue-consumer/orders.yaml");
     let yaml = example
         .replace("127.0.0.1:9092", bootstrap)
@@ -352,7 +331,7 @@ async fn orders_run(args: &Args, bootstrap: &str) -> anyhow::Result<(f64, f64)> 
 /// Deliveries per second from `events` POSTs to a broker until all reached the receiver, with or
 /// without Standard Webhooks signing.
 async fn deliveries_run(args: &Args, signed: bool) -> anyhow::Result<f64> {
-    let (receiver, delivered) = start_counter().await?;
+    let (receiver, delivered) = kinetic_testkit::receiver::start_counter().await?;
     let signing = if signed {
         "spec:\n  delivery:\n    signing:\n      standardWebhooks:\n        secrets: [{env: BENCH_WEBHOOK_SECRET}]\n"
     } else {

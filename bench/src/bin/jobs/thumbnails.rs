@@ -33,8 +33,9 @@ use futures::StreamExt as _;
 use serde_json::{Value, json};
 
 use crate::photos::Upload;
-use crate::{Args, Kinetic, start_counter, start_kinetic_with};
+use crate::{Args, Kinetic, start_kinetic_with};
 use kinetic_testkit::moto::{self, Moto};
+use kinetic_testkit::receiver::start_counter;
 
 const PIPELINE: &str = include_str!("../../../../examples/image-pipeline/pipeline.yaml");
 const AUTOSCALER: &str = include_str!("../../../../examples/image-pipeline/config/autoscaler.yaml");
