@@ -4,8 +4,8 @@
 //! starts with `BEGIN IMMEDIATE` (it takes the write lock up front instead of failing to upgrade a
 //! read lock; another process on the same file waits `busy_timeout`). Reads use their own pool and
 //! see the last committed state (WAL). Positions are assigned by that single writer, so they are in
-//! commit order. `synchronous=FULL`: a commit that returned survives a power loss, which is what a
-//! broker's 202 promises.
+//! commit order. A durable write returns only once its commit is on disk (see [`wal`]), which is
+//! what a broker's 202 promises; a lazy one (cursor moves, pruning) does not wait for the disk.
 //!
 //! `sqlite::memory:` is a single connection shared by reads and writes (each connection would
 //! otherwise see its own database, or lock tables against the others).
@@ -15,17 +15,17 @@
 //!
 //! Cancellation: every method is one transaction, so a dropped future writes all or nothing.
 
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{SqlSafeStr, Sqlite, Transaction};
+use sqlx::{SqlSafeStr, Sqlite, SqliteConnection, Transaction};
 
 use crate::{Result, Store};
 
@@ -35,6 +35,7 @@ mod dedupe;
 mod deliveries;
 mod events;
 mod resources;
+mod wal;
 
 /// How long a statement waits for another process's write lock before failing as unavailable.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,10 +51,8 @@ pub struct SqliteStore {
     reader: SqlitePool,
     /// The dedupe window's keys in memory (see [`dedupe`]).
     dedupe: dedupe::SharedIndex,
-    /// Whether the writer connection was last switched to `synchronous=NORMAL` (see
-    /// [`SqliteStore::write_lazily`]). SQLite cannot switch inside a transaction, so the switch
-    /// happens between them, on the one writer connection.
-    lazy: Arc<AtomicBool>,
+    /// The write-ahead log a durable commit flushes; `None` for `sqlite::memory:`.
+    wal: Option<Arc<wal::Wal>>,
 }
 
 impl SqliteStore {
@@ -63,13 +62,20 @@ impl SqliteStore {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            // Commits write the WAL without waiting for the disk; durable ones then flush it
+            // themselves (see `wal`), off the one writer connection.
+            .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         let in_memory = is_in_memory(url);
-        if !in_memory {
+        let wal = if in_memory {
+            None
+        } else {
             create_parent_dir(options.get_filename()).await?;
-        }
+            Some(Arc::new(wal::Wal::new(&wal::path_of(
+                options.get_filename(),
+            ))))
+        };
 
         // The writer never closes its connection: for `sqlite::memory:` that would drop the database.
         // Checkpoints are taken off the writer (see `checkpoint_in_background`), so a commit never
@@ -110,36 +116,70 @@ impl SqliteStore {
             writer,
             reader,
             dedupe,
-            lazy: Arc::new(AtomicBool::new(false)),
+            wal,
         })
     }
 
-    /// Starts a write transaction holding SQLite's write lock, whose commit waits for the disk.
-    async fn write(&self) -> Result<Transaction<'static, Sqlite>> {
-        let mut connection = self.writer.acquire().await?;
-        if self.lazy.load(Ordering::Acquire) {
-            sqlx::query("PRAGMA synchronous = FULL")
-                .execute(&mut *connection)
-                .await?;
-            // Only once it took effect: a failed or dropped switch is tried again next time.
-            self.lazy.store(false, Ordering::Release);
-        }
-        begin_immediate(connection).await
+    /// Starts a write transaction holding SQLite's write lock, whose commit returns once it is on
+    /// disk.
+    async fn write(&self) -> Result<Write> {
+        let connection = self.writer.acquire().await?;
+        Ok(Write {
+            tx: begin_immediate(connection).await?,
+            flush: self.wal.clone(),
+        })
     }
 
-    /// Like [`SqliteStore::write`], but the commit does not wait for the disk (`synchronous=NORMAL`;
-    /// in WAL mode still consistent, and made durable by the next `FULL` commit, which flushes the
-    /// WAL up to itself). For writes a machine crash may undo without losing anything accepted.
-    async fn write_lazily(&self) -> Result<Transaction<'static, Sqlite>> {
-        let mut connection = self.writer.acquire().await?;
-        if !self.lazy.load(Ordering::Acquire) {
-            // Set first: if the switch fails half-way, the next durable write switches back anyway.
-            self.lazy.store(true, Ordering::Release);
-            sqlx::query("PRAGMA synchronous = NORMAL")
-                .execute(&mut *connection)
-                .await?;
+    /// Like [`SqliteStore::write`], but the commit does not wait for the disk (still consistent:
+    /// WAL mode; a machine crash may undo it, together with everything committed after it, and
+    /// the next durable commit makes it durable too). For writes a machine crash may undo without
+    /// losing anything accepted.
+    async fn write_lazily(&self) -> Result<Write> {
+        let connection = self.writer.acquire().await?;
+        Ok(Write {
+            tx: begin_immediate(connection).await?,
+            flush: None,
+        })
+    }
+}
+
+/// A write transaction on the one writer connection (it derefs to the connection, so statements
+/// run on `&mut *write`). Dropped without [`Write::commit`], it rolls back.
+pub(crate) struct Write {
+    tx: Transaction<'static, Sqlite>,
+    /// The WAL to flush once committed; `None` for a lazy write or an in-memory database.
+    flush: Option<Arc<wal::Wal>>,
+}
+
+impl Write {
+    /// Commits; for a durable write, returns once the commit (and everything before it) is on
+    /// disk. The writer connection is free again as soon as SQLite committed, so the next write
+    /// does not wait for this one's flush.
+    pub(crate) async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        if let Some(wal) = self.flush {
+            wal.flush_committed().await?;
         }
-        begin_immediate(connection).await
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub(crate) async fn rollback(self) -> Result<()> {
+        Ok(self.tx.rollback().await?)
+    }
+}
+
+impl Deref for Write {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for Write {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
     }
 }
 
@@ -154,7 +194,7 @@ impl Store for SqliteStore {
 async fn begin_immediate(
     connection: sqlx::pool::PoolConnection<Sqlite>,
 ) -> Result<Transaction<'static, Sqlite>> {
-    // What `Pool::begin_with` does, on a connection already taken (to switch `synchronous` first).
+    // What `Pool::begin_with` does, with SQLite's `BEGIN IMMEDIATE`.
     Ok(Transaction::begin(connection, Some("BEGIN IMMEDIATE".into_sql_str())).await?)
 }
 
@@ -250,36 +290,85 @@ async fn create_parent_dir(file: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
-    async fn synchronous(tx: &mut Transaction<'static, Sqlite>) -> i64 {
+    async fn synchronous(connection: &mut SqliteConnection) -> i64 {
         sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(&mut **tx)
+            .fetch_one(connection)
             .await
             .unwrap()
     }
 
     #[tokio::test]
-    async fn lazy_writes_never_leave_the_writer_lazy_for_durable_ones() {
+    async fn durable_commits_flush_the_wal_and_lazy_ones_do_not() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&format!("sqlite://{}/state.db", dir.path().display()))
             .await
             .unwrap();
+        let wal = store.wal.clone().unwrap();
         const NORMAL: i64 = 1;
-        const FULL: i64 = 2;
-        let mut tx = store.write().await.unwrap();
-        assert_eq!(synchronous(&mut tx).await, FULL);
-        tx.commit().await.unwrap();
-        for _ in 0..2 {
-            let mut tx = store.write_lazily().await.unwrap();
+        let write = async |durable: bool| {
+            let mut tx = if durable {
+                store.write().await.unwrap()
+            } else {
+                store.write_lazily().await.unwrap()
+            };
+            // Never switched: switching re-prepares statements and costs round trips per commit.
             assert_eq!(synchronous(&mut tx).await, NORMAL);
+            sqlx::query("INSERT INTO log_heads (broker, head) VALUES ('b', 1) ON CONFLICT (broker) DO UPDATE SET head = head + 1")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
             tx.commit().await.unwrap();
-        }
-        // A lazy transaction that was dropped (rolled back) still switches back.
-        let tx = store.write_lazily().await.unwrap();
-        drop(tx);
-        for _ in 0..2 {
-            let mut tx = store.write().await.unwrap();
-            assert_eq!(synchronous(&mut tx).await, FULL);
-            tx.rollback().await.unwrap();
-        }
+        };
+        let before = wal.flushes();
+        write(false).await;
+        write(false).await;
+        assert_eq!(
+            wal.flushes(),
+            before,
+            "a lazy commit does not wait for the disk"
+        );
+        write(true).await;
+        assert_eq!(wal.flushes(), before + 1, "a durable commit does");
+        // A rolled-back write flushes nothing.
+        store.write().await.unwrap().rollback().await.unwrap();
+        assert_eq!(wal.flushes(), before + 1);
+
+        // Concurrent durable commits share flushes, and each returns only after one that
+        // started after its own commit.
+        let before = wal.flushes();
+        let commits = (0..20).map(|_| write(true));
+        futures::future::join_all(commits).await;
+        let flushes = wal.flushes() - before;
+        assert!((1..=20).contains(&flushes), "{flushes} flushes");
+        let flushed = wal.lock();
+        assert_eq!(
+            flushed.upto,
+            wal.committed.load(std::sync::atomic::Ordering::Acquire)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wal_created_anew_is_flushed_by_its_new_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db-wal");
+        std::fs::write(&path, b"first").unwrap();
+        let wal = Arc::new(wal::Wal::new(&path));
+        wal.flush_committed().await.unwrap();
+        let first = wal.open_inode();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, b"second").unwrap();
+        wal.flush_committed().await.unwrap();
+        assert_ne!(
+            wal.open_inode(),
+            first,
+            "the handle follows the file at the path"
+        );
+        assert_eq!(wal.flushes(), 2);
+        // A flush that fails poisons every later one.
+        std::fs::remove_file(&path).unwrap();
+        assert!(wal.flush_committed().await.unwrap_err().is_unavailable());
+        std::fs::write(&path, b"third").unwrap();
+        let error = wal.flush_committed().await.unwrap_err();
+        assert!(error.to_string().contains("restart kinetic"), "{error}");
     }
 }

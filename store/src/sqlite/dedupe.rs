@@ -24,7 +24,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use futures::TryStreamExt as _;
-use sqlx::{AssertSqlSafe, Sqlite, SqlitePool, Transaction};
+use sqlx::{AssertSqlSafe, SqliteConnection, SqlitePool};
 
 use super::events::{CHUNK_SIZES, chunks};
 use crate::{Millis, NewEvent, Result};
@@ -143,14 +143,14 @@ pub(super) async fn load(pool: &SqlitePool) -> Result<SharedIndex> {
 
 /// The row stamped for `event`'s key, if the index points at one that holds that very key.
 async fn confirmed(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut SqliteConnection,
     seq: i64,
     event: &NewEvent,
 ) -> Result<Option<Millis>> {
     let row: Option<(String, String, String, i64)> =
         sqlx::query_as("SELECT broker, source, id, accepted_at FROM dedupe_log WHERE seq = ?1")
             .bind(seq)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *tx)
             .await?;
     Ok(row.and_then(|(broker, source, id, accepted_at)| {
         (broker == event.broker && source == event.source && id == event.id).then_some(accepted_at)
@@ -160,7 +160,7 @@ async fn confirmed(
 /// Stamps the keys of `candidates` that are new (never stamped, or last stamped before
 /// `dedupe_since`) with `now`; returns those indexes, in order.
 pub(super) async fn stamp_new_keys(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut SqliteConnection,
     index: &SharedIndex,
     events: &[NewEvent],
     candidates: &[usize],
@@ -208,7 +208,7 @@ pub(super) async fn stamp_new_keys(
                 .bind(&event.source)
                 .bind(&event.id);
         }
-        let mut inserted: Vec<i64> = query.fetch_all(&mut **tx).await?;
+        let mut inserted: Vec<i64> = query.fetch_all(&mut *tx).await?;
         // Rows get increasing positions in the order of VALUES; RETURNING may list them otherwise.
         inserted.sort_unstable();
         seqs.extend(inserted);
@@ -229,7 +229,7 @@ pub(super) async fn stamp_new_keys(
 
 /// Removes the stamps of `keys` made at `stamped_at`.
 pub(super) async fn forget(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut SqliteConnection,
     index: &SharedIndex,
     keys: &[NewEvent],
     stamped_at: Millis,
@@ -244,7 +244,7 @@ pub(super) async fn forget(
         if confirmed(tx, seq, key).await? == Some(stamped_at) {
             sqlx::query("DELETE FROM dedupe_log WHERE seq = ?1")
                 .bind(seq)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
             lock(index).remove(hash, seq);
         }
