@@ -59,6 +59,19 @@ pub struct ResourceSettings {
     pub source: ResourceSource,
 }
 
+/// Traces, for every command that runs a component.
+#[derive(Debug, Clone, Args)]
+pub struct TraceSettings {
+    /// Export OpenTelemetry traces to this OTLP/HTTP collector URL (protobuf), e.g.
+    /// http://127.0.0.1:4318/v1/traces. Off when not set.
+    #[arg(long, global = true, env = "KINETIC_OTLP_ENDPOINT", value_parser = kinetic_telemetry::parse_endpoint)]
+    pub otlp_endpoint: Option<String>,
+    /// Share of the traces kinetic starts that are exported, 0 to 1. A request that arrives with a
+    /// `traceparent` keeps its caller's decision.
+    #[arg(long, global = true, env = "KINETIC_TRACE_SAMPLING_RATIO", default_value = "1", value_parser = kinetic_telemetry::parse_ratio)]
+    pub trace_sampling_ratio: f64,
+}
+
 /// Settings of the broker ingress.
 #[derive(Debug, Clone, Args)]
 pub struct IngressSettings {

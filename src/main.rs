@@ -40,6 +40,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    traces: config::TraceSettings,
 }
 
 #[derive(Debug, Subcommand)]
@@ -591,21 +593,6 @@ enum DlqCommand {
     },
 }
 
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("KINETIC_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("KINETIC_LOG_FORMAT").is_ok_and(|f| f == "json");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Exec { argv } = &cli.command {
@@ -618,7 +605,17 @@ fn main() -> ExitCode {
             126
         });
     }
-    init_tracing();
+    let telemetry = match kinetic_telemetry::init(&kinetic_telemetry::Settings {
+        service: cli.command.service_name().to_owned(),
+        otlp_endpoint: cli.traces.otlp_endpoint.clone(),
+        sampling_ratio: cli.traces.trace_sampling_ratio,
+    }) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -629,11 +626,33 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    let code = match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
+        }
+    };
+    // The last spans are exported off the runtime (the exporter blocks).
+    telemetry.shutdown();
+    code
+}
+
+impl Command {
+    /// The name the process's spans are exported under (`service.name`).
+    fn service_name(&self) -> &'static str {
+        match self {
+            Command::Up { .. } => "kinetic",
+            Command::Broker { .. } => "kinetic-broker",
+            Command::Dispatcher { .. } => "kinetic-dispatcher",
+            Command::Sources { .. } => "kinetic-sources",
+            Command::Controller { .. } => "kinetic-controller",
+            Command::Webhook { .. } => "kinetic-webhook",
+            Command::Autoscaler { .. } => "kinetic-autoscaler",
+            Command::Gateway { .. } => "kinetic-gateway",
+            Command::Activator { .. } => "kinetic-activator",
+            Command::QueueProxy { .. } => "kinetic-queue-proxy",
+            _ => "kinetic-cli",
         }
     }
 }

@@ -13,6 +13,7 @@ use cloudevents::AttributesReader;
 use kinetic_api::cloudevent::{self, EventErrorKind};
 use kinetic_log::{CommitError, Committer, LogError};
 use kinetic_store::{Appended, NewEvent};
+use tracing::Instrument as _;
 
 use crate::admission::{Admission, Denied};
 use crate::directory::BrokerDirectory;
@@ -281,7 +282,6 @@ async fn accept(
         }
         Err(error) => return Err(store_unavailable(&error)),
     };
-    let committer = ingress.committers.of(class);
     // A body without a length may be as large as the limit.
     let Some(_room) = ingress.inflight.hold(length.unwrap_or(limit)).await else {
         return Err(Refusal::new(
@@ -316,9 +316,49 @@ async fn accept(
         attribute: error.attribute,
         challenge: None,
     })?;
+    // The request's span starts with its events: they may carry the trace it continues.
+    let span = kinetic_telemetry::span!(
+        "ingress",
+        otel.kind = "server",
+        broker = %format_args!("{namespace}/{broker}"),
+        events = events.len(),
+        otel.status_code = tracing::field::Empty,
+    );
+    if let Some(first) = events.first() {
+        kinetic_telemetry::continue_trace(
+            &span,
+            kinetic_telemetry::Parent::Either(&parts.headers, first),
+        );
+    }
+    let accepted = admit_and_commit(
+        ingress,
+        class,
+        namespace,
+        broker,
+        &parts.headers,
+        mode,
+        events,
+    )
+    .instrument(span.clone())
+    .await;
+    if accepted.is_err() {
+        span.record("otel.status_code", "ERROR");
+    }
+    accepted
+}
+
+/// The events of one request, admitted and committed as one group-commit entry.
+async fn admit_and_commit(
+    ingress: &Ingress,
+    class: BrokerClass,
+    namespace: &str,
+    broker: &str,
+    headers: &HeaderMap,
+    mode: cloudevent::Mode,
+    events: Vec<cloudevents::Event>,
+) -> Result<Response, Refusal> {
     if let Some(admission) = &ingress.admission {
-        let authorization = parts
-            .headers
+        let authorization = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         admission
@@ -342,6 +382,8 @@ async fn accept(
             attribute: error.attribute,
             challenge: None,
         })?;
+        // Its delivery, later and elsewhere, continues this request's trace.
+        kinetic_telemetry::stamp(&mut event);
         let record = NewEvent {
             broker: key.clone(),
             source: event.source().clone(),
@@ -350,8 +392,11 @@ async fn accept(
         };
         records.push((record, event));
     }
-    let outcomes = committer
+    let outcomes = ingress
+        .committers
+        .of(class)
         .commit(records)
+        .instrument(kinetic_telemetry::span!("commit", otel.kind = "internal"))
         .await
         .map_err(|error| match error {
             CommitError::Log(error) => log_unavailable(&error),

@@ -636,6 +636,8 @@ impl Sender {
             http::header::USER_AGENT,
             HeaderValue::from_static(USER_AGENT),
         );
+        // The trace of the current span (the attempt's) continues at the subscriber.
+        kinetic_telemetry::inject(&mut headers);
         if target.replies {
             headers.insert("prefer", HeaderValue::from_static("reply"));
         }

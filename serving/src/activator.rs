@@ -19,6 +19,7 @@ use http::{Request, Response};
 use rand::Rng;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use crate::metrics::{Metrics, RevisionLabels};
 use crate::queue_proxy::breaker::{Breaker, QUEUE_DEPTH_PER_SLOT, Slot};
@@ -278,6 +279,38 @@ impl RevisionProxy {
     /// request's body was never read. A request whose body was read, even in part, is never sent
     /// twice.
     pub async fn serve(&self, request: Request<Body>) -> Result<Response<Body>, tower::BoxError> {
+        let span = kinetic_telemetry::span!(
+            "gateway",
+            otel.kind = "server",
+            revision = %self.settings.revision,
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        kinetic_telemetry::continue_trace(
+            &span,
+            kinetic_telemetry::Parent::Headers(request.headers()),
+        );
+        let served = self.serve_traced(request).instrument(span.clone()).await;
+        if !span.is_none() {
+            match &served {
+                Ok(response) => {
+                    span.record(
+                        "http.response.status_code",
+                        i64::from(response.status().as_u16()),
+                    );
+                }
+                Err(_) => {
+                    span.record("otel.status_code", "ERROR");
+                }
+            }
+        }
+        served
+    }
+
+    async fn serve_traced(
+        &self,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, tower::BoxError> {
         let in_flight = self.stats.begin();
         let started = Instant::now();
         let deadline = started + self.settings.timeout;
@@ -294,18 +327,34 @@ impl RevisionProxy {
         // Instances that did not take this request: the next attempt goes elsewhere if it can.
         let mut failed: Vec<u64> = Vec::new();
         let (lease, response) = loop {
+            // Waiting for an instance is a span of its own, with a `cold start` span inside
+            // while no instance was ready.
+            let wait = kinetic_telemetry::span!(
+                "activator wait",
+                otel.kind = "internal",
+                cold_start = tracing::field::Empty,
+            );
             let lease = tokio::time::timeout_at(
                 activation_deadline,
                 self.acquire_avoiding(started, &failed),
             )
+            .instrument(wait)
             .await
             .map_err(|_| ActivationError::Timeout {
                 revision: self.settings.revision.clone(),
                 waited: started.elapsed(),
             })??;
-            let request = Request::from_parts(parts.clone(), Body::new(body.clone()));
+            let function = kinetic_telemetry::span!(
+                "function",
+                otel.kind = "client",
+                instance = lease.instance.id,
+                attempt,
+            );
+            let mut request = Request::from_parts(parts.clone(), Body::new(body.clone()));
+            function.in_scope(|| kinetic_telemetry::inject(request.headers_mut()));
             let sent =
                 tokio::time::timeout_at(deadline, self.forward.send(&lease.authority, request))
+                    .instrument(function)
                     .await
                     .map_err(|_| tower::timeout::error::Elapsed::new())?;
             let again = match &sent {
@@ -359,6 +408,7 @@ impl RevisionProxy {
     ) -> Result<Lease, ActivationError> {
         let mut queued: Option<Queued<'_>> = None;
         let mut was_cold = false;
+        let mut _cold_start = tracing::Span::none();
         // Failed starts before this request arrived are not its answer.
         let failed_before = self.failures().0;
         loop {
@@ -380,10 +430,19 @@ impl RevisionProxy {
                         reason,
                     });
                 }
+                if !was_cold {
+                    // Ends when this returns: an instance took the request, or none could.
+                    _cold_start = kinetic_telemetry::span!(
+                        "cold start",
+                        otel.kind = "internal",
+                        revision = %self.settings.revision,
+                    );
+                }
                 was_cold = true;
                 self.wake.notify_one();
             } else if let Some(lease) = self.pick(&backends, avoid) {
                 if was_cold {
+                    tracing::Span::current().record("cold_start", true);
                     let waited = started.elapsed();
                     self.observed.cold_starts.inc();
                     self.observed

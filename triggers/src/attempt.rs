@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use tracing::Instrument as _;
+
 use cloudevents::Event;
 use kinetic_api::event::{self as rules, BROKER_TTL};
 use kinetic_api::eventing::BrokerClass;
@@ -36,6 +38,42 @@ pub async fn deliver(context: &Context, plan: &Plan, event: &Event) -> Attempt {
 /// [`deliver`], waiting at most `wait` (when given) for room under the subscriber's concurrency
 /// limit: past it nothing was sent ([`Busy`]) and the attempt does not count.
 pub async fn deliver_within(
+    context: &Context,
+    plan: &Plan,
+    event: &Event,
+    wait: Option<Duration>,
+) -> Result<Attempt, Busy> {
+    // One span per attempt, in the trace the event brought (its distributed-tracing extension).
+    let span = kinetic_telemetry::span!(
+        "deliver",
+        otel.kind = "client",
+        trigger = %plan.label,
+        event.id = %cloudevents::AttributesReader::id(event),
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        error = tracing::field::Empty,
+    );
+    kinetic_telemetry::continue_trace(&span, kinetic_telemetry::Parent::Event(event));
+    let attempt = attempt(context, plan, event, wait)
+        .instrument(span.clone())
+        .await;
+    if !span.is_none()
+        && let Ok(attempt) = &attempt
+    {
+        if let Some(status) = attempt.status {
+            span.record("http.response.status_code", i64::from(status));
+        }
+        if attempt.verdict != Verdict::Delivered {
+            span.record("otel.status_code", "ERROR");
+            if let Some(error) = &attempt.error {
+                span.record("error", error.as_str());
+            }
+        }
+    }
+    attempt
+}
+
+async fn attempt(
     context: &Context,
     plan: &Plan,
     event: &Event,
@@ -126,6 +164,8 @@ async fn publish_reply(
     use cloudevents::AttributesReader as _;
     let ttl = ttl.unwrap_or(rules::DEFAULT_BROKER_TTL);
     reply.set_extension(BROKER_TTL, cloudevents::event::ExtensionValue::Integer(ttl));
+    // The reply's delivery continues this attempt's trace.
+    kinetic_telemetry::stamp(&mut reply);
     if let Err(error) = rules::admit(&mut reply, chrono::Utc::now()) {
         tracing::warn!(trigger = %plan.label, %error, "Dropping the subscriber's reply.");
         return Ok(());

@@ -5,7 +5,9 @@
 //! of CPU, `status=N` answers with that status. `POST /crash` exits the process with status 3.
 //! With `MAX_CONCURRENCY=N` set, a request that finds more than N requests in flight answers 500 and
 //! prints `concurrency exceeded` on stderr. A CloudEvent (binary mode) is logged as
-//! `hello-fn: event ID of type TYPE` on stdout and answered without a body (no reply event).
+//! `hello-fn: event ID of type TYPE` on stdout and answered without a body (no reply event), or,
+//! with `REPLY_TYPE=T` set and an event of another type, with a reply event of type `T` (binary
+//! mode, id `reply-ID`, source `/hello-fn`).
 //! `STARTUP_DELAY_MS` delays listening (a slow cold start). `GET /env` answers the process's whole
 //! environment and its uid and gid, to check what a function is given. `alloc_mb=N` allocates and
 //! touches N MiB and holds it for the request (a function over its memory limit). It listens on
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 
 struct Function {
@@ -30,6 +32,7 @@ struct Function {
     in_flight: AtomicUsize,
     most: AtomicUsize,
     served: AtomicUsize,
+    reply_type: Option<String>,
 }
 
 #[tokio::main]
@@ -49,6 +52,7 @@ async fn main() {
         in_flight: AtomicUsize::new(0),
         most: AtomicUsize::new(0),
         served: AtomicUsize::new(0),
+        reply_type: env("REPLY_TYPE").filter(|t| !t.is_empty()),
     });
     let app = Router::new()
         .route("/crash", post(crash))
@@ -119,14 +123,20 @@ async fn hello(
     State(function): State<Arc<Function>>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
-) -> impl IntoResponse {
+) -> Response {
     let event = headers.get("ce-id").and_then(|v| v.to_str().ok());
+    let mut reply = None;
     if let Some(id) = event {
         let kind = headers
             .get("ce-type")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         println!("hello-fn: event {id} of type {kind}");
+        reply = function
+            .reply_type
+            .as_ref()
+            .filter(|reply| *reply != kind)
+            .map(|reply| (format!("reply-{id}"), reply.clone()));
     }
     let now = function.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
     let _leave = Leave(&function.in_flight);
@@ -140,7 +150,8 @@ async fn hello(
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("concurrency exceeded: {now} > {limit}\n"),
-        );
+        )
+            .into_response();
     }
     if let Some(ms) = number("sleep_ms") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -169,8 +180,19 @@ async fn hello(
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::OK);
     drop(held);
+    if let Some((id, kind)) = reply {
+        let headers = [
+            ("ce-specversion", "1.0".to_owned()),
+            ("ce-id", id),
+            ("ce-type", kind),
+            ("ce-source", "/hello-fn".to_owned()),
+            ("content-type", "application/json".to_owned()),
+        ];
+        let body = serde_json::json!({ "revision": function.revision });
+        return (status, headers, format!("{body}\n")).into_response();
+    }
     if event.is_some() {
-        return (status, String::new());
+        return (status, String::new()).into_response();
     }
     let body = serde_json::json!({
         "revision": function.revision,
@@ -179,5 +201,5 @@ async fn hello(
         "mostInFlight": function.most.load(Ordering::Acquire),
         "served": served,
     });
-    (status, format!("{body}\n"))
+    (status, format!("{body}\n")).into_response()
 }
