@@ -52,11 +52,13 @@ struct Args {
     /// (a KafkaSource sending straight to the subscriber, ordered and unordered), auth (SQLite, 1
     /// trigger: open, behind an EventPolicy with the sender's JWT or a new one per request, over
     /// TLS), small (SQLite, 1 trigger to a Python `http.server`: one request at a time, a listen
-    /// backlog of 5, a connection per request; 400 events from 16 senders).
+    /// backlog of 5, a connection per request; 400 events from 16 senders), tracing (SQLite, 1
+    /// trigger: traces off, and exported over OTLP to a collector of the run at sampling ratios
+    /// 0.01 and 1).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "sqlite,postgres,kafka,kafka-source,auth,small"
+        default_value = "sqlite,postgres,kafka,kafka-source,auth,small,tracing"
     )]
     engines: Vec<String>,
     /// The Python with `cryptography` that makes the TLS rows' certificates
@@ -812,6 +814,94 @@ async fn auth_rows(args: &Args, sink_address: SocketAddr, sink: &Arc<Sink>) -> a
     Ok(())
 }
 
+/// An OTLP/HTTP collector that takes every export (200, empty body) and counts requests and bytes.
+async fn start_collector() -> anyhow::Result<(SocketAddr, Arc<(AtomicU64, AtomicU64)>)> {
+    let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    let seen = counts.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: Bytes| {
+            let seen = seen.clone();
+            async move {
+                seen.0.fetch_add(1, Ordering::Relaxed);
+                seen.1.fetch_add(body.len() as u64, Ordering::Relaxed);
+                (
+                    [("content-type", "application/x-protobuf")],
+                    Vec::<u8>::new(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((address, counts))
+}
+
+/// SQLite, 1 trigger, with traces off and exported to a collector of the run at sampling ratios
+/// 0.01 and 1: three kinetic processes measured in turn, `repeat` rounds, medians, ratios to the
+/// one without traces.
+async fn tracing_rows(
+    args: &Args,
+    sink_address: SocketAddr,
+    sink: &Arc<Sink>,
+) -> anyhow::Result<()> {
+    let yaml = format!(
+        "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {{name: bench}}\n---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: t0}}\nspec:\n  broker: bench\n  filters: [{{exact: {{type: dev.kinetic.bench}}}}]\n  subscriber: {{uri: 'http://{sink_address}/t0'}}\n"
+    );
+    let (collector, exported) = start_collector().await?;
+    let traced = |ratio: &str| Variant {
+        flags: vec![
+            "--otlp-endpoint".into(),
+            format!("http://{collector}/v1/traces"),
+            "--trace-sampling-ratio".into(),
+            ratio.into(),
+        ],
+        tls: None,
+    };
+    let off = start_variant(args, "sqlite", &yaml, None, &Variant::default()).await?;
+    let sampled = start_variant(args, "sqlite", &yaml, None, &traced("0.01")).await?;
+    let all = start_variant(args, "sqlite", &yaml, None, &traced("1")).await?;
+    let client = client_trusting(None)?;
+    let rows = [
+        ("tracing: events/s → 2xx, traces off", &off),
+        ("tracing: … OTLP export, sampling 0.01", &sampled),
+        ("tracing: … OTLP export, sampling 1", &all),
+    ];
+    let mut runs: Vec<Vec<f64>> = vec![Vec::new(); rows.len()];
+    for _ in 0..args.repeat {
+        for (index, (_, server)) in rows.iter().enumerate() {
+            let url = format!("{}/default/bench", server.base);
+            runs[index]
+                .push(throughput(&client, &url, sink, args.events, args.concurrency, 1).await?);
+        }
+    }
+    let medians: Vec<f64> = runs.into_iter().map(median).collect();
+    for (index, (what, _)) in rows.iter().enumerate() {
+        println!(
+            "{:<44} {:>14} {:>14} {:>8}",
+            what,
+            format!("{:.0}", medians[index]),
+            format!("{:.0}", medians[0]),
+            format!("{:.2}", medians[index] / medians[0])
+        );
+    }
+    // What is left is exported within the batch processor's delay (5 s) before the processes stop.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stop(off).await;
+    stop(sampled).await;
+    stop(all).await;
+    let events = (args.events * args.repeat) as f64;
+    println!(
+        "{:<44} {:>14} {:>14} {:>8}",
+        "tracing: OTLP bytes exported per event (both)",
+        format!("{:.0}", exported.1.load(Ordering::Relaxed) as f64 / events),
+        format!("{} posts", exported.0.load(Ordering::Relaxed)),
+        ""
+    );
+    Ok(())
+}
+
 /// `tests/support/small_subscriber.py one-at-a-time`: Python's `http.server` as many webhook
 /// receivers are written, stopped (by PID) when dropped.
 struct SmallSubscriber {
@@ -1026,6 +1116,10 @@ async fn main() -> anyhow::Result<()> {
         }
         if engine == "small" {
             small_subscriber_rows(&args).await?;
+            continue;
+        }
+        if engine == "tracing" {
+            tracing_rows(&args, sink_address, &sink).await?;
             continue;
         }
         if engine == "kafka-source" {

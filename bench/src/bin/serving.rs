@@ -2,7 +2,8 @@
 //! with the activator forced into the path) against the same function reached directly and through
 //! a bare reverse proxy; added latency at a fixed rate; cold starts split into the function's own
 //! start-up and the platform's share; a burst from zero; the RSS of `kinetic up`; and the same
-//! function as a container image, beside the container engine running it alone. The throughput,
+//! function as a container image, beside the container engine running it alone; and the cost of
+//! traces (off, and exported over OTLP at sampling ratios 0.01 and 1). The throughput,
 //! latency, cold-start and burst rows are measured for both shapes: `kinetic up` ("up") and
 //! serving split across processes ("split": autoscaler, activator, gateway, a queue-proxy per
 //! instance, on PostgreSQL). Every number is printed beside baselines measured in the same run,
@@ -24,6 +25,8 @@ mod procs;
 mod split;
 #[path = "serving/stages.rs"]
 mod stages;
+#[path = "serving/tracing.rs"]
+mod tracing;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,6 +49,9 @@ pub enum Stage {
     /// An image-only Service's containers: cold start beside `docker run`, throughput beside the
     /// container's published port (needs a container engine: scripts/ensure-docker.sh).
     Containers,
+    /// Throughput through the gateway with traces off and exported over OTLP at sampling ratios
+    /// 0.01 and 1.
+    Tracing,
 }
 
 #[derive(Debug, Parser)]
@@ -65,7 +71,7 @@ pub struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "throughput,latency,cold,burst,rss,containers"
+        default_value = "throughput,latency,cold,burst,rss,containers,tracing"
     )]
     pub only: Vec<Stage>,
     /// Repetitions of each measurement; medians are printed.

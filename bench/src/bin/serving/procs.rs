@@ -320,6 +320,16 @@ pub async fn launch(
 impl Kinetic {
     /// `kinetic up` with `yaml` applied at start (if not empty) and `config` as its `--config` file.
     pub async fn up(binary: &Path, yaml: &str, config: Option<&str>) -> anyhow::Result<Kinetic> {
+        Self::up_with(binary, yaml, config, &[]).await
+    }
+
+    /// [`Kinetic::up`] with `extra` flags.
+    pub async fn up_with(
+        binary: &Path,
+        yaml: &str,
+        config: Option<&str>,
+        extra: &[String],
+    ) -> anyhow::Result<Kinetic> {
         let dir = tempfile::Builder::new()
             .prefix("kinetic-serving-bench")
             .tempdir()?;
@@ -341,6 +351,7 @@ impl Kinetic {
         ]
         .map(str::to_owned)
         .to_vec();
+        args.extend(extra.iter().cloned());
         if let Some(config) = config {
             let path = dir.path().join("config.yaml");
             std::fs::write(&path, config)?;

@@ -24,7 +24,7 @@ pub(crate) fn host(service: &str) -> String {
 }
 
 /// A Service running the function, like the serving tests write them.
-fn service_yaml(
+pub(crate) fn service_yaml(
     name: &str,
     function: &Path,
     annotations: &[(&str, String)],
@@ -149,6 +149,9 @@ pub async fn run(mut args: Args) -> anyhow::Result<()> {
     if wants(Stage::Containers) {
         crate::containers::run(&args).await?;
     }
+    if wants(Stage::Tracing) {
+        crate::tracing::run(&args).await?;
+    }
     Ok(())
 }
 
@@ -174,7 +177,7 @@ async fn stop_split(split: Split) {
     }
 }
 
-async fn expect_ok(kinetic: &impl Stack, service: &str) -> anyhow::Result<()> {
+pub(crate) async fn expect_ok(kinetic: &impl Stack, service: &str) -> anyhow::Result<()> {
     match get_once(
         kinetic.gateway(),
         &host(service),
