@@ -4,7 +4,8 @@
 # SQLite over real HTTP, the S3Source tests against moto's S3/SQS emulator, the Kafka tests
 # against nisshi, a Kafka-protocol broker, signed deliveries against the Standard Webhooks
 # reference library, the container engine tests against Docker Engine, and deploy/ with kubectl
-# kustomize and kubernetes-validate), then the quickstart.
+# kustomize and kubernetes-validate, the console in Debian's Chromium driven by playwright-core),
+# then the quickstart.
 # Installs or starts what it needs. Arguments go to `cargo test` (e.g. a test name), and then the
 # quickstart and the fuzzing smoke pass are skipped.
 set -euo pipefail
@@ -20,6 +21,8 @@ bash scripts/ensure-standardwebhooks.sh
 export KINETIC_STANDARDWEBHOOKS_PYTHON=${KINETIC_STANDARDWEBHOOKS_PYTHON:-${KINETIC_STANDARDWEBHOOKS_VENV:-$HOME/.cache/kinetic-standardwebhooks}/bin/python}
 bash scripts/ensure-pyjwt.sh
 export KINETIC_PYJWT_PYTHON=${KINETIC_PYJWT_PYTHON:-${KINETIC_PYJWT_VENV:-$HOME/.cache/kinetic-pyjwt}/bin/python}
+bash scripts/ensure-browser.sh
+export KINETIC_BROWSER_DIR=${KINETIC_BROWSER_DIR:-$HOME/.cache/kinetic-browser}
 bash scripts/ensure-k8s-tools.sh
 export KINETIC_KUBERNETES_VALIDATE=${KINETIC_KUBERNETES_VALIDATE:-${KINETIC_K8S_VENV:-$HOME/.cache/kinetic-k8s}/bin/kubernetes-validate}
 # A Docker Engine for the container runtime's tests; stopped (by its PID) at the end when this

@@ -16,6 +16,12 @@
 //!
 //! Only hashes are kept in memory and in `--admin-tokens` files; the state directory's
 //! `admin-token` holds the local admin token itself (mode 0600), for the CLI on the same machine.
+//!
+//! The console (`/console`) passes the same Host and Origin checks. Its token comes from the
+//! session cookie its login form sets (HttpOnly, SameSite=Strict) or a bearer header; without one
+//! a page redirects to the login form. Its role rules are [`console_required_role`], its forms
+//! are `application/x-www-form-urlencoded` (SameSite=Strict keeps other sites' forms from
+//! carrying the cookie, and the Origin check refuses them anyway), and its refusals are pages.
 
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -86,6 +92,34 @@ pub fn required_role(method: &Method, path: &str) -> Role {
     } else {
         Role::Admin
     }
+}
+
+/// The role a console request needs: viewer reads (and logs in and out), operator replays and
+/// deletes dead letters, admin applies resources.
+pub fn console_required_role(method: &Method, path: &str) -> Role {
+    if method == Method::GET || method == Method::HEAD {
+        return Role::Viewer;
+    }
+    match path {
+        "/console/login" | "/console/logout" => Role::Viewer,
+        "/console/dead-letters/replay" | "/console/dead-letters/delete" => Role::Operator,
+        _ => Role::Admin,
+    }
+}
+
+/// The console's session cookie: the token the user logged in with.
+pub const CONSOLE_COOKIE: &str = "kinetic_console";
+
+/// Whether `path` is the console's.
+pub fn is_console(path: &str) -> bool {
+    path == "/console" || path.starts_with("/console/")
+}
+
+/// Who a console request comes from; the guard adds it to the request's extensions.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    pub role: Role,
 }
 
 /// One known token: its name (for messages and logs), role and SHA-256.
@@ -328,10 +362,15 @@ impl Guard {
         }
     }
 
-    /// The refusal of a request, if it is refused; else the caller's token name.
-    fn check(&self, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), Refused> {
+    /// The refusal of a request, if it is refused; else who a console request comes from.
+    fn check(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Result<Option<Caller>, Refused> {
         if self.metrics_public && path == "/metrics" {
-            return Ok(());
+            return Ok(None);
         }
         if matches!(self.bound, Bound::Tcp(_)) {
             let host = headers
@@ -356,13 +395,17 @@ impl Guard {
                 }
             }
         }
-        let presented = headers
+        let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| {
                 let (scheme, token) = v.trim().split_once(' ')?;
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
             });
+        if is_console(path) {
+            return self.check_console(method, path, headers, bearer);
+        }
+        let presented = bearer;
         let Some(presented) = presented else {
             return Err(Refused::NoToken(self.tokens.hint.clone()));
         };
@@ -401,8 +444,67 @@ impl Guard {
                 });
             }
         }
-        Ok(())
+        Ok(None)
     }
+
+    /// The console's part of [`Guard::check`], after the Host and Origin checks.
+    fn check_console(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        bearer: Option<&str>,
+    ) -> Result<Option<Caller>, Refused> {
+        let changes_state = !matches!(*method, Method::GET | Method::HEAD);
+        if changes_state {
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let essence = content_type.split(';').next().unwrap_or("").trim();
+            if !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+                return Err(Refused::ContentType {
+                    request: format!("{method} {path}"),
+                    got: content_type.to_owned(),
+                });
+            }
+        }
+        // The login form and the console's own files need no token.
+        if path == "/console/login" || path.starts_with("/console/static/") {
+            return Ok(None);
+        }
+        let presented = bearer.or_else(|| cookie(headers, CONSOLE_COOKIE));
+        let Some(known) = presented.and_then(|token| self.tokens.find(token)) else {
+            return Err(Refused::Login {
+                stale: presented.is_some(),
+            });
+        };
+        let needed = console_required_role(method, path);
+        if known.role < needed {
+            return Err(Refused::ConsoleRole {
+                needed,
+                name: known.name.clone(),
+                has: known.role,
+            });
+        }
+        Ok(Some(Caller {
+            name: known.name.clone(),
+            role: known.role,
+        }))
+    }
+}
+
+/// The value of the cookie `name` in a request's `Cookie` headers.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .find_map(|pair| {
+            let (key, value) = pair.trim().split_once('=')?;
+            (key == name && !value.is_empty()).then_some(value)
+        })
 }
 
 /// `host[:port]` → (host, port); IPv6 in brackets.
@@ -443,6 +545,16 @@ enum Refused {
         request: String,
         got: String,
     },
+    /// A console page without a (known) token: to the login form.
+    Login {
+        stale: bool,
+    },
+    /// A console action the caller's role does not allow: a page saying so.
+    ConsoleRole {
+        needed: Role,
+        name: String,
+        has: Role,
+    },
 }
 
 impl IntoResponse for Refused {
@@ -455,6 +567,17 @@ impl IntoResponse for Refused {
             HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("Bearer"))
         };
         let (status, body, www) = match self {
+            Self::Login { stale } => {
+                let to = if stale {
+                    "/console/login?expired=1"
+                } else {
+                    "/console/login"
+                };
+                return (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response();
+            }
+            Self::ConsoleRole { needed, name, has } => {
+                return crate::console::refused_page(needed, &name, has);
+            }
             Self::Host(host) => (
                 StatusCode::MISDIRECTED_REQUEST,
                 json!({
@@ -522,7 +645,13 @@ impl IntoResponse for Refused {
 /// The middleware of the admin router.
 pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
     match guard.check(request.method(), request.uri().path(), request.headers()) {
-        Ok(()) => next.run(request).await,
+        Ok(caller) => {
+            let mut request = request;
+            if let Some(caller) = caller {
+                request.extensions_mut().insert(caller);
+            }
+            next.run(request).await
+        }
         Err(refused) => {
             tracing::debug!(method = %request.method(), path = %request.uri().path(), refused = ?refused, "Admin request refused.");
             refused.into_response()

@@ -498,6 +498,31 @@ async fn get_dead_letter(
     Ok(axum::Json(dead_letter_json(&letter)).into_response())
 }
 
+/// Puts the dead letters `ids` back into delivery to their triggers (as they are now); returns
+/// those replayed (not: unknown ids, or a trigger that no longer exists).
+pub async fn replay_dead_letters(
+    control: &Control,
+    ids: &[String],
+) -> Result<Vec<String>, kinetic_store::Error> {
+    let triggers: Vec<TriggerRef> = control
+        .store
+        .list_resources("Trigger", None)
+        .await?
+        .into_iter()
+        .filter_map(|stored| {
+            let broker = stored.body.pointer("/spec/broker")?.as_str()?.to_owned();
+            Some(TriggerRef {
+                uid: stored.uid,
+                broker: format!("{}/{broker}", stored.namespace),
+                namespace: stored.namespace,
+                name: stored.name,
+            })
+        })
+        .collect();
+    let now = chrono::Utc::now().timestamp_millis();
+    control.store.replay_dead_letters(ids, &triggers, now).await
+}
+
 /// A dead letter as the API shows it: the event itself, and why it gave up.
 pub fn dead_letter_json(letter: &DeadLetter) -> Value {
     let millis = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339());
@@ -579,28 +604,7 @@ async fn replay(State(state): State<ApiState>, body: Bytes) -> Result<Response, 
             ));
         }
     };
-    let triggers: Vec<TriggerRef> = state
-        .control
-        .store
-        .list_resources("Trigger", None)
-        .await?
-        .into_iter()
-        .filter_map(|stored| {
-            let broker = stored.body.pointer("/spec/broker")?.as_str()?.to_owned();
-            Some(TriggerRef {
-                uid: stored.uid,
-                broker: format!("{}/{broker}", stored.namespace),
-                namespace: stored.namespace,
-                name: stored.name,
-            })
-        })
-        .collect();
-    let now = chrono::Utc::now().timestamp_millis();
-    let replayed = state
-        .control
-        .store
-        .replay_dead_letters(&ids, &triggers, now)
-        .await?;
+    let replayed = replay_dead_letters(&state.control, &ids).await?;
     let skipped: Vec<&String> = ids.iter().filter(|id| !replayed.contains(id)).collect();
     Ok(
         axum::Json(json!({ "replayed": replayed, "notReplayed": skipped, "more": more }))

@@ -15,6 +15,7 @@ mod api;
 mod apply;
 mod client;
 mod config;
+mod console;
 mod serve;
 mod server;
 mod split;

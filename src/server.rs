@@ -939,8 +939,13 @@ pub async fn up(
         .merge(api::health_router(api_state.clone()))
         .merge(discovery_router(auth.issuer.clone()))
         .merge(sources.router());
+    let console = crate::console::router(crate::console::ConsoleState::new(
+        api_state.control.clone(),
+        api_state.registry.clone(),
+        tls.is_some(),
+    ));
     let admin_task = tokio::spawn(admin_socket.serve(
-        api::router(api_state),
+        api::router(api_state).merge(console),
         admin_guard,
         tls.clone(),
         limits,
@@ -1129,8 +1134,13 @@ pub async fn broker(store: OpenedStore, settings: BrokerSettings) -> anyhow::Res
         tracing::info!(metrics = %listener.local_addr()?, "Serving /metrics.");
         tracker.spawn(serve(listener, router, limits, cancel.clone()));
     }
+    let console = crate::console::router(crate::console::ConsoleState::new(
+        api_state.control.clone(),
+        api_state.registry.clone(),
+        tls.is_some(),
+    ));
     let admin_task = tokio::spawn(admin_socket.serve(
-        api::router(api_state),
+        api::router(api_state).merge(console),
         admin_guard,
         tls.clone(),
         limits,

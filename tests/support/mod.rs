@@ -621,28 +621,47 @@ pub async fn postgres_admin_execute(sql: &str) {
 /// Runs a command of the binary that must exit by itself within `timeout` (e.g. `kinetic up` with a
 /// mistake); kills it and panics if it is still running then.
 pub fn cli_bounded(args: &[&str], timeout: Duration) -> std::process::Output {
-    let mut child = Command::new(binary())
-        .args(args)
-        .env("KINETIC_LOG", "warn")
+    let mut command = Command::new(binary());
+    command.args(args).env("KINETIC_LOG", "warn");
+    output_within(&mut command, timeout).unwrap_or_else(|output| {
+        panic!(
+            "`kinetic {}` still ran after {timeout:?}; stderr:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// Runs `command` to its end, its output in files (a pipe nobody reads cannot stall it); past
+/// `timeout` it is killed (by its PID) and what it printed so far is the `Err`.
+pub fn output_within(
+    command: &mut Command,
+    timeout: Duration,
+) -> Result<std::process::Output, std::process::Output> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let stdout = dir.path().join("stdout");
+    let stderr = dir.path().join("stderr");
+    let mut child = command
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+        .stderr(std::fs::File::create(&stderr).expect("stderr file"))
         .spawn()
-        .expect("run kinetic");
+        .expect("start the command");
     let deadline = Instant::now() + timeout;
-    loop {
+    let (status, finished) = loop {
         match child.try_wait() {
-            Ok(Some(_)) => return child.wait_with_output().expect("output"),
+            Ok(Some(status)) => break (status, true),
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
             _ => {
                 let _ = child.kill();
-                let output = child.wait_with_output().expect("output");
-                panic!(
-                    "`kinetic {}` still ran after {timeout:?}; stderr:\n{}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&output.stderr)
-                );
+                break (child.wait().expect("wait"), false);
             }
         }
-    }
+    };
+    let output = std::process::Output {
+        status,
+        stdout: std::fs::read(&stdout).unwrap_or_default(),
+        stderr: std::fs::read(&stderr).unwrap_or_default(),
+    };
+    if finished { Ok(output) } else { Err(output) }
 }
