@@ -392,6 +392,17 @@ async fn admit_and_commit(
         };
         records.push((record, event));
     }
+    // For the console's timeline: what was accepted, as stored.
+    let keys: Vec<(String, String, Vec<u8>)> = records
+        .iter()
+        .map(|(record, _)| {
+            (
+                record.id.clone(),
+                record.source.clone(),
+                record.payload.clone(),
+            )
+        })
+        .collect();
     let outcomes = ingress
         .committers
         .of(class)
@@ -406,6 +417,15 @@ async fn admit_and_commit(
                 "kinetic is shutting down; retry",
             ),
         })?;
+    kinetic_telemetry::journal::accepted(
+        &key,
+        now.timestamp_millis(),
+        kinetic_telemetry::current_trace_id(),
+        keys.iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| matches!(outcome, Appended::Accepted(_)))
+            .map(|((id, source, payload), _)| (id.as_str(), source.as_str(), payload.as_slice())),
+    );
     let labels = BrokerLabels { broker: key };
     for outcome in outcomes {
         match outcome {

@@ -105,6 +105,8 @@ struct Backend {
 /// (and a waiting request woken) when dropped.
 pub struct Lease {
     pub instance: Arc<Instance>,
+    /// The request waited for an instance to start (no instance was ready when it arrived).
+    pub cold_start: bool,
     authority: Authority,
     _slot: Slot,
     _in_flight: crate::runtime::InFlight,
@@ -383,6 +385,18 @@ impl RevisionProxy {
         self.observed
             .request_seconds
             .observe(started.elapsed().as_secs_f64());
+        // For the console's timeline: the instance that served the event this request carried.
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        if let (Some(id), Some(source)) = (header("ce-id"), header("ce-source")) {
+            kinetic_telemetry::journal::served(
+                id,
+                source,
+                &self.settings.revision,
+                lease.instance.id,
+                lease.cold_start,
+                kinetic_telemetry::journal::now(),
+            );
+        }
         // The request occupies its slot until the function has sent the whole body.
         let (parts, body) = response.into_parts();
         let body = Body::new(Held {
@@ -440,7 +454,8 @@ impl RevisionProxy {
                 }
                 was_cold = true;
                 self.wake.notify_one();
-            } else if let Some(lease) = self.pick(&backends, avoid) {
+            } else if let Some(mut lease) = self.pick(&backends, avoid) {
+                lease.cold_start = was_cold;
                 if was_cold {
                     tracing::Span::current().record("cold_start", true);
                     let waited = started.elapsed();
@@ -491,6 +506,7 @@ impl RevisionProxy {
             let slot = backend.breaker.try_acquire()?;
             let in_flight = backend.instance.begin()?;
             Some(Lease {
+                cold_start: false,
                 instance: backend.instance.clone(),
                 authority: backend.authority.clone(),
                 _slot: slot,

@@ -383,8 +383,10 @@ pub struct EventQuery {
     source: Option<String>,
 }
 
-/// An event by id (and source): what the store knows of it. Successful deliveries cost no store
-/// write, so what this shows are its dead letters (attempts, last answer) and replays.
+/// An event by id (and source): its recent history in this process (accepted, which triggers
+/// match it and why not, each attempt, retries, the function instance that served it; kept for
+/// the last events in memory, see `kinetic_telemetry::journal`), and its dead letters and replays
+/// from the store.
 pub async fn events(
     State(state): State<ConsoleState>,
     Extension(caller): Extension<Caller>,
@@ -393,107 +395,262 @@ pub async fn events(
     let id = query.id.as_deref().map(str::trim).unwrap_or_default();
     let source = query.source.as_deref().map(str::trim).unwrap_or_default();
     let mut main = format!(
-        "<h1>Events</h1><form method=\"get\" action=\"/console/events\" class=\"filters\"><label for=\"id\">Event id</label><input id=\"id\" name=\"id\" value=\"{}\" required><label for=\"source\">Source (optional)</label><input id=\"source\" name=\"source\" value=\"{}\"><button type=\"submit\">Find</button></form>",
+        "<h1>Events</h1><form method=\"get\" action=\"/console/events\" class=\"filters\"><label for=\"id\">Event id</label><input id=\"id\" name=\"id\" value=\"{}\" required><label for=\"source\">Source (optional)</label><input id=\"source\" name=\"source\" value=\"{}\"><button type=\"submit\">Find</button></form><p class=\"note\">This process remembers the last {} events it handled (restarts forget them); dead letters stay in the store.</p>",
         attr(id),
-        attr(source)
+        attr(source),
+        kinetic_telemetry::journal::EVENTS
     );
-    if !id.is_empty() {
-        let letters = match matching_letters(&state, &LetterQuery::default()).await {
-            Ok(letters) => letters,
-            Err(error) => return error_page(&caller, StatusCode::SERVICE_UNAVAILABLE, &error),
-        };
-        let found: Vec<&(DeadLetter, Option<cloudevents::Event>)> = letters
-            .iter()
-            .filter(|(_, event)| {
-                event.as_ref().is_some_and(|event| {
-                    event.id() == id && (source.is_empty() || event.source().as_str() == source)
-                })
+    if id.is_empty() {
+        return html_response(
+            StatusCode::OK,
+            html::page("Events", Nav::Events, Some(&caller), false, &main),
+        );
+    }
+    let letters = match matching_letters(&state, &LetterQuery::default()).await {
+        Ok(letters) => letters,
+        Err(error) => return error_page(&caller, StatusCode::SERVICE_UNAVAILABLE, &error),
+    };
+    let triggers = match state.control.list(Kind::Trigger, None).await {
+        Ok(triggers) => triggers,
+        Err(error) => {
+            return error_page(
+                &caller,
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("the store is unavailable ({error}); retry in a moment"),
+            );
+        }
+    };
+    let remembered = kinetic_telemetry::journal::find(id, (!source.is_empty()).then_some(source));
+    let letters: Vec<&(DeadLetter, Option<cloudevents::Event>)> = letters
+        .iter()
+        .filter(|(_, event)| {
+            event.as_ref().is_some_and(|event| {
+                event.id() == id && (source.is_empty() || event.source().as_str() == source)
             })
-            .collect();
+        })
+        .collect();
+    if remembered.is_empty() && letters.is_empty() {
         let _ = write!(
             main,
-            "<section aria-labelledby=\"timeline-title\"><h2 id=\"timeline-title\">Event <code>{}</code></h2>",
+            "<p class=\"empty\" role=\"status\">Nothing is known of event <code>{}</code>: it is older than what this process remembers and has no dead letter, or it never arrived here.</p>",
             esc(id)
         );
-        if found.is_empty() {
-            main.push_str("<p class=\"empty\">No dead letter holds this event: it was delivered, is still being delivered, or never arrived. Successful deliveries are not stored; see the trigger's rates on the overview.</p>");
-        }
-        for (letter, event) in found {
-            let _ = write!(
-                main,
-                "<article class=\"timeline\"><h3>Trigger {}</h3><ol>",
-                esc(&format!(
-                    "{}/{}",
-                    letter.trigger.namespace, letter.trigger.name
-                ))
-            );
-            if let Some(event) = event {
-                let _ = write!(
-                    main,
-                    "<li>Accepted by broker <strong>{}</strong> from source <code>{}</code>, type <code>{}</code>{}.</li>",
-                    esc(&letter.trigger.broker),
-                    esc(event.source()),
-                    esc(event.ty()),
-                    event
-                        .extension(kinetic_api::event::ARRIVAL_TIME)
-                        .map(|at| format!(" at {}", esc(&at.to_string())))
-                        .unwrap_or_default()
-                );
-            }
-            if let Some(first) = letter.first_attempt_at {
-                let _ = write!(main, "<li>First attempt at {}.</li>", time(first));
-            }
-            let _ = write!(
-                main,
-                "<li class=\"failed\">{} attempt(s) failed; the last answered {}{}.</li>",
-                letter.attempts,
-                letter
-                    .last_status
-                    .map(|s| format!("HTTP {s}"))
-                    .unwrap_or_else(|| "nothing".to_owned()),
-                letter
-                    .last_error
-                    .as_deref()
-                    .filter(
-                        |e| Some(*e) != letter.last_status.map(|s| format!("HTTP {s}")).as_deref()
-                    )
-                    .map(|e| format!(" ({})", esc(e)))
+    }
+    for entry in &remembered {
+        let _ = write!(
+            main,
+            "<section class=\"timeline\" aria-label=\"Event {0} from {1}\"><h2>Event <code>{0}</code> from <code>{1}</code></h2><ol>",
+            esc(&entry.id),
+            esc(&entry.source)
+        );
+        let event = entry
+            .accepted
+            .as_ref()
+            .and_then(|accepted| kinetic_api::cloudevent::from_json(&accepted.payload).ok());
+        let mut items: Vec<(i64, String)> = Vec::new();
+        if let Some(accepted) = &entry.accepted {
+            let mut text = format!(
+                "Accepted by broker <strong>{}</strong>{}",
+                esc(&accepted.broker),
+                event
+                    .as_ref()
+                    .map(|e| format!(", type <code>{}</code>", esc(e.ty())))
                     .unwrap_or_default()
             );
-            if let Some(body) = &letter.last_response {
-                let excerpt: String = String::from_utf8_lossy(body).chars().take(300).collect();
-                let _ = write!(
-                    main,
-                    "<li>Last answer: <pre class=\"excerpt\">{}</pre></li>",
-                    esc(&excerpt)
-                );
+            if let Some(trace) = &accepted.trace_id {
+                let _ = write!(text, ", trace <code>{}</code>", esc(trace));
             }
+            text.push('.');
+            if let Some(event) = &event {
+                text.push_str(&matched_triggers(&triggers, &accepted.broker, event));
+            }
+            items.push((accepted.at, text));
+        }
+        for step in &entry.steps {
+            use kinetic_telemetry::journal::Step;
+            let item = match step {
+                Step::Attempt {
+                    at,
+                    trigger,
+                    status,
+                    millis,
+                    outcome,
+                    error,
+                    excerpt,
+                } => {
+                    let answer = match (status, error) {
+                        (Some(status), _) => format!("HTTP {status}"),
+                        (None, Some(error)) => esc(error),
+                        (None, None) => "no answer".to_owned(),
+                    };
+                    let class = if *outcome == "delivered" {
+                        "ok"
+                    } else {
+                        "failed"
+                    };
+                    let mut text = format!(
+                        "<span class=\"{class}\">Attempt to <strong>{}</strong>: {answer} in {millis} ms ({outcome}).</span>",
+                        esc(trigger)
+                    );
+                    if !excerpt.is_empty() {
+                        let _ = write!(text, "<pre class=\"excerpt\">{}</pre>", esc(excerpt));
+                    }
+                    (*at, text)
+                }
+                Step::Retry {
+                    at,
+                    trigger,
+                    attempt,
+                    due,
+                } => (
+                    *at,
+                    format!(
+                        "Retry {} for <strong>{}</strong> scheduled at {}.",
+                        attempt + 1,
+                        esc(trigger),
+                        time(*due)
+                    ),
+                ),
+                Step::DeadLettered { at, trigger } => (
+                    *at,
+                    format!(
+                        "<span class=\"failed\">Dead-lettered for <strong>{}</strong>.</span>",
+                        esc(trigger)
+                    ),
+                ),
+                Step::Served {
+                    at,
+                    revision,
+                    instance,
+                    cold_start,
+                } => (
+                    *at,
+                    format!(
+                        "Served by function revision <strong>{}</strong>, instance {instance}{}.",
+                        esc(revision),
+                        if *cold_start {
+                            " (a cold start: no instance was ready)"
+                        } else {
+                            ""
+                        }
+                    ),
+                ),
+            };
+            items.push(item);
+        }
+        items.sort_by_key(|(at, _)| *at);
+        for (at, text) in items {
+            let _ = write!(main, "<li><time>{}</time> {text}</li>", time(at));
+        }
+        main.push_str("</ol></section>");
+    }
+    for (letter, event) in letters {
+        let _ = write!(
+            main,
+            "<section class=\"timeline letter\" aria-label=\"Dead letter for {0}\"><h2>Dead letter for trigger {0}</h2><ol>",
+            esc(&format!(
+                "{}/{}",
+                letter.trigger.namespace, letter.trigger.name
+            ))
+        );
+        if let Some(event) = event {
             let _ = write!(
                 main,
-                "<li class=\"failed\">Dead-lettered at {} (dead-letter sink: {}).</li>",
-                time(letter.dead_at),
-                esc(letter.sink_state.as_str())
-            );
-            if let Some(replayed) = letter.replayed_at {
-                let _ = write!(
-                    main,
-                    "<li class=\"ok\">Replayed at {} ({} time(s)).</li>",
-                    time(replayed),
-                    letter.replay_count
-                );
-            }
-            let _ = write!(
-                main,
-                "</ol>{}</article>",
-                replay_button(&caller, &letter.id)
+                "<li>Event <code>{}</code> from <code>{}</code>, type <code>{}</code>, broker <strong>{}</strong>.</li>",
+                esc(event.id()),
+                esc(event.source()),
+                esc(event.ty()),
+                esc(&letter.trigger.broker),
             );
         }
-        main.push_str("</section>");
+        if let Some(first) = letter.first_attempt_at {
+            let _ = write!(main, "<li>First attempt at {}.</li>", time(first));
+        }
+        let _ = write!(
+            main,
+            "<li class=\"failed\">{} attempt(s) failed; the last answered {}{}.</li>",
+            letter.attempts,
+            letter
+                .last_status
+                .map(|s| format!("HTTP {s}"))
+                .unwrap_or_else(|| "nothing".to_owned()),
+            letter
+                .last_error
+                .as_deref()
+                .filter(|e| Some(*e) != letter.last_status.map(|s| format!("HTTP {s}")).as_deref())
+                .map(|e| format!(" ({})", esc(e)))
+                .unwrap_or_default()
+        );
+        if let Some(body) = &letter.last_response {
+            let excerpt: String = String::from_utf8_lossy(body).chars().take(300).collect();
+            let _ = write!(
+                main,
+                "<li>Last answer: <pre class=\"excerpt\">{}</pre></li>",
+                esc(&excerpt)
+            );
+        }
+        let _ = write!(
+            main,
+            "<li class=\"failed\">Dead-lettered at {} (dead-letter sink: {}).</li>",
+            time(letter.dead_at),
+            esc(letter.sink_state.as_str())
+        );
+        if let Some(replayed) = letter.replayed_at {
+            let _ = write!(
+                main,
+                "<li class=\"ok\">Replayed at {} ({} time(s)).</li>",
+                time(replayed),
+                letter.replay_count
+            );
+        }
+        let _ = write!(
+            main,
+            "</ol>{}</section>",
+            replay_button(&caller, &letter.id)
+        );
     }
     html_response(
         StatusCode::OK,
         html::page("Events", Nav::Events, Some(&caller), false, &main),
     )
+}
+
+/// Which of the broker's triggers (as they are now) match `event`, and why the others do not.
+fn matched_triggers(triggers: &[Value], broker: &str, event: &cloudevents::Event) -> String {
+    let mut list = String::new();
+    for resource in triggers {
+        let (namespace, name) = name_of(resource);
+        let on = resource
+            .pointer("/spec/broker")
+            .and_then(Value::as_str)
+            .map(|b| format!("{namespace}/{b}"));
+        if on.as_deref() != Some(broker) {
+            continue;
+        }
+        let verdict = match serde_json::from_value::<kinetic_api::Trigger>(resource.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|t| kinetic_triggers::filter::Filter::compile(&t).map_err(|e| e.to_string()))
+        {
+            Ok(filter) => match filter.explain(event) {
+                None => "<span class=\"ok\">✓ matches</span>".to_owned(),
+                Some(why) => format!(
+                    "<span class=\"failed\">✗ does not match</span>: {}",
+                    esc(&why)
+                ),
+            },
+            Err(error) => format!("its filter cannot be read: {}", esc(&error)),
+        };
+        let _ = write!(
+            list,
+            "<li>Trigger <strong>{}</strong> {verdict}</li>",
+            esc(&format!("{namespace}/{name}"))
+        );
+    }
+    if list.is_empty() {
+        " No trigger on this broker now.".to_owned()
+    } else {
+        format!("<ul class=\"matches\">{list}</ul>")
+    }
 }
 
 fn replay_button(caller: &Caller, id: &str) -> String {

@@ -16,6 +16,8 @@
 //! that brought it. With traces off none of this runs: spans are [`Span::none`], nothing is read
 //! or written.
 
+pub mod journal;
+
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

@@ -92,21 +92,34 @@ async function until(what, ms, probe) {
     console.log(`ok broker rate ${moved}/s`);
     await check(page, "overview");
 
-    // An event by id: its failed attempts and its dead letter.
+    // An event by id: which triggers match it, its failed attempts, the retry, its dead letter.
     const id = process.env.EVENT_ID;
     await page.goto(`${admin}/console/events?id=${encodeURIComponent(id)}`);
-    const timeline = await page.textContent("article.timeline");
-    for (const want of ["attempt(s) failed", "HTTP 500", "Dead-lettered at", "default/failing"]) {
-      if (!timeline.includes(want)) fail(`the event's timeline lacks "${want}": ${timeline}`);
+    const history = await page.textContent("main");
+    for (const want of [
+      "Accepted by broker default/default",
+      "Trigger default/failing ✓ matches",
+      "Trigger default/hello ✗ does not match: filter.attributes: `type` is `com.example.order`, the filter wants `com.example.hello`",
+      "Attempt to default/failing: HTTP 500",
+      "Retry 2 for default/failing scheduled at",
+      "Dead-lettered for default/failing",
+      "2 attempt(s) failed",
+      "Dead-lettered at",
+    ]) {
+      if (!history.includes(want)) fail(`the event's page lacks "${want}": ${history}`);
     }
     await check(page, "event");
 
-    // Replay it: the dead letters page says so, and the event page shows the replay.
-    await Promise.all([page.waitForURL(/replayed=1/), page.click("article.timeline button[type=submit]")]);
+    // Replay it: the dead letters page says so, and the event's page shows the replay delivered.
+    await Promise.all([page.waitForURL(/replayed=1/), page.click("section.letter button[type=submit]")]);
     if (!(await page.textContent("[role=status]")).includes("1 replayed")) fail("no confirmation of the replay");
     await check(page, "dead-letters");
-    await page.goto(`${admin}/console/events?id=${encodeURIComponent(id)}`);
-    if (!(await page.textContent("article.timeline")).includes("Replayed at")) fail("the timeline does not show the replay");
+    await until("the replay to be delivered", 20000, async () => {
+      await page.goto(`${admin}/console/events?id=${encodeURIComponent(id)}`);
+      const text = await page.textContent("main");
+      return text.includes("Replayed at") && text.includes("Attempt to default/failing: HTTP 200") ? text : null;
+    });
+    await check(page, "event-replayed");
     console.log("REPLAYED");
 
     // The function goes 0 → 1 → 0 on the graph.
@@ -122,6 +135,10 @@ async function until(what, ms, probe) {
     });
     console.log(`ok function graph ${series.join(",")}`);
     await check(page, "overview-scaled-down");
+    await page.goto(`${admin}/console/events?id=wake-1`);
+    const woke = await page.textContent("main");
+    if (!/Served by function revision hello-00001, instance \d+ \(a cold start/.test(woke)) fail(`the woken event does not show its cold start: ${woke}`);
+    await check(page, "event-cold-start");
 
     // Resources, with their YAML.
     await page.goto(`${admin}/console/resources`);

@@ -54,9 +54,29 @@ pub async fn deliver_within(
         error = tracing::field::Empty,
     );
     kinetic_telemetry::continue_trace(&span, kinetic_telemetry::Parent::Event(event));
+    let at = chrono::Utc::now().timestamp_millis();
+    let started = Instant::now();
     let attempt = attempt(context, plan, event, wait)
         .instrument(span.clone())
         .await;
+    if let Ok(attempt) = &attempt {
+        use cloudevents::AttributesReader as _;
+        kinetic_telemetry::journal::attempt(
+            event.id(),
+            event.source(),
+            &plan.label,
+            at,
+            u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            attempt.status,
+            match attempt.verdict {
+                Verdict::Delivered => "delivered",
+                Verdict::Retryable => "retryable",
+                Verdict::Permanent => "permanent",
+            },
+            attempt.error.as_deref(),
+            &attempt.body,
+        );
+    }
     if !span.is_none()
         && let Ok(attempt) = &attempt
     {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use cloudevents::Event;
+use cloudevents::{AttributesReader as _, Event};
 use futures::StreamExt as _;
 use futures::future::{BoxFuture, FutureExt as _};
 use futures::stream::FuturesOrdered;
@@ -579,15 +579,17 @@ async fn first_attempt(
                 })
                 .inc();
             tracing::debug!(trigger = %plan.label, seq = stored.seq, error = ?attempt.error, "Delivery failed; will retry.");
+            let due = plan
+                .policy
+                .retry_at(1, attempt.retry_after, now, rand::random());
+            kinetic_telemetry::journal::retry(event.id(), event.source(), &plan.label, now, 1, due);
             First::Row(NewDelivery {
                 trigger: plan.trigger.clone(),
                 event_seq: stored.seq,
                 payload: stored.payload.clone(),
                 lane,
                 attempts: 1,
-                next_attempt_at: plan
-                    .policy
-                    .retry_at(1, attempt.retry_after, now, rand::random()),
+                next_attempt_at: due,
                 first_attempt_at: Some(started),
                 last_status: attempt.status.map(i32::from),
                 last_error: attempt.error.clone(),
@@ -603,6 +605,7 @@ async fn first_attempt(
                 })
                 .inc();
             tracing::info!(trigger = %plan.label, seq = stored.seq, error = ?attempt.error, "Delivery gave up; the event is dead-lettered.");
+            kinetic_telemetry::journal::dead_lettered(event.id(), event.source(), &plan.label, now);
             First::Dead(
                 NewDeadLetter {
                     trigger: plan.trigger.clone(),

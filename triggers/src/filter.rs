@@ -95,6 +95,64 @@ impl Filter {
     }
 }
 
+impl Filter {
+    /// Why `event` does not match, for people (`None` when it matches): the first part of the
+    /// filter that fails, and for CESQL the expression and what it gave.
+    pub fn explain(&self, event: &Event) -> Option<String> {
+        if self.matches(event) {
+            return None;
+        }
+        let pairs = |kind: &str, pairs: &[(String, String)], ok: &dyn Fn(&str, &str) -> bool| {
+            pairs
+                .iter()
+                .find_map(|(name, want)| match attribute(event, name) {
+                    None => Some(format!("{kind}: the event has no `{name}`")),
+                    Some(value) if !ok(&value, want) => Some(format!(
+                        "{kind}: `{name}` is `{value}`, the filter wants `{want}`"
+                    )),
+                    Some(_) => None,
+                })
+        };
+        Some(match self {
+            Filter::Everything => "matches everything".to_owned(),
+            Filter::Attributes(list) => pairs("filter.attributes", list, &|value, want| {
+                want.is_empty() || value == want
+            })
+            .unwrap_or_default(),
+            Filter::Exact(list) => {
+                pairs("exact", list, &|value, want| value == want).unwrap_or_default()
+            }
+            Filter::Prefix(list) => {
+                pairs("prefix", list, &|value, want| value.starts_with(want)).unwrap_or_default()
+            }
+            Filter::Suffix(list) => {
+                pairs("suffix", list, &|value, want| value.ends_with(want)).unwrap_or_default()
+            }
+            Filter::All(filters) => filters
+                .iter()
+                .find_map(|f| f.explain(event))
+                .map(|why| format!("all: {why}"))
+                .unwrap_or_default(),
+            Filter::Any(filters) => format!(
+                "any: none matches ({})",
+                filters
+                    .iter()
+                    .filter_map(|f| f.explain(event))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            Filter::Not(_) => "not: the inner filter matches".to_owned(),
+            Filter::Cesql(expression) => {
+                let evaluation = expression.evaluate(event);
+                match evaluation.error {
+                    Some(error) => format!("CESQL `{expression}` raised {error}"),
+                    None => format!("CESQL `{expression}` is {}", evaluation.value),
+                }
+            }
+        })
+    }
+}
+
 fn compile_one(filter: &SubscriptionsApiFilter, path: &str) -> Result<Filter, FilterError> {
     let pairs = |map: &std::collections::BTreeMap<String, String>| -> Vec<(String, String)> {
         map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
@@ -191,6 +249,37 @@ mod tests {
             kinetic_api::Resource::Trigger(t) => t,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_filter_says_why_an_event_does_not_match() {
+        let explain = |spec: &str| Filter::compile(&trigger(spec)).unwrap().explain(&event());
+        assert_eq!(
+            explain("  filter: {attributes: {type: com.example.order.created}}\n"),
+            None
+        );
+        assert_eq!(
+            explain("  filters: [{exact: {type: com.example.other}}]\n").unwrap(),
+            "exact: `type` is `com.example.order.created`, the filter wants `com.example.other`"
+        );
+        assert_eq!(
+            explain("  filters: [{prefix: {color: r}}]\n").unwrap(),
+            "prefix: the event has no `color`"
+        );
+        assert_eq!(
+            explain("  filters: [{cesql: \"priority > 7\"}]\n").unwrap(),
+            "CESQL `priority > 7` is false"
+        );
+        let error = explain("  filters: [{cesql: \"priority / 0 = 1\"}]\n").unwrap();
+        assert!(
+            error.starts_with("CESQL `priority / 0 = 1` raised "),
+            "{error}"
+        );
+        assert!(
+            explain("  filters: [{all: [{exact: {region: eu-west}}, {suffix: {source: /x}}]}]\n")
+                .unwrap()
+                .starts_with("all: suffix: `source` is `/shop/orders`")
+        );
     }
 
     fn check(spec: &str, want: bool) {

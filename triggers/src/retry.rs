@@ -1,6 +1,7 @@
 //! The retry worker: leases delivery rows that are due (retries, events waiting in an ordered lane,
 //! dead letters going to their sink), makes one attempt each and records the outcome.
 
+use cloudevents::AttributesReader as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -185,14 +186,21 @@ async fn subscriber_attempt(
         Verdict::Retryable if plan.policy.allows_retry(made) => {
             context.metrics.outcome(&plan.label, "retry_scheduled");
             context.metrics.retries.get_or_create(&labels).inc();
+            let now = chrono::Utc::now().timestamp_millis();
+            let due = plan
+                .policy
+                .retry_at(made, attempt.retry_after, now, rand::random());
+            kinetic_telemetry::journal::retry(
+                event.id(),
+                event.source(),
+                &plan.label,
+                now,
+                u32::try_from(made).unwrap_or(u32::MAX),
+                due,
+            );
             DeliveryUpdate::Retry {
                 attempts: made,
-                next_attempt_at: plan.policy.retry_at(
-                    made,
-                    attempt.retry_after,
-                    chrono::Utc::now().timestamp_millis(),
-                    rand::random(),
-                ),
+                next_attempt_at: due,
                 last_status: attempt.status.map(i32::from),
                 last_error: attempt.error.clone(),
             }
@@ -201,6 +209,12 @@ async fn subscriber_attempt(
             context.metrics.outcome(&plan.label, "dead_lettered");
             context.metrics.dead_letters.get_or_create(&labels).inc();
             tracing::info!(trigger = %plan.label, seq = row.event_seq, attempts = made, error = ?attempt.error, "Delivery gave up; the event is dead-lettered.");
+            kinetic_telemetry::journal::dead_lettered(
+                event.id(),
+                event.source(),
+                &plan.label,
+                chrono::Utc::now().timestamp_millis(),
+            );
             give_up(
                 row,
                 made,
