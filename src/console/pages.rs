@@ -1042,6 +1042,11 @@ async fn resources_main(
         for resource in listed {
             let (namespace, name) = name_of(resource);
             let (ready_now, problem) = status_ready(resource);
+            // A stored Broker takes events at once (as on the overview).
+            let ready_now = match kind {
+                Kind::Broker => ready_now.or(Some(true)),
+                _ => ready_now,
+            };
             let conditions = resource
                 .pointer("/status/conditions")
                 .and_then(Value::as_array)
@@ -1092,7 +1097,6 @@ pub async fn apply(
     Extension(caller): Extension<Caller>,
     Form(form): Form<ApplyForm>,
 ) -> Response {
-    use kinetic_control::ApplyError;
     let outcome = match state.control.apply_text("pasted YAML", &form.yaml).await {
         Ok(applied) => {
             tracing::info!(by = %caller.name, resources = applied.len(), "Resources applied from the console.");
@@ -1110,15 +1114,7 @@ pub async fn apply(
                 .collect::<Vec<_>>()
                 .join(" "))
         }
-        Err(ApplyError::Invalid(error)) => Err(format!(
-            "<p>error: {}</p>{}",
-            esc(&error.to_string()),
-            error
-                .hint
-                .as_deref()
-                .map(|hint| format!("<p>hint: {}</p>", esc(hint)))
-                .unwrap_or_default()
-        )),
+        // The message `kinetic apply` prints: file, document, resource, field path and hint.
         Err(error) => Err(format!("<p>error: {}</p>", esc(&error.to_string()))),
     };
     let failed = outcome.is_err();

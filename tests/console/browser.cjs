@@ -143,8 +143,23 @@ async function until(what, ms, probe) {
     // Resources, with their YAML.
     await page.goto(`${admin}/console/resources`);
     if (!(await page.textContent("main")).includes("default/failing")) fail("resources page lacks the trigger");
+    if (await page.$("#yaml")) fail("an operator is offered apply");
     await check(page, "resources");
     await context.close();
+
+    // An admin applies pasted YAML, with the errors `kinetic apply` gives.
+    const adminContext = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const adminPage = await login(adminContext, process.env.TOKEN_ADMIN);
+    await adminPage.goto(`${admin}/console/resources`);
+    await adminPage.fill("#yaml", "apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {name: bad}\nspec:\n  broker: default\n");
+    await adminPage.click("form.apply button[type=submit]");
+    const refusedApply = await adminPage.textContent("[role=alert]");
+    if (!refusedApply.includes("pasted YAML, document 1, Trigger default/bad: spec: missing field `subscriber` (hint: add the field)")) fail(`apply error: ${refusedApply}`);
+    await check(adminPage, "resources-apply-error");
+    await adminPage.fill("#yaml", "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: extra}\n");
+    await adminPage.click("form.apply button[type=submit]");
+    if (!(await adminPage.textContent("[role=status]")).includes("Broker default/extra created")) fail("the applied broker is not confirmed");
+    await adminContext.close();
 
     // A viewer sees the dead letters but is refused replay.
     const viewerContext = await browser.newContext({ viewport: { width: 1280, height: 900 } });
