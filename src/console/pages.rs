@@ -170,6 +170,11 @@ async fn overview_main(state: &ConsoleState) -> Result<String, String> {
                     None => "—".to_owned(),
                 },
                 number(now("kinetic_dispatcher_backlog", &labels), 0),
+                match now("kinetic_dispatcher_oldest_undelivered_seconds", &labels) {
+                    Some(seconds) if seconds > 0.0 => format!("{seconds:.1} s"),
+                    Some(_) => "—".to_owned(),
+                    None => "—".to_owned(),
+                },
                 format!(
                     "<a href=\"/console/dead-letters?trigger={}\">{}</a>",
                     attr(&query(&key)),
@@ -189,6 +194,7 @@ async fn overview_main(state: &ConsoleState) -> Result<String, String> {
             "Delivered/s",
             "Success",
             "Backlog",
+            "Oldest waiting",
             "Dead letters",
             "Subscriber",
         ],

@@ -307,6 +307,31 @@ pub struct Backlog {
     pub unread: i64,
     /// Delivery rows (retrying, waiting in a lane, or going to the dead-letter sink).
     pub pending: i64,
+    /// Since when the oldest event not yet delivered waits: the first unread event's acceptance,
+    /// or a row's first attempt (its next one if none was made yet), whichever is older.
+    pub oldest: Option<Millis>,
+}
+
+impl Backlog {
+    /// From the store's columns: the oldest unread event's acceptance and the oldest row's time.
+    pub fn new(
+        trigger_uid: String,
+        unread: i64,
+        pending: i64,
+        unread_since: Option<Millis>,
+        pending_since: Option<Millis>,
+    ) -> Self {
+        let oldest = match (unread_since.filter(|_| unread > 0), pending_since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Backlog {
+            trigger_uid,
+            unread,
+            pending,
+            oldest,
+        }
+    }
 }
 
 #[async_trait]

@@ -504,6 +504,16 @@ async fn backlog_loop(context: Arc<Context>, cancel: CancellationToken) {
             let Some(plan) = context.plans.get(&entry.trigger_uid) else {
                 continue;
             };
+            let waited = entry.oldest.map_or(0.0, |since| {
+                (chrono::Utc::now().timestamp_millis() - since).max(0) as f64 / 1000.0
+            });
+            context
+                .metrics
+                .oldest_undelivered
+                .get_or_create(&crate::metrics::TriggerLabels {
+                    trigger: plan.label.clone(),
+                })
+                .set(waited);
             for (state, value) in [("unread", entry.unread), ("pending", entry.pending)] {
                 context
                     .metrics

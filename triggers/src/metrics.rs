@@ -18,6 +18,7 @@ pub const DEAD_LETTERS: &str = "kinetic_dispatcher_dead_letters";
 pub const DELIVERY_LATENCY: &str = "kinetic_dispatcher_delivery_latency_seconds";
 pub const ATTEMPT_DURATION: &str = "kinetic_dispatcher_attempt_duration_seconds";
 pub const BACKLOG: &str = "kinetic_dispatcher_backlog";
+pub const OLDEST_UNDELIVERED: &str = "kinetic_dispatcher_oldest_undelivered_seconds";
 pub const CORRUPT_EVENTS: &str = "kinetic_dispatcher_corrupt_events";
 pub const SUBSCRIBER_LIMIT: &str = "kinetic_dispatcher_subscriber_concurrency_limit";
 pub const SUBSCRIBER_IN_FLIGHT: &str = "kinetic_dispatcher_subscriber_in_flight";
@@ -56,6 +57,8 @@ pub struct Metrics {
     pub delivery_latency: Histogram,
     pub attempt_duration: Histogram,
     pub backlog: Family<BacklogLabels, Gauge>,
+    /// How long the oldest event not yet delivered has waited, by trigger (0: none waits).
+    pub oldest_undelivered: Family<TriggerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub corrupt_events: Counter,
     /// The adaptive concurrency limits of outside subscribers (their sender's), read at each
     /// scrape.
@@ -71,6 +74,7 @@ impl Metrics {
             delivery_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 20)),
             attempt_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 20)),
             backlog: Family::default(),
+            oldest_undelivered: Family::default(),
             corrupt_events: Counter::default(),
             limits: Arc::default(),
         };
@@ -103,6 +107,11 @@ impl Metrics {
             BACKLOG,
             "Events not yet delivered, by trigger",
             metrics.backlog.clone(),
+        );
+        registry.register(
+            OLDEST_UNDELIVERED,
+            "Seconds the oldest event not yet delivered has waited, by trigger (0 when none)",
+            metrics.oldest_undelivered.clone(),
         );
         registry.register(
             CORRUPT_EVENTS,

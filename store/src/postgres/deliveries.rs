@@ -497,12 +497,15 @@ impl Deliveries for PostgresStore {
     }
 
     async fn backlog(&self) -> Result<Vec<Backlog>> {
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        type Row = (String, i64, i64, Option<i64>, Option<i64>);
+        let rows: Vec<Row> = sqlx::query_as(
             "SELECT c.trigger_uid, GREATEST(COALESCE(h.head, 0) - c.position, 0), \
-                    (SELECT COUNT(*) FROM deliveries d WHERE d.trigger_uid = c.trigger_uid) \
+                    (SELECT COUNT(*) FROM deliveries d WHERE d.trigger_uid = c.trigger_uid), \
+                    (SELECT e.accepted_at FROM events e WHERE e.broker = c.broker AND e.seq = c.position + 1), \
+                    (SELECT MIN(COALESCE(d.first_attempt_at, d.next_attempt_at)) FROM deliveries d WHERE d.trigger_uid = c.trigger_uid) \
              FROM cursors c LEFT JOIN log_heads h ON h.broker = c.broker \
              UNION ALL \
-             SELECT d.trigger_uid, 0, COUNT(*) FROM deliveries d \
+             SELECT d.trigger_uid, 0, COUNT(*), NULL::BIGINT, MIN(COALESCE(d.first_attempt_at, d.next_attempt_at)) FROM deliveries d \
              WHERE NOT EXISTS (SELECT 1 FROM cursors c WHERE c.trigger_uid = d.trigger_uid) \
              GROUP BY d.trigger_uid \
              ORDER BY 1",
@@ -511,10 +514,8 @@ impl Deliveries for PostgresStore {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(trigger_uid, unread, pending)| Backlog {
-                trigger_uid,
-                unread,
-                pending,
+            .map(|(uid, unread, pending, unread_since, pending_since)| {
+                Backlog::new(uid, unread, pending, unread_since, pending_since)
             })
             .collect())
     }

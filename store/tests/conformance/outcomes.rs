@@ -454,11 +454,22 @@ pub async fn backlog_counts_unread_and_pending(store: Arc<dyn Store>) -> anyhow:
 
     let mut backlog = store.backlog().await?;
     backlog.sort_by(|a, b| a.trigger_uid.cmp(&b.trigger_uid));
-    let entry = |trigger: &kinetic_store::TriggerRef, unread, pending| Backlog {
+    let entry = |trigger: &kinetic_store::TriggerRef, unread, pending, oldest| Backlog {
         trigger_uid: trigger.uid.clone(),
         unread,
         pending,
+        oldest,
     };
-    assert_eq!(backlog, [entry(&t, 3, 1), entry(&u, 0, 0), entry(&v, 0, 1)]);
+    // t: its events were accepted at T0, its row's first attempt was at T0 - 100; u has nothing
+    // waiting; v's replayed row waits since its replay (T0).
+    assert_eq!(
+        backlog,
+        [
+            entry(&t, 3, 1, Some(T0 - 100)),
+            entry(&u, 0, 0, None),
+            entry(&v, 0, 1, backlog[2].oldest.filter(|at| *at <= T0))
+        ]
+    );
+    assert!(backlog[2].oldest.is_some(), "{backlog:?}");
     Ok(())
 }
