@@ -68,22 +68,6 @@ fn rank(role: &str) -> usize {
     ROLES.iter().position(|r| *r == role).expect("role")
 }
 
-/// `kinetic admin-token create`: the token and its `--admin-tokens` line.
-fn create_token(role: &str) -> (String, String) {
-    let output = cli(&["admin-token", "create", "--role", role, "--name", role]);
-    assert!(output.status.success(), "{output:?}");
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let mut lines = stdout.lines();
-    let token = lines.next().expect("token").to_owned();
-    let line = lines.next().expect("line").to_owned();
-    assert!(token.starts_with("kinetic_"), "{token}");
-    assert!(
-        line.starts_with(&format!("{role} {role} sha256:")) && !line.contains(&token),
-        "the file line holds the hash, never the token: {line}"
-    );
-    (token, line)
-}
-
 async fn request(
     client: &reqwest::Client,
     base: &str,
@@ -124,7 +108,7 @@ async fn every_admin_route_needs_the_right_token_and_refuses_what_a_web_page_sen
     let mut tokens = std::collections::HashMap::new();
     let mut lines = vec!["# role name hash".to_owned()];
     for role in ROLES {
-        let (token, line) = create_token(role);
+        let (token, line) = support::create_token(role);
         tokens.insert(role, token);
         lines.push(line);
     }

@@ -32,31 +32,6 @@ fn chromium() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
 }
 
-/// `kinetic admin-token create`: the token and its `--admin-tokens` line.
-fn create_token(role: &str) -> (String, String) {
-    let output = support::cli(&["admin-token", "create", "--role", role, "--name", role]);
-    assert!(output.status.success(), "{output:?}");
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let mut lines = stdout.lines();
-    (
-        lines.next().expect("token").to_owned(),
-        lines.next().expect("line").to_owned(),
-    )
-}
-
-fn function_binary() -> PathBuf {
-    let path = support::binary()
-        .parent()
-        .expect("target directory")
-        .join("hello-fn");
-    assert!(
-        path.exists(),
-        "{} is missing; build it with `cargo build -p hello-fn`",
-        path.display()
-    );
-    path
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_console_in_a_real_browser() {
     let Some(modules) = browser_modules().filter(|_| chromium().exists()) else {
@@ -73,7 +48,7 @@ async fn the_console_in_a_real_browser() {
     let mut lines = Vec::new();
     let mut tokens = std::collections::HashMap::new();
     for role in ["viewer", "operator", "admin"] {
-        let (token, line) = create_token(role);
+        let (token, line) = support::create_token(role);
         tokens.insert(role, token);
         lines.push(line);
     }
@@ -84,11 +59,8 @@ async fn the_console_in_a_real_browser() {
     // dead-lettered, and its replay is delivered.
     let subscriber = Receiver::start().await;
     subscriber.script("/orders", vec![Answer::status(500), Answer::status(500)]);
-    let service = format!(
-        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {{name: hello}}\nspec:\n  template:\n    metadata:\n      annotations: {{autoscaling.knative.dev/initial-scale: \"0\"}}\n    spec:\n      containers:\n        - command: [\"{}\"]\n          readinessProbe: {{httpGet: {{path: /}}}}\n",
-        function_binary().display()
-    );
-    let hello = "apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {name: hello}\nspec:\n  broker: default\n  filter: {attributes: {type: com.example.hello}}\n  subscriber:\n    ref: {apiVersion: serving.knative.dev/v1, kind: Service, name: hello}\n".to_owned();
+    let service = support::service_at_zero("hello", &[]);
+    let hello = support::trigger_to_service("hello", "com.example.hello", "hello");
     let failing = trigger_yaml(
         "failing",
         "default",

@@ -7,26 +7,13 @@
 mod support;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{Engine, Kinetic, TestStore, write_yaml};
 
 const DOMAIN: &str = "kinetic.localhost";
-
-fn function_binary() -> PathBuf {
-    let path = support::binary()
-        .parent()
-        .expect("target directory")
-        .join("hello-fn");
-    assert!(
-        path.exists(),
-        "{} is missing; build it with `cargo build -p hello-fn`",
-        path.display()
-    );
-    path
-}
 
 /// A Service running hello-fn; `container_extra` goes into its container, `annotations` on its
 /// template, `spec_extra` into its template spec.
@@ -38,7 +25,7 @@ fn service(name: &str, annotations: &str, spec_extra: &str, container_extra: &st
     };
     format!(
         "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  template:\n{annotations}    spec:\n{spec_extra}      containers:\n        - command: [\"{}\"]\n          readinessProbe: {{httpGet: {{path: /}}}}\n{container_extra}",
-        function_binary().display()
+        support::function_binary().display()
     )
 }
 
@@ -465,7 +452,11 @@ async fn a_function_runs_as_its_user_and_run_as_non_root_refuses_root() {
 #[tokio::test(flavor = "multi_thread")]
 async fn programs_outside_exec_allow_are_refused_at_apply() {
     let store = TestStore::new(Engine::Sqlite).await;
-    let allowed = function_binary().parent().unwrap().canonicalize().unwrap();
+    let allowed = support::function_binary()
+        .parent()
+        .unwrap()
+        .canonicalize()
+        .unwrap();
     let kinetic = up(
         &store,
         &[],
@@ -725,7 +716,7 @@ async fn a_process_that_left_the_group_goes_with_its_instance() {
     let yaml = format!(
         "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: escape\nspec:\n  template:\n    metadata:\n      annotations: {{autoscaling.knative.dev/min-scale: \"1\"}}\n    spec:\n      containers:\n        - command: [/bin/sh, -c, 'setsid sleep 3000 & echo $! > {}; exec \"$0\"', \"{}\"]\n          readinessProbe: {{httpGet: {{path: /}}}}\n",
         pid_file.display(),
-        function_binary().display()
+        support::function_binary().display()
     );
     let file = write_yaml(store.dir(), "escape.yaml", &yaml);
     let mut kinetic = up(&store, &[&file], &[], &[]);

@@ -55,20 +55,6 @@ shapes!(
     no_function_outlives_kinetic_killed,
 );
 
-/// The example function, built beside the kinetic binary.
-fn function_binary() -> PathBuf {
-    let path = support::binary()
-        .parent()
-        .expect("target directory")
-        .join("hello-fn");
-    assert!(
-        path.exists(),
-        "{} is missing; build it with `cargo build -p hello-fn` (scripts/test.sh does)",
-        path.display()
-    );
-    path
-}
-
 /// A Service running hello-fn with `annotations` on its template and `spec_extra` in its template spec.
 fn service_yaml(name: &str, annotations: &[(&str, &str)], spec_extra: &str, env: &str) -> String {
     let annotations: String = annotations
@@ -82,7 +68,7 @@ fn service_yaml(name: &str, annotations: &[(&str, &str)], spec_extra: &str, env:
     };
     format!(
         "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  template:\n{annotations}    spec:\n{spec_extra}      containers:\n        - command: [\"{}\"]\n          env: [{env}]\n          readinessProbe: {{httpGet: {{path: /}}}}\n",
-        function_binary().display()
+        support::function_binary().display()
     )
 }
 
@@ -882,7 +868,7 @@ async fn a_new_revision_that_cannot_start_never_takes_traffic(shape: Shape) {
     assert_eq!((code, body["revision"].as_str()), (200, Some("roll-00001")));
     // A template whose command fails at once: revision 2 is created, crashes, and is not routed.
     let broken = good.replace(
-        &format!("[\"{}\"]", function_binary().display()),
+        &format!("[\"{}\"]", support::function_binary().display()),
         "[\"sh\", \"-c\", \"echo cannot start >&2; exit 1\"]",
     );
     let broken_file = write_yaml(store.dir(), "broken.yaml", &broken);
@@ -1138,7 +1124,7 @@ async fn queue_proxy_sidecar_limits_concurrency_and_reports_stats() {
             .port()
     };
     let (function_port, proxy_port, admin_port) = (free(), free(), free());
-    let mut function = std::process::Command::new(function_binary())
+    let mut function = std::process::Command::new(support::function_binary())
         .env("PORT", function_port.to_string())
         .env("MAX_CONCURRENCY", "1")
         .stdout(std::process::Stdio::null())

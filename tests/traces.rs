@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -18,19 +17,6 @@ use support::{Engine, Kinetic, Receiver, TestStore, broker_yaml, documents, trig
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
-
-fn function_binary() -> PathBuf {
-    let path = support::binary()
-        .parent()
-        .expect("target directory")
-        .join("hello-fn");
-    assert!(
-        path.exists(),
-        "{} is missing; build it with `cargo build -p hello-fn`",
-        path.display()
-    );
-    path
-}
 
 /// Every span the collector got so far.
 fn spans(collector: &Receiver) -> Vec<Span> {
@@ -87,11 +73,8 @@ async fn one_event_is_one_trace_from_ingress_through_a_function_and_its_reply() 
     let store = TestStore::new(Engine::Sqlite).await;
     let collector = Receiver::start().await;
     let subscriber = Receiver::start().await;
-    let service = format!(
-        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {{name: hello}}\nspec:\n  template:\n    metadata:\n      annotations: {{autoscaling.knative.dev/initial-scale: \"0\"}}\n    spec:\n      containers:\n        - command: [\"{}\"]\n          env: [{{name: REPLY_TYPE, value: com.example.receipt}}]\n          readinessProbe: {{httpGet: {{path: /}}}}\n",
-        function_binary().display()
-    );
-    let orders = "apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {name: orders}\nspec:\n  broker: default\n  filter: {attributes: {type: com.example.order}}\n  subscriber:\n    ref: {apiVersion: serving.knative.dev/v1, kind: Service, name: hello}\n".to_owned();
+    let service = support::service_at_zero("hello", &[("REPLY_TYPE", "com.example.receipt")]);
+    let orders = support::trigger_to_service("orders", "com.example.order", "hello");
     let receipts = trigger_yaml(
         "receipts",
         "default",

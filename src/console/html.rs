@@ -26,20 +26,9 @@ pub fn attr(text: &str) -> String {
     esc(text)
 }
 
-/// `text` escaped for a URL query value.
+/// `text` encoded as a URL query value (`application/x-www-form-urlencoded`).
 pub fn query(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                out.push(byte as char)
-            }
-            other => {
-                let _ = write!(out, "%{other:02X}");
-            }
-        }
-    }
-    out
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 /// Which page of the navigation is shown.
@@ -177,6 +166,6 @@ mod tests {
             esc("<script>alert('x')</script> & \"q\""),
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
         );
-        assert_eq!(query("a b&c=d/é"), "a%20b%26c%3Dd/%C3%A9");
+        assert_eq!(query("a b&c=d/é"), "a+b%26c%3Dd%2F%C3%A9");
     }
 }

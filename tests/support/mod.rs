@@ -665,3 +665,58 @@ pub fn output_within(
     };
     if finished { Ok(output) } else { Err(output) }
 }
+
+/// The example function (`examples/hello-fn`), built beside the kinetic binary.
+pub fn function_binary() -> PathBuf {
+    let path = binary()
+        .parent()
+        .expect("target directory")
+        .join("hello-fn");
+    assert!(
+        path.exists(),
+        "{} is missing; build it with `cargo build -p hello-fn` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A Service named `name` running hello-fn that starts with no instance (the autoscaler settings
+/// need `allow-zero-initial-scale: true`), with `env` in its container.
+pub fn service_at_zero(name: &str, env: &[(&str, &str)]) -> String {
+    let env = if env.is_empty() {
+        String::new()
+    } else {
+        let pairs: Vec<String> = env
+            .iter()
+            .map(|(name, value)| format!("{{name: {name}, value: \"{value}\"}}"))
+            .collect();
+        format!("          env: [{}]\n", pairs.join(", "))
+    };
+    format!(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  template:\n    metadata:\n      annotations: {{autoscaling.knative.dev/initial-scale: \"0\"}}\n    spec:\n      containers:\n        - command: [\"{}\"]\n{env}          readinessProbe: {{httpGet: {{path: /}}}}\n",
+        function_binary().display()
+    )
+}
+
+/// A Trigger `name` on the broker `default` sending events of `ty` to the Service `service`.
+pub fn trigger_to_service(name: &str, ty: &str, service: &str) -> String {
+    format!(
+        "apiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: {name}}}\nspec:\n  broker: default\n  filter: {{attributes: {{type: {ty}}}}}\n  subscriber:\n    ref: {{apiVersion: serving.knative.dev/v1, kind: Service, name: {service}}}\n"
+    )
+}
+
+/// `kinetic admin-token create`: the token and its `--admin-tokens` line.
+pub fn create_token(role: &str) -> (String, String) {
+    let output = cli(&["admin-token", "create", "--role", role, "--name", role]);
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8");
+    let mut lines = stdout.lines();
+    let token = lines.next().expect("token").to_owned();
+    let line = lines.next().expect("line").to_owned();
+    assert!(token.starts_with("kinetic_"), "{token}");
+    assert!(
+        line.starts_with(&format!("{role} {role} sha256:")) && !line.contains(&token),
+        "the file line holds the hash, never the token: {line}"
+    );
+    (token, line)
+}
