@@ -317,19 +317,17 @@ async fn accept(
         challenge: None,
     })?;
     // The request's span starts with its events: they may carry the trace it continues.
-    let span = kinetic_telemetry::span!(
-        "ingress",
-        otel.kind = "server",
-        broker = %format_args!("{namespace}/{broker}"),
-        events = events.len(),
-        otel.status_code = tracing::field::Empty,
-    );
-    if let Some(first) = events.first() {
-        kinetic_telemetry::continue_trace(
-            &span,
+    let span = match events.first() {
+        Some(first) => kinetic_telemetry::root_span!(
             kinetic_telemetry::Parent::Either(&parts.headers, first),
-        );
-    }
+            "ingress",
+            otel.kind = "server",
+            broker = %format_args!("{namespace}/{broker}"),
+            events = events.len(),
+            otel.status_code = tracing::field::Empty,
+        ),
+        None => tracing::Span::none(),
+    };
     let accepted = admit_and_commit(
         ingress,
         class,
@@ -382,8 +380,11 @@ async fn admit_and_commit(
             attribute: error.attribute,
             challenge: None,
         })?;
-        // Its delivery, later and elsewhere, continues this request's trace.
-        kinetic_telemetry::stamp(&mut event);
+        // Its delivery, later and elsewhere, continues this request's trace (or the caller's,
+        // when this request is not traced here).
+        if !kinetic_telemetry::stamp(&mut event) {
+            kinetic_telemetry::carry(headers, &mut event);
+        }
         let record = NewEvent {
             broker: key.clone(),
             source: event.source().clone(),

@@ -281,16 +281,13 @@ impl RevisionProxy {
     /// request's body was never read. A request whose body was read, even in part, is never sent
     /// twice.
     pub async fn serve(&self, request: Request<Body>) -> Result<Response<Body>, tower::BoxError> {
-        let span = kinetic_telemetry::span!(
+        let span = kinetic_telemetry::root_span!(
+            kinetic_telemetry::Parent::Headers(request.headers()),
             "gateway",
             otel.kind = "server",
             revision = %self.settings.revision,
             http.response.status_code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
-        );
-        kinetic_telemetry::continue_trace(
-            &span,
-            kinetic_telemetry::Parent::Headers(request.headers()),
         );
         let served = self.serve_traced(request).instrument(span.clone()).await;
         if !span.is_none() {

@@ -19,7 +19,7 @@
 pub mod journal;
 
 use std::sync::LazyLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use cloudevents::Event;
@@ -47,6 +47,8 @@ pub const TRACESTATE: &str = "tracestate";
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
+/// `--trace-sampling-ratio`, as the bits of an f64.
+static RATIO: AtomicU64 = AtomicU64::new(0);
 static PROPAGATOR: LazyLock<TraceContextPropagator> = LazyLock::new(TraceContextPropagator::new);
 
 /// What [`init`] sets up.
@@ -158,6 +160,7 @@ pub fn init(settings: &Settings) -> Result<Telemetry, InvalidSettings> {
         .with(traces)
         .try_init()
         .map_err(|error| InvalidSettings(format!("logging was already set up: {error}")))?;
+    RATIO.store(settings.sampling_ratio.to_bits(), Ordering::Release);
     ENABLED.store(provider.is_some(), Ordering::Release);
     Ok(Telemetry { provider })
 }
@@ -192,13 +195,13 @@ pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
-/// A span of kinetic's when traces are on, else [`Span::none`] (nothing to record, nothing
-/// exported). Takes `tracing::info_span!`'s arguments; every span it makes has a `trace_id` field,
-/// filled by [`continue_trace`], that log lines inside it show.
+/// A span inside the current one, when that one is traced; else [`Span::none`] (nothing to
+/// record, nothing exported). Takes `tracing::info_span!`'s arguments; every span it makes has a
+/// `trace_id` field that log lines inside it show.
 #[macro_export]
 macro_rules! span {
     ($name:expr $(, $($fields:tt)*)?) => {
-        if $crate::enabled() {
+        if $crate::enabled() && !::tracing::Span::current().is_none() {
             ::tracing::info_span!($name, trace_id = ::tracing::field::Empty $(, $($fields)*)?)
         } else {
             ::tracing::Span::none()
@@ -206,8 +209,89 @@ macro_rules! span {
     };
 }
 
+/// The span where work for a request or an event starts, continuing the trace `parent` carries:
+/// made only when that trace is sampled ([`sampled`]), else [`Span::none`], so that the traces
+/// not kept cost (almost) nothing. Its trace id is recorded for log lines.
+#[macro_export]
+macro_rules! root_span {
+    ($parent:expr, $name:expr $(, $($fields:tt)*)?) => {{
+        let parent: $crate::Parent<'_> = $parent;
+        if $crate::sampled(&parent) {
+            let span = ::tracing::info_span!($name, trace_id = ::tracing::field::Empty $(, $($fields)*)?);
+            $crate::continue_trace(&span, parent);
+            span
+        } else {
+            ::tracing::Span::none()
+        }
+    }};
+}
+
+/// Whether work continuing `parent` is traced: as the parent's `traceparent` says (its sampled
+/// flag); without one, a request (headers) starts a trace kept with the sampling ratio, and an
+/// event without one was not traced where it entered, so its delivery is not either.
+pub fn sampled(parent: &Parent<'_>) -> bool {
+    if !enabled() {
+        return false;
+    }
+    let flag = match parent {
+        Parent::Headers(headers) => header_flag(headers),
+        Parent::Event(event) => event_flag(event),
+        Parent::Either(headers, event) => header_flag(headers).or_else(|| event_flag(event)),
+    };
+    match (flag, parent) {
+        (Some(sampled), _) => sampled,
+        (None, Parent::Event(_)) => false,
+        (None, _) => {
+            let ratio = f64::from_bits(RATIO.load(Ordering::Relaxed));
+            ratio >= 1.0 || rand::random::<f64>() < ratio
+        }
+    }
+}
+
+fn header_flag(headers: &HeaderMap) -> Option<bool> {
+    sampled_flag(headers.get(TRACEPARENT)?.to_str().ok()?)
+}
+
+fn event_flag(event: &Event) -> Option<bool> {
+    match event.extension(TRACEPARENT)? {
+        ExtensionValue::String(value) => sampled_flag(value),
+        _ => None,
+    }
+}
+
+/// The sampled flag of a W3C `traceparent` (`00-TRACEID-SPANID-FLAGS`); `None` when malformed.
+fn sampled_flag(traceparent: &str) -> Option<bool> {
+    let mut parts = traceparent.trim().split('-');
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex =
+        |text: &str, len: usize| text.len() == len && text.bytes().all(|b| b.is_ascii_hexdigit());
+    if !(hex(version, 2) && hex(trace, 32) && hex(span, 16) && hex(flags, 2)) || version == "ff" {
+        return None;
+    }
+    if trace.bytes().all(|b| b == b'0') || span.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    Some(u8::from_str_radix(flags, 16).ok()? & 1 == 1)
+}
+
+/// Gives `event` the request's trace context (`traceparent`, `tracestate` headers) when the
+/// request is not traced here but carries one, and the event has none: the trace the caller
+/// decided not to sample still reaches the subscriber.
+pub fn carry(headers: &HeaderMap, event: &mut Event) {
+    if !enabled() || event.extension(TRACEPARENT).is_some() {
+        return;
+    }
+    for key in [TRACEPARENT, TRACESTATE] {
+        if let Some(value) = headers.get(key).and_then(|v| v.to_str().ok()) {
+            event.set_extension(key, ExtensionValue::String(value.to_owned()));
+        }
+    }
+}
+
 /// Where a trace continues from: a request's headers, or an event's distributed-tracing
 /// extension.
+#[derive(Clone, Copy)]
 pub enum Parent<'a> {
     Headers(&'a HeaderMap),
     Event(&'a Event),
@@ -260,19 +344,24 @@ pub fn inject(headers: &mut HeaderMap) {
 
 /// Gives `event` the current span's trace context in its distributed-tracing extension unless it
 /// has one already (as the extension says: it is set where the event is created or first enters a
-/// traced system, and left alone after).
-pub fn stamp(event: &mut Event) {
-    if !enabled() || event.extension(TRACEPARENT).is_some() {
-        return;
+/// traced system, and left alone after). Returns whether the event now has one.
+pub fn stamp(event: &mut Event) -> bool {
+    if !enabled() {
+        return false;
+    }
+    if event.extension(TRACEPARENT).is_some() {
+        return true;
     }
     let context = Span::current().context();
-    if context.span().span_context().is_valid() {
-        let mut fields = Vec::with_capacity(2);
-        PROPAGATOR.inject_context(&context, &mut Fields(&mut fields));
-        for (key, value) in fields {
-            event.set_extension(key, ExtensionValue::String(value));
-        }
+    if !context.span().span_context().is_valid() {
+        return false;
     }
+    let mut fields = Vec::with_capacity(2);
+    PROPAGATOR.inject_context(&context, &mut Fields(&mut fields));
+    for (key, value) in fields {
+        event.set_extension(key, ExtensionValue::String(value));
+    }
+    true
 }
 
 /// The current span's trace id, when traces are on and a span is current.
@@ -336,8 +425,9 @@ mod tests {
                 format!("00-{trace}-00f067aa0ba902b7-01").parse().unwrap(),
             );
             let mut event = Event::default();
-            let ingress = span!("ingress");
-            continue_trace(&ingress, Parent::Either(&incoming, &event));
+            RATIO.store(0.0_f64.to_bits(), Ordering::Release);
+            let ingress = root_span!(Parent::Either(&incoming, &event), "ingress");
+            assert!(!ingress.is_none(), "the caller sampled it");
             ingress.in_scope(|| {
                 assert_eq!(current_trace_id().as_deref(), Some(trace));
                 stamp(&mut event);
@@ -349,25 +439,67 @@ mod tests {
                 "the ingress span is the parent"
             );
             // An event that has a trace keeps it.
-            let other = span!("other");
+            let other = root_span!(Parent::Headers(&incoming), "other");
             other.in_scope(|| stamp(&mut event));
             assert_eq!(event.extension(TRACEPARENT).unwrap().to_string(), stamped);
 
             // Its delivery continues it, and says so to the subscriber.
-            let deliver = span!("deliver");
-            continue_trace(&deliver, Parent::Event(&event));
+            let deliver = root_span!(Parent::Event(&event), "deliver");
+            assert!(!deliver.is_none());
+            // A span inside it is made; outside any traced span, none is.
+            assert!(!deliver.in_scope(|| span!("inner")).is_none());
+            assert!(span!("outside").is_none());
             let mut outgoing = HeaderMap::new();
             deliver.in_scope(|| inject(&mut outgoing));
             let sent = outgoing[TRACEPARENT].to_str().unwrap();
             assert!(sent.starts_with(&format!("00-{trace}-")), "{sent}");
             assert_ne!(sent, stamped, "the attempt's own span id");
 
-            // No trace anywhere: a new one.
-            let fresh = span!("fresh");
-            continue_trace(&fresh, Parent::Headers(&HeaderMap::new()));
+            // No trace anywhere: a new one at the sampling ratio; an event without one is not
+            // traced (it was not where it entered).
+            assert!(root_span!(Parent::Headers(&HeaderMap::new()), "dropped").is_none());
+            assert!(root_span!(Parent::Event(&Event::default()), "untraced").is_none());
+            RATIO.store(1.0_f64.to_bits(), Ordering::Release);
+            let fresh = root_span!(Parent::Headers(&HeaderMap::new()), "fresh");
             let id = fresh.in_scope(current_trace_id).unwrap();
             assert_ne!(id, trace);
+            // A caller's unsampled trace is not traced here, but carried on.
+            let mut unsampled = HeaderMap::new();
+            unsampled.insert(
+                TRACEPARENT,
+                format!("00-{trace}-00f067aa0ba902b7-00").parse().unwrap(),
+            );
+            assert!(root_span!(Parent::Headers(&unsampled), "not kept").is_none());
+            let mut carried = Event::default();
+            carry(&unsampled, &mut carried);
+            assert_eq!(
+                carried.extension(TRACEPARENT).unwrap().to_string(),
+                format!("00-{trace}-00f067aa0ba902b7-00")
+            );
         });
+    }
+
+    #[test]
+    fn traceparents_are_read_strictly() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(
+            sampled_flag(&format!("00-{id}-00f067aa0ba902b7-01")),
+            Some(true)
+        );
+        assert_eq!(
+            sampled_flag(&format!("00-{id}-00f067aa0ba902b7-02")),
+            Some(false)
+        );
+        for wrong in [
+            "",
+            "00-abc-00f067aa0ba902b7-01",
+            &format!("ff-{id}-00f067aa0ba902b7-01"),
+            &format!("00-{}-00f067aa0ba902b7-01", "0".repeat(32)),
+            &format!("00-{id}-0000000000000000-01"),
+            &format!("00-{id}-00f067aa0ba902b7"),
+        ] {
+            assert_eq!(sampled_flag(wrong), None, "{wrong}");
+        }
     }
 
     #[test]

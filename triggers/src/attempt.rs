@@ -44,7 +44,8 @@ pub async fn deliver_within(
     wait: Option<Duration>,
 ) -> Result<Attempt, Busy> {
     // One span per attempt, in the trace the event brought (its distributed-tracing extension).
-    let span = kinetic_telemetry::span!(
+    let span = kinetic_telemetry::root_span!(
+        kinetic_telemetry::Parent::Event(event),
         "deliver",
         otel.kind = "client",
         trigger = %plan.label,
@@ -53,7 +54,6 @@ pub async fn deliver_within(
         otel.status_code = tracing::field::Empty,
         error = tracing::field::Empty,
     );
-    kinetic_telemetry::continue_trace(&span, kinetic_telemetry::Parent::Event(event));
     let at = chrono::Utc::now().timestamp_millis();
     let started = Instant::now();
     let attempt = attempt(context, plan, event, wait)
