@@ -172,4 +172,34 @@ async fn the_console_in_a_real_browser() {
         .await;
     assert_eq!(got.len(), 3, "the replay was not delivered");
     assert!(got.iter().all(|r| r.header("ce-id") == Some("order-77")));
+
+    // The function's requests and its cold start are in /metrics, under Knative's name too.
+    let metrics = client
+        .get(kinetic.admin("/metrics"))
+        .bearer_auth(&tokens["viewer"])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let knative = [
+        ("namespace_name", "default"),
+        ("service_name", "hello"),
+        ("configuration_name", "hello"),
+        ("revision_name", "hello-00001"),
+    ];
+    assert!(
+        support::metric_sum(&metrics, "revision_request_latencies_count", &knative) >= 1.0,
+        "{metrics}"
+    );
+    let revision = [("namespace", "default"), ("revision", "hello-00001")];
+    assert!(support::metric_sum(&metrics, "kinetic_serving_cold_starts_total", &revision) >= 1.0);
+    assert!(
+        support::metric_sum(
+            &metrics,
+            "kinetic_serving_request_duration_seconds_count",
+            &revision
+        ) >= 1.0
+    );
 }

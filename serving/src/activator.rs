@@ -78,6 +78,8 @@ impl ActivationError {
 pub struct RevisionSettings {
     pub namespace: String,
     pub revision: String,
+    /// The Service it belongs to (its Configuration has the same name), for Knative's labels.
+    pub service: String,
     /// containerConcurrency; 0 = no limit.
     pub container_concurrency: usize,
     /// `timeoutSeconds`: the whole request, waiting included.
@@ -152,6 +154,7 @@ struct Observed {
     cold_starts: prometheus_client::metrics::counter::Counter,
     cold_start_seconds: prometheus_client::metrics::histogram::Histogram,
     request_seconds: prometheus_client::metrics::histogram::Histogram,
+    knative_latencies: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl RevisionProxy {
@@ -163,6 +166,12 @@ impl RevisionProxy {
         let labels = RevisionLabels {
             namespace: settings.namespace.clone(),
             revision: settings.revision.clone(),
+        };
+        let knative = crate::metrics::KnativeLabels {
+            namespace_name: settings.namespace.clone(),
+            service_name: settings.service.clone(),
+            configuration_name: settings.service.clone(),
+            revision_name: settings.revision.clone(),
         };
         Arc::new(RevisionProxy {
             settings,
@@ -181,6 +190,10 @@ impl RevisionProxy {
                 cold_starts: metrics.cold_starts.get_or_create(&labels).clone(),
                 cold_start_seconds: metrics.cold_start_seconds.get_or_create(&labels).clone(),
                 request_seconds: metrics.request_seconds.get_or_create(&labels).clone(),
+                knative_latencies: metrics
+                    .knative_request_latencies
+                    .get_or_create(&knative)
+                    .clone(),
             },
         })
     }
@@ -379,9 +392,9 @@ impl RevisionProxy {
             tokio::time::sleep(retry_pause(attempt)).await;
             attempt += 1;
         };
-        self.observed
-            .request_seconds
-            .observe(started.elapsed().as_secs_f64());
+        let elapsed = started.elapsed().as_secs_f64();
+        self.observed.request_seconds.observe(elapsed);
+        self.observed.knative_latencies.observe(elapsed * 1000.0);
         // For the console's timeline: the instance that served the event this request carried.
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
         if let (Some(id), Some(source)) = (header("ce-id"), header("ce-source")) {
@@ -666,6 +679,7 @@ mod tests {
             RevisionSettings {
                 namespace: "ns".into(),
                 revision: "fn-00001".into(),
+                service: "fn".into(),
                 container_concurrency: cc,
                 timeout: Duration::from_secs(300),
                 activation_timeout: Duration::from_secs(10),

@@ -489,6 +489,7 @@ impl Serving {
         let settings = RevisionSettings {
             namespace: namespace.clone(),
             revision: revision.metadata.name.clone(),
+            service: revision.service().to_owned(),
             container_concurrency: spec.container_concurrency() as usize,
             timeout: spec.timeout(),
             activation_timeout: self.config.activation_timeout,

@@ -247,6 +247,7 @@ mod tests {
             RevisionSettings {
                 namespace: "team".into(),
                 revision: "hello-00001".into(),
+                service: "hello".into(),
                 container_concurrency: 0,
                 timeout: std::time::Duration::from_secs(300),
                 activation_timeout: std::time::Duration::from_secs(60),

@@ -19,6 +19,19 @@ pub const QUEUE_DEPTH: &str = "kinetic_serving_queue_depth";
 pub const COLD_STARTS: &str = "kinetic_serving_cold_starts";
 pub const COLD_START_SECONDS: &str = "kinetic_serving_cold_start_seconds";
 pub const REQUEST_SECONDS: &str = "kinetic_serving_request_duration_seconds";
+/// Knative's name (its queue-proxy's and activator's `request_latencies`, exported as
+/// `revision_request_latencies`), in Knative's unit, milliseconds, and with its labels, so that
+/// dashboards made for Knative read it.
+pub const KNATIVE_REQUEST_LATENCIES: &str = "revision_request_latencies";
+
+/// Knative's labels of a revision's request metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct KnativeLabels {
+    pub namespace_name: String,
+    pub service_name: String,
+    pub configuration_name: String,
+    pub revision_name: String,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RevisionLabels {
@@ -38,6 +51,7 @@ pub struct Metrics {
     pub cold_starts: Family<RevisionLabels, Counter>,
     pub cold_start_seconds: Family<RevisionLabels, Histogram>,
     pub request_seconds: Family<RevisionLabels, Histogram>,
+    pub knative_request_latencies: Family<KnativeLabels, Histogram>,
 }
 
 fn latency_buckets() -> Histogram {
@@ -58,6 +72,12 @@ impl Metrics {
             cold_starts: Family::default(),
             cold_start_seconds: Family::new_with_constructor(latency_buckets),
             request_seconds: Family::new_with_constructor(latency_buckets),
+            knative_request_latencies: Family::new_with_constructor(|| {
+                Histogram::new([
+                    1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
+                    10000.0, 30000.0,
+                ])
+            }),
         };
         registry.register(
             DESIRED_INSTANCES,
@@ -103,6 +123,11 @@ impl Metrics {
             REQUEST_SECONDS,
             "Time from the gateway receiving a request to the function's response headers",
             metrics.request_seconds.clone(),
+        );
+        registry.register(
+            KNATIVE_REQUEST_LATENCIES,
+            "Knative's name for the same time, in milliseconds: gateway or activator to the function's response headers",
+            metrics.knative_request_latencies.clone(),
         );
         metrics
     }

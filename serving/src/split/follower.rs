@@ -217,6 +217,7 @@ impl Follower {
                     RevisionSettings {
                         namespace: entry.namespace.clone(),
                         revision: entry.revision.clone(),
+                        service: entry.service.clone(),
                         container_concurrency: entry.container_concurrency,
                         timeout: Duration::from_millis(entry.timeout_ms),
                         activation_timeout: Duration::from_millis(entry.activation_timeout_ms),

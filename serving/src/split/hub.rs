@@ -285,6 +285,7 @@ impl RemoteRevision {
         RevisionEntry {
             namespace: self.settings.namespace.clone(),
             revision: self.settings.revision.clone(),
+            service: self.settings.service.clone(),
             uid: self.uid.clone(),
             container_concurrency: self.settings.container_concurrency,
             timeout_ms: millis(self.settings.timeout),
@@ -511,6 +512,7 @@ mod tests {
         RevisionSettings {
             namespace: "default".into(),
             revision: revision.into(),
+            service: "hello".into(),
             container_concurrency: 1,
             timeout: Duration::from_secs(300),
             activation_timeout: Duration::from_secs(60),

@@ -66,6 +66,9 @@ pub struct Table {
 pub struct RevisionEntry {
     pub namespace: String,
     pub revision: String,
+    /// Its Service (Knative's labels on the activator's metrics); empty from an older autoscaler.
+    #[serde(default)]
+    pub service: String,
     /// A revision created again under its name gets a new data path.
     pub uid: String,
     /// containerConcurrency; 0 = no limit.
@@ -301,6 +304,7 @@ mod tests {
             revisions: vec![RevisionEntry {
                 namespace: "default".into(),
                 revision: "hello-00002".into(),
+                service: "hello".into(),
                 uid: "u".into(),
                 container_concurrency: 1,
                 timeout_ms: 300_000,
