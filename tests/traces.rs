@@ -105,8 +105,8 @@ async fn one_event_is_one_trace_from_ingress_through_a_function_and_its_reply() 
             "--config",
             config.to_str().unwrap(),
         ],
-        // Export every 100 ms instead of every 5 s.
-        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+        // Export every 100 ms instead of every 5 s; debug logs, some of them inside the spans.
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100"), ("KINETIC_LOG", "debug")],
     );
 
     // Sampled by its caller: kept although kinetic keeps none of the traces it starts itself.
@@ -230,6 +230,14 @@ async fn one_event_is_one_trace_from_ingress_through_a_function_and_its_reply() 
         .iter()
         .map(|r| ExportTraceServiceRequest::decode(r.body.clone()).unwrap())
         .collect();
+    // Log lines inside a span of the trace carry its id (here hyper's, at debug level, while
+    // the attempt connects to the gateway).
+    let log = kinetic.log();
+    assert!(
+        log.lines()
+            .any(|line| line.contains(&format!("trace_id={TRACE}")) && line.contains("deliver{")),
+        "no log line carries the trace id:\n{log}"
+    );
     assert!(requests.iter().flat_map(|r| &r.resource_spans).all(|rs| {
         rs.resource.as_ref().is_some_and(|resource| {
             resource.attributes.iter().any(|kv| {
