@@ -569,6 +569,15 @@ pub async fn events(
                 esc(&letter.trigger.broker),
             );
         }
+        // The event itself, as the API shows it (JSON data as JSON).
+        let shown = crate::api::dead_letter_json(letter);
+        if let Ok(pretty) = serde_json::to_string_pretty(&shown["event"]) {
+            let _ = write!(
+                main,
+                "<li><details><summary>The event</summary><pre class=\"yaml\">{}</pre></details></li>",
+                esc(&pretty)
+            );
+        }
         if let Some(first) = letter.first_attempt_at {
             let _ = write!(main, "<li>First attempt at {}.</li>", time(first));
         }

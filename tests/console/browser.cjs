@@ -104,6 +104,7 @@ async function until(what, ms, probe) {
       "Retry 2 for default/failing scheduled at",
       "Dead-lettered for default/failing",
       "2 attempt(s) failed",
+      "\"total\": 3",
       "Dead-lettered at",
     ]) {
       if (!history.includes(want)) fail(`the event's page lacks "${want}": ${history}`);
