@@ -2,6 +2,9 @@
 // `kinetic up` that tests/console.rs started. Every page gets an axe-core check (no serious or
 // critical violations) and a screenshot. Exits non-zero, saying what failed, on the first failure.
 //
+// axe-core is evaluated through the browser's debugging protocol, which the console's
+// Content-Security-Policy (no inline script) does not govern; the pages run under that policy.
+//
 // Environment: KINETIC_ADMIN (admin listener URL), KINETIC_INGRESS (broker URL),
 // TOKEN_VIEWER, TOKEN_OPERATOR, TOKEN_ADMIN, EVENT_ID (an event that is dead-lettered),
 // SCREENSHOTS (a directory), CHROMIUM (the browser binary). Modules from NODE_PATH.
@@ -22,7 +25,7 @@ function fail(message) {
 
 async function check(page, name) {
   await page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
-  await page.addScriptTag({ content: axeSource });
+  await page.evaluate(axeSource);
   const result = await page.evaluate(async () => {
     // eslint-disable-next-line no-undef
     const run = await axe.run(document, { resultTypes: ["violations"] });
@@ -80,6 +83,8 @@ async function until(what, ms, probe) {
     if (!(await first.textContent("[role=alert]")).includes("does not know that token")) fail("no message for an unknown token");
     await first.close();
     const page = await login(context, process.env.TOKEN_OPERATOR);
+    const headers = (await page.request.get(`${admin}/console`)).headers();
+    if (!(headers["content-security-policy"] || "").includes("frame-ancestors 'none'") || headers["x-frame-options"] !== "DENY") fail(`the console may be framed: ${JSON.stringify(headers)}`);
     if (!(await page.textContent("header")).includes("(operator)")) fail("the header does not show the role");
 
     // The broker's rate moves after events are sent (the overview refreshes itself).
