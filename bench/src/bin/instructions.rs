@@ -10,6 +10,7 @@
 //!
 //!     cargo build --release -p kinetic -p kinetic-bench
 //!     target/release/kinetic-instructions-bench [--engine postgres] [--short 1000 --long 3000]
+//!         [--batch 100 --triggers 0]
 //!
 //! Needs valgrind (Debian's `valgrind`); PostgreSQL from `KINETIC_TEST_POSTGRES_URL` for
 //! `--engine postgres`. Prints where callgrind's output files are kept, for `callgrind_annotate`.
@@ -37,6 +38,14 @@ struct Args {
     short: u64,
     #[arg(long, default_value_t = 3_000)]
     long: u64,
+    /// Events per POST: 1 sends each in binary mode; more sends CloudEvents batches of this size
+    /// (structured JSON, one group-commit entry each).
+    #[arg(long, default_value_t = 1)]
+    batch: u64,
+    /// Triggers on the broker: 1 (to a local subscriber) or 0 (the ingress alone: a run ends when
+    /// every POST was answered).
+    #[arg(long, default_value_t = 1)]
+    triggers: u8,
     #[arg(long, default_value = "valgrind")]
     valgrind: PathBuf,
     /// PostgreSQL admin URL (a database is created and dropped per run).
@@ -51,6 +60,10 @@ struct Args {
     #[arg(long)]
     out: Option<PathBuf>,
 }
+
+/// The data of every event.
+const PAYLOAD: &str =
+    r#"{"order":12345,"item":"widget","amount":250,"note":"a typical small event payload"}"#;
 
 /// One run of `events` events; callgrind's total instructions.
 async fn run(args: &Args, events: u64, out: &Path) -> anyhow::Result<u64> {
@@ -69,9 +82,13 @@ async fn run(args: &Args, events: u64, out: &Path) -> anyhow::Result<u64> {
         }
         other => bail!("--engine {other}: use sqlite or postgres"),
     };
-    let yaml = format!(
-        "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {{name: bench}}\n---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: t0}}\nspec:\n  broker: bench\n  subscriber: {{uri: 'http://{subscriber}/t0'}}\n"
-    );
+    let mut yaml =
+        "apiVersion: eventing.knative.dev/v1\nkind: Broker\nmetadata: {name: bench}\n".to_owned();
+    if args.triggers > 0 {
+        yaml.push_str(&format!(
+            "---\napiVersion: eventing.knative.dev/v1\nkind: Trigger\nmetadata: {{name: t0}}\nspec:\n  broker: bench\n  subscriber: {{uri: 'http://{subscriber}/t0'}}\n"
+        ));
+    }
     let file = dir.path().join("resources.yaml");
     std::fs::write(&file, yaml)?;
     let output = out.join(format!("callgrind.{}.{events}.out", args.engine));
@@ -99,20 +116,38 @@ async fn run(args: &Args, events: u64, out: &Path) -> anyhow::Result<u64> {
     let url = format!("http://{}/default/bench", kinetic.address);
     let client = reqwest::Client::new();
     let failures = AtomicU64::new(0);
-    futures::stream::iter(0..events)
-        .for_each_concurrent(16, |n| {
+    let requests = events.div_ceil(args.batch);
+    futures::stream::iter(0..requests)
+        .for_each_concurrent(16, |request| {
             let (client, url, failures) = (&client, &url, &failures);
             async move {
-                let sent = client
-                    .post(url)
-                    .header("ce-specversion", "1.0")
-                    .header("ce-id", format!("e-{n}"))
-                    .header("ce-source", "/bench")
-                    .header("ce-type", "dev.kinetic.bench")
-                    .header("content-type", "application/json")
-                    .body(r#"{"order":12345,"item":"widget","amount":250,"note":"a typical small event payload"}"#)
-                    .send()
-                    .await;
+                let sent = if args.batch == 1 {
+                    client
+                        .post(url)
+                        .header("ce-specversion", "1.0")
+                        .header("ce-id", format!("e-{request}"))
+                        .header("ce-source", "/bench")
+                        .header("ce-type", "dev.kinetic.bench")
+                        .header("content-type", "application/json")
+                        .body(PAYLOAD)
+                        .send()
+                        .await
+                } else {
+                    let first = request * args.batch;
+                    let items: Vec<String> = (first..(first + args.batch).min(events))
+                        .map(|n| {
+                            format!(
+                                r#"{{"specversion":"1.0","id":"e-{n}","source":"/bench","type":"dev.kinetic.bench","datacontenttype":"application/json","data":{PAYLOAD}}}"#
+                            )
+                        })
+                        .collect();
+                    client
+                        .post(url)
+                        .header("content-type", "application/cloudevents-batch+json")
+                        .body(format!("[{}]", items.join(",")))
+                        .send()
+                        .await
+                };
                 if !sent.is_ok_and(|r| r.status().is_success()) {
                     failures.fetch_add(1, Ordering::Relaxed);
                 }
@@ -123,7 +158,7 @@ async fn run(args: &Args, events: u64, out: &Path) -> anyhow::Result<u64> {
         bail!("{} posts failed", failures.load(Ordering::Relaxed));
     }
     let deadline = Instant::now() + Duration::from_secs(600);
-    while delivered.load(Ordering::Relaxed) < events {
+    while args.triggers > 0 && delivered.load(Ordering::Relaxed) < events {
         if Instant::now() > deadline {
             bail!(
                 "{} of {events} delivered in 600 s; kinetic's log:\n{}",
@@ -163,6 +198,9 @@ async fn main() -> anyhow::Result<()> {
     if args.long <= args.short {
         bail!("--long must be more than --short");
     }
+    if args.batch == 0 || args.triggers > 1 {
+        bail!("--batch must be at least 1, --triggers 0 or 1");
+    }
     let out = match &args.out {
         Some(out) => out.clone(),
         None => tempfile::Builder::new()
@@ -175,8 +213,8 @@ async fn main() -> anyhow::Result<()> {
     let long = run(&args, args.long, &out).await?;
     let per_event = long.saturating_sub(short) / (args.long - args.short);
     println!(
-        "instructions per event, {} (1 trigger, callgrind):",
-        args.engine
+        "instructions per event, {} ({} trigger(s), {} event(s) per POST, callgrind):",
+        args.engine, args.triggers, args.batch
     );
     println!("  {:>6} events: {short:>14} instructions", args.short);
     println!("  {:>6} events: {long:>14} instructions", args.long);
