@@ -24,12 +24,17 @@ pub fn next_ttl(incoming: Option<i64>) -> Option<i64> {
     (ttl > 1).then(|| ttl - 1)
 }
 
+/// `knativearrivaltime` for events accepted at `now`: formatted once for all events of a request.
+pub fn arrival_time(now: chrono::DateTime<chrono::Utc>) -> String {
+    now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
 /// Applies the broker's acceptance rules to an event entering a broker's log (from a client or as a
-/// reply): stamps `knativearrivaltime`, and sets or decrements `knativebrokerttl`, refusing an event
-/// whose TTL is spent (a reply loop).
+/// reply): stamps `knativearrivaltime` (`arrival`, from [`arrival_time`]), and sets or decrements
+/// `knativebrokerttl`, refusing an event whose TTL is spent (a reply loop).
 pub fn admit(
     event: &mut cloudevents::Event,
-    now: chrono::DateTime<chrono::Utc>,
+    arrival: &str,
 ) -> Result<(), crate::cloudevent::EventError> {
     let incoming = crate::cloudevent::extension_i64(event, BROKER_TTL)?;
     let Some(ttl) = next_ttl(incoming) else {
@@ -45,9 +50,7 @@ pub fn admit(
     event.set_extension(BROKER_TTL, cloudevents::event::ExtensionValue::Integer(ttl));
     event.set_extension(
         ARRIVAL_TIME,
-        cloudevents::event::ExtensionValue::String(
-            now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        ),
+        cloudevents::event::ExtensionValue::String(arrival.to_owned()),
     );
     Ok(())
 }

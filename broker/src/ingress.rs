@@ -365,10 +365,11 @@ async fn admit_and_commit(
             .map_err(Refusal::denied)?;
     }
     let now = chrono::Utc::now();
+    let arrival = kinetic_api::event::arrival_time(now);
     let key = format!("{namespace}/{broker}");
     let mut records = Vec::with_capacity(events.len());
     for (index, mut event) in events.into_iter().enumerate() {
-        kinetic_api::event::admit(&mut event, now).map_err(|error| Refusal {
+        kinetic_api::event::admit(&mut event, &arrival).map_err(|error| Refusal {
             status: StatusCode::BAD_REQUEST,
             reason: "ttl",
             // In a batch every refusal names the event, the first one included.
@@ -428,11 +429,24 @@ async fn admit_and_commit(
             .map(|((id, source, payload), _)| (id.as_str(), source.as_str(), payload.as_slice())),
     );
     let labels = BrokerLabels { broker: key };
-    for outcome in outcomes {
-        match outcome {
-            Appended::Accepted(_) => ingress.metrics.accepted.get_or_create(&labels).inc(),
-            Appended::Duplicate => ingress.metrics.duplicate.get_or_create(&labels).inc(),
-        };
+    let accepted = outcomes
+        .iter()
+        .filter(|outcome| matches!(outcome, Appended::Accepted(_)))
+        .count();
+    let duplicates = outcomes.len() - accepted;
+    if accepted > 0 {
+        ingress
+            .metrics
+            .accepted
+            .get_or_create(&labels)
+            .inc_by(accepted as u64);
+    }
+    if duplicates > 0 {
+        ingress
+            .metrics
+            .duplicate
+            .get_or_create(&labels)
+            .inc_by(duplicates as u64);
     }
     Ok(StatusCode::ACCEPTED.into_response())
 }

@@ -137,14 +137,12 @@ async fn run(
         }
         // Moved out, not cloned: each request's count is kept to split the outcomes.
         let sizes: Vec<usize> = pending.iter().map(|r| r.events.len()).collect();
-        let events: Vec<NewEvent> = pending
-            .iter_mut()
-            .flat_map(|r| std::mem::take(&mut r.events))
-            .collect();
-        let parsed: Vec<Event> = pending
-            .iter_mut()
-            .flat_map(|r| std::mem::take(&mut r.parsed))
-            .collect();
+        let mut events: Vec<NewEvent> = Vec::with_capacity(count);
+        let mut parsed: Vec<Event> = Vec::with_capacity(count);
+        for request in &mut pending {
+            events.append(&mut request.events);
+            parsed.append(&mut request.parsed);
+        }
         let replies: Vec<Reply> = pending.drain(..).map(|r| r.reply).collect();
         let group = Group {
             log: log.as_ref(),
@@ -236,12 +234,10 @@ fn stored(
     outcomes: &[Appended],
     now: i64,
 ) -> Vec<Stored> {
-    events
-        .into_iter()
-        .zip(parsed)
-        .zip(outcomes)
-        .filter_map(|((record, event), outcome)| match outcome {
-            Appended::Accepted(seq) => Some(Stored {
+    let mut stored = Vec::with_capacity(outcomes.len());
+    for ((record, event), outcome) in events.into_iter().zip(parsed).zip(outcomes) {
+        if let Appended::Accepted(seq) = outcome {
+            stored.push(Stored {
                 broker: record.broker,
                 stored: StoredEvent {
                     seq: *seq,
@@ -249,10 +245,10 @@ fn stored(
                     accepted_at: now,
                 },
                 event,
-            }),
-            Appended::Duplicate => None,
-        })
-        .collect()
+            });
+        }
+    }
+    stored
 }
 
 #[cfg(test)]

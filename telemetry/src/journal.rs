@@ -9,6 +9,7 @@
 //! takes one short lock.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, LazyLock, Mutex};
 
 /// Events kept.
@@ -33,7 +34,7 @@ pub struct Accepted {
     /// Unix milliseconds.
     pub at: i64,
     /// `namespace/name`.
-    pub broker: String,
+    pub broker: Arc<str>,
     /// The event as stored (structured JSON).
     pub payload: Arc<[u8]>,
     pub trace_id: Option<String>,
@@ -71,12 +72,14 @@ pub enum Step {
     },
 }
 
-type Key = (String, String);
-
+/// Entries by a hash of `(id, source)`: a record costs no copy of the key, only a new entry
+/// does. Two events whose keys share a hash share a slot, the later one taking it over (the
+/// journal is a window of recent history, and 64-bit collisions among 4,096 keys are rare).
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<Key, Entry>,
-    order: VecDeque<Key>,
+    hasher: RandomState,
+    entries: HashMap<u64, Entry>,
+    order: VecDeque<u64>,
 }
 
 static JOURNAL: LazyLock<Mutex<Inner>> = LazyLock::new(Mutex::default);
@@ -88,25 +91,26 @@ fn lock() -> std::sync::MutexGuard<'static, Inner> {
 
 impl Inner {
     fn entry(&mut self, id: &str, source: &str) -> &mut Entry {
-        let key = (id.to_owned(), source.to_owned());
+        let key = self.hasher.hash_one((id, source));
+        let fresh = || Entry {
+            id: id.to_owned(),
+            source: source.to_owned(),
+            accepted: None,
+            steps: Vec::new(),
+        };
         if !self.entries.contains_key(&key) {
             while self.order.len() >= EVENTS {
                 if let Some(oldest) = self.order.pop_front() {
                     self.entries.remove(&oldest);
                 }
             }
-            self.order.push_back(key.clone());
-            self.entries.insert(
-                key.clone(),
-                Entry {
-                    id: id.to_owned(),
-                    source: source.to_owned(),
-                    accepted: None,
-                    steps: Vec::new(),
-                },
-            );
+            self.order.push_back(key);
         }
-        self.entries.get_mut(&key).expect("inserted above")
+        let entry = self.entries.entry(key).or_insert_with(&fresh);
+        if entry.id != id || entry.source != source {
+            *entry = fresh();
+        }
+        entry
     }
 
     fn step(&mut self, id: &str, source: &str, step: Step) {
@@ -131,11 +135,12 @@ pub fn accepted<'a>(
     trace_id: Option<String>,
     events: impl IntoIterator<Item = (&'a str, &'a str, &'a [u8])>,
 ) {
+    let broker: Arc<str> = Arc::from(broker);
     let mut inner = lock();
     for (id, source, payload) in events {
         inner.entry(id, source).accepted = Some(Accepted {
             at,
-            broker: broker.to_owned(),
+            broker: broker.clone(),
             payload: Arc::from(payload),
             trace_id: trace_id.clone(),
         });
@@ -254,7 +259,7 @@ mod tests {
         retry("journal-1", "/t", "default/t", 2, 1, 100);
         let found = find("journal-1", Some("/t"));
         assert_eq!(found.len(), 1);
-        assert_eq!(found[0].accepted.as_ref().unwrap().broker, "default/b");
+        assert_eq!(&*found[0].accepted.as_ref().unwrap().broker, "default/b");
         assert_eq!(found[0].steps.len(), 2);
         assert!(matches!(&found[0].steps[0], Step::Attempt { excerpt, .. } if excerpt == "no"));
         assert!(find("journal-1", Some("/other")).is_empty());

@@ -186,7 +186,7 @@ async fn publish_reply(
     reply.set_extension(BROKER_TTL, cloudevents::event::ExtensionValue::Integer(ttl));
     // The reply's delivery continues this attempt's trace.
     kinetic_telemetry::stamp(&mut reply);
-    if let Err(error) = rules::admit(&mut reply, chrono::Utc::now()) {
+    if let Err(error) = rules::admit(&mut reply, &rules::arrival_time(chrono::Utc::now())) {
         tracing::warn!(trigger = %plan.label, %error, "Dropping the subscriber's reply.");
         return Ok(());
     }

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use chrono::SecondsFormat;
-use cloudevents::event::{AttributeValue, Data};
+use cloudevents::event::{AttributeValue, Data, SpecVersion};
 use cloudevents::{AttributesReader, Event};
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -93,17 +93,28 @@ fn attribute_text(value: &AttributeValue<'_>) -> String {
     }
 }
 
-/// The event in structured JSON, exactly: bytes stay bytes (`data_base64`), whatever their content
-/// type. This is how events are stored; read them back with [`from_json`].
+/// The event in structured JSON, exactly: bytes stay bytes (`data_base64`), and data whose
+/// content type is JSON stays the JSON text that was accepted (`data`). This is how events are
+/// stored; read them back with [`from_json`](super::from_json).
 pub fn encode_structured(event: &Event) -> Bytes {
-    Bytes::from(serde_json::to_vec(event).unwrap_or_default())
+    match super::json::write(event) {
+        Some(written) => Bytes::from(written),
+        // 0.3, whose base64 data is marked differently: the SDK's writer.
+        None => Bytes::from(serde_json::to_vec(event).unwrap_or_default()),
+    }
 }
 
 /// The event in structured JSON for readers (structured-mode delivery, the API): data whose content
-/// type is JSON is shown as JSON (`data`) when it parses, instead of base64.
+/// type is JSON is shown as JSON (`data`) when it parses, instead of base64. [`encode_structured`]
+/// does so already for 1.0 events whose data is JSON and nothing else; this also shows data with
+/// white space around it (a body ending in a newline), and 0.3 events.
 pub fn encode_structured_inline(event: &Event) -> Bytes {
     match event.data() {
-        Some(Data::Binary(bytes)) if is_json(&content_type_of(event)) => {
+        Some(Data::Binary(bytes))
+            if is_json(&content_type_of(event))
+                && (event.specversion() != SpecVersion::V10
+                    || !super::json::is_exact_json(bytes)) =>
+        {
             match serde_json::from_slice::<Value>(bytes) {
                 Ok(value) => {
                     let mut inline = event.clone();

@@ -40,7 +40,9 @@ fn allowed(c: char) -> bool {
 
 /// Checks one String attribute's characters and length.
 fn text(attribute: &str, value: &str, max: usize) -> Result<(), EventError> {
-    if let Some((at, c)) = value.char_indices().find(|&(_, c)| !allowed(c)) {
+    // Printable ASCII, what nearly every attribute is, needs no look at characters.
+    let printable = value.bytes().all(|b| (0x20..0x7f).contains(&b));
+    if !printable && let Some((at, c)) = value.char_indices().find(|&(_, c)| !allowed(c)) {
         return Err(EventError::invalid(
             Some(attribute),
             format!(

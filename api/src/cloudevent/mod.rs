@@ -14,9 +14,13 @@ use cloudevents::{
 };
 use http::HeaderMap;
 use http::header::CONTENT_TYPE;
-use serde_json::{Map, Value};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use json::{Attributes, Batch, Item, Members};
 
 mod encode;
+mod json;
 pub mod limits;
 pub use encode::{data_bytes, encode_binary, encode_structured, encode_structured_inline};
 
@@ -131,7 +135,7 @@ fn decode_binary(
     content_type: Option<&str>,
     body: &Bytes,
 ) -> Result<Event, EventError> {
-    let mut attributes = Map::new();
+    let mut attributes = Attributes::default();
     for (name, value) in headers {
         let Some(attribute) = name.as_str().strip_prefix("ce-") else {
             continue;
@@ -148,10 +152,7 @@ fn decode_binary(
                 format!("header `{name}` has a bad percent-encoding"),
             )
         })?;
-        if attributes
-            .insert(attribute.to_owned(), Value::String(text))
-            .is_some()
-        {
+        if attributes.insert(attribute.into(), Value::String(text)) {
             return Err(EventError::invalid(
                 Some(attribute),
                 format!("header `{name}` is repeated"),
@@ -177,9 +178,11 @@ fn decode_binary(
 /// signature over the body would no longer verify). Structured output shows it as JSON again, see
 /// [`encode_structured_inline`].
 fn binary_data(content_type: Option<&str>, body: &Bytes) -> Data {
-    let content_type = content_type.unwrap_or("").to_ascii_lowercase();
-    if !is_json(&content_type)
-        && content_type.starts_with("text/")
+    let content_type = content_type.unwrap_or("");
+    if !is_json(content_type)
+        && content_type
+            .get(..5)
+            .is_some_and(|start| start.eq_ignore_ascii_case("text/"))
         && let Ok(text) = std::str::from_utf8(body)
     {
         return Data::String(text.to_owned());
@@ -187,23 +190,26 @@ fn binary_data(content_type: Option<&str>, body: &Bytes) -> Data {
     Data::Binary(body.to_vec())
 }
 
+/// Whether a content type (in any letter case) is JSON.
 pub(crate) fn is_json(content_type: &str) -> bool {
     let media = content_type.split(';').next().unwrap_or("").trim();
-    media == "application/json" || media == "text/json" || media.ends_with("+json")
+    media.eq_ignore_ascii_case("application/json")
+        || media.eq_ignore_ascii_case("text/json")
+        || (media.len() >= 5 && media.as_bytes()[media.len() - 5..].eq_ignore_ascii_case(b"+json"))
 }
 
 fn decode_structured(body: &Bytes) -> Result<Event, EventError> {
-    let value: Value = serde_json::from_slice(body).map_err(|error| {
+    let item: Item<'_> = serde_json::from_slice(body).map_err(|error| {
         EventError::invalid(None, format!("the body is not valid JSON: {error}"))
     })?;
-    structured_value(value)
+    structured(item)
 }
 
 fn decode_batch(body: &Bytes) -> Result<Vec<Event>, EventError> {
-    let value: Value = serde_json::from_slice(body).map_err(|error| {
+    let batch: Batch<'_> = serde_json::from_slice(body).map_err(|error| {
         EventError::invalid(None, format!("the batch is not valid JSON: {error}"))
     })?;
-    let Value::Array(items) = value else {
+    let Batch::Items(items) = batch else {
         return Err(EventError::invalid(
             None,
             "a batch must be a JSON array of events",
@@ -225,22 +231,36 @@ fn decode_batch(body: &Bytes) -> Result<Vec<Event>, EventError> {
             ),
         ));
     }
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(index, item)| structured_value(item).map_err(|e| e.at_index(index)))
-        .collect()
+    let mut events = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        events.push(structured(item).map_err(|e| e.at_index(index))?);
+    }
+    Ok(events)
 }
 
-fn structured_value(value: Value) -> Result<Event, EventError> {
-    let Value::Object(mut object) = value else {
+/// An event from a structured event's members. JSON data is kept as the text that was sent
+/// (binary data, as in binary mode) when the event says its content type is JSON; without a
+/// content type it is JSON by the format's rule, and kept parsed, so deliveries still say so.
+fn structured(item: Item<'_>) -> Result<Event, EventError> {
+    let Item::Event(Members {
+        attributes,
+        data,
+        data_base64,
+    }) = item
+    else {
         return Err(EventError::invalid(
             None,
             "a structured event must be a JSON object",
         ));
     };
-    let data = object.remove("data");
-    let data_base64 = object.remove("data_base64");
+    let text = |raw: &RawValue, attribute: &str| -> Result<String, EventError> {
+        serde_json::from_str::<String>(raw.get())
+            .map_err(|error| EventError::invalid(Some(attribute), format!("{error}")))
+    };
+    let parsed = |raw: &RawValue| -> Result<Value, EventError> {
+        serde_json::from_str::<Value>(raw.get())
+            .map_err(|error| EventError::invalid(Some("data"), format!("{error}")))
+    };
     let data = match (data, data_base64) {
         (Some(_), Some(_)) => {
             return Err(EventError::invalid(
@@ -264,32 +284,31 @@ fn structured_value(value: Value) -> Result<Event, EventError> {
                 "must be a base64 string",
             ));
         }
-        (Some(Value::Null), None) | (None, None) => None,
+        (None, None) => None,
+        (Some(raw), None) if raw.get() == "null" => None,
         // CloudEvents 0.3 marks base64 data with `datacontentencoding` instead of `data_base64`.
-        (Some(Value::String(encoded)), None) if base64_v03(&object) => Some(Data::Binary(
-            BASE64_STANDARD
-                .decode(encoded.as_bytes())
-                .map_err(|error| {
-                    EventError::invalid(Some("data"), format!("is not valid base64: {error}"))
-                })?,
-        )),
-        (Some(Value::String(text)), None) => {
-            let content_type = object
-                .get("datacontenttype")
-                .and_then(Value::as_str)
-                .unwrap_or("application/json");
-            if is_json(&content_type.to_ascii_lowercase()) {
-                Some(Data::Json(Value::String(text)))
-            } else {
-                Some(Data::String(text))
-            }
+        (Some(raw), None) if raw.get().starts_with('"') && base64_v03(&attributes) => {
+            Some(Data::Binary(
+                BASE64_STANDARD
+                    .decode(text(raw, "data")?.as_bytes())
+                    .map_err(|error| {
+                        EventError::invalid(Some("data"), format!("is not valid base64: {error}"))
+                    })?,
+            ))
         }
-        (Some(other), None) => Some(Data::Json(other)),
+        (Some(raw), None) => match attributes.get("datacontenttype").and_then(Value::as_str) {
+            None => Some(Data::Json(parsed(raw)?)),
+            Some(content_type) if is_json(content_type) => {
+                Some(Data::Binary(raw.get().as_bytes().to_vec()))
+            }
+            Some(_) if raw.get().starts_with('"') => Some(Data::String(text(raw, "data")?)),
+            Some(_) => Some(Data::Json(parsed(raw)?)),
+        },
     };
-    build(object, data, false)
+    build(attributes, data, false)
 }
 
-fn base64_v03(object: &Map<String, Value>) -> bool {
+fn base64_v03(object: &Attributes<'_>) -> bool {
     object.get("specversion").and_then(Value::as_str) == Some("0.3")
         && object
             .get("datacontentencoding")
@@ -300,11 +319,11 @@ fn base64_v03(object: &Map<String, Value>) -> bool {
 /// Builds an event from attribute values, checking each against the CloudEvents spec. In binary mode
 /// every value arrives as a string; in structured mode extensions may be booleans or integers.
 fn build(
-    mut attributes: Map<String, Value>,
+    mut attributes: Attributes<'_>,
     data: Option<Data>,
     binary: bool,
 ) -> Result<Event, EventError> {
-    let mut take = |name: &str| attributes.remove(name);
+    let mut take = |name: &str| attributes.take(name);
     let specversion = match take("specversion") {
         None => {
             return Err(EventError::invalid(
@@ -406,7 +425,7 @@ fn build(
         }
     }
     let mut extensions = Vec::new();
-    for (name, value) in attributes {
+    for (name, value) in attributes.into_inner() {
         if name.is_empty()
             || !name
                 .bytes()
@@ -501,17 +520,19 @@ fn percent_decode(text: &str) -> Option<String> {
 /// judged by: the CloudEvents type system as structured JSON reads it, and [`limits`]. An event that
 /// passes can be sent, stored and read back.
 pub fn validate(event: &Event) -> Result<(), EventError> {
-    let value: Value = serde_json::from_slice(&encode_structured(event))
+    let stored = encode_structured(event);
+    let item: Item<'_> = serde_json::from_slice(&stored)
         .map_err(|error| EventError::invalid(None, format!("the event is not JSON: {error}")))?;
-    structured_value(value)?;
+    structured(item)?;
     limits::check(event)
 }
 
-/// Reads an event written by [`encode_structured`]. Unlike the SDK's reader, `data_base64` stays
-/// bytes even when the content type is JSON, so the data is delivered as it was accepted.
+/// Reads an event written by [`encode_structured`]. Unlike the SDK's reader, data stays the bytes
+/// that were accepted (`data_base64`, and JSON data under a JSON content type, kept as its text),
+/// so it is delivered as it was accepted.
 pub fn from_json(payload: &[u8]) -> Result<Event, serde_json::Error> {
-    let value: Value = serde_json::from_slice(payload)?;
-    structured_value(value).map_err(<serde_json::Error as serde::de::Error>::custom)
+    let item: Item<'_> = serde_json::from_slice(payload)?;
+    structured(item).map_err(<serde_json::Error as serde::de::Error>::custom)
 }
 
 /// The spec version's wire string.
@@ -696,6 +717,131 @@ mod tests {
             decode(&headers(&[("content-type", BATCH_CONTENT_TYPE)]), &batch).unwrap();
         assert_eq!((mode, events.len()), (Mode::Batch, 2));
         assert_eq!(spec_version(&events[1]), "0.3");
+    }
+
+    #[test]
+    fn structured_json_data_is_kept_as_sent() {
+        let sent = r#"{ "b": 1, "a": 12345678901234567890123, "c": 1.10 }"#;
+        let body = format!(
+            r#"{{"specversion":"1.0","id":"1","source":"/s","type":"t","datacontenttype":"application/json","data":{sent}}}"#
+        );
+        let (_, events) = decode(
+            &headers(&[("content-type", STRUCTURED_CONTENT_TYPE)]),
+            &Bytes::from(body),
+        )
+        .unwrap();
+        // Kept as the text, stored as JSON (not base64), read back and delivered unchanged.
+        assert_eq!(
+            events[0].data(),
+            Some(&Data::Binary(sent.as_bytes().to_vec()))
+        );
+        let stored = encode_structured(&events[0]);
+        let stored_text = std::str::from_utf8(&stored).unwrap();
+        assert!(
+            stored_text.ends_with(&format!(r#""data":{sent}}}"#)),
+            "{stored_text}"
+        );
+        let read = from_json(&stored).unwrap();
+        assert_eq!(read, events[0]);
+        let (encoded, delivered) = encode_binary(&read);
+        assert_eq!(delivered.as_ref(), sent.as_bytes());
+        assert_eq!(encoded["content-type"], "application/json");
+        // A JSON string under a JSON content type is JSON text too; under text/plain it is text.
+        for (content_type, data, expected) in [
+            (
+                "application/json",
+                r#""hi""#,
+                Data::Binary(br#""hi""#.to_vec()),
+            ),
+            ("text/plain", r#""hi""#, Data::String("hi".into())),
+            ("text/plain", "5", Data::Json(serde_json::json!(5))),
+        ] {
+            let body = format!(
+                r#"{{"specversion":"1.0","id":"1","source":"/s","type":"t","datacontenttype":"{content_type}","data":{data}}}"#
+            );
+            let (_, events) = decode(
+                &headers(&[("content-type", STRUCTURED_CONTENT_TYPE)]),
+                &Bytes::from(body),
+            )
+            .unwrap();
+            assert_eq!(events[0].data(), Some(&expected), "{content_type} {data}");
+            assert_eq!(
+                from_json(&encode_structured(&events[0])).unwrap(),
+                events[0]
+            );
+        }
+        // Without a content type, data is JSON by the format's rule; binary mode says so.
+        let (_, events) = decode(
+            &headers(&[("content-type", STRUCTURED_CONTENT_TYPE)]),
+            &Bytes::from_static(
+                br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","data":{"a":1}}"#,
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            events[0].data(),
+            Some(&Data::Json(serde_json::json!({"a": 1})))
+        );
+        assert_eq!(
+            from_json(&encode_structured(&events[0])).unwrap(),
+            events[0]
+        );
+        assert_eq!(
+            encode_binary(&events[0]).0["content-type"],
+            "application/json"
+        );
+    }
+
+    #[test]
+    fn binary_json_bodies_are_stored_as_json_only_when_exact() {
+        // An exact JSON body is stored as JSON; one with a newline after it as base64, so its
+        // bytes come back exactly. Readers see JSON either way.
+        for (sent, stored_as) in [
+            (&br#"{"a":1}"#[..], "data"),
+            (&b"{\"a\":1}\n"[..], "data_base64"),
+        ] {
+            let (_, events) = decode(&headers(BINARY), &Bytes::copy_from_slice(sent)).unwrap();
+            let stored: Value = serde_json::from_slice(&encode_structured(&events[0])).unwrap();
+            assert!(stored.get(stored_as).is_some(), "{stored}");
+            let read = from_json(&encode_structured(&events[0])).unwrap();
+            assert_eq!(encode_binary(&read).1.as_ref(), sent);
+            let inline: Value = serde_json::from_slice(&encode_structured_inline(&read)).unwrap();
+            assert_eq!(inline["data"]["a"], 1, "{inline}");
+        }
+    }
+
+    #[test]
+    fn structured_members_as_json_reads_them() {
+        // A name written with escapes is the same name; a name given twice keeps its last value.
+        let (_, events) = decode(
+            &headers(&[("content-type", STRUCTURED_CONTENT_TYPE)]),
+            &Bytes::from_static(
+                br#"{"specversion":"1.0","\u0069d":"1","source":"/s","type":"t","type":"u","color":"red"}"#,
+            ),
+        )
+        .unwrap();
+        assert_eq!((events[0].id(), events[0].ty()), ("1", "u"));
+        assert_eq!(extension_text(&events[0], "color").as_deref(), Some("red"));
+        // Items of a batch that are not objects are named by their index.
+        let error = decode(
+            &headers(&[("content-type", BATCH_CONTENT_TYPE)]),
+            &Bytes::from_static(
+                br#"[{"specversion":"1.0","id":"1","source":"/s","type":"t"},[1,{"a":2}]]"#,
+            ),
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.message,
+            "event 1 of the batch: a structured event must be a JSON object"
+        );
+        for body in [&br#"{"a":[1]}"#[..], b"3", b"\"x\"", b"null", b"true"] {
+            let error = decode(
+                &headers(&[("content-type", BATCH_CONTENT_TYPE)]),
+                &Bytes::copy_from_slice(body),
+            )
+            .unwrap_err();
+            assert_eq!(error.message, "a batch must be a JSON array of events");
+        }
     }
 
     #[test]
