@@ -14,6 +14,11 @@
 //! column, which only grows (`AUTOINCREMENT`): the order rows were inserted in.
 //!
 //! Cancellation: every method is one transaction, so a dropped future writes all or nothing.
+//!
+//! A bound `LIMIT` is written `LIMIT CAST(? AS INTEGER)`. SQLite plans `LIMIT ?` with the value
+//! bound when the statement was prepared, and marks the statement to be prepared again whenever
+//! that parameter is bound anew: a cached statement then costs a full parse and plan on every
+//! execution (measured: about 57k instructions each time, 15k per event end to end).
 
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
@@ -289,6 +294,26 @@ async fn create_parent_dir(file: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_statement_binds_a_bare_limit() {
+        let sources = [
+            include_str!("sqlite/events.rs"),
+            include_str!("sqlite/deliveries.rs"),
+            include_str!("sqlite/dead_letters.rs"),
+            include_str!("sqlite/dedupe.rs"),
+            include_str!("sqlite/checkpoints.rs"),
+            include_str!("sqlite/resources.rs"),
+        ];
+        for source in sources {
+            for bare in ["LIMIT ?", "\" LIMIT \")", "OFFSET ?"] {
+                assert!(
+                    !source.contains(bare),
+                    "a statement binds `{bare}`: write `LIMIT CAST(? AS INTEGER)` (see the module docs)"
+                );
+            }
+        }
+    }
 
     async fn synchronous(connection: &mut SqliteConnection) -> i64 {
         sqlx::query_scalar("PRAGMA synchronous")

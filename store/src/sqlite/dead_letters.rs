@@ -119,8 +119,9 @@ impl DeadLetters for SqliteStore {
         query.push(" ORDER BY dead_at, id");
         if let Some(limit) = filter.limit {
             query
-                .push(" LIMIT ")
-                .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
+                .push(" LIMIT CAST(")
+                .push_bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .push(" AS INTEGER)");
         }
         query
             .build()

@@ -270,7 +270,7 @@ pub(super) async fn prune(
         }
         let mut tx = store.write().await?;
         let oldest: Vec<(i64, String, String, String, i64)> = sqlx::query_as(
-            "SELECT seq, broker, source, id, accepted_at FROM dedupe_log ORDER BY seq LIMIT ?1",
+            "SELECT seq, broker, source, id, accepted_at FROM dedupe_log ORDER BY seq LIMIT CAST(?1 AS INTEGER)",
         )
         .bind(PRUNE_CHUNK)
         .fetch_all(&mut *tx)

@@ -240,7 +240,7 @@ impl Deliveries for SqliteStore {
                 SELECT d.id FROM deliveries d \
                 WHERE d.next_attempt_at <= ?3 AND (d.lease_until IS NULL OR d.lease_until <= ?3) AND ",
             lane_allows!(),
-            " ORDER BY d.next_attempt_at, d.id LIMIT ?4) \
+            " ORDER BY d.next_attempt_at, d.id LIMIT CAST(?4 AS INTEGER)) \
              RETURNING ",
             columns!()
         ))

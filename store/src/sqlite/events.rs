@@ -139,7 +139,7 @@ impl EventLog for SqliteStore {
     async fn read(&self, broker: &str, after: i64, limit: usize) -> Result<Vec<StoredEvent>> {
         use futures::TryStreamExt as _;
         let mut rows = sqlx::query(
-            "SELECT seq, payload, accepted_at FROM events WHERE broker = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            "SELECT seq, payload, accepted_at FROM events WHERE broker = ?1 AND seq > ?2 ORDER BY seq LIMIT CAST(?3 AS INTEGER)",
         )
         .bind(broker)
         .bind(after)
