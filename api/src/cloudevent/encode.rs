@@ -1,5 +1,7 @@
 //! Encoding events for delivery: binary mode (headers and body) and structured JSON.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use chrono::SecondsFormat;
 use cloudevents::event::{AttributeValue, Data, SpecVersion};
@@ -11,12 +13,12 @@ use serde_json::Value;
 use super::is_json;
 
 /// `%XX` encoding of a header value: space, `"`, `%` and everything outside printable ASCII.
-fn percent_encode(text: &str) -> String {
+fn percent_encode(text: &str) -> Cow<'_, str> {
     if text
         .bytes()
         .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'%')
     {
-        return text.to_owned();
+        return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
     for byte in text.bytes() {
@@ -26,7 +28,7 @@ fn percent_encode(text: &str) -> String {
             out.push_str(&format!("%{byte:02X}"));
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// The event's data as the bytes of a binary-mode body.
@@ -44,7 +46,7 @@ pub fn encode_binary(event: &Event) -> (HeaderMap, Bytes) {
     let mut headers = HeaderMap::with_capacity(12);
     for (name, value) in event.iter() {
         if name == "datacontenttype" {
-            if let Ok(value) = HeaderValue::try_from(value.to_string()) {
+            if let Ok(value) = HeaderValue::from_str(&attribute_text(&value)) {
                 headers.insert(CONTENT_TYPE, value);
             }
             continue;
@@ -53,7 +55,7 @@ pub fn encode_binary(event: &Event) -> (HeaderMap, Bytes) {
             continue;
         };
         // Percent-encoded text is printable ASCII: always a valid header value.
-        if let Ok(value) = HeaderValue::try_from(percent_encode(&attribute_text(&value))) {
+        if let Ok(value) = HeaderValue::from_str(&percent_encode(&attribute_text(&value))) {
             headers.append(header, value);
         }
     }
@@ -86,10 +88,15 @@ fn attribute_header(name: &str) -> Option<HeaderName> {
 
 /// An attribute's value as header text. `time` is written as structured mode writes it (and as
 /// filters read it): RFC 3339 in UTC with `Z`, not the SDK's `+00:00`.
-fn attribute_text(value: &AttributeValue<'_>) -> String {
-    match value {
-        AttributeValue::Time(time) => time.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-        other => other.to_string(),
+fn attribute_text<'a>(value: &AttributeValue<'a>) -> Cow<'a, str> {
+    match *value {
+        AttributeValue::String(text) => Cow::Borrowed(text),
+        AttributeValue::URIRef(text) => Cow::Borrowed(text.as_str()),
+        AttributeValue::URI(url) => Cow::Borrowed(url.as_str()),
+        AttributeValue::SpecVersion(SpecVersion::V10) => Cow::Borrowed("1.0"),
+        AttributeValue::SpecVersion(SpecVersion::V03) => Cow::Borrowed("0.3"),
+        AttributeValue::Time(time) => Cow::Owned(time.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+        ref other => Cow::Owned(other.to_string()),
     }
 }
 
