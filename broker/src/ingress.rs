@@ -434,19 +434,13 @@ async fn admit_and_commit(
         .filter(|outcome| matches!(outcome, Appended::Accepted(_)))
         .count();
     let duplicates = outcomes.len() - accepted;
-    if accepted > 0 {
-        ingress
-            .metrics
-            .accepted
-            .get_or_create(&labels)
-            .inc_by(accepted as u64);
-    }
-    if duplicates > 0 {
-        ingress
-            .metrics
-            .duplicate
-            .get_or_create(&labels)
-            .inc_by(duplicates as u64);
+    for (counter, count) in [
+        (&ingress.metrics.accepted, accepted),
+        (&ingress.metrics.duplicate, duplicates),
+    ] {
+        if count > 0 {
+            counter.get_or_create(&labels).inc_by(count as u64);
+        }
     }
     Ok(StatusCode::ACCEPTED.into_response())
 }

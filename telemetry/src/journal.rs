@@ -9,7 +9,7 @@
 //! takes one short lock.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, LazyLock, Mutex};
 
 /// Events kept.
@@ -78,28 +78,8 @@ pub enum Step {
 #[derive(Default)]
 struct Inner {
     hasher: RandomState,
-    entries: HashMap<u64, Entry, BuildHasherDefault<KeyHash>>,
+    entries: HashMap<u64, Entry>,
     order: VecDeque<u64>,
-}
-
-/// The map's keys are hashes already: used as they are, not hashed again.
-#[derive(Default)]
-struct KeyHash(u64);
-
-impl Hasher for KeyHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value;
-    }
 }
 
 static JOURNAL: LazyLock<Mutex<Inner>> = LazyLock::new(Mutex::default);
