@@ -100,9 +100,14 @@ fn decode_unchecked(headers: &HeaderMap, body: &Bytes) -> Result<(Mode, Vec<Even
             .trim()
             .to_ascii_lowercase()
     });
+    // A `ce-specversion` header makes the message binary mode, whatever its Content-Type: an
+    // event whose datacontenttype is itself an event format is delivered that way.
+    let binary = headers.contains_key("ce-specversion");
     match media.as_deref() {
-        Some(STRUCTURED_CONTENT_TYPE) => Ok((Mode::Structured, vec![decode_structured(body)?])),
-        Some(BATCH_CONTENT_TYPE) => Ok((Mode::Batch, decode_batch(body)?)),
+        Some(STRUCTURED_CONTENT_TYPE) if !binary => {
+            Ok((Mode::Structured, vec![decode_structured(body)?]))
+        }
+        Some(BATCH_CONTENT_TYPE) if !binary => Ok((Mode::Batch, decode_batch(body)?)),
         Some(other)
             if other.starts_with("application/cloudevents")
                 && !headers.contains_key("ce-specversion") =>
@@ -808,6 +813,21 @@ mod tests {
             let inline: Value = serde_json::from_slice(&encode_structured_inline(&read)).unwrap();
             assert_eq!(inline["data"]["a"], 1, "{inline}");
         }
+    }
+
+    #[test]
+    fn an_event_format_as_datacontenttype_is_delivered_in_binary_mode() {
+        let mut event = EventBuilderV10::new()
+            .id("1")
+            .source("/s")
+            .ty("t")
+            .build()
+            .unwrap();
+        event.set_data(BATCH_CONTENT_TYPE, Data::Binary(b"{ \"opened\"".to_vec()));
+        let (headers, body) = encode_binary(&event);
+        let (mode, decoded) = decode(&headers, &body).unwrap();
+        assert_eq!(mode, Mode::Binary);
+        assert_eq!(data_bytes(&decoded[0]), data_bytes(&event));
     }
 
     #[test]
