@@ -131,6 +131,7 @@ conformance! {
         events::append_reads_in_order_and_moves_the_head,
         events::dedupe_within_a_batch_first_wins,
         events::dedupe_across_batches_and_after_the_window,
+        events::every_key_of_a_large_batch_is_remembered,
         events::remember_and_forget_keep_the_window_without_a_log,
         events::prune_keeps_what_a_cursor_still_needs,
         events::prune_empties_a_broker_without_cursors,

@@ -113,6 +113,46 @@ pub async fn dedupe_within_a_batch_first_wins(store: Arc<dyn Store>) -> anyhow::
     Ok(())
 }
 
+/// Every key of a batch large enough to be written in statements of several sizes is known as
+/// that key afterwards, one by one and together: a key remembered at another key's row would
+/// let its duplicate in.
+pub async fn every_key_of_a_large_batch_is_remembered(store: Arc<dyn Store>) -> anyhow::Result<()> {
+    // Keys already in the window, so the batch's rows do not start at the table's first.
+    let earlier: Vec<_> = (0..3)
+        .map(|n| event("default/b", "s", &format!("earlier-{n}"), b"e"))
+        .collect();
+    accepted(&store.append(&earlier, T0, LONG_AGO).await?);
+    let batch: Vec<_> = (0..173)
+        .map(|n| event("default/b", "s", &format!("key-{n}"), b"p"))
+        .collect();
+    let first = accepted(&store.append(&batch, T0 + 1, LONG_AGO).await?);
+    assert_eq!(first.len(), 173);
+    for (n, key) in batch.iter().enumerate().step_by(7) {
+        assert_eq!(
+            store
+                .append(std::slice::from_ref(key), T0 + 2, LONG_AGO)
+                .await?,
+            [Appended::Duplicate],
+            "key {n}"
+        );
+    }
+    let again = store.append(&batch, T0 + 3, LONG_AGO).await?;
+    assert!(
+        again.iter().all(|result| *result == Appended::Duplicate),
+        "{again:?}"
+    );
+    // A new key next to the old ones is still new.
+    let fresh = store
+        .append(
+            &[event("default/b", "s", "key-173", b"p")],
+            T0 + 4,
+            LONG_AGO,
+        )
+        .await?;
+    assert!(matches!(fresh[..], [Appended::Accepted(_)]), "{fresh:?}");
+    Ok(())
+}
+
 pub async fn dedupe_across_batches_and_after_the_window(
     store: Arc<dyn Store>,
 ) -> anyhow::Result<()> {
