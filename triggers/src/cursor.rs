@@ -111,6 +111,8 @@ async fn read_and_deliver(
     // is committed the store cannot know the lane is blocked.
     let mut uncommitted_lanes: Vec<(i64, HashSet<String>)> = Vec::new();
     let mut started_on: Option<String> = None;
+    // Woken by the poll (or starting): the read goes to the store, not only to what was signalled.
+    let mut polled = true;
     loop {
         if cancel.is_cancelled() || lost.is_cancelled() {
             break;
@@ -138,9 +140,16 @@ async fn read_and_deliver(
         if context.is_disabled(&plan) {
             break;
         }
+        // Marked seen before reading: a commit from now on wakes the wait below.
+        let seen = *commits.borrow_and_update();
         let events = match context
             .log
-            .read(&plan.trigger.broker, position, context.config.batch_size)
+            .read(
+                &plan.trigger.broker,
+                position,
+                context.config.batch_size,
+                (!polled).then_some(seen),
+            )
             .await
         {
             Ok(events) => events,
@@ -150,13 +159,13 @@ async fn read_and_deliver(
                 continue;
             }
         };
+        polled = false;
         let Some(last) = events.last().map(|e| e.stored.seq) else {
-            commits.borrow_and_update();
             tokio::select! {
                 () = cancel.cancelled() => break,
                 () = lost.cancelled() => break,
                 _ = commits.changed() => {}
-                () = tokio::time::sleep(context.config.poll_interval) => {}
+                () = tokio::time::sleep(context.config.poll_interval) => polled = true,
                 Some((last, outcomes)) = delivering.next(), if !delivering.is_empty() => {
                     if !collect(progress, &mut uncommitted_lanes, last, outcomes).await {
                         return;

@@ -163,7 +163,11 @@ impl Dispatcher {
         kafka: Option<Arc<KafkaLog>>,
         replies: Option<Committer>,
     ) -> Self {
-        let log = Arc::new(LogCache::new(store.clone(), metrics.corrupt_events.clone()));
+        let log = Arc::new(LogCache::new(
+            store.clone(),
+            metrics.corrupt_events.clone(),
+            committed.subscribe(),
+        ));
         metrics.limits.set_policy(config.subscriber_concurrency);
         let mut sender = Sender::new(
             config.resolver.gateway.as_ref(),

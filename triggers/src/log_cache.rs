@@ -9,6 +9,15 @@
 //! to the store, so the window stays exactly what the store holds. The window's events are behind a
 //! short lock never held across an await, so a commit's events are kept even while a worker is
 //! fetching from the store (that worker's fetch then skips what the feed already added).
+//!
+//! A worker that has delivered everything up to a window's end asks again at once, and mostly the
+//! store has nothing newer. Each window knows the commit count (the counter every append in this
+//! process, and every append signal from other processes, moves) up to which it holds the log's
+//! end: a read at the end that found the store empty records the count its caller saw before
+//! reading, and each commit fed to the windows moves a window that was current to the count that
+//! commit signals. A reader woken by a signal it has seen at that count gets an empty answer from
+//! memory; a count the window does not know of, or a reader woken by its poll (appends nothing
+//! signalled, such as another process's on the same SQLite file), reads the store.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -17,6 +26,7 @@ use cloudevents::Event;
 use kinetic_log::{Feed, Stored};
 use kinetic_store::{Store, StoredEvent};
 use prometheus_client::metrics::counter::Counter;
+use tokio::sync::watch;
 
 /// Events kept per broker: ten batches of headroom between the fastest and slowest trigger.
 const WINDOW: usize = 5_000;
@@ -46,6 +56,15 @@ impl Window {
         Some(ring.events.range(start..).take(limit).cloned().collect())
     }
 
+    /// Whether `after` is the window's last event and the window holds the log's end at the
+    /// commit count `seen`.
+    fn current_at_end(&self, after: i64, seen: Option<u64>) -> bool {
+        let ring = self.ring();
+        seen.is_some()
+            && ring.current_at == seen
+            && ring.events.back().is_some_and(|e| e.stored.seq == after)
+    }
+
     fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
         self.ring
             .lock()
@@ -59,6 +78,8 @@ struct Ring {
     bytes: usize,
     max_events: usize,
     max_bytes: usize,
+    /// The commit count up to which the last event is the log's last (see the module's doc).
+    current_at: Option<u64>,
 }
 
 impl Default for Ring {
@@ -68,6 +89,7 @@ impl Default for Ring {
             bytes: 0,
             max_events: WINDOW,
             max_bytes: WINDOW_BYTES,
+            current_at: None,
         }
     }
 }
@@ -89,6 +111,7 @@ impl Ring {
     fn clear(&mut self) {
         self.events.clear();
         self.bytes = 0;
+        self.current_at = None;
     }
 }
 
@@ -112,55 +135,91 @@ pub struct LogCache {
     store: Arc<dyn Store>,
     brokers: Mutex<HashMap<String, Arc<Window>>>,
     corrupt: Counter,
+    /// The commit counter; a commit is fed before it is counted.
+    commits: watch::Receiver<u64>,
 }
 
 impl Feed for LogCache {
     fn stored(&self, events: Vec<Stored>) {
+        // This commit will be signalled as the count after this one, unless another signal comes
+        // first (then windows claim a count that signalled something else, and readers that saw
+        // the later count read the store).
+        let count = *self.commits.borrow();
+        let windows: Vec<(String, Arc<Window>)> = self
+            .brokers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .map(|(broker, window)| (broker.clone(), window.clone()))
+            .collect();
         let mut events = events.into_iter().peekable();
+        // Brokers appear in runs (a commit's events are grouped by request, each of one broker);
+        // a broker seen twice is handled twice, which is the same.
+        let mut fed: Vec<(&str, bool)> = Vec::new();
         while let Some(first) = events.next() {
             let broker = first.broker.clone();
-            let window = self
-                .brokers
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .get(&broker)
-                .cloned();
             // A broker nobody reads keeps no window.
-            let mut window = window.as_ref().map(|w| w.ring());
+            let Some((name, window)) = windows.iter().find(|(name, _)| *name == broker) else {
+                while events.next_if(|e| e.broker == broker).is_some() {}
+                continue;
+            };
+            let mut ring = window.ring();
+            let mut whole = true;
             let mut next = |stored: Stored| {
-                if let Some(window) = window.as_mut() {
-                    let follows = window
-                        .events
-                        .back()
-                        .is_none_or(|last| last.stored.seq + 1 == stored.stored.seq);
-                    if follows {
-                        window.push_back(Arc::new(Logged {
-                            stored: stored.stored,
-                            event: Some(stored.event),
-                        }));
-                    }
+                let follows = ring
+                    .events
+                    .back()
+                    .is_none_or(|last| last.stored.seq + 1 == stored.stored.seq);
+                if follows {
+                    ring.push_back(Arc::new(Logged {
+                        stored: stored.stored,
+                        event: Some(stored.event),
+                    }));
+                } else {
+                    whole = false;
                 }
             };
             next(first);
             while let Some(stored) = events.next_if(|e| e.broker == broker) {
                 next(stored);
             }
+            if !whole {
+                ring.current_at = None;
+            }
+            fed.push((name.as_str(), whole));
+        }
+        // Every window that held the log's end before this commit holds it after (with this
+        // commit's events, or none of them: the commit had none for its broker).
+        for (name, window) in &windows {
+            if fed.iter().any(|(fed, whole)| fed == name && !whole) {
+                continue;
+            }
+            let mut ring = window.ring();
+            if ring.current_at == Some(count) {
+                ring.current_at = Some(count.wrapping_add(1));
+            }
         }
     }
 }
 
 impl LogCache {
-    pub fn new(store: Arc<dyn Store>, corrupt: Counter) -> Self {
+    /// `commits` is the counter every append of this process (and every append signal) moves.
+    pub fn new(store: Arc<dyn Store>, corrupt: Counter, commits: watch::Receiver<u64>) -> Self {
         Self {
             store,
             brokers: Mutex::new(HashMap::new()),
             corrupt,
+            commits,
         }
     }
 
     /// Up to `limit` events of `broker` with `seq > after`, oldest first; from the window possibly
-    /// fewer (up to its end), and empty only when the store has nothing after `after`. One worker at
-    /// a time per broker fetches from the store; the others then find the events in the window.
+    /// fewer (up to its end), and empty only when the store has nothing after `after` (as of
+    /// `seen`, when given). One worker at a time per broker fetches from the store; the others then
+    /// find the events in the window.
+    ///
+    /// `seen` is the commit count the caller saw before this read, when a signal (not its poll)
+    /// woke it: at the window's end, a window current at that count answers empty from memory.
     ///
     /// Cancel safety: dropping the future loses nothing; the window only ever holds what the store
     /// returned.
@@ -169,6 +228,7 @@ impl LogCache {
         broker: &str,
         after: i64,
         limit: usize,
+        seen: Option<u64>,
     ) -> Result<Vec<Arc<Logged>>, kinetic_store::Error> {
         let window = {
             let mut brokers = self
@@ -179,6 +239,9 @@ impl LogCache {
         };
         if let Some(events) = window.serve(after, limit) {
             return Ok(events);
+        }
+        if window.current_at_end(after, seen) {
+            return Ok(Vec::new());
         }
         let _fetching = window.fetching.lock().await;
         // Another reader may have fetched, or a commit fed, meanwhile.
@@ -197,6 +260,14 @@ impl LogCache {
             // A worker ahead of the window: start the window anew, so it stays contiguous.
             Some(last) if after > last => ring.clear(),
             _ => {}
+        }
+        // Nothing after the window's end, as of `seen` (what was committed before that count was
+        // signalled is in the store).
+        if fetched.is_empty()
+            && let Some(seen) = seen
+            && ring.events.back().is_some_and(|e| e.stored.seq == after)
+        {
+            ring.current_at = Some(ring.current_at.map_or(seen, |at| at.max(seen)));
         }
         for logged in &fetched {
             // What a commit fed while the store was read is there already.
@@ -262,7 +333,7 @@ mod tests {
     #[tokio::test]
     async fn every_reader_sees_what_the_store_holds() {
         let store = store_with(50).await;
-        let cache = LogCache::new(store.clone(), Counter::default());
+        let cache = LogCache::new(store.clone(), Counter::default(), watch::channel(0).1);
         // A leading reader fills the window; others read inside it, behind it and ahead of it.
         for (after, limit) in [
             (0, 10),
@@ -276,7 +347,7 @@ mod tests {
             (30, 3),
             (0, 60),
         ] {
-            let cached = seqs(&cache.read("ns/b", after, limit).await.unwrap());
+            let cached = seqs(&cache.read("ns/b", after, limit, None).await.unwrap());
             let direct: Vec<i64> = store
                 .read("ns/b", after, limit)
                 .await
@@ -303,8 +374,11 @@ mod tests {
             payload: br#"{"specversion":"1.0","id":"late","source":"/s","type":"t"}"#.to_vec(),
         };
         store.append(&[more], 0, 0).await.unwrap();
-        assert_eq!(seqs(&cache.read("ns/b", 50, 10).await.unwrap()), [51]);
-        assert_eq!(seqs(&cache.read("ns/b", 49, 10).await.unwrap()), [50, 51]);
+        assert_eq!(seqs(&cache.read("ns/b", 50, 10, None).await.unwrap()), [51]);
+        assert_eq!(
+            seqs(&cache.read("ns/b", 49, 10, None).await.unwrap()),
+            [50, 51]
+        );
     }
 
     /// What the ingress hands over for `seq`, marked so a read shows where it came from.
@@ -334,8 +408,11 @@ mod tests {
     #[tokio::test]
     async fn committed_events_extend_the_window_only_right_after_its_end() {
         let store = store_with(3).await;
-        let cache = LogCache::new(store.clone(), Counter::default());
-        assert_eq!(seqs(&cache.read("ns/b", 0, 10).await.unwrap()), [1, 2, 3]);
+        let cache = LogCache::new(store.clone(), Counter::default(), watch::channel(0).1);
+        assert_eq!(
+            seqs(&cache.read("ns/b", 0, 10, None).await.unwrap()),
+            [1, 2, 3]
+        );
 
         // The next commit's events come from memory, as the ingress parsed them.
         let more: Vec<NewEvent> = (4..=5).map(numbered).collect();
@@ -345,7 +422,7 @@ mod tests {
             handed("ns/b", 5),
             handed("ns/x", 1),
         ]);
-        let read = cache.read("ns/b", 3, 10).await.unwrap();
+        let read = cache.read("ns/b", 3, 10, None).await.unwrap();
         assert_eq!(seqs(&read), [4, 5]);
         assert_eq!(types(&read), ["from-the-feed", "from-the-feed"]);
 
@@ -355,11 +432,11 @@ mod tests {
             .append(&[numbered(6), numbered(7)], 0, 0)
             .await
             .unwrap();
-        let read = cache.read("ns/b", 5, 10).await.unwrap();
+        let read = cache.read("ns/b", 5, 10, None).await.unwrap();
         assert_eq!(seqs(&read), [6, 7]);
         assert_eq!(types(&read), ["t", "t"], "read from the store");
         assert_eq!(
-            types(&cache.read("ns/b", 4, 10).await.unwrap())[0],
+            types(&cache.read("ns/b", 4, 10, None).await.unwrap())[0],
             "from-the-feed"
         );
 
@@ -367,11 +444,76 @@ mod tests {
         assert!(!cache.brokers.lock().unwrap().contains_key("ns/x"));
     }
 
+    /// A reader at the window's end woken by a commit count the window is current at is answered
+    /// from memory; at a count the window does not know of, or on a poll, it reads the store.
+    #[tokio::test]
+    async fn a_reader_at_the_end_asks_the_store_only_when_something_may_be_new() {
+        let store = store_with(3).await;
+        let (commits, counter) = watch::channel(0u64);
+        let cache = LogCache::new(store.clone(), Counter::default(), counter);
+        let signal = || commits.send_modify(|count| *count += 1);
+        assert_eq!(
+            seqs(&cache.read("ns/b", 0, 10, Some(0)).await.unwrap()),
+            [1, 2, 3]
+        );
+        // The store had nothing after 3 at count 0, and the window knows it from then on.
+        assert!(cache.read("ns/b", 3, 10, Some(0)).await.unwrap().is_empty());
+        store.append(&[numbered(4)], 0, 0).await.unwrap();
+        assert!(cache.read("ns/b", 3, 10, Some(0)).await.unwrap().is_empty());
+        // An append nobody signalled is found by a poll, and at any count the window does not know.
+        assert_eq!(seqs(&cache.read("ns/b", 3, 10, None).await.unwrap()), [4]);
+        store.append(&[numbered(5)], 0, 0).await.unwrap();
+        signal();
+        assert_eq!(
+            seqs(&cache.read("ns/b", 4, 10, Some(1)).await.unwrap()),
+            [5]
+        );
+        assert!(cache.read("ns/b", 5, 10, Some(1)).await.unwrap().is_empty());
+
+        // A commit fed while the window is current keeps it current at the count it signals: the
+        // reader gets the commit's events, then nothing, from memory.
+        store.append(&[numbered(6)], 0, 0).await.unwrap();
+        cache.stored(vec![handed("ns/b", 6)]);
+        signal();
+        assert_eq!(
+            types(&cache.read("ns/b", 5, 10, Some(2)).await.unwrap()),
+            ["from-the-feed"]
+        );
+        store.append(&[numbered(7)], 0, 0).await.unwrap();
+        assert!(cache.read("ns/b", 6, 10, Some(2)).await.unwrap().is_empty());
+        // So does a commit of another broker's events.
+        cache.stored(vec![handed("ns/x", 1)]);
+        signal();
+        assert!(cache.read("ns/b", 6, 10, Some(3)).await.unwrap().is_empty());
+        // A fed commit after a gap (another process appended 7) sends the next reader to the store.
+        store.append(&[numbered(8)], 0, 0).await.unwrap();
+        cache.stored(vec![handed("ns/b", 8)]);
+        signal();
+        assert_eq!(
+            seqs(&cache.read("ns/b", 6, 10, Some(4)).await.unwrap()),
+            [7, 8]
+        );
+        assert!(cache.read("ns/b", 8, 10, Some(4)).await.unwrap().is_empty());
+        // A signal the window did not see (another process's append) before a commit is fed
+        // leaves it unknown after that commit.
+        store.append(&[numbered(9)], 0, 0).await.unwrap();
+        signal();
+        cache.stored(vec![handed("ns/x", 2)]);
+        signal();
+        assert_eq!(
+            seqs(&cache.read("ns/b", 8, 10, Some(6)).await.unwrap()),
+            [9]
+        );
+    }
+
     #[tokio::test]
     async fn a_commit_is_kept_while_a_reader_fetches() {
         let store = store_with(3).await;
-        let cache = LogCache::new(store.clone(), Counter::default());
-        assert_eq!(seqs(&cache.read("ns/b", 0, 10).await.unwrap()), [1, 2, 3]);
+        let cache = LogCache::new(store.clone(), Counter::default(), watch::channel(0).1);
+        assert_eq!(
+            seqs(&cache.read("ns/b", 0, 10, None).await.unwrap()),
+            [1, 2, 3]
+        );
         let window = cache.brokers.lock().unwrap()["ns/b"].clone();
         let fetching = window.fetching.lock().await;
         store
@@ -380,7 +522,7 @@ mod tests {
             .unwrap();
         cache.stored(vec![handed("ns/b", 4), handed("ns/b", 5)]);
         drop(fetching);
-        let read = cache.read("ns/b", 3, 10).await.unwrap();
+        let read = cache.read("ns/b", 3, 10, None).await.unwrap();
         assert_eq!(seqs(&read), [4, 5]);
         assert_eq!(types(&read), ["from-the-feed", "from-the-feed"]);
     }
@@ -396,8 +538,8 @@ mod tests {
         };
         store.append(&[bad], 0, 0).await.unwrap();
         let corrupt = Counter::default();
-        let cache = LogCache::new(store, corrupt.clone());
-        let read = cache.read("ns/b", 0, 10).await.unwrap();
+        let cache = LogCache::new(store, corrupt.clone(), watch::channel(0).1);
+        let read = cache.read("ns/b", 0, 10, None).await.unwrap();
         assert_eq!(read.len(), 1);
         assert!(read[0].event.is_none());
         assert_eq!(corrupt.get(), 1);
