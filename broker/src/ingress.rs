@@ -390,12 +390,12 @@ async fn admit_and_commit(
             broker: key.clone(),
             source: event.source().clone(),
             id: event.id().to_owned(),
-            payload: cloudevent::encode_structured(&event).to_vec(),
+            payload: cloudevent::encode_structured(&event),
         };
         records.push((record, event));
     }
     // For the console's timeline: what was accepted, as stored.
-    let keys: Vec<(String, String, Vec<u8>)> = records
+    let keys: Vec<(String, String, kinetic_store::Bytes)> = records
         .iter()
         .map(|(record, _)| {
             (
@@ -426,7 +426,7 @@ async fn admit_and_commit(
         keys.iter()
             .zip(&outcomes)
             .filter(|(_, outcome)| matches!(outcome, Appended::Accepted(_)))
-            .map(|((id, source, payload), _)| (id.as_str(), source.as_str(), payload.as_slice())),
+            .map(|((id, source, payload), _)| (id.as_str(), source.as_str(), payload)),
     );
     let labels = BrokerLabels { broker: key };
     let accepted = outcomes

@@ -303,7 +303,7 @@ mod tests {
             broker: "default/b".into(),
             source: "/s".into(),
             id: id.into(),
-            payload: b"{}".to_vec(),
+            payload: b"{}".to_vec().into(),
         };
         vec![(record, event)]
     }

@@ -313,7 +313,7 @@ impl KafkaLog {
         let target = self.target(&event.broker).await?;
         let key = partition_key(&event.payload);
         let mut record: FutureRecord<'_, str, [u8]> =
-            FutureRecord::to(&target.topic).payload(event.payload.as_slice());
+            FutureRecord::to(&target.topic).payload(event.payload.as_ref());
         if let Some(key) = key.as_deref() {
             record = record.key(key);
         }

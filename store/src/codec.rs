@@ -166,7 +166,7 @@ mod tests {
             broker: broker.to_owned(),
             source: "s".to_owned(),
             id: id.to_owned(),
-            payload: Vec::new(),
+            payload: crate::Bytes::new(),
         }
     }
 

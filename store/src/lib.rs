@@ -18,6 +18,7 @@
 //! it and read again after a crash: at-least-once without a write per successful delivery.
 
 use async_trait::async_trait;
+pub use bytes::Bytes;
 
 pub mod postgres;
 pub mod sqlite;
@@ -134,8 +135,9 @@ pub struct NewEvent {
     /// CloudEvents `source` and `id`: the dedupe key within a broker.
     pub source: String,
     pub id: String,
-    /// The event in CloudEvents structured JSON.
-    pub payload: Vec<u8>,
+    /// The event in CloudEvents structured JSON: shared, not copied, by the log, the dispatcher's
+    /// window over it and the console's journal.
+    pub payload: Bytes,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,7 +154,7 @@ pub struct StoredEvent {
     /// Position in the log: increasing in commit order within a broker (readers never see a lower
     /// position appear after a higher one).
     pub seq: i64,
-    pub payload: Vec<u8>,
+    pub payload: Bytes,
     pub accepted_at: Millis,
 }
 

@@ -208,7 +208,7 @@ async fn sqlite_creates_missing_directories_and_keeps_data_across_opens() -> any
     let store = kinetic_store::open(&url).await?;
     let events = store.read("default/b", 0, 10).await?;
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].payload, b"kept");
+    assert_eq!(events[0].payload, &b"kept"[..]);
     Ok(())
 }
 

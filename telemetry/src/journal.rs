@@ -36,7 +36,7 @@ pub struct Accepted {
     /// `namespace/name`.
     pub broker: Arc<str>,
     /// The event as stored (structured JSON).
-    pub payload: Arc<[u8]>,
+    pub payload: bytes::Bytes,
     pub trace_id: Option<String>,
 }
 
@@ -133,7 +133,7 @@ pub fn accepted<'a>(
     broker: &str,
     at: i64,
     trace_id: Option<String>,
-    events: impl IntoIterator<Item = (&'a str, &'a str, &'a [u8])>,
+    events: impl IntoIterator<Item = (&'a str, &'a str, &'a bytes::Bytes)>,
 ) {
     let broker: Arc<str> = Arc::from(broker);
     let mut inner = lock();
@@ -141,7 +141,7 @@ pub fn accepted<'a>(
         inner.entry(id, source).accepted = Some(Accepted {
             at,
             broker: broker.clone(),
-            payload: Arc::from(payload),
+            payload: payload.clone(),
             trace_id: trace_id.clone(),
         });
     }
@@ -243,7 +243,7 @@ mod tests {
             "default/b",
             1,
             None,
-            [("journal-1", "/t", b"{}".as_slice())],
+            [("journal-1", "/t", &bytes::Bytes::from_static(b"{}"))],
         );
         attempt(
             "journal-1",
@@ -268,7 +268,7 @@ mod tests {
                 "default/b",
                 3,
                 None,
-                [(format!("filler-{n}").as_str(), "/t", b"".as_slice())],
+                [(format!("filler-{n}").as_str(), "/t", &bytes::Bytes::new())],
             );
         }
         assert!(find("journal-1", None).is_empty(), "the oldest left");

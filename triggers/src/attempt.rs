@@ -194,7 +194,7 @@ async fn publish_reply(
         broker: plan.trigger.broker.clone(),
         source: reply.source().clone(),
         id: reply.id().to_owned(),
-        payload: kinetic_api::cloudevent::encode_structured(&reply).to_vec(),
+        payload: kinetic_api::cloudevent::encode_structured(&reply),
     };
     let now = chrono::Utc::now().timestamp_millis();
     let since = now - context.config.dedupe_window_ms();

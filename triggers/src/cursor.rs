@@ -543,7 +543,7 @@ fn waiting(plan: &Plan, logged: &Logged, lane: String, now: Millis) -> NewDelive
     NewDelivery {
         trigger: plan.trigger.clone(),
         event_seq: logged.stored.seq,
-        payload: logged.stored.payload.clone(),
+        payload: logged.stored.payload.to_vec(),
         lane: Some(lane),
         attempts: 0,
         next_attempt_at: now,
@@ -595,7 +595,7 @@ async fn first_attempt(
             First::Row(NewDelivery {
                 trigger: plan.trigger.clone(),
                 event_seq: stored.seq,
-                payload: stored.payload.clone(),
+                payload: stored.payload.to_vec(),
                 lane,
                 attempts: 1,
                 next_attempt_at: due,
@@ -619,7 +619,7 @@ async fn first_attempt(
                 NewDeadLetter {
                     trigger: plan.trigger.clone(),
                     event_seq: stored.seq,
-                    payload: stored.payload.clone(),
+                    payload: stored.payload.to_vec(),
                     lane,
                     attempts: 1,
                     last_status: attempt.status.map(i32::from),

@@ -378,7 +378,7 @@ mod tests {
                 broker: "default/b".into(),
                 source: "/s".into(),
                 id: n.to_string(),
-                payload: b"{}".to_vec(),
+                payload: b"{}".to_vec().into(),
             })
             .collect();
         store.append(&events, 0, 0).await.unwrap();

@@ -345,7 +345,7 @@ async fn deliver_batch(
             Arc::new(Logged {
                 stored: StoredEvent {
                     seq: seq_of(record.partition, record.offset),
-                    payload: record.payload.clone(),
+                    payload: record.payload.clone().into(),
                     accepted_at: record.timestamp.unwrap_or_default(),
                 },
                 event,

@@ -315,7 +315,8 @@ mod tests {
             source: "/s".into(),
             id: i.to_string(),
             payload: format!(r#"{{"specversion":"1.0","id":"{i}","source":"/s","type":"t"}}"#)
-                .into_bytes(),
+                .into_bytes()
+                .into(),
         }
     }
 
@@ -371,7 +372,9 @@ mod tests {
             broker: "ns/b".into(),
             source: "/s".into(),
             id: "late".into(),
-            payload: br#"{"specversion":"1.0","id":"late","source":"/s","type":"t"}"#.to_vec(),
+            payload: br#"{"specversion":"1.0","id":"late","source":"/s","type":"t"}"#
+                .to_vec()
+                .into(),
         };
         store.append(&[more], 0, 0).await.unwrap();
         assert_eq!(seqs(&cache.read("ns/b", 50, 10, None).await.unwrap()), [51]);
@@ -390,7 +393,7 @@ mod tests {
             broker: broker.to_owned(),
             stored: StoredEvent {
                 seq,
-                payload: payload.into_bytes(),
+                payload: payload.into_bytes().into(),
                 accepted_at: 0,
             },
             event,
@@ -534,7 +537,7 @@ mod tests {
             broker: "ns/b".into(),
             source: "/s".into(),
             id: "x".into(),
-            payload: b"not json".to_vec(),
+            payload: b"not json".to_vec().into(),
         };
         store.append(&[bad], 0, 0).await.unwrap();
         let corrupt = Counter::default();
@@ -551,7 +554,7 @@ mod tests {
             Arc::new(Logged {
                 stored: StoredEvent {
                     seq,
-                    payload: vec![b'x'; size],
+                    payload: vec![b'x'; size].into(),
                     accepted_at: 0,
                 },
                 event: None,

@@ -77,7 +77,8 @@ fn event(id: &str, kind: &str) -> NewEvent {
         source: "/test".into(),
         id: id.into(),
         payload: format!(r#"{{"specversion":"1.0","id":"{id}","source":"/test","type":"{kind}"}}"#)
-            .into_bytes(),
+            .into_bytes()
+            .into(),
     }
 }
 

@@ -141,10 +141,7 @@ impl PostgresStore {
         let brokers: Vec<&str> = keyed.iter().map(|&i| events[i].broker.as_str()).collect();
         let sources: Vec<&str> = keyed.iter().map(|&i| events[i].source.as_str()).collect();
         let ids: Vec<&str> = keyed.iter().map(|&i| events[i].id.as_str()).collect();
-        let payloads: Vec<&[u8]> = keyed
-            .iter()
-            .map(|&i| events[i].payload.as_slice())
-            .collect();
+        let payloads: Vec<&[u8]> = keyed.iter().map(|&i| events[i].payload.as_ref()).collect();
         let ords = keyed
             .iter()
             .map(|&i| i32::try_from(i))
@@ -227,7 +224,7 @@ impl PostgresStore {
             let seqs: Vec<i64> = chunk.iter().map(|&(_, seq)| seq).collect();
             let payloads: Vec<&[u8]> = chunk
                 .iter()
-                .map(|&(i, _)| events[i].payload.as_slice())
+                .map(|&(i, _)| events[i].payload.as_ref())
                 .collect();
             sqlx::query(
                 "INSERT INTO events (broker, seq, payload, accepted_at) \
@@ -325,7 +322,7 @@ impl EventLog for PostgresStore {
         {
             let event = StoredEvent {
                 seq: row.try_get(0)?,
-                payload: row.try_get(1)?,
+                payload: crate::Bytes::from(row.try_get::<Vec<u8>, _>(1)?),
                 accepted_at: row.try_get(2)?,
             };
             bytes += event.payload.len();
@@ -401,7 +398,7 @@ mod tests {
             broker: broker.into(),
             source: "s".into(),
             id: id.into(),
-            payload: Vec::new(),
+            payload: crate::Bytes::new(),
         };
         let events = [
             event("b", "2"),

@@ -104,7 +104,7 @@ impl EventLog for SqliteStore {
                 query = query
                     .bind(&event.broker)
                     .bind(seq)
-                    .bind(&event.payload)
+                    .bind(&event.payload[..])
                     .bind(now);
             }
             query.execute(&mut *tx).await?;
@@ -158,7 +158,7 @@ impl EventLog for SqliteStore {
         {
             let event = StoredEvent {
                 seq: row.try_get(0)?,
-                payload: row.try_get(1)?,
+                payload: crate::Bytes::from(row.try_get::<Vec<u8>, _>(1)?),
                 accepted_at: row.try_get(2)?,
             };
             bytes += event.payload.len();

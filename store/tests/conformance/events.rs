@@ -48,7 +48,7 @@ pub async fn append_reads_in_order_and_moves_the_head(store: Arc<dyn Store>) -> 
     assert_eq!(read.iter().map(|event| event.seq).collect::<Vec<_>>(), one);
     assert_eq!(
         read.iter()
-            .map(|event| event.payload.as_slice())
+            .map(|event| event.payload.as_ref())
             .collect::<Vec<_>>(),
         [b"one 1", b"one 2", b"one 3"]
     );
@@ -100,7 +100,7 @@ pub async fn dedupe_within_a_batch_first_wins(store: Arc<dyn Store>) -> anyhow::
         .read("default/b", 0, 100)
         .await?
         .into_iter()
-        .map(|event| event.payload)
+        .map(|event| event.payload.to_vec())
         .collect();
     assert_eq!(
         payloads,

@@ -18,7 +18,7 @@ pub fn event(broker: &str, source: &str, id: &str, payload: &[u8]) -> NewEvent {
         broker: broker.to_owned(),
         source: source.to_owned(),
         id: id.to_owned(),
-        payload: payload.to_vec(),
+        payload: payload.to_vec().into(),
     }
 }
 
