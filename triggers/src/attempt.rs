@@ -227,16 +227,18 @@ async fn publish_reply(
 }
 
 fn observe_latency(context: &Context, event: &Event) {
-    let Some(arrival) = kinetic_api::cloudevent::extension_text(event, rules::ARRIVAL_TIME) else {
+    let Some(cloudevents::event::ExtensionValue::String(arrival)) =
+        event.extension(rules::ARRIVAL_TIME)
+    else {
         return;
     };
-    if let Ok(arrival) = chrono::DateTime::parse_from_rfc3339(&arrival) {
-        let elapsed = chrono::Utc::now().signed_duration_since(arrival);
-        if let Ok(elapsed) = elapsed.to_std() {
+    if let Some(arrival) = rules::arrival_micros(arrival) {
+        let elapsed = chrono::Utc::now().timestamp_micros() - arrival;
+        if elapsed >= 0 {
             context
                 .metrics
                 .delivery_latency
-                .observe(elapsed.as_secs_f64());
+                .observe(elapsed as f64 / 1e6);
         }
     }
 }

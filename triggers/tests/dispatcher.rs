@@ -76,14 +76,25 @@ fn event(id: &str, kind: &str) -> NewEvent {
         broker: "default/default".into(),
         source: "/test".into(),
         id: id.into(),
-        payload: format!(r#"{{"specversion":"1.0","id":"{id}","source":"/test","type":"{kind}"}}"#)
-            .into_bytes()
-            .into(),
+        payload: format!(
+            r#"{{"specversion":"1.0","id":"{id}","source":"/test","type":"{kind}","knativearrivaltime":"{}"}}"#,
+            kinetic_api::event::arrival_time(chrono::Utc::now())
+        )
+        .into_bytes()
+        .into(),
     }
 }
 
 /// A dispatcher of `store` that reaches loopback subscribers, polling quickly.
 fn dispatcher(store: &Arc<dyn Store>) -> Dispatcher {
+    dispatcher_with_metrics(store, &mut Default::default())
+}
+
+/// [`dispatcher`], its metrics in `registry`.
+fn dispatcher_with_metrics(
+    store: &Arc<dyn Store>,
+    registry: &mut prometheus_client::registry::Registry,
+) -> Dispatcher {
     let mut config = Config::new(
         "test-dispatcher".into(),
         Resolver {
@@ -108,7 +119,7 @@ fn dispatcher(store: &Arc<dyn Store>) -> Dispatcher {
         store.clone(),
         resources,
         config,
-        kinetic_triggers::metrics::Metrics::new(&mut Default::default()),
+        kinetic_triggers::metrics::Metrics::new(registry),
         watch::channel(0).0,
         None,
         None,
@@ -231,7 +242,8 @@ async fn it_delivers_for_ready_triggers_and_says_why_the_others_wait() {
         .await
         .unwrap();
 
-    let dispatcher = dispatcher(&store);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let dispatcher = dispatcher_with_metrics(&store, &mut registry);
     let problems = dispatcher.problems();
     let cancel = CancellationToken::new();
     let running = tokio::spawn(dispatcher.run(cancel.clone()));
@@ -265,6 +277,21 @@ async fn it_delivers_for_ready_triggers_and_says_why_the_others_wait() {
         .expect("`function` is not ready");
     assert!(function.contains("gateway"), "{function}");
     assert_eq!(problems.get("default/all"), None);
+
+    // Each delivery observed the time since the event's arrival.
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    assert_eq!(
+        value("kinetic_dispatcher_delivery_latency_seconds_count"),
+        3.0
+    );
+    let sum = value("kinetic_dispatcher_delivery_latency_seconds_sum");
+    assert!(sum > 0.0 && sum < 60.0, "{sum}");
 
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(10), running)
