@@ -182,30 +182,21 @@ impl Deliveries for SqliteStore {
         dead_letters: &[(NewDeadLetter, bool)],
         now: Millis,
     ) -> Result<bool> {
-        const MOVE: &str = "UPDATE cursors SET position = ?4 WHERE trigger_uid = ?1 AND owner = ?2 AND position = ?3";
+        let moving = sqlx::query(
+            "UPDATE cursors SET position = ?4 WHERE trigger_uid = ?1 AND owner = ?2 AND position = ?3",
+        )
+        .bind(trigger_uid)
+        .bind(owner)
+        .bind(from)
+        .bind(to);
         if deliveries.is_empty() && dead_letters.is_empty() {
             // The common case, every event delivered: one statement is its own transaction, so the
             // cursor moves without BEGIN and COMMIT round trips to the writer (and, like
             // `write_lazily`, without waiting for the disk).
-            let moved = sqlx::query(MOVE)
-                .bind(trigger_uid)
-                .bind(owner)
-                .bind(from)
-                .bind(to)
-                .execute(&self.writer)
-                .await?
-                .rows_affected();
-            return Ok(moved > 0);
+            return Ok(moving.execute(&self.writer).await?.rows_affected() > 0);
         }
         let mut tx = self.write_lazily().await?;
-        let moved = sqlx::query(MOVE)
-            .bind(trigger_uid)
-            .bind(owner)
-            .bind(from)
-            .bind(to)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let moved = moving.execute(&mut *tx).await?.rows_affected();
         if moved == 0 {
             return Ok(false);
         }
