@@ -19,6 +19,11 @@
 //! bound when the statement was prepared, and marks the statement to be prepared again whenever
 //! that parameter is bound anew: a cached statement then costs a full parse and plan on every
 //! execution (measured: about 57k instructions each time, 15k per event end to end).
+//!
+//! The group commit's statements do without `RETURNING`: SQLite collects returned rows in a
+//! temporary B-tree that each execution opens, begins a transaction on and closes (measured: about
+//! 6.5k instructions each, three per group commit). Positions come from the last inserted rowid,
+//! the log's head from a second statement in the same call.
 
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
